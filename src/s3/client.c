@@ -1,0 +1,1226 @@
+/* client.c — the S3 client: one request loop and the operations built on it.
+ *
+ * Every operation fills a `struct s3_req` and hands it to s3_execute(), the
+ * only place that talks to the HTTP engine.  It signs each attempt afresh
+ * (date, credentials, region may change between attempts), routes the
+ * response body (to the caller's sink for a successful GET, to a buffer
+ * otherwise), turns the outcome into an errno, and decides whether to try
+ * again: transient failures are retried with backoff inside a client-wide
+ * retry budget; a region hint or a skewed clock is corrected once; a GET
+ * that broke midway resumes where it stopped, pinned to the ETag it started
+ * with so that bytes of two versions are never mixed. */
+#include "s3/s3_private.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RESP_BODY_MAX (64u << 20) /* a listing page or an error document */
+#define MAX_QUERY 8
+#define MAX_HEADERS 40
+#define CREDS_REFRESH_BEFORE_S 300
+#define CREDS_REFRESH_RETRY_MS 10000
+#define GOT_ALL_BYTES EALREADY /* private: the sink window is full */
+
+struct s3_client {
+    struct http_engine *http;
+    char *scheme;     /* "http" or "https" */
+    char *host;       /* "host[:port]" of the endpoint */
+    char *base_path;  /* path prefix of the endpoint, "" usually */
+    bool endpoint_from_region;
+    char *bucket;
+    bool path_style;
+    bool public_bucket;
+    bool unsigned_payload;
+    struct s3_retry_policy retry;
+    struct s3_retry_budget budget;
+    struct s3_creds_request creds_rq; /* strings owned here */
+    char creds_source[64];
+    char *access_key_id_shown;        /* for messages; never the secret */
+    atomic_bool warned_range;
+
+    pthread_mutex_t mutex;
+    pthread_cond_t refreshed;
+    char region[64];                  /* protected by mutex */
+    char *region_host;                /* protected by mutex (default endpoint) */
+    struct s3_credentials creds;      /* protected by mutex */
+    bool refreshing;                  /* protected by mutex */
+    uint64_t last_refresh_try_ms;     /* protected by mutex */
+    int64_t clock_skew;               /* server minus local, seconds; protected by mutex */
+};
+
+/* One logical request, possibly several attempts. */
+struct s3_req {
+    const char *op;
+    const char *method;
+    const char *key;                  /* NULL: the bucket itself */
+    struct s3_kv query[MAX_QUERY];
+    size_t n_query;
+    struct s3_kv headers[MAX_HEADERS];
+    size_t n_headers;
+    char *owned[MAX_HEADERS];         /* header names we allocated */
+    size_t n_owned;
+    const void *body;
+    size_t body_len;
+    bool body_may_be_error;           /* a 200 may carry an <Error> */
+
+    /* GET: the window of the object wanted, delivered to sink */
+    s3_sink_fn sink;
+    void *sink_arg;
+    uint64_t want_off, want_len;      /* want_len S3_TO_END: to the end */
+    uint64_t delivered;
+    char pinned_etag[80];             /* ETag of the first response */
+    bool ranged;
+
+    /* results */
+    struct buf resp;                  /* body of a non-GET or error response */
+    struct s3_object_info *info;      /* filled from headers, may be NULL */
+    char etag[80];
+    char bucket_region[64];
+};
+
+/* What one attempt saw. */
+struct s3_attempt {
+    struct s3_client *c;
+    struct s3_req *req;
+    long status;
+    int64_t server_date;
+    uint64_t content_length;
+    bool have_length;
+    uint64_t range_start, range_total;
+    bool have_range, have_total;
+    uint64_t pos;                     /* object offset of the next body byte */
+    bool to_sink;
+    struct s3_object_info info;
+    size_t meta_cap;
+    char request_id[96];
+};
+
+/* ---- endpoint and addressing ------------------------------------------- */
+
+static bool host_is_ip_or_localhost(const char *host)
+{
+    if (host[0] == '[')
+        return true; /* IPv6 literal */
+    size_t n = strcspn(host, ":");
+    if (n == 9 && strncmp(host, "localhost", 9) == 0)
+        return true;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)host[i]) && host[i] != '.')
+            return false;
+    return true;
+}
+
+static bool dns_safe_bucket(const char *b)
+{
+    size_t n = strlen(b);
+    if (n < 3 || n > 63 || strchr(b, '.'))
+        return false; /* dots break TLS wildcard certificates */
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)b[i]) || isdigit((unsigned char)b[i]) || b[i] == '-'))
+            return false;
+    return b[0] != '-' && b[n - 1] != '-';
+}
+
+static int parse_endpoint(struct s3_client *c, const char *endpoint, struct s3_error *err)
+{
+    const char *p = strstr(endpoint, "://");
+    if (!p || (strncmp(endpoint, "http", 4) != 0) || (p - endpoint != 4 && p - endpoint != 5)) {
+        snprintf(err->message, sizeof(err->message),
+                 "endpoint %s must start with http:// or https://", endpoint);
+        return EINVAL;
+    }
+    c->scheme = util_strndup(endpoint, (size_t)(p - endpoint));
+    const char *host = p + 3;
+    size_t hlen = strcspn(host, "/?#");
+    if (hlen == 0) {
+        snprintf(err->message, sizeof(err->message), "endpoint %s has no host", endpoint);
+        return EINVAL;
+    }
+    c->host = util_strndup(host, hlen);
+    const char *path = host + hlen;
+    size_t plen = strcspn(path, "?#");
+    while (plen && path[plen - 1] == '/')
+        plen--;
+    c->base_path = util_strndup(path, plen);
+    if (!c->scheme || !c->host || !c->base_path)
+        return ENOMEM;
+    if (strcmp(c->scheme, "https") != 0 && strcmp(c->scheme, "http") != 0) {
+        snprintf(err->message, sizeof(err->message),
+                 "endpoint %s must start with http:// or https://", endpoint);
+        return EINVAL;
+    }
+    return 0;
+}
+
+static int set_region_locked(struct s3_client *c, const char *region)
+{
+    snprintf(c->region, sizeof(c->region), "%s", region);
+    if (!c->endpoint_from_region)
+        return 0;
+    struct buf b = BUF_INIT;
+    if (buf_printf(&b, "s3.%s.amazonaws.com", region))
+        return ENOMEM;
+    free(c->region_host);
+    c->region_host = buf_steal(&b);
+    return c->region_host ? 0 : ENOMEM;
+}
+
+/* URL and canonical URI for a request; host is what goes in Host. */
+static int build_target(struct s3_client *c, const struct s3_req *req, struct buf *url,
+                        struct buf *path, struct buf *host)
+{
+    pthread_mutex_lock(&c->mutex);
+    const char *h = c->endpoint_from_region ? c->region_host : c->host;
+    int rc = c->path_style ? buf_puts(host, h) : buf_printf(host, "%s.%s", c->bucket, h);
+    pthread_mutex_unlock(&c->mutex);
+    if (!rc)
+        rc = buf_puts(path, c->base_path);
+    if (!rc && c->path_style) {
+        rc = buf_puts(path, "/");
+        if (!rc)
+            rc = s3_uri_encode(path, c->bucket, strlen(c->bucket), false);
+        if (!rc && req->key)
+            rc = buf_puts(path, "/");
+    } else if (!rc) {
+        rc = buf_puts(path, "/");
+    }
+    if (!rc && req->key)
+        rc = s3_uri_encode(path, req->key, strlen(req->key), true);
+    if (!rc)
+        rc = buf_printf(url, "%s://%s%s", c->scheme, host->data, path->data);
+    if (!rc && req->n_query) {
+        rc = buf_puts(url, "?");
+        if (!rc)
+            rc = s3_canonical_query(url, req->query, req->n_query);
+    }
+    return rc;
+}
+
+/* ---- credentials -------------------------------------------------------- */
+
+/* Copy the current credentials for one signature, refreshing them first
+ * when they are about to expire.  One thread refreshes; the others keep
+ * signing with the old ones while those are still valid. */
+static int creds_snapshot(struct s3_client *c, struct s3_credentials *out, struct s3_error *err)
+{
+    pthread_mutex_lock(&c->mutex);
+    for (;;) {
+        int64_t now = (int64_t)time(NULL);
+        bool expiring = c->creds.expiration &&
+                        c->creds.expiration - now < CREDS_REFRESH_BEFORE_S;
+        bool expired = c->creds.expiration && c->creds.expiration <= now;
+        if (expiring && !c->refreshing &&
+            (expired || util_now_ms() - c->last_refresh_try_ms >= CREDS_REFRESH_RETRY_MS)) {
+            c->refreshing = true;
+            c->last_refresh_try_ms = util_now_ms();
+            pthread_mutex_unlock(&c->mutex);
+            struct s3_credentials fresh;
+            char why[512] = "";
+            int rc = s3_creds_refresh(&c->creds_rq, c->creds_source, &fresh, why, sizeof(why));
+            pthread_mutex_lock(&c->mutex);
+            c->refreshing = false;
+            if (rc == 0) {
+                s3_credentials_clear(&c->creds);
+                c->creds = fresh;
+                log_info("credentials from %s refreshed", c->creds_source);
+            } else {
+                log_warn("could not refresh credentials: %s", why);
+            }
+            pthread_cond_broadcast(&c->refreshed);
+            continue;
+        }
+        if (expired && c->refreshing) {
+            pthread_cond_wait(&c->refreshed, &c->mutex);
+            continue;
+        }
+        break;
+    }
+    int rc = 0;
+    memset(out, 0, sizeof(*out));
+    out->access_key = strdup(c->creds.access_key);
+    out->secret_key = strdup(c->creds.secret_key);
+    if (c->creds.session_token)
+        out->session_token = strdup(c->creds.session_token);
+    if (!out->access_key || !out->secret_key ||
+        (c->creds.session_token && !out->session_token))
+        rc = ENOMEM;
+    pthread_mutex_unlock(&c->mutex);
+    if (rc) {
+        s3_credentials_clear(out);
+        snprintf(err->message, sizeof(err->message), "out of memory");
+    }
+    return rc;
+}
+
+/* ---- response handling (HTTP engine thread) ----------------------------- */
+
+static int parse_content_range(const char *v, struct s3_attempt *a)
+{
+    /* "bytes 0-9/44", or "bytes *\/44" when the range was unsatisfiable */
+    if (strncmp(v, "bytes ", 6) != 0)
+        return 0;
+    v += 6;
+    char *end;
+    if (*v != '*') {
+        a->range_start = strtoull(v, &end, 10);
+        a->have_range = end != v;
+        v = strchr(v, '/');
+    } else {
+        v++;
+    }
+    if (v && *v == '/' && v[1] != '*') {
+        a->range_total = strtoull(v + 1, &end, 10);
+        a->have_total = end != v + 1;
+    }
+    return 0;
+}
+
+static int add_meta(struct s3_attempt *a, const char *name, const char *value)
+{
+    struct s3_object_info *in = &a->info;
+    if (in->n_meta == a->meta_cap) {
+        size_t nc = a->meta_cap ? a->meta_cap * 2 : 8;
+        struct s3_meta *m = realloc(in->meta, nc * sizeof(*m));
+        if (!m)
+            return ENOMEM;
+        in->meta = m;
+        a->meta_cap = nc;
+    }
+    char *n = strdup(name), *v = strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return ENOMEM;
+    }
+    for (char *p = n; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    in->meta[in->n_meta].name = n;
+    in->meta[in->n_meta].value = v;
+    in->n_meta++;
+    return 0;
+}
+
+static int on_header(struct http_request *hr, const char *name, const char *value)
+{
+    struct s3_attempt *a = hr->arg;
+    a->status = hr->status;
+    if (strcasecmp(name, "ETag") == 0)
+        snprintf(a->info.etag, sizeof(a->info.etag), "%s", value);
+    else if (strcasecmp(name, "Content-Length") == 0) {
+        a->content_length = strtoull(value, NULL, 10);
+        a->have_length = true;
+    } else if (strcasecmp(name, "Content-Range") == 0)
+        parse_content_range(value, a);
+    else if (strcasecmp(name, "Last-Modified") == 0)
+        util_parse_http_date(value, &a->info.mtime);
+    else if (strcasecmp(name, "Date") == 0)
+        util_parse_http_date(value, &a->server_date);
+    else if (strcasecmp(name, "Content-Type") == 0) {
+        free(a->info.content_type);
+        a->info.content_type = strdup(value);
+    } else if (strcasecmp(name, "Content-Encoding") == 0) {
+        free(a->info.content_encoding);
+        a->info.content_encoding = strdup(value);
+    } else if (strcasecmp(name, "x-amz-request-id") == 0)
+        snprintf(a->request_id, sizeof(a->request_id), "%s", value);
+    else if (strcasecmp(name, "x-amz-bucket-region") == 0)
+        snprintf(a->req->bucket_region, sizeof(a->req->bucket_region), "%s", value);
+    else if (util_istarts(name, "x-amz-meta-"))
+        return add_meta(a, name + 11, value);
+    return 0;
+}
+
+/* Deliver the part of [pos, pos+len) that lies inside the wanted window. */
+static int sink_window(struct s3_attempt *a, const char *data, size_t len)
+{
+    struct s3_req *req = a->req;
+    uint64_t want = req->want_off + req->delivered;
+    uint64_t end = req->want_len == S3_TO_END ? UINT64_MAX : req->want_off + req->want_len;
+    uint64_t pos = a->pos;
+    a->pos += len;
+    if (pos + len <= want)
+        return 0;
+    if (pos > want)
+        return EPROTO; /* a gap: the server started after what we asked */
+    size_t skip = (size_t)(want - pos);
+    size_t n = len - skip;
+    if (end - want < n)
+        n = (size_t)(end - want);
+    if (n) {
+        int rc = req->sink(req->sink_arg, data + skip, n);
+        if (rc)
+            return rc;
+        req->delivered += n;
+    }
+    return want + n >= end ? GOT_ALL_BYTES : 0;
+}
+
+static int on_body(struct http_request *hr, const void *data, size_t len)
+{
+    struct s3_attempt *a = hr->arg;
+    struct s3_req *req = a->req;
+    if (!a->to_sink && a->pos == 0 && req->resp.len == 0) {
+        /* first body bytes: decide where they go */
+        a->status = hr->status;
+        a->to_sink = req->sink && (a->status == 200 || a->status == 206);
+        if (a->to_sink) {
+            a->pos = a->status == 206 && a->have_range ? a->range_start : 0;
+            if (req->ranged && (a->status == 200 || (a->have_range &&
+                                                      a->range_start != req->want_off +
+                                                                            req->delivered)) &&
+                !atomic_exchange(&a->c->warned_range, true))
+                log_warn("the server did not honour a Range request exactly (asked from byte "
+                         "%llu, got %s from %llu); using only the bytes asked for",
+                         (unsigned long long)(req->want_off + req->delivered),
+                         a->status == 200 ? "the whole object" : "a range",
+                         (unsigned long long)a->pos);
+        }
+    }
+    if (a->to_sink)
+        return sink_window(a, data, len);
+    if (req->resp.len + len > RESP_BODY_MAX)
+        return EFBIG;
+    return buf_append(&req->resp, data, len);
+}
+
+/* ---- one attempt -------------------------------------------------------- */
+
+static int add_header(struct curl_slist **list, const char *name, const char *value)
+{
+    struct buf b = BUF_INIT;
+    int rc = buf_printf(&b, "%s: %s", name, value);
+    if (rc)
+        return rc;
+    struct curl_slist *n = curl_slist_append(*list, b.data);
+    buf_free(&b);
+    if (!n)
+        return ENOMEM;
+    *list = n;
+    return 0;
+}
+
+static void attempt_clear(struct s3_attempt *a)
+{
+    s3_object_info_clear(&a->info);
+}
+
+static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attempt *a,
+                       struct s3_error *err)
+{
+    struct buf url = BUF_INIT, path = BUF_INIT, host = BUF_INIT, auth = BUF_INIT;
+    struct buf range = BUF_INIT;
+    struct curl_slist *list = NULL;
+    struct s3_credentials cr = {0};
+    struct s3_kv hdrs[MAX_HEADERS + 6];
+    size_t nh = 0;
+    char date[17], hash[65];
+    int rc;
+
+    memset(a, 0, sizeof(*a));
+    a->c = c;
+    a->req = req;
+    buf_clear(&req->resp);
+    if ((rc = build_target(c, req, &url, &path, &host)))
+        goto out;
+    hdrs[nh++] = (struct s3_kv){"host", host.data};
+    for (size_t i = 0; i < req->n_headers; i++)
+        hdrs[nh++] = req->headers[i];
+    if (req->sink) {
+        uint64_t from = req->want_off + req->delivered;
+        if (req->ranged || req->delivered) {
+            if (req->want_len == S3_TO_END)
+                rc = buf_printf(&range, "bytes=%llu-", (unsigned long long)from);
+            else
+                rc = buf_printf(&range, "bytes=%llu-%llu", (unsigned long long)from,
+                                (unsigned long long)(req->want_off + req->want_len - 1));
+            if (rc)
+                goto out;
+            hdrs[nh++] = (struct s3_kv){"range", range.data};
+        }
+        if (req->pinned_etag[0])
+            hdrs[nh++] = (struct s3_kv){"if-match", req->pinned_etag};
+    }
+    pthread_mutex_lock(&c->mutex);
+    int64_t now = (int64_t)time(NULL) + c->clock_skew;
+    char region[64];
+    snprintf(region, sizeof(region), "%s", c->region);
+    pthread_mutex_unlock(&c->mutex);
+    s3_amz_date(now, date);
+    if (!c->public_bucket) {
+        if ((rc = creds_snapshot(c, &cr, err)))
+            goto out;
+        if (c->unsigned_payload && strcmp(c->scheme, "https") == 0)
+            snprintf(hash, sizeof(hash), "UNSIGNED-PAYLOAD");
+        else
+            s3_sha256_hex(req->body ? req->body : "", req->body_len, hash);
+        hdrs[nh++] = (struct s3_kv){"x-amz-date", date};
+        hdrs[nh++] = (struct s3_kv){"x-amz-content-sha256", hash};
+        if (cr.session_token)
+            hdrs[nh++] = (struct s3_kv){"x-amz-security-token", cr.session_token};
+        struct s3_sign_input in = {
+            .method = req->method,
+            .canonical_uri = path.data,
+            .query = req->query,
+            .n_query = req->n_query,
+            .headers = hdrs,
+            .n_headers = nh,
+            .payload_hash = hash,
+            .region = region,
+            .service = "s3",
+            .amz_date = date,
+            .access_key = cr.access_key,
+            .secret_key = cr.secret_key,
+        };
+        if ((rc = s3_sigv4_authorization(&auth, &in, NULL)))
+            goto out;
+    }
+    for (size_t i = 0; i < nh && !rc; i++)
+        rc = add_header(&list, hdrs[i].name, hdrs[i].value);
+    if (!rc && auth.len)
+        rc = add_header(&list, "Authorization", auth.data);
+    if (!rc) /* no 100-continue round trip; S3 answers errors promptly anyway */
+        rc = add_header(&list, "Expect", "");
+    if (!rc && strcmp(req->method, "POST") == 0 && !req->n_headers)
+        rc = add_header(&list, "Content-Type", "");
+    if (rc)
+        goto out;
+
+    struct http_request hr = {
+        .method = req->method,
+        .url = url.data,
+        .headers = list,
+        .body = req->body,
+        .body_len = req->body_len,
+        .on_header = on_header,
+        .on_body = on_body,
+        .arg = a,
+    };
+    log_debug("%s %s %s", req->op, req->method, url.data);
+    int t = http_perform(c->http, &hr);
+    a->status = hr.status;
+    if (t == GOT_ALL_BYTES)
+        t = 0; /* we stopped reading because we had every byte we wanted */
+    if (t == 0 && a->to_sink && req->want_len != S3_TO_END &&
+        req->delivered < req->want_len) {
+        /* the body ended early but curl saw no error: the object is shorter
+         * than the range (fine) unless the headers promised more */
+        uint64_t total = a->have_total ? a->range_total
+                                       : (a->status == 200 && a->have_length ? a->content_length
+                                                                             : 0);
+        if (req->want_off + req->delivered < total)
+            t = ECONNRESET;
+    }
+    if (t) {
+        err->transport = t;
+        snprintf(err->message, sizeof(err->message), "%s",
+                 hr.error_text[0] ? hr.error_text : strerror(t));
+    }
+    rc = t;
+out:
+    if (cr.secret_key)
+        s3_credentials_clear(&cr);
+    if (auth.data)
+        memset(auth.data, 0, auth.len);
+    curl_slist_free_all(list);
+    buf_free(&auth);
+    buf_free(&url);
+    buf_free(&path);
+    buf_free(&host);
+    buf_free(&range);
+    return rc;
+}
+
+/* ---- the request loop --------------------------------------------------- */
+
+static int code_to_errno(const char *code)
+{
+    if (strcmp(code, "NoSuchKey") == 0 || strcmp(code, "NoSuchUpload") == 0 ||
+        strcmp(code, "NoSuchBucket") == 0)
+        return ENOENT;
+    if (strcmp(code, "AccessDenied") == 0)
+        return EACCES;
+    if (strcmp(code, "PreconditionFailed") == 0)
+        return ESTALE;
+    if (strcmp(code, "NotImplemented") == 0)
+        return ENOSYS;
+    return EIO;
+}
+
+static const char *status_code_name(long status)
+{
+    switch (status) {
+    case 301: return "PermanentRedirect";
+    case 400: return "BadRequest";
+    case 403: return "Forbidden";
+    case 404: return "NotFound";
+    case 405: return "MethodNotAllowed";
+    case 412: return "PreconditionFailed";
+    case 416: return "InvalidRange";
+    case 500: return "InternalError";
+    case 501: return "NotImplemented";
+    case 503: return "ServiceUnavailable";
+    default: return "";
+    }
+}
+
+static void log_failure(const struct s3_req *req, int rc, const struct s3_error *err)
+{
+    enum log_level lvl = (rc == ENOENT || rc == ESTALE) ? LOG_LVL_DEBUG : LOG_LVL_ERROR;
+    if (lvl == LOG_LVL_DEBUG && log_get_level() < LOG_LVL_DEBUG)
+        return;
+    if (err->status)
+        log_msg(lvl, "%s %s: HTTP %ld %s: %s (request id %s)", req->op,
+                req->key ? req->key : "(bucket)", err->status, err->code, err->message,
+                err->request_id[0] ? err->request_id : "none");
+    else
+        log_msg(lvl, "%s %s: %s", req->op, req->key ? req->key : "(bucket)", err->message);
+}
+
+static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *err_out)
+{
+    struct s3_error local;
+    struct s3_error *err = err_out ? err_out : &local;
+    bool region_fixed = false, skew_fixed = false;
+    unsigned attempt = 0;
+    int rc;
+    for (;;) {
+        struct s3_attempt a;
+        memset(err, 0, sizeof(*err));
+        attempt++;
+        int t = run_attempt(c, req, &a, err);
+        err->status = a.status;
+        snprintf(err->request_id, sizeof(err->request_id), "%s", a.request_id);
+        bool body_error = false;
+        if (t == 0 && a.status >= 200 && a.status < 300 && req->body_may_be_error &&
+            req->resp.len && s3_xml_parse_error(req->resp.data, req->resp.len, err) == 0)
+            body_error = true; /* 200 OK with <Error>: CopyObject, Complete… */
+        if (t == 0 && a.status >= 200 && a.status < 300 && !body_error) {
+            if (req->info) {
+                s3_object_info_clear(req->info);
+                *req->info = a.info;
+                memset(&a.info, 0, sizeof(a.info));
+                if (a.have_total)
+                    req->info->size = a.range_total;
+                else if (a.have_length)
+                    req->info->size = a.content_length;
+            }
+            snprintf(req->etag, sizeof(req->etag), "%s", a.info.etag[0] ? a.info.etag
+                                                                           : req->etag);
+            if (req->info && !req->etag[0])
+                snprintf(req->etag, sizeof(req->etag), "%s", req->info->etag);
+            attempt_clear(&a);
+            s3_budget_give(&c->budget, attempt > 1 ? S3_BUDGET_RETRY_COST : 1);
+            return 0;
+        }
+        if (t == 0 && a.status == 416 && req->sink) {
+            /* nothing at or past that offset: an empty read, not an error */
+            if (req->info) {
+                s3_object_info_clear(req->info);
+                *req->info = a.info;
+                memset(&a.info, 0, sizeof(a.info));
+                req->info->size = a.have_total ? a.range_total : 0;
+            }
+            attempt_clear(&a);
+            return 0;
+        }
+        if (t == 0) {
+            if (!body_error && req->resp.len)
+                s3_xml_parse_error(req->resp.data, req->resp.len, err);
+            if (!err->code[0])
+                snprintf(err->code, sizeof(err->code), "%s", status_code_name(a.status));
+            if (req->bucket_region[0] && !err->region[0])
+                snprintf(err->region, sizeof(err->region), "%s", req->bucket_region);
+            rc = body_error ? code_to_errno(err->code) : s3_status_to_errno(a.status, err->code);
+        } else {
+            rc = t == EPROTO || t == ENOMEM || t == ECANCELED ? t : EIO;
+            if (req->sink && req->delivered && !req->pinned_etag[0] && a.info.etag[0])
+                snprintf(req->pinned_etag, sizeof(req->pinned_etag), "%s", a.info.etag);
+        }
+        /* Pin a GET to the ETag of the first response, whatever happened. */
+        if (req->sink && !req->pinned_etag[0] && a.info.etag[0] && req->delivered)
+            snprintf(req->pinned_etag, sizeof(req->pinned_etag), "%s", a.info.etag);
+        int64_t server_date = a.server_date;
+        attempt_clear(&a);
+
+        /* A region hint: re-sign for the bucket's region, once. */
+        if (!region_fixed && err->region[0] &&
+            (a.status == 301 || a.status == 400 || a.status == 307)) {
+            pthread_mutex_lock(&c->mutex);
+            bool differs = strcmp(c->region, err->region) != 0;
+            if (differs) {
+                log_info("bucket %s is in region %s (was signing for %s)", c->bucket,
+                         err->region, c->region);
+                set_region_locked(c, err->region);
+            }
+            pthread_mutex_unlock(&c->mutex);
+            region_fixed = true;
+            if (differs) {
+                attempt--;
+                continue;
+            }
+        }
+        if (!skew_fixed && strcmp(err->code, "RequestTimeTooSkewed") == 0 && server_date) {
+            pthread_mutex_lock(&c->mutex);
+            c->clock_skew = server_date - (int64_t)time(NULL);
+            pthread_mutex_unlock(&c->mutex);
+            log_warn("local clock is %lld s off the server's; correcting",
+                     (long long)-c->clock_skew);
+            skew_fixed = true;
+            attempt--;
+            continue;
+        }
+        if (t && t != ECONNREFUSED && t != ECONNRESET && t != ETIMEDOUT && t != EHOSTUNREACH)
+            break; /* our own abort, a TLS refusal, a cancellation */
+        if (!s3_retryable(t ? 0 : a.status, err->code, t) || attempt >= c->retry.max_attempts)
+            break;
+        int cost = (t == ETIMEDOUT || t == ECONNREFUSED) ? S3_BUDGET_TIMEOUT_COST
+                                                         : S3_BUDGET_RETRY_COST;
+        if (!s3_budget_take(&c->budget, cost)) {
+            log_debug("retry budget exhausted; not retrying %s", req->op);
+            break;
+        }
+        uint64_t wait = s3_backoff_ms(&c->retry, attempt, util_random_u64());
+        log_debug("%s %s: attempt %u failed (%s%s%ld %s); retrying in %llu ms", req->op,
+                  req->key ? req->key : "(bucket)", attempt, t ? strerror(t) : "",
+                  t ? " " : "HTTP ", a.status, err->code, (unsigned long long)wait);
+        util_sleep_ms(wait);
+    }
+    log_failure(req, rc, err);
+    return rc;
+}
+
+static void req_init(struct s3_req *req, const char *op, const char *method, const char *key)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = op;
+    req->method = method;
+    req->key = key;
+}
+
+static void req_query(struct s3_req *req, const char *name, const char *value)
+{
+    if (req->n_query < MAX_QUERY)
+        req->query[req->n_query++] = (struct s3_kv){name, value ? value : ""};
+}
+
+static void req_header(struct s3_req *req, const char *name, const char *value)
+{
+    if (req->n_headers < MAX_HEADERS)
+        req->headers[req->n_headers++] = (struct s3_kv){name, value};
+}
+
+static void req_free(struct s3_req *req)
+{
+    buf_free(&req->resp);
+    for (size_t i = 0; i < req->n_owned; i++)
+        free(req->owned[i]);
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+const char *s3_error_describe(int rc, const struct s3_error *err, char *buf, size_t n)
+{
+    if (!err)
+        snprintf(buf, n, "%s", strerror(rc));
+    else if (err->status)
+        snprintf(buf, n, "HTTP %ld %s: %s (request id %s)", err->status,
+                 err->code[0] ? err->code : "-", err->message[0] ? err->message : strerror(rc),
+                 err->request_id[0] ? err->request_id : "none");
+    else
+        snprintf(buf, n, "%s", err->message[0] ? err->message : strerror(rc));
+    return buf;
+}
+
+void s3_object_info_clear(struct s3_object_info *info)
+{
+    free(info->content_type);
+    free(info->content_encoding);
+    for (size_t i = 0; i < info->n_meta; i++) {
+        free(info->meta[i].name);
+        free(info->meta[i].value);
+    }
+    free(info->meta);
+    memset(info, 0, sizeof(*info));
+}
+
+int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3_error *err_out)
+{
+    struct s3_error local;
+    struct s3_error *err = err_out ? err_out : &local;
+    memset(err, 0, sizeof(*err));
+    if (!cfg->bucket || !*cfg->bucket) {
+        snprintf(err->message, sizeof(err->message), "no bucket given");
+        return EINVAL;
+    }
+    struct s3_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return ENOMEM;
+    pthread_mutex_init(&c->mutex, NULL);
+    pthread_cond_init(&c->refreshed, NULL);
+    s3_budget_init(&c->budget);
+    c->retry.max_attempts = cfg->max_attempts ? cfg->max_attempts : 5;
+    c->retry.base_ms = cfg->retry_base_ms ? cfg->retry_base_ms : 200;
+    c->retry.cap_ms = cfg->retry_cap_ms ? cfg->retry_cap_ms : 20000;
+    c->public_bucket = cfg->public_bucket;
+    c->unsigned_payload = cfg->unsigned_payload;
+    int rc = ENOMEM;
+    if (!(c->bucket = strdup(cfg->bucket)))
+        goto fail;
+
+    char *region = cfg->region && *cfg->region ? strdup(cfg->region)
+                                               : s3_creds_default_region(cfg->profile);
+    set_region_locked(c, region ? region : "us-east-1");
+    free(region);
+
+    if (cfg->endpoint && *cfg->endpoint) {
+        if ((rc = parse_endpoint(c, cfg->endpoint, err)))
+            goto fail;
+    } else {
+        c->endpoint_from_region = true;
+        c->scheme = strdup("https");
+        c->host = strdup("s3.amazonaws.com");
+        c->base_path = strdup("");
+        set_region_locked(c, c->region);
+        if (!c->scheme || !c->host || !c->base_path || !c->region_host)
+            goto fail;
+    }
+    switch (cfg->addressing) {
+    case S3_ADDR_PATH: c->path_style = true; break;
+    case S3_ADDR_VIRTUAL: c->path_style = false; break;
+    default:
+        c->path_style = (!c->endpoint_from_region && host_is_ip_or_localhost(c->host)) ||
+                        !dns_safe_bucket(c->bucket);
+    }
+    if (cfg->http.no_verify_ssl)
+        log_warn("TLS certificate verification is OFF (no_verify_ssl): anyone on the path "
+                 "can read and change your data");
+    if ((rc = http_engine_new(&cfg->http, &c->http))) {
+        snprintf(err->message, sizeof(err->message), "cannot start the HTTP engine: %s",
+                 strerror(rc));
+        goto fail;
+    }
+    c->creds_rq.http = c->http;
+    c->creds_rq.bucket = c->bucket;
+    rc = ENOMEM;
+    if (cfg->passwd_file && !(c->creds_rq.passwd_file = strdup(cfg->passwd_file)))
+        goto fail;
+    if (cfg->profile && !(c->creds_rq.profile = strdup(cfg->profile)))
+        goto fail;
+    if (!(c->creds_rq.region = strdup(c->region)))
+        goto fail;
+    if (c->public_bucket) {
+        snprintf(c->creds_source, sizeof(c->creds_source), "none");
+    } else {
+        char why[768];
+        rc = s3_creds_resolve(&c->creds_rq, &c->creds, c->creds_source, sizeof(c->creds_source),
+                              why, sizeof(why));
+        if (rc) {
+            snprintf(err->message, sizeof(err->message), "%s", why);
+            goto fail;
+        }
+        if (!(c->access_key_id_shown = strdup(c->creds.access_key))) {
+            rc = ENOMEM;
+            goto fail;
+        }
+    }
+    *out = c;
+    return 0;
+fail:
+    s3_client_free(c);
+    return rc;
+}
+
+void s3_client_free(struct s3_client *c)
+{
+    if (!c)
+        return;
+    http_engine_free(c->http);
+    s3_credentials_clear(&c->creds);
+    free((char *)c->creds_rq.passwd_file);
+    free((char *)c->creds_rq.profile);
+    free((char *)c->creds_rq.region);
+    free(c->access_key_id_shown);
+    free(c->scheme);
+    free(c->host);
+    free(c->base_path);
+    free(c->region_host);
+    free(c->bucket);
+    pthread_mutex_destroy(&c->mutex);
+    pthread_cond_destroy(&c->refreshed);
+    pthread_mutex_destroy(&c->budget.mutex);
+    free(c);
+}
+
+const char *s3_client_region(struct s3_client *c)
+{
+    /* the array lives as long as the client; a concurrent region change
+     * rewrites it with a string of the same kind */
+    return c->region;
+}
+
+void s3_client_credentials_info(struct s3_client *c, const char **source,
+                                const char **access_key_id)
+{
+    *source = c->creds_source;
+    *access_key_id = c->access_key_id_shown ? c->access_key_id_shown : "";
+}
+
+int s3_head_bucket(struct s3_client *c, struct s3_error *err)
+{
+    struct s3_req req;
+    req_init(&req, "HeadBucket", "HEAD", NULL);
+    int rc = s3_execute(c, &req, err);
+    if (req.bucket_region[0]) {
+        pthread_mutex_lock(&c->mutex);
+        if (strcmp(req.bucket_region, c->region) != 0) {
+            log_info("bucket %s is in region %s", c->bucket, req.bucket_region);
+            set_region_locked(c, req.bucket_region);
+        }
+        pthread_mutex_unlock(&c->mutex);
+    }
+    req_free(&req);
+    return rc;
+}
+
+int s3_head_object(struct s3_client *c, const char *key, struct s3_object_info *info,
+                   struct s3_error *err)
+{
+    struct s3_req req;
+    req_init(&req, "HeadObject", "HEAD", key);
+    memset(info, 0, sizeof(*info));
+    req.info = info;
+    int rc = s3_execute(c, &req, err);
+    req_free(&req);
+    return rc;
+}
+
+int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                  const char *if_match, s3_sink_fn sink, void *sink_arg,
+                  struct s3_object_info *info, struct s3_error *err)
+{
+    if (info)
+        memset(info, 0, sizeof(*info));
+    if (length == 0)
+        return 0;
+    struct s3_req req;
+    req_init(&req, "GetObject", "GET", key);
+    req.sink = sink;
+    req.sink_arg = sink_arg;
+    req.want_off = offset;
+    req.want_len = length;
+    req.ranged = offset != 0 || length != S3_TO_END;
+    req.info = info;
+    if (if_match)
+        snprintf(req.pinned_etag, sizeof(req.pinned_etag), "%s", if_match);
+    int rc = s3_execute(c, &req, err);
+    req_free(&req);
+    return rc;
+}
+
+/* Headers for what a new object is created with. */
+static int put_opts_headers(struct s3_req *req, const struct s3_put_opts *o)
+{
+    if (!o)
+        return 0;
+    if (o->content_type)
+        req_header(req, "content-type", o->content_type);
+    if (o->content_encoding)
+        req_header(req, "content-encoding", o->content_encoding);
+    for (size_t i = 0; i < o->n_meta; i++) {
+        if (req->n_owned == MAX_HEADERS - 8)
+            return EINVAL; /* more metadata than one request can carry here */
+        struct buf name = BUF_INIT;
+        if (buf_printf(&name, "x-amz-meta-%s", o->meta[i].name))
+            return ENOMEM;
+        req->owned[req->n_owned++] = name.data;
+        req_header(req, name.data, o->meta[i].value);
+    }
+    return 0;
+}
+
+int s3_put_object(struct s3_client *c, const char *key, const void *data, size_t len,
+                  const struct s3_put_opts *opts, char *etag_out, struct s3_error *err)
+{
+    struct s3_req req;
+    req_init(&req, "PutObject", "PUT", key);
+    req.body = data;
+    req.body_len = len;
+    int rc = put_opts_headers(&req, opts);
+    if (!rc)
+        rc = s3_execute(c, &req, err);
+    if (!rc && etag_out)
+        snprintf(etag_out, 80, "%s", req.etag);
+    req_free(&req);
+    return rc;
+}
+
+int s3_delete_object(struct s3_client *c, const char *key, struct s3_error *err)
+{
+    struct s3_req req;
+    req_init(&req, "DeleteObject", "DELETE", key);
+    int rc = s3_execute(c, &req, err);
+    if (rc == ENOENT && !(err && strcmp(err->code, "NoSuchBucket") == 0))
+        rc = 0; /* some servers answer 404 where S3 answers 204 */
+    req_free(&req);
+    return rc;
+}
+
+int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n, int *errs,
+                      struct s3_error *err)
+{
+    if (n > 1000)
+        return EINVAL;
+    if (errs)
+        memset(errs, 0, n * sizeof(*errs));
+    if (n == 0)
+        return 0;
+    struct buf body = BUF_INIT;
+    int rc = buf_puts(&body, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+                             "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+                             "<Quiet>true</Quiet>");
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = buf_puts(&body, "<Object><Key>");
+        if (!rc)
+            rc = s3_xml_escape(&body, keys[i]);
+        if (!rc)
+            rc = buf_puts(&body, "</Key></Object>");
+    }
+    if (!rc)
+        rc = buf_puts(&body, "</Delete>");
+    if (rc) {
+        buf_free(&body);
+        return rc;
+    }
+    char md5[25];
+    s3_md5_base64(body.data, body.len, md5);
+    struct s3_req req;
+    req_init(&req, "DeleteObjects", "POST", NULL);
+    req_query(&req, "delete", "");
+    req_header(&req, "content-md5", md5);
+    req_header(&req, "content-type", "application/xml");
+    req.body = body.data;
+    req.body_len = body.len;
+    rc = s3_execute(c, &req, err);
+    if (!rc && req.resp.len)
+        rc = s3_xml_parse_delete_result(req.resp.data, req.resp.len, keys, n, errs);
+    req_free(&req);
+    buf_free(&body);
+    return rc;
+}
+
+static int copy_source(struct buf *b, struct s3_client *c, const char *src_key)
+{
+    int rc = buf_puts(b, "/");
+    if (!rc)
+        rc = s3_uri_encode(b, c->bucket, strlen(c->bucket), false);
+    if (!rc)
+        rc = buf_puts(b, "/");
+    if (!rc)
+        rc = s3_uri_encode(b, src_key, strlen(src_key), true);
+    return rc;
+}
+
+int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key,
+                   const struct s3_put_opts *replace, const char *src_if_match, char *etag_out,
+                   struct s3_error *err)
+{
+    struct s3_req req;
+    struct buf src = BUF_INIT;
+    req_init(&req, "CopyObject", "PUT", dst_key);
+    req.body_may_be_error = true;
+    int rc = copy_source(&src, c, src_key);
+    if (!rc) {
+        req_header(&req, "x-amz-copy-source", src.data);
+        req_header(&req, "x-amz-metadata-directive", replace ? "REPLACE" : "COPY");
+        if (src_if_match)
+            req_header(&req, "x-amz-copy-source-if-match", src_if_match);
+        rc = put_opts_headers(&req, replace);
+    }
+    if (!rc)
+        rc = s3_execute(c, &req, err);
+    if (!rc && etag_out && s3_xml_parse_etag(req.resp.data, req.resp.len, etag_out))
+        etag_out[0] = '\0';
+    req_free(&req);
+    buf_free(&src);
+    return rc;
+}
+
+int s3_list_objects_v2(struct s3_client *c, const struct s3_list_params *p,
+                       struct s3_list_page *page, struct s3_error *err)
+{
+    memset(page, 0, sizeof(*page));
+    struct s3_req req;
+    char maxkeys[16];
+    req_init(&req, "ListObjectsV2", "GET", NULL);
+    req_query(&req, "list-type", "2");
+    req_query(&req, "encoding-type", "url");
+    if (p->prefix && *p->prefix)
+        req_query(&req, "prefix", p->prefix);
+    if (p->delimiter && *p->delimiter)
+        req_query(&req, "delimiter", p->delimiter);
+    if (p->start_after && *p->start_after)
+        req_query(&req, "start-after", p->start_after);
+    if (p->continuation_token)
+        req_query(&req, "continuation-token", p->continuation_token);
+    if (p->max_keys) {
+        snprintf(maxkeys, sizeof(maxkeys), "%u", p->max_keys);
+        req_query(&req, "max-keys", maxkeys);
+    }
+    int rc = s3_execute(c, &req, err);
+    if (!rc) {
+        rc = s3_xml_parse_list_v2(req.resp.data, req.resp.len, page);
+        if (rc == EPROTO && err)
+            snprintf(err->message, sizeof(err->message), "unreadable ListObjectsV2 response");
+    }
+    if (!rc && page->truncated &&
+        (!page->next_token || !*page->next_token ||
+         (p->continuation_token && strcmp(page->next_token, p->continuation_token) == 0))) {
+        log_error("ListObjectsV2 %s: the server returned a truncated page without a new "
+                  "continuation token; stopping rather than looping",
+                  p->prefix ? p->prefix : "");
+        s3_list_page_free(page);
+        rc = EPROTO;
+    }
+    req_free(&req);
+    return rc;
+}
+
+int s3_create_multipart_upload(struct s3_client *c, const char *key,
+                               const struct s3_put_opts *opts, char **upload_id,
+                               struct s3_error *err)
+{
+    struct s3_req req;
+    req_init(&req, "CreateMultipartUpload", "POST", key);
+    req_query(&req, "uploads", "");
+    int rc = put_opts_headers(&req, opts);
+    if (!rc)
+        rc = s3_execute(c, &req, err);
+    if (!rc)
+        rc = s3_xml_parse_upload_id(req.resp.data, req.resp.len, upload_id);
+    req_free(&req);
+    return rc;
+}
+
+int s3_upload_part(struct s3_client *c, const char *key, const char *upload_id, int part_number,
+                   const void *data, size_t len, char *etag_out, struct s3_error *err)
+{
+    struct s3_req req;
+    char num[16];
+    snprintf(num, sizeof(num), "%d", part_number);
+    req_init(&req, "UploadPart", "PUT", key);
+    req_query(&req, "partNumber", num);
+    req_query(&req, "uploadId", upload_id);
+    req.body = data;
+    req.body_len = len;
+    int rc = s3_execute(c, &req, err);
+    if (!rc) {
+        if (!req.etag[0])
+            rc = EPROTO;
+        else
+            snprintf(etag_out, 80, "%s", req.etag);
+    }
+    req_free(&req);
+    return rc;
+}
+
+int s3_upload_part_copy(struct s3_client *c, const char *key, const char *upload_id,
+                        int part_number, const char *src_key, uint64_t offset, uint64_t length,
+                        const char *src_if_match, char *etag_out, struct s3_error *err)
+{
+    if (length == 0)
+        return EINVAL;
+    struct s3_req req;
+    struct buf src = BUF_INIT;
+    char num[16], range[64];
+    snprintf(num, sizeof(num), "%d", part_number);
+    snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)offset,
+             (unsigned long long)(offset + length - 1));
+    req_init(&req, "UploadPartCopy", "PUT", key);
+    req.body_may_be_error = true;
+    req_query(&req, "partNumber", num);
+    req_query(&req, "uploadId", upload_id);
+    int rc = copy_source(&src, c, src_key);
+    if (!rc) {
+        req_header(&req, "x-amz-copy-source", src.data);
+        req_header(&req, "x-amz-copy-source-range", range);
+        if (src_if_match)
+            req_header(&req, "x-amz-copy-source-if-match", src_if_match);
+        rc = s3_execute(c, &req, err);
+    }
+    if (!rc)
+        rc = s3_xml_parse_etag(req.resp.data, req.resp.len, etag_out);
+    req_free(&req);
+    buf_free(&src);
+    return rc;
+}
+
+int s3_complete_multipart_upload(struct s3_client *c, const char *key, const char *upload_id,
+                                 const struct s3_part *parts, size_t n_parts, char *etag_out,
+                                 struct s3_error *err)
+{
+    struct buf body = BUF_INIT;
+    int rc = buf_puts(&body, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+                             "<CompleteMultipartUpload "
+                             "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+    for (size_t i = 0; i < n_parts && !rc; i++) {
+        rc = buf_printf(&body, "<Part><PartNumber>%d</PartNumber><ETag>", parts[i].number);
+        if (!rc)
+            rc = s3_xml_escape(&body, parts[i].etag);
+        if (!rc)
+            rc = buf_puts(&body, "</ETag></Part>");
+    }
+    if (!rc)
+        rc = buf_puts(&body, "</CompleteMultipartUpload>");
+    struct s3_req req;
+    req_init(&req, "CompleteMultipartUpload", "POST", key);
+    req_query(&req, "uploadId", upload_id);
+    req_header(&req, "content-type", "application/xml");
+    req.body = body.data;
+    req.body_len = body.len;
+    req.body_may_be_error = true;
+    if (!rc)
+        rc = s3_execute(c, &req, err);
+    if (!rc && etag_out && s3_xml_parse_etag(req.resp.data, req.resp.len, etag_out))
+        etag_out[0] = '\0';
+    req_free(&req);
+    buf_free(&body);
+    return rc;
+}
+
+int s3_abort_multipart_upload(struct s3_client *c, const char *key, const char *upload_id,
+                              struct s3_error *err)
+{
+    struct s3_req req;
+    req_init(&req, "AbortMultipartUpload", "DELETE", key);
+    req_query(&req, "uploadId", upload_id);
+    int rc = s3_execute(c, &req, err);
+    req_free(&req);
+    return rc;
+}
+
+int s3_list_multipart_uploads(struct s3_client *c, const char *prefix, const char *key_marker,
+                              const char *upload_id_marker, struct s3_upload_page *page,
+                              struct s3_error *err)
+{
+    memset(page, 0, sizeof(*page));
+    struct s3_req req;
+    req_init(&req, "ListMultipartUploads", "GET", NULL);
+    req_query(&req, "uploads", "");
+    if (prefix && *prefix)
+        req_query(&req, "prefix", prefix);
+    if (key_marker && *key_marker)
+        req_query(&req, "key-marker", key_marker);
+    if (upload_id_marker && *upload_id_marker)
+        req_query(&req, "upload-id-marker", upload_id_marker);
+    int rc = s3_execute(c, &req, err);
+    if (!rc)
+        rc = s3_xml_parse_list_uploads(req.resp.data, req.resp.len, page);
+    req_free(&req);
+    return rc;
+}

@@ -1,0 +1,245 @@
+/* s3.h — the S3 client: requests and responses of the S3 REST API.
+ *
+ * Every operation is a blocking call that signs its request (SigV4), sends it
+ * through the HTTP engine, retries transient failures with exponential
+ * backoff and full jitter, and maps the final outcome to an errno.  Calls are
+ * thread-safe: many threads may use one client at once.
+ *
+ * Errors common to every operation (the function comments list the rest):
+ *   ENOENT  404 (NoSuchKey, NoSuchBucket, NoSuchUpload — see err->code)
+ *   EACCES  403 (AccessDenied, SignatureDoesNotMatch, InvalidAccessKeyId, …)
+ *   EINVAL  400 other than the retried ones; a request we could not build
+ *   ESTALE  412 PreconditionFailed (an If-Match did not hold)
+ *   ENOSYS  501 NotImplemented
+ *   ENOTSUP 405 MethodNotAllowed
+ *   EPROTO  TLS failure (certificate refused), or a response we cannot parse
+ *   EIO     retries exhausted (5xx, SlowDown, resets, timeouts, short
+ *           bodies, server unreachable), or any other failure
+ *   ENOMEM
+ * When `err` is not NULL it receives the details of the last attempt.
+ * A request that finally fails is logged once with method, key, status, S3
+ * error code and request id (404s only at debug level: lookups of missing
+ * names are routine).  Secrets and signatures are never logged. */
+#ifndef PAILFS_S3_H
+#define PAILFS_S3_H
+
+#include "http/http.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct s3_client;
+
+enum s3_addressing {
+    S3_ADDR_AUTO = 0, /* path style for IP addresses, localhost and names that
+                       * are not DNS-safe; virtual-hosted style otherwise */
+    S3_ADDR_PATH,
+    S3_ADDR_VIRTUAL,
+};
+
+struct s3_config {
+    const char *endpoint;     /* "http://127.0.0.1:9000"; NULL → AWS by region */
+    const char *region;       /* NULL → env, profile, else us-east-1 (then discovered) */
+    const char *bucket;       /* required */
+    enum s3_addressing addressing;
+    const char *profile;      /* NULL → $AWS_PROFILE, else "default" */
+    const char *passwd_file;  /* s3fs-style ACCESS:SECRET file, or NULL */
+    bool public_bucket;       /* send unsigned requests */
+    bool unsigned_payload;    /* UNSIGNED-PAYLOAD instead of the body's hash
+                               * (honoured over https only) */
+    unsigned max_attempts;    /* tries per request, first included; 0 → 5 */
+    unsigned retry_base_ms;   /* 0 → 200 */
+    unsigned retry_cap_ms;    /* 0 → 20,000 */
+    struct http_engine_options http;
+};
+
+/* Details of a failed request, for messages.  All strings NUL-terminated. */
+struct s3_error {
+    long status;              /* HTTP status; 0 when none arrived */
+    int transport;            /* errno of the transport failure, or 0 */
+    char code[64];            /* S3 error code, e.g. "NoSuchKey" */
+    char message[768];        /* S3's message, libcurl's words, or ours */
+    char request_id[96];
+    char region[64];          /* a region hint from the server, if any */
+};
+
+/* Create a client: resolves credentials (see s3_credentials_describe for the
+ * chain) and starts its HTTP engine.  Does not contact the bucket: call
+ * s3_head_bucket() for that.  *out is freed with s3_client_free().
+ * 0, EINVAL (bad config; `err->message` says why), EACCES (no usable
+ * credentials; message says which sources were tried), ENOMEM, EIO. */
+int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3_error *err);
+void s3_client_free(struct s3_client *c);
+
+/* The region requests are signed for (may change after s3_head_bucket). */
+const char *s3_client_region(struct s3_client *c);
+/* Where the credentials came from ("passwd_file", "env", "profile:NAME",
+ * "web-identity", "container", "imds", "none") and the access key id (never
+ * the secret).  The strings live as long as the client. */
+void s3_client_credentials_info(struct s3_client *c, const char **source, const char **access_key_id);
+
+/* HeadBucket.  Learns the bucket's region from x-amz-bucket-region and from
+ * 301 PermanentRedirect / 400 AuthorizationHeaderMalformed hints, and
+ * re-signs for it.  ENOENT when the bucket does not exist. */
+int s3_head_bucket(struct s3_client *c, struct s3_error *err);
+
+/* ---- objects ---------------------------------------------------------- */
+
+struct s3_meta {
+    char *name;  /* lower case, without "x-amz-meta-" */
+    char *value;
+};
+
+struct s3_object_info {
+    uint64_t size;
+    char etag[80];           /* with its quotes, as the server sent it */
+    int64_t mtime;           /* Last-Modified, seconds since the epoch */
+    char *content_type;      /* or NULL */
+    char *content_encoding;  /* or NULL */
+    struct s3_meta *meta;
+    size_t n_meta;
+};
+/* Free what an s3_object_info points to; the struct itself is the caller's. */
+void s3_object_info_clear(struct s3_object_info *info);
+
+/* What a new object is created with. Any field may be NULL/0. */
+struct s3_put_opts {
+    const char *content_type;
+    const char *content_encoding;
+    const struct s3_meta *meta;
+    size_t n_meta;
+};
+
+/* HeadObject. Fills *info (clear it with s3_object_info_clear). */
+int s3_head_object(struct s3_client *c, const char *key, struct s3_object_info *info,
+                   struct s3_error *err);
+
+/* Receives body bytes in order, on the HTTP engine thread: copy and return
+ * quickly.  Return 0, or an errno to stop (the call then fails with it). */
+typedef int (*s3_sink_fn)(void *arg, const void *data, size_t len);
+
+#define S3_TO_END UINT64_MAX
+
+/* GetObject of bytes [offset, offset+length) (length S3_TO_END: to the end).
+ * Exactly those bytes reach `sink`, in order, each once, even across retries
+ * (a retry resumes where the last attempt stopped, pinned to the first
+ * attempt's ETag) and even when the server ignores or widens the Range.
+ * `if_match` (an ETag, or NULL) makes a changed object fail with ESTALE.
+ * A range starting at or past the end yields no bytes and returns 0.
+ * *info (may be NULL) receives the object's metadata; info->size is the
+ * whole object's size. */
+int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                  const char *if_match, s3_sink_fn sink, void *sink_arg,
+                  struct s3_object_info *info, struct s3_error *err);
+
+/* PutObject of `len` bytes from memory.  etag_out (80 bytes, may be NULL)
+ * receives the new ETag. */
+int s3_put_object(struct s3_client *c, const char *key, const void *data, size_t len,
+                  const struct s3_put_opts *opts, char *etag_out, struct s3_error *err);
+
+/* DeleteObject.  Deleting a missing key succeeds, as in S3. */
+int s3_delete_object(struct s3_client *c, const char *key, struct s3_error *err);
+
+/* DeleteObjects of up to 1000 keys in one request.  errs[i] (may be NULL)
+ * receives 0 or the errno for keys[i].  Returns 0 when the request itself
+ * succeeded (look at errs for single keys), EINVAL for n > 1000. */
+int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n, int *errs,
+                      struct s3_error *err);
+
+/* CopyObject src → dst inside the bucket (objects up to 5 GiB).  With
+ * `replace` NULL the metadata is copied (directive COPY); otherwise it is
+ * replaced by *replace (directive REPLACE), which is how metadata of an
+ * object is changed in place.  `src_if_match` (may be NULL) guards the
+ * source.  A 200 response with an <Error> body is an error. */
+int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key,
+                   const struct s3_put_opts *replace, const char *src_if_match, char *etag_out,
+                   struct s3_error *err);
+
+/* ---- listing ---------------------------------------------------------- */
+
+struct s3_list_params {
+    const char *prefix;             /* may be NULL */
+    const char *delimiter;          /* may be NULL */
+    const char *start_after;        /* may be NULL */
+    const char *continuation_token; /* NULL for the first page */
+    unsigned max_keys;              /* 0 → the server's default (1000) */
+};
+
+struct s3_list_entry {
+    char *key;
+    uint64_t size;
+    char etag[80];
+    int64_t mtime;
+};
+
+struct s3_list_page {
+    struct s3_list_entry *entries;
+    size_t n_entries;
+    char **prefixes;          /* common prefixes */
+    size_t n_prefixes;
+    bool truncated;
+    char *next_token;         /* continuation token when truncated */
+};
+void s3_list_page_free(struct s3_list_page *page);
+
+/* One page of ListObjectsV2.  Keys come back decoded.  A truncated page
+ * without a continuation token, or one that repeats the token it was asked
+ * with, is EPROTO (it would loop forever). */
+int s3_list_objects_v2(struct s3_client *c, const struct s3_list_params *params,
+                       struct s3_list_page *page, struct s3_error *err);
+
+/* ---- multipart -------------------------------------------------------- */
+
+struct s3_part {
+    int number;       /* 1 … 10000 */
+    char etag[80];
+};
+
+/* CreateMultipartUpload; *upload_id is malloc'ed (caller frees). */
+int s3_create_multipart_upload(struct s3_client *c, const char *key,
+                               const struct s3_put_opts *opts, char **upload_id,
+                               struct s3_error *err);
+/* UploadPart; etag_out is 80 bytes. */
+int s3_upload_part(struct s3_client *c, const char *key, const char *upload_id, int part_number,
+                   const void *data, size_t len, char *etag_out, struct s3_error *err);
+/* UploadPartCopy of bytes [offset, offset+length) of src_key. */
+int s3_upload_part_copy(struct s3_client *c, const char *key, const char *upload_id,
+                        int part_number, const char *src_key, uint64_t offset, uint64_t length,
+                        const char *src_if_match, char *etag_out, struct s3_error *err);
+/* CompleteMultipartUpload with parts in ascending order.  A 200 response
+ * with an <Error> body is an error (and retried when it is InternalError). */
+int s3_complete_multipart_upload(struct s3_client *c, const char *key, const char *upload_id,
+                                 const struct s3_part *parts, size_t n_parts, char *etag_out,
+                                 struct s3_error *err);
+/* AbortMultipartUpload.  ENOTSUP when the server refuses the verb. */
+int s3_abort_multipart_upload(struct s3_client *c, const char *key, const char *upload_id,
+                              struct s3_error *err);
+
+struct s3_upload {
+    char *key;
+    char *upload_id;
+    int64_t initiated;
+};
+
+struct s3_upload_page {
+    struct s3_upload *uploads;
+    size_t n_uploads;
+    bool truncated;
+    char *next_key_marker;
+    char *next_upload_id_marker;
+};
+void s3_upload_page_free(struct s3_upload_page *page);
+
+/* One page of ListMultipartUploads under `prefix` (may be NULL), starting
+ * after the markers (may be NULL). */
+int s3_list_multipart_uploads(struct s3_client *c, const char *prefix, const char *key_marker,
+                              const char *upload_id_marker, struct s3_upload_page *page,
+                              struct s3_error *err);
+
+/* Words for an errno returned by this layer, with the S3 details, for one
+ * line of a message: e.g. "403 AccessDenied: Access Denied (request id X)".
+ * Writes into buf (size n) and returns it. */
+const char *s3_error_describe(int rc, const struct s3_error *err, char *buf, size_t n);
+
+#endif

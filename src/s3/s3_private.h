@@ -1,0 +1,167 @@
+/* s3_private.h — the S3 layer's pure parts, shared by its .c files and its
+ * unit tests.  Not an interface for other layers: they include s3.h only. */
+#ifndef PAILFS_S3_PRIVATE_H
+#define PAILFS_S3_PRIVATE_H
+
+#include "s3/s3.h"
+#include "util/util.h"
+
+#include <pthread.h>
+
+/* ---- SigV4 (sigv4.c) -------------------------------------------------- */
+
+/* Append `s` (len bytes) URI-encoded per SigV4: every byte but A-Z a-z 0-9
+ * - . _ ~ becomes %XX (upper-case hex); '/' is kept when keep_slash. */
+int s3_uri_encode(struct buf *out, const char *s, size_t len, bool keep_slash);
+/* Decode %XX escapes (and nothing else) into a new string (caller frees).
+ * NULL on ENOMEM or a malformed escape. */
+char *s3_uri_decode(const char *s);
+
+struct s3_kv {
+    const char *name;
+    const char *value;
+};
+
+struct s3_sign_input {
+    const char *method;
+    const char *canonical_uri;   /* the encoded path exactly as sent */
+    const struct s3_kv *query;   /* raw (unencoded) names and values */
+    size_t n_query;
+    const struct s3_kv *headers; /* every header to sign, any case, raw values */
+    size_t n_headers;
+    const char *payload_hash;    /* hex SHA-256 or "UNSIGNED-PAYLOAD" */
+    const char *region;
+    const char *service;         /* "s3" */
+    const char *amz_date;        /* "20130524T000000Z" */
+    const char *access_key;
+    const char *secret_key;
+};
+
+/* The canonical query string: names and values encoded, sorted. */
+int s3_canonical_query(struct buf *out, const struct s3_kv *query, size_t n);
+/* The canonical request (for tests and for debugging signature mismatches). */
+int s3_canonical_request(struct buf *out, const struct s3_sign_input *in);
+/* The Authorization header value ("AWS4-HMAC-SHA256 Credential=…").
+ * signature_out (65 bytes, may be NULL) receives the hex signature. */
+int s3_sigv4_authorization(struct buf *out, const struct s3_sign_input *in, char *signature_out);
+
+/* Hex SHA-256 of data into hex (65 bytes). */
+void s3_sha256_hex(const void *data, size_t len, char *hex);
+/* Base64 MD5 of data into b64 (25 bytes). */
+void s3_md5_base64(const void *data, size_t len, char *b64);
+/* "YYYYMMDDTHHMMSSZ" for t into out (17 bytes). */
+void s3_amz_date(int64_t t, char *out);
+
+/* ---- XML (xml.c) ------------------------------------------------------ */
+
+/* Append s with &, <, >, ", ' escaped. */
+int s3_xml_escape(struct buf *out, const char *s);
+/* If the document is an <Error>, fill err->code/message/request_id/region and
+ * return 0; else ENOENT (not an error document) or EPROTO (not XML). */
+int s3_xml_parse_error(const char *xml, size_t len, struct s3_error *err);
+int s3_xml_parse_list_v2(const char *xml, size_t len, struct s3_list_page *page);
+/* UploadId of an InitiateMultipartUploadResult (caller frees). */
+int s3_xml_parse_upload_id(const char *xml, size_t len, char **upload_id);
+/* ETag of a CopyObjectResult, CopyPartResult or CompleteMultipartUploadResult
+ * into etag (80 bytes). EPROTO when there is none. */
+int s3_xml_parse_etag(const char *xml, size_t len, char *etag);
+/* A DeleteResult: errs[i] gets EACCES/EIO/… for keys[i] named in an <Error>. */
+int s3_xml_parse_delete_result(const char *xml, size_t len, const char *const *keys, size_t n,
+                               int *errs);
+int s3_xml_parse_list_uploads(const char *xml, size_t len, struct s3_upload_page *page);
+
+/* ---- credentials (creds.c) -------------------------------------------- */
+
+struct s3_credentials {
+    char *access_key;
+    char *secret_key;
+    char *session_token;  /* or NULL */
+    int64_t expiration;   /* seconds since the epoch; 0 = does not expire */
+};
+void s3_credentials_clear(struct s3_credentials *cr);
+
+/* Parse an s3fs password file's text: lines "ACCESS:SECRET" or
+ * "BUCKET:ACCESS:SECRET" (a bucket line wins for that bucket); '#' comments.
+ * 0, or EINVAL with *why set to a static reason. */
+int s3_creds_parse_passwd(const char *text, const char *bucket, struct s3_credentials *out,
+                          const char **why);
+/* Read `profile` from the AWS shared credentials file text and config file
+ * text (either may be NULL).  Fills what it finds: keys into *out, region
+ * into *region (malloc'ed, may stay NULL), web identity settings into
+ * *role_arn / *token_file (malloc'ed or NULL).  0 when the profile exists in
+ * either file, else ENOENT. */
+struct s3_profile {
+    struct s3_credentials creds;
+    char *region;
+    char *role_arn;
+    char *web_identity_token_file;
+    char *role_session_name;
+};
+void s3_profile_clear(struct s3_profile *p);
+int s3_creds_parse_profile(const char *credentials_text, const char *config_text,
+                           const char *profile, struct s3_profile *out);
+/* Parse the JSON of the container endpoint or IMDS (AccessKeyId,
+ * SecretAccessKey, Token, Expiration).  0 or EPROTO. */
+int s3_creds_parse_json(const char *json, size_t len, struct s3_credentials *out);
+/* Parse STS AssumeRoleWithWebIdentity XML. 0, EACCES (an <Error>) or EPROTO */
+int s3_creds_parse_sts(const char *xml, size_t len, struct s3_credentials *out,
+                       struct s3_error *err);
+
+/* The provider chain: passwd_file → env → profile → web identity →
+ * container → IMDSv2.  On success *out holds credentials and *source names
+ * where from ("profile:NAME" etc., static or in `source_buf`).  On failure
+ * EACCES with `why` (size n) saying what was tried and what failed. */
+struct s3_creds_request {
+    const char *passwd_file;
+    const char *bucket;
+    const char *profile;
+    const char *region;       /* for the STS endpoint, may be NULL */
+    struct http_engine *http;
+};
+int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out,
+                     char *source, size_t source_len, char *why, size_t why_len);
+/* Fetch fresh credentials from the same refreshable source (web-identity,
+ * container, imds).  0, or an errno with `why` set. */
+int s3_creds_refresh(const struct s3_creds_request *rq, const char *source,
+                     struct s3_credentials *out, char *why, size_t why_len);
+/* Region from AWS_REGION, AWS_DEFAULT_REGION or the profile's config; NULL if
+ * none (malloc'ed). */
+char *s3_creds_default_region(const char *profile);
+
+/* ---- retries (retry.c) ------------------------------------------------ */
+
+struct s3_retry_policy {
+    unsigned max_attempts;
+    unsigned base_ms;
+    unsigned cap_ms;
+};
+
+/* Should a request that ended this way be tried again?  status is the HTTP
+ * status (0: none), code the S3 error code ("" if none), transport the
+ * transport errno (0: a response arrived). */
+bool s3_retryable(long status, const char *code, int transport);
+/* Full-jitter backoff before retry number `retry` (1 = first retry):
+ * a value in [0, min(cap, base · 2^(retry-1))], scaled from rnd. */
+uint64_t s3_backoff_ms(const struct s3_retry_policy *p, unsigned retry, uint64_t rnd);
+
+/* A token bucket shared by a client's requests so that a dead server does
+ * not multiply load: each retry spends tokens (more for transport failures),
+ * each success puts some back.  When empty, failures are not retried. */
+struct s3_retry_budget {
+    pthread_mutex_t mutex;
+    int tokens;        /* protected by mutex */
+    int max_tokens;
+};
+#define S3_BUDGET_MAX 500
+#define S3_BUDGET_RETRY_COST 5
+#define S3_BUDGET_TIMEOUT_COST 10
+void s3_budget_init(struct s3_retry_budget *b);
+/* Take the cost of one retry; false (nothing taken) when there is not enough. */
+bool s3_budget_take(struct s3_retry_budget *b, int cost);
+/* Put tokens back (after a success), up to the maximum. */
+void s3_budget_give(struct s3_retry_budget *b, int amount);
+
+/* The errno for a final HTTP status and S3 code. */
+int s3_status_to_errno(long status, const char *code);
+
+#endif

@@ -1,0 +1,138 @@
+/* misc.c — time, string and file helpers too small for a file of their own. */
+#include "util/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t util_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void util_sleep_ms(uint64_t ms)
+{
+    struct timespec req = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L}, rem;
+    while (nanosleep(&req, &rem) == -1 && errno == EINTR)
+        req = rem;
+}
+
+int util_parse_iso8601(const char *s, int64_t *out)
+{
+    struct tm tm = {0};
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end)
+        return EINVAL;
+    if (*end == '.') /* fractional seconds are dropped */
+        while (isdigit((unsigned char)*++end))
+            ;
+    if (*end != 'Z' && *end != '\0' && strcmp(end, "+00:00") != 0)
+        return EINVAL;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+int util_parse_http_date(const char *s, int64_t *out)
+{
+    struct tm tm = {0};
+    const char *end = strptime(s, "%a, %d %b %Y %H:%M:%S", &tm);
+    if (!end)
+        return EINVAL;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+char *util_strndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *util_trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+bool util_istarts(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+void util_wipe_free(char *secret)
+{
+    if (!secret)
+        return;
+    volatile char *p = secret;
+    while (*p)
+        *p++ = 0;
+    free(secret);
+}
+
+/* xorshift64* seeded per thread from getrandom(): good enough for jitter. */
+uint64_t util_random_u64(void)
+{
+    static __thread uint64_t state;
+    if (state == 0) {
+        if (getrandom(&state, sizeof(state), 0) != sizeof(state) || state == 0)
+            state = (uint64_t)time(NULL) ^ (uint64_t)pthread_self() ^ 0x9E3779B97F4A7C15ull;
+    }
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 0x2545F4914F6CDD1Dull;
+}
+
+int util_read_file(const char *path, size_t max, char **out, size_t *len_out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    struct buf b = BUF_INIT;
+    char chunk[4096];
+    int rc = 0;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (b.len + (size_t)n > max) {
+            rc = EFBIG;
+            break;
+        }
+        if ((rc = buf_append(&b, chunk, (size_t)n)))
+            break;
+    }
+    close(fd);
+    if (rc) {
+        buf_free(&b);
+        return rc;
+    }
+    if (len_out)
+        *len_out = b.len;
+    *out = buf_steal(&b);
+    return *out ? 0 : ENOMEM;
+}

@@ -1,0 +1,94 @@
+/* util.h — the helpers layer: logging, growable buffers, time and small
+ * string helpers.  Knows only libc.  Every symbol carries a `util_`, `log_`
+ * or `buf_` prefix.  Functions return 0 or a positive errno unless said. */
+#ifndef PAILFS_UTIL_H
+#define PAILFS_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- logging ---------------------------------------------------------- */
+
+enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* Set the most verbose level that is printed (default LOG_LVL_WARN).
+ * Thread-safe; may be called at any time. */
+void log_set_level(enum log_level level);
+enum log_level log_get_level(void);
+
+/* Parse "error", "warn", "info" or "debug".  Returns 0 or EINVAL. */
+int log_level_parse(const char *name, enum log_level *out);
+
+/* Print one line, prefixed with time, level and "pailfs", to stderr.
+ * Never pass a secret to it: nothing here can redact. */
+void log_msg(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...)                                                         \
+    do {                                                                       \
+        if (log_get_level() >= LOG_LVL_DEBUG)                                  \
+            log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                               \
+    } while (0)
+
+/* ---- growable byte buffer -------------------------------------------- */
+
+/* A byte buffer that is always NUL-terminated (data[len] == 0) once it holds
+ * anything, so text can be used as a C string.  The struct is owned by the
+ * caller; buf_free() releases the bytes. */
+struct buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+#define BUF_INIT {NULL, 0, 0}
+
+/* Make room for `extra` more bytes (plus the NUL).  0 or ENOMEM. */
+int buf_reserve(struct buf *b, size_t extra);
+/* Append bytes / a C string / formatted text.  0 or ENOMEM. */
+int buf_append(struct buf *b, const void *data, size_t len);
+int buf_puts(struct buf *b, const char *s);
+int buf_printf(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Forget the contents, keep the memory. */
+void buf_clear(struct buf *b);
+/* Release the memory; the buffer is empty and reusable afterwards. */
+void buf_free(struct buf *b);
+/* Hand the bytes to the caller (who frees them) and empty the buffer.
+ * Never NULL: an empty buffer yields "" (malloc'ed), or NULL on ENOMEM. */
+char *buf_steal(struct buf *b);
+
+/* ---- time ------------------------------------------------------------- */
+
+/* Monotonic clock in milliseconds. */
+uint64_t util_now_ms(void);
+/* Sleep for `ms` milliseconds (restarts on EINTR). */
+void util_sleep_ms(uint64_t ms);
+/* Parse an ISO 8601 UTC time such as "2013-05-24T00:00:00Z" or
+ * "2013-05-24T00:00:00.000Z" to seconds since the epoch.  0 or EINVAL. */
+int util_parse_iso8601(const char *s, int64_t *out);
+/* Parse an RFC 1123 HTTP date ("Fri, 24 May 2013 00:00:00 GMT"). 0 or EINVAL */
+int util_parse_http_date(const char *s, int64_t *out);
+
+/* ---- strings ---------------------------------------------------------- */
+
+/* strdup that aborts on ENOMEM would hide errors; this one returns NULL. */
+char *util_strndup(const char *s, size_t n);
+/* Trim ASCII whitespace at both ends in place; returns s. */
+char *util_trim(char *s);
+/* Case-insensitive "does s start with prefix". */
+bool util_istarts(const char *s, const char *prefix);
+/* Constant-time-ish wipe of a secret before free. */
+void util_wipe_free(char *secret);
+/* A uniformly distributed random 64-bit number (not for cryptography). */
+uint64_t util_random_u64(void);
+/* Read a whole file (at most `max` bytes) into *out (caller frees).
+ * 0, ENOENT, EACCES, EFBIG (larger than max), or another errno. */
+int util_read_file(const char *path, size_t max, char **out, size_t *len_out);
+
+#endif

@@ -1,0 +1,214 @@
+/* test_xml.c — the S3 XML parsers, on documents shaped like AWS's and like
+ * other servers' (no namespace, foreign namespace), and on hostile input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "s3/s3_private.h"
+
+#define NS "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\""
+
+static void test_error_document(void **state)
+{
+    (void)state;
+    const char *x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code>"
+                    "<Message>The resource you requested does not exist</Message>"
+                    "<Resource>/mybucket/myfoto.jpg</Resource><RequestId>4442587FB7D0A2F9"
+                    "</RequestId></Error>";
+    struct s3_error e = {0};
+    assert_int_equal(s3_xml_parse_error(x, strlen(x), &e), 0);
+    assert_string_equal(e.code, "NoSuchKey");
+    assert_string_equal(e.message, "The resource you requested does not exist");
+    assert_string_equal(e.request_id, "4442587FB7D0A2F9");
+    const char *r = "<Error><Code>AuthorizationHeaderMalformed</Code><Message>m</Message>"
+                    "<Region>eu-west-1</Region></Error>";
+    memset(&e, 0, sizeof(e));
+    assert_int_equal(s3_xml_parse_error(r, strlen(r), &e), 0);
+    assert_string_equal(e.region, "eu-west-1");
+    const char *ok = "<CopyObjectResult><ETag>\"x\"</ETag></CopyObjectResult>";
+    assert_int_equal(s3_xml_parse_error(ok, strlen(ok), &e), ENOENT);
+    assert_int_equal(s3_xml_parse_error("<Error><Code>", 13, &e), EPROTO);
+    assert_int_equal(s3_xml_parse_error("not xml", 7, &e), EPROTO);
+    assert_int_equal(s3_xml_parse_error("", 0, &e), EPROTO);
+}
+
+static void test_list_v2_aws_namespace(void **state)
+{
+    (void)state;
+    const char *x =
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+        "<ListBucketResult " NS "><Name>b</Name><Prefix>d/</Prefix><KeyCount>3</KeyCount>"
+        "<MaxKeys>2</MaxKeys><Delimiter>/</Delimiter><IsTruncated>true</IsTruncated>"
+        "<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>"
+        "<Contents><Key>d/a.txt</Key><LastModified>2013-09-17T18:07:53.000Z</LastModified>"
+        "<ETag>&quot;599bab3ed2c697f1d26842727561fd94&quot;</ETag><Size>857</Size>"
+        "<StorageClass>STANDARD</StorageClass></Contents>"
+        "<Contents><Key>d/b &amp; c</Key><LastModified>2013-09-17T18:07:54Z</LastModified>"
+        "<ETag>\"e\"</ETag><Size>0</Size></Contents>"
+        "<CommonPrefixes><Prefix>d/sub/</Prefix></CommonPrefixes></ListBucketResult>";
+    struct s3_list_page p;
+    assert_int_equal(s3_xml_parse_list_v2(x, strlen(x), &p), 0);
+    assert_int_equal(p.n_entries, 2);
+    assert_string_equal(p.entries[0].key, "d/a.txt");
+    assert_int_equal(p.entries[0].size, 857);
+    assert_string_equal(p.entries[0].etag, "\"599bab3ed2c697f1d26842727561fd94\"");
+    assert_int_equal(p.entries[0].mtime, 1379441273);
+    assert_string_equal(p.entries[1].key, "d/b & c");
+    assert_int_equal(p.n_prefixes, 1);
+    assert_string_equal(p.prefixes[0], "d/sub/");
+    assert_true(p.truncated);
+    assert_string_equal(p.next_token, "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=");
+    s3_list_page_free(&p);
+}
+
+static void test_list_v2_url_encoded_no_namespace(void **state)
+{
+    (void)state;
+    const char *x = "<ListBucketResult><EncodingType>url</EncodingType>"
+                    "<IsTruncated>false</IsTruncated>"
+                    "<Contents><Key>a+b%2Bc%25%C3%A9</Key><Size>1</Size></Contents>"
+                    "<CommonPrefixes><Prefix>x%20y/</Prefix></CommonPrefixes>"
+                    "</ListBucketResult>";
+    struct s3_list_page p;
+    assert_int_equal(s3_xml_parse_list_v2(x, strlen(x), &p), 0);
+    assert_int_equal(p.n_entries, 1);
+    assert_string_equal(p.entries[0].key, "a b+c%\xc3\xa9");
+    assert_string_equal(p.prefixes[0], "x y/");
+    assert_false(p.truncated);
+    assert_null(p.next_token);
+    s3_list_page_free(&p);
+}
+
+static void test_list_v2_raw_keys_kept(void **state)
+{
+    (void)state;
+    /* no EncodingType: a '%' or '+' in a key is the key itself */
+    const char *x = "<ListBucketResult xmlns=\"urn:other\"><Contents><Key>50%+off</Key>"
+                    "<Size>2</Size></Contents></ListBucketResult>";
+    struct s3_list_page p;
+    assert_int_equal(s3_xml_parse_list_v2(x, strlen(x), &p), 0);
+    assert_string_equal(p.entries[0].key, "50%+off");
+    s3_list_page_free(&p);
+}
+
+static void test_list_v2_garbage(void **state)
+{
+    (void)state;
+    struct s3_list_page p;
+    const char *trunc = "<ListBucketResult><Contents><Key>a</Key><Si";
+    assert_int_equal(s3_xml_parse_list_v2(trunc, strlen(trunc), &p), EPROTO);
+    assert_int_equal(p.n_entries, 0);
+    const char *nokey = "<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>";
+    assert_int_equal(s3_xml_parse_list_v2(nokey, strlen(nokey), &p), EPROTO);
+    const char *badenc = "<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>%G1"
+                         "</Key></Contents></ListBucketResult>";
+    assert_int_equal(s3_xml_parse_list_v2(badenc, strlen(badenc), &p), EPROTO);
+}
+
+static void test_upload_id_and_etag(void **state)
+{
+    (void)state;
+    const char *x = "<InitiateMultipartUploadResult " NS "><Bucket>b</Bucket><Key>k</Key>"
+                    "<UploadId>VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</UploadId>"
+                    "</InitiateMultipartUploadResult>";
+    char *id;
+    assert_int_equal(s3_xml_parse_upload_id(x, strlen(x), &id), 0);
+    assert_string_equal(id, "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA");
+    free(id);
+    char etag[80];
+    const char *c = "<CopyPartResult><LastModified>2011-04-11T20:34:56.000Z</LastModified>"
+                    "<ETag>\"9b2cf535f27731c974343645a3985328\"</ETag></CopyPartResult>";
+    assert_int_equal(s3_xml_parse_etag(c, strlen(c), etag), 0);
+    assert_string_equal(etag, "\"9b2cf535f27731c974343645a3985328\"");
+    const char *none = "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>";
+    assert_int_equal(s3_xml_parse_etag(none, strlen(none), etag), EPROTO);
+}
+
+static void test_delete_result(void **state)
+{
+    (void)state;
+    const char *keys[] = {"a", "b&c", "d"};
+    int errs[3];
+    const char *x = "<DeleteResult " NS "><Deleted><Key>a</Key></Deleted>"
+                    "<Error><Key>b&amp;c</Key><Code>AccessDenied</Code><Message>no</Message></Error>"
+                    "<Error><Key>d</Key><Code>InternalError</Code></Error></DeleteResult>";
+    assert_int_equal(s3_xml_parse_delete_result(x, strlen(x), keys, 3, errs), 0);
+    assert_int_equal(errs[0], 0);
+    assert_int_equal(errs[1], EACCES);
+    assert_int_equal(errs[2], EIO);
+}
+
+static void test_list_uploads(void **state)
+{
+    (void)state;
+    const char *x = "<ListMultipartUploadsResult " NS "><Bucket>b</Bucket>"
+                    "<NextKeyMarker>k2</NextKeyMarker><NextUploadIdMarker>u2</NextUploadIdMarker>"
+                    "<IsTruncated>true</IsTruncated>"
+                    "<Upload><Key>k1</Key><UploadId>u1</UploadId>"
+                    "<Initiated>2010-11-10T20:48:33.000Z</Initiated></Upload>"
+                    "<Upload><Key>k2</Key><UploadId>u2</UploadId></Upload>"
+                    "</ListMultipartUploadsResult>";
+    struct s3_upload_page p;
+    assert_int_equal(s3_xml_parse_list_uploads(x, strlen(x), &p), 0);
+    assert_int_equal(p.n_uploads, 2);
+    assert_string_equal(p.uploads[0].key, "k1");
+    assert_string_equal(p.uploads[1].upload_id, "u2");
+    assert_int_equal(p.uploads[0].initiated, 1289422113);
+    assert_true(p.truncated);
+    assert_string_equal(p.next_key_marker, "k2");
+    s3_upload_page_free(&p);
+}
+
+static void test_sts_response(void **state)
+{
+    (void)state;
+    const char *x =
+        "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
+        "<AssumeRoleWithWebIdentityResult><Credentials>"
+        "<SessionToken>TOKEN</SessionToken><SecretAccessKey>SECRET</SecretAccessKey>"
+        "<Expiration>2014-10-24T23:00:23Z</Expiration><AccessKeyId>ASIAX</AccessKeyId>"
+        "</Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
+    struct s3_credentials cr;
+    assert_int_equal(s3_creds_parse_sts(x, strlen(x), &cr, NULL), 0);
+    assert_string_equal(cr.access_key, "ASIAX");
+    assert_string_equal(cr.secret_key, "SECRET");
+    assert_string_equal(cr.session_token, "TOKEN");
+    assert_int_equal(cr.expiration, 1414191623);
+    s3_credentials_clear(&cr);
+    const char *e = "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code>"
+                    "<Message>bad token</Message></Error></ErrorResponse>";
+    struct s3_error err = {0};
+    assert_int_equal(s3_creds_parse_sts(e, strlen(e), &cr, &err), EACCES);
+    assert_string_equal(err.code, "InvalidIdentityToken");
+}
+
+static void test_escape(void **state)
+{
+    (void)state;
+    struct buf b = BUF_INIT;
+    assert_int_equal(s3_xml_escape(&b, "a<b>&\"c'"), 0);
+    assert_string_equal(b.data, "a&lt;b&gt;&amp;&quot;c&apos;");
+    buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_document),
+        cmocka_unit_test(test_list_v2_aws_namespace),
+        cmocka_unit_test(test_list_v2_url_encoded_no_namespace),
+        cmocka_unit_test(test_list_v2_raw_keys_kept),
+        cmocka_unit_test(test_list_v2_garbage),
+        cmocka_unit_test(test_upload_id_and_etag),
+        cmocka_unit_test(test_delete_result),
+        cmocka_unit_test(test_list_uploads),
+        cmocka_unit_test(test_sts_response),
+        cmocka_unit_test(test_escape),
+    };
+    return cmocka_run_group_tests_name("xml", tests, NULL, NULL);
+}
