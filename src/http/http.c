@@ -194,6 +194,7 @@ static int easy_setup(struct http_engine *eng, CURL *e, struct http_request *req
     SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
     SET(CURLOPT_LOW_SPEED_TIME, eng->opts.stall_timeout_s);
     SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_PATH_AS_IS, 1L); /* S3 keys may hold "./" and "../": never squash them */
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     if (eng->cafile)
         SET(CURLOPT_CAINFO, eng->cafile);

@@ -634,6 +634,10 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
                 s3_xml_parse_error(req->resp.data, req->resp.len, err);
             if (!err->code[0])
                 snprintf(err->code, sizeof(err->code), "%s", status_code_name(a.status));
+            if (!err->message[0])
+                snprintf(err->message, sizeof(err->message), "%s",
+                         strcmp(req->method, "HEAD") == 0 ? "(a HEAD response has no body)"
+                                                           : "(no error document)");
             if (req->bucket_region[0] && !err->region[0])
                 snprintf(err->region, sizeof(err->region), "%s", req->bucket_region);
             rc = body_error ? code_to_errno(err->code) : s3_status_to_errno(a.status, err->code);

@@ -1,0 +1,69 @@
+#!/bin/sh
+# test.sh — install what is needed, build pailfs twice (a plain -Werror build
+# and an ASan+UBSan build), and run every test: the cmocka unit tests of
+# both builds, and the pytest integration suite (against a real local S3
+# server behind the signature-judging proxy) with the sanitizer build, so a
+# memory error anywhere under real traffic fails the run.
+# Ends with one line: "N passed, N failed".
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+contrib/install-deps.sh
+
+[ -x configure ] && [ configure -nt configure.ac ] || autoreconf -fi >/dev/null 2>&1
+if [ -f config.status ]; then
+    echo "test.sh: the source tree is configured in place; run 'make distclean' first" >&2
+    exit 2
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+build() { # dir, configure args...
+    dir=$1; shift
+    mkdir -p "$dir"
+    (cd "$dir" && { [ -f Makefile ] || "$top/configure" -q "$@"; } && make -s -j"$jobs" >/dev/null)
+}
+build build
+build build-asan --enable-sanitizers
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+status=0
+for dir in build build-asan; do
+    echo "== unit tests ($dir)"
+    (cd "$dir" && make -s -j"$jobs" check >/dev/null 2>&1) || status=1
+    cat "$dir"/tests/unit/*.log
+done
+
+echo "== integration tests (build-asan)"
+PAILFS_BUILD_DIR="$top/build-asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+    tests/integration 2>&1 | tee build-asan/pytest.log || status=1
+
+# One summary over both runners.
+/usr/bin/python3 - build/tests/unit/*.log build-asan/tests/unit/*.log build-asan/pytest.log <<'PY'
+import re, sys
+passed = failed = 0
+for path in sys.argv[1:]:
+    text = open(path, errors="replace").read()
+    if path.endswith("pytest.log"):
+        last = [l for l in text.splitlines() if re.search(r"\d+ (passed|failed|error)", l)]
+        line = last[-1] if last else ""
+        for n, what in re.findall(r"(\d+) (passed|failed|errors?)", line):
+            if what == "passed":
+                passed += int(n)
+            else:
+                failed += int(n)
+        if not last:
+            failed += 1  # pytest did not finish
+    else:
+        m = re.search(r"\[  PASSED  \] (\d+) test", text)
+        f = re.search(r"\[  FAILED  \] (\d+) test", text)
+        passed += int(m.group(1)) if m else 0
+        failed += int(f.group(1)) if f else 0
+        if not m and not f:
+            failed += 1  # the test program died before its summary
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
+PY
+[ $? -eq 0 ] || status=1
+exit $status

@@ -1,0 +1,67 @@
+"""Fixtures for the pailfs integration tests (pytest).
+
+The idea: one s3rver for the whole session, and for each test a fresh proxy
+(its own process, so counters and faults never leak between tests) and a
+fresh bucket (so tests never see each other's objects). Tests drive pailfs
+or a client through `proxy.url`, and check what really landed with `s3`,
+which talks to s3rver directly and so bypasses the proxy and its faults.
+
+Fixtures:
+  s3server  session  rig.S3Server with bucket "pailfs-test"; .url .port
+                     .directory .stop() .start()
+  proxy     function rig.Proxy in front of s3server, seed 1234; .url
+                     .config(**faults) .stats() .reset()
+  s3        function boto3 client straight to s3server (no proxy)
+  bucket    function name of a new, empty bucket made for this test with
+                     `s3`; emptied and deleted afterwards (best effort)
+"""
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import rig  # noqa: E402  (needs the sys.path entry above)
+
+SESSION_BUCKET = "pailfs-test"
+PROXY_SEED = 1234
+
+
+@pytest.fixture(scope="session")
+def s3server(tmp_path_factory):
+    server = rig.S3Server(tmp_path_factory.mktemp("s3rver"),
+                          buckets=[SESSION_BUCKET])
+    with server:
+        yield server
+
+
+@pytest.fixture
+def proxy(s3server, tmp_path):
+    if not s3server.running:  # a test that stopped it failed to restart it
+        s3server.start()
+    with rig.Proxy(s3server.url, seed=PROXY_SEED,
+                   log_path=tmp_path / "s3proxy.log") as p:
+        yield p
+
+
+@pytest.fixture
+def s3(s3server):
+    return rig.boto3_client(s3server.url)
+
+
+@pytest.fixture
+def bucket(s3):
+    name = "t-" + uuid.uuid4().hex[:20]
+    s3.create_bucket(Bucket=name)
+    yield name
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=name)
+    except Exception:  # the server may be down after an outage test
+        pass

@@ -1,0 +1,363 @@
+"""rig.py: start and drive the local S3 test servers for pailfs integration tests.
+
+Two helper processes stand in for AWS S3:
+
+* S3Server: s3rver (tests/s3server, pinned by its package-lock.json) started
+  through tests/s3server/launch.js on a free 127.0.0.1 port. It stores
+  buckets under a directory of the test's choosing and can be stopped and
+  started again on the same port and directory to simulate an outage.
+* Proxy: tests/proxy/s3proxy.py between the client under test and s3rver. It
+  judges SigV4 signatures like AWS does and injects faults on request; tests
+  configure it and read its counters through small methods here.
+
+Both are context managers and are also killed at interpreter exit (atexit),
+and, through PR_SET_PDEATHSIG, when the Python process that started them
+dies, so no stray node or python process outlives a test run.
+
+The keys below are s3rver's built-in account (lib/models/account.js); s3rver
+refuses any other access key, and the proxy accepts only these too.
+"""
+
+import atexit
+import ctypes
+import fcntl
+import hashlib
+import http.client
+import json
+import os
+import select
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ACCESS_KEY = "S3RVER"
+SECRET_KEY = "S3RVER"
+REGION = "us-east-1"
+
+TESTS_DIR = Path(__file__).resolve().parent
+S3SERVER_DIR = TESTS_DIR / "s3server"
+LAUNCH_JS = S3SERVER_DIR / "launch.js"
+PROXY_SCRIPT = TESTS_DIR / "proxy" / "s3proxy.py"
+# Debian's python has botocore; a pyenv one on PATH may not.
+PYTHON = "/usr/bin/python3"
+NODE = os.environ.get("PAILFS_TEST_NODE", "node")
+S3RVER_VERSION = "4.0.4"
+
+START_TIMEOUT = 30.0  # seconds to wait for a "PORT <n>" line
+
+
+# --------------------------------------------------------------------------
+# Child process bookkeeping
+# --------------------------------------------------------------------------
+
+_live = set()
+_live_lock = threading.Lock()
+
+
+def _die_with_parent():
+    """preexec_fn: SIGTERM the child when the parent goes away."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:  # best effort; atexit still covers normal exits
+        pass
+
+
+def _kill(proc, grace=5.0):
+    """Stop one child: SIGTERM, then SIGKILL after grace seconds."""
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        except ProcessLookupError:
+            pass
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+    with _live_lock:
+        _live.discard(proc)
+
+
+@atexit.register
+def _kill_all():
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        _kill(proc, grace=2.0)
+
+
+def _spawn(argv, env, log_path, what):
+    """Start argv, wait for its "PORT <n>" line; return (proc, port)."""
+    log = open(log_path, "ab")
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=log, env=env, preexec_fn=_die_with_parent)
+    finally:
+        log.close()
+    with _live_lock:
+        _live.add(proc)
+    deadline = time.monotonic() + START_TIMEOUT
+    line = b""
+    try:
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{what} gave no PORT line in "
+                                   f"{START_TIMEOUT}s; see {log_path}")
+            ready, _, _ = select.select([proc.stdout], [], [], left)
+            if not ready:
+                continue
+            byte = os.read(proc.stdout.fileno(), 1)
+            if not byte:
+                raise RuntimeError(
+                    f"{what} exited ({proc.wait()}) before listening; "
+                    f"log {log_path}:\n{_tail(log_path)}")
+            line += byte
+        word, _, port = line.decode().strip().partition(" ")
+        if word != "PORT" or not port.isdigit():
+            raise RuntimeError(f"{what} printed {line!r}, not PORT <n>")
+        return proc, int(port)
+    except BaseException:
+        _kill(proc)
+        raise
+
+
+def _tail(path, limit=4000):
+    try:
+        return Path(path).read_bytes()[-limit:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------
+# s3rver
+# --------------------------------------------------------------------------
+
+def ensure_node_modules():
+    """Run `npm ci` in tests/s3server once, if its node_modules is missing.
+
+    An flock on a file in the temp directory serialises concurrent callers
+    (parallel test sessions); the second one finds the work already done.
+    """
+    modules = S3SERVER_DIR / "node_modules"
+    marker = modules / "@20minutes" / "s3rver" / "package.json"
+
+    def installed():
+        # npm writes node_modules/.package-lock.json last, so an interrupted
+        # install does not pass for a finished one.
+        try:
+            return (modules / ".package-lock.json").is_file() and \
+                json.loads(marker.read_text())["version"] == S3RVER_VERSION
+        except (OSError, ValueError, KeyError):
+            return False
+
+    if installed():
+        return
+    tag = hashlib.sha256(str(S3SERVER_DIR).encode()).hexdigest()[:12]
+    lock_path = Path(tempfile.gettempdir()) / f"pailfs-npm-ci-{tag}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if installed():
+            return
+        result = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=S3SERVER_DIR,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, timeout=600)
+        if result.returncode != 0 or not installed():
+            raise RuntimeError("npm ci in tests/s3server failed:\n" +
+                               result.stdout.decode("utf-8", "replace"))
+
+
+class S3Server:
+    """s3rver on 127.0.0.1, data under tmpdir/data, log in tmpdir/s3rver.log.
+
+    S3Server(tmpdir, buckets=["b"]) starts at once (start=False defers).
+    .url, .port, .directory; .stop() and .start() again reuse the port and
+    directory, so the data survives an "outage". keys=[(ak, secret)] adds
+    access keys besides ACCESS_KEY (give the Proxy the same ones).
+    """
+
+    def __init__(self, tmpdir, buckets=(), port=0, keys=(), start=True):
+        self.tmpdir = Path(tmpdir)
+        self.directory = self.tmpdir / "data"
+        self.log_path = self.tmpdir / "s3rver.log"
+        self.buckets = list(buckets)
+        self.keys = list(keys)
+        self.port = port or None
+        self._proc = None
+        if start:
+            self.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self):
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self):
+        if self.running:
+            return self
+        ensure_node_modules()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        # s3rver's continuation tokens use DES: needs OpenSSL's legacy
+        # provider on Node 17+, or truncated ListObjectsV2 pages answer 500.
+        opts = env.get("NODE_OPTIONS", "")
+        if "--openssl-legacy-provider" not in opts:
+            env["NODE_OPTIONS"] = (opts + " --openssl-legacy-provider").strip()
+        argv = [NODE, str(LAUNCH_JS), "--dir", str(self.directory),
+                "--port", str(self.port or 0), "--quiet"]
+        for bucket in self.buckets:
+            argv += ["--bucket", bucket]
+        for access_key, secret_key in self.keys:
+            argv += ["--access-key", f"{access_key}:{secret_key}"]
+        # Right after stop() the old socket may linger briefly; retry.
+        for attempt in range(20):
+            try:
+                self._proc, port = _spawn(argv, env, self.log_path, "s3rver")
+                break
+            except RuntimeError:
+                if not self.port or attempt == 19:
+                    raise
+                time.sleep(0.25)
+        self.port = port
+        return self
+
+    def stop(self):
+        if self._proc is not None:
+            _kill(self._proc)
+            self._proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# --------------------------------------------------------------------------
+# Signature-judging, fault-injecting proxy
+# --------------------------------------------------------------------------
+
+class Proxy:
+    """tests/proxy/s3proxy.py in front of upstream_url, on 127.0.0.1.
+
+    .url is what the client under test talks to. .config(**kw) sets faults
+    (p503, p500, preset, ptruncate, latency_ms, seed, only_methods, only_ops,
+    only_path_regex, fail_next, upstream_error) and returns the resulting
+    config; .stats() returns counters and recent requests; .reset() zeroes
+    counters and clears every fault.
+    """
+
+    def __init__(self, upstream_url, seed=0, region=REGION,
+                 keys=((ACCESS_KEY, SECRET_KEY),), log_path=None, start=True):
+        self.upstream_url = upstream_url
+        self.seed = seed
+        self.region = region
+        self.keys = list(keys)
+        self._own_log = log_path is None  # a temp file, removed by stop()
+        if log_path is None:
+            fd, log_path = tempfile.mkstemp(prefix="pailfs-s3proxy-",
+                                            suffix=".log")
+            os.close(fd)
+        self.log_path = Path(log_path)
+        self.port = None
+        self._proc = None
+        if start:
+            self.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self):
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self):
+        if self.running:
+            return self
+        argv = [PYTHON, str(PROXY_SCRIPT), "--upstream", self.upstream_url,
+                "--port", str(self.port or 0), "--region", self.region,
+                "--seed", str(self.seed)]
+        for access_key, secret_key in self.keys:
+            argv += ["--access-key", access_key, "--secret-key", secret_key]
+        self._proc, self.port = _spawn(argv, dict(os.environ), self.log_path,
+                                       "s3proxy")
+        return self
+
+    def stop(self):
+        if self._proc is not None:
+            _kill(self._proc)
+            self._proc = None
+            if self._own_log:
+                self.log_path.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _control(self, method, name, payload=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            body = json.dumps(payload).encode() if payload is not None else None
+            headers = {"Content-Type": "application/json"} if body else {}
+            conn.request(method, f"/__proxy__/{name}", body=body,
+                         headers=headers)
+            resp = conn.getresponse()
+            data = json.loads(resp.read() or b"{}")
+            if resp.status != 200:
+                raise ValueError(f"proxy {name}: {resp.status} {data}")
+            return data
+        finally:
+            conn.close()
+
+    def config(self, **kw):
+        return self._control("POST", "config", kw)["config"]
+
+    def stats(self):
+        return self._control("GET", "stats")
+
+    def reset(self):
+        self._control("POST", "reset")
+
+
+# --------------------------------------------------------------------------
+# Independent S3 client
+# --------------------------------------------------------------------------
+
+def boto3_client(endpoint_url, retries=0, access_key=ACCESS_KEY,
+                 secret_key=SECRET_KEY, **config):
+    """A path-style boto3 S3 client with the rig's keys and region.
+
+    retries is the number of retries after the first attempt (default 0, so
+    every request is seen once and counters stay predictable). Other keys
+    can be given to provoke refusals. Further keyword arguments go to
+    botocore.config.Config (e.g. read_timeout=120).
+    """
+    import boto3
+    import botocore.config
+
+    cfg = botocore.config.Config(
+        region_name=REGION,
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        retries={"total_max_attempts": retries + 1, "mode": "standard"},
+        connect_timeout=config.pop("connect_timeout", 10),
+        read_timeout=config.pop("read_timeout", 60),
+        **config)
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key, region_name=REGION, config=cfg)
