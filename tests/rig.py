@@ -3,9 +3,12 @@
 Two helper processes stand in for AWS S3:
 
 * S3Server: s3rver (tests/s3server, pinned by its package-lock.json) started
-  through tests/s3server/launch.js on a free 127.0.0.1 port. It stores
-  buckets under a directory of the test's choosing and can be stopped and
-  started again on the same port and directory to simulate an outage.
+  through tests/s3server/launch.js on a free 127.0.0.1 port, with
+  tests/s3server/aws-fixes.js making it answer like AWS S3 where it did not
+  (listing, XML escaping, key storage, conditional requests, copy sources,
+  multipart uploads, ranges). It stores buckets under a directory of the
+  test's choosing and can be stopped and started again on the same port and
+  directory to simulate an outage.
 * Proxy: tests/proxy/s3proxy.py between the client under test and s3rver. It
   judges SigV4 signatures like AWS does and injects faults on request; tests
   configure it and read its counters through small methods here.
@@ -183,14 +186,24 @@ class S3Server:
     .url, .port, .directory; .stop() and .start() again reuse the port and
     directory, so the data survives an "outage". keys=[(ak, secret)] adds
     access keys besides ACCESS_KEY (give the Proxy the same ones).
+
+    refuse_abort=True emulates a server without AbortMultipartUpload and
+    ListParts (405 MethodNotAllowed) or ListMultipartUploads (501
+    NotImplemented): s3rver's own refusals, which aws-fixes.js otherwise
+    replaces with AWS's behaviour. min_part_size (bytes) lowers the smallest
+    part CompleteMultipartUpload accepts for all but the last part (AWS and
+    the default: 5 MiB), for tests that want small multipart objects.
     """
 
-    def __init__(self, tmpdir, buckets=(), port=0, keys=(), start=True):
+    def __init__(self, tmpdir, buckets=(), port=0, keys=(), start=True,
+                 refuse_abort=False, min_part_size=None):
         self.tmpdir = Path(tmpdir)
         self.directory = self.tmpdir / "data"
         self.log_path = self.tmpdir / "s3rver.log"
         self.buckets = list(buckets)
         self.keys = list(keys)
+        self.refuse_abort = refuse_abort
+        self.min_part_size = min_part_size
         self.port = port or None
         self._proc = None
         if start:
@@ -210,13 +223,12 @@ class S3Server:
         ensure_node_modules()
         self.directory.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        # s3rver's continuation tokens use DES: needs OpenSSL's legacy
-        # provider on Node 17+, or truncated ListObjectsV2 pages answer 500.
-        opts = env.get("NODE_OPTIONS", "")
-        if "--openssl-legacy-provider" not in opts:
-            env["NODE_OPTIONS"] = (opts + " --openssl-legacy-provider").strip()
         argv = [NODE, str(LAUNCH_JS), "--dir", str(self.directory),
                 "--port", str(self.port or 0), "--quiet"]
+        if self.refuse_abort:
+            argv.append("--no-abort")
+        if self.min_part_size is not None:
+            argv += ["--min-part-size", str(int(self.min_part_size))]
         for bucket in self.buckets:
             argv += ["--bucket", bucket]
         for access_key, secret_key in self.keys:
@@ -253,10 +265,13 @@ class Proxy:
     """tests/proxy/s3proxy.py in front of upstream_url, on 127.0.0.1.
 
     .url is what the client under test talks to. .config(**kw) sets faults
-    (p503, p500, preset, ptruncate, latency_ms, seed, only_methods, only_ops,
-    only_path_regex, fail_next, upstream_error) and returns the resulting
-    config; .stats() returns counters and recent requests; .reset() zeroes
-    counters and clears every fault.
+    (p503, p500, preset, ptruncate, ignore_range, latency_ms, seed,
+    only_methods, only_ops, only_path_regex, fail_next, upstream_error) and
+    returns the resulting config; .stats() returns counters and recent
+    requests; .reset() zeroes counters and clears every fault.
+    ignore_range=True (or a probability) drops the Range header of ranged
+    requests, so the server answers 200 with the whole object, as servers
+    that ignore ranges do; counted under stats()["faults"]["ignore_range"].
     """
 
     def __init__(self, upstream_url, seed=0, region=REGION,

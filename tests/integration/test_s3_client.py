@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import rig
+
 from drive import clean_env, drive, kv, sha256
 
 
@@ -209,11 +211,25 @@ def test_if_match_mismatch_is_estale(proxy, s3, bucket, tmp_path):
     assert r.returncode == 1 and "errno=ESTALE" in r.stderr
 
 
-def test_known_server_gaps_reported_as_errno(proxy, bucket):
-    """s3rver answers AbortMultipartUpload with 405 and ListMultipartUploads
-    with 501: the client reports them as ENOTSUP / ENOSYS, never success."""
-    upload_id = kv(drive(proxy.url, bucket, "mpu-create", "k", check=True).stdout)["upload_id"]
-    r = drive(proxy.url, bucket, "mpu-abort", "k", upload_id)
-    assert r.returncode == 1 and "errno=ENOTSUP" in r.stderr
-    r = drive(proxy.url, bucket, "list-uploads")
-    assert r.returncode == 1 and "errno=ENOSYS" in r.stderr
+def test_abort_and_list_multipart_uploads(proxy, s3, bucket):
+    ids = [kv(drive(proxy.url, bucket, "mpu-create", k, check=True).stdout)["upload_id"]
+           for k in ("up/a", "up/b")]
+    r = drive(proxy.url, bucket, "list-uploads", "up/", check=True)
+    assert sorted(r.stdout.splitlines()) == [f"U up/a\t{ids[0]}", f"U up/b\t{ids[1]}"]
+    drive(proxy.url, bucket, "mpu-abort", "up/a", ids[0], check=True)
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] \
+        == [ids[1]]
+    r = drive(proxy.url, bucket, "mpu-abort", "up/a", ids[0])
+    assert r.returncode == 1 and "errno=ENOENT" in r.stderr and "NoSuchUpload" in r.stderr
+
+
+def test_server_refusing_abort_reported_as_errno(tmp_path):
+    """A server without AbortMultipartUpload (405) or ListMultipartUploads
+    (501): the client reports ENOTSUP / ENOSYS, never success."""
+    with rig.S3Server(tmp_path, buckets=["b"], refuse_abort=True) as srv, \
+            rig.Proxy(srv.url) as px:
+        upload_id = kv(drive(px.url, "b", "mpu-create", "k", check=True).stdout)["upload_id"]
+        r = drive(px.url, "b", "mpu-abort", "k", upload_id)
+        assert r.returncode == 1 and "errno=ENOTSUP" in r.stderr
+        r = drive(px.url, "b", "list-uploads")
+        assert r.returncode == 1 and "errno=ENOSYS" in r.stderr

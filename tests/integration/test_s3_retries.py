@@ -29,7 +29,7 @@ def test_64mib_put_and_get_under_faults(proxy, s3, bucket, tmp_path):
     # retried Complete finds no upload); resolving that belongs to the write
     # path. Here only the parts are hit.
     proxy.config(p503=0.10, preset=0.05, seed=8, only_ops=["UploadPart"])
-    drive(proxy.url, bucket, "mpu", "big-mpu", src, str(MiB), opts=["--retries", "8"],
+    drive(proxy.url, bucket, "mpu", "big-mpu", src, str(5 * MiB), opts=["--retries", "8"],
           check=True)
     assert sha256(s3.get_object(Bucket=bucket, Key="big-mpu")["Body"].read()) == sha256(data)
     st = proxy.stats()

@@ -21,8 +21,8 @@ legal in bucket names, so no clash with S3 paths):
   GET  /__proxy__/stats   counters, config and recent requests as JSON
   GET  /__proxy__/config  the current fault configuration
   POST /__proxy__/config  JSON object with any of: p503 p500 preset ptruncate
-                          latency_ms seed only_methods only_ops only_path_regex
-                          fail_next upstream_error
+                          ignore_range latency_ms seed only_methods only_ops
+                          only_path_regex fail_next upstream_error
   POST /__proxy__/reset   zero the counters and clear every fault
 
 Usage:
@@ -40,22 +40,27 @@ faulted (latency aside) nor forwarded. Faults:
   preset      forward, send the headers and half the body, then TCP RST
   ptruncate   forward, send the headers and half the body, then close (FIN)
               (for answers without a body both drop the whole answer)
+  ignore_range  probability (true = 1) that a request's Range header is
+              dropped before forwarding, so the upstream answers 200 with the
+              whole object, as servers that ignore ranges do (only requests
+              with a Range header; may combine with preset/ptruncate)
   latency_ms  delay before the first byte of every answer
   only_methods / only_ops / only_path_regex restrict the random faults;
   the regex is searched in "/bucket/key?query" as received
-One seeded random number is drawn per request eligible for random faults.
+One seeded random number is drawn per request eligible for random faults,
+and, while 0 < ignore_range < 1, a second one per eligible ranged request.
 upstream_error says what a client sees while s3rver is down: "reset"
 (connection dropped) or "503" (ServiceUnavailable).
 
 Stats: requests_total, by_op, by_status ("0" = no answer, the connection was
-dropped), faults (fail_next, 503, 500, reset, truncate), sig_rejections
-(every refusal by S3 error code: signature, body hash, digests),
-upstream_errors,
-connections (client connections that carried S3 requests), bytes_in/out
-(request and response bodies), config, and recent: the last 200 requests
-(method, path, query, op, bucket, key, range, copy_source, status, fault,
-sig_error, ...). Counters are settled before the answer's first byte leaves,
-so a client that has its answer finds it counted.
+dropped), faults (fail_next, 503, 500, reset, truncate, ignore_range),
+sig_rejections (every refusal by S3 error code: signature, body hash,
+digests), upstream_errors, connections (client connections that carried S3
+requests), bytes_in/out (request and response bodies), config, and recent:
+the last 200 requests (method, path, query, op, bucket, key, range,
+range_ignored, copy_source, status, fault, sig_error, ...). Counters are
+settled before the answer's first byte leaves, so a client that has its
+answer finds it counted.
 
 Body digests: Content-MD5 and x-amz-checksum-sha256/sha1/crc32 must match
 the body (400 InvalidDigest / BadDigest), and DeleteObjects must carry
@@ -562,9 +567,9 @@ def classify(method, bucket, key, query_keys, has_copy_source):
 class ProxyState:
     """Everything the handler threads share, behind one lock."""
 
-    CONFIG_KEYS = ("p503", "p500", "preset", "ptruncate", "latency_ms",
-                   "seed", "only_methods", "only_ops", "only_path_regex",
-                   "fail_next", "upstream_error")
+    CONFIG_KEYS = ("p503", "p500", "preset", "ptruncate", "ignore_range",
+                   "latency_ms", "seed", "only_methods", "only_ops",
+                   "only_path_regex", "fail_next", "upstream_error")
 
     def __init__(self, seed, recent_max=200):
         self.lock = threading.Lock()
@@ -576,7 +581,7 @@ class ProxyState:
     def _reset_config(self):
         self.config = {
             "p503": 0.0, "p500": 0.0, "preset": 0.0, "ptruncate": 0.0,
-            "latency_ms": 0, "seed": self.default_seed,
+            "ignore_range": 0.0, "latency_ms": 0, "seed": self.default_seed,
             "only_methods": None, "only_ops": None, "only_path_regex": None,
             "fail_next": [],
             # what a client sees when the upstream is down: "reset" (the
@@ -621,6 +626,14 @@ class ProxyState:
             if cfg["p503"] + cfg["p500"] + cfg["preset"] + cfg["ptruncate"] \
                     > 1.0 + 1e-9:
                 raise ValueError("fault probabilities add up to more than 1")
+            if "ignore_range" in new:
+                value = new["ignore_range"]
+                value = float(value) if value not in (True, False) \
+                    else float(bool(value))
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError("ignore_range must be within [0, 1] "
+                                     "(or true/false)")
+                cfg["ignore_range"] = value
             if "latency_ms" in new:
                 cfg["latency_ms"] = max(0, int(new["latency_ms"]))
             if "only_methods" in new:
@@ -702,6 +715,18 @@ class ProxyState:
                 r -= p
             return None, None
 
+    def choose_ignore_range(self, method, op, target):
+        """Whether to drop the Range header of this (ranged) request.
+
+        Draws from the seeded generator only while 0 < ignore_range < 1, so
+        turning the option on at 0 or 1 never shifts the other faults.
+        """
+        with self.lock:
+            p = self.config["ignore_range"]
+            if p <= 0 or not self._matches_filter(method, op, target):
+                return False
+            return p >= 1 or self.rng.random() < p
+
     def latency(self):
         with self.lock:
             return self.config["latency_ms"] / 1000.0
@@ -730,6 +755,8 @@ class ProxyState:
             c["by_status"][str(status)] += 1
             if rec["fault"]:
                 c["faults"][rec["fault"]] += 1
+            if rec["range_ignored"]:
+                c["faults"]["ignore_range"] += 1
             if rec["sig_error"]:
                 c["sig_rejections"][rec["sig_error"]] += 1
             if rec["upstream_error"]:
@@ -908,12 +935,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             raw_bucket, sep, raw_key = path[1:].partition("/")
             if not sep:
                 return bucket, key, path, raw_query
-        if "//" in "/" + raw_key:
-            # s3rver's router answers a bare 404 to an empty path segment
-            # (key "a//b" or "/x"); with the key's slashes sent as %2F the
-            # request reaches its store. The signature was judged on the
-            # path as received, so this changes nothing S3-visible.
-            raw_key = raw_key.replace("/", "%2F")
+        # Forwarded as received (s3rver, patched by aws-fixes.js, takes the
+        # key from the raw path as S3 does, empty segments included).
         return bucket, key, "/" + raw_bucket + "/" + raw_key, raw_query
 
     def _proxy(self):
@@ -931,7 +954,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         rec = {
             "time": time.time(), "method": method, "path": upstream_path,
             "query": raw_query, "op": op, "bucket": bucket, "key": key,
-            "range": self.headers.get("Range"),
+            "range": self.headers.get("Range"), "range_ignored": False,
             "copy_source": self.headers.get("x-amz-copy-source"),
             "copy_source_range": self.headers.get("x-amz-copy-source-range"),
             "content_length": None, "status": None, "fault": None,
@@ -1046,6 +1069,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             return
         # 4. Forward; "reset" and "truncate" spoil the answer on its way back.
         rec["fault"] = fault
+        if self.headers.get("Range") is not None and \
+                self.state.choose_ignore_range(method, op, target):
+            rec["range_ignored"] = True
         self._forward(method, target, body, rec, fault)
 
     def _drain_body(self):
@@ -1133,6 +1159,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             lname = name.lower()
             if lname in HOP_BY_HOP or lname in ("host", "content-length"):
                 continue
+            if lname == "range" and rec["range_ignored"]:
+                continue  # the ignore_range fault
             headers.append((name, value))
         if body or method in ("PUT", "POST"):
             headers.append(("Content-Length", str(len(body))))

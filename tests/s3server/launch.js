@@ -12,12 +12,19 @@
 // s3rver still requires a known access key: its built-in one is S3RVER/S3RVER,
 // and --access-key AK:SECRET adds more.
 //
-// Node 17+ needs NODE_OPTIONS=--openssl-legacy-provider: s3rver encrypts
-// ListObjectsV2 continuation tokens with DES, which OpenSSL 3 only has in its
-// legacy provider, so every truncated V2 page answers 500 without it.
+// Where s3rver and AWS's documentation disagree, AWS wins: aws-fixes.js
+// patches s3rver's modules (listing order and paging, XML escaping, key
+// storage, conditional requests, copy sources, multipart uploads, ranges) and
+// must be installed before s3rver is required. See the comment on each patch.
+//
+// --no-abort keeps s3rver's refusals of AbortMultipartUpload and ListParts
+// (405 MethodNotAllowed) and ListMultipartUploads (501 NotImplemented), to
+// emulate servers without them. --min-part-size N changes the smallest part
+// size CompleteMultipartUpload accepts for all but the last part (AWS: 5 MiB).
 //
 // Usage: node launch.js --dir DIR [--port 0] [--bucket NAME]...
-//                       [--access-key AK:SECRET]... [--quiet]
+//                       [--access-key AK:SECRET]... [--no-abort]
+//                       [--min-part-size BYTES] [--quiet]
 
 'use strict';
 
@@ -28,14 +35,23 @@ function usage(message) {
   if (message) process.stderr.write(`launch.js: ${message}\n`);
   process.stderr.write(
     'usage: node launch.js --dir DIR [--port N] [--bucket NAME]... ' +
-      '[--access-key AK:SECRET]... [--quiet]\n',
+      '[--access-key AK:SECRET]... [--no-abort] [--min-part-size BYTES] ' +
+      '[--quiet]\n',
   );
   process.exit(2);
 }
 
 // Minimal argument parser: the few flags above, nothing else.
 function parseArgs(argv) {
-  const opts = { dir: null, port: 0, buckets: [], keys: [], quiet: false };
+  const opts = {
+    dir: null,
+    port: 0,
+    buckets: [],
+    keys: [],
+    quiet: false,
+    noAbort: false,
+    minPartSize: undefined,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -64,6 +80,14 @@ function parseArgs(argv) {
       case '--quiet':
         opts.quiet = true;
         break;
+      case '--no-abort':
+        opts.noAbort = true;
+        break;
+      case '--min-part-size':
+        opts.minPartSize = Number(value());
+        if (!Number.isInteger(opts.minPartSize) || opts.minPartSize < 0)
+          usage('bad --min-part-size');
+        break;
       case '-h':
       case '--help':
         usage();
@@ -80,21 +104,16 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const log = opts.quiet ? () => {} : (m) => process.stderr.write(`${m}\n`);
 
-  // Warn loudly when the DES cipher is missing (see the header comment).
-  try {
-    require('crypto').createCipheriv('des', Buffer.alloc(8), Buffer.alloc(8));
-  } catch (err) {
-    process.stderr.write(
-      'launch.js: warning: DES unavailable (' +
-        err.message +
-        '); truncated ListObjectsV2 pages will fail. ' +
-        'Set NODE_OPTIONS=--openssl-legacy-provider.\n',
-    );
-  }
-
   fs.mkdirSync(opts.dir, { recursive: true });
 
+  // Before s3rver is required: see aws-fixes.js.
+  const awsFixes = require('./aws-fixes');
+  awsFixes.install({
+    refuseAbort: opts.noAbort,
+    minPartSize: opts.minPartSize,
+  });
   const S3rver = require('@20minutes/s3rver');
+  awsFixes.verify();
   if (opts.keys.length) {
     // Extra key pairs go onto s3rver's single built-in account.
     const { DUMMY_ACCOUNT } = require('@20minutes/s3rver/lib/models/account');
