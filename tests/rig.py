@@ -179,7 +179,26 @@ def ensure_node_modules():
                                result.stdout.decode("utf-8", "replace"))
 
 
-class S3Server:
+class _LocalService:
+    """What S3Server and Proxy share: a child process on a 127.0.0.1 port,
+    started by .start(), stopped by .stop(), usable as a context manager."""
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self):
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class S3Server(_LocalService):
     """s3rver on 127.0.0.1, data under tmpdir/data, log in tmpdir/s3rver.log.
 
     S3Server(tmpdir, buckets=["b"]) starts at once (start=False defers).
@@ -208,14 +227,6 @@ class S3Server:
         self._proc = None
         if start:
             self.start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self):
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self):
         if self.running:
@@ -250,18 +261,13 @@ class S3Server:
             _kill(self._proc)
             self._proc = None
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 # --------------------------------------------------------------------------
 # Signature-judging, fault-injecting proxy
 # --------------------------------------------------------------------------
 
-class Proxy:
+class Proxy(_LocalService):
     """tests/proxy/s3proxy.py in front of upstream_url, on 127.0.0.1.
 
     .url is what the client under test talks to. .config(**kw) sets faults
@@ -291,14 +297,6 @@ class Proxy:
         if start:
             self.start()
 
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self):
-        return self._proc is not None and self._proc.poll() is None
-
     def start(self):
         if self.running:
             return self
@@ -318,11 +316,6 @@ class Proxy:
             if self._own_log:
                 self.log_path.unlink(missing_ok=True)
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     def _control(self, method, name, payload=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
