@@ -1,0 +1,359 @@
+/* dir.c — directories: listings, emptiness, and renaming a whole subtree.
+ *
+ * A directory is a key prefix.  Its listing is ListObjectsV2 with delimiter
+ * "/" under "path/": common prefixes are subdirectories, keys are files,
+ * and the "path/" marker itself is skipped.  A name that is both a key and
+ * a prefix is shown once, as the directory.  Keys that cannot be POSIX
+ * names ("a//b", ".", "..", over 255 bytes) are skipped with one warning
+ * each.  A listing of N keys costs ⌈N/1000⌉ requests and no HEAD: entries
+ * carry what the listing says (size, LastModified, ETag).
+ *
+ * A directory rename copies every key under it (bounded parallelism) and
+ * only when every copy has succeeded deletes the originals, so a failure
+ * midway leaves the old tree whole (and some copies beside it). */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct name_seen {
+    const char *name; /* points into the listing's entries */
+    size_t idx;
+    UT_hash_handle hh;
+};
+
+/* Warn once per key about names that cannot be shown. */
+static void warn_skipped(struct fs *fs, const char *key, const char *why)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static struct fs_hidden *warned; /* a set of keys, bounded */
+    static unsigned n_warned;
+    (void)fs;
+    pthread_mutex_lock(&lock);
+    struct fs_hidden *w;
+    HASH_FIND_STR(warned, key, w);
+    if (!w && n_warned < 10000 && (w = calloc(1, sizeof(*w))) && (w->path = strdup(key))) {
+        HASH_ADD_KEYPTR(hh, warned, w->path, strlen(w->path), w);
+        n_warned++;
+        log_warn("listing: skipping key \"%s\": %s", key, why);
+    } else if (w && !w->path) {
+        free(w);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static int dir_add(struct fs_dir *d, size_t *cap, const char *name, size_t len,
+                   const struct fs_attr *a)
+{
+    if (d->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        struct fs_dirent *n = realloc(d->ents, ncap * sizeof(*n));
+        if (!n)
+            return ENOMEM;
+        d->ents = n;
+        *cap = ncap;
+    }
+    if (!(d->ents[d->n].name = util_strndup(name, len)))
+        return ENOMEM;
+    d->ents[d->n].attr = *a;
+    d->n++;
+    return 0;
+}
+
+static int add_local_children(struct fs *fs, const char *path, struct fs_dir *d, size_t *cap,
+                              struct name_seen **seen)
+{
+    int rc = 0;
+    size_t plen = strlen(path);
+    pthread_mutex_lock(&fs->lock);
+    for (struct fs_inode *in = fs->by_path; in && !rc && fs->n_local; in = in->hh_path.next) {
+        if (!in->local)
+            continue;
+        const char *p = in->path;
+        if (plen && (strncmp(p, path, plen) != 0 || p[plen] != '/'))
+            continue;
+        const char *name = plen ? p + plen + 1 : p;
+        if (strchr(name, '/'))
+            continue;
+        struct name_seen *s;
+        HASH_FIND_STR(*seen, name, s);
+        if (!s)
+            rc = dir_add(d, cap, name, strlen(name), &in->attr);
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+static bool is_hidden(struct fs *fs, const char *dir, const char *name, size_t len)
+{
+    if (!fs->hidden)
+        return false;
+    char *nm = util_strndup(name, len);
+    char *p = nm ? fs_child_path(dir, nm) : NULL;
+    struct fs_hidden *h = NULL;
+    if (p)
+        HASH_FIND_STR(fs->hidden, p, h);
+    free(nm);
+    free(p);
+    return h != NULL;
+}
+
+int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
+{
+    memset(d, 0, sizeof(*d));
+    char *prefix = fs_key(fs, path, true);
+    if (!prefix)
+        return ENOMEM;
+    size_t plen = strlen(prefix), cap = 0;
+    struct name_seen *seen = NULL, *s, *tmp;
+    struct s3_list_page page = {0};
+    char *token = NULL;
+    int rc = 0;
+    do {
+        struct s3_list_params p = {.prefix = prefix, .delimiter = "/", .continuation_token = token};
+        rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
+        free(token);
+        token = NULL;
+        if (rc)
+            break;
+        pthread_mutex_lock(&fs->lock);
+        for (size_t i = 0; i < page.n_entries && !rc; i++) {
+            const struct s3_list_entry *le = &page.entries[i];
+            const char *name = le->key + plen;
+            size_t len = strlen(name);
+            if (len == 0)
+                continue; /* the directory's own marker */
+            if (!fs_name_valid(name, len)) {
+                warn_skipped(fs, le->key, "not a valid file name");
+                continue;
+            }
+            if (is_hidden(fs, path, name, len))
+                continue;
+            struct fs_attr a;
+            fs_attr_from_listing(&fs->cfg, false, le->size, le->mtime, le->etag, &a);
+            if (!(rc = dir_add(d, &cap, name, len, &a)) && (s = calloc(1, sizeof(*s)))) {
+                s->idx = d->n - 1;
+                HASH_ADD_KEYPTR(hh, seen, d->ents[s->idx].name, len, s);
+            }
+        }
+        for (size_t i = 0; i < page.n_prefixes && !rc; i++) {
+            const char *name = page.prefixes[i] + plen;
+            size_t len = strlen(name);
+            if (len)
+                len--; /* the trailing '/' */
+            if (!fs_name_valid(name, len)) {
+                warn_skipped(fs, page.prefixes[i], "not a valid directory name");
+                continue;
+            }
+            struct fs_attr a;
+            fs_attr_from_listing(&fs->cfg, true, 0, fs->mount_time.tv_sec, NULL, &a);
+            HASH_FIND(hh, seen, name, len, s);
+            if (s) {
+                if (!fs->warned_conflict)
+                    log_warn("key \"%.*s\" and prefix \"%s\" both exist: showing the directory "
+                             "(logged once per mount)",
+                             (int)(plen + len), page.prefixes[i], page.prefixes[i]);
+                fs->warned_conflict = true;
+                d->ents[s->idx].attr = a;
+                continue;
+            }
+            if (!(rc = dir_add(d, &cap, name, len, &a)) && (s = calloc(1, sizeof(*s)))) {
+                s->idx = d->n - 1;
+                HASH_ADD_KEYPTR(hh, seen, d->ents[s->idx].name, len, s);
+            }
+        }
+        pthread_mutex_unlock(&fs->lock);
+        if (page.truncated && page.next_token)
+            token = strdup(page.next_token);
+        s3_list_page_free(&page);
+        memset(&page, 0, sizeof(page));
+    } while (!rc && token);
+    if (!rc)
+        rc = add_local_children(fs, path, d, &cap, &seen);
+    HASH_ITER(hh, seen, s, tmp)
+    {
+        HASH_DEL(seen, s);
+        free(s);
+    }
+    free(token);
+    free(prefix);
+    if (rc)
+        fs_dir_free(d);
+    return rc;
+}
+
+void fs_dir_free(struct fs_dir *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free(d->ents[i].name);
+    free(d->ents);
+    d->ents = NULL;
+    d->n = 0;
+}
+
+int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty)
+{
+    char *prefix = fs_key(fs, path, true);
+    if (!prefix)
+        return ENOMEM;
+    struct s3_list_params p = {.prefix = prefix, .max_keys = 2};
+    struct s3_list_page page = {0};
+    int rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
+    if (rc == 0) {
+        size_t others = page.n_prefixes;
+        for (size_t i = 0; i < page.n_entries; i++)
+            others += strcmp(page.entries[i].key, prefix) != 0;
+        *empty = others == 0;
+    }
+    s3_list_page_free(&page);
+    free(prefix);
+    if (rc || !*empty)
+        return rc;
+    /* Files created here and not yet uploaded count too. */
+    size_t plen = strlen(path);
+    pthread_mutex_lock(&fs->lock);
+    for (struct fs_inode *in = fs->by_path; in && fs->n_local; in = in->hh_path.next)
+        if (in->local && strncmp(in->path, path, plen) == 0 && in->path[plen] == '/')
+            *empty = false;
+    pthread_mutex_unlock(&fs->lock);
+    return 0;
+}
+
+/* ---- renaming a directory -------------------------------------------- */
+
+struct move_job {
+    struct fs *fs;
+    struct s3_list_entry *keys;
+    size_t n;
+    size_t src_len;
+    const char *dst_prefix;
+    atomic_size_t next;
+    atomic_int error;
+};
+
+static void *move_worker(void *arg)
+{
+    struct move_job *j = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->n || atomic_load(&j->error))
+            break;
+        struct buf dst = BUF_INIT;
+        buf_puts(&dst, j->dst_prefix);
+        buf_puts(&dst, j->keys[i].key + j->src_len);
+        int rc = dst.data ? fs_copy(j->fs, j->keys[i].key, dst.data, j->keys[i].size,
+                                    j->keys[i].etag, NULL, NULL)
+                          : ENOMEM;
+        if (rc) {
+            log_error("rename: copy of %s to %s failed: %s", j->keys[i].key, dst.data,
+                      strerror(rc));
+            int zero = 0;
+            atomic_compare_exchange_strong(&j->error, &zero, rc);
+        }
+        buf_free(&dst);
+    }
+    return NULL;
+}
+
+static int list_all(struct fs *fs, const char *prefix, struct s3_list_entry **out, size_t *n_out)
+{
+    struct s3_list_entry *all = NULL;
+    size_t n = 0;
+    char *token = NULL;
+    int rc;
+    do {
+        struct s3_list_params p = {.prefix = prefix, .continuation_token = token};
+        struct s3_list_page page = {0};
+        rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
+        free(token);
+        token = NULL;
+        if (!rc && page.n_entries) {
+            struct s3_list_entry *m = realloc(all, (n + page.n_entries) * sizeof(*m));
+            if (!m) {
+                rc = ENOMEM;
+            } else {
+                all = m;
+                memcpy(all + n, page.entries, page.n_entries * sizeof(*m));
+                n += page.n_entries;
+                page.n_entries = 0; /* the keys now belong to `all` */
+            }
+        }
+        if (!rc && page.truncated && page.next_token)
+            token = strdup(page.next_token);
+        s3_list_page_free(&page);
+    } while (!rc && token);
+    if (rc) {
+        for (size_t i = 0; i < n; i++)
+            free(all[i].key);
+        free(all);
+        return rc;
+    }
+    *out = all;
+    *n_out = n;
+    return 0;
+}
+
+int fs_rename_dir(struct fs *fs, const char *src, const char *dst)
+{
+    char *src_prefix = fs_key(fs, src, true), *dst_prefix = fs_key(fs, dst, true);
+    struct s3_list_entry *keys = NULL;
+    size_t n = 0;
+    int rc = src_prefix && dst_prefix ? list_all(fs, src_prefix, &keys, &n) : ENOMEM;
+    if (rc)
+        goto out;
+    if (n == 0) {
+        struct s3_put_opts o = {.content_type = FS_DIR_CONTENT_TYPE};
+        rc = s3_put_object(fs->s3, dst_prefix, "", 0, &o, NULL, NULL);
+        goto out;
+    }
+    struct move_job job = {.fs = fs, .keys = keys, .n = n, .src_len = strlen(src_prefix),
+                           .dst_prefix = dst_prefix};
+    atomic_init(&job.next, 0);
+    atomic_init(&job.error, 0);
+    unsigned nthreads = fs->cfg.rename_parallel ? fs->cfg.rename_parallel : 8;
+    if (nthreads > n)
+        nthreads = (unsigned)n;
+    pthread_t th[64];
+    if (nthreads > 64)
+        nthreads = 64;
+    unsigned started = 0;
+    for (; started < nthreads; started++)
+        if (pthread_create(&th[started], NULL, move_worker, &job))
+            break;
+    if (started == 0)
+        move_worker(&job);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    rc = atomic_load(&job.error);
+    if (rc) {
+        log_error("rename of %s to %s stopped: the old keys are all kept; copies already made "
+                  "under %s stay",
+                  src_prefix, dst_prefix, dst_prefix);
+        goto out;
+    }
+    /* Every copy is in place: now the originals go, 1000 per request. */
+    for (size_t i = 0; i < n && !rc; i += 1000) {
+        size_t m = n - i < 1000 ? n - i : 1000;
+        const char *batch[1000];
+        int errs[1000];
+        for (size_t k = 0; k < m; k++)
+            batch[k] = keys[i + k].key;
+        rc = s3_delete_objects(fs->s3, batch, m, errs, NULL);
+        for (size_t k = 0; k < m && !rc; k++)
+            if (errs[k] && errs[k] != ENOENT)
+                rc = errs[k];
+    }
+    if (rc)
+        log_error("rename of %s to %s: the copies are complete but deleting the old keys "
+                  "failed: %s",
+                  src_prefix, dst_prefix, strerror(rc));
+out:
+    for (size_t i = 0; i < n; i++)
+        free(keys[i].key);
+    free(keys);
+    free(src_prefix);
+    free(dst_prefix);
+    return rc;
+}

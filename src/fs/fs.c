@@ -1,0 +1,133 @@
+/* fs.c — making, shutting down and freeing a filesystem. */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void fs_config_defaults(struct fs_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->prefix = "";
+    cfg->uid = getuid();
+    cfg->gid = getgid();
+    cfg->file_mode = 0644;
+    cfg->dir_mode = 0755;
+    cfg->attr_ttl = 1.0;
+    cfg->neg_ttl = 1.0;
+    cfg->rename_parallel = 8;
+}
+
+/* mkdir -p, for the cache directory. */
+static int make_dirs(const char *path, mode_t mode)
+{
+    char *p = strdup(path);
+    if (!p)
+        return ENOMEM;
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, mode) < 0 && errno != EEXIST) {
+                rc = errno;
+                break;
+            }
+            *s = c;
+            if (!c)
+                break;
+        }
+    }
+    struct stat st;
+    if (!rc && (stat(p, &st) < 0 || !S_ISDIR(st.st_mode)))
+        rc = ENOTDIR;
+    free(p);
+    return rc;
+}
+
+int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
+{
+    struct fs *fs = calloc(1, sizeof(*fs));
+    if (!fs)
+        return ENOMEM;
+    fs->cfg = *cfg;
+    fs->s3 = s3;
+    fs->attr_ttl_ms = (uint64_t)(cfg->attr_ttl * 1000.0);
+    clock_gettime(CLOCK_REALTIME, &fs->mount_time);
+    pthread_mutex_init(&fs->lock, NULL);
+    struct buf b = BUF_INIT;
+    if (cfg->prefix && *cfg->prefix)
+        buf_printf(&b, "%s/", cfg->prefix);
+    fs->key_prefix = buf_steal(&b);
+    int rc = fs->key_prefix ? 0 : ENOMEM;
+    if (!rc) {
+        buf_printf(&b, "%s/staging", cfg->cache_dir ? cfg->cache_dir : "/var/cache/pailfs");
+        rc = b.data ? make_dirs(b.data, 0700) : ENOMEM;
+        if (rc)
+            log_error("cannot use cache directory %s: %s", b.data ? b.data : "", strerror(rc));
+        buf_free(&b);
+    }
+    if (!cfg->cache_dir)
+        fs->cfg.cache_dir = "/var/cache/pailfs";
+    struct fs_inode *root = rc ? NULL : calloc(1, sizeof(*root));
+    if (!rc && (!root || !(root->path = strdup("")))) {
+        free(root);
+        rc = ENOMEM;
+    }
+    if (rc) {
+        free(fs->key_prefix);
+        pthread_mutex_destroy(&fs->lock);
+        free(fs);
+        return rc;
+    }
+    root->ino = FUSE_ROOT_ID;
+    root->linked = true;
+    root->nlookup = 1;
+    fs_attr_from_listing(&fs->cfg, true, 0, fs->mount_time.tv_sec, NULL, &root->attr);
+    root->attr.mtime = root->attr.atime = root->attr.ctime = fs->mount_time;
+    root->attr_expire_ms = UINT64_MAX;
+    HASH_ADD(hh, fs->by_ino, ino, sizeof(root->ino), root);
+    HASH_ADD_KEYPTR(hh_path, fs->by_path, root->path, 0, root);
+    fs->next_ino = FUSE_ROOT_ID + 1;
+    *out = fs;
+    return 0;
+}
+
+int fs_shutdown(struct fs *fs)
+{
+    return fs_upload_all(fs);
+}
+
+void fs_free(struct fs *fs)
+{
+    if (!fs)
+        return;
+    struct fs_inode *in, *tmp;
+    HASH_ITER(hh, fs->by_ino, in, tmp)
+    {
+        if (in->linked)
+            HASH_DELETE(hh_path, fs->by_path, in);
+        HASH_DELETE(hh, fs->by_ino, in);
+        if (in->wf) {
+            close(in->wf->fd);
+            pthread_mutex_destroy(&in->wf->lock);
+            free(in->wf);
+        }
+        free(in->path);
+        free(in->symlink);
+        free(in->xattr);
+        free(in);
+    }
+    struct fs_hidden *h, *htmp;
+    HASH_ITER(hh, fs->hidden, h, htmp)
+    {
+        HASH_DEL(fs->hidden, h);
+        free(h->path);
+        free(h);
+    }
+    free(fs->key_prefix);
+    pthread_mutex_destroy(&fs->lock);
+    free(fs);
+}

@@ -1,0 +1,63 @@
+/* fs.h — the filesystem layer: a bucket (or a prefix of it) as a directory
+ * tree, served through libfuse3's low-level API.
+ *
+ * The command line builds a struct fs_config, makes an S3 client, checks the
+ * bucket, then calls fs_new() and hands fs_lowlevel_ops() and the fs to
+ * fuse_session_new().  When the FUSE loop has ended, fs_shutdown() finishes
+ * what is still pending (uploads of files still open) and fs_free() releases
+ * everything.  The layer knows src/s3 and src/util; it never prints to
+ * stderr except through the logger. */
+#ifndef PAILFS_FS_H
+#define PAILFS_FS_H
+
+#include "s3/s3.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+struct fs;
+
+struct fs_config {
+    const char *bucket;      /* for messages */
+    const char *prefix;      /* "" or "some/prefix" (no leading or trailing '/') */
+    bool read_only;          /* every change fails with EROFS */
+
+    /* What objects without s3fs metadata look like. */
+    uid_t uid;               /* default owner: the mounting user */
+    gid_t gid;
+    bool force_uid;          /* uid= given: every object shows `uid` */
+    bool force_gid;          /* gid= given: every object shows `gid` */
+    mode_t file_mode;        /* permission bits of files, default 0644 */
+    mode_t dir_mode;         /* permission bits of directories, default 0755 */
+    mode_t umask;            /* cleared from every mode shown, default 0 */
+
+    double attr_ttl;         /* seconds attributes and entries stay valid (1) */
+    double neg_ttl;          /* seconds a missing name stays missing (1) */
+
+    const char *cache_dir;   /* where open files being written are staged */
+    unsigned rename_parallel; /* copies in flight during a directory rename (8) */
+};
+
+/* Fill *cfg with the defaults above (uid/gid: the calling process's). */
+void fs_config_defaults(struct fs_config *cfg);
+
+/* Make a filesystem over `s3` (which it does not own: free it after
+ * fs_free()).  The config's strings must outlive the fs.
+ * 0, ENOMEM, or the errno of creating cache_dir (EACCES, ENOTDIR, …). */
+int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out);
+
+/* The operations table to give to fuse_session_new() with `fs` as userdata. */
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
+
+/* After the session loop ended: upload whatever open files still hold
+ * (logging any failure: there is no caller left to tell).  Returns 0 when
+ * everything was stored, else EIO. */
+int fs_shutdown(struct fs *fs);
+
+void fs_free(struct fs *fs);
+
+#endif

@@ -1,0 +1,815 @@
+/* ns.c — the namespace operations: names, attributes, directories, links
+ * and extended attributes.
+ *
+ * Each operation reads what it needs from the inode table under fs->lock,
+ * talks to S3 without it, and publishes the result.  Every one replies
+ * exactly once; errors leave through fuse_reply_err with the errno of the
+ * S3 layer (ENOENT, EACCES, EIO, …) or EROFS on a read-only mount. */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+static struct fs *fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+static void now_ts(struct timespec *t)
+{
+    clock_gettime(CLOCK_REALTIME, t);
+}
+
+static bool local_truth(const struct fs_inode *in)
+{
+    return in->local || (in->wf && in->wf->dirty);
+}
+
+/* The path of `parent`/`name`, checked: 0, ENOENT (unknown parent),
+ * ENAMETOOLONG, ENOMEM.  *path is malloc'ed. */
+static int child_path(struct fs *fs, fuse_ino_t parent, const char *name, char **path)
+{
+    size_t len = strlen(name);
+    if (len > FS_MAX_NAME)
+        return ENAMETOOLONG;
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *dir = fs_inode_get(fs, parent);
+    *path = dir ? fs_child_path(dir->path, name) : NULL;
+    pthread_mutex_unlock(&fs->lock);
+    if (!dir)
+        return ENOENT;
+    if (!*path)
+        return ENOMEM;
+    if (strlen(fs->key_prefix) + strlen(*path) + 1 > FS_MAX_KEY) {
+        free(*path);
+        *path = NULL;
+        return ENAMETOOLONG;
+    }
+    return 0;
+}
+
+/* A copy of the inode's path and attributes (NULL path: unknown inode). */
+static char *inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr,
+                            bool *fresh)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    char *path = in ? strdup(in->path) : NULL;
+    if (in) {
+        *a = in->attr;
+        if (xattr)
+            *xattr = in->xattr ? strdup(in->xattr) : NULL;
+        if (fresh)
+            *fresh = local_truth(in) || util_now_ms() < in->attr_expire_ms;
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return path;
+}
+
+/* Update inode `ino` with what S3 said, if it is still of that type. */
+static void inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *xattr,
+                         bool with_xattr)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (in && !local_truth(in)) {
+        if (strcmp(in->attr.etag, a->etag) != 0) {
+            free(in->symlink);
+            in->symlink = NULL;
+        }
+        in->attr = *a;
+        if (with_xattr) {
+            free(in->xattr);
+            in->xattr = xattr;
+            xattr = NULL;
+        }
+        if (ino != FUSE_ROOT_ID)
+            in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
+    }
+    pthread_mutex_unlock(&fs->lock);
+    free(xattr);
+}
+
+void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    struct fuse_entry_param e;
+    char *path = NULL;
+    int rc = child_path(fs, parent, name, &path);
+    if (rc)
+        goto out_err;
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in;
+    struct fs_hidden *hid;
+    HASH_FIND_STR(fs->hidden, path, hid);
+    HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+    if (!hid && in && (local_truth(in) || util_now_ms() < in->attr_expire_ms)) {
+        in->nlookup++;
+        fs_entry_fill(fs, in, &e);
+        pthread_mutex_unlock(&fs->lock);
+        free(path);
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    pthread_mutex_unlock(&fs->lock);
+    struct fs_attr a;
+    char *xattr = NULL;
+    rc = hid ? ENOENT : fs_resolve(fs, path, &a, &xattr);
+    if (rc == ENOENT) {
+        memset(&e, 0, sizeof(e));
+        e.entry_timeout = fs->cfg.neg_ttl; /* the kernel keeps the miss */
+        free(path);
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    if (rc)
+        goto out_err;
+    in = fs_inode_publish(fs, path, &a, xattr, false, true, false, &e);
+    free(xattr);
+    if (!in) {
+        rc = ENOMEM;
+        goto out_err;
+    }
+    free(path);
+    fuse_reply_entry(req, &e);
+    return;
+out_err:
+    free(path);
+    fuse_reply_err(req, rc);
+}
+
+void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_attr a;
+    char *xattr = NULL;
+    bool fresh = false;
+    char *path = inode_snapshot(fs, ino, &a, NULL, &fresh);
+    int rc = path ? 0 : ENOENT;
+    if (!rc && !fresh) {
+        rc = fs_refresh(fs, path, a.mode & S_IFMT, &a, &xattr);
+        if (!rc)
+            inode_update(fs, ino, &a, xattr, true);
+        else
+            free(xattr);
+        free(path);
+        path = inode_snapshot(fs, ino, &a, NULL, NULL);
+    }
+    free(path);
+    if (rc) {
+        fuse_reply_err(req, rc);
+        return;
+    }
+    struct stat st;
+    fs_attr_to_stat(&a, ino, &st);
+    fuse_reply_attr(req, &st, fs->cfg.attr_ttl);
+}
+
+void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                   struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    int rc = 0;
+    if (fs->cfg.read_only) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (in)
+        in->opens++; /* hold it across the requests below */
+    pthread_mutex_unlock(&fs->lock);
+    if (!in) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        rc = S_ISDIR(in->attr.mode) ? EISDIR : fs_truncate(fs, in, (uint64_t)attr->st_size);
+        if (rc)
+            goto out;
+    }
+    const int meta_bits = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+                          FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                          FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME;
+    if (!(to_set & meta_bits))
+        goto out;
+    struct timespec now;
+    now_ts(&now);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_attr a = in->attr;
+    char *path = strdup(in->path), *xattr = in->xattr ? strdup(in->xattr) : NULL;
+    bool local = local_truth(in);
+    pthread_mutex_unlock(&fs->lock);
+    if (to_set & FUSE_SET_ATTR_MODE)
+        a.mode = (a.mode & S_IFMT) | (attr->st_mode & 07777);
+    if (to_set & FUSE_SET_ATTR_UID)
+        a.uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID)
+        a.gid = attr->st_gid;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+        a.atime = now;
+    else if (to_set & FUSE_SET_ATTR_ATIME)
+        a.atime = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+        a.mtime = now;
+    else if (to_set & FUSE_SET_ATTR_MTIME)
+        a.mtime = attr->st_mtim;
+    a.ctime = (to_set & FUSE_SET_ATTR_CTIME) ? attr->st_ctim : now;
+    a.has_meta = true;
+    char etag[80] = "";
+    if (!path)
+        rc = ENOMEM;
+    else if (!local)
+        rc = fs_store_meta(fs, path, &a, xattr, etag);
+    if (!rc) {
+        pthread_mutex_lock(&fs->lock);
+        if (S_ISDIR(a.mode) && !local)
+            a.marker = true;
+        if (*etag && !S_ISDIR(a.mode))
+            snprintf(a.etag, sizeof(a.etag), "%s", etag);
+        in->attr = a;
+        if (!local)
+            in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
+        pthread_mutex_unlock(&fs->lock);
+    }
+    free(path);
+    free(xattr);
+out:
+    pthread_mutex_lock(&fs->lock);
+    struct stat st;
+    fs_attr_to_stat(&in->attr, ino, &st);
+    fs_inode_close_locked(fs, in);
+    pthread_mutex_unlock(&fs->lock);
+    if (rc)
+        fuse_reply_err(req, rc);
+    else
+        fuse_reply_attr(req, &st, fs->cfg.attr_ttl);
+}
+
+/* Store a new empty object (a directory marker, a file from mknod, or a
+ * symlink holding its target) and answer with its entry. */
+static void make_object(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                        const char *body)
+{
+    struct fs *fs = fs_of(req);
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    char *path = NULL, *key = NULL;
+    struct fuse_entry_param e;
+    int rc = fs->cfg.read_only ? EROFS : child_path(fs, parent, name, &path);
+    if (rc)
+        goto out;
+    bool dir = S_ISDIR(mode);
+    struct fs_attr a = {0};
+    a.mode = mode;
+    a.uid = ctx->uid;
+    a.gid = ctx->gid;
+    a.size = body ? strlen(body) : 0;
+    now_ts(&a.mtime);
+    a.atime = a.ctime = a.mtime;
+    a.has_meta = true;
+    a.marker = dir;
+    struct buf store = BUF_INIT;
+    struct s3_meta meta[FS_META_MAX];
+    struct s3_put_opts o = {.content_type = dir ? FS_DIR_CONTENT_TYPE : NULL,
+                            .meta = meta,
+                            .n_meta = fs_meta_build(&a, NULL, meta, &store)};
+    key = fs_key(fs, path, dir);
+    rc = key ? s3_put_object(fs->s3, key, body ? body : "", a.size, &o, dir ? NULL : a.etag, NULL)
+             : ENOMEM;
+    buf_free(&store);
+    if (rc)
+        goto out;
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_publish(fs, path, &a, NULL, false, true, true, &e);
+    if (in && body) {
+        free(in->symlink);
+        in->symlink = strdup(body);
+    }
+    pthread_mutex_unlock(&fs->lock);
+    if (!in)
+        rc = ENOMEM;
+out:
+    free(path);
+    free(key);
+    if (rc)
+        fuse_reply_err(req, rc);
+    else
+        fuse_reply_entry(req, &e);
+}
+
+void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    make_object(req, parent, name, S_IFDIR | (mode & 07777), NULL);
+}
+
+void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    if (!S_ISREG(mode)) { /* S3 has no devices, FIFOs or sockets */
+        fuse_reply_err(req, EPERM);
+        return;
+    }
+    make_object(req, parent, name, mode, NULL);
+}
+
+void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    make_object(req, parent, name, S_IFLNK | 0777, link);
+}
+
+static int buf_sink(void *arg, const void *data, size_t len)
+{
+    return buf_append(arg, data, len);
+}
+
+void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    struct fs *fs = fs_of(req);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    char *target = in && in->symlink ? strdup(in->symlink) : NULL;
+    char *key = in && !target ? fs_key(fs, in->path, false) : NULL;
+    char etag[80];
+    snprintf(etag, sizeof(etag), "%s", in ? in->attr.etag : "");
+    bool is_link = in && S_ISLNK(in->attr.mode);
+    pthread_mutex_unlock(&fs->lock);
+    int rc = !in ? ENOENT : !is_link ? EINVAL : 0;
+    if (!rc && !target) {
+        struct buf b = BUF_INIT;
+        rc = buf_reserve(&b, 4097);
+        struct s3_object_info info = {0};
+        if (!rc) {
+            /* The target is the body; PATH_MAX bounds it. */
+            rc = s3_get_object(fs->s3, key, 0, 4096, *etag ? etag : NULL,
+                               buf_sink, &b, &info, NULL);
+        }
+        s3_object_info_clear(&info);
+        if (!rc) {
+            target = buf_steal(&b);
+            pthread_mutex_lock(&fs->lock);
+            if ((in = fs_inode_get(fs, ino)) && !in->symlink)
+                in->symlink = target ? strdup(target) : NULL;
+            pthread_mutex_unlock(&fs->lock);
+        }
+        buf_free(&b);
+        if (rc == ESTALE)
+            rc = EIO;
+    }
+    free(key);
+    if (!rc && !target)
+        rc = ENOMEM;
+    if (rc)
+        fuse_reply_err(req, rc);
+    else
+        fuse_reply_readlink(req, target);
+    free(target);
+}
+
+void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    char *path = NULL, *key = NULL;
+    int rc = fs->cfg.read_only ? EROFS : child_path(fs, parent, name, &path);
+    if (rc)
+        goto out;
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in;
+    HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+    if (in && S_ISDIR(in->attr.mode)) {
+        rc = EISDIR;
+    } else if (in && in->opens) {
+        /* Open files keep reading their object: it goes at the last close. */
+        if (!in->local) {
+            struct fs_hidden *h = calloc(1, sizeof(*h));
+            if (h && (h->path = strdup(path))) {
+                HASH_ADD_KEYPTR(hh, fs->hidden, h->path, strlen(h->path), h);
+                in->delete_at_release = true;
+            } else {
+                free(h);
+                rc = ENOMEM;
+            }
+        }
+        if (!rc)
+            fs_inode_unlink_locked(fs, in);
+        pthread_mutex_unlock(&fs->lock);
+        goto out;
+    }
+    bool local = in && in->local;
+    pthread_mutex_unlock(&fs->lock);
+    if (rc)
+        goto out;
+    if (!local) {
+        key = fs_key(fs, path, false);
+        rc = key ? s3_delete_object(fs->s3, key, NULL) : ENOMEM;
+    }
+    if (!rc) {
+        pthread_mutex_lock(&fs->lock);
+        HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+        if (in)
+            fs_inode_unlink_locked(fs, in);
+        pthread_mutex_unlock(&fs->lock);
+    }
+out:
+    free(path);
+    free(key);
+    fuse_reply_err(req, rc);
+}
+
+void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    char *path = NULL, *key = NULL;
+    bool empty = false;
+    int rc = fs->cfg.read_only ? EROFS : child_path(fs, parent, name, &path);
+    if (!rc)
+        rc = fs_dir_is_empty(fs, path, &empty);
+    if (!rc && !empty)
+        rc = ENOTEMPTY;
+    if (!rc) {
+        key = fs_key(fs, path, true);
+        rc = key ? s3_delete_object(fs->s3, key, NULL) : ENOMEM;
+    }
+    if (!rc) {
+        pthread_mutex_lock(&fs->lock);
+        struct fs_inode *in;
+        HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+        if (in)
+            fs_inode_unlink_locked(fs, in);
+        pthread_mutex_unlock(&fs->lock);
+    }
+    free(path);
+    free(key);
+    fuse_reply_err(req, rc);
+}
+
+/* What is at `path`: its type (0 when nothing) and, for files, whether it
+ * exists only here and its size and ETag. */
+struct node_info {
+    mode_t type;
+    bool local;
+    uint64_t size;
+    char etag[80];
+};
+
+static int node_at(struct fs *fs, const char *path, struct node_info *ni)
+{
+    memset(ni, 0, sizeof(*ni));
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in;
+    HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+    if (in && (local_truth(in) || util_now_ms() < in->attr_expire_ms)) {
+        ni->type = in->attr.mode & S_IFMT;
+        ni->local = in->local;
+        ni->size = in->attr.size;
+        snprintf(ni->etag, sizeof(ni->etag), "%s", in->attr.etag);
+        pthread_mutex_unlock(&fs->lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&fs->lock);
+    struct fs_attr a;
+    int rc = fs_resolve(fs, path, &a, NULL);
+    if (rc == ENOENT)
+        return 0;
+    if (rc == 0) {
+        ni->type = a.mode & S_IFMT;
+        ni->size = a.size;
+        snprintf(ni->etag, sizeof(ni->etag), "%s", a.etag);
+    }
+    return rc;
+}
+
+/* Move the table's inodes of `src` (and, for a directory, below it) to
+ * `dst`; an inode already at `dst` is unlinked. */
+static void rename_in_table(struct fs *fs, const char *src, const char *dst)
+{
+    size_t slen = strlen(src);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in, *tmp, *moved = NULL;
+    HASH_FIND(hh_path, fs->by_path, dst, strlen(dst), in);
+    if (in)
+        fs_inode_unlink_locked(fs, in);
+    /* Collect first: re-adding while iterating the same table is unsafe. */
+    HASH_ITER(hh_path, fs->by_path, in, tmp)
+    {
+        if (strncmp(in->path, src, slen) != 0 || (in->path[slen] && in->path[slen] != '/'))
+            continue;
+        struct buf np = BUF_INIT;
+        buf_puts(&np, dst);
+        buf_puts(&np, in->path + slen);
+        if (!np.data)
+            continue;
+        HASH_DELETE(hh_path, fs->by_path, in);
+        free(in->path);
+        in->path = buf_steal(&np);
+        in->hh_path.next = moved; /* reuse the link as a list until re-added */
+        moved = in;
+    }
+    while (moved) {
+        in = moved;
+        moved = in->hh_path.next;
+        struct fs_inode *clash;
+        HASH_FIND(hh_path, fs->by_path, in->path, strlen(in->path), clash);
+        if (clash)
+            fs_inode_unlink_locked(fs, clash);
+        HASH_ADD_KEYPTR(hh_path, fs->by_path, in->path, strlen(in->path), in);
+    }
+    pthread_mutex_unlock(&fs->lock);
+}
+
+void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                  const char *newname, unsigned int flags)
+{
+    struct fs *fs = fs_of(req);
+    char *src = NULL, *dst = NULL, *skey = NULL, *dkey = NULL;
+    struct node_info s, d;
+    int rc = 0;
+    if (flags & ~(unsigned)RENAME_NOREPLACE)
+        rc = EINVAL; /* RENAME_EXCHANGE, RENAME_WHITEOUT: S3 cannot swap two keys atomically */
+    else if (fs->cfg.read_only)
+        rc = EROFS;
+    if (!rc)
+        rc = child_path(fs, parent, name, &src);
+    if (!rc)
+        rc = child_path(fs, newparent, newname, &dst);
+    if (rc || strcmp(src, dst) == 0)
+        goto out;
+    if ((rc = node_at(fs, src, &s)) || (rc = node_at(fs, dst, &d)))
+        goto out;
+    if (!s.type) {
+        rc = ENOENT;
+    } else if (d.type && (flags & RENAME_NOREPLACE)) {
+        rc = EEXIST;
+    } else if (S_ISDIR(s.type)) {
+        size_t slen = strlen(src);
+        bool empty = true;
+        if (strncmp(dst, src, slen) == 0 && dst[slen] == '/')
+            rc = EINVAL;
+        else if (d.type && !S_ISDIR(d.type))
+            rc = ENOTDIR;
+        else if (d.type && !(rc = fs_dir_is_empty(fs, dst, &empty)) && !empty)
+            rc = ENOTEMPTY;
+        if (!rc)
+            rc = fs_rename_dir(fs, src, dst);
+    } else {
+        if (S_ISDIR(d.type))
+            rc = EISDIR;
+        else if (!s.local) {
+            skey = fs_key(fs, src, false);
+            dkey = fs_key(fs, dst, false);
+            rc = skey && dkey ? fs_copy(fs, skey, dkey, s.size, s.etag, NULL, NULL) : ENOMEM;
+            if (!rc)
+                rc = s3_delete_object(fs->s3, skey, NULL);
+        }
+    }
+    if (!rc)
+        rename_in_table(fs, src, dst);
+    if (rc == ESTALE)
+        rc = EIO; /* the source changed during the copy: nothing was deleted */
+out:
+    free(src);
+    free(dst);
+    free(skey);
+    free(dkey);
+    fuse_reply_err(req, rc);
+}
+
+/* ---- directories -------------------------------------------------------- */
+
+struct dir_handle {
+    char *path;
+    struct fs_dir d;
+};
+
+void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct dir_handle *dh = calloc(1, sizeof(*dh));
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (dh && in)
+        dh->path = strdup(in->path);
+    pthread_mutex_unlock(&fs->lock);
+    int rc = !in ? ENOENT : !dh || !dh->path ? ENOMEM : fs_dir_list(fs, dh->path, &dh->d);
+    if (rc) {
+        if (dh)
+            free(dh->path);
+        free(dh);
+        fuse_reply_err(req, rc);
+        return;
+    }
+    fi->fh = (uintptr_t)dh;
+    fi->cache_readdir = 0;
+    fuse_reply_open(req, fi);
+}
+
+void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                   struct fuse_file_info *fi, bool plus)
+{
+    struct fs *fs = fs_of(req);
+    struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+    char *buf = malloc(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    size_t used = 0;
+    pthread_mutex_lock(&fs->lock);
+    for (size_t i = (size_t)off; i < dh->d.n + 2; i++) {
+        const char *name = i == 0 ? "." : i == 1 ? ".." : dh->d.ents[i - 2].name;
+        struct fuse_entry_param e;
+        memset(&e, 0, sizeof(e));
+        e.attr.st_ino = i < 2 ? ino : 0;
+        e.attr.st_mode = i < 2 ? S_IFDIR : dh->d.ents[i - 2].attr.mode;
+        size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0)
+                           : fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+        if (used + need > size)
+            break;
+        if (i >= 2 && plus) {
+            /* readdirplus hands the kernel an entry: that counts as a lookup. */
+            char *path = fs_child_path(dh->path, name);
+            struct fs_inode *in =
+                path ? fs_inode_publish(fs, path, &dh->d.ents[i - 2].attr, NULL, true, true, true,
+                                        &e)
+                     : NULL;
+            free(path);
+            if (!in)
+                break;
+        } else if (i >= 2) {
+            char *path = fs_child_path(dh->path, name);
+            struct fs_inode *in = NULL;
+            if (path)
+                HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+            free(path);
+            e.attr.st_ino = in ? in->ino : (1ULL << 63) | i; /* no inode is made for it */
+        }
+        if (plus)
+            used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);
+        else
+            used += fuse_add_direntry(req, buf + used, size - used, name, &e.attr, (off_t)i + 1);
+    }
+    pthread_mutex_unlock(&fs->lock);
+    fuse_reply_buf(req, buf, used);
+    free(buf);
+}
+
+void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+    fs_dir_free(&dh->d);
+    free(dh->path);
+    free(dh);
+    fuse_reply_err(req, 0);
+}
+
+/* ---- extended attributes ------------------------------------------------ */
+
+static bool user_xattr(const char *name)
+{
+    return strncmp(name, "user.", 5) == 0 && name[5];
+}
+
+/* The inode's xattr value, re-read from S3 unless known fresh from a HEAD. */
+static int current_xattr(struct fs *fs, fuse_ino_t ino, char **xattr)
+{
+    struct fs_attr a;
+    bool fresh = false;
+    char *path = inode_snapshot(fs, ino, &a, xattr, &fresh);
+    if (!path)
+        return ENOENT;
+    int rc = 0;
+    if (!(fresh && (a.has_meta || *xattr))) {
+        free(*xattr);
+        *xattr = NULL;
+        char *x = NULL;
+        rc = fs_refresh(fs, path, a.mode & S_IFMT, &a, &x);
+        if (rc == ENOENT && S_ISDIR(a.mode))
+            rc = 0; /* the root of a bucket, or a directory without a marker */
+        else if (!rc) {
+            *xattr = x ? strdup(x) : NULL;
+            inode_update(fs, ino, &a, x, true);
+        }
+        if (rc == 0 && S_ISDIR(a.mode) && !*xattr) {
+            pthread_mutex_lock(&fs->lock);
+            struct fs_inode *in = fs_inode_get(fs, ino);
+            *xattr = in && in->xattr ? strdup(in->xattr) : NULL;
+            pthread_mutex_unlock(&fs->lock);
+        }
+    }
+    free(path);
+    return rc;
+}
+
+static void reply_value(fuse_req_t req, size_t size, const char *val, size_t len)
+{
+    if (size == 0)
+        fuse_reply_xattr(req, len);
+    else if (size < len)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, val, len);
+}
+
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct fs *fs = fs_of(req);
+    if (!user_xattr(name)) { /* security.*, system.*: none are kept */
+        fuse_reply_err(req, ENODATA);
+        return;
+    }
+    char *xattr = NULL, *val = NULL;
+    size_t len = 0;
+    int rc = current_xattr(fs, ino, &xattr);
+    if (!rc)
+        rc = fs_xattr_get(xattr, name, &val, &len);
+    if (rc == EINVAL)
+        rc = EIO; /* a corrupt x-amz-meta-xattr */
+    if (rc)
+        fuse_reply_err(req, rc);
+    else
+        reply_value(req, size, val, len);
+    free(val);
+    free(xattr);
+}
+
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct fs *fs = fs_of(req);
+    char *xattr = NULL, *names = NULL;
+    size_t len = 0;
+    int rc = current_xattr(fs, ino, &xattr);
+    if (!rc)
+        rc = fs_xattr_list(xattr, &names, &len);
+    if (rc == EINVAL)
+        rc = EIO;
+    if (rc)
+        fuse_reply_err(req, rc);
+    else
+        reply_value(req, size, names, len);
+    free(names);
+    free(xattr);
+}
+
+static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                         size_t size, int flags)
+{
+    struct fs *fs = fs_of(req);
+    int rc = fs->cfg.read_only ? EROFS : !user_xattr(name) ? ENOTSUP : 0;
+    char *xattr = NULL, *updated = NULL;
+    if (!rc)
+        rc = current_xattr(fs, ino, &xattr);
+    if (!rc)
+        rc = fs_xattr_set(xattr, name, value, size, flags, &updated);
+    if (rc) {
+        free(xattr);
+        fuse_reply_err(req, rc == EINVAL ? EIO : rc);
+        return;
+    }
+    struct fs_attr a;
+    char *path = inode_snapshot(fs, ino, &a, NULL, NULL);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    bool local = in && local_truth(in);
+    pthread_mutex_unlock(&fs->lock);
+    char etag[80] = "";
+    if (!path)
+        rc = ENOENT;
+    else if (!local)
+        rc = fs_store_meta(fs, path, &a, updated, etag);
+    if (!rc) {
+        pthread_mutex_lock(&fs->lock);
+        if ((in = fs_inode_get(fs, ino))) {
+            free(in->xattr);
+            in->xattr = updated;
+            updated = NULL;
+            if (*etag && !S_ISDIR(in->attr.mode))
+                snprintf(in->attr.etag, sizeof(in->attr.etag), "%s", etag);
+            if (S_ISDIR(in->attr.mode) && !local)
+                in->attr.marker = true;
+        }
+        pthread_mutex_unlock(&fs->lock);
+    }
+    free(path);
+    free(xattr);
+    free(updated);
+    fuse_reply_err(req, rc);
+}
+
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                    size_t size, int flags)
+{
+    change_xattr(req, ino, name, value, size, flags);
+}
+
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    change_xattr(req, ino, name, NULL, 0, 0);
+}

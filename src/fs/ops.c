@@ -1,0 +1,133 @@
+/* ops.c — the FUSE low-level operations table of pailfs.
+ *
+ * pailfs shows an S3 bucket (or a prefix of it) as a directory tree: keys
+ * are files, key prefixes are directories, "dir/" markers make empty
+ * directories, and s3fs-fuse's metadata gives modes, owners, times and
+ * symlinks.  Every operation below is a short function handing off to the
+ * file that owns the work: ns.c (names, attributes, directories, xattrs),
+ * file.c (open files and their data), inode.c (the inode table).
+ *
+ * Deliberately not supported: hard links (EPERM: S3 has no second name for
+ * one object), devices, FIFOs and sockets (EPERM), RENAME_EXCHANGE (EINVAL:
+ * two keys cannot be swapped atomically), file locks (the kernel keeps them
+ * local to this mount). */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+static struct fs *fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    /* `ls -l` must cost listings only: always hand attributes with names. */
+    if (conn->capable & FUSE_CAP_READDIRPLUS)
+        conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    /* Writes are staged and uploaded by us; the kernel must not cache them. */
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    struct fs *fs = fs_of(req);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (in)
+        fs_inode_forget_locked(fs, in, nlookup);
+    pthread_mutex_unlock(&fs->lock);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    struct fs *fs = fs_of(req);
+    pthread_mutex_lock(&fs->lock);
+    for (size_t i = 0; i < count; i++) {
+        struct fs_inode *in = fs_inode_get(fs, forgets[i].ino);
+        if (in)
+            fs_inode_forget_locked(fs, in, forgets[i].nlookup);
+    }
+    pthread_mutex_unlock(&fs->lock);
+    fuse_reply_none(req);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    /* A bucket has no size limit: report a large, constant amount free. */
+    struct statvfs st;
+    memset(&st, 0, sizeof(st));
+    st.f_bsize = 1 << 20;
+    st.f_frsize = 1 << 20;
+    st.f_blocks = st.f_bfree = st.f_bavail = 1ULL << 30; /* 1 PiB */
+    st.f_files = st.f_ffree = st.f_favail = 1ULL << 40;
+    st.f_namemax = FS_MAX_NAME;
+    fuse_reply_statfs(req, &st);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    fuse_reply_err(req, EPERM);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    fs_op_readdir(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    fs_op_readdir(req, ino, size, off, fi, true);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    fuse_reply_err(req, 0); /* directory changes are stored when made */
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init,
+    .lookup = fs_op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = fs_op_getattr,
+    .setattr = fs_op_setattr,
+    .readlink = fs_op_readlink,
+    .mknod = fs_op_mknod,
+    .mkdir = fs_op_mkdir,
+    .unlink = fs_op_unlink,
+    .rmdir = fs_op_rmdir,
+    .symlink = fs_op_symlink,
+    .rename = fs_op_rename,
+    .link = op_link,
+    .open = fs_op_open,
+    .read = fs_op_read,
+    .write = fs_op_write,
+    .flush = fs_op_flush,
+    .release = fs_op_release,
+    .fsync = fs_op_fsync,
+    .opendir = fs_op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = fs_op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .setxattr = fs_op_setxattr,
+    .getxattr = fs_op_getxattr,
+    .listxattr = fs_op_listxattr,
+    .removexattr = fs_op_removexattr,
+    .create = fs_op_create,
+};
+
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void)
+{
+    return &ops;
+}
