@@ -469,6 +469,10 @@ def test_unlink_of_open_file_keeps_old_bytes(s3, bucket, mounter):
         assert f.read() == data[-1_000_000:]
         f.seek(1_000_000)
         assert f.read(4096) == data[1_000_000:1_004_096]
+    # deleted at the last close; FUSE sends RELEASE after close(2) returned
+    deadline = time.monotonic() + 5
+    while exists(s3, bucket, "victim") and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not exists(s3, bucket, "victim")
 
 
