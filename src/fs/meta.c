@@ -276,16 +276,17 @@ int fs_xattr_get(const char *encoded, const char *name, char **val, size_t *len)
     size_t blen = strlen(b64);
     unsigned char *bytes = malloc(blen / 4 * 3 + 4);
     int n = bytes ? EVP_DecodeBlock(bytes, (const unsigned char *)b64, (int)blen) : -1;
-    json_object_put(o);
-    if (n < 0) {
-        free(bytes);
-        return bytes ? EINVAL : ENOMEM;
-    }
     /* EVP_DecodeBlock counts padding bytes as data: take them off. */
-    if (blen >= 1 && b64[blen - 1] == '=')
+    if (n >= 0 && blen >= 1 && b64[blen - 1] == '=')
         n--;
-    if (blen >= 2 && b64[blen - 2] == '=')
+    if (n >= 0 && blen >= 2 && b64[blen - 2] == '=')
         n--;
+    json_object_put(o); /* b64 lives inside o */
+    if (n < 0) {
+        rc = bytes ? EINVAL : ENOMEM;
+        free(bytes);
+        return rc;
+    }
     *val = (char *)bytes;
     *len = (size_t)n;
     return 0;
