@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -54,9 +55,13 @@ def assert_nothing_left(mountpoint):
 
 
 def assert_one_line_failure(rc, err, took, mountpoint, *, exact=None,
-                            prefix=None):
+                            prefix=None, fg=False):
     try:
-        assert rc == 1, f"exit status {rc}, stderr {err!r}"
+        assert rc is not None, f"still running after {took:.0f}s: {err!r}"
+        if fg:  # with -f: any failure status
+            assert rc > 0, f"exit status {rc}, stderr {err!r}"
+        else:
+            assert rc == 1, f"exit status {rc}, stderr {err!r}"
         assert took < FAIL_WITHIN, f"took {took:.1f}s"
         lines = err.splitlines()
         assert len(lines) == 1, f"not one line on stderr: {err!r}"
@@ -72,8 +77,15 @@ def assert_one_line_failure(rc, err, took, mountpoint, *, exact=None,
     return lines[0]
 
 
-def base_opts(url, *extra):
-    return ["-o", ",".join([f"endpoint={url}", "path_style", *extra])]
+@pytest.fixture(params=["daemon", "foreground"])
+def fg(request):
+    """Each mount-time failure is checked without and with -f."""
+    return request.param == "foreground"
+
+
+def base_opts(url, *extra, fg=False):
+    return (["-f"] if fg else []) + \
+        ["-o", ",".join([f"endpoint={url}", "path_style", *extra])]
 
 
 # --------------------------------------------------------------------------
@@ -104,45 +116,45 @@ def test_version():
 # Mount-time failures
 # --------------------------------------------------------------------------
 
-def test_mount_point_missing(proxy, bucket, tmp_path):
+def test_mount_point_missing(proxy, bucket, tmp_path, fg):
     mp = tmp_path / "no-such-dir"
-    rc, _, err, took = run_pailfs([*base_opts(proxy.url), bucket, str(mp)],
+    rc, _, err, took = run_pailfs([*base_opts(proxy.url, fg=fg), bucket, str(mp)],
                                   tmp_path=tmp_path)
-    assert_one_line_failure(rc, err, took, mp,
+    assert_one_line_failure(rc, err, took, mp, fg=fg,
                             exact=f"pailfs: mount point {mp} does not exist")
     assert not mp.exists()
 
 
-def test_mount_point_not_a_directory(proxy, bucket, tmp_path):
+def test_mount_point_not_a_directory(proxy, bucket, tmp_path, fg):
     mp = tmp_path / "a-file"
     mp.write_bytes(b"x")
-    rc, _, err, took = run_pailfs([*base_opts(proxy.url), bucket, str(mp)],
+    rc, _, err, took = run_pailfs([*base_opts(proxy.url, fg=fg), bucket, str(mp)],
                                   tmp_path=tmp_path)
-    assert_one_line_failure(rc, err, took, mp,
+    assert_one_line_failure(rc, err, took, mp, fg=fg,
                             exact=f"pailfs: mount point {mp} is not a directory")
     assert mp.read_bytes() == b"x"
 
 
-def test_bucket_missing(proxy, tmp_path):
+def test_bucket_missing(proxy, tmp_path, fg):
     mp = tmp_path / "mnt"
     mp.mkdir()
     rc, _, err, took = run_pailfs(
-        [*base_opts(proxy.url), "no-such-bucket-x1", str(mp)],
+        [*base_opts(proxy.url, fg=fg), "no-such-bucket-x1", str(mp)],
         tmp_path=tmp_path)
-    assert_one_line_failure(rc, err, took, mp,
+    assert_one_line_failure(rc, err, took, mp, fg=fg,
                             exact="pailfs: bucket no-such-bucket-x1 does not exist")
     assert proxy.stats()["requests_total"] >= 1  # it asked the server
 
 
-def test_credentials_refused(proxy, bucket, tmp_path):
+def test_credentials_refused(proxy, bucket, tmp_path, fg):
     mp = tmp_path / "mnt"
     mp.mkdir()
     secret = "wrongSecretZ9q7XkQ"
     env = clean_env(AWS_SECRET_ACCESS_KEY=secret)
-    rc, out, err, took = run_pailfs([*base_opts(proxy.url), bucket, str(mp)],
+    rc, out, err, took = run_pailfs([*base_opts(proxy.url, fg=fg), bucket, str(mp)],
                                     env=env, tmp_path=tmp_path)
     line = assert_one_line_failure(
-        rc, err, took, mp,
+        rc, err, took, mp, fg=fg,
         prefix=f"pailfs: access to bucket {bucket} refused for access key "
                f"{rig.ACCESS_KEY} (from ")
     assert re.search(r"\(from [^)]+\): \S", line), line
@@ -150,26 +162,42 @@ def test_credentials_refused(proxy, bucket, tmp_path):
     assert sum(proxy.stats()["sig_rejections"].values()) >= 1
 
 
-def test_endpoint_unreachable(bucket, tmp_path):
+def test_endpoint_unreachable(bucket, tmp_path, fg):
     mp = tmp_path / "mnt"
     mp.mkdir()
     url = "http://127.0.0.1:1"
-    rc, _, err, took = run_pailfs([*base_opts(url), bucket, str(mp)],
+    rc, _, err, took = run_pailfs([*base_opts(url, fg=fg), bucket, str(mp)],
                                   tmp_path=tmp_path)
     line = assert_one_line_failure(
-        rc, err, took, mp,
+        rc, err, took, mp, fg=fg,
         prefix=f"pailfs: cannot reach endpoint {url} for bucket {bucket}: ")
     assert len(line) > len(f"pailfs: cannot reach endpoint {url} for bucket "
                            f"{bucket}: ")
 
 
-def test_unknown_option(proxy, bucket, tmp_path):
+def test_endpoint_that_never_answers(bucket, tmp_path):
+    """A server that accepts connections and then says nothing: the check
+    before mounting gives up within the bound too."""
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # connections complete in the backlog, unanswered
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        rc, _, err, took = run_pailfs([*base_opts(url), bucket, str(mp)],
+                                      tmp_path=tmp_path)
+    assert_one_line_failure(
+        rc, err, took, mp,
+        prefix=f"pailfs: cannot reach endpoint {url} for bucket {bucket}: ")
+
+
+def test_unknown_option(proxy, bucket, tmp_path, fg):
     mp = tmp_path / "mnt"
     mp.mkdir()
     rc, _, err, took = run_pailfs(
-        [*base_opts(proxy.url, "bogus_opt"), bucket, str(mp)],
+        [*base_opts(proxy.url, "bogus_opt", fg=fg), bucket, str(mp)],
         tmp_path=tmp_path)
-    assert_one_line_failure(rc, err, took, mp,
+    assert_one_line_failure(rc, err, took, mp, fg=fg,
                             exact="pailfs: unknown option -o bogus_opt")
     # rejected before any request
     assert proxy.stats()["requests_total"] == 0
