@@ -242,9 +242,12 @@ def test_daemon_mode_returns_once_mounted(proxy, s3, bucket, tmp_path):
     assert not is_mounted(mp)
 
 
-def test_mount_command_fstab_form(proxy, s3, bucket, tmp_path):
+@pytest.mark.parametrize("creds", ["passwd_file", "env"])
+def test_mount_command_fstab_form(proxy, s3, bucket, tmp_path, creds):
     """mount -t fuse.pailfs BUCKET MNT -o endpoint=...,path_style,_netdev,
-    as an fstab line does, with credentials from an s3fs-style passwd_file.
+    as an fstab line does, with credentials from an s3fs-style passwd_file
+    or from the environment (mount(8) passes AWS_* on; it drops PATH, HOME
+    and SHELL).
 
     mount(8) runs /sbin/mount.fuse3 with PATH removed from the environment,
     which runs `pailfs BUCKET MNT -o rw,...,dev,suid` through /bin/sh with
@@ -265,7 +268,9 @@ def test_mount_command_fstab_form(proxy, s3, bucket, tmp_path):
     mp = tmp_path / "mnt"
     mp.mkdir()
     out = tmp_path / "out"
-    opts = f"endpoint={proxy.url},path_style,_netdev,passwd_file={passwd}"
+    opts = f"endpoint={proxy.url},path_style,_netdev"
+    if creds == "passwd_file":
+        opts += f",passwd_file={passwd}"
     script = f"""
         mount --bind '{bindir}' /usr/local/sbin || exit 90
         mount -t fuse.pailfs '{bucket}' '{mp}' -o '{opts}' || exit 91
@@ -274,7 +279,7 @@ def test_mount_command_fstab_form(proxy, s3, bucket, tmp_path):
         ls -1 '{mp}' > '{out}.ls'
         umount '{mp}' || {{ fusermount3 -uz '{mp}'; exit 92; }}
     """
-    env = clean_env(keys=False)
+    env = clean_env(keys=(creds == "env"))
     t0 = time.monotonic()
     r = subprocess.run(["unshare", "--mount", "--propagation", "private",
                         "/bin/sh", "-c", script], env=env,
