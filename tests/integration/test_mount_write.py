@@ -110,6 +110,19 @@ def test_object_appears_only_at_close(s3, bucket, mnt):
     assert body(s3, bucket, "pending") == b"first half second half"
 
 
+def test_fsync_publishes_what_was_written(s3, bucket, mnt):
+    fd = os.open(mnt.p("synced"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"part one;")
+        assert not exists(s3, bucket, "synced")
+        os.fsync(fd)
+        assert body(s3, bucket, "synced") == b"part one;"
+        os.write(fd, b"part two")
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "synced") == b"part one;part two"
+
+
 def test_mkdir_rmdir(s3, bucket, mnt):
     os.mkdir(mnt.p("d1"))
     h = head(s3, bucket, "d1/")
