@@ -160,7 +160,8 @@ static int parse_endpoint(struct s3_client *c, const char *endpoint, struct s3_e
 
 static int set_region_locked(struct s3_client *c, const char *region)
 {
-    snprintf(c->region, sizeof(c->region), "%s", region);
+    if (region != c->region) /* s3_client_new passes c->region to remake the host */
+        snprintf(c->region, sizeof(c->region), "%s", region);
     if (!c->endpoint_from_region)
         return 0;
     struct buf b = BUF_INIT;
