@@ -193,6 +193,8 @@ static int easy_setup(struct http_engine *eng, CURL *e, struct http_request *req
     SET(CURLOPT_CONNECTTIMEOUT_MS, eng->opts.connect_timeout_ms);
     SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
     SET(CURLOPT_LOW_SPEED_TIME, eng->opts.stall_timeout_s);
+    if (req->timeout_ms > 0) /* curl connects within the smaller of the two */
+        SET(CURLOPT_TIMEOUT_MS, req->timeout_ms);
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_PATH_AS_IS, 1L); /* S3 keys may hold "./" and "../": never squash them */
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);

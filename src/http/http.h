@@ -52,6 +52,9 @@ struct http_request {
     http_body_fn on_body;       /* may be NULL: the body is discarded */
     http_done_fn on_done;       /* required for http_submit */
     void *arg;                  /* for the callbacks */
+    long timeout_ms;            /* the whole request, connecting included, ends
+                                 * with ETIMEDOUT after this long; 0 → only the
+                                 * engine's connect and stall timeouts */
 
     /* out, valid in on_done */
     long status;                /* HTTP status, 0 if none was received */

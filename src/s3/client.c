@@ -68,6 +68,7 @@ struct s3_req {
     const void *body;
     size_t body_len;
     bool body_may_be_error;           /* a 200 may carry an <Error> */
+    struct s3_call_limits limits;     /* zero: the client's settings */
 
     /* GET: the window of the object wanted, delivered to sink */
     s3_sink_fn sink;
@@ -501,6 +502,7 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
         .on_header = on_header,
         .on_body = on_body,
         .arg = a,
+        .timeout_ms = req->limits.attempt_timeout_ms,
     };
     log_debug("%s %s %s", req->op, req->method, url.data);
     int t = http_perform(c->http, &hr);
@@ -589,6 +591,9 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
     struct s3_error *err = err_out ? err_out : &local;
     bool region_fixed = false, skew_fixed = false;
     unsigned attempt = 0;
+    unsigned max_attempts = c->retry.max_attempts;
+    if (req->limits.max_attempts && req->limits.max_attempts < max_attempts)
+        max_attempts = req->limits.max_attempts;
     int rc;
     for (;;) {
         struct s3_attempt a;
@@ -682,7 +687,7 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
         }
         if (t && t != ECONNREFUSED && t != ECONNRESET && t != ETIMEDOUT && t != EHOSTUNREACH)
             break; /* our own abort, a TLS refusal, a cancellation */
-        if (!s3_retryable(t ? 0 : a.status, err->code, t) || attempt >= c->retry.max_attempts)
+        if (!s3_retryable(t ? 0 : a.status, err->code, t) || attempt >= max_attempts)
             break;
         int cost = (t == ETIMEDOUT || t == ECONNREFUSED) ? S3_BUDGET_TIMEOUT_COST
                                                          : S3_BUDGET_RETRY_COST;
@@ -696,7 +701,8 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
                   t ? " " : "HTTP ", a.status, err->code, (unsigned long long)wait);
         util_sleep_ms(wait);
     }
-    log_failure(req, rc, err);
+    if (!req->limits.quiet)
+        log_failure(req, rc, err);
     return rc;
 }
 
@@ -878,8 +884,16 @@ void s3_client_credentials_info(struct s3_client *c, const char **source,
 
 int s3_head_bucket(struct s3_client *c, struct s3_error *err)
 {
+    return s3_head_bucket_limited(c, NULL, err);
+}
+
+int s3_head_bucket_limited(struct s3_client *c, const struct s3_call_limits *limits,
+                           struct s3_error *err)
+{
     struct s3_req req;
     req_init(&req, "HeadBucket", "HEAD", NULL);
+    if (limits)
+        req.limits = *limits;
     int rc = s3_execute(c, &req, err);
     if (req.bucket_region[0]) {
         pthread_mutex_lock(&c->mutex);

@@ -84,6 +84,24 @@ void s3_client_credentials_info(struct s3_client *c, const char **source, const 
  * re-signs for it.  ENOENT when the bucket does not exist. */
 int s3_head_bucket(struct s3_client *c, struct s3_error *err);
 
+/* Bounds for one call that must answer quickly, such as the check before
+ * mounting.  A zero field keeps the client's setting. */
+struct s3_call_limits {
+    unsigned max_attempts;    /* tries, first included; never more than the
+                               * client's own max_attempts */
+    long attempt_timeout_ms;  /* each attempt, connecting included; a slower
+                               * one fails with err->transport ETIMEDOUT */
+    bool quiet;               /* do not log the final failure: the caller
+                               * reports it in its own words */
+};
+
+/* s3_head_bucket() within `limits` (NULL: none).  With max_attempts 2 and
+ * attempt_timeout_ms 5000 it returns in about 10.5 s at most, even when the
+ * endpoint never answers.  Following a region hint is not counted as an
+ * attempt (it happens at most once, and only after the server answered). */
+int s3_head_bucket_limited(struct s3_client *c, const struct s3_call_limits *limits,
+                           struct s3_error *err);
+
 /* ---- objects ---------------------------------------------------------- */
 
 struct s3_meta {
