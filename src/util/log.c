@@ -1,18 +1,22 @@
-/* log.c — one-line log messages on stderr with a global level.
+/* log.c — one-line log messages on stderr (or syslog) with a global level.
  * The idea: a line is formatted whole into a local buffer and written with
- * one write(2), so lines from different threads never interleave. */
+ * one write(2), so lines from different threads never interleave.  A daemon,
+ * whose stderr is /dev/null, sends the same lines to syslog instead. */
 #include "util/util.h"
 
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 static _Atomic int log_level = LOG_LVL_WARN;
+static _Atomic bool log_to_syslog = false;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const int syslog_priorities[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
 
 void log_set_level(enum log_level level) { atomic_store(&log_level, (int)level); }
 
@@ -29,12 +33,32 @@ int log_level_parse(const char *name, enum log_level *out)
     return EINVAL;
 }
 
+void log_use_syslog(bool on)
+{
+    if (on)
+        openlog("pailfs", LOG_PID, LOG_DAEMON);
+    atomic_store(&log_to_syslog, on);
+    if (!on)
+        closelog();
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     if ((int)level > atomic_load(&log_level))
         return;
     int saved_errno = errno;
     char line[2048];
+    if (atomic_load(&log_to_syslog)) {
+        /* syslog stamps the time, the name and the pid itself */
+        int n = snprintf(line, sizeof(line), "%s: ", level_names[level]);
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+        va_end(ap);
+        syslog(syslog_priorities[level], "%s", line);
+        errno = saved_errno;
+        return;
+    }
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -21,7 +21,14 @@ enum log_level log_get_level(void);
 /* Parse "error", "warn", "info" or "debug".  Returns 0 or EINVAL. */
 int log_level_parse(const char *name, enum log_level *out);
 
-/* Print one line, prefixed with time, level and "pailfs", to stderr.
+/* Send lines to syslog (ident "pailfs" with the pid, facility LOG_DAEMON,
+ * priority from the level) instead of stderr; false goes back to stderr.
+ * For a daemon whose stderr is gone.  Turning it on is safe while other
+ * threads log; turn it off only while none does. */
+void log_use_syslog(bool on);
+
+/* Print one line, prefixed with time, level and "pailfs", to stderr (or to
+ * syslog, see log_use_syslog).
  * Never pass a secret to it: nothing here can redact. */
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
