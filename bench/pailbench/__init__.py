@@ -1,0 +1,1 @@
+"""pailbench: the benchmark harness behind bench/run."""

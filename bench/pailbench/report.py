@@ -1,0 +1,261 @@
+"""report.py: the markdown table, its notes, and the PNG bar chart.
+
+A cell shows a figure only for a result whose check passed; otherwise the
+word FAIL, TIMEOUT or ERROR and a numbered note saying why. Ratios compare
+each contender with pailfs as speeds (higher is faster than pailfs): time
+taken by pailfs / time taken by the contender, IOPS / pailfs's IOPS, pailfs's
+latency / the contender's latency.
+"""
+
+import datetime
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+
+from . import workloads as W
+from .util import human_bytes, log, run, which
+
+
+@dataclass
+class Meta:
+    command: str
+    started: datetime.datetime
+    elapsed: float
+    quick: bool
+    wan: bool
+    delay_ms: float
+    rate: float
+    sizes: object
+    fx: object
+    extra_notes: list
+    workloads: set
+    server_dir: str
+
+
+def speed(w, r):
+    """One number per result, higher is better; None when not ok."""
+    if not r or not r.ok:
+        return None
+    if w.kind == "iops":
+        return r.iops
+    if w.kind == "latency":
+        return 1.0 / r.median_ms if r.median_ms else None
+    return 1.0 / r.seconds if r.seconds else None
+
+
+def cell_text(w, r):
+    if r is None:
+        return "—"
+    if not r.ok:
+        return r.status
+    tail = f"; in bucket at {r.in_bucket:.1f} s" if r.in_bucket else ""
+    if w.kind == "bytes":
+        return f"{r.seconds:.2f} s, {r.nbytes / r.seconds / 1e6:.0f} MB/s{tail}"
+    if w.kind == "iops":
+        return f"{r.iops:.0f} IOPS, p99 {r.p99_ms:.1f} ms"
+    if w.kind == "latency":
+        return f"{r.median_ms:.1f} ms"
+    return f"{r.seconds:.2f} s, {r.count / r.seconds:.0f}/s{tail}"
+
+
+def machine():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        mem = 0
+    try:
+        debian = "Debian " + open("/etc/debian_version").read().strip()
+    except OSError:
+        debian = platform.platform()
+    return (f"{debian}, Linux {platform.release()}, {os.cpu_count()} × {cpu}, "
+            f"{mem / (1 << 20):.1f} GiB RAM")
+
+
+def _tool_version(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (r.stdout or r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def write(rows, meta, md_path, png_path, workdir):
+    cols = [w for w in W.WORKLOADS if w.id in meta.workloads]
+    pailfs = next((r for r in rows if r.c.key == "pailfs"), None)
+    notes = []          # numbered footnotes
+
+    def footnote(text):
+        if text not in notes:
+            notes.append(text)
+        return f"[{notes.index(text) + 1}]"
+
+    sz = meta.sizes
+    titles = {
+        "read_cold": f"seq read cold ({human_bytes(sz.big)})",
+        "read_warm": "seq read warm",
+        "write": f"seq write ({human_bytes(sz.big)})",
+        "rand1": f"4K rand read, 1 job ({sz.fio_seconds} s)",
+        "rand8": "4K rand read, 8 jobs",
+        "gzip": f"gzip grep -c ({human_bytes(meta.fx.gz_plain_size) if meta.fx else '?'})",
+        "small_create": f"{sz.small_count} files: cp -r",
+        "small_cat": "cat all",
+        "small_rm": "rm -r",
+        "ls": f"ls -l ({sz.ls_count})",
+        "find": f"find ({sz.tree_dirs * (sz.tree_files + 1)})",
+        "firstbyte": f"first byte (median of {sz.firstbyte_n})",
+    }
+    header = ["contender"] + [titles[w.id] for w in cols] + ["peak RSS", "cache/staging peak"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        name = f"**{row.c.label}**"
+        if row.missing:
+            lines.append(f"| {name} | " + " | ".join(
+                [f"**{row.missing.split(':')[0]}** " + footnote(f"{row.c.label}: {row.missing}")]
+                + ["—"] * (len(cols) - 1)) + " | — | — |")
+            continue
+        cells = [name]
+        for w in cols:
+            r = row.results.get(w.id)
+            text = cell_text(w, r)
+            if r and r.ok:
+                if pailfs and row is not pailfs and not pailfs.missing:
+                    mine, theirs = speed(w, r), speed(w, pailfs.results.get(w.id))
+                    if mine and theirs:
+                        text += f" (×{mine / theirs:.2f})"
+                if r.note:
+                    text += " " + footnote(r.note)
+            elif r:
+                text = f"**{r.status}** " + footnote(f"{row.c.label}, {w.title}: {r.why}")
+            cells.append(text)
+        if row.c.is_fs:
+            cells += [human_bytes(row.peak_rss), human_bytes(row.cache_peak)]
+        else:
+            cells += ["—", "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+
+    mode = "quick (`--quick`)" if meta.quick else "full"
+    if meta.wan:
+        mode += f", WAN-shaped (`--wan`: first byte +{meta.delay_ms:g} ms, " \
+                f"{meta.rate:g} MB/s per connection)"
+    versions = [f"{r.c.label}: {r.version}" for r in rows if r.version]
+    versions.append(f"s3rver 4.0.4 (tests/s3server, patched by aws-fixes.js), "
+                    f"{_tool_version(['node', '--version'])}")
+    versions.append(_tool_version(["fio", "--version"]))
+    out = [
+        f"# pailfs benchmark — {meta.started:%Y-%m-%d %H:%M}",
+        "",
+        f"- command: `{meta.command.strip()}` (as root), {mode}; took {meta.elapsed / 60:.1f} min",
+        f"- machine: {machine()}",
+        "- versions: " + "; ".join(versions),
+        f"- server: one s3rver (Node.js, single process) on 127.0.0.1, its data in "
+        f"{meta.server_dir}" + (" (tmpfs: dropping the page cache leaves the server's copy "
+                                "in memory, as S3's own caching would be)"
+                                if meta.server_dir.startswith("/dev/shm") else
+                                " (on disk: dropping the page cache makes the server read "
+                                "from disk too)") +
+        "; every contender and the raw limit talk to the same server in turn",
+        "",
+        table,
+        "",
+        "Each cell: time and rate (MB/s of data, or files/entries per second); random reads "
+        "as IOPS and 99th-percentile latency; first byte as the median latency. "
+        "(×N) is the contender's speed relative to pailfs: above 1 is faster than pailfs. "
+        "FAIL means the result check failed and no time is shown.",
+        "",
+        "## Notes",
+        "",
+    ]
+    out += [f"{i + 1}. {n}" for i, n in enumerate(notes)]
+    out += [""]
+    general = [
+        "Every filesystem runs with its defaults plus what it needs to reach the server "
+        "(s3fs: `use_cache=DIR`; rclone: `--vfs-cache-mode off` or `writes`; pailfs: "
+        "`cache_dir=DIR`). Each group of workloads gets a fresh mount with an empty "
+        "cache directory; only the warm read follows the cold one on the same mount.",
+        "The kernel page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) "
+        "before every read, the warm one included: warm means warm in the filesystem's "
+        "own disk cache only.",
+        "Checks: sha256 of everything read or written (writes verified with curl straight "
+        "from the server after close), `grep -c` count against the generator's, names and "
+        "sizes for `ls -l` and `find`, 64 random 4 KiB blocks after each fio run.",
+        "seq write: `dd bs=1M` from a local file (in page cache), timed until dd exits, "
+        "i.e. until close() returns. Where the object reached the bucket later, a note says when.",
+        "random read: fio psync, 4 KiB, O_DIRECT where the filesystem accepts it.",
+        "first byte: open + pread of 1 byte + close, at 20 offsets spread over the object "
+        "(so no sample is served by what an earlier one fetched), page cache dropped before each.",
+        "peak RSS: VmHWM of the filesystem process (the largest over its mounts); "
+        "cache/staging peak: the most disk its cache directory and any unlinked files "
+        "it held open used at once, sampled every 0.5 s.",
+        "raw limit: parallel ranged GETs with curl (the best of 1–16 at once) for reads, "
+        "boto3 multipart upload for writes, `curl | igzip -dc | grep -c` for gzip, boto3 "
+        "ListObjectsV2 for `ls`/`find`, boto3 PUT/GET/DeleteObjects for small files.",
+        "s3rver is slow (one Node.js process); compare each contender with the raw-limit "
+        "row, not with AWS.",
+    ]
+    out += [f"- {n}" for n in general + meta.extra_notes]
+    for row in rows:
+        for n in row.notes:
+            out.append(f"- {row.c.label}: {n}")
+    out.append("")
+
+    chart = make_chart(rows, cols, titles, png_path, workdir, meta)
+    if chart:
+        out.append(f"![chart]({os.path.basename(png_path)})")
+        out.append("")
+    text = "\n".join(out)
+    with open(md_path, "w") as f:
+        f.write(text)
+    return text
+
+
+def make_chart(rows, cols, titles, png_path, workdir, meta):
+    """Grouped bars: each contender's speed as a fraction of the fastest
+    contender in that workload (the raw limit included)."""
+    if not which("gnuplot"):
+        log("report: gnuplot not installed; no chart")
+        return False
+    live = [r for r in rows if not r.missing]
+    if not live:
+        return False
+    dat = os.path.join(workdir, "chart.dat")
+    with open(dat, "w") as f:
+        f.write("workload " + " ".join(f'"{r.c.label}"' for r in live) + "\n")
+        for w in cols:
+            speeds = [speed(w, r.results.get(w.id)) for r in live]
+            best = max([s for s in speeds if s] or [0])
+            vals = [f"{s / best:.4f}" if s and best else "0" for s in speeds]
+            label = titles[w.id].split(" (")[0].replace('"', "")
+            f.write(f'"{label}" ' + " ".join(vals) + "\n")
+    title = ("pailfs vs s3fs-fuse vs rclone vs raw limit — "
+             f"{'quick' if meta.quick else 'full'}{', WAN-shaped' if meta.wan else ''} "
+             f"({meta.started:%Y-%m-%d})")
+    script = f"""
+set terminal pngcairo size 1600,650 font "sans,10"
+set output "{png_path}"
+set title "{title}\\nspeed as a fraction of the fastest in each workload (higher is better; 0 = failed or not run)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set yrange [0:1.1]
+set ytics 0.1
+set grid ytics
+set key outside right top
+set xtics rotate by -30 scale 0
+plot for [i=2:{len(live) + 1}] "{dat}" using i:xtic(1) title columnheader(i)
+"""
+    r = run(["gnuplot"], timeout=60, input=script.encode())
+    if r.rc != 0:
+        script = script.replace("pngcairo size 1600,650 font \"sans,10\"", "png size 1600,650")
+        r = run(["gnuplot"], timeout=60, input=script.encode())
+    if r.rc != 0:
+        log(f"report: gnuplot failed: {r.err.strip()[-300:]}")
+        return False
+    return os.path.exists(png_path)
