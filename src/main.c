@@ -1,172 +1,517 @@
-/* main.c — the pailfs command.
+/* main.c — the pailfs command: parse the command line, check what can be
+ * checked before mounting, mount, serve until unmounted, clean up.
  *
- * pailfs mounts an S3 bucket as a directory.  This stage of the program has
- * the S3 client underneath but not yet the FUSE mount: `pailfs --version`
- * and `pailfs --help` work, and `pailfs BUCKET MOUNTPOINT` checks that the
- * bucket can be reached with the credentials found, then says plainly that
- * mounting is not available in this build. */
+ * Failing fast and plainly is the point of the order below.  Each check
+ * that fails prints exactly one line on stderr starting "pailfs: " and the
+ * command exits 1 with nothing mounted:
+ *   1. the mount point exists and is a directory;
+ *   2. FUSE is usable (/dev/fuse opens; fusermount3 exists when needed);
+ *   3. an S3 client can be made (credentials found);
+ *   4. HeadBucket answers — bounded to 2 attempts of 5 s each, so a
+ *      black-holed endpoint fails in about 10 s, not minutes.
+ *
+ * Daemonising: the S3 client starts threads, and fork() keeps only the
+ * calling thread.  So unless -f, pailfs forks FIRST; the parent waits on a
+ * pipe for one status byte from the child and exits with it, which makes
+ * `pailfs BUCKET /mnt` return only once the mount is live (0), or after the
+ * child printed its one line to the inherited stderr (1).  The child makes
+ * its own session, runs the checks, mounts, reports, then leaves the
+ * terminal: "/" as its directory, /dev/null as stdin/stdout/stderr, syslog
+ * for its log.
+ *
+ * The end: SIGINT, SIGTERM, SIGHUP (libfuse's handlers) and
+ * `fusermount3 -u MOUNTPOINT` all end the session loop; then pending uploads
+ * are finished (fs_shutdown), the mount is taken down and everything freed.
+ * Exit 0, or 1 if an upload could not be finished. */
+#include "options.h"
+
+#include "fs/fs.h"
 #include "s3/s3.h"
 #include "util/util.h"
 
 #include <errno.h>
-#include <getopt.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-static void usage(FILE *to)
+/* The bucket check must end within 15 s whatever the endpoint does. */
+#define CHECK_MAX_ATTEMPTS 2
+#define CHECK_ATTEMPT_TIMEOUT_MS 5000L
+#define LOOP_MAX_IDLE_THREADS 10
+
+/* ---- libfuse's messages -------------------------------------------------- */
+
+/* While fuse_session_new() and fuse_session_mount() run, libfuse's error is
+ * kept to become the reason in our one line instead of a line of its own.
+ * Only the main thread touches these, before the session loop starts. */
+static bool fuse_capturing;
+static char fuse_first_error[1024];
+static bool fuse_trace; /* -o debug: libfuse's trace goes to stderr as it is */
+
+static void fuse_log_handler(enum fuse_log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void fuse_log_handler(enum fuse_log_level level, const char *fmt, va_list ap)
 {
-    fprintf(to,
-            "usage: pailfs [options] BUCKET[:/PREFIX] MOUNTPOINT\n"
-            "\n"
-            "Mount an S3 bucket (AWS S3 or any S3-compatible store) as a directory.\n"
-            "\n"
-            "options:\n"
-            "  -h, --help            print this help and exit\n"
-            "  -V, --version         print the version and exit\n"
-            "  -f                    stay in the foreground\n"
-            "  -d                    debug log (implies -f)\n"
-            "  -o endpoint=URL       S3 endpoint (default: AWS, by region)\n"
-            "  -o region=NAME        signing region (default: AWS_REGION, profile, us-east-1;\n"
-            "                        corrected from the bucket's own region)\n"
-            "  -o path_style         path-style addressing (automatic for IPs, localhost)\n"
-            "  -o profile=NAME       profile in ~/.aws/credentials and ~/.aws/config\n"
-            "  -o passwd_file=PATH   s3fs-style ACCESS_KEY:SECRET_KEY file (mode 600)\n"
-            "  -o public             send unsigned requests (public buckets)\n"
-            "  -o retries=N          retries after the first attempt (default 4)\n"
-            "  -o connect_timeout=S  connect timeout in seconds (default 10)\n"
-            "  -o log_level=LEVEL    error, warn, info or debug (default warn)\n"
-            "\n"
-            "Credentials, in this order: passwd_file, AWS_ACCESS_KEY_ID and\n"
-            "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), the shared files with\n"
-            "AWS_PROFILE or -o profile=, web identity (AWS_WEB_IDENTITY_TOKEN_FILE and\n"
-            "AWS_ROLE_ARN), container credentials, instance metadata (IMDSv2).\n"
-            "See pailfs(1).\n");
+    char line[1024];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    if (fuse_capturing && level <= FUSE_LOG_ERR) {
+        if (!fuse_first_error[0]) {
+            const char *text = strncmp(line, "fuse: ", 6) == 0 ? line + 6 : line;
+            snprintf(fuse_first_error, sizeof(fuse_first_error), "%s", text);
+        }
+        return;
+    }
+    if (fuse_trace) {
+        fprintf(stderr, "%s\n", line);
+        return;
+    }
+    enum log_level ours = level <= FUSE_LOG_ERR       ? LOG_LVL_ERROR
+                          : level == FUSE_LOG_WARNING ? LOG_LVL_WARN
+                          : level == FUSE_LOG_DEBUG   ? LOG_LVL_DEBUG
+                                                      : LOG_LVL_INFO;
+    log_msg(ours, "libfuse: %s", line);
 }
 
-struct cli {
-    struct s3_config s3;
-    char *bucket;
-    const char *mountpoint;
-    char *opts_copy;
+static void fuse_capture_start(void)
+{
+    fuse_first_error[0] = '\0';
+    fuse_capturing = true;
+}
+
+/* Stop capturing; the reason for a failure: libfuse's words, else errno's. */
+static const char *fuse_capture_end(int saved_errno)
+{
+    fuse_capturing = false;
+    return fuse_first_error[0] ? fuse_first_error
+           : saved_errno       ? strerror(saved_errno)
+                               : "unknown error";
+}
+
+/* fusermount3, which libfuse runs to mount for a user who is not root,
+ * writes its reason ("fusermount3: option allow_other only allowed if
+ * 'user_allow_other' is set in /etc/fuse.conf") straight to the stderr it
+ * inherits.  During the mount, fd 2 is an in-memory file instead, so that
+ * line can become the reason in our one line.  Whatever else landed there
+ * is passed on to the real stderr afterwards. */
+struct stderr_catch {
+    int saved; /* the real stderr, or -1 when nothing is caught */
+    int mem;
 };
 
-static int parse_o(struct cli *cli, const char *arg)
+static void stderr_catch_start(struct stderr_catch *c)
 {
-    free(cli->opts_copy);
-    cli->opts_copy = strdup(arg);
-    if (!cli->opts_copy)
-        return ENOMEM;
-    char *save = NULL;
-    for (char *o = strtok_r(cli->opts_copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(o, '=');
-        const char *v = eq ? eq + 1 : NULL;
-        if (eq)
-            *eq = '\0';
-        if (strcmp(o, "endpoint") == 0 && v)
-            cli->s3.endpoint = v;
-        else if (strcmp(o, "region") == 0 && v)
-            cli->s3.region = v;
-        else if (strcmp(o, "path_style") == 0 && !v)
-            cli->s3.addressing = S3_ADDR_PATH;
-        else if (strcmp(o, "profile") == 0 && v)
-            cli->s3.profile = v;
-        else if (strcmp(o, "passwd_file") == 0 && v)
-            cli->s3.passwd_file = v;
-        else if (strcmp(o, "public") == 0 && !v)
-            cli->s3.public_bucket = true;
-        else if (strcmp(o, "retries") == 0 && v)
-            cli->s3.max_attempts = (unsigned)strtoul(v, NULL, 10) + 1;
-        else if (strcmp(o, "connect_timeout") == 0 && v)
-            cli->s3.http.connect_timeout_ms = strtol(v, NULL, 10) * 1000;
-        else if (strcmp(o, "log_level") == 0 && v) {
-            enum log_level lvl;
-            if (log_level_parse(v, &lvl)) {
-                fprintf(stderr, "pailfs: log_level must be error, warn, info or debug\n");
-                return EINVAL;
-            }
-            log_set_level(lvl);
-        } else {
-            fprintf(stderr, "pailfs: unknown option -o %s%s%s\n", o, v ? "=" : "", v ? v : "");
-            return EINVAL;
+    c->saved = -1;
+    c->mem = memfd_create("pailfs-stderr", MFD_CLOEXEC);
+    if (c->mem < 0)
+        return;
+    fflush(stderr);
+    c->saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (c->saved < 0 || dup2(c->mem, STDERR_FILENO) < 0) {
+        if (c->saved >= 0)
+            close(c->saved);
+        c->saved = -1;
+        close(c->mem);
+    }
+}
+
+/* Restore stderr.  With `last_line` (size n), the last line caught, when it
+ * is fusermount3's, is kept there instead of being passed on ("" when there
+ * is none). */
+static void stderr_catch_end(struct stderr_catch *c, char *last_line, size_t n)
+{
+    if (last_line && n)
+        last_line[0] = '\0';
+    if (c->saved < 0)
+        return;
+    fflush(stderr);
+    dup2(c->saved, STDERR_FILENO);
+    close(c->saved);
+    char text[8192];
+    ssize_t len = pread(c->mem, text, sizeof(text) - 1, 0);
+    close(c->mem);
+    if (len <= 0)
+        return;
+    text[len] = '\0';
+    while (len && text[len - 1] == '\n')
+        text[--len] = '\0';
+    char *last = strrchr(text, '\n');
+    last = last ? last + 1 : text;
+    if (last_line && n && strncmp(last, "fusermount", 10) == 0) {
+        size_t l = strlen(last) < n - 1 ? strlen(last) : n - 1;
+        memcpy(last_line, last, l);
+        last_line[l] = '\0';
+        *last = '\0';
+    }
+    if (*text) {
+        size_t keep = strlen(text);
+        ssize_t w = write(STDERR_FILENO, text, keep);
+        (void)w;
+        if (text[keep - 1] != '\n')
+            w = write(STDERR_FILENO, "\n", 1);
+    }
+}
+
+/* ---- checks ----------------------------------------------------------------- */
+
+/* "/dev/fd/N": mount.fuse3 -o drop_privileges mounted already and passes
+ * the /dev/fuse descriptor; libfuse takes it from there. */
+static bool is_fd_mountpoint(const char *mp)
+{
+    return strncmp(mp, "/dev/fd/", 8) == 0 && mp[8] &&
+           strspn(mp + 8, "0123456789") == strlen(mp + 8);
+}
+
+/* Check 1.  *resolved (caller frees) is the absolute path to mount on: the
+ * daemon runs in "/" and must still find it to unmount. */
+static int check_mountpoint(const char *mp, char **resolved)
+{
+    if (is_fd_mountpoint(mp)) {
+        *resolved = strdup(mp);
+        return *resolved ? 0 : ENOMEM;
+    }
+    struct stat st;
+    if (stat(mp, &st) != 0) {
+        int e = errno;
+        if (e == ENOENT)
+            fprintf(stderr, "pailfs: mount point %s does not exist\n", mp);
+        else if (e == ENOTCONN)
+            fprintf(stderr,
+                    "pailfs: cannot use mount point %s: %s (a mount whose process died? "
+                    "fusermount3 -u %s)\n",
+                    mp, strerror(e), mp);
+        else
+            fprintf(stderr, "pailfs: cannot use mount point %s: %s\n", mp, strerror(e));
+        return e;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "pailfs: mount point %s is not a directory\n", mp);
+        return ENOTDIR;
+    }
+    char buf[PATH_MAX];
+    if (!realpath(mp, buf)) {
+        int e = errno;
+        fprintf(stderr, "pailfs: cannot use mount point %s: %s\n", mp, strerror(e));
+        return e;
+    }
+    *resolved = strdup(buf);
+    return *resolved ? 0 : ENOMEM;
+}
+
+/* Where libfuse looks for fusermount3: its install directory, then PATH. */
+static bool have_fusermount(void)
+{
+    if (access("/usr/bin/fusermount3", X_OK) == 0 || access("/bin/fusermount3", X_OK) == 0)
+        return true;
+    const char *path = getenv("PATH");
+    while (path && *path) {
+        size_t n = strcspn(path, ":");
+        char cand[PATH_MAX];
+        if (n && n < sizeof(cand) - 13) {
+            snprintf(cand, sizeof(cand), "%.*s/fusermount3", (int)n, path);
+            if (access(cand, X_OK) == 0)
+                return true;
         }
+        path += n + (path[n] == ':');
+    }
+    return false;
+}
+
+/* Check 2.  libfuse mounts with mount(2) as root and through the setuid
+ * fusermount3 otherwise (and always for auto_unmount). */
+static int check_fuse(const struct options *o)
+{
+    if (is_fd_mountpoint(o->mountpoint))
+        return 0;
+    int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        fprintf(stderr, "pailfs: FUSE is not available: cannot open /dev/fuse: %s%s\n", strerror(e),
+                e == ENOENT ? " (is the fuse kernel module loaded?)" : "");
+        return e;
+    }
+    close(fd);
+    if ((geteuid() != 0 || o->auto_unmount) && !have_fusermount()) {
+        fprintf(stderr, "pailfs: FUSE is not available: fusermount3 not found "
+                        "(install the Debian package fuse3)\n");
+        return ENOENT;
     }
     return 0;
 }
 
-int main(int argc, char **argv)
+/* A failure that never got an HTTP answer: nobody could be reached. */
+static bool endpoint_unreachable(const struct s3_error *err)
 {
-    static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    struct cli cli = {0};
-    int c;
-    while ((c = getopt_long(argc, argv, "hVfdo:", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("pailfs %s\n", PACKAGE_VERSION);
-            return 0;
-        case 'f':
-            break;
-        case 'd':
-            log_set_level(LOG_LVL_DEBUG);
-            break;
-        case 'o':
-            if (parse_o(&cli, optarg))
-                return 1;
-            break;
-        default:
-            usage(stderr);
-            return 1;
-        }
+    if (err->status)
+        return false;
+    switch (err->transport) {
+    case ECONNREFUSED:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case ETIMEDOUT:
+    case ECONNRESET:
+    case EIO: return true;
+    default: return false;
     }
-    if (argc - optind != 2) {
-        usage(stderr);
-        return 1;
-    }
-    cli.bucket = strdup(argv[optind]);
-    cli.mountpoint = argv[optind + 1];
-    if (!cli.bucket)
-        return 1;
-    char *colon = strchr(cli.bucket, ':');
-    if (colon)
-        *colon = '\0';
-    cli.s3.bucket = cli.bucket;
+}
 
+/* Checks 3 and 4.  On success *out is the client, the bucket answered and
+ * the client signs for the bucket's region. */
+static int check_bucket(const struct options *o, struct s3_client **out)
+{
     struct s3_client *s3;
     struct s3_error err;
-    char msg[512];
-    int rc = s3_client_new(&cli.s3, &s3, &err);
+    char msg[1024];
+    int rc = s3_client_new(&o->s3, &s3, &err);
     if (rc) {
         fprintf(stderr, "pailfs: %s\n", s3_error_describe(rc, &err, msg, sizeof(msg)));
-        return 1;
+        return rc;
     }
-    rc = s3_head_bucket(s3, &err);
+    struct s3_call_limits limits = {
+        .max_attempts = CHECK_MAX_ATTEMPTS,
+        .attempt_timeout_ms = CHECK_ATTEMPT_TIMEOUT_MS,
+        /* our line below says it; the layer's own line too at info and debug */
+        .quiet = log_get_level() < LOG_LVL_INFO,
+    };
+    rc = s3_head_bucket_limited(s3, &limits, &err);
     if (rc) {
-        const char *src, *ak;
-        s3_client_credentials_info(s3, &src, &ak);
-        if (rc == ENOENT)
-            fprintf(stderr, "pailfs: bucket %s does not exist\n", cli.bucket);
-        else if (rc == EACCES)
+        const char *b = o->bucket;
+        s3_error_describe(rc, &err, msg, sizeof(msg));
+        if (rc == ENOENT) {
+            fprintf(stderr, "pailfs: bucket %s does not exist\n", b);
+        } else if (rc == EACCES && o->s3.public_bucket) {
+            fprintf(stderr,
+                    "pailfs: access to bucket %s refused to unsigned requests "
+                    "(-o public): %s\n",
+                    b, msg);
+        } else if (rc == EACCES) {
+            const char *source, *akid;
+            s3_client_credentials_info(s3, &source, &akid);
             fprintf(stderr, "pailfs: access to bucket %s refused for access key %s (from %s): %s\n",
-                    cli.bucket, ak, src, s3_error_describe(rc, &err, msg, sizeof(msg)));
-        else
-            fprintf(stderr, "pailfs: cannot reach bucket %s: %s\n", cli.bucket,
-                    s3_error_describe(rc, &err, msg, sizeof(msg)));
+                    b, akid, source, msg);
+        } else if (endpoint_unreachable(&err)) {
+            char aws[128];
+            if (!o->endpoint)
+                snprintf(aws, sizeof(aws), "https://s3.%s.amazonaws.com", s3_client_region(s3));
+            fprintf(stderr, "pailfs: cannot reach endpoint %s for bucket %s: %s\n",
+                    o->endpoint ? o->endpoint : aws, b, msg);
+        } else {
+            fprintf(stderr, "pailfs: cannot mount bucket %s: %s\n", b, msg);
+        }
         s3_client_free(s3);
+        return rc;
+    }
+    log_info("bucket %s: signing for region %s", o->bucket, s3_client_region(s3));
+    *out = s3;
+    return 0;
+}
+
+/* ---- background ------------------------------------------------------------- */
+
+/* Fork.  The parent never returns: it exits with the status byte the child
+ * writes to *status_fd (1 if the child ends without writing one).  The child
+ * returns in a session of its own. */
+static void fork_and_wait(int *status_fd)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        fprintf(stderr, "pailfs: cannot start in the background: %s\n", strerror(errno));
+        exit(1);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "pailfs: cannot start in the background: %s\n", strerror(errno));
+        exit(1);
+    }
+    if (pid > 0) {
+        close(p[1]);
+        unsigned char status = 1;
+        ssize_t n;
+        do
+            n = read(p[0], &status, 1);
+        while (n < 0 && errno == EINTR);
+        if (n != 1) {
+            int ws = 0;
+            status = 1;
+            if (waitpid(pid, &ws, 0) == pid && WIFSIGNALED(ws))
+                fprintf(stderr, "pailfs: the mounting process died of signal %d\n", WTERMSIG(ws));
+        }
+        _exit(status);
+    }
+    close(p[0]);
+    setsid();
+    *status_fd = p[1];
+}
+
+static void report_status(int *status_fd, unsigned char status)
+{
+    if (*status_fd < 0)
+        return;
+    ssize_t n;
+    do
+        n = write(*status_fd, &status, 1);
+    while (n < 0 && errno == EINTR);
+    close(*status_fd);
+    *status_fd = -1;
+}
+
+/* After the mount is live and reported: leave the terminal behind. */
+static void detach(void)
+{
+    if (chdir("/") != 0)
+        log_warn("cannot change directory to /: %s", strerror(errno));
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, STDIN_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        if (fd > STDERR_FILENO)
+            close(fd);
+    }
+    log_use_syslog(true);
+}
+
+/* ---- serving ---------------------------------------------------------------- */
+
+/* 0 when the loop ended by unmount or signal, else a negative errno. */
+static int serve(struct fuse_session *se, const struct options *o)
+{
+    int rc;
+    if (o->single_thread) {
+        rc = fuse_session_loop(se);
+    } else {
+        struct fuse_loop_config *lc = fuse_loop_cfg_create();
+        if (!lc)
+            return -ENOMEM;
+        fuse_loop_cfg_set_clone_fd(lc, 0);
+        fuse_loop_cfg_set_idle_threads(lc, LOOP_MAX_IDLE_THREADS);
+        rc = fuse_session_loop_mt(se, lc);
+        fuse_loop_cfg_destroy(lc);
+    }
+    return rc > 0 ? 0 : rc; /* a positive value is the signal that ended it */
+}
+
+/* Check, mount, serve, clean up.  Returns the exit status. */
+static int run(struct options *o, int status_fd)
+{
+    struct s3_client *s3 = NULL;
+    struct fs *fs = NULL;
+    struct fuse_session *se = NULL;
+    bool handlers = false, mounted = false;
+    char *mnt = NULL;
+    int status = 1, rc;
+
+    if (check_mountpoint(o->mountpoint, &mnt) || check_fuse(o) || check_bucket(o, &s3))
+        goto out;
+    if ((rc = fs_new(&o->fs, s3, &fs))) {
+        if (rc == ENOMEM)
+            fprintf(stderr, "pailfs: cannot start the filesystem: %s\n", strerror(rc));
+        else
+            fprintf(stderr, "pailfs: cannot use cache directory %s: %s\n", o->fs.cache_dir,
+                    strerror(rc));
+        goto out;
+    }
+
+    fuse_capture_start();
+    errno = 0;
+    se = fuse_session_new(&o->fuse_args, fs_lowlevel_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+    const char *why = fuse_capture_end(errno);
+    if (!se) {
+        fprintf(stderr, "pailfs: cannot start FUSE: %s\n", why);
+        goto out;
+    }
+    if (fuse_set_signal_handlers(se) != 0) {
+        fprintf(stderr, "pailfs: cannot install signal handlers\n");
+        goto out;
+    }
+    handlers = true;
+    struct stderr_catch caught;
+    char helper_said[1024];
+    stderr_catch_start(&caught);
+    fuse_capture_start();
+    errno = 0;
+    rc = fuse_session_mount(se, mnt);
+    why = fuse_capture_end(errno);
+    stderr_catch_end(&caught, rc != 0 ? helper_said : NULL, sizeof(helper_said));
+    if (rc != 0) {
+        fprintf(stderr, "pailfs: cannot mount on %s: %s\n", o->mountpoint,
+                helper_said[0] ? helper_said : why);
+        goto out;
+    }
+    mounted = true;
+    const char *source, *akid;
+    s3_client_credentials_info(s3, &source, &akid);
+    log_info("mounted bucket %s%s%s on %s (region %s, credentials from %s)", o->bucket,
+             o->prefix[0] ? ":/" : "", o->prefix, mnt, s3_client_region(s3), source);
+
+    bool background = status_fd >= 0;
+    report_status(&status_fd, 0);
+    if (background)
+        detach();
+
+    rc = serve(se, o);
+    status = 0;
+    if (rc < 0) {
+        log_error("the FUSE session failed: %s", strerror(-rc));
+        status = 1;
+    }
+    if (fs_shutdown(fs) != 0) {
+        log_error("some files could not be stored in bucket %s (see the lines above)", o->bucket);
+        status = 1;
+    }
+    log_info("unmounting %s", mnt);
+out:
+    report_status(&status_fd, 1); /* only if nothing was reported yet */
+    if (handlers)
+        fuse_remove_signal_handlers(se);
+    if (mounted)
+        fuse_session_unmount(se);
+    if (se)
+        fuse_session_destroy(se);
+    if (fs)
+        fs_free(fs);
+    s3_client_free(s3);
+    free(mnt);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    char err[1024];
+    if (options_parse(argc, argv, &o, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
         return 1;
     }
-    fprintf(stderr,
-            "pailfs: bucket %s is reachable (region %s), but this build cannot mount it "
-            "yet: the FUSE layer is not built\n",
-            cli.bucket, s3_client_region(s3));
-    s3_client_free(s3);
-    free(cli.bucket);
-    free(cli.opts_copy);
-    return 2;
+    if (o.action == OPTIONS_HELP) {
+        options_print_help(stdout);
+        options_free(&o);
+        return 0;
+    }
+    if (o.action == OPTIONS_VERSION) {
+        printf("pailfs %s (libfuse %s)\n", PACKAGE_VERSION, fuse_pkgversion());
+        options_free(&o);
+        return 0;
+    }
+    log_set_level(o.log_level);
+    fuse_trace = o.fuse_debug;
+    fuse_set_log_func(fuse_log_handler);
+
+    int status_fd = -1;
+    if (!o.foreground)
+        fork_and_wait(&status_fd); /* returns in the child only */
+    int status = run(&o, status_fd);
+    options_free(&o);
+    return status;
 }

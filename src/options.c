@@ -1,0 +1,834 @@
+/* options.c — the command-line grammar of pailfs (see options.h).
+ *
+ * One table, `o_table`, names every -o option: whether it takes a value, the
+ * function that checks and stores it, and the words a bad value is refused
+ * with.  A value is taken only when all of it parses: "uid=12x", "umask=8",
+ * "attr_ttl=1e3" and "retries=-1" are errors that quote the value, never
+ * something silently truncated.  Options for the kernel mount are checked
+ * here and collected into the fuse_args handed to fuse_session_new(); the
+ * ones mount(8), fstab and systemd add for their own use are dropped. */
+#include "options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* State of one parse beyond what ends up in struct options. */
+struct parse {
+    struct options *o;
+    bool allow_other, allow_root;
+    bool cache_dir_given;
+    unsigned retries;
+    double connect_timeout_s;
+    char *err;
+    size_t errlen;
+};
+
+static void set_err(struct parse *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_err(struct parse *p, const char *fmt, ...)
+{
+    if (!p->errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->err, p->errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- values --------------------------------------------------------------- */
+
+/* A decimal number of digits only (no sign, no blanks, no junk), ≤ max. */
+static int parse_decimal(const char *s, unsigned long long max, unsigned long long *out)
+{
+    if (!*s || strspn(s, "0123456789") != strlen(s))
+        return EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, NULL, 10);
+    if (errno || v > max)
+        return EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Octal digits only, ≤ 07777: "022", "0644", "755". */
+static int parse_mode(const char *s, mode_t *out)
+{
+    if (!*s || strspn(s, "01234567") != strlen(s))
+        return EINVAL;
+    errno = 0;
+    unsigned long v = strtoul(s, NULL, 8);
+    if (errno || v > 07777)
+        return EINVAL;
+    *out = (mode_t)v;
+    return 0;
+}
+
+/* Seconds as "2", "0.25", ".5" or "3.": digits with at most one point, no
+ * sign, exponent, hex, "inf" or "nan" (which strtod alone would take). */
+static int parse_seconds(const char *s, double *out)
+{
+    size_t whole = strspn(s, "0123456789");
+    size_t frac = 0;
+    if (s[whole] == '.')
+        frac = strspn(s + whole + 1, "0123456789");
+    size_t len = whole + (s[whole] == '.' ? 1 + frac : 0);
+    if (len != strlen(s) || whole + frac == 0)
+        return EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end)
+        return EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int set_string(char **slot, const char *v)
+{
+    char *copy = strdup(v);
+    if (!copy)
+        return ENOMEM;
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+/* An absolute version of `path`: a daemon runs in "/", so a relative path
+ * given at the shell must be anchored to the directory it was given in. */
+static int set_absolute_path(char **slot, const char *path)
+{
+    if (path[0] == '/')
+        return set_string(slot, path);
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof(cwd)))
+        return errno == ENOMEM ? ENOMEM : EINVAL;
+    struct buf b = BUF_INIT;
+    if (buf_printf(&b, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, path))
+        return ENOMEM;
+    free(*slot);
+    *slot = buf_steal(&b);
+    return *slot ? 0 : ENOMEM;
+}
+
+/* Add one option (escaping ',' and '\') to a comma-separated list. */
+static int add_fuse_opt(char **list, const char *opt)
+{
+    return fuse_opt_add_opt_escaped(list, opt) == 0 ? 0 : ENOMEM;
+}
+
+/* ---- the -o options -------------------------------------------------------- */
+
+/* Each returns 0, EINVAL (the value is bad: the caller words the message
+ * from the table's `expect`) or ENOMEM; a few word their own message and
+ * return EALREADY to say it is set. */
+typedef int (*o_setter)(struct parse *p, const char *name, const char *v);
+
+static int o_endpoint(struct parse *p, const char *name, const char *v)
+{
+    const char *rest = strncmp(v, "http://", 7) == 0    ? v + 7
+                       : strncmp(v, "https://", 8) == 0 ? v + 8
+                                                        : NULL;
+    if (!rest || !*rest || *rest == '/' || strpbrk(v, " \t\r\n"))
+        return EINVAL;
+    return set_string(&p->o->endpoint, v);
+}
+
+static int o_region(struct parse *p, const char *name, const char *v)
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.";
+    if (!*v || strspn(v, ok) != strlen(v))
+        return EINVAL;
+    return set_string(&p->o->region, v);
+}
+
+static int o_profile(struct parse *p, const char *name, const char *v)
+{
+    return *v ? set_string(&p->o->profile, v) : EINVAL;
+}
+
+static int o_passwd_file(struct parse *p, const char *name, const char *v)
+{
+    return *v ? set_absolute_path(&p->o->passwd_file, v) : EINVAL;
+}
+
+static int o_cache_dir(struct parse *p, const char *name, const char *v)
+{
+    if (!*v)
+        return EINVAL;
+    p->cache_dir_given = true;
+    return set_absolute_path(&p->o->cache_dir, v);
+}
+
+static int o_path_style(struct parse *p, const char *name, const char *v)
+{
+    p->o->s3.addressing = S3_ADDR_PATH;
+    return 0;
+}
+
+static int o_public(struct parse *p, const char *name, const char *v)
+{
+    p->o->s3.public_bucket = true;
+    return 0;
+}
+
+static int o_ro(struct parse *p, const char *name, const char *v)
+{
+    p->o->fs.read_only = true;
+    return 0;
+}
+
+static int o_rw(struct parse *p, const char *name, const char *v)
+{
+    p->o->fs.read_only = false;
+    return 0;
+}
+
+static int o_id(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    if (parse_decimal(v, (uid_t)-1 - 1, &n)) /* (uid_t)-1 means "no change" */
+        return EINVAL;
+    if (name[0] == 'u') {
+        p->o->fs.uid = (uid_t)n;
+        p->o->fs.force_uid = true;
+    } else {
+        p->o->fs.gid = (gid_t)n;
+        p->o->fs.force_gid = true;
+    }
+    return 0;
+}
+
+static int o_mode(struct parse *p, const char *name, const char *v)
+{
+    mode_t m;
+    if (parse_mode(v, &m))
+        return EINVAL;
+    if (strcmp(name, "umask") == 0)
+        p->o->fs.umask = m;
+    else if (strcmp(name, "file_mode") == 0)
+        p->o->fs.file_mode = m;
+    else
+        p->o->fs.dir_mode = m;
+    return 0;
+}
+
+static int o_ttl(struct parse *p, const char *name, const char *v)
+{
+    double t;
+    if (parse_seconds(v, &t) || t > OPTIONS_MAX_TTL_S)
+        return EINVAL;
+    if (strcmp(name, "attr_ttl") == 0)
+        p->o->fs.attr_ttl = t;
+    else
+        p->o->fs.neg_ttl = t;
+    return 0;
+}
+
+static int o_retries(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    if (parse_decimal(v, OPTIONS_MAX_RETRIES, &n))
+        return EINVAL;
+    p->retries = (unsigned)n;
+    return 0;
+}
+
+static int o_connect_timeout(struct parse *p, const char *name, const char *v)
+{
+    double t;
+    if (parse_seconds(v, &t) || t < 0.001 || t > OPTIONS_MAX_CONNECT_TIMEOUT_S)
+        return EINVAL;
+    p->connect_timeout_s = t;
+    return 0;
+}
+
+static int o_log_level(struct parse *p, const char *name, const char *v)
+{
+    if (log_level_parse(v, &p->o->log_level))
+        return EINVAL;
+    p->o->log_level_given = true;
+    return 0;
+}
+
+static int o_rename_parallel(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    if (parse_decimal(v, OPTIONS_MAX_RENAME_PARALLEL, &n) || n == 0)
+        return EINVAL;
+    p->o->fs.rename_parallel = (unsigned)n;
+    return 0;
+}
+
+static int o_allow(struct parse *p, const char *name, const char *v)
+{
+    if (strcmp(name, "allow_other") == 0)
+        p->allow_other = true;
+    else
+        p->allow_root = true;
+    return 0;
+}
+
+static int o_fsname(struct parse *p, const char *name, const char *v)
+{
+    return *v ? set_string(&p->o->fsname, v) : EINVAL;
+}
+
+static int o_subtype(struct parse *p, const char *name, const char *v)
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.";
+    if (!*v || strspn(v, ok) != strlen(v))
+        return EINVAL;
+    return set_string(&p->o->subtype, v);
+}
+
+static int o_debug(struct parse *p, const char *name, const char *v)
+{
+    p->o->fuse_debug = true;
+    p->o->foreground = true; /* its output goes to stderr */
+    return 0;
+}
+
+static int o_auto_unmount(struct parse *p, const char *name, const char *v)
+{
+    p->o->auto_unmount = true;
+    return add_fuse_opt(&p->o->fuse_opts, name);
+}
+
+/* A kernel mount flag, handed to FUSE as it is. */
+static int o_mount_flag(struct parse *p, const char *name, const char *v)
+{
+    return add_fuse_opt(&p->o->fuse_opts, name);
+}
+
+static int o_max_read(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    if (parse_decimal(v, UINT32_MAX, &n) || n == 0)
+        return EINVAL;
+    char opt[32];
+    snprintf(opt, sizeof(opt), "max_read=%llu", n);
+    return add_fuse_opt(&p->o->fuse_opts, opt);
+}
+
+static int o_ignore(struct parse *p, const char *name, const char *v)
+{
+    return 0;
+}
+
+static int o_sync(struct parse *p, const char *name, const char *v)
+{
+    set_err(p, "pailfs: option -o sync is not supported: a file reaches S3 when it is "
+               "closed or fsync'ed, never at each write (use fsync)");
+    return EALREADY;
+}
+
+enum o_arg { O_FLAG, O_VALUE };
+
+struct o_option {
+    const char *name;
+    enum o_arg arg;
+    o_setter set;
+    const char *expect; /* what a good value is, for the error message */
+};
+
+static const struct o_option o_table[] = {
+    /* mount */
+    {"ro", O_FLAG, o_ro, NULL},
+    {"rw", O_FLAG, o_rw, NULL},
+    {"allow_other", O_FLAG, o_allow, NULL},
+    {"allow_root", O_FLAG, o_allow, NULL},
+    {"auto_unmount", O_FLAG, o_auto_unmount, NULL},
+    {"cache_dir", O_VALUE, o_cache_dir, "a directory path"},
+    {"rename_parallel", O_VALUE, o_rename_parallel, "a whole number from 1 to 64"},
+    /* S3 */
+    {"endpoint", O_VALUE, o_endpoint, "an http:// or https:// URL such as http://127.0.0.1:9000"},
+    {"region", O_VALUE, o_region, "a region name such as eu-west-1"},
+    {"path_style", O_FLAG, o_path_style, NULL},
+    {"profile", O_VALUE, o_profile, "a profile name"},
+    {"passwd_file", O_VALUE, o_passwd_file, "a file path"},
+    {"public", O_FLAG, o_public, NULL},
+    {"retries", O_VALUE, o_retries, "a whole number from 0 to 20"},
+    {"connect_timeout", O_VALUE, o_connect_timeout, "a number of seconds above 0 and at most 300"},
+    /* ownership and modes */
+    {"uid", O_VALUE, o_id, "a numeric user id"},
+    {"gid", O_VALUE, o_id, "a numeric group id"},
+    {"umask", O_VALUE, o_mode, "an octal mode of at most 07777"},
+    {"file_mode", O_VALUE, o_mode, "an octal mode of at most 07777"},
+    {"dir_mode", O_VALUE, o_mode, "an octal mode of at most 07777"},
+    /* caching */
+    {"attr_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
+    {"neg_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
+    /* logging */
+    {"log_level", O_VALUE, o_log_level, "error, warn, info or debug"},
+    /* FUSE pass-through */
+    {"default_permissions", O_FLAG, o_ignore, NULL}, /* always on */
+    {"fsname", O_VALUE, o_fsname, "a name"},
+    {"subtype", O_VALUE, o_subtype, "a name of letters, digits, '-', '_' or '.'"},
+    {"debug", O_FLAG, o_debug, NULL},
+    {"max_read", O_VALUE, o_max_read, "a positive number of bytes"},
+    {"nosuid", O_FLAG, o_mount_flag, NULL},
+    {"nodev", O_FLAG, o_mount_flag, NULL},
+    {"noexec", O_FLAG, o_mount_flag, NULL},
+    {"suid", O_FLAG, o_mount_flag, NULL},
+    {"dev", O_FLAG, o_mount_flag, NULL},
+    {"exec", O_FLAG, o_mount_flag, NULL},
+    {"noatime", O_FLAG, o_mount_flag, NULL},
+    {"atime", O_FLAG, o_mount_flag, NULL},
+    /* accepted and ignored: what mount(8), fstab and systemd add for
+     * themselves, and atime variants that do not apply (S3 keeps no atime) */
+    {"_netdev", O_FLAG, o_ignore, NULL},
+    {"nofail", O_FLAG, o_ignore, NULL},
+    {"auto", O_FLAG, o_ignore, NULL},
+    {"noauto", O_FLAG, o_ignore, NULL},
+    {"user", O_FLAG, o_ignore, NULL},
+    {"nouser", O_FLAG, o_ignore, NULL},
+    {"users", O_FLAG, o_ignore, NULL},
+    {"owner", O_FLAG, o_ignore, NULL},
+    {"group", O_FLAG, o_ignore, NULL},
+    {"defaults", O_FLAG, o_ignore, NULL},
+    {"async", O_FLAG, o_ignore, NULL},
+    {"relatime", O_FLAG, o_ignore, NULL},
+    {"norelatime", O_FLAG, o_ignore, NULL},
+    {"strictatime", O_FLAG, o_ignore, NULL},
+    {"nostrictatime", O_FLAG, o_ignore, NULL},
+    {"lazytime", O_FLAG, o_ignore, NULL},
+    {"nolazytime", O_FLAG, o_ignore, NULL},
+    {"diratime", O_FLAG, o_ignore, NULL},
+    {"nodiratime", O_FLAG, o_ignore, NULL},
+    /* refused, with a reason */
+    {"sync", O_FLAG, o_sync, NULL},
+};
+
+/* Options ignored by the start of their name, whatever follows:
+ * x-systemd.automount, x-gvfs-show, comment=systemd.…, user=NAME (which
+ * mount(8) adds for a "user" fstab entry). */
+static bool o_ignored_by_prefix(const char *name, const char *v)
+{
+    return strncmp(name, "x-", 2) == 0 || (v && strcmp(name, "comment") == 0) ||
+           (v && strcmp(name, "user") == 0);
+}
+
+/* Apply one option "name" or "name=value". */
+static int apply_one(struct parse *p, char *item)
+{
+    char *eq = strchr(item, '=');
+    const char *v = NULL;
+    if (eq) {
+        *eq = '\0';
+        v = eq + 1;
+    }
+    const char *name = item;
+    if (!*name && !v)
+        return 0; /* "a,,b" or a trailing comma */
+    if (o_ignored_by_prefix(name, v))
+        return 0;
+    const struct o_option *o = NULL;
+    for (size_t i = 0; i < sizeof(o_table) / sizeof(o_table[0]); i++) {
+        if (strcmp(o_table[i].name, name) == 0) {
+            o = &o_table[i];
+            break;
+        }
+    }
+    if (!o) {
+        /* the name only: a mistyped option's value may be a secret */
+        set_err(p, "pailfs: unknown option -o %s", name);
+        return EINVAL;
+    }
+    if (o->arg == O_FLAG && v) {
+        set_err(p, "pailfs: option -o %s takes no value", name);
+        return EINVAL;
+    }
+    if (o->arg == O_VALUE && !v) {
+        set_err(p, "pailfs: option -o %s needs a value (-o %s=VALUE)", name, name);
+        return EINVAL;
+    }
+    int rc = o->set(p, name, v);
+    if (rc == EALREADY)
+        return EINVAL;
+    if (rc == EINVAL)
+        set_err(p, "pailfs: bad value '%s' for -o %s: expected %s", v ? v : "", name,
+                o->expect ? o->expect : "no value");
+    else if (rc == ENOMEM)
+        set_err(p, "pailfs: out of memory");
+    return rc;
+}
+
+/* Apply "opt[=val],opt…", where '\' escapes the next character (so a value
+ * may hold a comma), as libfuse and mount.fuse3 read them. */
+static int apply_o(struct parse *p, const char *arg)
+{
+    char *item = malloc(strlen(arg) + 1);
+    if (!item) {
+        set_err(p, "pailfs: out of memory");
+        return ENOMEM;
+    }
+    int rc = 0;
+    size_t n = 0;
+    for (const char *s = arg;; s++) {
+        if (*s == '\\' && s[1]) {
+            item[n++] = *++s;
+        } else if (*s == ',' || !*s) {
+            item[n] = '\0';
+            if ((rc = apply_one(p, item)) || !*s)
+                break;
+            n = 0;
+        } else {
+            item[n++] = *s;
+        }
+    }
+    free(item);
+    return rc;
+}
+
+/* ---- positional arguments, defaults, FUSE args ------------------------------ */
+
+/* BUCKET, BUCKET:, BUCKET:/ → no prefix; BUCKET:/a/b/ → "a/b". */
+static int split_bucket(struct parse *p, const char *arg)
+{
+    const char *colon = strchr(arg, ':');
+    size_t blen = colon ? (size_t)(colon - arg) : strlen(arg);
+    if (blen == 0) {
+        set_err(p, "pailfs: empty bucket name in '%s' (expected BUCKET[:/PREFIX])", arg);
+        return EINVAL;
+    }
+    const char *pre = colon ? colon + 1 : "";
+    while (*pre == '/')
+        pre++;
+    size_t plen = strlen(pre);
+    while (plen && pre[plen - 1] == '/')
+        plen--;
+    free(p->o->bucket);
+    free(p->o->prefix);
+    p->o->bucket = util_strndup(arg, blen);
+    p->o->prefix = util_strndup(pre, plen);
+    if (!p->o->bucket || !p->o->prefix) {
+        set_err(p, "pailfs: out of memory");
+        return ENOMEM;
+    }
+    return 0;
+}
+
+/* $XDG_CACHE_HOME/pailfs, else $HOME/.cache/pailfs, else (root)
+ * /var/cache/pailfs. */
+static int default_cache_dir(struct parse *p)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    struct buf b = BUF_INIT;
+    int rc;
+    if (xdg && xdg[0] == '/') /* the spec ignores a relative one */
+        rc = buf_printf(&b, "%s/pailfs", xdg);
+    else if (home && home[0] == '/')
+        rc = buf_printf(&b, "%s/.cache/pailfs", strcmp(home, "/") == 0 ? "" : home);
+    else if (geteuid() == 0)
+        rc = buf_puts(&b, "/var/cache/pailfs");
+    else {
+        set_err(p, "pailfs: no cache directory: HOME is not set; give -o cache_dir=PATH");
+        return EINVAL;
+    }
+    if (rc || !(p->o->cache_dir = buf_steal(&b))) {
+        buf_free(&b);
+        set_err(p, "pailfs: out of memory");
+        return ENOMEM;
+    }
+    return 0;
+}
+
+static int build_fuse_args(struct parse *p, const char *argv0)
+{
+    struct options *o = p->o;
+    char *list = NULL;
+    struct buf fsname = BUF_INIT, subtype = BUF_INIT;
+    int rc = ENOMEM;
+    if (o->fsname ? buf_printf(&fsname, "fsname=%s", o->fsname)
+                  : buf_printf(&fsname, "fsname=pailfs:%s", o->bucket))
+        goto out;
+    if (buf_printf(&subtype, "subtype=%s", o->subtype ? o->subtype : "pailfs"))
+        goto out;
+    if (add_fuse_opt(&list, fsname.data) || add_fuse_opt(&list, subtype.data) ||
+        add_fuse_opt(&list, "default_permissions"))
+        goto out;
+    if (o->fs.read_only && add_fuse_opt(&list, "ro"))
+        goto out;
+    if (p->allow_other && add_fuse_opt(&list, "allow_other"))
+        goto out;
+    if (p->allow_root && add_fuse_opt(&list, "allow_root"))
+        goto out;
+    if (o->fuse_debug && add_fuse_opt(&list, "debug"))
+        goto out;
+    if (o->fuse_opts && fuse_opt_add_opt(&list, o->fuse_opts)) /* already escaped */
+        goto out;
+    if (fuse_opt_add_arg(&o->fuse_args, argv0 && *argv0 ? argv0 : "pailfs") ||
+        fuse_opt_add_arg(&o->fuse_args, "-o") || fuse_opt_add_arg(&o->fuse_args, list))
+        goto out;
+    rc = 0;
+out:
+    if (rc)
+        set_err(p, "pailfs: out of memory");
+    free(list);
+    buf_free(&fsname);
+    buf_free(&subtype);
+    return rc;
+}
+
+/* Point the layers' configs at what was parsed. */
+static int finish(struct parse *p, const char *argv0)
+{
+    struct options *o = p->o;
+    if (p->allow_other && p->allow_root) {
+        set_err(p, "pailfs: options -o allow_other and -o allow_root exclude each other");
+        return EINVAL;
+    }
+    int rc;
+    if (!p->cache_dir_given && (rc = default_cache_dir(p)))
+        return rc;
+
+    o->s3.bucket = o->bucket;
+    o->s3.endpoint = o->endpoint;
+    o->s3.region = o->region;
+    o->s3.profile = o->profile;
+    o->s3.passwd_file = o->passwd_file;
+    o->s3.max_attempts = p->retries + 1;
+    o->s3.http.connect_timeout_ms = (long)(p->connect_timeout_s * 1000.0 + 0.5);
+
+    o->fs.bucket = o->bucket;
+    o->fs.prefix = o->prefix;
+    o->fs.cache_dir = o->cache_dir;
+    return build_fuse_args(p, argv0);
+}
+
+static int unknown_flag(struct parse *p, char c)
+{
+    set_err(p, "pailfs: unknown option -%c", c);
+    return EINVAL;
+}
+
+/* ---- argv ----------------------------------------------------------------- */
+
+int options_parse(int argc, char *const argv[], struct options *opts, char *errbuf, size_t errlen)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->log_level = LOG_LVL_WARN;
+    fs_config_defaults(&opts->fs);
+    struct parse p = {
+        .o = opts,
+        .retries = 4,
+        .connect_timeout_s = 10,
+        .err = errbuf,
+        .errlen = errlen,
+    };
+    if (errlen)
+        errbuf[0] = '\0';
+
+    const char *pos[2];
+    int npos = 0;
+    bool only_positional = false;
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *a = argv[i];
+        if (only_positional || a[0] != '-' || a[1] == '\0') {
+            if (npos == 2) {
+                set_err(&p,
+                        "pailfs: unexpected argument '%s' (usage: pailfs [options] "
+                        "BUCKET[:/PREFIX] MOUNTPOINT)",
+                        a);
+                rc = EINVAL;
+            } else {
+                pos[npos++] = a;
+            }
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_positional = true;
+        } else if (strcmp(a, "--help") == 0) {
+            opts->action = OPTIONS_HELP;
+            break;
+        } else if (strcmp(a, "--version") == 0) {
+            opts->action = OPTIONS_VERSION;
+            break;
+        } else if (a[1] == '-') {
+            set_err(&p, "pailfs: unknown option %s", a);
+            rc = EINVAL;
+        } else {
+            /* a cluster of short options: -f, -fd, -o opts, -oopts, -fo opts */
+            for (const char *c = a + 1; *c && !rc && !opts->action; c++) {
+                switch (*c) {
+                case 'h': opts->action = OPTIONS_HELP; break;
+                case 'V': opts->action = OPTIONS_VERSION; break;
+                case 'f': opts->foreground = true; break;
+                case 's': opts->single_thread = true; break;
+                case 'd':
+                    opts->foreground = true;
+                    opts->log_level = LOG_LVL_DEBUG;
+                    opts->log_level_given = true;
+                    break;
+                case 'o':
+                    if (c[1]) {
+                        rc = apply_o(&p, c + 1);
+                    } else if (i + 1 < argc) {
+                        rc = apply_o(&p, argv[++i]);
+                    } else {
+                        set_err(&p, "pailfs: option -o needs an argument (-o opt[=val],...)");
+                        rc = EINVAL;
+                    }
+                    c += strlen(c) - 1; /* the rest of the word was its value */
+                    break;
+                default: rc = unknown_flag(&p, *c);
+                }
+            }
+            if (opts->action)
+                break;
+        }
+    }
+    if (!rc && opts->action == OPTIONS_MOUNT) {
+        if (npos < 2) {
+            set_err(&p,
+                    "pailfs: missing %s (usage: pailfs [options] BUCKET[:/PREFIX] "
+                    "MOUNTPOINT; see pailfs --help)",
+                    npos == 0 ? "BUCKET and MOUNTPOINT" : "MOUNTPOINT");
+            rc = EINVAL;
+        } else if (!pos[1][0]) {
+            set_err(&p, "pailfs: empty mount point");
+            rc = EINVAL;
+        } else if (!(rc = split_bucket(&p, pos[0]))) {
+            if (!(opts->mountpoint = strdup(pos[1]))) {
+                set_err(&p, "pailfs: out of memory");
+                rc = ENOMEM;
+            } else {
+                rc = finish(&p, argc > 0 ? argv[0] : NULL);
+            }
+        }
+    }
+    if (rc) {
+        options_free(opts);
+        return rc;
+    }
+    return 0;
+}
+
+void options_free(struct options *opts)
+{
+    free(opts->bucket);
+    free(opts->prefix);
+    free(opts->mountpoint);
+    free(opts->endpoint);
+    free(opts->region);
+    free(opts->profile);
+    free(opts->passwd_file);
+    free(opts->cache_dir);
+    free(opts->fsname);
+    free(opts->subtype);
+    free(opts->fuse_opts);
+    fuse_opt_free_args(&opts->fuse_args);
+    memset(opts, 0, sizeof(*opts));
+}
+
+/* ---- help ----------------------------------------------------------------- */
+
+void options_print_help(FILE *to)
+{
+    fputs("usage: pailfs [options] BUCKET[:/PREFIX] MOUNTPOINT\n"
+          "       pailfs -h | --help | -V | --version\n"
+          "\n"
+          "Mount an S3 bucket (AWS S3 or any S3-compatible store), or the part of it\n"
+          "under PREFIX, as a directory.  Without -f, pailfs returns once the mount is\n"
+          "live (status 0), or fails with one line on stderr saying why (status 1).\n"
+          "Unmount with `fusermount3 -u MOUNTPOINT` (or umount as root).\n"
+          "\n"
+          "general:\n"
+          "  -h, --help               print this help and exit\n"
+          "  -V, --version            print the version and exit\n"
+          "  -f                       stay in the foreground, logging to stderr\n"
+          "                           (default: run in the background once mounted,\n"
+          "                           logging to syslog)\n"
+          "  -d                       log at debug level; implies -f\n"
+          "  -s                       serve requests on one thread (default: several)\n"
+          "  -o OPT[=VAL][,OPT...]    the options below; -o may be repeated, and a\n"
+          "                           later value wins; '\\' escapes a comma\n"
+          "\n"
+          "mount:\n"
+          "  -o ro                    read-only: every change fails with EROFS\n"
+          "  -o rw                    read-write (default)\n"
+          "  -o allow_other           let every user in (default: only the mounting user;\n"
+          "                           non-root needs user_allow_other in /etc/fuse.conf)\n"
+          "  -o allow_root            let the mounting user and root in\n"
+          "  -o auto_unmount          unmount when pailfs exits, even if killed\n"
+          "                           (uses fusermount3) (default: off)\n"
+          "  -o cache_dir=PATH        where files being written are staged (default:\n"
+          "                           $XDG_CACHE_HOME/pailfs, else $HOME/.cache/pailfs,\n"
+          "                           else /var/cache/pailfs for root)\n"
+          "  -o rename_parallel=N     copies in flight while renaming a directory,\n"
+          "                           1 to 64 (default 8)\n"
+          "\n"
+          "S3:\n"
+          "  -o endpoint=URL          S3 endpoint, e.g. http://127.0.0.1:9000\n"
+          "                           (default: AWS, https://s3.REGION.amazonaws.com)\n"
+          "  -o region=NAME           signing region (default: AWS_REGION,\n"
+          "                           AWS_DEFAULT_REGION, the profile's, else us-east-1;\n"
+          "                           corrected from the bucket's own region)\n"
+          "  -o path_style            path-style addressing (default: automatic: path\n"
+          "                           style for IP addresses, localhost and names that\n"
+          "                           are not DNS-safe, virtual-hosted otherwise)\n"
+          "  -o profile=NAME          profile of ~/.aws/credentials and ~/.aws/config\n"
+          "                           (default: AWS_PROFILE, else default)\n"
+          "  -o passwd_file=PATH      s3fs-style ACCESS_KEY:SECRET_KEY file, mode 600\n"
+          "                           (default: none)\n"
+          "  -o public                send unsigned requests, for public buckets\n"
+          "                           (default: signed)\n"
+          "  -o retries=N             retries of a failed request after the first try,\n"
+          "                           0 to 20 (default 4)\n"
+          "  -o connect_timeout=S     seconds to connect, above 0 and at most 300\n"
+          "                           (default 10)\n"
+          "\n"
+          "ownership and modes (modes are octal):\n"
+          "  -o uid=N                 owner of every object, whatever its metadata says\n"
+          "                           (default: x-amz-meta-uid, else the mounting user)\n"
+          "  -o gid=N                 group of every object, likewise (default:\n"
+          "                           x-amz-meta-gid, else the mounting user's group)\n"
+          "  -o file_mode=MODE        permission bits of files without x-amz-meta-mode\n"
+          "                           (default 0644)\n"
+          "  -o dir_mode=MODE         permission bits of directories without\n"
+          "                           x-amz-meta-mode (default 0755)\n"
+          "  -o umask=MODE            bits cleared from every mode shown, metadata or\n"
+          "                           not (default 0000)\n"
+          "\n"
+          "caching:\n"
+          "  -o attr_ttl=SECONDS      how long attributes and names are trusted before\n"
+          "                           S3 is asked again; fractions allowed (default 1)\n"
+          "  -o neg_ttl=SECONDS       how long a missing name stays missing (default 1)\n"
+          "\n"
+          "logging:\n"
+          "  -o log_level=LEVEL       error, warn, info or debug (default warn)\n"
+          "\n"
+          "FUSE pass-through:\n"
+          "  -o default_permissions   the kernel checks permissions (always on)\n"
+          "  -o fsname=NAME           source shown by mount and df (default pailfs:BUCKET)\n"
+          "  -o subtype=NAME          type shown as fuse.NAME (default pailfs)\n"
+          "  -o nosuid, nodev, noexec, suid, dev, exec, noatime, atime\n"
+          "                           mount flags (default: nosuid,nodev)\n"
+          "  -o max_read=BYTES        largest read request (default: the kernel's)\n"
+          "  -o debug                 libfuse's trace of every request (huge; implies\n"
+          "                           -f; -d does not turn it on)\n"
+          "\n"
+          "accepted and ignored (mount(8), fstab and systemd add them):\n"
+          "  _netdev nofail auto noauto user user=NAME nouser users owner group defaults\n"
+          "  async x-* comment=*, and relatime norelatime strictatime nostrictatime\n"
+          "  lazytime nolazytime diratime nodiratime (S3 keeps no access times)\n"
+          "refused: sync (a file reaches S3 at close or fsync, never at each write)\n"
+          "\n"
+          "fstab (mount -t fuse.pailfs BUCKET MOUNTPOINT -o OPTS runs the same):\n"
+          "  mybucket:/some/prefix /mnt/data fuse.pailfs "
+          "_netdev,allow_other,endpoint=http://127.0.0.1:9000,path_style 0 0\n"
+          "\n"
+          "Credentials, from the first source found: -o passwd_file; AWS_ACCESS_KEY_ID\n"
+          "and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN); the shared files with\n"
+          "-o profile or AWS_PROFILE; web identity (AWS_WEB_IDENTITY_TOKEN_FILE and\n"
+          "AWS_ROLE_ARN); container credentials; instance metadata (IMDSv2).\n"
+          "See pailfs(1).\n",
+          to);
+}
