@@ -1,0 +1,189 @@
+/* test_fs_meta.c — s3fs-compatible metadata, xattr encoding and name
+ * checks of src/fs (meta.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include "fs/fs_private.h"
+
+static void test_parse_time(void **state)
+{
+    (void)state;
+    struct timespec t;
+    assert_int_equal(fs_parse_time("1700000000", &t), 0);
+    assert_int_equal(t.tv_sec, 1700000000);
+    assert_int_equal(t.tv_nsec, 0);
+    assert_int_equal(fs_parse_time("1700000000.5", &t), 0);
+    assert_int_equal(t.tv_nsec, 500000000);
+    assert_int_equal(fs_parse_time("1700000000.123456789123", &t), 0);
+    assert_int_equal(t.tv_nsec, 123456789);
+    assert_int_equal(fs_parse_time("", &t), EINVAL);
+    assert_int_equal(fs_parse_time("12x", &t), EINVAL);
+    assert_int_equal(fs_parse_time("12.", &t), EINVAL);
+}
+
+static void test_name_valid(void **state)
+{
+    (void)state;
+    char long_name[257];
+    memset(long_name, 'a', 256);
+    long_name[256] = 0;
+    assert_true(fs_name_valid("a b+%~;#?*é", strlen("a b+%~;#?*é")));
+    assert_true(fs_name_valid(long_name, 255));
+    assert_false(fs_name_valid(long_name, 256));
+    assert_false(fs_name_valid("", 0));
+    assert_false(fs_name_valid(".", 1));
+    assert_false(fs_name_valid("..", 2));
+    assert_true(fs_name_valid("...", 3));
+    assert_false(fs_name_valid("a/b", 3));
+}
+
+static struct s3_meta meta_of[] = {
+    {"mode", "33216"}, /* 0100700 */
+    {"uid", "1000"},
+    {"gid", "1001"},
+    {"mtime", "1600000000.25"},
+    {"color", "blue"},
+};
+
+static void test_attr_from_head(void **state)
+{
+    (void)state;
+    struct fs_config cfg;
+    fs_config_defaults(&cfg);
+    cfg.uid = 5;
+    cfg.gid = 6;
+    struct s3_object_info info = {.size = 42, .mtime = 1700000000, .meta = meta_of, .n_meta = 5};
+    strcpy(info.etag, "\"e\"");
+    struct fs_attr a;
+    fs_attr_from_head(&cfg, &info, false, &a);
+    assert_int_equal(a.mode, S_IFREG | 0700);
+    assert_int_equal(a.uid, 1000);
+    assert_int_equal(a.gid, 1001);
+    assert_int_equal(a.size, 42);
+    assert_int_equal(a.mtime.tv_sec, 1600000000);
+    assert_int_equal(a.mtime.tv_nsec, 250000000);
+    assert_true(a.has_meta);
+    assert_string_equal(a.etag, "\"e\"");
+
+    /* No metadata: the mount's defaults and Last-Modified. */
+    info.n_meta = 0;
+    fs_attr_from_head(&cfg, &info, false, &a);
+    assert_int_equal(a.mode, S_IFREG | 0644);
+    assert_int_equal(a.uid, 5);
+    assert_int_equal(a.mtime.tv_sec, 1700000000);
+    assert_false(a.has_meta);
+
+    /* Forced owner and umask win over metadata. */
+    cfg.force_uid = true;
+    cfg.umask = 077;
+    info.n_meta = 5;
+    fs_attr_from_head(&cfg, &info, false, &a);
+    assert_int_equal(a.uid, 5);
+    assert_int_equal(a.gid, 1001);
+    assert_int_equal(a.mode, S_IFREG | 0700);
+
+    /* A symlink as s3fs stores it; a directory marker. */
+    struct s3_meta lnk[] = {{"mode", "41471"}}; /* 0120777 */
+    info.meta = lnk;
+    info.n_meta = 1;
+    fs_attr_from_head(&cfg, &info, false, &a);
+    assert_true(S_ISLNK(a.mode));
+    fs_attr_from_head(&cfg, &info, true, &a);
+    assert_true(S_ISDIR(a.mode));
+    assert_true(a.marker);
+}
+
+static void test_meta_build_roundtrip(void **state)
+{
+    (void)state;
+    struct fs_config cfg;
+    fs_config_defaults(&cfg);
+    struct fs_attr a = {.mode = S_IFREG | 0640, .uid = 7, .gid = 8};
+    a.mtime.tv_sec = 1700000001;
+    a.atime.tv_sec = 1700000002;
+    a.ctime.tv_sec = 1700000003;
+    a.ctime.tv_nsec = 5;
+    struct s3_meta meta[FS_META_MAX];
+    struct buf store = BUF_INIT;
+    size_t n = fs_meta_build(&a, "x%7B%7D", meta, &store);
+    assert_int_equal(n, 7);
+    assert_string_equal(meta[0].name, "mode");
+    assert_string_equal(meta[0].value, "33184");
+    assert_string_equal(meta[1].value, "7");
+    assert_string_equal(meta[3].value, "1700000001");
+    assert_string_equal(meta[5].value, "1700000003.000000005");
+    assert_string_equal(meta[6].name, "xattr");
+    struct s3_object_info info = {.meta = meta, .n_meta = n};
+    struct fs_attr b;
+    fs_attr_from_head(&cfg, &info, false, &b);
+    assert_int_equal(b.mode, a.mode);
+    assert_int_equal(b.uid, 7);
+    assert_int_equal(b.gid, 8);
+    assert_int_equal(b.mtime.tv_sec, a.mtime.tv_sec);
+    assert_int_equal(b.atime.tv_sec, a.atime.tv_sec);
+    assert_int_equal(b.ctime.tv_nsec, 5);
+    assert_int_equal(fs_meta_build(&a, NULL, meta, &store), 6);
+    buf_free(&store);
+}
+
+static void test_xattr(void **state)
+{
+    (void)state;
+    char *enc = NULL, *enc2 = NULL, *val = NULL, *names = NULL;
+    size_t len;
+    assert_int_equal(fs_xattr_get(NULL, "user.a", &val, &len), ENODATA);
+    assert_int_equal(fs_xattr_set(NULL, "user.a", "v\0x", 3, 0, &enc), 0);
+    assert_non_null(enc);
+    /* s3fs's form: percent-encoded JSON with base64 values. */
+    assert_string_equal(enc, "%7B%22user.a%22%3A%22dgB4%22%7D");
+    assert_int_equal(fs_xattr_get(enc, "user.a", &val, &len), 0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(val, "v\0x", 3);
+    free(val);
+    assert_int_equal(fs_xattr_set(enc, "user.a", "w", 1, XATTR_CREATE, &enc2), EEXIST);
+    assert_int_equal(fs_xattr_set(enc, "user.b", "w", 1, XATTR_REPLACE, &enc2), ENODATA);
+    assert_int_equal(fs_xattr_set(enc, "user.b", "", 0, XATTR_CREATE, &enc2), 0);
+    assert_int_equal(fs_xattr_get(enc2, "user.b", &val, &len), 0);
+    assert_int_equal(len, 0);
+    free(val);
+    assert_int_equal(fs_xattr_list(enc2, &names, &len), 0);
+    assert_int_equal(len, strlen("user.a") + 1 + strlen("user.b") + 1);
+    assert_string_equal(names, "user.a");
+    assert_string_equal(names + 7, "user.b");
+    free(names);
+    free(enc);
+    assert_int_equal(fs_xattr_set(enc2, "user.a", NULL, 0, 0, &enc), 0);
+    free(enc2);
+    assert_int_equal(fs_xattr_set(enc, "user.b", NULL, 0, 0, &enc2), 0);
+    assert_null(enc2); /* nothing left: no header at all */
+    assert_int_equal(fs_xattr_set(enc, "user.zz", NULL, 0, 0, &enc2), ENODATA);
+    free(enc);
+    assert_int_equal(fs_xattr_get("%7Bnot json", "user.a", &val, &len), EINVAL);
+    /* Padding: 1 and 2 byte values. */
+    assert_int_equal(fs_xattr_set(NULL, "user.p", "ab", 2, 0, &enc), 0);
+    assert_int_equal(fs_xattr_get(enc, "user.p", &val, &len), 0);
+    assert_int_equal(len, 2);
+    assert_memory_equal(val, "ab", 2);
+    free(val);
+    free(enc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_time),
+        cmocka_unit_test(test_name_valid),
+        cmocka_unit_test(test_attr_from_head),
+        cmocka_unit_test(test_meta_build_roundtrip),
+        cmocka_unit_test(test_xattr),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
