@@ -1,8 +1,8 @@
 #!/bin/sh
 # demo.sh — install what is needed, build pailfs, start a local S3 server
-# (s3rver, on 127.0.0.1) holding a demo bucket with sample files, and show
-# pailfs's S3 layer working against it.  The server keeps running in the
-# background; its URL and how to stop it are printed at the end.
+# (s3rver, on 127.0.0.1) holding a demo bucket with sample files, mount it
+# with pailfs and list it.  The server and the mount keep running in the
+# background; how to stop them is printed at the end.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -36,9 +36,16 @@ drive put "docs/a file with spaces+plus.txt" "$state/hello.txt" >/dev/null
 
 echo "== local S3 server: $endpoint, bucket demo (keys S3RVER/S3RVER)"
 echo "== pailfs --version"; build/src/pailfs --version
-echo "== the bucket, listed by pailfs's S3 client"; drive list | sed 's/^/   /'
-echo "== first line of hello.txt, fetched by a ranged GET"; drive get hello.txt - 0 5; echo
-echo "== pailfs BUCKET MOUNTPOINT (the FUSE mount is the next milestone)"
-mkdir -p "$state/mnt"
-build/src/pailfs -o endpoint="$endpoint" demo "$state/mnt" || true
+mnt="$state/mnt"
+fusermount3 -uz "$mnt" 2>/dev/null || true  # a mount left by an earlier run
+mkdir -p "$mnt"
+echo "== pailfs -o endpoint=$endpoint demo $mnt"
+build/src/pailfs -o endpoint="$endpoint",cache_dir="$state/cache" demo "$mnt"
+echo "== ls -lR $mnt"; ls -lR "$mnt" | sed 's/^/   /'
+echo "== cat $mnt/hello.txt"; cat "$mnt/hello.txt"
+echo "== echo ... > $mnt/notes/new.txt, then the key as S3 has it"
+mkdir -p "$mnt/notes"
+echo "written through pailfs" > "$mnt/notes/new.txt"
+drive list --prefix notes/ | sed 's/^/   /'
+echo "== unmount with: fusermount3 -u $mnt"
 echo "== stop the server with: kill \$(cat $state/server.pid)"
