@@ -334,6 +334,14 @@ int fs_upload_all(struct fs *fs)
 
 /* ---- operations ------------------------------------------------------- */
 
+static void handle_free(struct fs_open *o)
+{
+    struct fs_handle *h = (struct fs_handle *)o;
+    free(h->win);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
 static struct fs_handle *handle_new(struct fs_inode *in, bool write)
 {
     struct fs_handle *h = calloc(1, sizeof(*h));
@@ -408,10 +416,12 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 out:
     pthread_mutex_unlock(&fs->lock);
     free(path);
-    if (rc)
+    if (rc) {
         fuse_reply_err(req, rc);
-    else
-        fuse_reply_create(req, &e, fi);
+        return;
+    }
+    fs_open_track(fs, &h->open, handle_free);
+    fuse_reply_create(req, &e, fi);
 }
 
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -476,12 +486,12 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             pthread_mutex_lock(&fs->lock);
             fs_inode_close_locked(fs, in);
             pthread_mutex_unlock(&fs->lock);
-            pthread_mutex_destroy(&h->lock);
-            free(h);
+            handle_free(&h->open);
             fuse_reply_err(req, rc);
             return;
         }
     }
+    fs_open_track(fs, &h->open, handle_free);
     fi->fh = (uintptr_t)h;
     fi->keep_cache = 0;
     fuse_reply_open(req, fi);
@@ -652,8 +662,7 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (deferred)
         delete_deferred(fs, deferred, etag);
     free(deferred);
-    free(h->win);
-    pthread_mutex_destroy(&h->lock);
-    free(h);
+    fs_open_untrack(fs, &h->open);
+    handle_free(&h->open);
     fuse_reply_err(req, 0);
 }

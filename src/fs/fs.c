@@ -91,8 +91,28 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     HASH_ADD(hh, fs->by_ino, ino, sizeof(root->ino), root);
     HASH_ADD_KEYPTR(hh_path, fs->by_path, root->path, 0, root);
     fs->next_ino = FUSE_ROOT_ID + 1;
+    fs->handles.next = fs->handles.prev = &fs->handles;
     *out = fs;
     return 0;
+}
+
+void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *))
+{
+    o->free_fn = free_fn;
+    pthread_mutex_lock(&fs->lock);
+    o->next = fs->handles.next;
+    o->prev = &fs->handles;
+    o->next->prev = o;
+    fs->handles.next = o;
+    pthread_mutex_unlock(&fs->lock);
+}
+
+void fs_open_untrack(struct fs *fs, struct fs_open *o)
+{
+    pthread_mutex_lock(&fs->lock);
+    o->prev->next = o->next;
+    o->next->prev = o->prev;
+    pthread_mutex_unlock(&fs->lock);
 }
 
 int fs_shutdown(struct fs *fs)
@@ -104,6 +124,12 @@ void fs_free(struct fs *fs)
 {
     if (!fs)
         return;
+    while (fs->handles.next != &fs->handles) {
+        struct fs_open *o = fs->handles.next;
+        o->prev->next = o->next;
+        o->next->prev = o->prev;
+        o->free_fn(o);
+    }
     struct fs_inode *in, *tmp;
     HASH_ITER(hh, fs->by_ino, in, tmp)
     {

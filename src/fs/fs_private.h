@@ -76,6 +76,13 @@ struct fs_hidden {
     UT_hash_handle hh;
 };
 
+/* Every handle given to the kernel is on fs->handles, so handles the kernel
+ * never released (the session ended with files open) are freed at unmount. */
+struct fs_open {
+    struct fs_open *prev, *next;
+    void (*free_fn)(struct fs_open *);
+};
+
 struct fs {
     struct fs_config cfg;
     struct s3_client *s3;
@@ -89,6 +96,7 @@ struct fs {
     struct fs_hidden *hidden;  /* protected by lock */
     fuse_ino_t next_ino;       /* protected by lock */
     unsigned n_local;          /* local inodes; protected by lock */
+    struct fs_open handles;    /* list head; protected by lock */
     bool warned_conflict;      /* protected by lock */
 };
 
@@ -178,6 +186,10 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
 int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
             const char *src_etag, const struct s3_put_opts *replace, char *etag_out);
 
+/* Put a new handle on fs->handles / take it off (they take fs->lock). */
+void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *));
+void fs_open_untrack(struct fs *fs, struct fs_open *o);
+
 /* ---- dir.c ----------------------------------------------------------- */
 
 struct fs_dirent {
@@ -199,6 +211,7 @@ int fs_rename_dir(struct fs *fs, const char *src, const char *dst);
 
 /* A file handle (fuse_file_info.fh). */
 struct fs_handle {
+    struct fs_open open;    /* first: the handle is freed through it */
     struct fs_inode *in;
     char etag[80];          /* the object version read, for If-Match */
     bool write;

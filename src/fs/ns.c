@@ -585,9 +585,18 @@ out:
 /* ---- directories -------------------------------------------------------- */
 
 struct dir_handle {
+    struct fs_open open; /* first: the handle is freed through it */
     char *path;
     struct fs_dir d;
 };
+
+static void dir_handle_free(struct fs_open *o)
+{
+    struct dir_handle *dh = (struct dir_handle *)o;
+    fs_dir_free(&dh->d);
+    free(dh->path);
+    free(dh);
+}
 
 void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -606,6 +615,7 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, rc);
         return;
     }
+    fs_open_track(fs, &dh->open, dir_handle_free);
     fi->fh = (uintptr_t)dh;
     fi->cache_readdir = 0;
     fuse_reply_open(req, fi);
@@ -664,9 +674,8 @@ void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
-    fs_dir_free(&dh->d);
-    free(dh->path);
-    free(dh);
+    fs_open_untrack(fs_of(req), &dh->open);
+    dir_handle_free(&dh->open);
     fuse_reply_err(req, 0);
 }
 
