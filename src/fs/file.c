@@ -552,14 +552,25 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
         h->win_len = rc ? 0 : m.len;
         h->win_eof = !rc && m.len < want;
     }
-    if (rc) {
-        fuse_reply_err(req, rc);
-    } else {
+    /* The reply is sent after the handle is let go: once the kernel has it,
+     * a RELEASE may free the handle on another thread at once. */
+    char *out = NULL;
+    size_t n = 0;
+    if (!rc) {
         size_t start = (size_t)(o - h->win_off);
-        size_t n = start < h->win_len ? h->win_len - start : 0;
-        fuse_reply_buf(req, n ? h->win + start : NULL, n < size ? n : size);
+        n = start < h->win_len ? h->win_len - start : 0;
+        n = n < size ? n : size;
+        if (n && !(out = malloc(n)))
+            rc = ENOMEM;
+        else if (n)
+            memcpy(out, h->win + start, n);
     }
     pthread_mutex_unlock(&h->lock);
+    if (rc)
+        fuse_reply_err(req, rc);
+    else
+        fuse_reply_buf(req, out, n);
+    free(out);
     free(key);
 }
 

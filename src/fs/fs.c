@@ -64,9 +64,7 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     int rc = fs->key_prefix ? 0 : ENOMEM;
     if (!rc) {
         buf_printf(&b, "%s/staging", cfg->cache_dir ? cfg->cache_dir : "/var/cache/pailfs");
-        rc = b.data ? make_dirs(b.data, 0700) : ENOMEM;
-        if (rc)
-            log_error("cannot use cache directory %s: %s", b.data ? b.data : "", strerror(rc));
+        rc = b.data ? make_dirs(b.data, 0700) : ENOMEM; /* the caller says why it failed */
         buf_free(&b);
     }
     if (!cfg->cache_dir)
