@@ -316,6 +316,7 @@ def main(argv):
     proxies = []
     extra_notes = []
     t_start = time.monotonic()
+    load_start = os.getloadavg()
     try:
         ctx.fx = F.build(workdir, os.path.join(BENCH_DIR, ".cache"), sizes)
         ctx.server = rig.S3Server(server_dir, buckets=[F.BUCKET])
@@ -371,11 +372,12 @@ def main(argv):
         shutil.rmtree(server_dir, ignore_errors=True)
 
     elapsed = time.monotonic() - t_start
+    load_end = os.getloadavg()
     meta = report.Meta(
         command="bench/run " + " ".join(argv), started=started, elapsed=elapsed,
         quick=args.quick, wan=args.wan, delay_ms=args.delay_ms, rate=args.rate,
         sizes=sizes, fx=ctx.fx, extra_notes=extra_notes, workloads=workloads,
-        server_dir=server_tmp)
+        server_dir=server_tmp, load=(load_start, load_end))
     os.makedirs(args.out, exist_ok=True)
     md_path = os.path.join(args.out, stamp + ".md")
     png_path = os.path.join(args.out, stamp + ".png")

@@ -31,17 +31,21 @@ class Meta:
     extra_notes: list
     workloads: set
     server_dir: str
+    load: tuple = None
 
 
 def speed(w, r):
-    """One number per result, higher is better; None when not ok."""
+    """One number per result, higher is better; None when not ok. For a
+    write that close() acknowledged before the data reached the bucket, the
+    time until it was in the bucket counts."""
     if not r or not r.ok:
         return None
     if w.kind == "iops":
         return r.iops
     if w.kind == "latency":
         return 1.0 / r.median_ms if r.median_ms else None
-    return 1.0 / r.seconds if r.seconds else None
+    seconds = r.in_bucket or r.seconds
+    return 1.0 / seconds if seconds else None
 
 
 def cell_text(w, r):
@@ -152,7 +156,11 @@ def write(rows, meta, md_path, png_path, workdir):
         f"# pailfs benchmark — {meta.started:%Y-%m-%d %H:%M}",
         "",
         f"- command: `{meta.command.strip()}` (as root), {mode}; took {meta.elapsed / 60:.1f} min",
-        f"- machine: {machine()}",
+        f"- machine: {machine()}" + (
+            f"; load average {meta.load[0][0]:.2f} at the start, {meta.load[1][0]:.2f} at the end"
+            + (" (other work was running when it started: figures are noisier)"
+               if meta.load[0][0] > 1.0 else "")
+            if meta.load else ""),
         "- versions: " + "; ".join(versions),
         f"- server: one s3rver (Node.js, single process) on 127.0.0.1, its data in "
         f"{meta.server_dir}" + (" (tmpfs: dropping the page cache leaves the server's copy "
@@ -166,7 +174,9 @@ def write(rows, meta, md_path, png_path, workdir):
         "",
         "Each cell: time and rate (MB/s of data, or files/entries per second); random reads "
         "as IOPS and 99th-percentile latency; first byte as the median latency. "
-        "(×N) is the contender's speed relative to pailfs: above 1 is faster than pailfs. "
+        "(×N) is the contender's speed relative to pailfs: above 1 is faster than pailfs "
+        "(for writes acknowledged before the data was in the bucket, the time until it was "
+        "there counts). "
         "FAIL means the result check failed and no time is shown.",
         "",
         "## Notes",
@@ -230,8 +240,8 @@ def make_chart(rows, cols, titles, png_path, workdir, meta):
         for w in cols:
             speeds = [speed(w, r.results.get(w.id)) for r in live]
             best = max([s for s in speeds if s] or [0])
-            vals = [f"{s / best:.4f}" if s and best else "0" for s in speeds]
-            label = titles[w.id].split(" (")[0].replace('"', "")
+            vals = [f"{s / best:.5f}" if s and best else "?" for s in speeds]
+            label = w.title.replace('"', "")
             f.write(f'"{label}" ' + " ".join(vals) + "\n")
     title = ("pailfs vs s3fs-fuse vs rclone vs raw limit — "
              f"{'quick' if meta.quick else 'full'}{', WAN-shaped' if meta.wan else ''} "
@@ -239,14 +249,16 @@ def make_chart(rows, cols, titles, png_path, workdir, meta):
     script = f"""
 set terminal pngcairo size 1600,650 font "sans,10"
 set output "{png_path}"
-set title "{title}\\nspeed as a fraction of the fastest in each workload (higher is better; 0 = failed or not run)"
+set title "{title}\\nspeed as a fraction of the fastest in each workload, log scale (higher is better; no bar = failed or not run; writes: until in the bucket)"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
-set yrange [0:1.1]
-set ytics 0.1
+set logscale y
+set yrange [0.001:1.5]
+set ytics ("0.001" 0.001, "0.01" 0.01, "0.1" 0.1, "0.2" 0.2, "0.5" 0.5, "1" 1)
 set grid ytics
+set datafile missing "?"
 set key outside right top
 set xtics rotate by -30 scale 0
 plot for [i=2:{len(live) + 1}] "{dat}" using i:xtic(1) title columnheader(i)

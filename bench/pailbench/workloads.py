@@ -564,7 +564,7 @@ def ls_raw(ctx, c):
     keys = {k: s for k, s in data["keys"] if k != F.LS_PREFIX + "/"}
     if len(keys) != ctx.fx.ls_count or set(keys.values()) != {ctx.fx.ls_size}:
         return fail(f"listed {len(keys)} keys")
-    return Result(seconds=data["seconds"], count=len(keys), note="ListObjectsV2 pages (boto3)")
+    return Result(seconds=data["seconds"], count=len(keys), note="ListObjectsV2 pages, one connection")
 
 
 def find_raw(ctx, c):
@@ -575,7 +575,7 @@ def find_raw(ctx, c):
     if got != set(ctx.fx.tree_paths):
         return fail(f"listed {len(got)} entries")
     return Result(seconds=data["seconds"], count=len(got),
-                  note="ListObjectsV2 without delimiter (boto3)")
+                  note="ListObjectsV2 without delimiter, one connection")
 
 
 # --------------------------------------------------------------------------
