@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* State of one parse beyond what ends up in struct options. */
@@ -264,6 +265,71 @@ static int o_rename_parallel(struct parse *p, const char *name, const char *v)
     return 0;
 }
 
+/* A size in bytes: digits with an optional binary suffix k, m, g or t
+ * (any case, "KiB"/"KB" accepted too). */
+static int parse_size(const char *s, unsigned long long *out)
+{
+    size_t digits = strspn(s, "0123456789");
+    if (digits == 0 || digits > 15)
+        return EINVAL;
+    unsigned long long n = strtoull(s, NULL, 10);
+    const char *u = s + digits;
+    unsigned shift = 0;
+    switch (*u | 0x20) {
+    case 'k': shift = 10; break;
+    case 'm': shift = 20; break;
+    case 'g': shift = 30; break;
+    case 't': shift = 40; break;
+    default:
+        if (*u)
+            return EINVAL;
+    }
+    if (*u) {
+        u++;
+        if (strcasecmp(u, "ib") == 0 || strcasecmp(u, "b") == 0)
+            u += strlen(u);
+        if (*u)
+            return EINVAL;
+    }
+    if (shift && n > (~0ULL >> shift))
+        return EINVAL;
+    *out = n << shift;
+    return 0;
+}
+
+static int o_size(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    if (parse_size(v, &n))
+        return EINVAL;
+    if (strcmp(name, "cache_size") == 0) {
+        p->o->fs.cache_size = n;
+        p->o->fs.cache_size_set = true;
+    } else if (strcmp(name, "max_memory") == 0) {
+        if (n < (16ULL << 20))
+            return EINVAL;
+        p->o->fs.max_memory = n;
+    } else if (strcmp(name, "part_size") == 0) {
+        if (n < (1ULL << 20) || n > (1ULL << 30))
+            return EINVAL;
+        p->o->fs.part_size = n;
+    } else {
+        if (n < (1ULL << 20) || n > (1ULL << 30))
+            return EINVAL;
+        p->o->fs.max_readahead = n;
+    }
+    return 0;
+}
+
+static int o_read_parallel(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    if (parse_decimal(v, OPTIONS_MAX_READ_PARALLEL, &n) || n == 0)
+        return EINVAL;
+    p->o->fs.read_parallel = (unsigned)n;
+    return 0;
+}
+
 static int o_allow(struct parse *p, const char *name, const char *v)
 {
     if (strcmp(name, "allow_other") == 0)
@@ -363,6 +429,12 @@ static const struct o_option o_table[] = {
     /* caching */
     {"attr_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
     {"neg_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
+    {"cache_size", O_VALUE, o_size, "a size in bytes such as 0, 500M or 10G"},
+    /* the read path */
+    {"max_memory", O_VALUE, o_size, "a size of at least 16M, such as 256M"},
+    {"part_size", O_VALUE, o_size, "a size from 1M to 1G, such as 8M"},
+    {"max_readahead", O_VALUE, o_size, "a size from 1M to 1G, such as 32M"},
+    {"read_parallel", O_VALUE, o_read_parallel, "a whole number from 1 to 64"},
     /* logging */
     {"log_level", O_VALUE, o_log_level, "error, warn, info or debug"},
     /* FUSE pass-through */
@@ -599,6 +671,7 @@ static int finish(struct parse *p, const char *argv0)
     o->fs.bucket = o->bucket;
     o->fs.prefix = o->prefix;
     o->fs.cache_dir = o->cache_dir;
+    o->fs.endpoint = o->endpoint ? o->endpoint : "";
     return build_fuse_args(p, argv0);
 }
 
@@ -759,7 +832,8 @@ void options_print_help(FILE *to)
           "  -o allow_root            let the mounting user and root in\n"
           "  -o auto_unmount          unmount when pailfs exits, even if killed\n"
           "                           (uses fusermount3) (default: off)\n"
-          "  -o cache_dir=PATH        where files being written are staged (default:\n"
+          "  -o cache_dir=PATH        the block cache and the staging of files being\n"
+          "                           written (default:\n"
           "                           $XDG_CACHE_HOME/pailfs, else $HOME/.cache/pailfs,\n"
           "                           else /var/cache/pailfs for root)\n"
           "  -o rename_parallel=N     copies in flight while renaming a directory,\n"
@@ -801,6 +875,17 @@ void options_print_help(FILE *to)
           "  -o attr_ttl=SECONDS      how long attributes and names are trusted before\n"
           "                           S3 is asked again; fractions allowed (default 1)\n"
           "  -o neg_ttl=SECONDS       how long a missing name stays missing (default 1)\n"
+          "  -o cache_size=SIZE       bound of the disk cache of object blocks under\n"
+          "                           cache_dir; 0 turns it off (default: the smaller of\n"
+          "                           10G and 10% of the free space there)\n"
+          "\n"
+          "reading (sizes take a k, M, G or T suffix):\n"
+          "  -o max_memory=SIZE       all in-memory read buffers of the mount; readers\n"
+          "                           wait for it rather than fail (default 256M)\n"
+          "  -o max_readahead=SIZE    read-ahead window of one file read sequentially;\n"
+          "                           it starts at 1M and doubles up to this (default 32M)\n"
+          "  -o part_size=SIZE        bytes per ranged GET of the read-ahead (default 8M)\n"
+          "  -o read_parallel=N       ranged GETs in flight for reads, 1 to 64 (default 8)\n"
           "\n"
           "logging:\n"
           "  -o log_level=LEVEL       error, warn, info or debug (default warn)\n"

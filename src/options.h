@@ -34,6 +34,7 @@ enum options_action {
 #define OPTIONS_MAX_CONNECT_TIMEOUT_S 300
 #define OPTIONS_MAX_TTL_S 1e9
 #define OPTIONS_MAX_RENAME_PARALLEL 64
+#define OPTIONS_MAX_READ_PARALLEL 64
 
 /* Everything the command line says.  Filled by options_parse(), released by
  * options_free().  The const char * fields of s3 and fs point into strings

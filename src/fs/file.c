@@ -1,16 +1,15 @@
-/* file.c — open files: the simple data path of this stage.
+/* file.c — open files.
  *
- * Reads fetch the byte range asked for (at least 1 MiB, kept in the handle
- * so a sequential reader makes one request per MiB) with If-Match on the
- * ETag seen at open, so bytes of two versions of an object never mix.
- * Writes go to a staging file: an unlinked temporary file in
+ * Reads go through the handle's reader (read.c: blocks, read-ahead, the
+ * disk cache), pinned to the object version seen at open.  Writes go to a
+ * staging file: an unlinked temporary file in
  * cache_dir/staging that holds the whole file while it is open for writing
  * (loaded from the bucket on the first write, unless the file is new or
  * truncated).  flush (every close) and fsync upload it whole: PutObject up
  * to 16 MiB, a multipart upload above.  The object therefore appears in the
  * bucket only complete, and close() returns the upload's real result.
- * (The streaming write path and the read-ahead with a block cache replace
- * both halves in later work; the contract stays.) */
+ * (The streaming write path replaces the staging of sequential writes in
+ * later work; the contract stays.) */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -21,7 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define FS_READ_WINDOW (1u << 20)
 #define FS_PUT_MAX (16ULL << 20)
 #define FS_PART_MIN (16ULL << 20)
 #define FS_LOAD_CHUNK (8ULL << 20)
@@ -337,12 +335,13 @@ int fs_upload_all(struct fs *fs)
 static void handle_free(struct fs_open *o)
 {
     struct fs_handle *h = (struct fs_handle *)o;
-    free(h->win);
-    pthread_mutex_destroy(&h->lock);
+    fs_reader_free(h->reader);
     free(h);
 }
 
-static struct fs_handle *handle_new(struct fs_inode *in, bool write)
+/* A handle on `in` (fs->lock held); readers of a stored object get a
+ * reader of the version seen now. */
+static struct fs_handle *handle_new(struct fs *fs, struct fs_inode *in, bool write)
 {
     struct fs_handle *h = calloc(1, sizeof(*h));
     if (!h)
@@ -350,8 +349,20 @@ static struct fs_handle *handle_new(struct fs_inode *in, bool write)
     h->in = in;
     h->write = write;
     snprintf(h->etag, sizeof(h->etag), "%s", in->attr.etag);
-    pthread_mutex_init(&h->lock, NULL);
+    if (!in->local && !(h->reader = fs_reader_new(fs, in->ino, in->path, &in->attr))) {
+        free(h);
+        return NULL;
+    }
     return h;
+}
+
+/* keep_cache when the kernel's cached pages are of the version opened now
+ * (fs->lock held). */
+static bool keep_page_cache(struct fs_inode *in)
+{
+    bool same = *in->attr.etag && strcmp(in->kcache_etag, in->attr.etag) == 0;
+    snprintf(in->kcache_etag, sizeof(in->kcache_etag), "%s", in->attr.etag);
+    return same;
 }
 
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -402,7 +413,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
         fs->n_local++;
     }
     rc = fs_wfile_attach_locked(fs, in);
-    if (!rc && !(h = handle_new(in, true)))
+    if (!rc && !(h = handle_new(fs, in, true)))
         rc = ENOMEM;
     if (rc) {
         fs_inode_forget_locked(fs, in, 1);
@@ -470,7 +481,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     pthread_mutex_lock(&fs->lock);
     if (!rc && write)
         rc = fs_wfile_attach_locked(fs, in);
-    if (!rc && !(h = handle_new(in, write)))
+    if (!rc && !(h = handle_new(fs, in, write)))
         rc = ENOMEM;
     if (rc) {
         fs_inode_close_locked(fs, in);
@@ -493,7 +504,9 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     fs_open_track(fs, &h->open, handle_free);
     fi->fh = (uintptr_t)h;
-    fi->keep_cache = 0;
+    pthread_mutex_lock(&fs->lock);
+    fi->keep_cache = !(wf && (fi->flags & O_TRUNC)) && keep_page_cache(in);
+    pthread_mutex_unlock(&fs->lock);
     fuse_reply_open(req, fi);
 }
 
@@ -504,74 +517,31 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
     struct fs_inode *in = h->in;
     pthread_mutex_lock(&fs->lock);
     struct fs_wfile *wf = in->wf;
-    char *key = fs_key(fs, in->path, false);
     pthread_mutex_unlock(&fs->lock);
+    char *data = NULL;
+    size_t got = 0;
     int rc = 0;
-    if (!key) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
     if (wf) {
+        /* Written here: the staging file is the truth once it holds the
+         * bytes; before that the object is, through the reader. */
         pthread_mutex_lock(&wf->lock);
-        rc = wfile_load(fs, in, wf);
-        char *data = rc ? NULL : malloc(size ? size : 1);
-        size_t got = 0;
-        if (!rc)
+        if (wf->loaded || !h->reader)
+            rc = wfile_load(fs, in, wf);
+        if (!rc && wf->loaded) {
+            data = malloc(size ? size : 1);
             rc = data ? read_all(wf->fd, data, size, (uint64_t)off, &got) : ENOMEM;
+        }
         pthread_mutex_unlock(&wf->lock);
-        if (rc)
-            fuse_reply_err(req, rc);
-        else
-            fuse_reply_buf(req, data, got);
-        free(data);
-        free(key);
-        return;
     }
-    pthread_mutex_lock(&h->lock);
-    uint64_t o = (uint64_t)off, win_end = h->win_off + h->win_len;
-    /* Served from the window when it holds the range, or holds its start
-     * and ends at the end of the object. */
-    bool hit = h->win && o >= h->win_off && o < win_end + (h->win_eof ? 1 : 0) &&
-               (o + size <= win_end || h->win_eof);
-    if (!hit) {
-        size_t want = size > FS_READ_WINDOW ? size : FS_READ_WINDOW;
-        if (!h->win || want > h->win_cap) {
-            free(h->win);
-            h->win = malloc(want);
-            h->win_cap = h->win ? want : 0;
-        }
-        struct mem_sink m = {.data = h->win, .cap = want};
-        rc = h->win ? s3_get_object(fs->s3, key, o, want, *h->etag ? h->etag : NULL, mem_sink_fn,
-                                    &m, NULL, NULL)
-                    : ENOMEM;
-        if (rc == ESTALE) {
-            log_error("read of %s: the object changed since it was opened", key);
-            rc = EIO;
-        }
-        h->win_off = o;
-        h->win_len = rc ? 0 : m.len;
-        h->win_eof = !rc && m.len < want;
-    }
-    /* The reply is sent after the handle is let go: once the kernel has it,
-     * a RELEASE may free the handle on another thread at once. */
-    char *out = NULL;
-    size_t n = 0;
-    if (!rc) {
-        size_t start = (size_t)(o - h->win_off);
-        n = start < h->win_len ? h->win_len - start : 0;
-        n = n < size ? n : size;
-        if (n && !(out = malloc(n)))
-            rc = ENOMEM;
-        else if (n)
-            memcpy(out, h->win + start, n);
-    }
-    pthread_mutex_unlock(&h->lock);
+    if (!rc && !data)
+        rc = fs_reader_read(h->reader, (uint64_t)off, size, &data, &got);
+    /* Nothing of the handle is touched after the reply: once the kernel has
+     * the data, a RELEASE may free the handle on another thread at once. */
     if (rc)
         fuse_reply_err(req, rc);
     else
-        fuse_reply_buf(req, out, n);
-    free(out);
-    free(key);
+        fuse_reply_buf(req, data, got);
+    free(data);
 }
 
 void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,

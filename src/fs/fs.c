@@ -18,6 +18,11 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->attr_ttl = 1.0;
     cfg->neg_ttl = 1.0;
     cfg->rename_parallel = 8;
+    cfg->endpoint = "";
+    cfg->max_memory = 256ULL << 20;
+    cfg->part_size = 8ULL << 20;
+    cfg->max_readahead = 32ULL << 20;
+    cfg->read_parallel = 8;
 }
 
 /* mkdir -p, for the cache directory. */
@@ -90,6 +95,11 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     HASH_ADD_KEYPTR(hh_path, fs->by_path, root->path, 0, root);
     fs->next_ino = FUSE_ROOT_ID + 1;
     fs->handles.next = fs->handles.prev = &fs->handles;
+    rc = fs_readpool_new(fs);
+    if (rc) {
+        fs_free(fs);
+        return rc;
+    }
     *out = fs;
     return 0;
 }
@@ -151,6 +161,7 @@ void fs_free(struct fs *fs)
         free(h->path);
         free(h);
     }
+    fs_readpool_free(fs); /* after the handles: their readers use it */
     free(fs->key_prefix);
     pthread_mutex_destroy(&fs->lock);
     free(fs);

@@ -38,8 +38,17 @@ struct fs_config {
     double attr_ttl;         /* seconds attributes and entries stay valid (1) */
     double neg_ttl;          /* seconds a missing name stays missing (1) */
 
-    const char *cache_dir;   /* where open files being written are staged */
+    const char *cache_dir;   /* staging of files being written, and the block cache */
     unsigned rename_parallel; /* copies in flight during a directory rename (8) */
+
+    /* The read path. */
+    const char *endpoint;    /* names cached blocks with the bucket ("" → AWS) */
+    uint64_t cache_size;     /* bound of the disk block cache; 0 turns it off */
+    bool cache_size_set;     /* false: the default (cache_default_limit()) */
+    uint64_t max_memory;     /* all read buffers of the mount (256 MiB) */
+    uint64_t part_size;      /* bytes per ranged GET of the read-ahead (8 MiB) */
+    uint64_t max_readahead;  /* read-ahead window of one open file (32 MiB) */
+    unsigned read_parallel;  /* ranged GETs in flight for reads (8) */
 };
 
 /* Fill *cfg with the defaults above (uid/gid: the calling process's). */
@@ -47,7 +56,8 @@ void fs_config_defaults(struct fs_config *cfg);
 
 /* Make a filesystem over `s3` (which it does not own: free it after
  * fs_free()).  The config's strings must outlive the fs.
- * 0, ENOMEM, or the errno of creating cache_dir (EACCES, ENOTDIR, …). */
+ * 0, ENOMEM, EBUSY (another pailfs uses this bucket's block cache in
+ * cache_dir), or the errno of creating cache_dir (EACCES, ENOTDIR, …). */
 int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out);
 
 /* The operations table to give to fuse_session_new() with `fs` as userdata. */

@@ -66,6 +66,7 @@ struct fs_inode {
     bool delete_at_release; /* unlinked while open: delete at last release */
     char *symlink;          /* target, once read */
     char *xattr;            /* the x-amz-meta-xattr value as stored, or NULL */
+    char kcache_etag[80];   /* the version the kernel's page cache holds */
     struct fs_wfile *wf;    /* while open for writing */
 };
 
@@ -83,6 +84,9 @@ struct fs_open {
     void (*free_fn)(struct fs_open *);
 };
 
+struct fs_readpool;
+struct fs_reader;
+
 struct fs {
     struct fs_config cfg;
     struct s3_client *s3;
@@ -97,6 +101,7 @@ struct fs {
     fuse_ino_t next_ino;       /* protected by lock */
     unsigned n_local;          /* local inodes; protected by lock */
     struct fs_open handles;    /* list head; protected by lock */
+    struct fs_readpool *rp;    /* the read path's workers, memory and cache */
     bool warned_conflict;      /* protected by lock */
 };
 
@@ -215,13 +220,25 @@ struct fs_handle {
     struct fs_inode *in;
     char etag[80];          /* the object version read, for If-Match */
     bool write;
-    pthread_mutex_t lock;   /* protects the read window */
-    char *win;              /* the last bytes fetched, for sequential readers */
-    size_t win_cap;
-    uint64_t win_off;
-    size_t win_len;
-    bool win_eof;           /* the window reaches the end of the object */
+    struct fs_reader *reader; /* reads of the object version opened */
 };
+
+/* ---- read.c: the read path ------------------------------------------ */
+
+/* Start / stop the read path of `fs` (workers, memory bound, block cache).
+ * new: 0, ENOMEM, EBUSY (the block cache is another process's), or the
+ * errno of opening the cache. */
+int fs_readpool_new(struct fs *fs);
+void fs_readpool_free(struct fs *fs);
+/* A reader of the object version described by *a at `path`; NULL on
+ * ENOMEM.  Freed with fs_reader_free (jobs in flight finish on their own). */
+struct fs_reader *fs_reader_new(struct fs *fs, fuse_ino_t ino, const char *path,
+                                const struct fs_attr *a);
+void fs_reader_free(struct fs_reader *r);
+/* Read [off, off+size) (clipped at the end of the object) into *out
+ * (malloc'ed, caller frees; NULL for 0 bytes).  0, ENOMEM, or EIO (the
+ * server failed, or the object changed since it was opened). */
+int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, char **out, size_t *n);
 
 /* Store what an inode's staging file holds (if dirty) as its object. */
 int fs_upload(struct fs *fs, struct fs_inode *in);

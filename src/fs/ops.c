@@ -30,6 +30,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
     if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
         conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    /* Reads of up to 1 MiB: fewer round trips through the kernel. */
+    conn->max_readahead = 1 << 20;
     /* Writes are staged and uploaded by us; the kernel must not cache them. */
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }

@@ -259,6 +259,10 @@ class Mount:
             o.append(f"neg_ttl={self.neg_ttl}")
         if self.log_level:
             o.append(f"log_level={self.log_level}")
+        if not any(x.startswith("cache_dir=") for x in self.opts):
+            # Its own block cache beside the mount point: kept across
+            # remounts, never shared with another mount of the bucket.
+            o.append(f"cache_dir={self.path.rstrip('/')}.cache")
         o += self.opts
         source = f"{self.bucket}:/{self.prefix}" if self.prefix else self.bucket
         return [str(PAILFS), "-f", "-o", ",".join(o), source, self.path]

@@ -1,0 +1,54 @@
+/* cache.h — the on-disk block cache.
+ *
+ * Blocks of objects are kept as files on local disk so that a re-read, even
+ * after a remount, costs no GET.  A block is named by its object version —
+ * an identity string the caller builds from (endpoint, bucket, key, ETag) —
+ * and its number, so a block of a replaced object can never be served for
+ * the new one: the new ETag names other files.  Each file carries a CRC32C
+ * of its bytes, checked on every read; a block that fails is deleted and
+ * reported as missing.  Files are written under a temporary name and
+ * renamed, so a crash leaves whole blocks or none.
+ *
+ * The total size is bounded: inserting evicts the least recently used
+ * blocks first (use is recorded in the file's mtime, so the order survives
+ * a restart).  A cache directory belongs to one process at a time (a lock
+ * file); a second process gets EBUSY.
+ *
+ * All functions are thread-safe.  Layer prefix: cache_. */
+#ifndef PAILFS_CACHE_H
+#define PAILFS_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct cache;
+
+/* Open (creating it if needed) the cache in `dir`, bounded by `limit`
+ * bytes, and index what an earlier process left there.  `limit` 0 gives a
+ * cache that stores nothing.  0, EBUSY (another process holds `dir`; *owner
+ * gets its pid when known, else 0), or the errno of creating or reading the
+ * directory. */
+int cache_open(const char *dir, uint64_t limit, struct cache **out, pid_t *owner);
+void cache_close(struct cache *c);
+
+/* The default bound for a cache in `dir`: the smaller of 10 GiB and 10% of
+ * the free space of its filesystem. */
+uint64_t cache_default_limit(const char *dir);
+
+/* Copy block `blockno` of object version `id` into buf (capacity cap).
+ * 0 (and *len), ENOENT (not cached, or dropped because its checksum or size
+ * was wrong — logged), or another errno of reading it. */
+int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap,
+              size_t *len);
+
+/* Store a block (replacing a copy already there).  0, ENOSPC (the disk is
+ * full: the block is not kept, logged once), EFBIG (larger than the whole
+ * cache), or another errno.  Failures never affect what the cache holds. */
+int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len);
+
+/* Bytes the cache holds now, and its bound. */
+uint64_t cache_size(struct cache *c);
+uint64_t cache_limit(struct cache *c);
+
+#endif

@@ -1,0 +1,535 @@
+/* read.c — the read path: blocks, read-ahead, memory bound, disk cache.
+ *
+ * An object is read in blocks of 1 MiB.  Each open file has a reader: a
+ * table of the blocks it holds in memory and a read-ahead window.  A read
+ * asks for the blocks it covers; a reader that keeps reading where it left
+ * off (sequential) also asks for the blocks ahead of it, up to its window,
+ * which starts at 1 MiB and doubles with every sequential read up to
+ * max_readahead; a read anywhere else resets the window and drops the
+ * blocks it held, so a random reader fetches only the block it touches.
+ *
+ * Missing blocks are fetched by a pool of worker threads (read_parallel of
+ * them): a job is a run of up to part_size consecutive blocks; it takes
+ * what it can from the disk cache and fetches the rest with one ranged GET
+ * per gap, pinned with If-Match to the ETag seen at open.  Blocks become
+ * readable one by one as the bytes arrive, and are written to the disk
+ * cache afterwards (by the worker, never by the HTTP thread).
+ *
+ * Memory: every block in memory counts against max_memory for the whole
+ * mount.  Read-ahead takes memory only while some is free (leaving a
+ * reserve for blocks a read is waiting for); a block a read needs may wait
+ * for memory, and takes it back from the least recently used finished
+ * blocks no read is using.  So readers share the bound by back-pressure and
+ * never fail for want of memory.
+ *
+ * Locking: one mutex (rp->lock) guards every reader table, block and the
+ * job queue; data of a block is written only by its one job while it is
+ * FETCHING, and read only after it is READY. */
+#include "cache/cache.h"
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utlist.h>
+
+#define RD_BLOCK (1u << 20)
+
+enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
+
+struct rblock {
+    struct fs_reader *r;        /* the table holding it; NULL once dropped */
+    uint64_t no;
+    char *data;
+    size_t len;
+    enum rb_state state;
+    int error;
+    unsigned pins;              /* reads waiting on it and its job */
+    bool in_lru;
+    struct rblock *lru_prev, *lru_next; /* reclaimable: ready, in a table, unpinned */
+    UT_hash_handle hh;          /* r->blocks */
+};
+
+struct fs_reader {
+    struct fs *fs;
+    char *key;
+    char *id;                   /* cache identity: endpoint, bucket, key, ETag */
+    char etag[80];
+    uint64_t size;              /* of the object version read */
+    fuse_ino_t ino;
+    struct rblock *blocks;      /* by block number */
+    uint64_t next_off;          /* where a sequential read would go on */
+    uint64_t window;
+    unsigned refs;              /* the handle and each job */
+};
+
+struct rjob {
+    struct fs_reader *r;
+    struct rblock **blocks;
+    size_t n;
+    struct rjob *next;
+};
+
+struct fs_readpool {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;        /* blocks done, memory freed, jobs queued */
+    uint64_t mem_used, mem_limit, reserve;
+    struct rblock *lru;
+    struct rjob *queue;
+    bool stop;
+    pthread_t *threads;
+    unsigned n_threads;
+    struct cache *cache;
+};
+
+/* ---- blocks (rp->lock held) ------------------------------------------ */
+
+static void lru_update(struct fs_readpool *rp, struct rblock *b)
+{
+    bool want = b->r && b->state != RB_FETCHING && b->pins == 0;
+    if (want == b->in_lru)
+        return;
+    if (want)
+        DL_APPEND2(rp->lru, b, lru_prev, lru_next);
+    else
+        DL_DELETE2(rp->lru, b, lru_prev, lru_next);
+    b->in_lru = want;
+}
+
+static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
+{
+    if (b->r || b->pins)
+        return;
+    free(b->data);
+    free(b);
+    rp->mem_used -= RD_BLOCK;
+    pthread_cond_broadcast(&rp->cond);
+}
+
+static void block_unpin(struct fs_readpool *rp, struct rblock *b)
+{
+    b->pins--;
+    lru_update(rp, b);
+    block_maybe_free(rp, b);
+}
+
+/* Take a block out of its reader's table. */
+static void block_drop(struct fs_readpool *rp, struct rblock *b)
+{
+    if (!b->r)
+        return;
+    HASH_DEL(b->r->blocks, b);
+    b->r = NULL;
+    lru_update(rp, b);
+    block_maybe_free(rp, b);
+}
+
+/* A new FETCHING block in r's table, or NULL: without `wait` when memory
+ * beyond the reserve is used up; with `wait` after reclaiming or waiting. */
+static struct rblock *block_new(struct fs_readpool *rp, struct fs_reader *r, uint64_t no,
+                                bool wait)
+{
+    for (;;) {
+        uint64_t limit = wait ? rp->mem_limit : rp->mem_limit - rp->reserve;
+        if (rp->mem_used + RD_BLOCK <= limit)
+            break;
+        if (!wait)
+            return NULL;
+        if (rp->lru)
+            block_drop(rp, rp->lru); /* frees it: it was unpinned */
+        else
+            pthread_cond_wait(&rp->cond, &rp->lock);
+    }
+    struct rblock *b = calloc(1, sizeof(*b));
+    if (!b || !(b->data = malloc(RD_BLOCK))) {
+        free(b);
+        return NULL;
+    }
+    rp->mem_used += RD_BLOCK;
+    b->r = r;
+    b->no = no;
+    b->state = RB_FETCHING;
+    HASH_ADD(hh, r->blocks, no, sizeof(b->no), b);
+    return b;
+}
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+struct fill {
+    struct fs_readpool *rp;
+    struct rblock **blocks;     /* the gap being fetched */
+    size_t n, i;                /* blocks; the one being filled */
+};
+
+static int fill_sink(void *arg, const void *data, size_t len)
+{
+    struct fill *f = arg;
+    const char *p = data;
+    while (len) {
+        if (f->i >= f->n)
+            return EIO; /* more than asked for */
+        struct rblock *b = f->blocks[f->i];
+        size_t room = RD_BLOCK - b->len, take = len < room ? len : room;
+        memcpy(b->data + b->len, p, take);
+        b->len += take;
+        p += take;
+        len -= take;
+        if (b->len == RD_BLOCK) {
+            pthread_mutex_lock(&f->rp->lock);
+            b->state = RB_READY;
+            pthread_cond_broadcast(&f->rp->cond);
+            /* Nobody wants the rest (the file was closed): stop here. */
+            bool stop = !b->r && f->i + 1 < f->n && !f->blocks[f->i + 1]->r;
+            pthread_mutex_unlock(&f->rp->lock);
+            f->i++;
+            if (stop)
+                return ECANCELED;
+        }
+    }
+    return 0;
+}
+
+static void run_job(struct fs_readpool *rp, struct rjob *j)
+{
+    struct fs_reader *r = j->r;
+    struct fs *fs = r->fs;
+    bool cached[j->n];
+    for (size_t i = 0; i < j->n; i++) {
+        struct rblock *b = j->blocks[i];
+        size_t len = 0;
+        cached[i] = rp->cache && cache_get(rp->cache, r->id, b->no, b->data, RD_BLOCK, &len) == 0;
+        /* A block is whole unless it is the object's last. */
+        uint64_t want = r->size - b->no * RD_BLOCK;
+        if (cached[i] && len != (want < RD_BLOCK ? want : RD_BLOCK))
+            cached[i] = false;
+        if (cached[i]) {
+            pthread_mutex_lock(&rp->lock);
+            b->len = len;
+            b->state = RB_READY;
+            pthread_cond_broadcast(&rp->cond);
+            pthread_mutex_unlock(&rp->lock);
+        }
+    }
+    for (size_t i = 0; i < j->n;) {
+        if (cached[i]) {
+            i++;
+            continue;
+        }
+        size_t k = i;
+        while (k < j->n && !cached[k])
+            k++;
+        struct fill f = {.rp = rp, .blocks = j->blocks + i, .n = k - i};
+        uint64_t off = j->blocks[i]->no * RD_BLOCK;
+        int rc = s3_get_object(fs->s3, r->key, off, (uint64_t)(k - i) * RD_BLOCK,
+                               *r->etag ? r->etag : NULL, fill_sink, &f, NULL, NULL);
+        pthread_mutex_lock(&rp->lock);
+        for (size_t m = 0; m < f.n; m++) {
+            struct rblock *b = f.blocks[m];
+            if (b->state != RB_FETCHING)
+                continue;
+            if (!rc && b->len == r->size - b->no * RD_BLOCK) {
+                b->state = RB_READY; /* the short last block */
+            } else {
+                b->state = RB_ERROR;
+                b->error = rc && rc != ECANCELED ? rc : EIO;
+            }
+        }
+        pthread_cond_broadcast(&rp->cond);
+        pthread_mutex_unlock(&rp->lock);
+        if (rc == ESTALE)
+            log_error("read of %s: the object changed since it was opened", r->key);
+        /* Keep what arrived; ready blocks do not change any more. */
+        for (size_t m = 0; rp->cache && m < f.n; m++)
+            if (f.blocks[m]->state == RB_READY)
+                cache_put(rp->cache, r->id, f.blocks[m]->no, f.blocks[m]->data, f.blocks[m]->len);
+        i = k;
+    }
+}
+
+static void reader_unref_locked(struct fs_readpool *rp, struct fs_reader *r);
+
+static void *worker(void *arg)
+{
+    struct fs_readpool *rp = arg;
+    pthread_mutex_lock(&rp->lock);
+    for (;;) {
+        while (!rp->queue && !rp->stop)
+            pthread_cond_wait(&rp->cond, &rp->lock);
+        if (rp->stop)
+            break;
+        struct rjob *j = rp->queue;
+        rp->queue = j->next;
+        pthread_mutex_unlock(&rp->lock);
+        run_job(rp, j);
+        pthread_mutex_lock(&rp->lock);
+        for (size_t i = 0; i < j->n; i++)
+            block_unpin(rp, j->blocks[i]);
+        reader_unref_locked(rp, j->r);
+        free(j->blocks);
+        free(j);
+    }
+    pthread_mutex_unlock(&rp->lock);
+    return NULL;
+}
+
+/* Queue fetches for blocks [first, last] that r does not hold; `wait`
+ * says whether to wait for memory (blocks a read needs) or to stop at the
+ * first one there is no memory for (read-ahead). */
+static void request(struct fs_readpool *rp, struct fs_reader *r, uint64_t first, uint64_t last,
+                    bool wait, uint64_t part_blocks)
+{
+    struct rjob *j = NULL;
+    for (uint64_t no = first; no <= last; no++) {
+        struct rblock *b;
+        HASH_FIND(hh, r->blocks, &no, sizeof(no), b);
+        if (!b && !(b = block_new(rp, r, no, wait)))
+            break;
+        if (b->state != RB_FETCHING || b->pins) { /* there, or on its way */
+            if (j) {
+                j->next = NULL;
+                LL_APPEND(rp->queue, j);
+                j = NULL;
+            }
+            continue;
+        }
+        if (!j) {
+            j = calloc(1, sizeof(*j));
+            if (j)
+                j->blocks = calloc(part_blocks, sizeof(*j->blocks));
+            if (!j || !j->blocks) {
+                free(j);
+                j = NULL;
+                block_drop(rp, b);
+                break;
+            }
+            j->r = r;
+            r->refs++;
+        }
+        b->pins++; /* the job's */
+        j->blocks[j->n++] = b;
+        if (j->n == part_blocks) {
+            LL_APPEND(rp->queue, j);
+            j = NULL;
+        }
+    }
+    if (j)
+        LL_APPEND(rp->queue, j);
+    pthread_cond_broadcast(&rp->cond);
+}
+
+/* ---- the interface --------------------------------------------------- */
+
+int fs_readpool_new(struct fs *fs)
+{
+    struct fs_readpool *rp = calloc(1, sizeof(*rp));
+    if (!rp)
+        return ENOMEM;
+    pthread_mutex_init(&rp->lock, NULL);
+    pthread_cond_init(&rp->cond, NULL);
+    rp->mem_limit = fs->cfg.max_memory < 4 * RD_BLOCK ? 4 * RD_BLOCK : fs->cfg.max_memory;
+    rp->reserve = rp->mem_limit / 4 < 32 * RD_BLOCK ? rp->mem_limit / 4 : 32 * RD_BLOCK;
+    int rc = 0;
+    struct buf dir = BUF_INIT;
+    uint64_t limit = fs->cfg.cache_size;
+    if (!fs->cfg.cache_size_set || limit) {
+        /* One directory per endpoint and bucket, owned by one process. */
+        struct buf id = BUF_INIT;
+        buf_printf(&id, "%s\n%s", fs->cfg.endpoint ? fs->cfg.endpoint : "", fs->cfg.bucket);
+        unsigned char h = 0;
+        for (size_t i = 0; id.data && i < id.len; i++)
+            h = (unsigned char)(h * 31 + (unsigned char)id.data[i]);
+        buf_printf(&dir, "%s/blocks-", fs->cfg.cache_dir);
+        for (const char *p = fs->cfg.bucket; *p; p++) /* bucket names are DNS-safe */
+            buf_append(&dir, p, 1);
+        buf_printf(&dir, "-%02x", h);
+        buf_free(&id);
+        if (!fs->cfg.cache_size_set)
+            limit = cache_default_limit(fs->cfg.cache_dir);
+        pid_t owner = 0;
+        rc = dir.data ? cache_open(dir.data, limit, &rp->cache, &owner) : ENOMEM;
+        /* The caller says what failed; the log has the directory's name. */
+        if (rc)
+            log_debug("block cache %s: %s (held by pid %ld)", dir.data ? dir.data : "",
+                     strerror(rc), (long)owner);
+    }
+    buf_free(&dir);
+    unsigned n = fs->cfg.read_parallel ? fs->cfg.read_parallel : 8;
+    rp->threads = rc ? NULL : calloc(n, sizeof(*rp->threads));
+    if (!rc && !rp->threads)
+        rc = ENOMEM;
+    for (unsigned i = 0; !rc && i < n; i++, rp->n_threads++)
+        rc = pthread_create(&rp->threads[i], NULL, worker, rp);
+    fs->rp = rp;
+    if (rc) {
+        fs_readpool_free(fs);
+        return rc;
+    }
+    return 0;
+}
+
+void fs_readpool_free(struct fs *fs)
+{
+    struct fs_readpool *rp = fs->rp;
+    if (!rp)
+        return;
+    pthread_mutex_lock(&rp->lock);
+    rp->stop = true;
+    pthread_cond_broadcast(&rp->cond);
+    pthread_mutex_unlock(&rp->lock);
+    for (unsigned i = 0; i < rp->n_threads; i++)
+        pthread_join(rp->threads[i], NULL);
+    free(rp->threads);
+    while (rp->queue) { /* jobs never started: the session has ended */
+        struct rjob *j = rp->queue;
+        rp->queue = j->next;
+        for (size_t i = 0; i < j->n; i++)
+            block_unpin(rp, j->blocks[i]);
+        reader_unref_locked(rp, j->r);
+        free(j->blocks);
+        free(j);
+    }
+    cache_close(rp->cache);
+    pthread_cond_destroy(&rp->cond);
+    pthread_mutex_destroy(&rp->lock);
+    free(rp);
+    fs->rp = NULL;
+}
+
+struct fs_reader *fs_reader_new(struct fs *fs, fuse_ino_t ino, const char *path,
+                                const struct fs_attr *a)
+{
+    struct fs_reader *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->fs = fs;
+    r->ino = ino;
+    r->key = fs_key(fs, path, false);
+    snprintf(r->etag, sizeof(r->etag), "%s", a->etag);
+    r->size = a->size;
+    r->window = RD_BLOCK;
+    r->refs = 1;
+    struct buf id = BUF_INIT;
+    buf_printf(&id, "%s\n%s\n%s\n%s", fs->cfg.endpoint ? fs->cfg.endpoint : "", fs->cfg.bucket,
+               r->key ? r->key : "", r->etag);
+    r->id = id.data ? buf_steal(&id) : NULL;
+    if (!r->key || !r->id) {
+        free(r->key);
+        free(r->id);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void reader_unref_locked(struct fs_readpool *rp, struct fs_reader *r)
+{
+    if (--r->refs)
+        return;
+    free(r->key);
+    free(r->id);
+    free(r);
+}
+
+void fs_reader_free(struct fs_reader *r)
+{
+    if (!r)
+        return;
+    struct fs_readpool *rp = r->fs->rp;
+    pthread_mutex_lock(&rp->lock);
+    struct rblock *b, *tmp;
+    HASH_ITER(hh, r->blocks, b, tmp)
+    block_drop(rp, b);
+    reader_unref_locked(rp, r);
+    pthread_mutex_unlock(&rp->lock);
+}
+
+int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, char **out, size_t *n_out)
+{
+    struct fs *fs = r->fs;
+    struct fs_readpool *rp = fs->rp;
+    *out = NULL;
+    *n_out = 0;
+    if (off >= r->size || size == 0)
+        return 0;
+    uint64_t end = off + size < r->size ? off + size : r->size;
+    uint64_t b0 = off / RD_BLOCK, b1 = (end - 1) / RD_BLOCK;
+    uint64_t part_blocks = fs->cfg.part_size / RD_BLOCK ? fs->cfg.part_size / RD_BLOCK : 1;
+    uint64_t max_ra = fs->cfg.max_readahead;
+    char *buf = malloc((size_t)(end - off));
+    if (!buf)
+        return ENOMEM;
+
+    pthread_mutex_lock(&rp->lock);
+    /* Sequential: near where the reads so far have reached.  The kernel's
+     * read-ahead sends several reads at once and they may arrive out of
+     * order, so a little behind counts too; a little ahead is a reader
+     * skipping.  Anything else is a seek. */
+    uint64_t behind = 2 * (uint64_t)RD_BLOCK, ahead = r->window > RD_BLOCK ? r->window : RD_BLOCK;
+    bool seq = r->next_off > 0 && off + behind >= r->next_off && off <= r->next_off + ahead;
+    struct rblock *b, *tmp;
+    if (seq) {
+        if (r->window < max_ra && end > r->next_off)
+            r->window *= 2;
+        HASH_ITER(hh, r->blocks, b, tmp)
+        if (b->no + 2 < b0 && b->state != RB_FETCHING) /* consumed */
+            block_drop(rp, b);
+    } else {
+        r->window = RD_BLOCK;
+        HASH_ITER(hh, r->blocks, b, tmp)
+        if ((b->no < b0 || b->no > b1) && b->state != RB_FETCHING)
+            block_drop(rp, b);
+    }
+    if (!seq || end > r->next_off)
+        r->next_off = end;
+    request(rp, r, b0, b1, true, part_blocks);
+    if (seq) {
+        uint64_t ra_end = end + r->window;
+        uint64_t last = (ra_end < r->size ? ra_end : r->size) - 1;
+        if (last / RD_BLOCK > b1)
+            request(rp, r, b1 + 1, last / RD_BLOCK, false, part_blocks);
+    }
+    /* Wait for the blocks and copy them out. */
+    int rc = 0;
+    for (uint64_t no = b0; no <= b1 && !rc; no++) {
+        HASH_FIND(hh, r->blocks, &no, sizeof(no), b);
+        if (!b) {
+            rc = EIO; /* could not even be asked for */
+            break;
+        }
+        b->pins++;
+        lru_update(rp, b);
+        while (b->state == RB_FETCHING)
+            pthread_cond_wait(&rp->cond, &rp->lock);
+        if (b->state == RB_ERROR) {
+            rc = b->error;
+            block_drop(rp, b); /* a later read tries again */
+        } else {
+            uint64_t from = no == b0 ? off - no * RD_BLOCK : 0;
+            uint64_t to = no == b1 ? end - no * RD_BLOCK : RD_BLOCK;
+            if (to > b->len)
+                rc = EIO; /* the object is shorter than it said */
+            else
+                memcpy(buf + (no * RD_BLOCK + from - off), b->data + from, to - from);
+        }
+        block_unpin(rp, b);
+    }
+    pthread_mutex_unlock(&rp->lock);
+    if (rc == ESTALE) {
+        /* The object was replaced: this handle cannot go on without mixing
+         * versions.  Make the next lookup or open see the new one. */
+        pthread_mutex_lock(&fs->lock);
+        struct fs_inode *in = fs_inode_get(fs, r->ino);
+        if (in)
+            in->attr_expire_ms = 0;
+        pthread_mutex_unlock(&fs->lock);
+        rc = EIO;
+    }
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
+    *n_out = (size_t)(end - off);
+    return 0;
+}
