@@ -1,0 +1,736 @@
+/* test_cache.c — the on-disk block cache (src/cache): round trips, misses,
+ * the file format, the size bound and LRU eviction, LRU order across a
+ * reopen (file mtimes), damaged and truncated files, the directory lock,
+ * limit 0, EFBIG, leftovers of interrupted writes, and many threads at once.
+ *
+ * Every test works in its own mkdtemp directory, removed afterwards. */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <isa-l/crc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache/cache.h"
+
+#define HDR 24    /* bytes of header in front of each block's data */
+#define DLEN 1000 /* data bytes of the small blocks used below */
+#define ENTRY (DLEN + HDR)
+
+struct fixture {
+    char dir[64];
+};
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    if (!f)
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/pailfs-cache-test-XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* Data of block `no` of object `id`: recognisable, different per block. */
+static void fill(unsigned char *buf, size_t len, const char *id, uint64_t no)
+{
+    uint32_t x = (uint32_t)(no * 2654435761u) ^ (uint32_t)strlen(id) ^ (uint32_t)id[0] << 8;
+    for (size_t i = 0; i < len; i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (unsigned char)(x >> 16);
+    }
+}
+
+static int put_block(struct cache *c, const char *id, uint64_t no, size_t len)
+{
+    unsigned char *d = malloc(len ? len : 1);
+    assert_non_null(d);
+    fill(d, len, id, no);
+    int rc = cache_put(c, id, no, d, len);
+    free(d);
+    return rc;
+}
+
+/* 0 when block (id, no) is cached with the right bytes; else the errno
+ * of cache_get (fails the test when it returns wrong bytes). */
+static int get_block(struct cache *c, const char *id, uint64_t no, size_t want_len)
+{
+    size_t cap = want_len + 4096, len = 12345;
+    unsigned char *got = malloc(cap), *want = malloc(want_len ? want_len : 1);
+    assert_non_null(got);
+    assert_non_null(want);
+    int rc = cache_get(c, id, no, got, cap, &len);
+    if (rc == 0) {
+        assert_int_equal(len, want_len);
+        fill(want, want_len, id, no);
+        assert_memory_equal(got, want, want_len);
+    }
+    free(got);
+    free(want);
+    return rc;
+}
+
+/* The names of the regular files in dir, other than ".lock", sorted, one
+ * string joined by spaces; also how many and their total size. */
+static int list_files(const char *dir, char *out, size_t cap, uint64_t *total)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    char *names[256];
+    int n = 0;
+    uint64_t sum = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode) ||
+            strcmp(de->d_name, ".lock") == 0)
+            continue;
+        assert_true(n < 256);
+        names[n++] = strdup(de->d_name);
+        sum += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (strcmp(names[j], names[i]) < 0) {
+                char *t = names[i];
+                names[i] = names[j];
+                names[j] = t;
+            }
+    if (out) {
+        *out = 0;
+        for (int i = 0; i < n; i++) {
+            if (i)
+                strncat(out, " ", cap - strlen(out) - 1);
+            strncat(out, names[i], cap - strlen(out) - 1);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    if (total)
+        *total = sum;
+    return n;
+}
+
+/* The path of the one .blk file whose name ends in "-<no>.blk" (the test
+ * must have cached exactly one object). */
+static void blk_path(const char *dir, uint64_t no, char *out, size_t cap)
+{
+    char suffix[32];
+    snprintf(suffix, sizeof(suffix), "-%llu.blk", (unsigned long long)no);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    int found = 0;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name), s = strlen(suffix);
+        if (l > s && strcmp(de->d_name + l - s, suffix) == 0) {
+            snprintf(out, cap, "%s/%s", dir, de->d_name);
+            found++;
+        }
+    }
+    closedir(d);
+    assert_int_equal(found, 1);
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* File mtimes keep the LRU order across a reopen; a coarse clock (one
+ * tick per jiffy) can give two quick uses the same time.  Space them. */
+static void tick(void)
+{
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- round trips ----------------------------------------------------- */
+
+static void test_put_get_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    pid_t owner = -1;
+    assert_int_equal(cache_open(f->dir, 16 << 20, &c, &owner), 0);
+    assert_non_null(c);
+    assert_int_equal(cache_limit(c), 16 << 20);
+    assert_int_equal(cache_size(c), 0);
+
+    assert_int_equal(put_block(c, "obj-a", 0, DLEN), 0);
+    assert_int_equal(get_block(c, "obj-a", 0, DLEN), 0);
+    assert_int_equal(cache_size(c), ENTRY);
+    /* a whole 1 MiB block, a short one and an empty one */
+    assert_int_equal(put_block(c, "obj-a", 1, 1 << 20), 0);
+    assert_int_equal(put_block(c, "obj-a", 2, 7), 0);
+    assert_int_equal(put_block(c, "obj-a", 3, 0), 0);
+    assert_int_equal(get_block(c, "obj-a", 1, 1 << 20), 0);
+    assert_int_equal(get_block(c, "obj-a", 2, 7), 0);
+    assert_int_equal(get_block(c, "obj-a", 3, 0), 0);
+    assert_int_equal(cache_size(c), ENTRY + (1 << 20) + HDR + 7 + HDR + 0 + HDR);
+    /* a get again gives the same bytes */
+    assert_int_equal(get_block(c, "obj-a", 1, 1 << 20), 0);
+    uint64_t total = 0;
+    assert_int_equal(list_files(f->dir, NULL, 0, &total), 4);
+    assert_int_equal(total, cache_size(c));
+    cache_close(c);
+}
+
+static void test_file_format(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    assert_int_equal(put_block(c, "endpoint\nbucket\nkey\n\"etag\"", 5, DLEN), 0);
+    char names[512];
+    assert_int_equal(list_files(f->dir, names, sizeof(names), NULL), 1);
+    /* "<32 hex>-5.blk" */
+    assert_int_equal(strlen(names), 32 + strlen("-5.blk"));
+    for (int i = 0; i < 32; i++)
+        assert_non_null(strchr("0123456789abcdef", names[i]));
+    assert_string_equal(names + 32, "-5.blk");
+
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", f->dir, names);
+    unsigned char raw[ENTRY + 16], want[DLEN];
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, raw, sizeof(raw)), ENTRY);
+    close(fd);
+    fill(want, DLEN, "endpoint\nbucket\nkey\n\"etag\"", 5);
+    assert_memory_equal(raw, "PAILBLK1", 8);
+    uint32_t crc = crc32_iscsi(want, DLEN, 0);
+    unsigned char le[8] = {crc, crc >> 8, crc >> 16, crc >> 24, DLEN & 0xff, DLEN >> 8, 0, 0};
+    assert_memory_equal(raw + 8, le, 8);
+    static const unsigned char zero[8];
+    assert_memory_equal(raw + 16, zero, 8);
+    assert_memory_equal(raw + HDR, want, DLEN);
+    cache_close(c);
+}
+
+static void test_miss_is_enoent(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    assert_int_equal(get_block(c, "obj-a", 0, DLEN), ENOENT);
+    assert_int_equal(put_block(c, "obj-a", 0, DLEN), 0);
+    assert_int_equal(get_block(c, "obj-a", 1, DLEN), ENOENT);  /* other block */
+    assert_int_equal(get_block(c, "obj-b", 0, DLEN), ENOENT);  /* other object */
+    assert_int_equal(get_block(c, "obj-a ", 0, DLEN), ENOENT); /* one byte more */
+    assert_int_equal(get_block(c, "obj-", 0, DLEN), ENOENT);
+    /* a new ETag is another identity: never the old blocks */
+    assert_int_equal(put_block(c, "ep\nb\nkey\n\"v1\"", 0, DLEN), 0);
+    assert_int_equal(get_block(c, "ep\nb\nkey\n\"v2\"", 0, DLEN), ENOENT);
+    assert_int_equal(get_block(c, "ep\nb\nkey\n\"v1\"", 0, DLEN), 0);
+    assert_int_equal(get_block(c, "obj-a", 0, DLEN), 0);
+    cache_close(c);
+}
+
+/* cache.h: "Store a block (replacing a copy already there)". */
+static void test_put_replaces(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    assert_int_equal(cache_put(c, "obj", 0, "old bytes", 9), 0);
+    assert_int_equal(cache_put(c, "obj", 0, "the new bytes", 13), 0);
+    char buf[64];
+    size_t len = 0;
+    assert_int_equal(cache_get(c, "obj", 0, buf, sizeof(buf), &len), 0);
+    assert_int_equal(len, 13);
+    assert_memory_equal(buf, "the new bytes", 13);
+    assert_int_equal(cache_size(c), HDR + 13);
+    assert_int_equal(list_files(f->dir, NULL, 0, NULL), 1);
+    cache_close(c);
+}
+
+/* ---- the bound ------------------------------------------------------- */
+
+static void test_bound_evicts_oldest_first(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const uint64_t limit = 4 * ENTRY + ENTRY / 2; /* room for 4 blocks */
+    assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
+    for (uint64_t no = 0; no < 6; no++) {
+        assert_int_equal(put_block(c, "obj", no, DLEN), 0);
+        assert_true(cache_size(c) <= limit);
+    }
+    assert_int_equal(cache_size(c), 4 * ENTRY);
+    uint64_t total = 0;
+    assert_int_equal(list_files(f->dir, NULL, 0, &total), 4);
+    assert_int_equal(total, 4 * ENTRY);
+    /* 0 and 1 went first */
+    assert_int_equal(get_block(c, "obj", 0, DLEN), ENOENT);
+    assert_int_equal(get_block(c, "obj", 1, DLEN), ENOENT);
+    /* a get makes 2 the most recent: 3 is evicted next, then 4 */
+    assert_int_equal(get_block(c, "obj", 2, DLEN), 0);
+    assert_int_equal(put_block(c, "obj", 6, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 3, DLEN), ENOENT);
+    assert_int_equal(put_block(c, "obj", 7, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 4, DLEN), ENOENT);
+    assert_int_equal(get_block(c, "obj", 2, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 5, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 6, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 7, DLEN), 0);
+    assert_int_equal(cache_size(c), 4 * ENTRY);
+    assert_int_equal(list_files(f->dir, NULL, 0, &total), 4);
+    assert_int_equal(total, 4 * ENTRY);
+    /* a big block evicts as many as it needs, oldest first: 4 2 5 6 7
+     * is the order, and 3 blocks must go for 3 entries' worth */
+    assert_int_equal(put_block(c, "big", 0, 3 * ENTRY), 0);
+    assert_int_equal(cache_size(c), ENTRY + 3 * ENTRY + HDR);
+    assert_int_equal(get_block(c, "big", 0, 3 * ENTRY), 0);
+    assert_int_equal(get_block(c, "obj", 7, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 6, DLEN), ENOENT);
+    assert_int_equal(list_files(f->dir, NULL, 0, &total), 2);
+    assert_int_equal(total, cache_size(c));
+    cache_close(c);
+}
+
+static void test_limit_zero_stores_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 0, &c, NULL), 0);
+    assert_int_equal(cache_limit(c), 0);
+    assert_int_equal(put_block(c, "obj", 0, DLEN), 0);
+    assert_int_equal(put_block(c, "obj", 1, 0), 0);
+    assert_int_equal(get_block(c, "obj", 0, DLEN), ENOENT);
+    assert_int_equal(get_block(c, "obj", 1, 0), ENOENT);
+    assert_int_equal(cache_size(c), 0);
+    assert_int_equal(list_files(f->dir, NULL, 0, NULL), 0);
+    cache_close(c);
+}
+
+static void test_larger_than_limit_is_efbig(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const uint64_t limit = 2000;
+    assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
+    assert_int_equal(put_block(c, "small", 0, DLEN), 0);
+    assert_int_equal(put_block(c, "obj", 0, limit - HDR + 1), EFBIG);
+    assert_int_equal(put_block(c, "obj", 1, 1 << 20), EFBIG);
+    /* nothing changed: the small block is still there */
+    assert_int_equal(cache_size(c), ENTRY);
+    assert_int_equal(get_block(c, "small", 0, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 0, limit - HDR + 1), ENOENT);
+    /* exactly the limit fits (evicting the small one) */
+    assert_int_equal(put_block(c, "obj", 2, limit - HDR), 0);
+    assert_int_equal(cache_size(c), limit);
+    assert_int_equal(get_block(c, "obj", 2, limit - HDR), 0);
+    assert_int_equal(get_block(c, "small", 0, DLEN), ENOENT);
+    assert_int_equal(list_files(f->dir, NULL, 0, NULL), 1);
+    cache_close(c);
+}
+
+/* ---- reopen ---------------------------------------------------------- */
+
+static void test_reopen_keeps_blocks_and_lru_order(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const uint64_t limit = 4 * ENTRY;
+    assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
+    for (uint64_t no = 0; no < 4; no++) {
+        assert_int_equal(put_block(c, "obj", no, DLEN), 0);
+        tick();
+    }
+    /* use 0 and then 2: the order from least recent is now 1 3 0 2 */
+    assert_int_equal(get_block(c, "obj", 0, DLEN), 0);
+    tick();
+    assert_int_equal(get_block(c, "obj", 2, DLEN), 0);
+    tick();
+    cache_close(c);
+
+    c = NULL;
+    assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
+    assert_int_equal(cache_size(c), 4 * ENTRY);
+    char p[4][256];
+    for (int no = 0; no < 4; no++)
+        blk_path(f->dir, (uint64_t)no, p[no], sizeof(p[no]));
+    /* (presence checked on disk: a get would change the order) */
+    assert_int_equal(put_block(c, "new", 0, DLEN), 0); /* evicts 1 */
+    assert_false(exists(p[1]));
+    assert_true(exists(p[0]) && exists(p[2]) && exists(p[3]));
+    assert_int_equal(put_block(c, "new", 1, DLEN), 0); /* evicts 3 */
+    assert_false(exists(p[3]));
+    assert_true(exists(p[0]) && exists(p[2]));
+    assert_int_equal(put_block(c, "new", 2, DLEN), 0); /* evicts 0 */
+    assert_false(exists(p[0]));
+    assert_true(exists(p[2]));
+    assert_int_equal(get_block(c, "obj", 2, DLEN), 0);
+    assert_int_equal(get_block(c, "new", 0, DLEN), 0);
+    assert_int_equal(cache_size(c), 4 * ENTRY);
+    cache_close(c);
+}
+
+static void test_reopen_with_smaller_limit_trims(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    for (uint64_t no = 0; no < 5; no++) {
+        assert_int_equal(put_block(c, "obj", no, DLEN), 0);
+        tick();
+    }
+    assert_int_equal(get_block(c, "obj", 1, DLEN), 0); /* 0 2 3 4 1 */
+    tick();
+    cache_close(c);
+    char p[5][256];
+    for (int no = 0; no < 5; no++)
+        blk_path(f->dir, (uint64_t)no, p[no], sizeof(p[no]));
+
+    c = NULL;
+    assert_int_equal(cache_open(f->dir, 2 * ENTRY + 10, &c, NULL), 0);
+    assert_int_equal(cache_size(c), 2 * ENTRY); /* trimmed at open */
+    uint64_t total = 0;
+    assert_int_equal(list_files(f->dir, NULL, 0, &total), 2);
+    assert_int_equal(total, 2 * ENTRY);
+    assert_true(exists(p[4]) && exists(p[1]));
+    assert_int_equal(get_block(c, "obj", 4, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 1, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 0, DLEN), ENOENT);
+    cache_close(c);
+}
+
+static void test_tmp_leftovers_removed_at_open(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    assert_int_equal(put_block(c, "obj", 0, DLEN), 0);
+    cache_close(c);
+    char blk[256];
+    blk_path(f->dir, 0, blk, sizeof(blk));
+    /* what a crash in the middle of cache_put leaves behind */
+    const char *junk[] = {"0123456789abcdef0123456789abcdef-3.blk.tmp.1f2e3d",
+                          "0123456789abcdef0123456789abcdef-4.blk.tmp.0", "x.tmp"};
+    char path[256];
+    for (size_t i = 0; i < sizeof(junk) / sizeof(*junk); i++) {
+        snprintf(path, sizeof(path), "%s/%s", f->dir, junk[i]);
+        FILE *fp = fopen(path, "w");
+        assert_non_null(fp);
+        fputs("half a block", fp);
+        fclose(fp);
+    }
+    c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    for (size_t i = 0; i < sizeof(junk) / sizeof(*junk); i++) {
+        snprintf(path, sizeof(path), "%s/%s", f->dir, junk[i]);
+        assert_false(exists(path));
+    }
+    char names[512];
+    assert_int_equal(list_files(f->dir, names, sizeof(names), NULL), 1);
+    assert_true(exists(blk));
+    assert_int_equal(cache_size(c), ENTRY);
+    assert_int_equal(get_block(c, "obj", 0, DLEN), 0);
+    cache_close(c);
+}
+
+/* ---- damage ---------------------------------------------------------- */
+
+static void flip_byte(const char *path, off_t at)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char b;
+    assert_int_equal(pread(fd, &b, 1, at), 1);
+    b ^= 0x5a;
+    assert_int_equal(pwrite(fd, &b, 1, at), 1);
+    close(fd);
+}
+
+static void test_damaged_block_dropped(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    for (uint64_t no = 0; no < 5; no++)
+        assert_int_equal(put_block(c, "obj", no, DLEN), 0);
+    char p[5][256];
+    for (int no = 0; no < 5; no++)
+        blk_path(f->dir, (uint64_t)no, p[no], sizeof(p[no]));
+    flip_byte(p[0], HDR + 500);                          /* the data */
+    flip_byte(p[1], HDR + DLEN - 1);                     /* its last byte */
+    flip_byte(p[2], 9);                                  /* the checksum */
+    flip_byte(p[3], 0);                                  /* the magic */
+    assert_int_equal(truncate(p[4], HDR + DLEN - 1), 0); /* a byte short */
+    for (uint64_t no = 0; no < 5; no++) {
+        assert_int_equal(get_block(c, "obj", no, DLEN), ENOENT);
+        assert_false(exists(p[no]));
+    }
+    assert_int_equal(cache_size(c), 0);
+    assert_int_equal(list_files(f->dir, NULL, 0, NULL), 0);
+    /* and it can be stored again */
+    assert_int_equal(put_block(c, "obj", 0, DLEN), 0);
+    assert_int_equal(get_block(c, "obj", 0, DLEN), 0);
+    cache_close(c);
+}
+
+static void test_damaged_length_and_truncated_header(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    for (uint64_t no = 0; no < 3; no++)
+        assert_int_equal(put_block(c, "obj", no, DLEN), 0);
+    char p[3][256];
+    for (int no = 0; no < 3; no++)
+        blk_path(f->dir, (uint64_t)no, p[no], sizeof(p[no]));
+    flip_byte(p[0], 13);                     /* the length says 23016 */
+    assert_int_equal(truncate(p[1], 10), 0); /* half a header */
+    assert_int_equal(truncate(p[2], 0), 0);  /* nothing at all */
+    for (uint64_t no = 0; no < 3; no++) {
+        assert_int_equal(get_block(c, "obj", no, DLEN), ENOENT);
+        assert_false(exists(p[no]));
+    }
+    assert_int_equal(cache_size(c), 0);
+    cache_close(c);
+}
+
+static void test_damage_found_after_reopen(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    assert_int_equal(put_block(c, "obj", 0, DLEN), 0);
+    assert_int_equal(put_block(c, "obj", 1, DLEN), 0);
+    cache_close(c);
+    char p0[256];
+    blk_path(f->dir, 0, p0, sizeof(p0));
+    flip_byte(p0, HDR + 3);
+    c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    assert_int_equal(get_block(c, "obj", 0, DLEN), ENOENT);
+    assert_false(exists(p0));
+    assert_int_equal(get_block(c, "obj", 1, DLEN), 0);
+    assert_int_equal(cache_size(c), ENTRY);
+    cache_close(c);
+}
+
+/* ---- ownership of the directory -------------------------------------- */
+
+static void test_second_open_is_ebusy(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL, *c2 = (struct cache *)0x1;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    assert_int_equal(put_block(c, "obj", 0, DLEN), 0);
+    pid_t owner = 0;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c2, &owner), EBUSY);
+    assert_ptr_equal(c2, (struct cache *)0x1); /* untouched */
+    assert_int_equal(owner, getpid());
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c2, NULL), EBUSY);
+    /* the refusal changed nothing */
+    assert_int_equal(get_block(c, "obj", 0, DLEN), 0);
+    cache_close(c);
+    c2 = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c2, &owner), 0);
+    assert_int_equal(owner, 0);
+    assert_int_equal(get_block(c2, "obj", 0, DLEN), 0);
+    cache_close(c2);
+}
+
+static void test_open_creates_dir_and_reports_errors(void **state)
+{
+    struct fixture *f = *state;
+    char sub[128];
+    snprintf(sub, sizeof(sub), "%s/blocks-b-00", f->dir);
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(sub, 1 << 20, &c, NULL), 0);
+    struct stat st;
+    assert_int_equal(stat(sub, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    cache_close(c);
+    /* a path under a regular file */
+    char file[128], under[160];
+    snprintf(file, sizeof(file), "%s/plain", f->dir);
+    FILE *fp = fopen(file, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    snprintf(under, sizeof(under), "%s/x", file);
+    c = NULL;
+    assert_int_equal(cache_open(under, 1 << 20, &c, NULL), ENOTDIR);
+    assert_null(c);
+}
+
+static void test_default_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct statvfs sv;
+    assert_int_equal(statvfs(f->dir, &sv), 0);
+    uint64_t tenth = (uint64_t)sv.f_bavail * sv.f_frsize / 10;
+    uint64_t lim = cache_default_limit(f->dir);
+    assert_true(lim <= 10ULL << 30);
+    assert_true(lim <= tenth + (tenth >> 6) + (1 << 20)); /* free space moves */
+    assert_true(lim >= (tenth < (10ULL << 30) ? tenth - (tenth >> 6) : 10ULL << 30) ||
+                lim == 10ULL << 30);
+}
+
+/* ---- threads ----------------------------------------------------------- */
+
+struct worker_arg {
+    struct cache *c;
+    int id;
+    int wrong;
+};
+
+static void *worker(void *p)
+{
+    struct worker_arg *a = p;
+    char id[16];
+    unsigned char buf[DLEN + 64], want[DLEN];
+    snprintf(id, sizeof(id), "obj-%d", a->id);
+    for (int round = 0; round < 300; round++) {
+        uint64_t no = (uint64_t)((round * 7 + a->id) % 23);
+        size_t len = 0;
+        int rc = cache_get(a->c, id, no, buf, sizeof(buf), &len);
+        if (rc == 0) {
+            fill(want, DLEN, id, no);
+            if (len != DLEN || memcmp(buf, want, DLEN) != 0)
+                a->wrong++;
+        } else if (rc != ENOENT) {
+            a->wrong++;
+        } else {
+            fill(want, DLEN, id, no);
+            rc = cache_put(a->c, id, no, want, DLEN);
+            if (rc != 0)
+                a->wrong++;
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const uint64_t limit = 20 * ENTRY;
+    assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
+    pthread_t t[6];
+    struct worker_arg a[6];
+    for (int i = 0; i < 6; i++) {
+        a[i] = (struct worker_arg){.c = c, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, worker, &a[i]), 0);
+    }
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(a[i].wrong, 0);
+    }
+    assert_true(cache_size(c) <= limit);
+    uint64_t total = 0;
+    int n = list_files(f->dir, NULL, 0, &total);
+    assert_int_equal(total, cache_size(c));
+    assert_int_equal((uint64_t)n * ENTRY, total);
+    cache_close(c);
+}
+
+/* Many writers and a bound of a few blocks: blocks are evicted while
+ * others are still being written.  Afterwards the directory must hold
+ * exactly what the index counts, within the bound. */
+#define BIG (64 * 1024)
+
+static void *writer(void *p)
+{
+    struct worker_arg *a = p;
+    char id[16];
+    unsigned char *d = malloc(BIG);
+    snprintf(id, sizeof(id), "w-%d", a->id);
+    for (uint64_t no = 0; d && no < 150; no++) {
+        fill(d, BIG, id, no);
+        if (cache_put(a->c, id, no, d, BIG) != 0)
+            a->wrong++;
+    }
+    free(d);
+    return NULL;
+}
+
+static void test_threads_bound_on_disk(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const uint64_t limit = 4 * (BIG + HDR);
+    assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
+    pthread_t t[6];
+    struct worker_arg a[6];
+    for (int i = 0; i < 6; i++) {
+        a[i] = (struct worker_arg){.c = c, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, writer, &a[i]), 0);
+    }
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(a[i].wrong, 0);
+    }
+    assert_true(cache_size(c) <= limit);
+    uint64_t total = 0;
+    int n = list_files(f->dir, NULL, 0, &total);
+    /* no file the index forgot (a block evicted while being written) */
+    assert_int_equal(total, cache_size(c));
+    assert_true(total <= limit);
+    assert_true(n <= 4);
+    cache_close(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_get_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_miss_is_enoent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_replaces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bound_evicts_oldest_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limit_zero_stores_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_larger_than_limit_is_efbig, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_keeps_blocks_and_lru_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_with_smaller_limit_trims, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmp_leftovers_removed_at_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_block_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_length_and_truncated_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damage_found_after_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_open_is_ebusy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_creates_dir_and_reports_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads_bound_on_disk, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
