@@ -533,10 +533,17 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
         }
         pthread_mutex_unlock(&wf->lock);
     }
-    if (!rc && !data)
-        rc = fs_reader_read(h->reader, (uint64_t)off, size, &data, &got);
     /* Nothing of the handle is touched after the reply: once the kernel has
      * the data, a RELEASE may free the handle on another thread at once. */
+    if (!rc && !data) {
+        struct fs_read_reply rep;
+        rc = fs_reader_read(h->reader, (uint64_t)off, size, &rep);
+        if (!rc) {
+            fuse_reply_iov(req, rep.iov, (int)rep.n);
+            fs_read_reply_done(&rep);
+            return;
+        }
+    }
     if (rc)
         fuse_reply_err(req, rc);
     else

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <uthash.h>
 
 #define FS_MAX_NAME 255
@@ -86,6 +87,7 @@ struct fs_open {
 
 struct fs_readpool;
 struct fs_reader;
+struct rblock;
 
 struct fs {
     struct fs_config cfg;
@@ -235,10 +237,21 @@ void fs_readpool_free(struct fs *fs);
 struct fs_reader *fs_reader_new(struct fs *fs, fuse_ino_t ino, const char *path,
                                 const struct fs_attr *a);
 void fs_reader_free(struct fs_reader *r);
-/* Read [off, off+size) (clipped at the end of the object) into *out
- * (malloc'ed, caller frees; NULL for 0 bytes).  0, ENOMEM, or EIO (the
- * server failed, or the object changed since it was opened). */
-int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, char **out, size_t *n);
+/* What a read hands to fuse_reply_iov: pieces of blocks, kept from being
+ * freed until fs_read_reply_done(). */
+#define FS_READ_MAX_IOV 8
+struct fs_read_reply {
+    struct iovec iov[FS_READ_MAX_IOV];
+    struct rblock *pinned[FS_READ_MAX_IOV];
+    size_t n;
+    struct fs_readpool *rp;
+};
+/* Read [off, off+size) (clipped at the end of the object; at most 7 MiB)
+ * into rep->iov[0..n).  0 (call fs_read_reply_done after replying), EINVAL
+ * (too big), or EIO (the server failed, or the object changed since it was
+ * opened). */
+int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_read_reply *rep);
+void fs_read_reply_done(struct fs_read_reply *rep);
 
 /* Store what an inode's staging file holds (if dirty) as its object. */
 int fs_upload(struct fs *fs, struct fs_inode *in);

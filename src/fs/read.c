@@ -60,6 +60,7 @@ struct fs_reader {
     fuse_ino_t ino;
     struct rblock *blocks;      /* by block number */
     uint64_t next_off;          /* where a sequential read would go on */
+    uint64_t ra_next;           /* the first block the read-ahead has not asked for */
     uint64_t window;
     unsigned refs;              /* the handle and each job */
 };
@@ -275,12 +276,14 @@ static void *worker(void *arg)
 
 /* Queue fetches for blocks [first, last] that r does not hold; `wait`
  * says whether to wait for memory (blocks a read needs) or to stop at the
- * first one there is no memory for (read-ahead). */
-static void request(struct fs_readpool *rp, struct fs_reader *r, uint64_t first, uint64_t last,
-                    bool wait, uint64_t part_blocks)
+ * first one there is no memory for (read-ahead).  Returns the first block
+ * not asked for (last + 1 when all were). */
+static uint64_t request(struct fs_readpool *rp, struct fs_reader *r, uint64_t first,
+                        uint64_t last, bool wait, uint64_t part_blocks)
 {
     struct rjob *j = NULL;
-    for (uint64_t no = first; no <= last; no++) {
+    uint64_t no = first;
+    for (; no <= last; no++) {
         struct rblock *b;
         HASH_FIND(hh, r->blocks, &no, sizeof(no), b);
         if (!b && !(b = block_new(rp, r, no, wait)))
@@ -316,6 +319,7 @@ static void request(struct fs_readpool *rp, struct fs_reader *r, uint64_t first,
     if (j)
         LL_APPEND(rp->queue, j);
     pthread_cond_broadcast(&rp->cond);
+    return no; /* the first block not asked for */
 }
 
 /* ---- the interface --------------------------------------------------- */
@@ -444,21 +448,19 @@ void fs_reader_free(struct fs_reader *r)
     pthread_mutex_unlock(&rp->lock);
 }
 
-int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, char **out, size_t *n_out)
+int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_read_reply *rep)
 {
     struct fs *fs = r->fs;
     struct fs_readpool *rp = fs->rp;
-    *out = NULL;
-    *n_out = 0;
+    memset(rep, 0, sizeof(*rep));
     if (off >= r->size || size == 0)
         return 0;
     uint64_t end = off + size < r->size ? off + size : r->size;
     uint64_t b0 = off / RD_BLOCK, b1 = (end - 1) / RD_BLOCK;
+    if (b1 - b0 + 1 > FS_READ_MAX_IOV)
+        return EINVAL; /* the kernel never asks for that much at once */
     uint64_t part_blocks = fs->cfg.part_size / RD_BLOCK ? fs->cfg.part_size / RD_BLOCK : 1;
     uint64_t max_ra = fs->cfg.max_readahead;
-    char *buf = malloc((size_t)(end - off));
-    if (!buf)
-        return ENOMEM;
 
     pthread_mutex_lock(&rp->lock);
     /* Sequential: near where the reads so far have reached.  The kernel's
@@ -483,37 +485,55 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, char **out, s
     if (!seq || end > r->next_off)
         r->next_off = end;
     request(rp, r, b0, b1, true, part_blocks);
+    if (!seq || r->ra_next <= b1)
+        r->ra_next = b1 + 1;
     if (seq) {
-        uint64_t ra_end = end + r->window;
-        uint64_t last = (ra_end < r->size ? ra_end : r->size) - 1;
-        if (last / RD_BLOCK > b1)
-            request(rp, r, b1 + 1, last / RD_BLOCK, false, part_blocks);
+        /* Whole parts, so each GET is part_size long. */
+        uint64_t n_blocks = (r->size + RD_BLOCK - 1) / RD_BLOCK;
+        uint64_t want = (end + r->window + RD_BLOCK - 1) / RD_BLOCK;
+        if (want > n_blocks)
+            want = n_blocks;
+        while (r->ra_next < want) {
+            uint64_t last = r->ra_next + part_blocks - 1;
+            if (last >= n_blocks)
+                last = n_blocks - 1;
+            uint64_t got = request(rp, r, r->ra_next, last, false, part_blocks);
+            bool all = got > last;
+            r->ra_next = got;
+            if (!all)
+                break; /* no memory to spare: the next read goes on */
+        }
     }
-    /* Wait for the blocks and copy them out. */
+    /* Wait for the blocks; they stay pinned until the reply is sent, which
+     * points into them (no copy). */
     int rc = 0;
     for (uint64_t no = b0; no <= b1 && !rc; no++) {
-        HASH_FIND(hh, r->blocks, &no, sizeof(no), b);
-        if (!b) {
+        struct rblock *blk;
+        HASH_FIND(hh, r->blocks, &no, sizeof(no), blk);
+        if (!blk) {
             rc = EIO; /* could not even be asked for */
             break;
         }
-        b->pins++;
-        lru_update(rp, b);
-        while (b->state == RB_FETCHING)
+        blk->pins++;
+        lru_update(rp, blk);
+        rep->pinned[rep->n++] = blk;
+        while (blk->state == RB_FETCHING)
             pthread_cond_wait(&rp->cond, &rp->lock);
-        if (b->state == RB_ERROR) {
-            rc = b->error;
-            block_drop(rp, b); /* a later read tries again */
-        } else {
-            uint64_t from = no == b0 ? off - no * RD_BLOCK : 0;
-            uint64_t to = no == b1 ? end - no * RD_BLOCK : RD_BLOCK;
-            if (to > b->len)
-                rc = EIO; /* the object is shorter than it said */
-            else
-                memcpy(buf + (no * RD_BLOCK + from - off), b->data + from, to - from);
+        if (blk->state == RB_ERROR) {
+            rc = blk->error;
+            block_drop(rp, blk); /* a later read tries again */
+            break;
         }
-        block_unpin(rp, b);
+        uint64_t from = no == b0 ? off - no * RD_BLOCK : 0;
+        uint64_t to = no == b1 ? end - no * RD_BLOCK : RD_BLOCK;
+        if (to > blk->len) {
+            rc = EIO; /* the object is shorter than it said */
+            break;
+        }
+        rep->iov[rep->n - 1].iov_base = blk->data + from;
+        rep->iov[rep->n - 1].iov_len = to - from;
     }
+    rep->rp = rp;
     pthread_mutex_unlock(&rp->lock);
     if (rc == ESTALE) {
         /* The object was replaced: this handle cannot go on without mixing
@@ -525,11 +545,18 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, char **out, s
         pthread_mutex_unlock(&fs->lock);
         rc = EIO;
     }
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    *out = buf;
-    *n_out = (size_t)(end - off);
-    return 0;
+    if (rc)
+        fs_read_reply_done(rep);
+    return rc;
+}
+
+void fs_read_reply_done(struct fs_read_reply *rep)
+{
+    if (!rep->rp)
+        return;
+    pthread_mutex_lock(&rep->rp->lock);
+    for (size_t i = 0; i < rep->n; i++)
+        block_unpin(rep->rp, rep->pinned[i]);
+    pthread_mutex_unlock(&rep->rp->lock);
+    memset(rep, 0, sizeof(*rep));
 }

@@ -198,6 +198,9 @@ static int easy_setup(struct http_engine *eng, CURL *e, struct http_request *req
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_PATH_AS_IS, 1L); /* S3 keys may hold "./" and "../": never squash them */
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    /* Bigger socket reads and writes: fewer callbacks per MiB moved. */
+    SET(CURLOPT_BUFFERSIZE, 256L * 1024);
+    SET(CURLOPT_UPLOAD_BUFFERSIZE, 1024L * 1024);
     if (eng->cafile)
         SET(CURLOPT_CAINFO, eng->cafile);
     if (eng->opts.no_verify_ssl) {
