@@ -5,8 +5,9 @@
  * asks for the blocks it covers; a reader that keeps reading where it left
  * off (sequential) also asks for the blocks ahead of it, up to its window,
  * which starts at 1 MiB and doubles with every sequential read up to
- * max_readahead; a read anywhere else resets the window and drops the
- * blocks it held, so a random reader fetches only the block it touches.
+ * max_readahead; a read anywhere else resets the window, so a random
+ * reader fetches only the block it touches (and keeps the blocks it has
+ * read while memory allows: random readers come back to them).
  *
  * Missing blocks are fetched by a pool of worker threads (read_parallel of
  * them): a job is a run of up to part_size consecutive blocks; it takes
@@ -46,6 +47,7 @@ struct rblock {
     enum rb_state state;
     int error;
     unsigned pins;              /* reads waiting on it and its job */
+    bool used;                  /* a read has had bytes from it */
     bool in_lru;
     struct rblock *lru_prev, *lru_next; /* reclaimable: ready, in a table, unpinned */
     UT_hash_handle hh;          /* r->blocks */
@@ -135,10 +137,20 @@ static struct rblock *block_new(struct fs_readpool *rp, struct fs_reader *r, uin
         uint64_t limit = wait ? rp->mem_limit : rp->mem_limit - rp->reserve;
         if (rp->mem_used + RD_BLOCK <= limit)
             break;
-        if (!wait)
+        /* Room is made from finished blocks no read is using, least
+         * recently used first; read-ahead takes only blocks already read
+         * from, never another reader's read-ahead not yet read. */
+        struct rblock *victim = NULL;
+        unsigned scanned = 0;
+        for (struct rblock *c = rp->lru; c && scanned < 64; c = c->lru_next, scanned++)
+            if (wait || c->used) {
+                victim = c;
+                break;
+            }
+        if (victim)
+            block_drop(rp, victim); /* frees it: it was unpinned */
+        else if (!wait)
             return NULL;
-        if (rp->lru)
-            block_drop(rp, rp->lru); /* frees it: it was unpinned */
         else
             pthread_cond_wait(&rp->cond, &rp->lock);
     }
@@ -477,10 +489,10 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
         if (b->no + 2 < b0 && b->state != RB_FETCHING) /* consumed */
             block_drop(rp, b);
     } else {
+        /* A seek: no read-ahead.  Blocks already here stay while memory
+         * allows (random readers come back to them); the least recently
+         * used go first when a read needs room. */
         r->window = RD_BLOCK;
-        HASH_ITER(hh, r->blocks, b, tmp)
-        if ((b->no < b0 || b->no > b1) && b->state != RB_FETCHING)
-            block_drop(rp, b);
     }
     if (!seq || end > r->next_off)
         r->next_off = end;
@@ -530,6 +542,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
             rc = EIO; /* the object is shorter than it said */
             break;
         }
+        blk->used = true;
         rep->iov[rep->n - 1].iov_base = blk->data + from;
         rep->iov[rep->n - 1].iov_len = to - from;
     }
