@@ -1,7 +1,8 @@
 /* read.c — the read path: blocks, read-ahead, memory bound, disk cache.
  *
- * An object is read in blocks of 1 MiB.  Each open file has a reader: a
- * table of the blocks it holds in memory and a read-ahead window.  A read
+ * An object is read in blocks of 1 MiB.  The blocks in memory belong to
+ * the object version (every open file reading it shares them); each open
+ * file has a reader with its own read-ahead window.  A read
  * asks for the blocks it covers; a reader that keeps reading where it left
  * off (sequential) also asks for the blocks ahead of it, up to its window,
  * which starts at 1 MiB and doubles with every sequential read up to
@@ -23,8 +24,8 @@
  * blocks no read is using.  So readers share the bound by back-pressure and
  * never fail for want of memory.
  *
- * Locking: one mutex (rp->lock) guards every reader table, block and the
- * job queue; data of a block is written only by its one job while it is
+ * Locking: one mutex (rp->lock) guards the objects, their block tables,
+ * the readers' windows and the job queue; data of a block is written only by its one job while it is
  * FETCHING, and read only after it is READY. */
 #include "cache/cache.h"
 #include "fs/fs_private.h"
@@ -40,7 +41,7 @@
 enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
 
 struct rblock {
-    struct fs_reader *r;        /* the table holding it; NULL once dropped */
+    struct robj *o;             /* the table holding it; NULL once dropped */
     uint64_t no;
     char *data;
     size_t len;
@@ -50,25 +51,32 @@ struct rblock {
     bool used;                  /* a read has had bytes from it */
     bool in_lru;
     struct rblock *lru_prev, *lru_next; /* reclaimable: ready, in a table, unpinned */
-    UT_hash_handle hh;          /* r->blocks */
+    UT_hash_handle hh;          /* o->blocks */
+};
+
+/* An object version being read, shared by every open file reading it. */
+struct robj {
+    char *key;
+    char *id;                   /* cache identity: endpoint, bucket, key, ETag */
+    char etag[80];
+    uint64_t size;
+    struct rblock *blocks;      /* by block number */
+    unsigned readers;           /* open files reading it */
+    unsigned refs;              /* readers and jobs */
+    UT_hash_handle hh;          /* rp->objs, by id */
 };
 
 struct fs_reader {
     struct fs *fs;
-    char *key;
-    char *id;                   /* cache identity: endpoint, bucket, key, ETag */
-    char etag[80];
-    uint64_t size;              /* of the object version read */
+    struct robj *o;
     fuse_ino_t ino;
-    struct rblock *blocks;      /* by block number */
     uint64_t next_off;          /* where a sequential read would go on */
     uint64_t ra_next;           /* the first block the read-ahead has not asked for */
     uint64_t window;
-    unsigned refs;              /* the handle and each job */
 };
 
 struct rjob {
-    struct fs_reader *r;
+    struct robj *o;
     struct rblock **blocks;
     size_t n;
     struct rjob *next;
@@ -79,18 +87,20 @@ struct fs_readpool {
     pthread_cond_t cond;        /* blocks done, memory freed, jobs queued */
     uint64_t mem_used, mem_limit, reserve;
     struct rblock *lru;
+    struct robj *objs;          /* by id */
     struct rjob *queue;
     bool stop;
     pthread_t *threads;
     unsigned n_threads;
     struct cache *cache;
+    struct s3_client *s3;
 };
 
 /* ---- blocks (rp->lock held) ------------------------------------------ */
 
 static void lru_update(struct fs_readpool *rp, struct rblock *b)
 {
-    bool want = b->r && b->state != RB_FETCHING && b->pins == 0;
+    bool want = b->o && b->state != RB_FETCHING && b->pins == 0;
     if (want == b->in_lru)
         return;
     if (want)
@@ -102,7 +112,7 @@ static void lru_update(struct fs_readpool *rp, struct rblock *b)
 
 static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
 {
-    if (b->r || b->pins)
+    if (b->o || b->pins)
         return;
     free(b->data);
     free(b);
@@ -117,20 +127,20 @@ static void block_unpin(struct fs_readpool *rp, struct rblock *b)
     block_maybe_free(rp, b);
 }
 
-/* Take a block out of its reader's table. */
+/* Take a block out of its object's table. */
 static void block_drop(struct fs_readpool *rp, struct rblock *b)
 {
-    if (!b->r)
+    if (!b->o)
         return;
-    HASH_DEL(b->r->blocks, b);
-    b->r = NULL;
+    HASH_DEL(b->o->blocks, b);
+    b->o = NULL;
     lru_update(rp, b);
     block_maybe_free(rp, b);
 }
 
-/* A new FETCHING block in r's table, or NULL: without `wait` when memory
+/* A new FETCHING block in o's table, or NULL: without `wait` when memory
  * beyond the reserve is used up; with `wait` after reclaiming or waiting. */
-static struct rblock *block_new(struct fs_readpool *rp, struct fs_reader *r, uint64_t no,
+static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t no,
                                 bool wait)
 {
     for (;;) {
@@ -160,10 +170,10 @@ static struct rblock *block_new(struct fs_readpool *rp, struct fs_reader *r, uin
         return NULL;
     }
     rp->mem_used += RD_BLOCK;
-    b->r = r;
+    b->o = o;
     b->no = no;
     b->state = RB_FETCHING;
-    HASH_ADD(hh, r->blocks, no, sizeof(b->no), b);
+    HASH_ADD(hh, o->blocks, no, sizeof(b->no), b);
     return b;
 }
 
@@ -193,7 +203,7 @@ static int fill_sink(void *arg, const void *data, size_t len)
             b->state = RB_READY;
             pthread_cond_broadcast(&f->rp->cond);
             /* Nobody wants the rest (the file was closed): stop here. */
-            bool stop = !b->r && f->i + 1 < f->n && !f->blocks[f->i + 1]->r;
+            bool stop = !b->o && f->i + 1 < f->n && !f->blocks[f->i + 1]->o;
             pthread_mutex_unlock(&f->rp->lock);
             f->i++;
             if (stop)
@@ -205,8 +215,7 @@ static int fill_sink(void *arg, const void *data, size_t len)
 
 static void run_job(struct fs_readpool *rp, struct rjob *j)
 {
-    struct fs_reader *r = j->r;
-    struct fs *fs = r->fs;
+    struct robj *r = j->o;
     bool cached[j->n];
     for (size_t i = 0; i < j->n; i++) {
         struct rblock *b = j->blocks[i];
@@ -234,7 +243,7 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
             k++;
         struct fill f = {.rp = rp, .blocks = j->blocks + i, .n = k - i};
         uint64_t off = j->blocks[i]->no * RD_BLOCK;
-        int rc = s3_get_object(fs->s3, r->key, off, (uint64_t)(k - i) * RD_BLOCK,
+        int rc = s3_get_object(rp->s3, r->key, off, (uint64_t)(k - i) * RD_BLOCK,
                                *r->etag ? r->etag : NULL, fill_sink, &f, NULL, NULL);
         pthread_mutex_lock(&rp->lock);
         for (size_t m = 0; m < f.n; m++) {
@@ -260,7 +269,7 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
     }
 }
 
-static void reader_unref_locked(struct fs_readpool *rp, struct fs_reader *r);
+static void obj_unref_locked(struct fs_readpool *rp, struct robj *o);
 
 static void *worker(void *arg)
 {
@@ -278,7 +287,7 @@ static void *worker(void *arg)
         pthread_mutex_lock(&rp->lock);
         for (size_t i = 0; i < j->n; i++)
             block_unpin(rp, j->blocks[i]);
-        reader_unref_locked(rp, j->r);
+        obj_unref_locked(rp, j->o);
         free(j->blocks);
         free(j);
     }
@@ -286,19 +295,19 @@ static void *worker(void *arg)
     return NULL;
 }
 
-/* Queue fetches for blocks [first, last] that r does not hold; `wait`
+/* Queue fetches for blocks [first, last] of o that are not held; `wait`
  * says whether to wait for memory (blocks a read needs) or to stop at the
  * first one there is no memory for (read-ahead).  Returns the first block
  * not asked for (last + 1 when all were). */
-static uint64_t request(struct fs_readpool *rp, struct fs_reader *r, uint64_t first,
+static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
                         uint64_t last, bool wait, uint64_t part_blocks)
 {
     struct rjob *j = NULL;
     uint64_t no = first;
     for (; no <= last; no++) {
         struct rblock *b;
-        HASH_FIND(hh, r->blocks, &no, sizeof(no), b);
-        if (!b && !(b = block_new(rp, r, no, wait)))
+        HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
+        if (!b && !(b = block_new(rp, o, no, wait)))
             break;
         if (b->state != RB_FETCHING || b->pins) { /* there, or on its way */
             if (j) {
@@ -318,8 +327,8 @@ static uint64_t request(struct fs_readpool *rp, struct fs_reader *r, uint64_t fi
                 block_drop(rp, b);
                 break;
             }
-            j->r = r;
-            r->refs++;
+            j->o = o;
+            o->refs++;
         }
         b->pins++; /* the job's */
         j->blocks[j->n++] = b;
@@ -343,6 +352,7 @@ int fs_readpool_new(struct fs *fs)
         return ENOMEM;
     pthread_mutex_init(&rp->lock, NULL);
     pthread_cond_init(&rp->cond, NULL);
+    rp->s3 = fs->s3;
     rp->mem_limit = fs->cfg.max_memory < 4 * RD_BLOCK ? 4 * RD_BLOCK : fs->cfg.max_memory;
     rp->reserve = rp->mem_limit / 4 < 32 * RD_BLOCK ? rp->mem_limit / 4 : 32 * RD_BLOCK;
     int rc = 0;
@@ -401,7 +411,7 @@ void fs_readpool_free(struct fs *fs)
         rp->queue = j->next;
         for (size_t i = 0; i < j->n; i++)
             block_unpin(rp, j->blocks[i]);
-        reader_unref_locked(rp, j->r);
+        obj_unref_locked(rp, j->o);
         free(j->blocks);
         free(j);
     }
@@ -415,36 +425,55 @@ void fs_readpool_free(struct fs *fs)
 struct fs_reader *fs_reader_new(struct fs *fs, fuse_ino_t ino, const char *path,
                                 const struct fs_attr *a)
 {
+    struct fs_readpool *rp = fs->rp;
     struct fs_reader *r = calloc(1, sizeof(*r));
-    if (!r)
-        return NULL;
-    r->fs = fs;
-    r->ino = ino;
-    r->key = fs_key(fs, path, false);
-    snprintf(r->etag, sizeof(r->etag), "%s", a->etag);
-    r->size = a->size;
-    r->window = RD_BLOCK;
-    r->refs = 1;
+    char *key = fs_key(fs, path, false);
     struct buf id = BUF_INIT;
     buf_printf(&id, "%s\n%s\n%s\n%s", fs->cfg.endpoint ? fs->cfg.endpoint : "", fs->cfg.bucket,
-               r->key ? r->key : "", r->etag);
-    r->id = id.data ? buf_steal(&id) : NULL;
-    if (!r->key || !r->id) {
-        free(r->key);
-        free(r->id);
+               key ? key : "", a->etag);
+    if (!r || !key || !id.data) {
+        free(r);
+        free(key);
+        buf_free(&id);
+        return NULL;
+    }
+    r->fs = fs;
+    r->ino = ino;
+    r->window = RD_BLOCK;
+    pthread_mutex_lock(&rp->lock);
+    struct robj *o;
+    HASH_FIND_STR(rp->objs, id.data, o);
+    if (!o && (o = calloc(1, sizeof(*o)))) {
+        o->key = key;
+        o->id = buf_steal(&id);
+        key = NULL;
+        snprintf(o->etag, sizeof(o->etag), "%s", a->etag);
+        o->size = a->size;
+        HASH_ADD_KEYPTR(hh, rp->objs, o->id, strlen(o->id), o);
+    }
+    if (o) {
+        o->readers++;
+        o->refs++;
+    }
+    pthread_mutex_unlock(&rp->lock);
+    free(key);
+    buf_free(&id);
+    if (!o) {
         free(r);
         return NULL;
     }
+    r->o = o;
     return r;
 }
 
-static void reader_unref_locked(struct fs_readpool *rp, struct fs_reader *r)
+static void obj_unref_locked(struct fs_readpool *rp, struct robj *o)
 {
-    if (--r->refs)
+    if (--o->refs)
         return;
-    free(r->key);
-    free(r->id);
-    free(r);
+    HASH_DEL(rp->objs, o);
+    free(o->key);
+    free(o->id);
+    free(o);
 }
 
 void fs_reader_free(struct fs_reader *r)
@@ -452,12 +481,16 @@ void fs_reader_free(struct fs_reader *r)
     if (!r)
         return;
     struct fs_readpool *rp = r->fs->rp;
+    struct robj *o = r->o;
     pthread_mutex_lock(&rp->lock);
-    struct rblock *b, *tmp;
-    HASH_ITER(hh, r->blocks, b, tmp)
-    block_drop(rp, b);
-    reader_unref_locked(rp, r);
+    if (--o->readers == 0) { /* nobody reads it any more: let its blocks go */
+        struct rblock *b, *tmp;
+        HASH_ITER(hh, o->blocks, b, tmp)
+        block_drop(rp, b);
+    }
+    obj_unref_locked(rp, o);
     pthread_mutex_unlock(&rp->lock);
+    free(r);
 }
 
 int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_read_reply *rep)
@@ -465,9 +498,9 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     struct fs *fs = r->fs;
     struct fs_readpool *rp = fs->rp;
     memset(rep, 0, sizeof(*rep));
-    if (off >= r->size || size == 0)
+    if (off >= r->o->size || size == 0)
         return 0;
-    uint64_t end = off + size < r->size ? off + size : r->size;
+    uint64_t end = off + size < r->o->size ? off + size : r->o->size;
     uint64_t b0 = off / RD_BLOCK, b1 = (end - 1) / RD_BLOCK;
     if (b1 - b0 + 1 > FS_READ_MAX_IOV)
         return EINVAL; /* the kernel never asks for that much at once */
@@ -485,7 +518,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     if (seq) {
         if (r->window < max_ra && end > r->next_off)
             r->window *= 2;
-        HASH_ITER(hh, r->blocks, b, tmp)
+        HASH_ITER(hh, r->o->blocks, b, tmp)
         if (b->no + 2 < b0 && b->state != RB_FETCHING) /* consumed */
             block_drop(rp, b);
     } else {
@@ -496,12 +529,12 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     }
     if (!seq || end > r->next_off)
         r->next_off = end;
-    request(rp, r, b0, b1, true, part_blocks);
+    request(rp, r->o, b0, b1, true, part_blocks);
     if (!seq || r->ra_next <= b1)
         r->ra_next = b1 + 1;
     if (seq) {
         /* Whole parts, so each GET is part_size long. */
-        uint64_t n_blocks = (r->size + RD_BLOCK - 1) / RD_BLOCK;
+        uint64_t n_blocks = (r->o->size + RD_BLOCK - 1) / RD_BLOCK;
         uint64_t want = (end + r->window + RD_BLOCK - 1) / RD_BLOCK;
         if (want > n_blocks)
             want = n_blocks;
@@ -509,7 +542,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
             uint64_t last = r->ra_next + part_blocks - 1;
             if (last >= n_blocks)
                 last = n_blocks - 1;
-            uint64_t got = request(rp, r, r->ra_next, last, false, part_blocks);
+            uint64_t got = request(rp, r->o, r->ra_next, last, false, part_blocks);
             bool all = got > last;
             r->ra_next = got;
             if (!all)
@@ -521,7 +554,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     int rc = 0;
     for (uint64_t no = b0; no <= b1 && !rc; no++) {
         struct rblock *blk;
-        HASH_FIND(hh, r->blocks, &no, sizeof(no), blk);
+        HASH_FIND(hh, r->o->blocks, &no, sizeof(no), blk);
         if (!blk) {
             rc = EIO; /* could not even be asked for */
             break;
