@@ -155,6 +155,7 @@ class Pailfs(Contender):
         super().__init__()
         self.binary = binary
         self._help = None
+        self.version_text = None  # set when binary is a snapshot of the built one
 
     def missing(self):
         if not (self.binary and os.access(self.binary, os.X_OK)):
@@ -178,11 +179,14 @@ class Pailfs(Contender):
         return bool(re.search(r"gunzip", self.help()))
 
     def version(self):
+        if self.version_text:
+            return self.version_text
         rev = _first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
         dirty = subprocess.run(["git", "-C", REPO, "diff", "--quiet", "HEAD", "--", "src"],
                                capture_output=True).returncode
-        return f"{_first_line([self.binary, '--version'])} (git {rev}" + \
-            (", src/ modified)" if dirty else ")")
+        built = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(self.binary)))
+        return f"{_first_line([self.binary, '--version'])}, built {built} from git {rev}" + \
+            (" with uncommitted changes in src/" if dirty else "")
 
     def argv(self, endpoint, mnt, cache_dir, workdir):
         opts = f"endpoint={endpoint},path_style,cache_dir={cache_dir}"

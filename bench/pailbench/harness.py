@@ -17,7 +17,7 @@ import argparse
 import datetime
 import os
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +29,7 @@ from . import deps
 from . import fixtures as F
 from . import report
 from . import workloads as W
-from .util import DiskSampler, detail, force_unmount, fuse_abort, human_bytes, log, \
+from .util import DiskSampler, detail, fuse_abort, human_bytes, log, \
     mount_entry, run, set_log_file, vm_hwm
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -265,6 +265,7 @@ def local_ceilings(ctx):
 
 def main(argv):
     args = parse_args(argv)
+    args.argv = list(argv)
     if os.geteuid() != 0:
         print("bench/run: run as root (it mounts filesystems and drops the page cache)",
               file=sys.stderr)
@@ -296,6 +297,46 @@ def main(argv):
     server_dir = tempfile.mkdtemp(prefix="pailfs-bench-s3rver-", dir=server_tmp)
     log(f"bench: s3rver data in {server_dir}")
 
+    # SIGTERM ends the run like Ctrl-C: through the finally blocks that
+    # unmount, stop the server and remove the work directories.
+    signal.signal(signal.SIGTERM, _sigterm)
+    rows = []
+    try:
+        return _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows)
+    finally:
+        for row in rows:
+            if row.c.is_fs:
+                row.c.kill()
+        shutil.rmtree(server_dir, ignore_errors=True)
+        logs = os.path.join(args.tmp, f"pailfs-bench-logs-{stamp}")
+        shutil.move(os.path.join(workdir, "logs"), logs)
+        log(f"logs in {logs}")
+        old_logs = sorted(d for d in os.listdir(args.tmp) if d.startswith("pailfs-bench-logs-"))
+        for d in old_logs[:-10]:  # keep the last ten runs' logs
+            shutil.rmtree(os.path.join(args.tmp, d), ignore_errors=True)
+        if args.keep:
+            log(f"kept {workdir}")
+        elif mounts_under(workdir):
+            log(f"not removing {workdir}: still mounted there: {mounts_under(workdir)}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def snapshot_pailfs(binary, workdir):
+    """Run one pailfs for the whole run: others may rebuild build/src/pailfs
+    while it goes, and every group of workloads mounts afresh."""
+    if not os.access(binary, os.X_OK):
+        return binary
+    copy = os.path.join(workdir, "pailfs.bin")
+    shutil.copy2(binary, copy)
+    return copy
+
+
+def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
     if not args.no_install:
         deps.ensure_packages()
         deps.ensure_s3_server()
@@ -303,8 +344,11 @@ def main(argv):
 
     only = set(args.only.split(",")) if args.only else None
     workloads = set(args.workloads.split(",")) if args.workloads else {w.id for w in W.WORKLOADS}
-    contenders = C.all_contenders(args.pailfs, only)
-    rows = [Row(c) for c in contenders]
+    pailfs_version = C.Pailfs(args.pailfs).version() if os.access(args.pailfs, os.X_OK) else ""
+    contenders = C.all_contenders(snapshot_pailfs(args.pailfs, workdir), only)
+    if pailfs_version:
+        contenders[0].version_text = pailfs_version
+    rows += [Row(c) for c in contenders]
     for row in rows:
         row.missing = row.c.missing()
         row.version = row.c.version() if not row.missing else ""
@@ -369,12 +413,11 @@ def main(argv):
         if ctx.server:
             ctx.server.stop()
             shutil.copy(ctx.server.log_path, os.path.join(workdir, "logs"))
-        shutil.rmtree(server_dir, ignore_errors=True)
 
     elapsed = time.monotonic() - t_start
     load_end = os.getloadavg()
     meta = report.Meta(
-        command="bench/run " + " ".join(argv), started=started, elapsed=elapsed,
+        command="bench/run " + " ".join(args.argv), started=started, elapsed=elapsed,
         quick=args.quick, wan=args.wan, delay_ms=args.delay_ms, rate=args.rate,
         sizes=sizes, fx=ctx.fx, extra_notes=extra_notes, workloads=workloads,
         server_dir=server_tmp, load=(load_start, load_end))
@@ -385,20 +428,6 @@ def main(argv):
     print(text)
     log(f"report: {md_path}" + (f", chart {png_path}" if os.path.exists(png_path) else ""))
     log(f"total {elapsed:.0f} s")
-
-    logs = os.path.join(args.tmp, f"pailfs-bench-logs-{stamp}")
-    shutil.move(os.path.join(workdir, "logs"), logs)
-    log(f"logs in {logs}")
-    if args.keep:
-        log(f"kept {workdir}")
-        return 0
-    for row in rows:
-        if row.c.is_fs and row.c.mnt:
-            force_unmount(row.c.mnt)
-    if mounts_under(workdir):
-        log(f"not removing {workdir}: still mounted there: {mounts_under(workdir)}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

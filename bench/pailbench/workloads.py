@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from . import fixtures as F
-from .util import detail, drop_caches, log, run
+from .util import detail, drop_caches, run
 
 OPS = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops.py")]
 MB = 1e6
