@@ -73,6 +73,7 @@ struct fs_reader {
     uint64_t next_off;          /* where a sequential read would go on */
     uint64_t ra_next;           /* the first block the read-ahead has not asked for */
     uint64_t window;
+    unsigned streak;            /* reads in a row that went on where one ended */
 };
 
 struct rjob {
@@ -138,7 +139,8 @@ static void block_drop(struct fs_readpool *rp, struct rblock *b)
     block_maybe_free(rp, b);
 }
 
-/* A new FETCHING block in o's table, or NULL: without `wait` when memory
+/* A new FETCHING block in o's table (or the one another thread made while
+ * this one waited), or NULL: without `wait` when memory
  * beyond the reserve is used up; with `wait` after reclaiming or waiting. */
 static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t no,
                                 bool wait)
@@ -157,12 +159,17 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
                 victim = c;
                 break;
             }
-        if (victim)
+        if (victim) {
             block_drop(rp, victim); /* frees it: it was unpinned */
-        else if (!wait)
+        } else if (!wait) {
             return NULL;
-        else
+        } else {
             pthread_cond_wait(&rp->cond, &rp->lock);
+            struct rblock *b; /* another reader may have made it meanwhile */
+            HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
+            if (b)
+                return b;
+        }
     }
     struct rblock *b = calloc(1, sizeof(*b));
     if (!b || !(b->data = malloc(RD_BLOCK))) {
@@ -297,10 +304,11 @@ static void *worker(void *arg)
 
 /* Queue fetches for blocks [first, last] of o that are not held; `wait`
  * says whether to wait for memory (blocks a read needs) or to stop at the
- * first one there is no memory for (read-ahead).  Returns the first block
- * not asked for (last + 1 when all were). */
+ * first one there is no memory for (read-ahead).  With `pin`, each block
+ * is also pinned for the caller and stored in pin[no - first].  Returns
+ * the first block not asked for (last + 1 when all were). */
 static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
-                        uint64_t last, bool wait, uint64_t part_blocks)
+                        uint64_t last, bool wait, uint64_t part_blocks, struct rblock **pin)
 {
     struct rjob *j = NULL;
     uint64_t no = first;
@@ -309,7 +317,12 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
         HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
         if (!b && !(b = block_new(rp, o, no, wait)))
             break;
-        if (b->state != RB_FETCHING || b->pins) { /* there, or on its way */
+        if (pin) { /* a read needs it: nothing may reclaim it from now on */
+            b->pins++;
+            lru_update(rp, b);
+            pin[no - first] = b;
+        }
+        if (b->state != RB_FETCHING || b->pins > (pin ? 1u : 0u)) { /* there, or on its way */
             if (j) {
                 j->next = NULL;
                 LL_APPEND(rp->queue, j);
@@ -508,12 +521,15 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     uint64_t max_ra = fs->cfg.max_readahead;
 
     pthread_mutex_lock(&rp->lock);
-    /* Sequential: near where the reads so far have reached.  The kernel's
-     * read-ahead sends several reads at once and they may arrive out of
-     * order, so a little behind counts too; a little ahead is a reader
-     * skipping.  Anything else is a seek. */
+    /* Sequential: a reader that has twice in a row gone on where it left
+     * off.  The kernel's read-ahead sends several reads at once and they
+     * may arrive out of order, so once a reader is sequential, reads a
+     * little behind or ahead keep it so.  Anything else is a seek. */
     uint64_t behind = 2 * (uint64_t)RD_BLOCK, ahead = r->window > RD_BLOCK ? r->window : RD_BLOCK;
-    bool seq = r->next_off > 0 && off + behind >= r->next_off && off <= r->next_off + ahead;
+    bool near = r->next_off > 0 && off + behind >= r->next_off && off <= r->next_off + ahead;
+    bool goes_on = r->next_off > 0 && off >= r->next_off && off - r->next_off <= (128u << 10);
+    r->streak = goes_on || (near && r->streak >= 2) ? r->streak + 1 : 0;
+    bool seq = r->streak >= 2;
     struct rblock *b, *tmp;
     if (seq) {
         if (r->window < max_ra && end > r->next_off)
@@ -527,9 +543,12 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
          * used go first when a read needs room. */
         r->window = RD_BLOCK;
     }
-    if (!seq || end > r->next_off)
+    if (!near || end > r->next_off)
         r->next_off = end;
-    request(rp, r->o, b0, b1, true, part_blocks);
+    struct rblock *need[FS_READ_MAX_IOV] = {0};
+    uint64_t asked = request(rp, r->o, b0, b1, true, part_blocks, need);
+    for (uint64_t no = b0; no < asked; no++)
+        rep->pinned[rep->n++] = need[no - b0];
     if (!seq || r->ra_next <= b1)
         r->ra_next = b1 + 1;
     if (seq) {
@@ -542,7 +561,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
             uint64_t last = r->ra_next + part_blocks - 1;
             if (last >= n_blocks)
                 last = n_blocks - 1;
-            uint64_t got = request(rp, r->o, r->ra_next, last, false, part_blocks);
+            uint64_t got = request(rp, r->o, r->ra_next, last, false, part_blocks, NULL);
             bool all = got > last;
             r->ra_next = got;
             if (!all)
@@ -551,17 +570,10 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     }
     /* Wait for the blocks; they stay pinned until the reply is sent, which
      * points into them (no copy). */
-    int rc = 0;
-    for (uint64_t no = b0; no <= b1 && !rc; no++) {
-        struct rblock *blk;
-        HASH_FIND(hh, r->o->blocks, &no, sizeof(no), blk);
-        if (!blk) {
-            rc = EIO; /* could not even be asked for */
-            break;
-        }
-        blk->pins++;
-        lru_update(rp, blk);
-        rep->pinned[rep->n++] = blk;
+    int rc = asked > b1 ? 0 : EIO; /* EIO: not even memory to ask for it */
+    for (size_t i = 0; i < rep->n && !rc; i++) {
+        struct rblock *blk = rep->pinned[i];
+        uint64_t no = b0 + i;
         while (blk->state == RB_FETCHING)
             pthread_cond_wait(&rp->cond, &rp->lock);
         if (blk->state == RB_ERROR) {
@@ -576,8 +588,8 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
             break;
         }
         blk->used = true;
-        rep->iov[rep->n - 1].iov_base = blk->data + from;
-        rep->iov[rep->n - 1].iov_len = to - from;
+        rep->iov[i].iov_base = blk->data + from;
+        rep->iov[i].iov_len = to - from;
     }
     rep->rp = rp;
     pthread_mutex_unlock(&rp->lock);
