@@ -1,0 +1,845 @@
+"""The read path of a pailfs mount and its disk block cache, checked byte
+for byte against the objects as put with boto3 straight to the server, and
+through the proxy's record of the GETs pailfs sent (op, Range, status).
+
+What is checked: random preads at and across 1 MiB block and read-ahead
+window boundaries, at and past EOF, on objects of 0, 1, 1 MiB, 1 MiB+1 and
+~20 MiB; a sequential read fetched in ranged GETs of at most part_size; a
+random reader fetching only the 1 MiB blocks it touches; an object replaced
+under an open handle (old bytes or EIO, never new bytes at an old offset;
+the new object after close and attr_ttl); the cache's size bound with
+concurrent readers; a damaged cached block (refetched, logged); a remount
+served from the cache with no GET; a full cache disk; cache_size=0; faults
+(503, resets, truncated bodies, ignored ranges); a second pailfs on the same
+bucket and cache directory; keep_cache.
+
+The kernel's page cache would hide the filesystem: tests drop it for one
+file with posix_fadvise(POSIX_FADV_DONTNEED), which works on FUSE.
+"""
+
+import errno
+import glob
+import hashlib
+import os
+import random
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from drive import clean_env
+from mount import (PAILFS, call_with_timeout, fusermount_unmount,  # noqa: F401
+                   is_mounted, mounter)
+
+KiB = 1 << 10
+MiB = 1 << 20
+BLK_HDR = 24  # bytes of header in front of the data of a .blk file
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+def rand_bytes(seed, n):
+    return random.Random(seed).randbytes(n)
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def put(s3, bucket, key, data):
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def read_all(path, chunk=MiB):
+    out = bytearray()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            out += b
+    return bytes(out)
+
+
+def drop_page_cache(path):
+    """Drop the kernel's cached pages of one file (clean pages only)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def drop_fd_cache(fd):
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def parse_range(text):
+    """(first, last) of "bytes=first-last"; None for no Range."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"bytes=(\d+)-(\d*)", text.strip())
+    assert m, f"unexpected Range {text!r}"
+    return int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
+
+
+def get_records(proxy, key=None):
+    """The GetObject requests the proxy saw since its last reset (all of
+    them: fails if more were made than it remembers)."""
+    st = proxy.stats()
+    assert st["requests_total"] == len(st["recent"]), \
+        "more requests than the proxy remembers; reset it more often"
+    return [r for r in st["recent"] if r["op"] == "GetObject" and
+            (key is None or r["key"] == key)]
+
+
+def n_gets(proxy):
+    return proxy.stats()["by_op"].get("GetObject", 0)
+
+
+def cache_root(m):
+    return m.path.rstrip("/") + ".cache"
+
+
+def blocks_dirs(cache_dir):
+    return sorted(glob.glob(os.path.join(cache_dir, "blocks-*")))
+
+
+def blk_files(cache_dir):
+    """Every .blk file under cache_dir."""
+    return sorted(glob.glob(os.path.join(cache_dir, "**", "*.blk"),
+                            recursive=True))
+
+
+def dir_bytes(directory):
+    """Bytes of the regular files in the block directories under directory
+    (temporary files included, the lock file not)."""
+    total = 0
+    for d in blocks_dirs(directory):
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name == ".lock":
+                continue
+            try:
+                total += os.stat(os.path.join(d, name)).st_size
+            except FileNotFoundError:  # evicted or renamed meanwhile
+                pass
+    return total
+
+
+def wait_until(pred, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+def pread_or_errno(fd, n, off):
+    try:
+        return os.pread(fd, n, off)
+    except OSError as e:
+        return e.errno
+
+
+def o_direct_works(path):
+    """Whether this kernel lets a FUSE file be read with O_DIRECT."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return False
+    try:
+        os.pread(fd, 4096, 0)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def random_reads(rng, size, n):
+    """n (offset, length) pairs: most near 1 MiB block boundaries, EOF and
+    past it, lengths from 1 byte to 3 MiB; now and then a run of reads that
+    follow each other, so that read-ahead windows open and their edges are
+    crossed too."""
+    out = []
+    while len(out) < n:
+        kind = rng.random()
+        if kind < 0.08 and size > 0:
+            # a sequential run
+            off = rng.randrange(0, size)
+            step = rng.choice([4 * KiB, 128 * KiB, 1 * MiB, 333_333])
+            for _ in range(rng.randint(4, 24)):
+                out.append((off, step))
+                off += step
+            continue
+        if kind < 0.4 and size >= MiB:
+            off = rng.randrange(0, size // MiB + 1) * MiB + \
+                rng.choice([0, -1, 1, rng.randint(-5000, 5000)])
+        elif kind < 0.5:
+            off = size + rng.choice([0, -1, 1, rng.randint(-5000, 5000)])
+        elif kind < 0.55:
+            off = size + rng.randint(0, 3 * MiB)
+        else:
+            off = rng.randrange(0, max(size, 1))
+        off = max(0, off)
+        r = rng.random()
+        if r < 0.1:
+            length = 1
+        elif r < 0.3:
+            length = 4096
+        elif r < 0.8:
+            length = rng.randint(1, 200_000)
+        else:
+            length = rng.randint(MiB - 10, 3 * MiB + 10)
+        out.append((off, length))
+    return out[:n]
+
+
+def check_preads(fd, data, reads, batch=100, label=""):
+    """pread each (off, len) and compare with data; drop the file's page
+    cache every `batch` reads so that pailfs, not the kernel, answers."""
+    for i, (off, length) in enumerate(reads):
+        if i % batch == 0:
+            drop_fd_cache(fd)
+        got = os.pread(fd, length, off)
+        want = data[off:off + length]
+        if got != want:
+            # say where it went wrong, not just that it did
+            first = next((j for j in range(min(len(got), len(want)))
+                          if got[j] != want[j]), min(len(got), len(want)))
+            raise AssertionError(
+                f"{label}pread #{i} off={off} len={length} (file "
+                f"{len(data)}): got {len(got)} bytes, want {len(want)}; "
+                f"first difference at +{first} (file offset {off + first})")
+
+
+# --------------------------------------------------------------------------
+# 1. Random preads
+# --------------------------------------------------------------------------
+
+OBJECTS = {
+    "empty": 0,
+    "one": 1,
+    "mib": MiB,
+    "mib1": MiB + 1,
+    "big": 20 * MiB + 12345,
+}
+
+
+def test_random_preads_match_source(s3, bucket, mounter):
+    datas = {k: rand_bytes(i + 1, n) for i, (k, n) in
+             enumerate(OBJECTS.items())}
+    for k, d in datas.items():
+        put(s3, bucket, k, d)
+    m = mounter(opts={"part_size": "2M", "max_readahead": "4M"})
+    rng = random.Random(20240501)
+    direct = o_direct_works(m.p("mib"))
+    for key, data in datas.items():
+        path = m.p(key)
+        assert os.stat(path).st_size == len(data)
+        n = 1500 if len(data) > 2 * MiB else 150
+        reads = random_reads(rng, len(data), n)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            check_preads(fd, data, reads, label=f"{key}: ")
+        finally:
+            os.close(fd)
+        if direct:  # the same again, past the page cache entirely
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+            try:
+                check_preads(fd, data, reads[:n // 3],
+                             label=f"{key} (O_DIRECT): ")
+            finally:
+                os.close(fd)
+        # and the whole object, sequentially
+        drop_page_cache(path)
+        assert read_all(path) == data, key
+
+
+def test_empty_and_tiny_objects_need_no_get(proxy, s3, bucket, mounter):
+    put(s3, bucket, "empty", b"")
+    put(s3, bucket, "one", b"x")
+    m = mounter(opts={"cache_size": "0"})
+    proxy.reset()
+    assert read_all(m.p("empty")) == b""
+    fd = os.open(m.p("empty"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 4096, 0) == b""
+        assert os.pread(fd, 1, 10 * MiB) == b""
+    finally:
+        os.close(fd)
+    assert n_gets(proxy) == 0, "a GET for an empty object"
+    fd = os.open(m.p("one"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 100, 0) == b"x"
+        assert os.pread(fd, 100, 1) == b""
+        assert os.pread(fd, 100, MiB) == b""
+    finally:
+        os.close(fd)
+    gets = get_records(proxy, "one")
+    assert len(gets) == 1, gets
+    first, last = parse_range(gets[0]["range"])
+    assert first == 0 and (last is None or last < MiB)
+
+
+# --------------------------------------------------------------------------
+# 2. Sequential reads: ranged GETs of at most part_size
+# --------------------------------------------------------------------------
+
+def test_sequential_read_in_ranged_gets(proxy, s3, bucket, mounter):
+    size = 40 * MiB + 4321
+    data = rand_bytes(7, size)
+    put(s3, bucket, "seq.bin", data)
+    part = 4 * MiB
+    m = mounter(opts={"cache_size": "0", "part_size": "4M"})
+    proxy.reset()
+    got = subprocess.run(["sha256sum", m.p("seq.bin")], capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()[0]
+    assert got == sha(data)
+    gets = get_records(proxy, "seq.bin")
+    assert gets, "no GET at all"
+    covered = []
+    for g in gets:
+        assert g["status"] in (200, 206), g
+        rng = parse_range(g["range"])
+        assert rng is not None, f"a GET without Range: {g}"
+        first, last = rng
+        assert last is not None, f"open-ended Range {g['range']}"
+        assert last - first + 1 <= part, \
+            f"GET of {last - first + 1} bytes > part_size: {g['range']}"
+        assert first % MiB == 0, f"GET not on a block boundary: {g['range']}"
+        covered.append((first, min(last, size - 1)))
+    # together the GETs cover the whole object
+    covered.sort()
+    reach = 0
+    for first, last in covered:
+        assert first <= reach, f"bytes {reach}..{first - 1} never fetched"
+        reach = max(reach, last + 1)
+    assert reach == size
+
+
+def test_head_of_file_costs_one_small_get(proxy, s3, bucket, mounter):
+    data = rand_bytes(8, 40 * MiB)
+    put(s3, bucket, "big.bin", data)
+    m = mounter(opts={"cache_size": "0"})
+    proxy.reset()
+    r = subprocess.run(["head", "-c", "100", m.p("big.bin")],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == data[:100]
+    time.sleep(0.3)  # anything sent late would show now
+    gets = get_records(proxy, "big.bin")
+    assert len(gets) == 1, [g["range"] for g in gets]
+    first, last = parse_range(gets[0]["range"])
+    assert first == 0
+    assert last is not None and last - first + 1 <= MiB, gets[0]["range"]
+
+
+# --------------------------------------------------------------------------
+# 3. A random reader fetches only the blocks it touches
+# --------------------------------------------------------------------------
+
+def test_random_reader_fetches_single_blocks(proxy, s3, bucket, mounter):
+    size = 20 * MiB
+    data = rand_bytes(9, size)
+    put(s3, bucket, "rand.bin", data)
+    m = mounter()
+    rng = random.Random(99)
+    fd = os.open(m.p("rand.bin"), os.O_RDONLY)
+    try:
+        # no kernel read-ahead: each pread asks pailfs for its own pages
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        drop_fd_cache(fd)
+        proxy.reset()
+        for i in range(300):
+            if i % 20 == 0:
+                drop_fd_cache(fd)
+            off = rng.randrange(0, size // 4096) * 4096
+            assert os.pread(fd, 4096, off) == data[off:off + 4096], off
+    finally:
+        os.close(fd)
+    gets = get_records(proxy, "rand.bin")
+    assert gets
+    big = []
+    for g in gets:
+        first, last = parse_range(g["range"])
+        assert last is not None
+        if last - first + 1 > MiB or first % MiB:
+            big.append(g["range"])
+    assert not big, f"{len(big)} of {len(gets)} GETs of a random reader " \
+        f"fetched more than its 1 MiB block: {big[:10]}"
+
+
+# --------------------------------------------------------------------------
+# 4. An object replaced while open, and while closed
+# --------------------------------------------------------------------------
+
+def test_object_replaced_under_open_handle(proxy, s3, bucket, mounter):
+    size = 12 * MiB
+    old = rand_bytes(10, size)
+    new = rand_bytes(11, size)
+    put(s3, bucket, "obj", old)
+    ttl = 1.0
+    m = mounter(attr_ttl=ttl, neg_ttl=ttl,
+                opts={"part_size": "1M", "max_readahead": "2M"})
+    fd = os.open(m.p("obj"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, MiB, 0) == old[:MiB]
+        put(s3, bucket, "obj", new)
+        outcomes = {}
+        for off in (100, MiB - 10, MiB + 5, 3 * MiB, 6 * MiB + 7,
+                    10 * MiB, 12 * MiB - 100):
+            for drop in (False, True):
+                if drop:
+                    drop_fd_cache(fd)
+                got = pread_or_errno(fd, 64 * KiB, off)
+                if isinstance(got, int):
+                    assert got == errno.EIO, \
+                        f"off {off}: {errno.errorcode.get(got, got)}"
+                    outcomes[(off, drop)] = "EIO"
+                    continue
+                want_old = old[off:off + 64 * KiB]
+                if got != want_old:
+                    newish = got == new[off:off + 64 * KiB]
+                    raise AssertionError(
+                        f"off {off} (page cache {'dropped' if drop else 'kept'}"
+                        f"): {'the NEW bytes' if newish else 'bytes of neither version'}"
+                        f" through a handle opened on the old object")
+                outcomes[(off, drop)] = "old"
+        # 10 MiB on was never fetched: it needs the network, so EIO
+        assert outcomes[(10 * MiB, True)] == "EIO", outcomes
+        assert outcomes[(12 * MiB - 100, True)] == "EIO", outcomes
+    finally:
+        os.close(fd)
+    assert "changed since it was opened" in m.stderr_text()
+    time.sleep(ttl + 0.3)
+    assert read_all(m.p("obj")) == new
+    drop_page_cache(m.p("obj"))
+    assert read_all(m.p("obj")) == new
+
+
+def test_object_replaced_while_closed(proxy, s3, bucket, mounter):
+    size = 5 * MiB + 1000
+    old = rand_bytes(12, size)
+    new = rand_bytes(13, size)
+    put(s3, bucket, "obj", old)
+    ttl = 1.0
+    m = mounter(attr_ttl=ttl, neg_ttl=ttl)
+    # The kernel may drop the inode and its pages at the last close once
+    # the entry has expired; to see whether an open keeps stale pages,
+    # hold the inode through a descriptor that is never read from.
+    keeper = os.open(m.p("obj"), os.O_RDONLY)
+    try:
+        assert read_all(m.p("obj")) == old
+        # the old blocks are in the disk cache now
+        assert wait_until(lambda: len(blk_files(cache_root(m))) == 6, 10), \
+            blk_files(cache_root(m))
+        put(s3, bucket, "obj", new)
+        time.sleep(ttl + 0.3)
+        proxy.reset()
+        # page cache not dropped: the open must not keep the old pages
+        assert read_all(m.p("obj")) == new
+        assert n_gets(proxy) >= 1
+    finally:
+        os.close(keeper)
+    drop_page_cache(m.p("obj"))
+    assert read_all(m.p("obj")) == new
+    fd = os.open(m.p("obj"), os.O_RDONLY)
+    try:
+        for off in (0, MiB - 1, 3 * MiB + 17, size - 1):
+            drop_fd_cache(fd)
+            assert os.pread(fd, 1000, off) == new[off:off + 1000], off
+    finally:
+        os.close(fd)
+    # both versions' blocks may be on disk; only the new ones are used
+    assert wait_until(lambda: len(blk_files(cache_root(m))) == 12, 10), \
+        blk_files(cache_root(m))
+
+
+# --------------------------------------------------------------------------
+# 5. The cache's bound with readers in parallel; the memory bound
+# --------------------------------------------------------------------------
+
+def read_concurrently(paths, datas, timeout=120):
+    errors = []
+
+    def one(path, data):
+        try:
+            got = read_all(path)
+            if got != data:
+                errors.append(f"{path}: wrong bytes ({len(got)} read)")
+        except OSError as e:
+            errors.append(f"{path}: {e}")
+
+    threads = [threading.Thread(target=one, args=(p, d), daemon=True)
+               for p, d in zip(paths, datas)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+        assert not t.is_alive(), f"a reader still blocked after {timeout}s"
+    assert not errors, errors
+
+
+def test_cache_bound_with_concurrent_readers(proxy, s3, bucket, mounter):
+    limit = 8 * MiB
+    datas = [rand_bytes(20 + i, 12 * MiB) for i in range(4)]
+    for i, d in enumerate(datas):
+        put(s3, bucket, f"f{i}", d)
+    m = mounter(opts={"cache_size": "8M"})
+    root = cache_root(m)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], dir_bytes(root))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        read_concurrently([m.p(f"f{i}") for i in range(4)], datas)
+        time.sleep(0.5)  # blocks are written after they are read
+    finally:
+        stop.set()
+        sampler.join()
+    slack = 4 * (MiB + BLK_HDR)  # the sampler adds up files over time
+    assert peak[0] <= limit + slack, \
+        f"the block cache held {peak[0]} bytes (bound {limit})"
+    after = dir_bytes(root)
+    assert after <= limit, f"{after} bytes in the cache at rest (bound {limit})"
+    # the directory holds only whole blocks (no temporary files left)
+    for d in blocks_dirs(root):
+        for name in os.listdir(d):
+            assert name == ".lock" or name.endswith(".blk"), name
+    # and what it holds is served correctly
+    for i in range(4):
+        drop_page_cache(m.p(f"f{i}"))
+    read_concurrently([m.p(f"f{i}") for i in range(4)], datas)
+
+
+def test_small_memory_bound_many_readers(proxy, s3, bucket, mounter):
+    datas = [rand_bytes(30 + i, 12 * MiB + i) for i in range(6)]
+    for i, d in enumerate(datas):
+        put(s3, bucket, f"f{i}", d)
+    m = mounter(opts={"cache_size": "0", "max_memory": "16M",
+                      "max_readahead": "32M", "part_size": "8M"})
+    read_concurrently([m.p(f"f{i}") for i in range(6)], datas)
+    # random readers at the same time as sequential ones
+    errors = []
+
+    def random_reader(i):
+        rng = random.Random(i)
+        data = datas[i]
+        try:
+            fd = os.open(m.p(f"f{i}"), os.O_RDONLY)
+            try:
+                for _ in range(60):
+                    off = rng.randrange(0, len(data))
+                    n = rng.randint(1, 2 * MiB)
+                    drop_fd_cache(fd)
+                    got = pread_or_errno(fd, n, off)
+                    if isinstance(got, int):
+                        errors.append(f"f{i} off {off} len {n}: "
+                                      f"{errno.errorcode.get(got, got)}")
+                    elif got != data[off:off + n]:
+                        errors.append(f"f{i} off {off} len {n}: got "
+                                      f"{len(got)} bytes" +
+                                      ("" if data[off:off + len(got)] == got
+                                       else ", wrong ones"))
+            finally:
+                os.close(fd)
+        except OSError as e:
+            errors.append(f"f{i}: {e}")
+
+    threads = [threading.Thread(target=random_reader, args=(i,), daemon=True)
+               for i in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(3, 6):
+        drop_page_cache(m.p(f"f{i}"))
+    read_concurrently([m.p(f"f{i}") for i in range(3, 6)], datas[3:])
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "a random reader blocked"
+    assert not errors, errors
+
+
+def test_read_across_blocks_when_memory_is_full(proxy, s3, bucket, mounter):
+    """A read that spans two blocks, the first held and the least recently
+    used, the second missing, with memory full: making room for the second
+    must not take the first away from under the read."""
+    size = 20 * MiB
+    data = rand_bytes(35, size)
+    put(s3, bucket, "obj", data)
+    m = mounter(opts={"cache_size": "0", "max_memory": "16M"})
+    path = m.p("obj")
+    if not o_direct_works(path):
+        pytest.skip("no O_DIRECT on this FUSE mount")
+    # O_DIRECT: every pread is one READ request of exactly its bytes
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        # 16 blocks held (all of max_memory), every read a seek; block 0
+        # is the least recently used, block 1 is not held
+        for b in (0, 2, 4, 6, 3, 5, 7, 9, 11, 8, 10, 12, 14, 16, 13, 15):
+            assert os.pread(fd, 4096, b * MiB) == data[b * MiB:b * MiB + 4096]
+        off = MiB - 4096
+        got = pread_or_errno(fd, 8192, off)
+        assert not isinstance(got, int), \
+            f"pread across blocks 0 and 1: {errno.errorcode.get(got, got)}"
+        assert got == data[off:off + 8192]
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------
+# 6. A damaged block in the cache
+# --------------------------------------------------------------------------
+
+def test_damaged_cached_block_is_refetched(proxy, s3, bucket, mounter):
+    size = 4 * MiB + 100
+    data = rand_bytes(40, size)
+    put(s3, bucket, "obj", data)
+    m = mounter(log_level="info")
+    assert read_all(m.p("obj")) == data
+    root = cache_root(m)
+    assert wait_until(lambda: len(blk_files(root)) == 5, 10), blk_files(root)
+    [victim] = [p for p in blk_files(root) if p.endswith("-2.blk")]
+    with open(victim, "r+b") as f:
+        f.seek(BLK_HDR + 1000)
+        b = f.read(1)
+        f.seek(BLK_HDR + 1000)
+        f.write(bytes([b[0] ^ 0xFF]))
+    drop_page_cache(m.p("obj"))
+    proxy.reset()
+    assert read_all(m.p("obj")) == data
+    gets = get_records(proxy, "obj")
+    fetched = set()
+    for g in gets:
+        first, last = parse_range(g["range"])
+        last = size - 1 if last is None else min(last, size - 1)
+        fetched |= set(range(first // MiB, last // MiB + 1))
+    assert fetched == {2}, f"blocks fetched: {sorted(fetched)} " \
+        f"({[g['range'] for g in gets]})"
+    log = m.stderr_text()
+    name = os.path.basename(victim)
+    assert re.search(rf"{re.escape(name)}.*damaged", log), log[-3000:]
+    # the block is stored again, intact
+    want = data[2 * MiB:3 * MiB]
+
+    def rewritten():
+        try:
+            with open(victim, "rb") as f:
+                return f.read()[BLK_HDR:] == want
+        except FileNotFoundError:
+            return False
+
+    assert wait_until(rewritten, 10), "the damaged block was not stored again"
+
+
+# --------------------------------------------------------------------------
+# 7. A remount reads from the cache
+# --------------------------------------------------------------------------
+
+def test_remount_reads_from_cache(proxy, s3, bucket, mounter):
+    size = 10 * MiB + 12345
+    data = rand_bytes(50, size)
+    put(s3, bucket, "obj", data)
+    m = mounter()
+    assert read_all(m.p("obj")) == data
+    m.remount()
+    assert len(blk_files(cache_root(m))) == 11, blk_files(cache_root(m))
+    proxy.reset()
+    drop_page_cache(m.p("obj"))
+    assert read_all(m.p("obj")) == data
+    fd = os.open(m.p("obj"), os.O_RDONLY)
+    try:
+        for off in (0, MiB - 3, 5 * MiB, size - 5000, size - 1):
+            drop_fd_cache(fd)
+            assert os.pread(fd, 8192, off) == data[off:off + 8192], off
+    finally:
+        os.close(fd)
+    st = proxy.stats()
+    assert st["by_op"].get("GetObject", 0) == 0, \
+        [(r["op"], r["range"]) for r in st["recent"]]
+
+
+# --------------------------------------------------------------------------
+# 8. A full cache disk
+# --------------------------------------------------------------------------
+
+def test_full_cache_disk(proxy, s3, bucket, mounter, tmp_path):
+    size = 12 * MiB
+    data = rand_bytes(60, size)
+    put(s3, bucket, "obj", data)
+    small = tmp_path / "small"
+    small.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs",
+                        str(small)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    m = None
+    try:
+        m = mounter(opts={"cache_dir": str(small), "cache_size": "64M"})
+        assert read_all(m.p("obj")) == data
+        drop_page_cache(m.p("obj"))
+        assert read_all(m.p("obj")) == data  # some blocks cached, some not
+        fd = os.open(m.p("obj"), os.O_RDONLY)
+        try:
+            for off in (0, 3 * MiB - 1, 7 * MiB, size - 10):
+                drop_fd_cache(fd)
+                assert os.pread(fd, 100_000, off) == data[off:off + 100_000]
+        finally:
+            os.close(fd)
+        log = m.stderr_text()
+        assert log.count("disk is full") == 1, log[-3000:]
+        m.unmount()
+    finally:
+        if m is not None:
+            m._kill()
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
+# --------------------------------------------------------------------------
+# 9. cache_size=0
+# --------------------------------------------------------------------------
+
+def test_cache_size_zero_stores_nothing(proxy, s3, bucket, mounter):
+    size = 5 * MiB + 3
+    data = rand_bytes(70, size)
+    put(s3, bucket, "obj", data)
+    m = mounter(opts={"cache_size": "0"})
+    assert read_all(m.p("obj")) == data
+    time.sleep(0.3)
+    assert blk_files(cache_root(m)) == []
+    drop_page_cache(m.p("obj"))
+    proxy.reset()
+    assert read_all(m.p("obj")) == data
+    assert n_gets(proxy) >= 1, "read again with no cache and no GET"
+    m.remount()
+    assert blk_files(cache_root(m)) == []
+
+
+# --------------------------------------------------------------------------
+# 10. Faults
+# --------------------------------------------------------------------------
+
+def test_reads_right_through_faults(proxy, s3, bucket, mounter):
+    size = 20 * MiB + 777
+    data = rand_bytes(80, size)
+    put(s3, bucket, "obj", data)
+    m = mounter(opts={"cache_size": "0", "retries": "10",
+                      "part_size": "2M"})
+    proxy.config(p503=0.05, preset=0.05, ptruncate=0.05, ignore_range=0.05,
+                 only_ops=["GetObject"])
+    assert call_with_timeout(read_all, 180, m.p("obj")) == data
+    # again, past the page cache, in an order of its own
+    rng = random.Random(5)
+    chunks = list(range(0, size, 512 * KiB))
+    rng.shuffle(chunks)
+    fd = os.open(m.p("obj"), os.O_RDONLY)
+    try:
+        drop_fd_cache(fd)
+        for i, off in enumerate(chunks):
+            got = call_with_timeout(os.pread, 60, fd, 512 * KiB, off)
+            assert got == data[off:off + 512 * KiB], f"chunk at {off}"
+    finally:
+        os.close(fd)
+    drop_page_cache(m.p("obj"))
+    assert call_with_timeout(read_all, 180, m.p("obj")) == data
+    faults = proxy.stats()["faults"]
+    assert sum(faults.get(k, 0) for k in ("503", "reset", "truncate")) >= 3, \
+        faults
+
+
+# --------------------------------------------------------------------------
+# 11. One cache directory, two mounts of the bucket
+# --------------------------------------------------------------------------
+
+def test_second_mount_same_cache_dir_refused(proxy, s3, bucket, mounter,
+                                             tmp_path):
+    put(s3, bucket, "obj", b"hello")
+    m = mounter()
+    cache_dir = cache_root(m)
+    expected = (f"pailfs: the block cache of bucket {bucket} in {cache_dir} "
+                f"is in use by another pailfs; give each mount of the same "
+                f"bucket its own -o cache_dir=")
+    for foreground in (True, False):
+        mp = tmp_path / f"second-{foreground}"
+        mp.mkdir()
+        argv = [str(PAILFS)] + (["-f"] if foreground else []) + [
+            "-o", f"endpoint={proxy.url},path_style,cache_dir={cache_dir}",
+            bucket, str(mp)]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True,
+                               env=clean_env(), timeout=60)
+            assert r.returncode == 1, (r.returncode, r.stderr)
+            assert r.stderr.splitlines() == [expected], r.stderr
+            assert r.stdout == ""
+            assert not is_mounted(mp)
+        finally:
+            if is_mounted(mp):
+                fusermount_unmount(mp, lazy=True)
+    # the first mount is unharmed
+    assert read_all(m.p("obj")) == b"hello"
+    # another cache_dir works
+    other = mounter(opts={"cache_dir": str(tmp_path / "other.cache")})
+    assert read_all(other.p("obj")) == b"hello"
+
+
+# --------------------------------------------------------------------------
+# 12. keep_cache
+# --------------------------------------------------------------------------
+
+def test_keep_cache_only_for_the_same_version(proxy, s3, bucket, mounter):
+    size = 3 * MiB + 5
+    v1 = rand_bytes(90, size)
+    v2 = rand_bytes(91, size)
+    put(s3, bucket, "obj", v1)
+    ttl = 0.5
+    # no disk cache: a read without GET can only come from the page cache
+    m = mounter(attr_ttl=ttl, neg_ttl=ttl, opts={"cache_size": "0"})
+    # Hold the inode: at the last close of a file whose entry has expired,
+    # the kernel drops the dentry and the inode with its pages (FORGET),
+    # and no keep_cache can bring them back.
+    keeper = os.open(m.p("obj"), os.O_RDONLY)
+    try:
+        assert read_all(m.p("obj")) == v1
+        time.sleep(ttl + 0.3)  # the open asks S3 again, finds the same ETag
+        proxy.reset()
+        assert read_all(m.p("obj")) == v1
+        st = proxy.stats()
+        assert st["by_op"].get("GetObject", 0) == 0, \
+            "unchanged object read again: pages not kept " + \
+            str([(r["op"], r["range"]) for r in st["recent"]])
+        assert st["by_op"].get("HeadObject", 0) + \
+            st["by_op"].get("ListObjectsV2", 0) >= 1, \
+            "the open after attr_ttl did not check the object"
+        # same size, other bytes: the kept pages must go
+        put(s3, bucket, "obj", v2)
+        time.sleep(ttl + 0.3)
+        assert read_all(m.p("obj")) == v2
+        time.sleep(ttl + 0.3)
+        proxy.reset()
+        assert read_all(m.p("obj")) == v2
+        assert n_gets(proxy) == 0
+        # the handle opened on v1 never mixes in v2: its reads need the
+        # network (no disk cache), and the object changed under it
+        os.posix_fadvise(keeper, 0, 0, os.POSIX_FADV_DONTNEED)
+        got = pread_or_errno(keeper, 4096, 2 * MiB)
+        assert got in (errno.EIO, v1[2 * MiB:2 * MiB + 4096]), \
+            "a handle opened on v1 read " + \
+            ("v2" if got == v2[2 * MiB:2 * MiB + 4096] else repr(got)[:60])
+    finally:
+        os.close(keeper)
