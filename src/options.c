@@ -883,7 +883,7 @@ void options_print_help(FILE *to)
           "  -o max_memory=SIZE       all in-memory read buffers of the mount; readers\n"
           "                           wait for it rather than fail (default 256M)\n"
           "  -o max_readahead=SIZE    read-ahead window of one file read sequentially;\n"
-          "                           it starts at 1M and doubles up to this (default 32M)\n"
+          "                           it starts at 1M and doubles up to this (default 64M)\n"
           "  -o part_size=SIZE        bytes per ranged GET of the read-ahead (default 8M)\n"
           "  -o read_parallel=N       ranged GETs in flight for reads, 1 to 64 (default 8)\n"
           "\n"

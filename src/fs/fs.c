@@ -21,7 +21,7 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->endpoint = "";
     cfg->max_memory = 256ULL << 20;
     cfg->part_size = 8ULL << 20;
-    cfg->max_readahead = 32ULL << 20;
+    cfg->max_readahead = 64ULL << 20;
     cfg->read_parallel = 8;
 }
 

@@ -47,7 +47,7 @@ struct fs_config {
     bool cache_size_set;     /* false: the default (cache_default_limit()) */
     uint64_t max_memory;     /* all read buffers of the mount (256 MiB) */
     uint64_t part_size;      /* bytes per ranged GET of the read-ahead (8 MiB) */
-    uint64_t max_readahead;  /* read-ahead window of one open file (32 MiB) */
+    uint64_t max_readahead;  /* read-ahead window of one open file (64 MiB) */
     unsigned read_parallel;  /* ranged GETs in flight for reads (8) */
 };
 
