@@ -523,10 +523,14 @@ def test_cache_bound_with_concurrent_readers(proxy, s3, bucket, mounter):
     for d in blocks_dirs(root):
         for name in os.listdir(d):
             assert name == ".lock" or name.endswith(".blk"), name
-    # and what it holds is served correctly
+    # and what it holds is served correctly; the bound holds again
     for i in range(4):
         drop_page_cache(m.p(f"f{i}"))
     read_concurrently([m.p(f"f{i}") for i in range(4)], datas)
+    time.sleep(0.5)
+    after = dir_bytes(root)
+    assert after <= limit, \
+        f"{after} bytes in the cache after a second round (bound {limit})"
 
 
 def test_small_memory_bound_many_readers(proxy, s3, bucket, mounter):
@@ -574,6 +578,62 @@ def test_small_memory_bound_many_readers(proxy, s3, bucket, mounter):
         t.join(120)
         assert not t.is_alive(), "a random reader blocked"
     assert not errors, errors
+
+
+def test_many_handles_on_one_object(proxy, s3, bucket, mounter):
+    """Open files of the same object version share its blocks: readers
+    going forwards, backwards and at random, opening and closing while
+    the others read, with little memory, all get the right bytes."""
+    size = 12 * MiB + 999
+    data = rand_bytes(36, size)
+    put(s3, bucket, "obj", data)
+    m = mounter(opts={"cache_size": "0", "max_memory": "16M"})
+    path = m.p("obj")
+    errors = []
+
+    def check(fd, off, n, who):
+        got = pread_or_errno(fd, n, off)
+        if isinstance(got, int):
+            errors.append(f"{who} off {off}: {errno.errorcode.get(got, got)}")
+        elif got != data[off:off + n]:
+            errors.append(f"{who} off {off} len {n}: {len(got)} bytes"
+                          + ("" if data[off:off + len(got)] == got
+                             else ", wrong ones"))
+
+    def forwards():
+        if read_all(path) != data:
+            errors.append("forwards: wrong bytes")
+
+    def backwards():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for off in range(size - size % (256 * KiB), -1, -256 * KiB):
+                drop_fd_cache(fd)
+                check(fd, off, 256 * KiB, "backwards")
+        finally:
+            os.close(fd)
+
+    def at_random(seed):
+        rng = random.Random(seed)
+        for _ in range(8):  # a new open file each round
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                for _ in range(10):
+                    off = rng.randrange(0, size)
+                    drop_fd_cache(fd)
+                    check(fd, off, rng.randint(1, 1500 * KiB), f"random{seed}")
+            finally:
+                os.close(fd)
+
+    jobs = [forwards, backwards, lambda: at_random(1), lambda: at_random(2),
+            forwards]
+    threads = [threading.Thread(target=j, daemon=True) for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "a reader blocked"
+    assert not errors, errors[:10]
 
 
 def test_read_across_blocks_when_memory_is_full(proxy, s3, bucket, mounter):
@@ -673,6 +733,19 @@ def test_remount_reads_from_cache(proxy, s3, bucket, mounter):
     st = proxy.stats()
     assert st["by_op"].get("GetObject", 0) == 0, \
         [(r["op"], r["range"]) for r in st["recent"]]
+    # a write cut short by a crash leaves a temporary file: gone at the
+    # next start; a smaller cache_size trims the cache at once
+    [blocks] = blocks_dirs(cache_root(m))
+    stray = os.path.join(blocks, "0123456789abcdef0123456789abcdef-3.blk.tmp.9a8b")
+    with open(stray, "wb") as f:
+        f.write(b"half a block")
+    m.remount(opts={"cache_size": "3M"})
+    assert not os.path.exists(stray)
+    assert dir_bytes(cache_root(m)) <= 3 * MiB
+    sizes = sorted(os.stat(f).st_size for f in blk_files(cache_root(m)))
+    assert sum(sizes) <= 3 * MiB and sizes.count(MiB + BLK_HDR) <= 2, sizes
+    drop_page_cache(m.p("obj"))
+    assert read_all(m.p("obj")) == data
 
 
 # --------------------------------------------------------------------------
