@@ -36,6 +36,7 @@
 struct entry {
     char name[CACHE_NAME_MAX];  /* the file's name */
     uint64_t bytes;             /* file size, header included */
+    uint64_t gen;               /* tells a re-made entry of the same name apart */
     struct entry *prev, *next;  /* LRU: least recently used first */
     UT_hash_handle hh;
 };
@@ -48,6 +49,7 @@ struct cache {
     struct entry *by_name;   /* protected by lock */
     struct entry *lru;       /* protected by lock */
     uint64_t bytes;          /* protected by lock */
+    uint64_t gen;            /* protected by lock */
     atomic_bool warned_full;
 };
 
@@ -247,13 +249,14 @@ static uint32_t get_u32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Forget a block whose file turned out wrong or missing. */
-static void forget(struct cache *c, const char *name)
+/* Forget a block whose file turned out wrong or missing (gen 0: whatever
+ * entry has that name; else only that generation of it). */
+static void forget(struct cache *c, const char *name, uint64_t gen)
 {
     pthread_mutex_lock(&c->lock);
     struct entry *e;
     HASH_FIND_STR(c->by_name, name, e);
-    if (e)
+    if (e && (!gen || e->gen == gen))
         drop_locked(c, e);
     pthread_mutex_unlock(&c->lock);
 }
@@ -298,7 +301,7 @@ int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size
     if (rc == EBADMSG) {
         log_warn("block cache: %s is damaged (bad checksum or size): dropped, fetching again",
                  name);
-        forget(c, name);
+        forget(c, name, 0);
         return ENOENT;
     }
     *len = want_len;
@@ -318,14 +321,13 @@ int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *dat
     pthread_mutex_lock(&c->lock);
     struct entry *old;
     HASH_FIND_STR(c->by_name, e->name, old);
-    if (old) { /* already there (another reader fetched it too) */
-        pthread_mutex_unlock(&c->lock);
-        free(e);
-        return 0;
-    }
+    if (old) /* replaced: the new bytes win */
+        drop_locked(c, old);
     while (c->lru && c->bytes + need > c->limit)
         drop_locked(c, c->lru);
     c->bytes += need; /* reserved before the file exists: the bound holds */
+    e->gen = ++c->gen;
+    uint64_t gen = e->gen;
     HASH_ADD_STR(c->by_name, name, e);
     DL_APPEND(c->lru, e);
     char name[CACHE_NAME_MAX];
@@ -351,12 +353,28 @@ int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *dat
     }
     if (fd >= 0 && close(fd) < 0 && !rc)
         rc = errno;
-    if (!rc && rename(tmp.data, final) < 0)
-        rc = errno;
+    if (!rc) {
+        /* Published under the lock, and only if the entry was not evicted
+         * (or replaced) while its file was written: the directory never
+         * holds a block the index does not count. */
+        pthread_mutex_lock(&c->lock);
+        struct entry *now;
+        HASH_FIND_STR(c->by_name, name, now);
+        bool current = now && now->gen == gen;
+        if (current && rename(tmp.data, final) < 0)
+            rc = errno;
+        pthread_mutex_unlock(&c->lock);
+        if (!current) {
+            unlink(tmp.data);
+            buf_free(&tmp);
+            free(final);
+            return 0; /* evicted before it was even stored: as if stored and evicted */
+        }
+    }
     if (rc) {
         if (tmp.data)
             unlink(tmp.data);
-        forget(c, name);
+        forget(c, name, gen);
         if (rc == ENOSPC || rc == EDQUOT) {
             rc = ENOSPC;
             if (!atomic_exchange(&c->warned_full, true))
