@@ -50,8 +50,28 @@ struct cache {
     struct entry *lru;       /* protected by lock */
     uint64_t bytes;          /* protected by lock */
     uint64_t gen;            /* protected by lock */
+    struct timespec stamp;   /* the last use recorded; protected by lock */
     atomic_bool warned_full;
 };
+
+/* A use time later than every one recorded before (lock held): file
+ * timestamps are coarse, and ties would lose the LRU order at the next
+ * open. */
+static struct timespec next_stamp_locked(struct cache *c)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (now.tv_sec < c->stamp.tv_sec ||
+        (now.tv_sec == c->stamp.tv_sec && now.tv_nsec <= c->stamp.tv_nsec)) {
+        now = c->stamp;
+        if (++now.tv_nsec >= 1000000000L) {
+            now.tv_sec++;
+            now.tv_nsec = 0;
+        }
+    }
+    c->stamp = now;
+    return now;
+}
 
 static void block_name(const char *id, uint64_t blockno, char *out)
 {
@@ -269,9 +289,11 @@ int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size
     pthread_mutex_lock(&c->lock);
     struct entry *e;
     HASH_FIND_STR(c->by_name, name, e);
+    struct timespec used[2] = {{0, UTIME_OMIT}, {0, 0}};
     if (e) { /* most recently used now */
         DL_DELETE(c->lru, e);
         DL_APPEND(c->lru, e);
+        used[1] = next_stamp_locked(c);
     }
     pthread_mutex_unlock(&c->lock);
     if (!e)
@@ -296,7 +318,7 @@ int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size
             rc = EBADMSG;
     }
     if (!rc)
-        futimens(fd, NULL); /* the LRU order of the next start */
+        futimens(fd, used); /* the LRU order of the next start */
     close(fd);
     if (rc == EBADMSG) {
         log_warn("block cache: %s is damaged (bad checksum or size): dropped, fetching again",
@@ -361,7 +383,8 @@ int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *dat
         struct entry *now;
         HASH_FIND_STR(c->by_name, name, now);
         bool current = now && now->gen == gen;
-        if (current && rename(tmp.data, final) < 0)
+        struct timespec stamp[2] = {{0, UTIME_OMIT}, next_stamp_locked(c)};
+        if (current && (utimensat(AT_FDCWD, tmp.data, stamp, 0) < 0 || rename(tmp.data, final) < 0))
             rc = errno;
         pthread_mutex_unlock(&c->lock);
         if (!current) {

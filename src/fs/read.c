@@ -552,13 +552,17 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     if (!seq || r->ra_next <= b1)
         r->ra_next = b1 + 1;
     if (seq) {
-        /* Whole parts, so each GET is part_size long. */
         uint64_t n_blocks = (r->o->size + RD_BLOCK - 1) / RD_BLOCK;
         uint64_t want = (end + r->window + RD_BLOCK - 1) / RD_BLOCK;
         if (want > n_blocks)
             want = n_blocks;
+        /* GETs as long as the window while it is small, then part_size:
+         * a short sequential read costs little. */
+        uint64_t chunk = r->window / RD_BLOCK < part_blocks ? r->window / RD_BLOCK : part_blocks;
+        if (chunk == 0)
+            chunk = 1;
         while (r->ra_next < want) {
-            uint64_t last = r->ra_next + part_blocks - 1;
+            uint64_t last = r->ra_next + chunk - 1;
             if (last >= n_blocks)
                 last = n_blocks - 1;
             uint64_t got = request(rp, r->o, r->ra_next, last, false, part_blocks, NULL);
