@@ -31,6 +31,7 @@
 #include "fs/fs_private.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,6 +366,11 @@ int fs_readpool_new(struct fs *fs)
         return ENOMEM;
     pthread_mutex_init(&rp->lock, NULL);
     pthread_cond_init(&rp->cond, NULL);
+    /* Blocks are 1 MiB: have malloc map and unmap each one, so memory given
+     * back is given back to the system (glibc would otherwise raise its
+     * threshold after the first free and keep freed blocks in its arenas,
+     * and the process would grow past max_memory). */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     rp->s3 = fs->s3;
     rp->mem_limit = fs->cfg.max_memory < 4 * RD_BLOCK ? 4 * RD_BLOCK : fs->cfg.max_memory;
     rp->reserve = rp->mem_limit / 4 < 32 * RD_BLOCK ? rp->mem_limit / 4 : 32 * RD_BLOCK;
