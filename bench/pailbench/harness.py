@@ -176,6 +176,8 @@ def run_fs_contender(ctx, c, row, workloads):
         for wid in group:
             row.results[wid] = run_one(ctx, c, wid, mnt)
         group_peak = sampler.stop()
+        detail(f"{c.key}: {'/'.join(group)}: cache/staging peak {human_bytes(group_peak)}, "
+               f"VmHWM {human_bytes(vm_hwm(c.pid) if c.pid else None)}")
         if c.key == "pailfs" and "read_warm" in group and row.results["read_warm"].ok \
                 and group_peak == 0:
             row.results["read_warm"].note = ("pailfs put nothing in its cache_dir: no disk "

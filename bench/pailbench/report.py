@@ -197,15 +197,20 @@ def write(rows, meta, md_path, png_path, workdir):
         "sizes for `ls -l` and `find`, 64 random 4 KiB blocks after each fio run.",
         "seq write: `dd bs=1M` from a local file (in page cache), timed until dd exits, "
         "i.e. until close() returns. Where the object reached the bucket later, a note says when.",
-        "random read: fio psync, 4 KiB, O_DIRECT where the filesystem accepts it.",
+        "random read: fio psync, 4 KiB, O_DIRECT where the filesystem accepts it. The raw "
+        "row fetches exactly 4 KiB per read and keeps nothing; a filesystem that fetches "
+        "bigger blocks around each read and keeps them (s3fs's use_cache, pailfs's block "
+        "cache) soon holds much of the object and serves from memory or local disk, so it "
+        "can beat that row.",
         "first byte: open + pread of 1 byte + close, at 20 offsets spread over the object "
         "(so no sample is served by what an earlier one fetched), page cache dropped before each.",
         "peak RSS: VmHWM of the filesystem process (the largest over its mounts); "
         "cache/staging peak: the most disk its cache directory and any unlinked files "
         "it held open used at once, sampled every 0.5 s.",
         "raw limit: parallel ranged GETs with curl (the best of 1–16 at once) for reads, "
-        "boto3 multipart upload for writes, `curl | igzip -dc | grep -c` for gzip, boto3 "
-        "ListObjectsV2 for `ls`/`find`, boto3 PUT/GET/DeleteObjects for small files.",
+        "boto3 multipart upload for writes, `curl | igzip -dc | grep -c` for gzip, "
+        "ListObjectsV2 pages on one kept-alive connection for `ls`/`find`, boto3 "
+        "PUT/GET/DeleteObjects (16 threads) for small files.",
         "s3rver is slow (one Node.js process); compare each contender with the raw-limit "
         "row, not with AWS.",
     ]
