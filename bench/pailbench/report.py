@@ -131,7 +131,8 @@ def write(rows, meta, md_path, png_path, workdir):
                 if pailfs and row is not pailfs and not pailfs.missing:
                     mine, theirs = speed(w, r), speed(w, pailfs.results.get(w.id))
                     if mine and theirs:
-                        text += f" (×{mine / theirs:.2f})"
+                        ratio = mine / theirs
+                        text += f" (×{ratio:.2f})" if ratio >= 0.1 else f" (×{ratio:.2g})"
                 if r.note:
                     text += " " + footnote(r.note)
             elif r:

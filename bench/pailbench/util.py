@@ -173,8 +173,9 @@ def vm_hwm(pid):
     return None
 
 
-def _tree_bytes(top):
-    """Bytes allocated on disk (st_blocks) by regular files under top."""
+def _tree_bytes(top, seen):
+    """Bytes allocated on disk (st_blocks) by regular files under top; a
+    file with several names (s3fs's .mirror hard links) counts once."""
     total = 0
     stack = [top]
     while stack:
@@ -186,7 +187,10 @@ def _tree_bytes(top):
                         if e.is_dir(follow_symlinks=False):
                             stack.append(e.path)
                         elif e.is_file(follow_symlinks=False):
-                            total += e.stat(follow_symlinks=False).st_blocks * 512
+                            st = e.stat(follow_symlinks=False)
+                            if (st.st_dev, st.st_ino) not in seen:
+                                seen.add((st.st_dev, st.st_ino))
+                                total += st.st_blocks * 512
                     except OSError:
                         pass
         except OSError:
@@ -194,7 +198,7 @@ def _tree_bytes(top):
     return total
 
 
-def _deleted_open_bytes(pid):
+def _deleted_open_bytes(pid, seen):
     """Bytes allocated by unlinked regular files that pid holds open: where
     s3fs without use_cache and others stage data (tmpfile())."""
     total = 0
@@ -210,7 +214,8 @@ def _deleted_open_bytes(pid):
             if not target.endswith(" (deleted)") or not target.startswith("/"):
                 continue
             st = os.stat(p)
-            if (st.st_mode & 0o170000) == 0o100000:
+            if (st.st_mode & 0o170000) == 0o100000 and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512
         except OSError:
             pass
@@ -230,9 +235,10 @@ class DiskSampler(threading.Thread):
         self._halt = threading.Event()
 
     def sample(self):
-        n = sum(_tree_bytes(d) for d in self.dirs)
+        seen = set()
+        n = sum(_tree_bytes(d, seen) for d in self.dirs)
         if self.pid:
-            n += _deleted_open_bytes(self.pid)
+            n += _deleted_open_bytes(self.pid, seen)
         self.peak = max(self.peak, n)
 
     def run(self):
