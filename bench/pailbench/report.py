@@ -8,6 +8,7 @@ latency / the contender's latency.
 """
 
 import datetime
+import math
 import os
 import platform
 import subprocess
@@ -234,24 +235,36 @@ def write(rows, meta, md_path, png_path, workdir):
 def make_chart(rows, cols, titles, png_path, workdir, meta):
     """Grouped bars: each contender's speed as a fraction of the fastest
     contender in that workload (the raw limit included)."""
-    if not which("gnuplot"):
-        log("report: gnuplot not installed; no chart")
-        return False
     live = [r for r in rows if not r.missing]
     if not live:
         return False
-    dat = os.path.join(workdir, "chart.dat")
-    with open(dat, "w") as f:
-        f.write("workload " + " ".join(f'"{r.c.label}"' for r in live) + "\n")
-        for w in cols:
-            speeds = [speed(w, r.results.get(w.id)) for r in live]
-            best = max([s for s in speeds if s] or [0])
-            vals = [f"{s / best:.5f}" if s and best else "?" for s in speeds]
-            label = w.title.replace('"', "")
-            f.write(f'"{label}" ' + " ".join(vals) + "\n")
+    table = []
+    for w in cols:
+        speeds = [speed(w, r.results.get(w.id)) for r in live]
+        best = max([s for s in speeds if s] or [0])
+        table.append((w.title, [s / best if s and best else None for s in speeds]))
     title = ("pailfs vs s3fs-fuse vs rclone vs raw limit — "
              f"{'quick' if meta.quick else 'full'}{', WAN-shaped' if meta.wan else ''} "
              f"({meta.started:%Y-%m-%d})")
+    return plot([r.c.label for r in live], table, title, png_path, workdir)
+
+
+def plot(labels, table, title, png_path, workdir):
+    """labels: one per contender; table: (workload, [fraction or None]) rows."""
+    if not which("gnuplot"):
+        log("report: gnuplot not installed; no chart")
+        return False
+    dat = os.path.join(workdir, "chart.dat")
+    values = [v for _, vals in table for v in vals if v]
+    floor = 10 ** math.floor(math.log10(min(values))) if values else 0.001
+    floor = min(floor, 0.001)
+    with open(dat, "w") as f:
+        f.write("workload " + " ".join(f'"{l}"' for l in labels) + "\n")
+        for name, vals in table:
+            f.write(f'"{name.replace(chr(34), "")}" ' +
+                    " ".join(f"{v:.6f}" if v else "?" for v in vals) + "\n")
+    tics = [10 ** -k for k in range(0, -int(round(math.log10(floor))) + 1)] + [0.2, 0.5]
+    ytics = ", ".join(f'"{t:g}" {t:g}' for t in sorted(tics))
     script = f"""
 set terminal pngcairo size 1600,650 font "sans,10"
 set output "{png_path}"
@@ -261,13 +274,13 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set logscale y
-set yrange [0.001:1.5]
-set ytics ("0.001" 0.001, "0.01" 0.01, "0.1" 0.1, "0.2" 0.2, "0.5" 0.5, "1" 1)
+set yrange [{floor:g}:1.5]
+set ytics ({ytics})
 set grid ytics
 set datafile missing "?"
 set key outside right top
 set xtics rotate by -30 scale 0
-plot for [i=2:{len(live) + 1}] "{dat}" using i:xtic(1) title columnheader(i)
+plot for [i=2:{len(labels) + 1}] "{dat}" using i:xtic(1) title columnheader(i)
 """
     r = run(["gnuplot"], timeout=60, input=script.encode())
     if r.rc != 0:
