@@ -198,50 +198,6 @@ size_t fs_meta_build(const struct fs_attr *a, const char *xattr, struct s3_meta 
 
 /* ---- xattrs ------------------------------------------------------------ */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static char *pct_decode(const char *s)
-{
-    size_t n = strlen(s);
-    char *out = malloc(n + 1), *o = out;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        int h, l;
-        if (s[i] == '%' && i + 2 < n && (h = hexval(s[i + 1])) >= 0 &&
-            (l = hexval(s[i + 2])) >= 0) {
-            *o++ = (char)(h * 16 + l);
-            i += 2;
-        } else {
-            *o++ = s[i];
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
-static char *pct_encode(const char *s)
-{
-    struct buf b = BUF_INIT;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '_' || *p == '.' || *p == '~')
-            buf_append(&b, p, 1);
-        else
-            buf_printf(&b, "%%%02X", *p);
-    }
-    return buf_steal(&b);
-}
-
 /* Parse the encoded value into a JSON object (an empty one for NULL/""). */
 static int xattr_parse(const char *encoded, json_object **out)
 {
@@ -249,9 +205,9 @@ static int xattr_parse(const char *encoded, json_object **out)
         *out = json_object_new_object();
         return *out ? 0 : ENOMEM;
     }
-    char *raw = pct_decode(encoded);
+    char *raw = util_pct_decode(encoded);
     if (!raw)
-        return ENOMEM;
+        return EINVAL; /* a malformed escape (or no memory) */
     json_object *o = json_tokener_parse(raw);
     free(raw);
     if (!o || !json_object_is_type(o, json_type_object)) {
@@ -326,9 +282,13 @@ int fs_xattr_set(const char *encoded, const char *name, const char *val, size_t 
     }
     *out = NULL;
     if (json_object_object_length(o) > 0) {
-        *out = pct_encode(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-        if (!*out)
+        const char *json = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        struct buf b = BUF_INIT;
+        rc = util_pct_encode(&b, json, strlen(json), false);
+        *out = rc ? NULL : buf_steal(&b);
+        if (!rc && !*out)
             rc = ENOMEM;
+        buf_free(&b);
     }
     json_object_put(o);
     return rc;

@@ -186,14 +186,14 @@ static int build_target(struct s3_client *c, const struct s3_req *req, struct bu
     if (!rc && c->path_style) {
         rc = buf_puts(path, "/");
         if (!rc)
-            rc = s3_uri_encode(path, c->bucket, strlen(c->bucket), false);
+            rc = util_pct_encode(path, c->bucket, strlen(c->bucket), false);
         if (!rc && req->key)
             rc = buf_puts(path, "/");
     } else if (!rc) {
         rc = buf_puts(path, "/");
     }
     if (!rc && req->key)
-        rc = s3_uri_encode(path, req->key, strlen(req->key), true);
+        rc = util_pct_encode(path, req->key, strlen(req->key), true);
     if (!rc)
         rc = buf_printf(url, "%s://%s%s", c->scheme, host->data, path->data);
     if (!rc && req->n_query) {
@@ -1037,11 +1037,11 @@ static int copy_source(struct buf *b, struct s3_client *c, const char *src_key)
 {
     int rc = buf_puts(b, "/");
     if (!rc)
-        rc = s3_uri_encode(b, c->bucket, strlen(c->bucket), false);
+        rc = util_pct_encode(b, c->bucket, strlen(c->bucket), false);
     if (!rc)
         rc = buf_puts(b, "/");
     if (!rc)
-        rc = s3_uri_encode(b, src_key, strlen(src_key), true);
+        rc = util_pct_encode(b, src_key, strlen(src_key), true);
     return rc;
 }
 

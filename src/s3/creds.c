@@ -323,7 +323,7 @@ static int fetch(struct http_engine *http, const char *method, const char *url,
 static int append_form(struct buf *b, const char *name, const char *value)
 {
     int rc = buf_printf(b, "%s%s=", b->len ? "&" : "", name);
-    return rc ? rc : s3_uri_encode(b, value, strlen(value), false);
+    return rc ? rc : util_pct_encode(b, value, strlen(value), false);
 }
 
 static int web_identity(const struct s3_creds_request *rq, const char *role_arn,

@@ -10,12 +10,7 @@
 
 /* ---- SigV4 (sigv4.c) -------------------------------------------------- */
 
-/* Append `s` (len bytes) URI-encoded per SigV4: every byte but A-Z a-z 0-9
- * - . _ ~ becomes %XX (upper-case hex); '/' is kept when keep_slash. */
-int s3_uri_encode(struct buf *out, const char *s, size_t len, bool keep_slash);
-/* Decode %XX escapes (and nothing else) into a new string (caller frees).
- * NULL on ENOMEM or a malformed escape. */
-char *s3_uri_decode(const char *s);
+/* URI encoding and decoding are util_pct_encode / util_pct_decode. */
 
 struct s3_kv {
     const char *name;

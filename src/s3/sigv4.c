@@ -17,67 +17,8 @@
 #include <string.h>
 #include <time.h>
 
-static const char hexdig[] = "0123456789ABCDEF";
 static const char hexlow[] = "0123456789abcdef";
 
-static bool unreserved(unsigned char c)
-{
-    return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-int s3_uri_encode(struct buf *out, const char *s, size_t len, bool keep_slash)
-{
-    int rc = buf_reserve(out, len * 3);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (unreserved(c) || (keep_slash && c == '/')) {
-            out->data[out->len++] = (char)c;
-        } else {
-            out->data[out->len++] = '%';
-            out->data[out->len++] = hexdig[c >> 4];
-            out->data[out->len++] = hexdig[c & 15];
-        }
-    }
-    out->data[out->len] = '\0';
-    return 0;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-char *s3_uri_decode(const char *s)
-{
-    size_t n = strlen(s);
-    char *out = malloc(n + 1), *o = out;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%') {
-            int hi = i + 2 < n + 1 ? hexval(s[i + 1]) : -1;
-            int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0) {
-                free(out);
-                return NULL;
-            }
-            *o++ = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            *o++ = s[i];
-        }
-    }
-    *o = '\0';
-    return out;
-}
 
 static void to_hex(const unsigned char *bin, size_t n, char *hex)
 {
@@ -129,7 +70,7 @@ static int cmp_pair(const void *a, const void *b)
 static char *encode_dup(const char *s)
 {
     struct buf b = BUF_INIT;
-    if (s3_uri_encode(&b, s ? s : "", s ? strlen(s) : 0, false))
+    if (util_pct_encode(&b, s ? s : "", s ? strlen(s) : 0, false))
         return NULL;
     return buf_steal(&b);
 }

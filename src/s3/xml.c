@@ -247,7 +247,7 @@ static int decode_in_place(char **s)
     for (char *p = *s; *p; p++)
         if (*p == '+')
             *p = ' ';
-    char *d = s3_uri_decode(*s);
+    char *d = util_pct_decode(*s);
     if (!d)
         return EPROTO;
     free(*s);

@@ -136,3 +136,66 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len_out)
     *out = buf_steal(&b);
     return *out ? 0 : ENOMEM;
 }
+
+/* ---- percent-encoding (RFC 3986, as SigV4 wants it) ---------------- */
+
+static const char hexdig[] = "0123456789ABCDEF";
+
+static bool unreserved(unsigned char c)
+{
+    return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+int util_pct_encode(struct buf *out, const char *s, size_t len, bool keep_slash)
+{
+    int rc = buf_reserve(out, len * 3);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (unreserved(c) || (keep_slash && c == '/')) {
+            out->data[out->len++] = (char)c;
+        } else {
+            out->data[out->len++] = '%';
+            out->data[out->len++] = hexdig[c >> 4];
+            out->data[out->len++] = hexdig[c & 15];
+        }
+    }
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+char *util_pct_decode(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int hi = i + 2 < n + 1 ? hexval(s[i + 1]) : -1;
+            int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                free(out);
+                return NULL;
+            }
+            *o++ = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}

@@ -94,6 +94,12 @@ bool util_istarts(const char *s, const char *prefix);
 void util_wipe_free(char *secret);
 /* A uniformly distributed random 64-bit number (not for cryptography). */
 uint64_t util_random_u64(void);
+/* Append `len` bytes of s to out, percent-encoding every byte but
+ * A-Z a-z 0-9 - . _ ~ (and '/' when keep_slash) with upper-case hex, as
+ * SigV4's UriEncode does.  0 or ENOMEM. */
+int util_pct_encode(struct buf *out, const char *s, size_t len, bool keep_slash);
+/* Decode %XX escapes; NULL on ENOMEM or a malformed escape.  Caller frees. */
+char *util_pct_decode(const char *s);
 /* Read a whole file (at most `max` bytes) into *out (caller frees).
  * 0, ENOENT, EACCES, EFBIG (larger than max), or another errno. */
 int util_read_file(const char *path, size_t max, char **out, size_t *len_out);

@@ -65,7 +65,7 @@ static void test_put_object(void **state)
     /* the key is "test$file.text": '$' must be encoded once */
     struct buf uri = BUF_INIT, auth = BUF_INIT;
     assert_int_equal(buf_puts(&uri, "/"), 0);
-    assert_int_equal(s3_uri_encode(&uri, "test$file.text", 14, true), 0);
+    assert_int_equal(util_pct_encode(&uri, "test$file.text", 14, true), 0);
     assert_string_equal(uri.data, "/test%24file.text");
     struct s3_kv h[] = {{"Date", "Fri, 24 May 2013 00:00:00 GMT"},
                         {"Host", HOST},
@@ -114,17 +114,17 @@ static void test_uri_encode_rules(void **state)
     (void)state;
     struct buf b = BUF_INIT;
     const char *key = "a b+c%d~e/f//g_h-i.j;k#l?m*n\xc3\xa9";
-    assert_int_equal(s3_uri_encode(&b, key, strlen(key), true), 0);
+    assert_int_equal(util_pct_encode(&b, key, strlen(key), true), 0);
     assert_string_equal(b.data, "a%20b%2Bc%25d~e/f//g_h-i.j%3Bk%23l%3Fm%2An%C3%A9");
     buf_clear(&b);
-    assert_int_equal(s3_uri_encode(&b, "x/y=z&", 6, false), 0);
+    assert_int_equal(util_pct_encode(&b, "x/y=z&", 6, false), 0);
     assert_string_equal(b.data, "x%2Fy%3Dz%26");
     buf_free(&b);
-    char *d = s3_uri_decode("a%20b%2Bc%C3%A9+");
+    char *d = util_pct_decode("a%20b%2Bc%C3%A9+");
     assert_string_equal(d, "a b+c\xc3\xa9+");
     free(d);
-    assert_null(s3_uri_decode("bad%2"));
-    assert_null(s3_uri_decode("bad%zz"));
+    assert_null(util_pct_decode("bad%2"));
+    assert_null(util_pct_decode("bad%zz"));
 }
 
 static void test_query_values_encoded_and_sorted(void **state)
