@@ -310,7 +310,7 @@ static int o_size(struct parse *p, const char *name, const char *v)
             return EINVAL;
         p->o->fs.max_memory = n;
     } else if (strcmp(name, "part_size") == 0) {
-        if (n < (1ULL << 20) || n > (1ULL << 30))
+        if (n < (4ULL << 10) || n > (1ULL << 30))
             return EINVAL;
         p->o->fs.part_size = n;
     } else {
@@ -327,6 +327,44 @@ static int o_read_parallel(struct parse *p, const char *name, const char *v)
     if (parse_decimal(v, OPTIONS_MAX_READ_PARALLEL, &n) || n == 0)
         return EINVAL;
     p->o->fs.read_parallel = (unsigned)n;
+    return 0;
+}
+
+static int o_max_inflight(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    (void)name;
+    if (parse_decimal(v, 64, &n) || n == 0)
+        return EINVAL;
+    p->o->fs.max_inflight = (unsigned)n;
+    return 0;
+}
+
+/* "off", or a whole number with an optional s, m, h or d. */
+static int o_abort_stale(struct parse *p, const char *name, const char *v)
+{
+    (void)name;
+    if (strcmp(v, "off") == 0) {
+        p->o->fs.abort_stale_uploads = 0;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    if (!*v || *v < '0' || *v > '9')
+        return EINVAL;
+    unsigned long long n = strtoull(v, &end, 10);
+    unsigned long long mult = 1;
+    if (*end == 's')
+        end++;
+    else if (*end == 'm')
+        mult = 60, end++;
+    else if (*end == 'h')
+        mult = 3600, end++;
+    else if (*end == 'd')
+        mult = 86400, end++;
+    if (errno || *end || n == 0 || n > 3650ULL * 86400 / mult)
+        return EINVAL;
+    p->o->fs.abort_stale_uploads = n * mult;
     return 0;
 }
 
@@ -432,9 +470,13 @@ static const struct o_option o_table[] = {
     {"cache_size", O_VALUE, o_size, "a size in bytes such as 0, 500M or 10G"},
     /* the read path */
     {"max_memory", O_VALUE, o_size, "a size of at least 16M, such as 256M"},
-    {"part_size", O_VALUE, o_size, "a size from 1M to 1G, such as 8M"},
+    {"part_size", O_VALUE, o_size, "a size from 4k to 1G, such as 8M"},
     {"max_readahead", O_VALUE, o_size, "a size from 1M to 1G, such as 32M"},
     {"read_parallel", O_VALUE, o_read_parallel, "a whole number from 1 to 64"},
+    /* the write path */
+    {"max_inflight", O_VALUE, o_max_inflight, "a whole number from 1 to 64"},
+    {"abort_stale_uploads", O_VALUE, o_abort_stale,
+     "off, or a duration such as 3600, 90m, 24h or 7d"},
     /* logging */
     {"log_level", O_VALUE, o_log_level, "error, warn, info or debug"},
     /* FUSE pass-through */
@@ -884,8 +926,16 @@ void options_print_help(FILE *to)
           "                           wait for it rather than fail (default 256M)\n"
           "  -o max_readahead=SIZE    read-ahead window of one file read sequentially;\n"
           "                           it starts at 1M and doubles up to this (default 64M)\n"
-          "  -o part_size=SIZE        bytes per ranged GET of the read-ahead (default 8M)\n"
+          "  -o part_size=SIZE        bytes per ranged GET of the read-ahead, and of the\n"
+          "                           first multipart parts of a written file (default 8M;\n"
+          "                           AWS refuses parts under 5M)\n"
           "  -o read_parallel=N       ranged GETs in flight for reads, 1 to 64 (default 8)\n"
+          "\n"
+          "writing:\n"
+          "  -o max_inflight=N        parts of one file uploading at once, 1 to 64\n"
+          "                           (default 8); write buffers share max_memory\n"
+          "  -o abort_stale_uploads=T at mount, abort multipart uploads under the prefix\n"
+          "                           older than T (90m, 24h, 7d; default 24h; off)\n"
           "\n"
           "logging:\n"
           "  -o log_level=LEVEL       error, warn, info or debug (default warn)\n"

@@ -23,6 +23,8 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->part_size = 8ULL << 20;
     cfg->max_readahead = 64ULL << 20;
     cfg->read_parallel = 8;
+    cfg->max_inflight = 8;
+    cfg->abort_stale_uploads = 86400;
 }
 
 /* mkdir -p, for the cache directory. */
@@ -96,6 +98,8 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     fs->next_ino = FUSE_ROOT_ID + 1;
     fs->handles.next = fs->handles.prev = &fs->handles;
     rc = fs_readpool_new(fs);
+    if (!rc)
+        rc = fs_wpool_new(fs);
     if (rc) {
         fs_free(fs);
         return rc;
@@ -144,11 +148,7 @@ void fs_free(struct fs *fs)
         if (in->linked)
             HASH_DELETE(hh_path, fs->by_path, in);
         HASH_DELETE(hh, fs->by_ino, in);
-        if (in->wf) {
-            close(in->wf->fd);
-            pthread_mutex_destroy(&in->wf->lock);
-            free(in->wf);
-        }
+        fs_wfile_free(fs, in->wf);
         free(in->path);
         free(in->symlink);
         free(in->xattr);
@@ -162,6 +162,7 @@ void fs_free(struct fs *fs)
         free(h);
     }
     fs_readpool_free(fs); /* after the handles: their readers use it */
+    fs_wpool_free(fs);    /* after the write states: their uploads use it */
     free(fs->key_prefix);
     pthread_mutex_destroy(&fs->lock);
     free(fs);

@@ -49,6 +49,8 @@ struct fs_config {
     uint64_t part_size;      /* bytes per ranged GET of the read-ahead (8 MiB) */
     uint64_t max_readahead;  /* read-ahead window of one open file (64 MiB) */
     unsigned read_parallel;  /* ranged GETs in flight for reads (8) */
+    unsigned max_inflight;   /* parts of one file uploading at once (8) */
+    uint64_t abort_stale_uploads; /* seconds; 0: never (86400) */
 };
 
 /* Fill *cfg with the defaults above (uid/gid: the calling process's). */

@@ -41,14 +41,43 @@ struct fs_attr {
     bool marker;            /* directory: a "path/" object exists */
 };
 
-/* The staged contents of a file open for writing (the simple write path:
- * an unlinked temporary file in cache_dir, uploaded whole at flush). */
+/* A file open for writing (write.c; see there for the modes). */
+enum fs_wmode { FS_W_CLEAN, FS_W_STREAM, FS_W_STAGED };
+
+/* A multipart upload in progress. */
+struct fs_upload_state {
+    char *key;              /* the key it was begun for */
+    char *id;               /* NULL when no upload is in progress */
+    struct s3_part *parts;  /* parts[n-1] is part n; protected by wf->lock */
+    size_t cap;
+    unsigned next;          /* part numbers handed out: 1..next */
+    unsigned inflight;      /* protected by wf->lock */
+    int error;              /* first failed part; protected by wf->lock */
+    mode_t sent_mode;       /* the metadata it was begun with */
+    uid_t sent_uid;
+    gid_t sent_gid;
+    char *sent_xattr;
+};
+
 struct fs_wfile {
-    pthread_mutex_t lock;   /* serialises load, truncate, upload */
-    int fd;                 /* staging file */
-    bool loaded;            /* fd holds the object's bytes (or they were truncated away) */
-    bool dirty;             /* fd differs from the object in the bucket */
-    int error;              /* a failed upload, reported by the next flush */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;    /* a part finished, or busy was cleared */
+    bool busy;              /* an operation runs; protected by lock */
+    /* the rest belongs to the operation holding busy */
+    enum fs_wmode mode;
+    bool dirty;             /* differs from the object in the bucket */
+    int error;              /* sticky: every later write and flush fails with it */
+    uint64_t size;
+    char base_etag[80];     /* the object version the file's first base_len */
+    uint64_t base_len;      /* bytes come from ("" and 0: none) */
+    struct fs_upload_state up;
+    uint64_t sent;          /* stream: bytes [0, sent) are in parts */
+    char *buf;              /* stream: bytes [sent, size) */
+    size_t buf_len, buf_cap;
+    uint64_t buf_reserved;  /* of the memory bound, for buf */
+    int fd;                 /* staged: the staging file, or -1 */
+    uint8_t *blk;           /* staged: state of each 1 MiB block */
+    size_t n_blk;
 };
 
 struct fs_inode {
@@ -86,6 +115,7 @@ struct fs_open {
 };
 
 struct fs_readpool;
+struct fs_wpool;
 struct fs_reader;
 struct rblock;
 
@@ -104,6 +134,7 @@ struct fs {
     unsigned n_local;          /* local inodes; protected by lock */
     struct fs_open handles;    /* list head; protected by lock */
     struct fs_readpool *rp;    /* the read path's workers, memory and cache */
+    struct fs_wpool *wp;       /* the write path's upload threads and memory */
     bool warned_conflict;      /* protected by lock */
 };
 
@@ -150,6 +181,39 @@ int fs_xattr_list(const char *encoded, char **out, size_t *len);
 /* Whether `name` can be a POSIX file name (not "", ".", "..", no '/',
  * at most 255 bytes). */
 bool fs_name_valid(const char *name, size_t len);
+
+/* ---- plan.c: how a file becomes multipart parts (pure functions) ----- */
+
+#define FS_MIN_PART (5ULL << 20)  /* S3: every part but the last */
+#define FS_MAX_PART (5ULL << 30)
+#define FS_MAX_PARTS 10000
+
+/* The size of part `number` (1-based) of a stream whose first parts are
+ * `first` bytes: doubling every 1,000 parts, at most FS_MAX_PART. */
+uint64_t fs_part_size(uint64_t first, unsigned number);
+/* The longest stream FS_MAX_PARTS parts of that schedule hold. */
+uint64_t fs_stream_max_size(uint64_t first);
+
+/* A piece of a new version of an object: bytes [off, off+len) that are
+ * still the old version's bytes at the same offsets (copy), or not. */
+struct fs_run {
+    uint64_t off, len;
+    bool copy;
+};
+/* One planned part: UploadPartCopy of the old version's [off, off+len)
+ * (copy), or an upload of the local bytes [off, off+len). */
+struct fs_part_plan {
+    uint64_t off, len;
+    bool copy;
+};
+/* The parts of an object made of `runs` (contiguous, from offset 0): copy
+ * parts of at least min_part (up to FS_MAX_PART) and local parts of at most
+ * local_cap (raised to 2 x min_part), every part but the last at least
+ * min_part.  Copy runs too short to be parts become local: the caller must
+ * have those bytes.  *out is malloc'ed (caller frees; NULL with 0 parts).
+ * 0, EINVAL (runs not contiguous), E2BIG (more than FS_MAX_PARTS), ENOMEM. */
+int fs_plan_parts(const struct fs_run *runs, size_t n_runs, uint64_t min_part, uint64_t local_cap,
+                  struct fs_part_plan **out, size_t *n_out);
 
 /* ---- inode.c: the inode table and metadata -------------------------- */
 
@@ -253,14 +317,34 @@ struct fs_read_reply {
 int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_read_reply *rep);
 void fs_read_reply_done(struct fs_read_reply *rep);
 
-/* Store what an inode's staging file holds (if dirty) as its object. */
-int fs_upload(struct fs *fs, struct fs_inode *in);
-/* Make an empty staging file for `in` (fs->lock held); 0 or errno. */
+/* ---- write.c: the write path ------------------------------------------ */
+
+/* Start / stop the upload threads (and, at mount, the sweep of stale
+ * multipart uploads).  new: 0, ENOMEM, EAGAIN. */
+int fs_wpool_new(struct fs *fs);
+void fs_wpool_free(struct fs *fs);
+/* Give `in` its write state (fs->lock held): a new file streams, an
+ * existing object starts clean.  0 or ENOMEM. */
 int fs_wfile_attach_locked(struct fs *fs, struct fs_inode *in);
-/* Set the size of a file, through its staging file (one is made and
- * uploaded at once when the file is not open for writing). */
+/* Free a write state nobody uses any more; an upload never completed is
+ * aborted. */
+void fs_wfile_free(struct fs *fs, struct fs_wfile *wf);
+/* write(2) of n bytes at off.  0, EBADF (not open for writing), EIO (an
+ * upload failed: this and every later write/flush of the file), ENOSPC
+ * (the staging disk is full: same), EFBIG, ENOMEM. */
+int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, uint64_t off);
+/* read(2) of a file open for writing.  *data is malloc'ed (caller frees)
+ * with *got bytes.  EAGAIN: nothing was written, read the object version
+ * `etag` (the handle's) through its reader. Else 0 or an errno. */
+int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t off,
+                  size_t size, char **data, size_t *got);
+/* flush/fsync: store what was written.  0 only when the object in the
+ * bucket holds every byte written; else the sticky error (EIO, ENOSPC). */
+int fs_upload(struct fs *fs, struct fs_inode *in);
+/* Set the size of a file (a temporary write state is made and stored at
+ * once when the file is not open for writing). */
 int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
-/* Everything still open and dirty, uploaded (for unmount). */
+/* Everything still open and dirty, stored (for unmount). */
 int fs_upload_all(struct fs *fs);
 
 /* ---- the operations (ns.c: names and attributes; file.c: data) ------ */

@@ -1179,6 +1179,28 @@ int s3_upload_part_copy(struct s3_client *c, const char *key, const char *upload
     return rc;
 }
 
+/* NoSuchUpload from a Complete can mean that an earlier attempt did
+ * complete it (the connection broke before the answer arrived, and the
+ * retry found the upload gone).  The object then carries exactly the ETag
+ * those parts make; any other object, or none, means it did not land. */
+static bool complete_landed(struct s3_client *c, const char *key, const struct s3_part *parts,
+                            size_t n_parts, char *etag_out)
+{
+    char want[80];
+    if (s3_multipart_etag(parts, n_parts, want))
+        return false;
+    struct s3_object_info info = {0};
+    bool landed = s3_head_object(c, key, &info, NULL) == 0 && strcmp(info.etag, want) == 0;
+    s3_object_info_clear(&info);
+    if (landed) {
+        log_info("%s: CompleteMultipartUpload answered NoSuchUpload, but the object with "
+                 "its parts' ETag is there: an earlier attempt completed it", key);
+        if (etag_out)
+            snprintf(etag_out, 80, "%s", want);
+    }
+    return landed;
+}
+
 int s3_complete_multipart_upload(struct s3_client *c, const char *key, const char *upload_id,
                                  const struct s3_part *parts, size_t n_parts, char *etag_out,
                                  struct s3_error *err)
@@ -1209,6 +1231,8 @@ int s3_complete_multipart_upload(struct s3_client *c, const char *key, const cha
         etag_out[0] = '\0';
     req_free(&req);
     buf_free(&body);
+    if (rc == ENOENT && complete_landed(c, key, parts, n_parts, etag_out))
+        rc = 0;
     return rc;
 }
 

@@ -44,6 +44,10 @@ int s3_sigv4_authorization(struct buf *out, const struct s3_sign_input *in, char
 void s3_sha256_hex(const void *data, size_t len, char *hex);
 /* Base64 MD5 of data into b64 (25 bytes). */
 void s3_md5_base64(const void *data, size_t len, char *b64);
+/* The ETag S3 gives an object completed from `parts` (whose ETags are the
+ * parts' MD5s): "md5(binary part MD5s)-N", with quotes, into out (80
+ * bytes).  0, EINVAL (an ETag that is not an MD5), ENOMEM. */
+int s3_multipart_etag(const struct s3_part *parts, size_t n, char *out);
 /* "YYYYMMDDTHHMMSSZ" for t into out (17 bytes). */
 void s3_amz_date(int64_t t, char *out);
 

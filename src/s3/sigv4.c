@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,6 +44,35 @@ void s3_md5_base64(const void *data, size_t len, char *b64)
     unsigned int mdlen = 0;
     EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL);
     EVP_EncodeBlock((unsigned char *)b64, md, 16);
+}
+
+int s3_multipart_etag(const struct s3_part *parts, size_t n, char *out)
+{
+    unsigned char *bin = malloc(n ? n * 16 : 1);
+    if (!bin)
+        return ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = parts[i].etag;
+        if (*e == '"')
+            e++;
+        for (int k = 0; k < 16; k++) {
+            unsigned v;
+            if (sscanf(e + 2 * k, "%2x", &v) != 1) {
+                free(bin);
+                return EINVAL; /* not an MD5: the server's ETags are opaque */
+            }
+            bin[i * 16 + (size_t)k] = (unsigned char)v;
+        }
+    }
+    unsigned char md[16];
+    unsigned int mdlen = 0;
+    EVP_Digest(bin, n * 16, md, &mdlen, EVP_md5(), NULL);
+    free(bin);
+    int pos = snprintf(out, 80, "\"");
+    for (int k = 0; k < 16; k++)
+        pos += snprintf(out + pos, (size_t)(80 - pos), "%02x", md[k]);
+    snprintf(out + pos, (size_t)(80 - pos), "-%zu\"", n);
+    return 0;
 }
 
 void s3_amz_date(int64_t t, char *out)

@@ -977,8 +977,14 @@ def test_keep_cache_only_for_the_same_version(proxy, s3, bucket, mounter):
 
 @pytest.mark.parametrize("opt,message", [
     ("max_memory=15M", "expected a size of at least 16M, such as 256M"),
-    ("part_size=1023k", "expected a size from 1M to 1G, such as 8M"),
-    ("part_size=1025M", "expected a size from 1M to 1G, such as 8M"),
+    ("part_size=4095", "expected a size from 4k to 1G, such as 8M"),
+    ("part_size=1025M", "expected a size from 4k to 1G, such as 8M"),
+    ("max_inflight=0", "expected a whole number from 1 to 64"),
+    ("max_inflight=65", "expected a whole number from 1 to 64"),
+    ("abort_stale_uploads=0",
+     "expected off, or a duration such as 3600, 90m, 24h or 7d"),
+    ("abort_stale_uploads=5x",
+     "expected off, or a duration such as 3600, 90m, 24h or 7d"),
     ("max_readahead=512k", "expected a size from 1M to 1G, such as 32M"),
     ("max_readahead=2G", "expected a size from 1M to 1G, such as 32M"),
     ("read_parallel=0", "expected a whole number from 1 to 64"),

@@ -448,6 +448,35 @@ static void test_cache_options(void **state)
     options_free(&o);
 }
 
+static void test_write_options(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse_o(&o, "part_size=4k,max_inflight=16"), 0);
+    assert_int_equal(o.fs.part_size, 4096);
+    assert_int_equal(o.fs.max_inflight, 16);
+    assert_int_equal(o.fs.abort_stale_uploads, 86400); /* default 24 h */
+    options_free(&o);
+    static const struct {
+        const char *v;
+        uint64_t s;
+    } durations[] = {{"3600", 3600}, {"90m", 5400}, {"24h", 86400},
+                     {"7d", 604800}, {"2s", 2}, {"off", 0}};
+    for (size_t i = 0; i < sizeof(durations) / sizeof(*durations); i++) {
+        char opt[64];
+        snprintf(opt, sizeof(opt), "abort_stale_uploads=%s", durations[i].v);
+        assert_int_equal(parse_o(&o, opt), 0);
+        assert_int_equal(o.fs.abort_stale_uploads, durations[i].s);
+        options_free(&o);
+    }
+    static const char *bad[] = {"abort_stale_uploads=0", "abort_stale_uploads=5x",
+                                "abort_stale_uploads=-1", "abort_stale_uploads=h",
+                                "abort_stale_uploads=99999d", "max_inflight=0",
+                                "max_inflight=65", "part_size=4095"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        assert_int_equal(parse_o(&o, bad[i]), EINVAL);
+}
+
 static void test_log_level(void **state)
 {
     (void)state;
@@ -753,6 +782,7 @@ int main(void)
         cmocka_unit_test_setup(test_mount_options, setup_env),
         cmocka_unit_test_setup(test_ownership_options, setup_env),
         cmocka_unit_test_setup(test_cache_options, setup_env),
+        cmocka_unit_test_setup(test_write_options, setup_env),
         cmocka_unit_test_setup(test_log_level, setup_env),
         cmocka_unit_test_setup(test_fuse_passthrough, setup_env),
         cmocka_unit_test_setup(test_cache_dir_default, setup_env),

@@ -1,0 +1,1306 @@
+/* write.c — the write path: files open for writing, and how they reach S3.
+ *
+ * An object cannot be changed in place, only replaced whole, and a program
+ * writing a result bigger than the local disk must not stage it there.  So
+ * a file open for writing is in one of three modes:
+ *
+ *   clean   nothing written yet; reads go to the object.
+ *   stream  written front to back (a new file, O_TRUNC, or an append):
+ *           bytes fill an in-memory part; each full part goes to a pool
+ *           of upload threads at once (at most max_inflight per file) while
+ *           the program keeps writing.  A file shorter than its first part
+ *           becomes one PutObject at flush; a longer one a multipart upload
+ *           completed at flush.  An append to an existing object starts the
+ *           upload with UploadPartCopy of the old bytes, never a download.
+ *   staged  anything else (seek back, holes, edits, truncation): the file
+ *           is materialised sparsely in cache_dir/staging, one 1 MiB block
+ *           at a time as blocks are read or partly written; at flush the
+ *           new object is planned (plan.c) as server-side copies of the old
+ *           object's unchanged ranges plus uploads of the changed ones.
+ *
+ * A stream turns into staged when a write lands before what was already
+ * sent.  Parts already uploaded cannot be read back from S3, so the upload
+ * is first completed as a checkpoint (what fsync does), then edited.
+ *
+ * The contract: the object appears only complete, at flush or fsync, and
+ * those return 0 only when it is in the bucket.  A failed part or
+ * completion aborts the upload, leaves the old object as it was, and makes
+ * this and every later flush and write of the file fail (EIO; ENOSPC when
+ * the staging disk filled) until it is closed.
+ *
+ * Locking: a file's operations (write, read, truncate, flush) are one at a
+ * time — `busy` is held across their S3 requests and waits; wf->lock only
+ * guards the fields upload threads touch (the upload's parts, in-flight
+ * count and error) and `busy` itself.  fs->lock is never held across I/O. */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FS_STAGE_BLOCK (1ULL << 20)
+#define FS_WMEM_WAIT_MS 10000
+
+enum { BLK_ABSENT = 0, BLK_CLEAN = 1, BLK_DIRTY = 2 };
+
+/* ---- the upload pool and its memory bound ------------------------------ */
+
+enum wjob_kind { WJ_MEM, WJ_FD, WJ_COPY, WJ_FETCH };
+
+struct wjob {
+    struct wjob *next;
+    struct fs_wfile *wf;
+    enum wjob_kind kind;
+    int number;
+    char *data;        /* WJ_MEM: the part (owned, freed by the job) */
+    uint64_t off, len; /* WJ_FD/COPY/FETCH: the range */
+    uint64_t reserved; /* bytes of the memory bound the job gives back */
+    int fd;            /* WJ_FD */
+    char *key, *upload_id;
+    char src_etag[80];
+};
+
+struct fs_wpool {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;      /* a job queued, or stop */
+    pthread_cond_t mem_cond;  /* memory given back */
+    struct wjob *head, *tail; /* protected by lock */
+    bool stop;                /* protected by lock */
+    uint64_t mem_used;        /* protected by lock */
+    uint64_t mem_limit;
+    bool warned_mem;          /* protected by lock */
+    pthread_t *threads;
+    unsigned n_threads;
+    pthread_t stale;          /* the stale-upload sweep at mount */
+    bool stale_started;
+    int part_copy;            /* 1 works, -1 refused, 0 unknown; protected by lock */
+};
+
+static uint64_t wmem_take(struct fs_wpool *wp, uint64_t n)
+{
+    pthread_mutex_lock(&wp->lock);
+    uint64_t deadline = util_now_ms() + FS_WMEM_WAIT_MS;
+    while (wp->mem_used && wp->mem_used + n > wp->mem_limit) {
+        uint64_t now = util_now_ms();
+        if (now >= deadline) {
+            /* Buffers of files that are not being written fill the bound;
+             * waiting longer could wait forever on the same program. */
+            if (!wp->warned_mem)
+                log_warn("write buffers exceed max_memory (%llu MiB): many files are open "
+                         "for writing at once and partly written",
+                         (unsigned long long)(wp->mem_limit >> 20));
+            wp->warned_mem = true;
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (deadline - now) * 1000000ULL;
+        ts.tv_sec += (time_t)(ns / 1000000000ULL);
+        ts.tv_nsec = (long)(ns % 1000000000ULL);
+        pthread_cond_timedwait(&wp->mem_cond, &wp->lock, &ts);
+    }
+    wp->mem_used += n;
+    pthread_mutex_unlock(&wp->lock);
+    return n;
+}
+
+static void wmem_give(struct fs_wpool *wp, uint64_t n)
+{
+    if (!n)
+        return;
+    pthread_mutex_lock(&wp->lock);
+    wp->mem_used -= n;
+    pthread_cond_broadcast(&wp->mem_cond);
+    pthread_mutex_unlock(&wp->lock);
+}
+
+struct mem_sink {
+    char *data;
+    size_t len, cap;
+};
+
+static int mem_sink_fn(void *arg, const void *data, size_t len)
+{
+    struct mem_sink *m = arg;
+    if (m->len + len > m->cap)
+        return EIO; /* more than was asked for */
+    memcpy(m->data + m->len, data, len);
+    m->len += len;
+    return 0;
+}
+
+/* Exactly [off, off+len) of version `etag` of `key` into dst. */
+static int get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const char *etag,
+                     char *dst)
+{
+    struct mem_sink m = {.data = dst, .cap = len};
+    int rc = s3_get_object(fs->s3, key, off, len, *etag ? etag : NULL, mem_sink_fn, &m, NULL,
+                           NULL);
+    if (rc == ESTALE)
+        log_error("%s changed in the bucket while open for writing", key);
+    if (!rc && m.len != len)
+        rc = EIO;
+    return rc == ESTALE ? EIO : rc;
+}
+
+static int read_all(int fd, char *p, size_t len, uint64_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, p + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0) { /* past the end of a sparse file: zeros */
+            memset(p + done, 0, len - done);
+            break;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const char *p, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int wjob_body(struct fs *fs, struct wjob *j, char *etag)
+{
+    if (j->kind == WJ_COPY)
+        return s3_upload_part_copy(fs->s3, j->key, j->upload_id, j->number, j->key, j->off,
+                                   j->len, j->src_etag, etag, NULL);
+    int rc = 0;
+    if (j->kind != WJ_MEM) {
+        j->data = malloc(j->len ? j->len : 1);
+        if (!j->data)
+            return ENOMEM;
+        rc = j->kind == WJ_FD ? read_all(j->fd, j->data, j->len, j->off)
+                              : get_range(fs, j->key, j->off, j->len, j->src_etag, j->data);
+        j->off = 0;
+    }
+    if (!rc)
+        rc = s3_upload_part(fs->s3, j->key, j->upload_id, j->number, j->data, j->len, etag, NULL);
+    return rc;
+}
+
+static void wjob_free(struct wjob *j)
+{
+    free(j->data);
+    free(j->key);
+    free(j->upload_id);
+    free(j);
+}
+
+static void wjob_run(struct fs *fs, struct wjob *j)
+{
+    char etag[80] = "";
+    int rc = wjob_body(fs, j, etag);
+    free(j->data);
+    j->data = NULL;
+    wmem_give(fs->wp, j->reserved);
+    struct fs_wfile *wf = j->wf;
+    pthread_mutex_lock(&wf->lock);
+    struct s3_part *p = &wf->up.parts[j->number - 1];
+    p->number = j->number;
+    snprintf(p->etag, sizeof(p->etag), "%s", etag);
+    if (rc && !wf->up.error) {
+        log_error("part %d of %s failed: %s", j->number, j->key, strerror(rc));
+        wf->up.error = rc;
+    }
+    wf->up.inflight--;
+    pthread_cond_broadcast(&wf->cond);
+    pthread_mutex_unlock(&wf->lock);
+    wjob_free(j);
+}
+
+static void *wpool_main(void *arg)
+{
+    struct fs *fs = arg;
+    struct fs_wpool *wp = fs->wp;
+    pthread_mutex_lock(&wp->lock);
+    for (;;) {
+        while (!wp->head && !wp->stop)
+            pthread_cond_wait(&wp->cond, &wp->lock);
+        if (!wp->head)
+            break;
+        struct wjob *j = wp->head;
+        wp->head = j->next;
+        if (!wp->head)
+            wp->tail = NULL;
+        pthread_mutex_unlock(&wp->lock);
+        wjob_run(fs, j);
+        pthread_mutex_lock(&wp->lock);
+    }
+    pthread_mutex_unlock(&wp->lock);
+    return NULL;
+}
+
+/* Abort multipart uploads under the mount's prefix begun longer ago than
+ * abort_stale_uploads: what a killed pailfs leaves behind.  Other tools'
+ * uploads that old are aborted too: no upload should live that long. */
+static void *stale_main(void *arg)
+{
+    struct fs *fs = arg;
+    int64_t cutoff = (int64_t)time(NULL) - (int64_t)fs->cfg.abort_stale_uploads;
+    char *key_marker = NULL, *id_marker = NULL;
+    unsigned aborted = 0;
+    for (;;) {
+        struct s3_upload_page page;
+        int rc = s3_list_multipart_uploads(fs->s3, fs->key_prefix, key_marker, id_marker, &page,
+                                           NULL);
+        if (rc) {
+            if (rc == ENOSYS || rc == ENOTSUP)
+                log_info("the server does not list multipart uploads: stale uploads are not "
+                         "cleaned");
+            else
+                log_warn("listing stale multipart uploads failed: %s", strerror(rc));
+            break;
+        }
+        for (size_t i = 0; i < page.n_uploads; i++) {
+            struct s3_upload *u = &page.uploads[i];
+            if (u->initiated > cutoff)
+                continue;
+            rc = s3_abort_multipart_upload(fs->s3, u->key, u->upload_id, NULL);
+            if (rc && rc != ENOENT)
+                log_warn("aborting the stale upload of %s failed: %s", u->key, strerror(rc));
+            else
+                aborted++;
+        }
+        free(key_marker);
+        free(id_marker);
+        key_marker = page.truncated && page.next_key_marker ? strdup(page.next_key_marker) : NULL;
+        id_marker = page.truncated && page.next_upload_id_marker
+                        ? strdup(page.next_upload_id_marker)
+                        : NULL;
+        s3_upload_page_free(&page);
+        if (!key_marker)
+            break;
+    }
+    free(key_marker);
+    free(id_marker);
+    if (aborted)
+        log_info("aborted %u multipart upload(s) older than %llu s", aborted,
+                 (unsigned long long)fs->cfg.abort_stale_uploads);
+    return NULL;
+}
+
+int fs_wpool_new(struct fs *fs)
+{
+    struct fs_wpool *wp = calloc(1, sizeof(*wp));
+    if (!wp)
+        return ENOMEM;
+    pthread_mutex_init(&wp->lock, NULL);
+    pthread_cond_init(&wp->cond, NULL);
+    pthread_cond_init(&wp->mem_cond, NULL);
+    wp->mem_limit = fs->cfg.max_memory;
+    unsigned inflight = fs->cfg.max_inflight ? fs->cfg.max_inflight : 8;
+    wp->n_threads = inflight * 2 > 32 ? 32 : inflight * 2;
+    wp->threads = calloc(wp->n_threads, sizeof(*wp->threads));
+    fs->wp = wp;
+    if (!wp->threads) {
+        wp->n_threads = 0;
+        return ENOMEM;
+    }
+    for (unsigned i = 0; i < wp->n_threads; i++) {
+        if (pthread_create(&wp->threads[i], NULL, wpool_main, fs)) {
+            wp->n_threads = i;
+            return EAGAIN;
+        }
+    }
+    if (fs->cfg.part_size < FS_MIN_PART && !fs->cfg.read_only)
+        log_warn("part_size=%lluk: AWS S3 refuses multipart parts under 5M (only servers "
+                 "without that minimum accept files written with it)",
+                 (unsigned long long)(fs->cfg.part_size >> 10));
+    if (fs->cfg.abort_stale_uploads && !fs->cfg.read_only)
+        wp->stale_started = pthread_create(&wp->stale, NULL, stale_main, fs) == 0;
+    return 0;
+}
+
+void fs_wpool_free(struct fs *fs)
+{
+    struct fs_wpool *wp = fs->wp;
+    if (!wp)
+        return;
+    if (wp->stale_started)
+        pthread_join(wp->stale, NULL);
+    pthread_mutex_lock(&wp->lock);
+    wp->stop = true;
+    pthread_cond_broadcast(&wp->cond);
+    pthread_mutex_unlock(&wp->lock);
+    for (unsigned i = 0; i < wp->n_threads; i++)
+        pthread_join(wp->threads[i], NULL);
+    free(wp->threads);
+    pthread_cond_destroy(&wp->cond);
+    pthread_cond_destroy(&wp->mem_cond);
+    pthread_mutex_destroy(&wp->lock);
+    free(wp);
+    fs->wp = NULL;
+}
+
+/* ---- one file's operations, one at a time ------------------------------ */
+
+static void wf_begin(struct fs_wfile *wf)
+{
+    pthread_mutex_lock(&wf->lock);
+    while (wf->busy)
+        pthread_cond_wait(&wf->cond, &wf->lock);
+    wf->busy = true;
+    pthread_mutex_unlock(&wf->lock);
+}
+
+static void wf_end(struct fs_wfile *wf)
+{
+    pthread_mutex_lock(&wf->lock);
+    wf->busy = false;
+    pthread_cond_broadcast(&wf->cond);
+    pthread_mutex_unlock(&wf->lock);
+}
+
+/* The file's key now (it may have been renamed); caller frees. */
+static char *wf_key(struct fs *fs, struct fs_inode *in, bool *gone)
+{
+    pthread_mutex_lock(&fs->lock);
+    char *key = fs_key(fs, in->path, false);
+    if (gone)
+        *gone = !in->linked;
+    pthread_mutex_unlock(&fs->lock);
+    return key;
+}
+
+static uint64_t local_part_cap(struct fs *fs)
+{
+    uint64_t p = fs->cfg.part_size;
+    return p < 2 * FS_MIN_PART ? 2 * FS_MIN_PART : p;
+}
+
+/* ---- the multipart upload of a file ------------------------------------ */
+
+static int up_grow(struct fs_wfile *wf, size_t need)
+{
+    if (need <= wf->up.cap)
+        return 0;
+    size_t cap = wf->up.cap ? wf->up.cap : 64;
+    while (cap < need)
+        cap *= 2;
+    pthread_mutex_lock(&wf->lock);
+    struct s3_part *np = realloc(wf->up.parts, cap * sizeof(*np));
+    if (np) {
+        memset(np + wf->up.cap, 0, (cap - wf->up.cap) * sizeof(*np));
+        wf->up.parts = np;
+        wf->up.cap = cap;
+    }
+    pthread_mutex_unlock(&wf->lock);
+    return np ? 0 : ENOMEM;
+}
+
+/* Queue part `number`; waits while the file has max_inflight parts in
+ * flight.  `data` (WJ_MEM) becomes the job's; `reserved` bytes of the
+ * memory bound go back when the job ends. */
+static int up_submit(struct fs *fs, struct fs_wfile *wf, enum wjob_kind kind, int number,
+                     char *data, uint64_t off, uint64_t len, uint64_t reserved)
+{
+    struct wjob *j = calloc(1, sizeof(*j));
+    int rc = up_grow(wf, (size_t)number);
+    if (!j || rc || !(j->key = strdup(wf->up.key)) || !(j->upload_id = strdup(wf->up.id))) {
+        if (j)
+            wjob_free(j);
+        free(data);
+        wmem_give(fs->wp, reserved);
+        return ENOMEM;
+    }
+    j->wf = wf;
+    j->kind = kind;
+    j->number = number;
+    j->data = data;
+    j->off = off;
+    j->len = len;
+    j->reserved = reserved;
+    j->fd = wf->fd;
+    snprintf(j->src_etag, sizeof(j->src_etag), "%s", wf->base_etag);
+    unsigned limit = fs->cfg.max_inflight ? fs->cfg.max_inflight : 8;
+    pthread_mutex_lock(&wf->lock);
+    wf->up.inflight++;
+    pthread_mutex_unlock(&wf->lock);
+    struct fs_wpool *wp = fs->wp;
+    pthread_mutex_lock(&wp->lock);
+    if (wp->tail)
+        wp->tail->next = j;
+    else
+        wp->head = j;
+    wp->tail = j;
+    pthread_cond_signal(&wp->cond);
+    pthread_mutex_unlock(&wp->lock);
+    pthread_mutex_lock(&wf->lock);
+    while (wf->up.inflight >= limit)
+        pthread_cond_wait(&wf->cond, &wf->lock);
+    rc = wf->up.error;
+    pthread_mutex_unlock(&wf->lock);
+    return rc;
+}
+
+/* Wait for every part in flight; the upload's error, if any. */
+static int up_drain(struct fs_wfile *wf)
+{
+    pthread_mutex_lock(&wf->lock);
+    while (wf->up.inflight)
+        pthread_cond_wait(&wf->cond, &wf->lock);
+    int rc = wf->up.error;
+    pthread_mutex_unlock(&wf->lock);
+    return rc;
+}
+
+/* Forget the upload (aborting it on the server when `abort`). */
+static void up_reset(struct fs *fs, struct fs_wfile *wf, bool abort)
+{
+    up_drain(wf);
+    if (abort && wf->up.id) {
+        int rc = s3_abort_multipart_upload(fs->s3, wf->up.key, wf->up.id, NULL);
+        if (rc == ENOSYS || rc == ENOTSUP)
+            log_info("the server refuses AbortMultipartUpload: the parts of the failed upload "
+                     "of %s stay until the server drops them", wf->up.key);
+        else if (rc && rc != ENOENT)
+            log_warn("abort of the upload of %s failed: %s", wf->up.key, strerror(rc));
+    }
+    free(wf->up.key);
+    free(wf->up.id);
+    free(wf->up.parts);
+    free(wf->up.sent_xattr);
+    memset(&wf->up, 0, sizeof(wf->up));
+}
+
+/* Whether UploadPartCopy works on this server: learnt once per mount by
+ * copying one byte of `src` as part 1 (overwritten by the real part 1). */
+static bool part_copy_works(struct fs *fs, struct fs_wfile *wf)
+{
+    struct fs_wpool *wp = fs->wp;
+    pthread_mutex_lock(&wp->lock);
+    int known = wp->part_copy;
+    pthread_mutex_unlock(&wp->lock);
+    if (known)
+        return known > 0;
+    char etag[80];
+    int rc = s3_upload_part_copy(fs->s3, wf->up.key, wf->up.id, 1, wf->up.key, 0, 1,
+                                 wf->base_etag, etag, NULL);
+    bool refused = rc == ENOSYS || rc == ENOTSUP; /* 501 NotImplemented, 405 */
+    if (rc && !refused)
+        return true; /* some other failure: the real copy will report it */
+    pthread_mutex_lock(&wp->lock);
+    wp->part_copy = rc ? -1 : 1;
+    pthread_mutex_unlock(&wp->lock);
+    if (rc)
+        log_warn("the server does not implement UploadPartCopy: unchanged bytes of edited "
+                 "objects are downloaded and uploaded again");
+    return rc == 0;
+}
+
+/* Queue parts for the old object's [off, off+len) (len >= FS_MIN_PART
+ * unless it ends the object): server-side copies, or downloads and uploads
+ * where the server cannot copy. */
+static int up_copy_range(struct fs *fs, struct fs_wfile *wf, uint64_t off, uint64_t len)
+{
+    bool copy = part_copy_works(fs, wf);
+    uint64_t cap = copy ? FS_MAX_PART : local_part_cap(fs);
+    uint64_t n = (len + cap - 1) / cap;
+    if (wf->up.next + n > FS_MAX_PARTS)
+        return EFBIG;
+    int rc = 0;
+    for (uint64_t i = 0; !rc && i < n; i++) {
+        uint64_t a = len * i / n, b = len * (i + 1) / n;
+        int number = (int)++wf->up.next;
+        if (copy)
+            rc = up_submit(fs, wf, WJ_COPY, number, NULL, off + a, b - a, 0);
+        else
+            rc = up_submit(fs, wf, WJ_FETCH, number, NULL, off + a, b - a,
+                           wmem_take(fs->wp, b - a));
+    }
+    return rc;
+}
+
+/* Begin the multipart upload of the file, with its current metadata. */
+static int up_create(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
+{
+    bool gone;
+    char *key = wf_key(fs, in, &gone);
+    if (!key)
+        return ENOMEM;
+    pthread_mutex_lock(&fs->lock);
+    struct fs_attr a = in->attr;
+    char *xattr = in->xattr ? strdup(in->xattr) : NULL;
+    pthread_mutex_unlock(&fs->lock);
+    struct buf store = BUF_INIT;
+    struct s3_meta meta[FS_META_MAX];
+    struct s3_put_opts opts = {.meta = meta, .n_meta = fs_meta_build(&a, xattr, meta, &store)};
+    char *id = NULL;
+    int rc = s3_create_multipart_upload(fs->s3, key, &opts, &id, NULL);
+    buf_free(&store);
+    if (rc) {
+        log_error("cannot begin the upload of %s: %s", key, strerror(rc));
+        free(key);
+        free(xattr);
+        return rc;
+    }
+    wf->up.key = key;
+    wf->up.id = id;
+    wf->up.sent_mode = a.mode;
+    wf->up.sent_uid = a.uid;
+    wf->up.sent_gid = a.gid;
+    wf->up.sent_xattr = xattr;
+    return 0;
+}
+
+/* After the object is stored: if chmod/chown/setxattr changed what the
+ * upload began with, store the metadata now. */
+static int fix_meta(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_attr a = in->attr;
+    char *xattr = in->xattr ? strdup(in->xattr) : NULL;
+    char *path = strdup(in->path);
+    pthread_mutex_unlock(&fs->lock);
+    bool same = a.mode == wf->up.sent_mode && a.uid == wf->up.sent_uid &&
+                a.gid == wf->up.sent_gid &&
+                ((!xattr && !wf->up.sent_xattr) ||
+                 (xattr && wf->up.sent_xattr && strcmp(xattr, wf->up.sent_xattr) == 0));
+    int rc = 0;
+    if (!same) {
+        a.size = wf->size;
+        snprintf(a.etag, sizeof(a.etag), "%s", etag);
+        rc = path ? fs_store_meta(fs, path, &a, xattr, etag) : ENOMEM;
+    }
+    free(xattr);
+    free(path);
+    return rc;
+}
+
+/* CompleteMultipartUpload of parts 1..up.next, after they all landed. */
+static int up_complete(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag)
+{
+    int rc = up_drain(wf);
+    size_t n = wf->up.next;
+    for (size_t i = 0; !rc && i < n; i++)
+        if (wf->up.parts[i].number != (int)i + 1)
+            rc = EIO; /* a part never finished: cannot happen after the drain */
+    if (!rc)
+        rc = s3_complete_multipart_upload(fs->s3, wf->up.key, wf->up.id, wf->up.parts, n, etag,
+                                          NULL);
+    if (rc) {
+        log_error("upload of %s failed: %s", wf->up.key, strerror(rc));
+        up_reset(fs, wf, true);
+        return rc;
+    }
+    bool gone;
+    char *key = wf_key(fs, in, &gone);
+    if (key && strcmp(key, wf->up.key) != 0 && !gone) {
+        /* renamed while being written: the upload was bound to the old key */
+        rc = fs_copy(fs, wf->up.key, key, wf->size, etag, NULL, etag);
+        if (!rc)
+            rc = s3_delete_object(fs->s3, wf->up.key, NULL);
+    }
+    free(key);
+    if (!rc)
+        rc = fix_meta(fs, in, wf, etag);
+    up_reset(fs, wf, false);
+    return rc;
+}
+
+/* What an inode learns from a stored file (fs->lock not held). */
+static void publish_stored(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf,
+                           const char *etag)
+{
+    pthread_mutex_lock(&fs->lock);
+    snprintf(in->attr.etag, sizeof(in->attr.etag), "%s", etag);
+    in->attr.size = wf->size;
+    in->attr.has_meta = true;
+    if (in->local) {
+        in->local = false;
+        fs->n_local--;
+    }
+    in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
+    pthread_mutex_unlock(&fs->lock);
+}
+
+/* A failure that loses written bytes sticks to the file. */
+static int stick(struct fs_wfile *wf, int rc)
+{
+    if (rc && !wf->error)
+        wf->error = rc == ENOSPC || rc == EFBIG || rc == ENOMEM ? rc : EIO;
+    return rc ? wf->error : 0;
+}
+
+/* ---- stream mode ------------------------------------------------------- */
+
+static void buf_drop(struct fs *fs, struct fs_wfile *wf)
+{
+    free(wf->buf);
+    wmem_give(fs->wp, wf->buf_reserved);
+    wf->buf = NULL;
+    wf->buf_len = wf->buf_cap = 0;
+    wf->buf_reserved = 0;
+}
+
+/* Room for `want` bytes in the part being filled. */
+static int buf_grow(struct fs *fs, struct fs_wfile *wf, size_t want)
+{
+    if (want <= wf->buf_cap)
+        return 0;
+    size_t cap = wf->buf_cap ? wf->buf_cap : 64 << 10;
+    while (cap < want)
+        cap *= 2;
+    size_t target = (size_t)fs_part_size(fs->cfg.part_size, wf->up.next + 1);
+    if (cap > target && want <= target)
+        cap = target;
+    if (cap > wf->buf_reserved)
+        wf->buf_reserved += wmem_take(fs->wp, cap - wf->buf_reserved);
+    char *nb = realloc(wf->buf, cap);
+    if (!nb)
+        return ENOMEM;
+    wf->buf = nb;
+    wf->buf_cap = cap;
+    return 0;
+}
+
+/* Hand the filled part to the uploaders (beginning the upload, and copying
+ * the old object's bytes first when this stream appends to one). */
+static int stream_send(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
+{
+    int rc = 0;
+    if (!wf->up.id) {
+        rc = up_create(fs, in, wf);
+        if (!rc && wf->base_len)
+            rc = up_copy_range(fs, wf, 0, wf->base_len);
+        if (rc)
+            return rc;
+    }
+    size_t len = wf->buf_len;
+    if (!len && wf->up.next)
+        return 0; /* nothing to add after the old object's bytes */
+    uint64_t reserved = wf->buf_reserved;
+    char *data = wf->buf;
+    wf->buf = NULL;
+    wf->buf_len = wf->buf_cap = 0;
+    wf->buf_reserved = 0;
+    wf->sent += len;
+    return up_submit(fs, wf, WJ_MEM, (int)++wf->up.next, data, 0, len, reserved);
+}
+
+static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, const char *p,
+                         size_t n)
+{
+    while (n) {
+        uint64_t target = fs_part_size(fs->cfg.part_size, wf->up.next + 1);
+        if (wf->buf_len >= target) {
+            if (wf->up.next + 1 >= FS_MAX_PARTS)
+                return EFBIG;
+            int rc = stream_send(fs, in, wf);
+            if (rc)
+                return rc;
+            continue;
+        }
+        size_t k = (size_t)(target - wf->buf_len) < n ? (size_t)(target - wf->buf_len) : n;
+        int rc = buf_grow(fs, wf, wf->buf_len + k);
+        if (rc)
+            return rc;
+        if (p)
+            memcpy(wf->buf + wf->buf_len, p, k);
+        else
+            memset(wf->buf + wf->buf_len, 0, k);
+        wf->buf_len += k;
+        wf->size += k;
+        if (p)
+            p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* Store what the stream holds: one PutObject when it never left memory,
+ * else the last part and the completion.  Afterwards the object is the
+ * stream's base and writing may go on. */
+static int stream_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag)
+{
+    int rc;
+    if (!wf->up.id && !wf->base_len) {
+        bool gone;
+        char *key = wf_key(fs, in, &gone);
+        pthread_mutex_lock(&fs->lock);
+        struct fs_attr a = in->attr;
+        char *xattr = in->xattr ? strdup(in->xattr) : NULL;
+        pthread_mutex_unlock(&fs->lock);
+        struct buf store = BUF_INIT;
+        struct s3_meta meta[FS_META_MAX];
+        struct s3_put_opts opts = {.meta = meta, .n_meta = fs_meta_build(&a, xattr, meta, &store)};
+        rc = key ? s3_put_object(fs->s3, key, wf->buf, wf->buf_len, &opts, etag, NULL) : ENOMEM;
+        if (rc)
+            log_error("upload of %s failed: %s", key ? key : in->path, strerror(rc));
+        buf_free(&store);
+        free(xattr);
+        free(key);
+        return rc; /* the bytes stay in memory: the file is still all there */
+    }
+    rc = 0;
+    if (!wf->up.id || wf->buf_len)
+        rc = stream_send(fs, in, wf);
+    if (!rc)
+        rc = up_complete(fs, in, wf, etag);
+    else
+        up_reset(fs, wf, true);
+    if (rc)
+        return rc;
+    snprintf(wf->base_etag, sizeof(wf->base_etag), "%s", etag);
+    wf->base_len = wf->size;
+    wf->sent = wf->size;
+    return 0;
+}
+
+/* fsync's promise in the middle of a stream: everything written so far
+ * is the object now. */
+static int stream_checkpoint(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
+{
+    char etag[80];
+    int rc = stick(wf, stream_commit(fs, in, wf, etag));
+    if (!rc) {
+        wf->dirty = false;
+        publish_stored(fs, in, wf, etag);
+    }
+    return rc;
+}
+
+/* A stream that appends to an old object shorter than a part can hold:
+ * the old bytes go into the first part instead of a copy. */
+static int stream_pull_base(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
+{
+    if (!wf->base_len || wf->base_len >= FS_MIN_PART || wf->up.id)
+        return 0;
+    char *key = wf_key(fs, in, NULL);
+    int rc = key ? buf_grow(fs, wf, (size_t)wf->base_len) : ENOMEM;
+    if (!rc)
+        rc = get_range(fs, key, 0, (size_t)wf->base_len, wf->base_etag, wf->buf);
+    free(key);
+    if (rc)
+        return rc;
+    wf->buf_len = (size_t)wf->base_len;
+    wf->sent = 0;
+    wf->base_len = 0;
+    return 0;
+}
+
+/* ---- staged mode ------------------------------------------------------- */
+
+static int blk_resize(struct fs_wfile *wf, uint64_t size)
+{
+    size_t n = (size_t)((size + FS_STAGE_BLOCK - 1) / FS_STAGE_BLOCK);
+    if (n > wf->n_blk) {
+        uint8_t *nb = realloc(wf->blk, n);
+        if (!nb)
+            return ENOMEM;
+        memset(nb + wf->n_blk, BLK_DIRTY, n - wf->n_blk); /* new bytes: local */
+        wf->blk = nb;
+    }
+    wf->n_blk = n;
+    return 0;
+}
+
+/* Make block b hold its real bytes: the old object's part of it fetched
+ * (the rest of the block is local already). */
+static int stage_fetch(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, size_t b)
+{
+    if (wf->blk[b] != BLK_ABSENT)
+        return 0;
+    uint64_t start = (uint64_t)b * FS_STAGE_BLOCK;
+    uint64_t end = start + FS_STAGE_BLOCK;
+    if (end > wf->base_len)
+        end = wf->base_len;
+    int rc = 0;
+    if (end > start) {
+        char *key = wf_key(fs, in, NULL);
+        char *data = malloc((size_t)(end - start));
+        rc = key && data ? get_range(fs, key, start, (size_t)(end - start), wf->base_etag, data)
+                         : ENOMEM;
+        if (!rc)
+            rc = write_all(wf->fd, data, (size_t)(end - start), start);
+        free(key);
+        free(data);
+    }
+    if (!rc)
+        wf->blk[b] = BLK_CLEAN;
+    return rc;
+}
+
+static int stage_fetch_range(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf,
+                             uint64_t off, uint64_t len)
+{
+    if (!len)
+        return 0;
+    size_t last = (size_t)((off + len - 1) / FS_STAGE_BLOCK);
+    for (size_t b = (size_t)(off / FS_STAGE_BLOCK); b <= last && b < wf->n_blk; b++) {
+        int rc = stage_fetch(fs, in, wf, b);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Leave stream (or clean) mode for staged: a staging file holding what is
+ * not in the old object.  Parts already sent are completed first. */
+static int to_staged(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
+{
+    if (wf->mode == FS_W_STAGED)
+        return 0;
+    int rc = 0;
+    if (wf->mode == FS_W_STREAM && wf->up.id) {
+        rc = stream_checkpoint(fs, in, wf);
+        if (rc)
+            return rc;
+        log_debug("%s: written out of order after parts were sent; stored what was written "
+                  "so far and staged the rest",
+                  in->path);
+    }
+    struct buf tmpl = BUF_INIT;
+    buf_printf(&tmpl, "%s/staging/stage-XXXXXX", fs->cfg.cache_dir);
+    if (!tmpl.data)
+        return ENOMEM;
+    int fd = mkstemp(tmpl.data);
+    if (fd < 0) {
+        rc = errno;
+        log_error("cannot make a staging file in %s/staging: %s", fs->cfg.cache_dir,
+                  strerror(rc));
+    } else {
+        unlink(tmpl.data);
+    }
+    buf_free(&tmpl);
+    if (rc)
+        return rc;
+    wf->fd = fd;
+    free(wf->blk);
+    wf->blk = NULL;
+    wf->n_blk = 0;
+    if ((rc = blk_resize(wf, wf->base_len)) != 0)
+        return rc;
+    memset(wf->blk, BLK_ABSENT, wf->n_blk);
+    if (ftruncate(fd, (off_t)wf->size) < 0)
+        return errno;
+    if ((rc = blk_resize(wf, wf->size)) != 0)
+        return rc;
+    if (wf->mode == FS_W_STREAM && wf->buf_len) {
+        /* the part not sent yet: after the old object's bytes, which the
+         * block it starts in needs first */
+        if (wf->sent % FS_STAGE_BLOCK)
+            rc = stage_fetch(fs, in, wf, (size_t)(wf->sent / FS_STAGE_BLOCK));
+        if (!rc)
+            rc = write_all(fd, wf->buf, wf->buf_len, wf->sent);
+        if (!rc)
+            for (uint64_t o = wf->sent; o < wf->sent + wf->buf_len; o += FS_STAGE_BLOCK)
+                wf->blk[o / FS_STAGE_BLOCK] = BLK_DIRTY;
+        if (!rc && wf->buf_len)
+            wf->blk[(wf->sent + wf->buf_len - 1) / FS_STAGE_BLOCK] = BLK_DIRTY;
+        if (rc)
+            return rc;
+    }
+    buf_drop(fs, wf);
+    wf->mode = FS_W_STAGED;
+    return 0;
+}
+
+static int stage_write(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, const char *p,
+                       size_t n, uint64_t off)
+{
+    uint64_t end = off + n;
+    int rc = blk_resize(wf, end > wf->size ? end : wf->size);
+    size_t first = (size_t)(off / FS_STAGE_BLOCK), last = (size_t)((end - 1) / FS_STAGE_BLOCK);
+    for (size_t b = first; !rc && b <= last; b++) {
+        /* a block only partly overwritten needs its old bytes first */
+        uint64_t bs = (uint64_t)b * FS_STAGE_BLOCK, be = bs + FS_STAGE_BLOCK;
+        if (be > wf->base_len)
+            be = wf->base_len;
+        if (wf->blk[b] == BLK_ABSENT && !(off <= bs && end >= be))
+            rc = stage_fetch(fs, in, wf, b);
+    }
+    if (!rc)
+        rc = write_all(wf->fd, p, n, off);
+    if (rc)
+        return rc;
+    for (size_t b = first; b <= last; b++)
+        wf->blk[b] = BLK_DIRTY;
+    if (end > wf->size)
+        wf->size = end;
+    return 0;
+}
+
+static int stage_truncate(struct fs_wfile *wf, uint64_t size)
+{
+    if (ftruncate(wf->fd, (off_t)size) < 0)
+        return errno;
+    if (size < wf->base_len)
+        wf->base_len = size; /* bytes past it are gone, even if it grows again */
+    int rc = blk_resize(wf, size);
+    if (rc)
+        return rc;
+    wf->size = size;
+    return 0;
+}
+
+/* The new object from the staging file and the old object: copies of the
+ * unchanged ranges, uploads of the rest. */
+static int stage_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag)
+{
+    struct fs_run *runs = calloc(wf->n_blk ? wf->n_blk : 1, sizeof(*runs));
+    if (!runs)
+        return ENOMEM;
+    size_t nr = 0;
+    for (size_t b = 0; b < wf->n_blk; b++) {
+        uint64_t s = (uint64_t)b * FS_STAGE_BLOCK, e = s + FS_STAGE_BLOCK;
+        if (e > wf->size)
+            e = wf->size;
+        bool copy = wf->blk[b] != BLK_DIRTY && e <= wf->base_len && *wf->base_etag;
+        if (nr && runs[nr - 1].copy == copy)
+            runs[nr - 1].len += e - s;
+        else
+            runs[nr++] = (struct fs_run){s, e - s, copy};
+    }
+    struct fs_part_plan *plan = NULL;
+    size_t np = 0;
+    int rc = fs_plan_parts(runs, nr, FS_MIN_PART, local_part_cap(fs), &plan, &np);
+    free(runs);
+    if (rc)
+        return rc == E2BIG ? EFBIG : rc;
+    bool any_copy = false;
+    for (size_t i = 0; i < np; i++)
+        any_copy |= plan[i].copy;
+    if (!any_copy && wf->size <= local_part_cap(fs)) {
+        /* small: one PutObject of the whole file */
+        char *data = malloc(wf->size ? (size_t)wf->size : 1);
+        rc = data ? stage_fetch_range(fs, in, wf, 0, wf->size) : ENOMEM;
+        if (!rc)
+            rc = read_all(wf->fd, data, (size_t)wf->size, 0);
+        if (!rc) {
+            bool gone;
+            char *key = wf_key(fs, in, &gone);
+            pthread_mutex_lock(&fs->lock);
+            struct fs_attr a = in->attr;
+            char *xattr = in->xattr ? strdup(in->xattr) : NULL;
+            pthread_mutex_unlock(&fs->lock);
+            struct buf store = BUF_INIT;
+            struct s3_meta meta[FS_META_MAX];
+            struct s3_put_opts opts = {.meta = meta,
+                                       .n_meta = fs_meta_build(&a, xattr, meta, &store)};
+            rc = key ? s3_put_object(fs->s3, key, data, (size_t)wf->size, &opts, etag, NULL)
+                     : ENOMEM;
+            if (rc)
+                log_error("upload of %s failed: %s", key ? key : in->path, strerror(rc));
+            buf_free(&store);
+            free(xattr);
+            free(key);
+        }
+        free(data);
+        free(plan);
+        return rc;
+    }
+    rc = up_create(fs, in, wf);
+    for (size_t i = 0; !rc && i < np; i++) {
+        if (plan[i].copy) {
+            rc = up_copy_range(fs, wf, plan[i].off, plan[i].len);
+            continue;
+        }
+        rc = stage_fetch_range(fs, in, wf, plan[i].off, plan[i].len);
+        if (!rc)
+            rc = up_submit(fs, wf, WJ_FD, (int)++wf->up.next, NULL, plan[i].off, plan[i].len,
+                           wmem_take(fs->wp, plan[i].len));
+    }
+    free(plan);
+    if (rc) {
+        up_reset(fs, wf, true);
+        return rc;
+    }
+    return up_complete(fs, in, wf, etag);
+}
+
+/* ---- the file's interface ---------------------------------------------- */
+
+int fs_wfile_attach_locked(struct fs *fs, struct fs_inode *in)
+{
+    (void)fs;
+    if (in->wf)
+        return 0;
+    struct fs_wfile *wf = calloc(1, sizeof(*wf));
+    if (!wf)
+        return ENOMEM;
+    pthread_mutex_init(&wf->lock, NULL);
+    pthread_cond_init(&wf->cond, NULL);
+    wf->fd = -1;
+    if (in->local) {
+        wf->mode = FS_W_STREAM;
+    } else {
+        wf->mode = FS_W_CLEAN;
+        wf->size = wf->base_len = in->attr.size;
+        snprintf(wf->base_etag, sizeof(wf->base_etag), "%s", in->attr.etag);
+    }
+    in->wf = wf;
+    return 0;
+}
+
+void fs_wfile_free(struct fs *fs, struct fs_wfile *wf)
+{
+    if (!wf)
+        return;
+    up_reset(fs, wf, true); /* an upload nobody completed */
+    buf_drop(fs, wf);
+    if (wf->fd >= 0)
+        close(wf->fd);
+    free(wf->blk);
+    pthread_cond_destroy(&wf->cond);
+    pthread_mutex_destroy(&wf->lock);
+    free(wf);
+}
+
+static void touch(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
+{
+    wf->dirty = true;
+    pthread_mutex_lock(&fs->lock);
+    in->attr.size = wf->size;
+    clock_gettime(CLOCK_REALTIME, &in->attr.mtime);
+    in->attr.ctime = in->attr.mtime;
+    pthread_mutex_unlock(&fs->lock);
+}
+
+int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, uint64_t off)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_wfile *wf = in->wf;
+    pthread_mutex_unlock(&fs->lock);
+    if (!wf)
+        return EBADF;
+    wf_begin(wf);
+    int rc = wf->error;
+    if (rc || !n)
+        goto out;
+    if (wf->mode == FS_W_CLEAN) {
+        if (off == wf->size) {
+            wf->mode = FS_W_STREAM; /* an append (or the first bytes of an empty file) */
+            wf->sent = wf->size;
+            rc = stick(wf, stream_pull_base(fs, in, wf));
+        } else {
+            rc = to_staged(fs, in, wf);
+        }
+        if (rc)
+            goto out;
+    }
+    if (wf->mode == FS_W_STREAM) {
+        uint64_t gap_max = fs->cfg.part_size;
+        if (off < wf->sent || off > wf->size + gap_max) {
+            rc = to_staged(fs, in, wf);
+            if (rc) {
+                rc = stick(wf, rc);
+                goto out;
+            }
+        }
+    }
+    if (wf->mode == FS_W_STREAM) {
+        if (off > wf->size)
+            rc = stream_append(fs, in, wf, NULL, (size_t)(off - wf->size)); /* a short hole */
+        if (!rc && off < wf->size) {
+            size_t k = (size_t)(wf->size - off) < n ? (size_t)(wf->size - off) : n;
+            memcpy(wf->buf + (off - wf->sent), p, k);
+            p += k;
+            n -= k;
+        }
+        if (!rc)
+            rc = stream_append(fs, in, wf, p, n);
+        rc = stick(wf, rc);
+        if (rc && wf->up.id)
+            up_reset(fs, wf, true); /* the old object stays; drop the parts now */
+    } else {
+        rc = stage_write(fs, in, wf, p, n, off);
+        if (rc == ENOSPC || rc == EDQUOT)
+            rc = stick(wf, ENOSPC); /* part of the edit is lost: store none of it */
+    }
+out:
+    if (!rc)
+        touch(fs, in, wf);
+    wf_end(wf);
+    return rc;
+}
+
+int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t off,
+                  size_t size, char **data, size_t *got)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_wfile *wf = in->wf;
+    pthread_mutex_unlock(&fs->lock);
+    if (!wf)
+        return EAGAIN;
+    wf_begin(wf);
+    int rc = 0;
+    *data = NULL;
+    *got = 0;
+    if (wf->mode == FS_W_CLEAN && etag && strcmp(etag, wf->base_etag) == 0) {
+        rc = EAGAIN; /* unchanged: the handle's reader has it */
+        goto out;
+    }
+    if (off >= wf->size)
+        goto out;
+    if (off + size > wf->size)
+        size = (size_t)(wf->size - off);
+    char *out = malloc(size ? size : 1);
+    if (!out) {
+        rc = ENOMEM;
+        goto out;
+    }
+    if (wf->mode == FS_W_STAGED) {
+        rc = stage_fetch_range(fs, in, wf, off, size);
+        if (!rc)
+            rc = read_all(wf->fd, out, size, off);
+    } else {
+        if (wf->mode == FS_W_STREAM && off < wf->sent && off + size > wf->base_len) {
+            /* bytes in parts already sent cannot be read back: store them */
+            rc = stream_checkpoint(fs, in, wf);
+        }
+        uint64_t from_base = off < wf->base_len ? wf->base_len - off : 0;
+        if (from_base > size)
+            from_base = size;
+        if (!rc && from_base) {
+            char *key = wf_key(fs, in, NULL);
+            rc = key ? get_range(fs, key, off, (size_t)from_base, wf->base_etag, out) : ENOMEM;
+            free(key);
+        }
+        if (!rc && from_base < size) {
+            uint64_t o = off + from_base; /* in the part being filled */
+            memcpy(out + from_base, wf->buf + (o - wf->sent), size - (size_t)from_base);
+        }
+    }
+    if (rc)
+        free(out);
+    else {
+        *data = out;
+        *got = size;
+    }
+out:
+    wf_end(wf);
+    return rc;
+}
+
+int fs_upload(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_wfile *wf = in->wf;
+    pthread_mutex_unlock(&fs->lock);
+    if (!wf)
+        return 0;
+    wf_begin(wf);
+    int rc = wf->error;
+    if (rc || !wf->dirty)
+        goto out;
+    bool gone;
+    free(wf_key(fs, in, &gone));
+    if (gone) { /* unlinked while open: nothing to store */
+        up_reset(fs, wf, true);
+        wf->dirty = false;
+        goto out;
+    }
+    char etag[80] = "";
+    if (wf->mode == FS_W_STAGED)
+        rc = stage_commit(fs, in, wf, etag);
+    else
+        rc = stream_commit(fs, in, wf, etag);
+    if (rc) {
+        rc = stick(wf, rc);
+        goto out;
+    }
+    wf->dirty = false;
+    snprintf(wf->base_etag, sizeof(wf->base_etag), "%s", etag);
+    wf->base_len = wf->mode == FS_W_STAGED || wf->up.id || wf->sent ? wf->size : 0;
+    if (wf->mode == FS_W_STAGED)
+        memset(wf->blk, BLK_CLEAN, wf->n_blk);
+    publish_stored(fs, in, wf, etag);
+out:
+    wf_end(wf);
+    return rc;
+}
+
+int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
+{
+    pthread_mutex_lock(&fs->lock);
+    bool temporary = !in->wf;
+    int rc = fs_wfile_attach_locked(fs, in);
+    struct fs_wfile *wf = in->wf;
+    if (!rc && temporary)
+        in->opens++; /* hold the inode while it is changed */
+    pthread_mutex_unlock(&fs->lock);
+    if (rc)
+        return rc;
+    wf_begin(wf);
+    rc = wf->error;
+    bool changed = size != wf->size || (size == 0 && wf->base_len);
+    if (!rc && size == 0 && wf->mode != FS_W_STAGED) {
+        /* nothing of the old bytes is needed: a fresh stream */
+        up_reset(fs, wf, true);
+        buf_drop(fs, wf);
+        wf->mode = FS_W_STREAM;
+        wf->size = wf->sent = wf->base_len = 0;
+        wf->base_etag[0] = '\0';
+    } else if (!rc && changed) {
+        if (wf->mode == FS_W_STREAM && size >= wf->sent && size <= wf->size) {
+            wf->buf_len = (size_t)(size - wf->sent);
+            wf->size = size;
+        } else if (wf->mode == FS_W_STREAM && size > wf->size &&
+                   size - wf->size <= fs->cfg.part_size) {
+            rc = stream_append(fs, in, wf, NULL, (size_t)(size - wf->size));
+        } else {
+            rc = to_staged(fs, in, wf);
+            if (!rc)
+                rc = stage_truncate(wf, size);
+        }
+        rc = stick(wf, rc);
+    }
+    if (!rc && changed)
+        touch(fs, in, wf);
+    wf_end(wf);
+    if (temporary) {
+        if (!rc)
+            rc = fs_upload(fs, in);
+        pthread_mutex_lock(&fs->lock);
+        in->wf = NULL;
+        fs_inode_close_locked(fs, in);
+        pthread_mutex_unlock(&fs->lock);
+        fs_wfile_free(fs, wf);
+    }
+    return rc;
+}
+
+int fs_upload_all(struct fs *fs)
+{
+    int result = 0;
+    for (;;) {
+        struct fs_inode *pending = NULL;
+        pthread_mutex_lock(&fs->lock);
+        for (struct fs_inode *in = fs->by_ino; in; in = in->hh.next)
+            if (in->wf && in->wf->dirty && !in->wf->error) {
+                pending = in;
+                break;
+            }
+        pthread_mutex_unlock(&fs->lock);
+        if (!pending)
+            return result;
+        if (fs_upload(fs, pending)) {
+            if (!pending->wf->error)
+                pending->wf->error = EIO;
+            result = EIO;
+        }
+    }
+}
