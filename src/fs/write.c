@@ -666,8 +666,12 @@ static int buf_grow(struct fs *fs, struct fs_wfile *wf, size_t want)
     size_t target = (size_t)fs_part_size(fs->cfg.part_size, wf->up.next + 1);
     if (cap > target && want <= target)
         cap = target;
-    if (cap > wf->buf_reserved)
-        wf->buf_reserved += wmem_take(fs->wp, cap - wf->buf_reserved);
+    /* The whole part is counted at its first byte, though memory grows
+     * with the data: a writer that holds a reservation can always fill its
+     * part and send it, so writers waiting for room always see it come. */
+    uint64_t need = cap > target ? cap : target;
+    if (need > wf->buf_reserved)
+        wf->buf_reserved += wmem_take(fs->wp, need - wf->buf_reserved);
     char *nb = realloc(wf->buf, cap);
     if (!nb)
         return ENOMEM;

@@ -363,3 +363,59 @@ def test_full_staging_disk(s3, bucket, proxy, mounter, tmp_path):
         m.unmount()
     finally:
         subprocess.run(["umount", "-l", str(cache)])
+
+
+def test_ambiguous_complete_resolved(s3, bucket, proxy, mounter):
+    """The first CompleteMultipartUpload lands but its answer is cut (TCP
+    reset mid-body); the retry finds NoSuchUpload.  pailfs checks the
+    object's ETag against the parts' and close() returns 0."""
+    import threading
+    m = mounter(opts=["part_size=5M"])
+    data = os.urandom(12 * MiB)
+    proxy.config(preset=1.0, only_ops=["CompleteMultipartUpload"])
+    result = {}
+
+    def writer():
+        try:
+            write_chunks(m.p("amb"), data)
+            result["rc"] = 0
+        except OSError as e:
+            result["rc"] = e.errno
+
+    t = threading.Thread(target=writer)
+    t.start()
+    deadline = time.time() + 60
+    while proxy.stats()["faults"].get("reset", 0) < 1 and time.time() < deadline:
+        time.sleep(0.002)
+    proxy.config(preset=0.0)
+    t.join(60)
+    assert result.get("rc") == 0, result
+    assert sha(body(s3, bucket, "amb")) == sha(data)
+    st = proxy.stats()
+    assert st["by_op"].get("CompleteMultipartUpload") == 2, st["by_op"]
+    assert "an earlier attempt completed it" in m.stderr_text()
+
+
+def test_many_writers_share_the_memory_bound(s3, bucket, mounter):
+    """Six files streamed at once under max_memory=16M with 5 MiB parts:
+    writers wait for room (back-pressure) and every byte lands."""
+    import threading
+    m = mounter(opts=["part_size=5M", "max_memory=16M", "max_inflight=4"])
+    files = {f"w{i}": os.urandom(17 * MiB + i) for i in range(6)}
+    errors = []
+
+    def writer(k):
+        try:
+            write_chunks(m.p(k), files[k])
+        except OSError as e:
+            errors.append((k, e))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    for k, data in files.items():
+        assert sha(body(s3, bucket, k)) == sha(data), k
+    assert "exceed max_memory" not in m.stderr_text()
