@@ -1,0 +1,675 @@
+/* gz.c — random access into gzip streams, inflated with ISA-L.
+ *
+ * A gzip file is one or more members, each a deflate stream: a sequence of
+ * blocks whose back-references reach up to 32 KiB into earlier output.  So
+ * the byte at offset N of the output can only be produced by inflating
+ * from the start — unless the decoder's state at some earlier point was
+ * kept.  zlib's zran.c keeps, at deflate block boundaries, the bit offset
+ * and the 32 KiB window, and resumes with inflatePrime + inflateSetDictionary.
+ * That needs a decoder that stops at block boundaries (zlib's Z_BLOCK),
+ * and zlib inflates at about a third of ISA-L's speed.
+ *
+ * ISA-L cannot stop at a block boundary, but it does not need to: its
+ * whole decoder state is one plain struct (struct inflate_state, public in
+ * igzip_lib.h) — bit buffer, the current block's Huffman tables, the
+ * pending match, the gzip wrapper and CRC state, and the last 32 KiB of
+ * output in tmp_out_buffer (so the caller's output buffer needs no
+ * history).  Its only pointers are next_in and next_out.  A copy of that
+ * struct taken between two isal_inflate() calls, plus the absolute offset
+ * of next_in, resumes decoding anywhere, mid-block, byte-exact.  So:
+ *
+ *   - an access point is (compressed offset, decompressed offset, the
+ *     decoder state), recorded every `span` bytes of output as a reader
+ *     passes the end of the index; the state is stored zlib-compressed with
+ *     its unused buffer space zeroed (about 16 KB; a 16 MiB span gives an
+ *     index of about 0.5 % of a typical .gz of text);
+ *   - a member's first byte is an access point that needs no state at all
+ *     ("fresh"), which makes BGZF and pigz -i files cheap to index;
+ *   - a read at offset N restores the last point at or before N and
+ *     inflates at most one span to reach N;
+ *   - the struct is ISA-L's own layout, so a saved index records its size,
+ *     and every point carries the CRC of the first 4 KiB it produces,
+ *     checked whenever it is used: an index from another ISA-L build is
+ *     refused or caught, never trusted blindly.
+ *
+ * Multi-member files (cat a.gz b.gz, pigz, bgzip) are inflated member
+ * after member; ISA-L with ISAL_GZIP checks each member's header, CRC and
+ * size.  Bytes after the last member that are not a gzip header are
+ * ignored, as gzip -d does, with one log line. */
+#include "gz/gz.h"
+
+#include <errno.h>
+#include <isa-l/igzip_lib.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define GZ_DEFAULT_SPAN (16ULL << 20)
+#define GZ_IN_CHUNK (256u << 10)
+#define GZ_SCRATCH (256u << 10)
+#define GZ_OUT_STEP (1u << 20)
+#define GZ_CHECK_LEN 4096u
+#define GZ_MIN_SPAN (64u << 10)
+#define GZ_MAGIC "PAILGZX1"
+
+enum { GZP_FRESH = 0, GZP_STATE = 1 };
+
+struct gz_point {
+    uint64_t in_off, out_off;
+    uint8_t kind;
+    unsigned char *state; /* GZP_STATE: zlib-compressed struct inflate_state */
+    uint32_t state_len;
+    uint32_t check;       /* crc32 of the first check_len bytes after the point */
+    uint32_t check_len;   /* 0: not known yet */
+};
+
+struct gz_index {
+    pthread_mutex_t lock;
+    uint64_t comp_size, span;
+    struct gz_point *pts; /* pts[0] is the fresh start; protected by lock */
+    size_t n, cap;        /* protected by lock */
+    bool complete;        /* protected by lock */
+    uint64_t size;        /* protected by lock (when complete) */
+    uint64_t damage;      /* protected by lock */
+    bool warned_trailing; /* protected by lock */
+};
+
+struct gz_reader {
+    struct gz_index *ix;
+    gz_source_fn src;
+    void *arg;
+    struct inflate_state *st;
+    bool live;
+    uint64_t out_pos;      /* decompressed offset of the next byte out */
+    unsigned char *in;
+    uint64_t in_off;       /* compressed offset of in[0] */
+    size_t in_len;
+    bool in_eof;
+    unsigned char *scratch;
+    /* the check of one point: filled when recording, compared when used */
+    size_t check_pt;       /* SIZE_MAX: none */
+    bool check_verify;
+    uint32_t check_crc, check_done, check_want;
+    uint64_t inflated;
+};
+
+bool gz_is_gzip(const void *head, size_t len)
+{
+    const unsigned char *p = head;
+    return len >= 3 && p[0] == 0x1f && p[1] == 0x8b && p[2] == 8;
+}
+
+/* ---- the index ----------------------------------------------------------- */
+
+static int ix_add(struct gz_index *ix, const struct gz_point *p)
+{
+    if (ix->n == ix->cap) {
+        size_t cap = ix->cap ? ix->cap * 2 : 16;
+        struct gz_point *np = realloc(ix->pts, cap * sizeof(*np));
+        if (!np)
+            return ENOMEM;
+        ix->pts = np;
+        ix->cap = cap;
+    }
+    ix->pts[ix->n++] = *p;
+    return 0;
+}
+
+int gz_index_new(uint64_t comp_size, uint64_t span, struct gz_index **out)
+{
+    struct gz_index *ix = calloc(1, sizeof(*ix));
+    if (!ix)
+        return ENOMEM;
+    pthread_mutex_init(&ix->lock, NULL);
+    ix->comp_size = comp_size;
+    ix->span = span ? span : GZ_DEFAULT_SPAN;
+    if (ix->span < GZ_MIN_SPAN)
+        ix->span = GZ_MIN_SPAN; /* a point's check ends before the next point */
+    ix->damage = UINT64_MAX;
+    struct gz_point start = {.kind = GZP_FRESH};
+    if (ix_add(ix, &start)) {
+        gz_index_free(ix);
+        return ENOMEM;
+    }
+    *out = ix;
+    return 0;
+}
+
+void gz_index_free(struct gz_index *ix)
+{
+    if (!ix)
+        return;
+    for (size_t i = 0; i < ix->n; i++)
+        free(ix->pts[i].state);
+    free(ix->pts);
+    pthread_mutex_destroy(&ix->lock);
+    free(ix);
+}
+
+bool gz_index_size(struct gz_index *ix, uint64_t *size)
+{
+    pthread_mutex_lock(&ix->lock);
+    bool done = ix->complete;
+    if (done)
+        *size = ix->size;
+    pthread_mutex_unlock(&ix->lock);
+    return done;
+}
+
+size_t gz_index_points(struct gz_index *ix)
+{
+    pthread_mutex_lock(&ix->lock);
+    size_t n = ix->n;
+    pthread_mutex_unlock(&ix->lock);
+    return n;
+}
+
+uint64_t gz_index_damage(struct gz_index *ix)
+{
+    pthread_mutex_lock(&ix->lock);
+    uint64_t d = ix->damage;
+    pthread_mutex_unlock(&ix->lock);
+    return d;
+}
+
+static void put64(struct buf *b, uint64_t v)
+{
+    unsigned char x[8];
+    for (int i = 0; i < 8; i++)
+        x[i] = (unsigned char)(v >> (8 * i));
+    buf_append(b, x, 8);
+}
+
+static void put32(struct buf *b, uint32_t v)
+{
+    unsigned char x[4];
+    for (int i = 0; i < 4; i++)
+        x[i] = (unsigned char)(v >> (8 * i));
+    buf_append(b, x, 4);
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Layout (little-endian): magic, u32 sizeof(struct inflate_state), u32 0,
+ * u64 comp_size, u64 size, u64 span, u32 n, then per point: u8 kind,
+ * u64 in_off, u64 out_off, u32 check, u32 check_len, u32 state_len,
+ * state bytes; then u32 crc32 of everything before it. */
+int gz_index_save(struct gz_index *ix, struct buf *out)
+{
+    size_t start = out->len;
+    pthread_mutex_lock(&ix->lock);
+    if (!ix->complete) {
+        pthread_mutex_unlock(&ix->lock);
+        return EAGAIN;
+    }
+    buf_append(out, GZ_MAGIC, 8);
+    put32(out, (uint32_t)sizeof(struct inflate_state));
+    put32(out, 0);
+    put64(out, ix->comp_size);
+    put64(out, ix->size);
+    put64(out, ix->span);
+    put32(out, (uint32_t)ix->n);
+    for (size_t i = 0; i < ix->n; i++) {
+        const struct gz_point *p = &ix->pts[i];
+        buf_append(out, &p->kind, 1);
+        put64(out, p->in_off);
+        put64(out, p->out_off);
+        put32(out, p->check);
+        put32(out, p->check_len);
+        put32(out, p->state_len);
+        if (p->state_len)
+            buf_append(out, p->state, p->state_len);
+    }
+    pthread_mutex_unlock(&ix->lock);
+    if (!out->data)
+        return ENOMEM;
+    put32(out, (uint32_t)crc32(0, (const Bytef *)out->data + start, (uInt)(out->len - start)));
+    return out->data ? 0 : ENOMEM;
+}
+
+int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_index **out)
+{
+    const unsigned char *p = data, *end = p + len;
+    if (len < 48 || memcmp(p, GZ_MAGIC, 8) != 0 ||
+        get32(end - 4) != (uint32_t)crc32(0, p, (uInt)(len - 4)) ||
+        get32(p + 8) != sizeof(struct inflate_state) || get64(p + 16) != comp_size)
+        return EINVAL;
+    uint64_t size = get64(p + 24), span = get64(p + 32);
+    uint32_t n = get32(p + 40);
+    end -= 4;
+    p += 44;
+    struct gz_index *ix;
+    int rc = gz_index_new(comp_size, span, &ix);
+    if (rc)
+        return rc;
+    ix->n = 0; /* the points come from the file, the first included */
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        struct gz_point pt = {0};
+        if (end - p < 29) {
+            rc = EINVAL;
+            break;
+        }
+        pt.kind = p[0];
+        pt.in_off = get64(p + 1);
+        pt.out_off = get64(p + 9);
+        pt.check = get32(p + 17);
+        pt.check_len = get32(p + 21);
+        pt.state_len = get32(p + 25);
+        p += 29;
+        bool ordered = i == 0 ? pt.out_off == 0 && pt.in_off == 0
+                              : pt.out_off > ix->pts[ix->n - 1].out_off &&
+                                    pt.in_off >= ix->pts[ix->n - 1].in_off;
+        if (pt.kind > GZP_STATE || (size_t)(end - p) < pt.state_len || !ordered ||
+            pt.in_off > comp_size || pt.out_off > size || pt.check_len > GZ_CHECK_LEN ||
+            (pt.kind == GZP_STATE) != (pt.state_len > 0)) {
+            rc = EINVAL;
+            break;
+        }
+        if (pt.state_len) {
+            pt.state = malloc(pt.state_len);
+            if (!pt.state) {
+                rc = ENOMEM;
+                break;
+            }
+            memcpy(pt.state, p, pt.state_len);
+            p += pt.state_len;
+        }
+        rc = ix_add(ix, &pt);
+        if (rc)
+            free(pt.state);
+    }
+    if (!rc && (p != end || ix->n == 0))
+        rc = EINVAL;
+    if (rc) {
+        gz_index_free(ix);
+        return rc;
+    }
+    ix->complete = true;
+    ix->size = size;
+    *out = ix;
+    return 0;
+}
+
+/* ---- a reader ------------------------------------------------------------ */
+
+int gz_reader_new(struct gz_index *ix, gz_source_fn src, void *arg, struct gz_reader **out)
+{
+    struct gz_reader *r = calloc(1, sizeof(*r));
+    if (!r)
+        return ENOMEM;
+    r->ix = ix;
+    r->src = src;
+    r->arg = arg;
+    r->check_pt = SIZE_MAX;
+    r->st = malloc(sizeof(*r->st));
+    r->in = malloc(GZ_IN_CHUNK);
+    r->scratch = malloc(GZ_SCRATCH);
+    if (!r->st || !r->in || !r->scratch) {
+        gz_reader_free(r);
+        return ENOMEM;
+    }
+    *out = r;
+    return 0;
+}
+
+void gz_reader_free(struct gz_reader *r)
+{
+    if (!r)
+        return;
+    free(r->st);
+    free(r->in);
+    free(r->scratch);
+    free(r);
+}
+
+uint64_t gz_reader_inflated(const struct gz_reader *r)
+{
+    return r->inflated;
+}
+
+static uint64_t in_pos(const struct gz_reader *r)
+{
+    return r->in_off + (uint64_t)(r->st->next_in - r->in);
+}
+
+/* Point the input at compressed offset `off` (nothing buffered). */
+static void in_seek(struct gz_reader *r, uint64_t off)
+{
+    r->in_off = off;
+    r->in_len = 0;
+    r->in_eof = off >= r->ix->comp_size;
+    r->st->next_in = r->in;
+    r->st->avail_in = 0;
+}
+
+static int in_fill(struct gz_reader *r)
+{
+    uint64_t off = in_pos(r);
+    size_t keep = r->st->avail_in; /* unread bytes move to the front */
+    if (keep)
+        memmove(r->in, r->st->next_in, keep);
+    r->in_off = off;
+    size_t got = 0;
+    int rc = 0;
+    if (!r->in_eof && keep < GZ_IN_CHUNK) {
+        rc = r->src(r->arg, off + keep, r->in + keep, GZ_IN_CHUNK - keep, &got);
+        if (!rc && got < GZ_IN_CHUNK - keep)
+            r->in_eof = true;
+    }
+    r->in_len = keep + got;
+    r->st->next_in = r->in;
+    r->st->avail_in = (uint32_t)r->in_len;
+    return rc;
+}
+
+static void damaged(struct gz_reader *r, const char *why)
+{
+    pthread_mutex_lock(&r->ix->lock);
+    bool first = r->ix->damage == UINT64_MAX;
+    if (r->out_pos < r->ix->damage)
+        r->ix->damage = r->out_pos;
+    pthread_mutex_unlock(&r->ix->lock);
+    if (first)
+        log_error("gzip stream damaged at decompressed offset %llu (compressed offset %llu): "
+                  "%s",
+                  (unsigned long long)r->out_pos, (unsigned long long)in_pos(r), why);
+    r->live = false;
+}
+
+static int restore(struct gz_reader *r, const struct gz_point *p)
+{
+    if (p->kind == GZP_STATE) {
+        uLongf n = sizeof(*r->st);
+        if (uncompress((Bytef *)r->st, &n, p->state, p->state_len) != Z_OK ||
+            n != sizeof(*r->st))
+            return EIO;
+    } else {
+        isal_inflate_init(r->st);
+        r->st->crc_flag = ISAL_GZIP;
+    }
+    in_seek(r, p->in_off);
+    r->out_pos = p->out_off;
+    r->live = true;
+    return 0;
+}
+
+/* Snapshot the decoder as an access point at the current position. */
+static void record_state(struct gz_reader *r)
+{
+    struct inflate_state *c = malloc(sizeof(*c));
+    if (!c)
+        return;
+    *c = *r->st;
+    c->next_in = NULL;
+    c->next_out = NULL;
+    c->avail_in = c->avail_out = 0;
+    size_t valid = c->tmp_out_valid > 0 ? (size_t)c->tmp_out_valid : 0;
+    if (valid < sizeof(c->tmp_out_buffer))
+        memset(c->tmp_out_buffer + valid, 0, sizeof(c->tmp_out_buffer) - valid);
+    size_t inv = c->tmp_in_size > 0 ? (size_t)c->tmp_in_size : 0;
+    if (inv < sizeof(c->tmp_in_buffer))
+        memset(c->tmp_in_buffer + inv, 0, sizeof(c->tmp_in_buffer) - inv);
+    uLongf n = compressBound(sizeof(*c));
+    unsigned char *z = malloc(n);
+    if (z && compress2(z, &n, (const Bytef *)c, sizeof(*c), 6) == Z_OK) {
+        struct gz_point p = {.in_off = in_pos(r), .out_off = r->out_pos, .kind = GZP_STATE,
+                             .state = z, .state_len = (uint32_t)n};
+        pthread_mutex_lock(&r->ix->lock);
+        bool frontier = r->out_pos > r->ix->pts[r->ix->n - 1].out_off;
+        if (frontier && ix_add(r->ix, &p) == 0) {
+            z = NULL;
+            r->check_pt = r->ix->n - 1;
+            r->check_verify = false;
+            r->check_crc = 0;
+            r->check_done = 0;
+            r->check_want = GZ_CHECK_LEN;
+        }
+        pthread_mutex_unlock(&r->ix->lock);
+    }
+    free(z);
+    free(c);
+}
+
+static void record_fresh(struct gz_reader *r)
+{
+    struct gz_point p = {.in_off = in_pos(r), .out_off = r->out_pos, .kind = GZP_FRESH};
+    pthread_mutex_lock(&r->ix->lock);
+    if (r->out_pos > r->ix->pts[r->ix->n - 1].out_off && ix_add(r->ix, &p) == 0) {
+        r->check_pt = r->ix->n - 1;
+        r->check_verify = false;
+        r->check_crc = 0;
+        r->check_done = 0;
+        r->check_want = GZ_CHECK_LEN;
+    }
+    pthread_mutex_unlock(&r->ix->lock);
+}
+
+/* Whether the index needs a point here: a member start once 3/4 of a span
+ * past the last point (it costs no decoder state), any place once a whole
+ * span past it.  Files of small members (bgzip) so get only free points. */
+static bool wants_point(struct gz_reader *r, bool member_start)
+{
+    pthread_mutex_lock(&r->ix->lock);
+    uint64_t gap = member_start ? r->ix->span / 4 * 3 : r->ix->span;
+    bool want = !r->ix->complete && r->out_pos >= r->ix->pts[r->ix->n - 1].out_off + gap;
+    pthread_mutex_unlock(&r->ix->lock);
+    return want;
+}
+
+/* Feed produced bytes to the pending check; EIO when a used point does
+ * not produce what it produced when it was recorded. */
+static int check_feed(struct gz_reader *r, const unsigned char *p, size_t n, bool at_end)
+{
+    if (r->check_pt == SIZE_MAX)
+        return 0;
+    size_t k = r->check_want - r->check_done < n ? r->check_want - r->check_done : n;
+    r->check_crc = (uint32_t)crc32(r->check_crc, p, (uInt)k);
+    r->check_done += (uint32_t)k;
+    if (r->check_done < r->check_want && !at_end)
+        return 0;
+    int rc = 0;
+    pthread_mutex_lock(&r->ix->lock);
+    struct gz_point *pt = &r->ix->pts[r->check_pt];
+    uint64_t at = pt->out_off;
+    if (r->check_verify) {
+        if (pt->check != r->check_crc)
+            rc = EIO;
+    } else {
+        pt->check = r->check_crc;
+        pt->check_len = r->check_done;
+    }
+    pthread_mutex_unlock(&r->ix->lock);
+    r->check_pt = SIZE_MAX;
+    if (rc) {
+        log_error("gzip index does not match the object at decompressed offset %llu",
+                  (unsigned long long)at);
+        r->live = false;
+    }
+    return rc;
+}
+
+/* The stream ended at the current position. */
+static void stream_end(struct gz_reader *r)
+{
+    pthread_mutex_lock(&r->ix->lock);
+    if (!r->ix->complete) {
+        r->ix->complete = true;
+        r->ix->size = r->out_pos;
+    }
+    pthread_mutex_unlock(&r->ix->lock);
+}
+
+/* Inflate up to `want` bytes into buf.  *n bytes came out; *end: the
+ * stream is over.  Handles refills and member boundaries. */
+static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *n, bool *end)
+{
+    *n = 0;
+    *end = false;
+    for (;;) {
+        struct inflate_state *st = r->st;
+        if (st->block_state == ISAL_BLOCK_FINISH) {
+            /* a member ended: another one, trailing bytes, or the end */
+            if (st->avail_in < 3 && !r->in_eof) {
+                int rc = in_fill(r);
+                if (rc)
+                    return rc;
+            }
+            if (st->avail_in == 0) {
+                stream_end(r);
+                *end = true;
+                return check_feed(r, NULL, 0, true);
+            }
+            if (!gz_is_gzip(st->next_in, st->avail_in)) {
+                pthread_mutex_lock(&r->ix->lock);
+                bool warn = !r->ix->warned_trailing;
+                r->ix->warned_trailing = true;
+                pthread_mutex_unlock(&r->ix->lock);
+                if (warn)
+                    log_warn("gzip stream: %llu bytes after the last member ignored",
+                             (unsigned long long)(r->ix->comp_size - in_pos(r)));
+                stream_end(r);
+                *end = true;
+                return check_feed(r, NULL, 0, true);
+            }
+            size_t keep = st->avail_in;
+            unsigned char *next = st->next_in;
+            isal_inflate_init(st);
+            st->crc_flag = ISAL_GZIP;
+            st->next_in = next;
+            st->avail_in = (uint32_t)keep;
+            if (wants_point(r, true))
+                record_fresh(r);
+        }
+        if (st->avail_in == 0 && !r->in_eof) {
+            int rc = in_fill(r);
+            if (rc)
+                return rc;
+        }
+        st->next_out = buf;
+        st->avail_out = (uint32_t)want;
+        uint32_t in_before = st->avail_in;
+        int rc = isal_inflate(st);
+        size_t got = want - st->avail_out;
+        r->out_pos += got;
+        r->inflated += got;
+        if (rc < 0 && rc != ISAL_END_INPUT) {
+            r->out_pos -= got; /* nothing after the damage is trusted */
+            damaged(r, rc == ISAL_INCORRECT_CHECKSUM ? "CRC or length check failed"
+                                                     : "invalid deflate data");
+            return EIO;
+        }
+        if (got) {
+            int crc = check_feed(r, buf, got, false);
+            if (crc)
+                return crc;
+            *n = got;
+            return 0;
+        }
+        if (st->block_state == ISAL_BLOCK_FINISH)
+            continue;
+        if (st->avail_in == in_before && r->in_eof) {
+            damaged(r, "the compressed object ends in the middle of the stream");
+            return EIO;
+        }
+    }
+}
+
+int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *got)
+{
+    struct gz_index *ix = r->ix;
+    *got = 0;
+    pthread_mutex_lock(&ix->lock);
+    bool complete = ix->complete;
+    uint64_t size = ix->size, damage = ix->damage, span = ix->span;
+    pthread_mutex_unlock(&ix->lock);
+    if (complete && off >= size)
+        return 0;
+    if (off >= damage)
+        return EIO;
+    if (!r->live || off < r->out_pos || off - r->out_pos > span) {
+        pthread_mutex_lock(&ix->lock);
+        size_t lo = 0, hi = ix->n; /* last point with out_off <= off */
+        while (hi - lo > 1) {
+            size_t mid = (lo + hi) / 2;
+            if (ix->pts[mid].out_off <= off)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        struct gz_point p = ix->pts[lo];
+        pthread_mutex_unlock(&ix->lock);
+        if (!r->live || off < r->out_pos || p.out_off > r->out_pos) {
+            int rc = restore(r, &p);
+            if (rc) {
+                log_error("gzip index point at %llu is corrupt", (unsigned long long)p.out_off);
+                return rc;
+            }
+            r->check_pt = SIZE_MAX;
+            if (p.check_len) {
+                r->check_pt = lo;
+                r->check_verify = true;
+                r->check_crc = 0;
+                r->check_done = 0;
+                r->check_want = p.check_len;
+                /* the checked bytes first, into scratch, before any is used */
+                uint64_t from = r->out_pos;
+                size_t have = 0;
+                bool end = false;
+                while (r->check_pt != SIZE_MAX && !end) {
+                    size_t n;
+                    rc = decode(r, r->scratch + have, p.check_len - have, &n, &end);
+                    if (rc)
+                        return rc;
+                    have += n;
+                }
+                if (off < from + have) {
+                    size_t k = (size_t)(from + have - off) < len ? (size_t)(from + have - off) : len;
+                    memcpy(dst, r->scratch + (off - from), k);
+                    *got = k;
+                    if (end && *got < len)
+                        return 0;
+                }
+                if (end && off >= from + have)
+                    return 0;
+            }
+        }
+    }
+    unsigned char *out = dst;
+    while (r->out_pos < off) { /* skip to off */
+        uint64_t gap = off - r->out_pos;
+        size_t n;
+        bool end;
+        int rc = decode(r, r->scratch, gap < GZ_SCRATCH ? (size_t)gap : GZ_SCRATCH, &n, &end);
+        if (rc)
+            return rc;
+        if (end)
+            return 0;
+        if (wants_point(r, false))
+            record_state(r);
+    }
+    while (*got < len) {
+        size_t want = len - *got < GZ_OUT_STEP ? len - *got : GZ_OUT_STEP, n;
+        bool end;
+        int rc = decode(r, out + *got, want, &n, &end);
+        if (rc)
+            return rc; /* the read that reaches damage fails as a whole */
+        *got += n;
+        if (end)
+            break;
+        if (wants_point(r, false))
+            record_state(r);
+    }
+    return 0;
+}

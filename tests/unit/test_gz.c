@@ -1,0 +1,315 @@
+/* test_gz.c — random access into gzip streams (src/gz): views compared
+ * byte for byte with the data that was compressed (made here with zlib),
+ * before and after the index is complete, after a save/load round trip,
+ * for multi-member and BGZF-like files, and on damaged input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "gz/gz.h"
+
+#define KiB 1024u
+#define MiB (1024u * 1024u)
+
+struct mem {
+    unsigned char *p;
+    size_t n;
+    unsigned reads;
+};
+
+static int mem_source(void *arg, uint64_t off, void *buf, size_t len, size_t *got)
+{
+    struct mem *m = arg;
+    m->reads++;
+    if (off >= m->n) {
+        *got = 0;
+        return 0;
+    }
+    size_t k = m->n - off < len ? m->n - (size_t)off : len;
+    memcpy(buf, m->p + off, k);
+    *got = k;
+    return 0;
+}
+
+/* gzip (one member) of data at `level`, appended to *out. */
+static void gzip_append(struct mem *out, const unsigned char *data, size_t n, int level)
+{
+    z_stream z = {0};
+    assert_int_equal(deflateInit2(&z, level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t cap = deflateBound(&z, n) + 64;
+    out->p = realloc(out->p, out->n + cap);
+    z.next_in = (Bytef *)data;
+    z.avail_in = (uInt)n;
+    z.next_out = out->p + out->n;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    out->n += cap - z.avail_out;
+    deflateEnd(&z);
+}
+
+/* Text-like data: lines of words from a small vocabulary and numbers, so
+ * it compresses about as JSON lines do. */
+static unsigned char *make_text(size_t n, unsigned seed)
+{
+    static const char *words[] = {"{\"id\":", "\"name\":\"", "alpha", "beta", "gamma",
+                                  "\",\"value\":", "delta", "}\n", "epsilon", "\"tags\":[",
+                                  "]", ","};
+    unsigned char *p = malloc(n);
+    size_t i = 0;
+    while (i < n) {
+        char w[32];
+        unsigned r = (unsigned)rand_r(&seed);
+        int k = r % 3 == 0 ? snprintf(w, sizeof(w), "%u", r % 100000)
+                           : snprintf(w, sizeof(w), "%s", words[r % 12]);
+        for (int j = 0; j < k && i < n; j++)
+            p[i++] = (unsigned char)w[j];
+    }
+    return p;
+}
+
+static void read_exact(struct gz_reader *r, uint64_t off, size_t len, const unsigned char *ref,
+                       size_t ref_n)
+{
+    unsigned char *buf = malloc(len ? len : 1);
+    size_t got = 12345;
+    assert_int_equal(gz_read(r, off, buf, len, &got), 0);
+    size_t want = off >= ref_n ? 0 : (ref_n - off < len ? ref_n - (size_t)off : len);
+    assert_int_equal(got, want);
+    if (want)
+        assert_memory_equal(buf, ref + off, want);
+    free(buf);
+}
+
+static void test_magic(void **state)
+{
+    (void)state;
+    assert_true(gz_is_gzip("\x1f\x8b\x08\x00", 4));
+    assert_false(gz_is_gzip("\x1f\x8b", 2));
+    assert_false(gz_is_gzip("PK\x03\x04", 4));
+}
+
+static void test_empty_and_one_byte(void **state)
+{
+    (void)state;
+    for (size_t n = 0; n <= 1; n++) {
+        struct mem m = {0};
+        gzip_append(&m, (const unsigned char *)"x", n, 6);
+        struct gz_index *ix;
+        struct gz_reader *r;
+        assert_int_equal(gz_index_new(m.n, 0, &ix), 0);
+        assert_int_equal(gz_reader_new(ix, mem_source, &m, &r), 0);
+        read_exact(r, 0, 100, (const unsigned char *)"x", n);
+        read_exact(r, 5, 100, (const unsigned char *)"x", n);
+        uint64_t size;
+        assert_true(gz_index_size(ix, &size));
+        assert_int_equal(size, n);
+        gz_reader_free(r);
+        gz_index_free(ix);
+        free(m.p);
+    }
+}
+
+/* Sequential then random reads of a 24 MiB view with 256 KiB spans; the
+ * index saved and loaded serves a new reader identically. */
+static void test_random_access_and_index(void **state)
+{
+    (void)state;
+    size_t n = 24 * MiB;
+    unsigned char *ref = make_text(n, 1);
+    struct mem m = {0};
+    gzip_append(&m, ref, n, 6);
+    struct gz_index *ix;
+    struct gz_reader *r;
+    assert_int_equal(gz_index_new(m.n, 256 * KiB, &ix), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &m, &r), 0);
+    uint64_t size;
+    assert_false(gz_index_size(ix, &size));
+    /* a read far in before any index exists: inflates up to it */
+    read_exact(r, 20 * MiB + 7, 5000, ref, n);
+    assert_true(gz_index_points(ix) >= 70);
+    /* the rest, sequentially, in odd sizes */
+    for (uint64_t off = 0; off < n;) {
+        size_t len = 100 * KiB + (size_t)(off % 7777);
+        read_exact(r, off, len, ref, n);
+        off += len;
+    }
+    assert_true(gz_index_size(ix, &size));
+    assert_int_equal(size, n);
+    size_t points = gz_index_points(ix);
+    assert_true(points >= 90 && points <= 100);
+    /* random reads, seeded, across spans, at and past the end */
+    unsigned seed = 42;
+    for (int i = 0; i < 400; i++) {
+        uint64_t off = (uint64_t)rand_r(&seed) % (n + 1000);
+        size_t len = (size_t)(rand_r(&seed) % (300 * KiB)) + 1;
+        read_exact(r, off, len, ref, n);
+    }
+    /* the index round trip */
+    struct buf saved = BUF_INIT;
+    assert_int_equal(gz_index_save(ix, &saved), 0);
+    assert_true(saved.len < m.n / 5); /* tiny spans here; the default is 16 MiB */
+    struct gz_index *ix2;
+    assert_int_equal(gz_index_load(saved.data, saved.len, m.n, &ix2), 0);
+    assert_true(gz_index_size(ix2, &size));
+    assert_int_equal(size, n);
+    assert_int_equal(gz_index_points(ix2), points);
+    struct gz_reader *r2;
+    assert_int_equal(gz_reader_new(ix2, mem_source, &m, &r2), 0);
+    m.reads = 0;
+    read_exact(r2, n - 4096, 4096, ref, n); /* tail: from the last point, not from 0 */
+    assert_true(m.reads <= 4);
+    seed = 7;
+    for (int i = 0; i < 300; i++) {
+        uint64_t off = (uint64_t)rand_r(&seed) % n;
+        read_exact(r2, off, (size_t)(rand_r(&seed) % (64 * KiB)) + 1, ref, n);
+    }
+    /* refused: another object size, a flipped byte, a short file */
+    struct gz_index *bad;
+    assert_int_equal(gz_index_load(saved.data, saved.len, m.n + 1, &bad), EINVAL);
+    saved.data[saved.len / 2] ^= 1;
+    assert_int_equal(gz_index_load(saved.data, saved.len, m.n, &bad), EINVAL);
+    saved.data[saved.len / 2] ^= 1;
+    assert_int_equal(gz_index_load(saved.data, saved.len - 9, m.n, &bad), EINVAL);
+    assert_int_equal(gz_index_load("PAILGZX1", 8, m.n, &bad), EINVAL);
+    buf_free(&saved);
+    gz_reader_free(r2);
+    gz_index_free(ix2);
+    gz_reader_free(r);
+    gz_index_free(ix);
+    free(m.p);
+    free(ref);
+}
+
+/* cat a.gz empty.gz b.gz, then trailing zeros; and many small members (as
+ * bgzip writes), whose starts are access points without any state. */
+static void test_multi_member(void **state)
+{
+    (void)state;
+    size_t na = 3 * MiB + 11, nb = 2 * MiB;
+    unsigned char *a = make_text(na, 2), *b = make_text(nb, 3);
+    unsigned char *ref = malloc(na + nb);
+    memcpy(ref, a, na);
+    memcpy(ref + na, b, nb);
+    struct mem m = {0};
+    gzip_append(&m, a, na, 1);
+    gzip_append(&m, a, 0, 9);
+    gzip_append(&m, b, nb, 9);
+    m.p = realloc(m.p, m.n + 16);
+    memset(m.p + m.n, 0, 16);
+    m.n += 16;
+    struct gz_index *ix;
+    struct gz_reader *r;
+    assert_int_equal(gz_index_new(m.n, 512 * KiB, &ix), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &m, &r), 0);
+    read_exact(r, 0, na + nb + 100, ref, na + nb);
+    uint64_t size;
+    assert_true(gz_index_size(ix, &size));
+    assert_int_equal(size, na + nb);
+    read_exact(r, na - 10, 20, ref, na + nb); /* across the member boundary */
+    gz_reader_free(r);
+    gz_index_free(ix);
+    free(m.p);
+
+    /* BGZF-like: 64 KiB members */
+    struct mem bg = {0};
+    for (size_t off = 0; off < na; off += 64 * KiB)
+        gzip_append(&bg, a + off, na - off < 64 * KiB ? na - off : 64 * KiB, 6);
+    assert_int_equal(gz_index_new(bg.n, 256 * KiB, &ix), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &bg, &r), 0);
+    read_exact(r, 0, na, a, na);
+    assert_true(gz_index_points(ix) >= 10);
+    unsigned seed = 5;
+    for (int i = 0; i < 200; i++) {
+        uint64_t off = (uint64_t)rand_r(&seed) % na;
+        read_exact(r, off, (size_t)(rand_r(&seed) % 100000) + 1, a, na);
+    }
+    struct buf saved = BUF_INIT;
+    assert_int_equal(gz_index_save(ix, &saved), 0);
+    assert_true(saved.len < 4 * KiB); /* member starts need no decoder state */
+    buf_free(&saved);
+    gz_reader_free(r);
+    gz_index_free(ix);
+    free(bg.p);
+    free(a);
+    free(b);
+    free(ref);
+}
+
+/* A flipped byte and a cut stream: reads before the damage are right, the
+ * read that reaches it fails with EIO, and so does every read past it. */
+static void test_damage(void **state)
+{
+    (void)state;
+    size_t n = 6 * MiB;
+    unsigned char *ref = make_text(n, 9);
+    struct mem good = {0};
+    gzip_append(&good, ref, n, 6);
+    for (int kind = 0; kind < 2; kind++) {
+        struct mem m = {.p = malloc(good.n), .n = good.n};
+        memcpy(m.p, good.p, good.n);
+        if (kind == 0)
+            m.p[m.n / 2] ^= 0x55; /* corrupt */
+        else
+            m.n = m.n * 6 / 10;   /* truncated */
+        struct gz_index *ix;
+        struct gz_reader *r;
+        assert_int_equal(gz_index_new(m.n, 0, &ix), 0);
+        assert_int_equal(gz_reader_new(ix, mem_source, &m, &r), 0);
+        read_exact(r, 0, MiB, ref, n); /* well before the damage */
+        unsigned char *buf = malloc(n);
+        size_t got;
+        int rc = 0;
+        uint64_t off = MiB;
+        /* A flipped bit may decode into wrong bytes before the decoder
+         * notices (the member's CRC at its end catches it at the latest);
+         * bytes well before the flip are right.  A cut stream has no wrong
+         * bytes at all. */
+        uint64_t exact_until = kind == 0 ? n / 4 : n;
+        while (!rc && off <= n) { /* on to the read past the end: the CRC */
+            rc = gz_read(r, off, buf, 256 * KiB, &got);
+            if (!rc) {
+                assert_int_equal(got, off + 256 * KiB <= n ? 256 * KiB : n - off);
+                if (!got)
+                    break;
+                if (off + got <= exact_until)
+                    assert_memory_equal(buf, ref + off, got);
+                off += got;
+            }
+        }
+        assert_int_equal(rc, EIO);
+        uint64_t at = gz_index_damage(ix);
+        assert_true(at >= MiB && at <= n);
+        assert_true(at <= off + 256 * KiB);
+        assert_int_equal(gz_read(r, at, buf, 10, &got), EIO);
+        assert_int_equal(gz_read(r, at + 100, buf, 10, &got), EIO);
+        /* earlier bytes still right, from a fresh start */
+        read_exact(r, 0, 4096, ref, n);
+        uint64_t size;
+        assert_false(gz_index_size(ix, &size));
+        free(buf);
+        gz_reader_free(r);
+        gz_index_free(ix);
+        free(m.p);
+    }
+    free(good.p);
+    free(ref);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_magic),
+        cmocka_unit_test(test_empty_and_one_byte),
+        cmocka_unit_test(test_random_access_and_index),
+        cmocka_unit_test(test_multi_member),
+        cmocka_unit_test(test_damage),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
