@@ -463,6 +463,7 @@ static int run(struct options *o, int status_fd)
         fprintf(stderr, "pailfs: cannot start FUSE: %s\n", why);
         goto out;
     }
+    fs_set_session(fs, se);
     if (fuse_set_signal_handlers(se) != 0) {
         fprintf(stderr, "pailfs: cannot install signal handlers\n");
         goto out;

@@ -313,6 +313,10 @@ static int o_size(struct parse *p, const char *name, const char *v)
         if (n < (4ULL << 10) || n > (1ULL << 30))
             return EINVAL;
         p->o->fs.part_size = n;
+    } else if (strcmp(name, "gz_span") == 0) {
+        if (n < (1ULL << 20) || n > (1ULL << 30))
+            return EINVAL;
+        p->o->fs.gz_span = n;
     } else {
         if (n < (1ULL << 20) || n > (1ULL << 30))
             return EINVAL;
@@ -365,6 +369,27 @@ static int o_abort_stale(struct parse *p, const char *name, const char *v)
     if (errno || *end || n == 0 || n > 3650ULL * 86400 / mult)
         return EINVAL;
     p->o->fs.abort_stale_uploads = n * mult;
+    return 0;
+}
+
+static int o_gunzip(struct parse *p, const char *name, const char *v)
+{
+    (void)name;
+    static const char *modes[] = {"off", "encoding", "view", "replace"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(v, modes[i]) == 0) {
+            p->o->fs.gunzip = (enum fs_gunzip)i;
+            return 0;
+        }
+    return EINVAL;
+}
+
+static int o_gz_size(struct parse *p, const char *name, const char *v)
+{
+    (void)name;
+    if (strcmp(v, "exact") != 0 && strcmp(v, "estimate") != 0)
+        return EINVAL;
+    p->o->fs.gz_size_exact = strcmp(v, "exact") == 0;
     return 0;
 }
 
@@ -477,6 +502,10 @@ static const struct o_option o_table[] = {
     {"max_inflight", O_VALUE, o_max_inflight, "a whole number from 1 to 64"},
     {"abort_stale_uploads", O_VALUE, o_abort_stale,
      "off, or a duration such as 3600, 90m, 24h or 7d"},
+    /* gzip views */
+    {"gunzip", O_VALUE, o_gunzip, "off, encoding, view or replace"},
+    {"gz_span", O_VALUE, o_size, "a size from 1M to 1G, such as 16M"},
+    {"gz_size", O_VALUE, o_gz_size, "estimate or exact"},
     /* logging */
     {"log_level", O_VALUE, o_log_level, "error, warn, info or debug"},
     /* FUSE pass-through */
@@ -936,6 +965,16 @@ void options_print_help(FILE *to)
           "                           (default 8); write buffers share max_memory\n"
           "  -o abort_stale_uploads=T at mount, abort multipart uploads under the prefix\n"
           "                           older than T (90m, 24h, 7d; default 24h; off)\n"
+          "\n"
+          "gzip views:\n"
+          "  -o gunzip=MODE           encoding: objects stored with Content-Encoding gzip\n"
+          "                           read decompressed (default); view: also every K.gz\n"
+          "                           as K, decompressed; replace: K.gz listed only as K;\n"
+          "                           off\n"
+          "  -o gz_span=SIZE          decompressed bytes between access points of the\n"
+          "                           index of a view (default 16M)\n"
+          "  -o gz_size=HOW           estimate: a view's size is estimated until it was\n"
+          "                           read once (default); exact: the first stat reads it\n"
           "\n"
           "logging:\n"
           "  -o log_level=LEVEL       error, warn, info or debug (default warn)\n"

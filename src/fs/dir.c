@@ -58,6 +58,7 @@ static int dir_add(struct fs_dir *d, size_t *cap, const char *name, size_t len,
     if (!(d->ents[d->n].name = util_strndup(name, len)))
         return ENOMEM;
     d->ents[d->n].attr = *a;
+    d->ents[d->n].hidden = false;
     d->n++;
     return 0;
 }
@@ -98,6 +99,43 @@ static bool is_hidden(struct fs *fs, const char *dir, const char *name, size_t l
     free(nm);
     free(p);
     return h != NULL;
+}
+
+/* gunzip=view: every file K.gz gets a view K beside it, unless a real K
+ * exists; gunzip=replace: K.gz is shown only as K.  A view's size is exact
+ * when its index is known on this machine, else the compressed size (see
+ * docs/SEMANTICS.md); no request is made per entry. */
+static int add_views(struct fs *fs, const char *path, struct fs_dir *d, size_t *cap,
+                     struct name_seen **seen)
+{
+    size_t n = d->n;
+    bool replace = fs->cfg.gunzip == FS_GUNZIP_REPLACE;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        struct fs_dirent *de = &d->ents[i];
+        size_t len = strlen(de->name);
+        if (len <= 3 || strcmp(de->name + len - 3, ".gz") != 0 || !S_ISREG(de->attr.mode))
+            continue;
+        struct name_seen *s;
+        HASH_FIND(hh, *seen, de->name, len - 3, s);
+        if (s)
+            continue; /* the real K wins */
+        struct fs_attr a = de->attr;
+        a.gz = a.gz_suffix = true;
+        a.comp_size = a.size;
+        a.mode &= (mode_t)~0222;
+        char *raw = fs_child_path(path, de->name);
+        if (!raw)
+            return ENOMEM;
+        fs_gz_size_known(fs, raw, &a);
+        free(raw);
+        de->hidden = replace; /* dropped once the listing is complete */
+        if (!(rc = dir_add(d, cap, de->name, len - 3, &a)) && (s = calloc(1, sizeof(*s)))) {
+            s->idx = d->n - 1;
+            HASH_ADD_KEYPTR(hh, *seen, d->ents[s->idx].name, len - 3, s);
+        }
+    }
+    return rc;
 }
 
 int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
@@ -170,6 +208,8 @@ int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
         s3_list_page_free(&page);
         memset(&page, 0, sizeof(page));
     } while (!rc && token);
+    if (!rc && (fs->cfg.gunzip == FS_GUNZIP_VIEW || fs->cfg.gunzip == FS_GUNZIP_REPLACE))
+        rc = add_views(fs, path, d, &cap, &seen);
     if (!rc)
         rc = add_local_children(fs, path, d, &cap, &seen);
     HASH_ITER(hh, seen, s, tmp)
@@ -177,6 +217,14 @@ int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
         HASH_DEL(seen, s);
         free(s);
     }
+    size_t kept = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->ents[i].hidden)
+            free(d->ents[i].name);
+        else
+            d->ents[kept++] = d->ents[i];
+    }
+    d->n = kept;
     free(token);
     free(prefix);
     if (rc)

@@ -30,6 +30,7 @@ static void now_ts(struct timespec *t)
 static void handle_free(struct fs_open *o)
 {
     struct fs_handle *h = (struct fs_handle *)o;
+    fs_gz_close(h->gz);
     fs_reader_free(h->reader);
     free(h);
 }
@@ -44,7 +45,8 @@ static struct fs_handle *handle_new(struct fs *fs, struct fs_inode *in, bool wri
     h->in = in;
     h->write = write;
     snprintf(h->etag, sizeof(h->etag), "%s", in->attr.etag);
-    if (!in->local && !(h->reader = fs_reader_new(fs, in->ino, in->path, &in->attr))) {
+    if (!in->local && !in->attr.gz &&
+        !(h->reader = fs_reader_new(fs, in->ino, in->path, &in->attr))) {
         free(h);
         return NULL;
     }
@@ -146,15 +148,20 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     in->opens++; /* hold it while S3 is asked */
     /* Close-to-open: an open after the TTL sees the bucket's current version. */
-    bool stale = !(in->local || in->wf) && util_now_ms() >= in->attr_expire_ms;
+    bool stale = !(in->local || in->wf) &&
+                 (util_now_ms() >= in->attr_expire_ms ||
+                  /* only listed so far: its Content-Encoding is not known */
+                  (!in->attr.headed && !in->attr.gz && S_ISREG(in->attr.mode) &&
+                   fs->cfg.gunzip != FS_GUNZIP_OFF));
     char *path = stale ? strdup(in->path) : NULL;
     mode_t type = in->attr.mode & S_IFMT;
+    bool gz_suffix = in->attr.gz_suffix;
     pthread_mutex_unlock(&fs->lock);
     int rc = 0;
     if (stale) {
         struct fs_attr a;
         char *xattr = NULL;
-        rc = path ? fs_refresh(fs, path, type, &a, &xattr) : ENOMEM;
+        rc = path ? fs_refresh(fs, path, type, gz_suffix, &a, &xattr) : ENOMEM;
         pthread_mutex_lock(&fs->lock);
         if (!rc && !(in->local || in->wf)) {
             if (strcmp(a.etag, in->attr.etag) != 0) {
@@ -173,6 +180,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     struct fs_handle *h = NULL;
     pthread_mutex_lock(&fs->lock);
+    if (!rc && write && in->attr.gz)
+        rc = EACCES; /* a decompressed view cannot be written */
     if (!rc && write)
         rc = fs_wfile_attach_locked(fs, in);
     if (!rc && !(h = handle_new(fs, in, write)))
@@ -184,7 +193,23 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     struct fs_wfile *wf = write ? in->wf : NULL;
+    struct fs_attr view = in->attr;
+    char *raw = view.gz ? malloc(strlen(in->path) + 4) : NULL;
+    if (raw)
+        sprintf(raw, "%s%s", in->path, view.gz_suffix ? ".gz" : "");
     pthread_mutex_unlock(&fs->lock);
+    if (view.gz) {
+        rc = raw ? fs_gz_open(fs, ino, raw, &view, &h->gz) : ENOMEM;
+        free(raw);
+        if (rc) {
+            pthread_mutex_lock(&fs->lock);
+            fs_inode_close_locked(fs, in);
+            pthread_mutex_unlock(&fs->lock);
+            handle_free(&h->open);
+            fuse_reply_err(req, rc);
+            return;
+        }
+    }
     if (wf && (fi->flags & O_TRUNC)) {
         rc = fs_truncate(fs, in, 0);
         if (rc) {
@@ -200,6 +225,12 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->fh = (uintptr_t)h;
     pthread_mutex_lock(&fs->lock);
     fi->keep_cache = !(wf && (fi->flags & O_TRUNC)) && keep_page_cache(in);
+    if (view.gz && !view.size_exact) {
+        /* size unknown yet: the kernel must read to our EOF, not its i_size */
+        fi->direct_io = 1;
+        fi->keep_cache = 0;
+        in->kcache_etag[0] = '\0';
+    }
     pthread_mutex_unlock(&fs->lock);
     fuse_reply_open(req, fi);
 }
@@ -210,6 +241,27 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
     struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
     char *data = NULL;
     size_t got = 0;
+    if (h->gz) {
+        uint64_t exact;
+        int rc = fs_gz_read(h->gz, (uint64_t)off, size, &data, &got, &exact);
+        struct fs_inode *in = h->in;
+        bool learnt = false;
+        if (!rc && exact != UINT64_MAX) {
+            pthread_mutex_lock(&fs->lock);
+            learnt = !in->attr.size_exact || in->attr.size != exact;
+            in->attr.size = exact;
+            in->attr.size_exact = true;
+            pthread_mutex_unlock(&fs->lock);
+        }
+        if (rc)
+            fuse_reply_err(req, rc);
+        else
+            fuse_reply_buf(req, data, got);
+        free(data);
+        if (learnt && fs->se) /* the kernel's attributes hold the estimate */
+            fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+        return;
+    }
     /* Written here: write.c knows the bytes, unless nothing was written. */
     int rc = fs_wfile_read(fs, h->in, h->reader ? h->etag : NULL, (uint64_t)off, size, &data,
                            &got);

@@ -25,6 +25,8 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->read_parallel = 8;
     cfg->max_inflight = 8;
     cfg->abort_stale_uploads = 86400;
+    cfg->gunzip = FS_GUNZIP_ENCODING;
+    cfg->gz_span = 16ULL << 20;
 }
 
 /* mkdir -p, for the cache directory. */
@@ -97,6 +99,7 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     HASH_ADD_KEYPTR(hh_path, fs->by_path, root->path, 0, root);
     fs->next_ino = FUSE_ROOT_ID + 1;
     fs->handles.next = fs->handles.prev = &fs->handles;
+    pthread_mutex_init(&fs->gz_lock, NULL);
     rc = fs_readpool_new(fs);
     if (!rc)
         rc = fs_wpool_new(fs);
@@ -125,6 +128,11 @@ void fs_open_untrack(struct fs *fs, struct fs_open *o)
     o->prev->next = o->next;
     o->next->prev = o->prev;
     pthread_mutex_unlock(&fs->lock);
+}
+
+void fs_set_session(struct fs *fs, struct fuse_session *se)
+{
+    fs->se = se;
 }
 
 int fs_shutdown(struct fs *fs)
@@ -161,9 +169,11 @@ void fs_free(struct fs *fs)
         free(h->path);
         free(h);
     }
+    fs_gz_free_all(fs);
     fs_readpool_free(fs); /* after the handles: their readers use it */
     fs_wpool_free(fs);    /* after the write states: their uploads use it */
     free(fs->key_prefix);
+    pthread_mutex_destroy(&fs->gz_lock);
     pthread_mutex_destroy(&fs->lock);
     free(fs);
 }

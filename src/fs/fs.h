@@ -51,6 +51,11 @@ struct fs_config {
     unsigned read_parallel;  /* ranged GETs in flight for reads (8) */
     unsigned max_inflight;   /* parts of one file uploading at once (8) */
     uint64_t abort_stale_uploads; /* seconds; 0: never (86400) */
+
+    /* gzip views. */
+    enum fs_gunzip { FS_GUNZIP_OFF, FS_GUNZIP_ENCODING, FS_GUNZIP_VIEW, FS_GUNZIP_REPLACE } gunzip;
+    uint64_t gz_span;        /* output bytes between access points (16 MiB) */
+    bool gz_size_exact;      /* stat of a view of unknown size builds its index */
 };
 
 /* Fill *cfg with the defaults above (uid/gid: the calling process's). */
@@ -61,6 +66,10 @@ void fs_config_defaults(struct fs_config *cfg);
  * 0, ENOMEM, EBUSY (another pailfs uses this bucket's block cache in
  * cache_dir), or the errno of creating cache_dir (EACCES, ENOTDIR, …). */
 int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out);
+
+/* The session the fs serves, for notifications to the kernel (call once,
+ * before the loop starts). */
+void fs_set_session(struct fs *fs, struct fuse_session *se);
 
 /* The operations table to give to fuse_session_new() with `fs` as userdata. */
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);

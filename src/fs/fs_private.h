@@ -16,6 +16,8 @@
 #define PAILFS_FS_PRIVATE_H
 
 #include "fs/fs.h"
+#include "gz/gz.h"
+#include "s3/s3.h"
 #include "util/util.h"
 
 #include <pthread.h>
@@ -39,6 +41,12 @@ struct fs_attr {
     char etag[80];          /* "" for implicit directories */
     bool has_meta;          /* mode/uid/gid came from x-amz-meta-* (a HEAD) */
     bool marker;            /* directory: a "path/" object exists */
+    bool gz;                /* a decompressed view of a gzip object (read-only) */
+    bool gz_suffix;         /* ... whose object is path + ".gz" (gunzip=view/replace) */
+    bool size_exact;        /* gz: size is known, not estimated */
+    bool size_estimated;    /* gz: size is an estimate (ISIZE), not a listing's */
+    bool headed;            /* learnt from a HEAD (Content-Encoding is known) */
+    uint64_t comp_size;     /* gz: the stored object's size */
 };
 
 /* A file open for writing (write.c; see there for the modes). */
@@ -116,6 +124,8 @@ struct fs_open {
 
 struct fs_readpool;
 struct fs_wpool;
+struct fs_gzobj;
+struct fs_gzhandle;
 struct fs_reader;
 struct rblock;
 
@@ -135,6 +145,9 @@ struct fs {
     struct fs_open handles;    /* list head; protected by lock */
     struct fs_readpool *rp;    /* the read path's workers, memory and cache */
     struct fs_wpool *wp;       /* the write path's upload threads and memory */
+    struct fuse_session *se;   /* for notifications to the kernel */
+    pthread_mutex_t gz_lock;
+    struct fs_gzobj *gzobjs;   /* indexes of open gzip views; protected by gz_lock */
     bool warned_conflict;      /* protected by lock */
 };
 
@@ -229,9 +242,14 @@ struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino);
 /* Look `path` up in S3: a directory (prefix or marker) wins over an object
  * of the same name.  0 and *a filled, ENOENT, or the S3 errno. */
 int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr);
-/* Re-read the attributes of `path` known to be of type `mode`.  Same
- * returns as fs_resolve(); ENOENT also when it is now of another type. */
-int fs_refresh(struct fs *fs, const char *path, mode_t type, struct fs_attr *a, char **xattr);
+/* Re-read the attributes of `path` known to be of type `mode` (a view of
+ * path + ".gz" when gz_suffix).  Same returns as fs_resolve(); ENOENT also
+ * when it is now of another type. */
+int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, struct fs_attr *a,
+               char **xattr);
+/* gunzip=view/replace: is `path` the view of an object path + ".gz"?
+ * 0 and *a, ENOENT, or the S3 errno. */
+int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a);
 /* Publish what was learnt about `path`: find or make its inode (a new one
  * when the type changed), set its attributes, count one lookup when
  * `count_lookup`, and fill *e for the kernel.  Takes fs->lock itself when
@@ -266,6 +284,7 @@ void fs_open_untrack(struct fs *fs, struct fs_open *o);
 struct fs_dirent {
     char *name;
     struct fs_attr attr;
+    bool hidden;            /* gunzip=replace: a K.gz shown as K */
 };
 
 struct fs_dir {
@@ -287,6 +306,7 @@ struct fs_handle {
     char etag[80];          /* the object version read, for If-Match */
     bool write;
     struct fs_reader *reader; /* reads of the object version opened */
+    struct fs_gzhandle *gz;   /* a gzip view: reads inflate through it */
 };
 
 /* ---- read.c: the read path ------------------------------------------ */
@@ -346,6 +366,29 @@ int fs_upload(struct fs *fs, struct fs_inode *in);
 int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
 /* Everything still open and dirty, stored (for unmount). */
 int fs_upload_all(struct fs *fs);
+
+/* ---- gzview.c: decompressed views of gzip objects -------------------- */
+
+/* Fill a->size (and a->size_exact) of a view whose object is raw_path:
+ * exact from a known index, else read whole now (small objects, or
+ * gz_size=exact), else estimated from the ISIZE trailer (one 4-byte GET).
+ * a->comp_size and a->etag must be set. */
+void fs_gz_size(struct fs *fs, const char *raw_path, struct fs_attr *a);
+/* The same without any request: exact when an index is known here, else
+ * a->size stays (the compressed size). */
+void fs_gz_size_known(struct fs *fs, const char *raw_path, struct fs_attr *a);
+/* Open a view of the object at raw_path (version a->etag, a->comp_size
+ * bytes).  *out is closed with fs_gz_close.  0, ENOMEM, EIO. */
+int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct fs_attr *a,
+               struct fs_gzhandle **out);
+void fs_gz_close(struct fs_gzhandle *g);
+/* Decompressed [off, off+size) into *data (malloc'ed, caller frees; *got
+ * short only at the end).  *exact_size: the view's size once it is known,
+ * else UINT64_MAX.  0, EIO (damaged stream, server failure), ENOMEM. */
+int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, size_t *got,
+               uint64_t *exact_size);
+/* At unmount: every index still in memory. */
+void fs_gz_free_all(struct fs *fs);
 
 /* ---- the operations (ns.c: names and attributes; file.c: data) ------ */
 

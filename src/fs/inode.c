@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define FS_COPY_SINGLE_MAX (5ULL << 30)      /* CopyObject's limit */
 #define FS_COPY_PART_MIN (512ULL << 20)
@@ -82,6 +83,16 @@ static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char 
     return rc;
 }
 
+/* A gzip object shown decompressed: read-only, sized by gzview.c. */
+static void make_view(struct fs *fs, const char *raw_path, bool suffix, struct fs_attr *a)
+{
+    a->gz = true;
+    a->gz_suffix = suffix;
+    a->comp_size = a->size;
+    a->mode &= (mode_t)~0222;
+    fs_gz_size(fs, raw_path, a);
+}
+
 static int resolve_object(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
 {
     char *key = fs_key(fs, path, false);
@@ -94,8 +105,31 @@ static int resolve_object(struct fs *fs, const char *path, struct fs_attr *a, ch
         if (xattr)
             *xattr = dup_meta(&info, "xattr");
     }
+    bool gz = rc == 0 && fs->cfg.gunzip != FS_GUNZIP_OFF && S_ISREG(a->mode) &&
+              info.content_encoding && strcasecmp(info.content_encoding, "gzip") == 0;
     s3_object_info_clear(&info);
     free(key);
+    if (gz)
+        make_view(fs, path, false, a);
+    return rc;
+}
+
+int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a)
+{
+    size_t n = strlen(path);
+    char *raw = malloc(n + 4);
+    if (!raw)
+        return ENOMEM;
+    memcpy(raw, path, n);
+    memcpy(raw + n, ".gz", 4);
+    int rc = strlen(fs->key_prefix) + n + 3 > FS_MAX_KEY ? ENOENT : resolve_object(fs, raw, a, NULL);
+    if (!rc && !S_ISREG(a->mode))
+        rc = ENOENT;
+    if (!rc && !a->gz)
+        make_view(fs, raw, true, a);
+    else if (!rc)
+        a->gz_suffix = true;
+    free(raw);
     return rc;
 }
 
@@ -111,10 +145,13 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
     return rc;
 }
 
-int fs_refresh(struct fs *fs, const char *path, mode_t type, struct fs_attr *a, char **xattr)
+int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, struct fs_attr *a,
+               char **xattr)
 {
     if (xattr)
         *xattr = NULL;
+    if (gz_suffix)
+        return fs_resolve_view(fs, path, a);
     int rc = S_ISDIR(type) ? resolve_dir(fs, path, a, xattr) : resolve_object(fs, path, a, xattr);
     if (rc == 0 && (a->mode & S_IFMT) != (type & S_IFMT)) {
         if (xattr) {
@@ -134,6 +171,8 @@ void fs_entry_fill(struct fs *fs, struct fs_inode *in, struct fuse_entry_param *
     fs_attr_to_stat(&in->attr, in->ino, &e->attr);
     e->attr_timeout = fs->cfg.attr_ttl;
     e->entry_timeout = fs->cfg.attr_ttl;
+    if (in->attr.gz && !in->attr.size_exact && !in->attr.size_estimated)
+        e->attr_timeout = 0; /* a listed view's size: getattr estimates it */
 }
 
 /* Whether the bucket's view may replace what the inode holds: not while it
@@ -154,7 +193,7 @@ struct fs_inode *fs_inode_publish(struct fs *fs, const char *path, const struct 
     /* A listing cannot tell a symlink or the s3fs metadata: an inode that
      * knows more about the same object version keeps what it knows. */
     bool keep = in && (inode_is_local_truth(in) ||
-                       (from_listing && in->attr.has_meta &&
+                       (from_listing && (in->attr.has_meta || in->attr.gz) &&
                         (S_ISDIR(a->mode) ? S_ISDIR(in->attr.mode)
                                           : strcmp(in->attr.etag, a->etag) == 0)));
     if (in && !keep && (in->attr.mode & S_IFMT) != (a->mode & S_IFMT)) {

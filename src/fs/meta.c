@@ -110,6 +110,7 @@ void fs_attr_from_head(const struct fs_config *cfg, const struct s3_object_info 
 {
     fs_attr_from_listing(cfg, is_dir, info->size, info->mtime, info->etag, a);
     a->marker = is_dir;
+    a->headed = true;
     unsigned long n;
     if (meta_ulong(info, "mode", &n)) {
         mode_t type = (mode_t)n & S_IFMT;

@@ -100,6 +100,19 @@ static void inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a,
     free(xattr);
 }
 
+/* A view's size learnt (same version only). */
+static void view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (in && strcmp(in->attr.etag, a->etag) == 0 && !in->attr.size_exact) {
+        in->attr.size = a->size;
+        in->attr.size_exact = a->size_exact;
+        in->attr.size_estimated = a->size_estimated;
+    }
+    pthread_mutex_unlock(&fs->lock);
+}
+
 void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);
@@ -125,6 +138,9 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct fs_attr a;
     char *xattr = NULL;
     rc = hid ? ENOENT : fs_resolve(fs, path, &a, &xattr);
+    if (rc == ENOENT && !hid &&
+        (fs->cfg.gunzip == FS_GUNZIP_VIEW || fs->cfg.gunzip == FS_GUNZIP_REPLACE))
+        rc = fs_resolve_view(fs, path, &a);
     if (rc == ENOENT) {
         memset(&e, 0, sizeof(e));
         e.entry_timeout = fs->cfg.neg_ttl; /* the kernel keeps the miss */
@@ -157,13 +173,24 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     char *path = inode_snapshot(fs, ino, &a, NULL, &fresh);
     int rc = path ? 0 : ENOENT;
     if (!rc && !fresh) {
-        rc = fs_refresh(fs, path, a.mode & S_IFMT, &a, &xattr);
+        rc = fs_refresh(fs, path, a.mode & S_IFMT, a.gz_suffix, &a, &xattr);
         if (!rc)
             inode_update(fs, ino, &a, xattr, true);
         else
             free(xattr);
         free(path);
         path = inode_snapshot(fs, ino, &a, NULL, NULL);
+    } else if (!rc && a.gz && !a.size_exact && !a.size_estimated) {
+        /* a view seen in a listing only: its size now (no HEAD needed) */
+        char *raw = malloc(strlen(path) + 4);
+        if (raw) {
+            sprintf(raw, "%s%s", path, a.gz_suffix ? ".gz" : "");
+            fs_gz_size(fs, raw, &a);
+            if (!a.size_exact)
+                a.size_estimated = true;
+            view_size_update(fs, ino, &a);
+            free(raw);
+        }
     }
     free(path);
     if (rc) {
@@ -699,7 +726,7 @@ static int current_xattr(struct fs *fs, fuse_ino_t ino, char **xattr)
         free(*xattr);
         *xattr = NULL;
         char *x = NULL;
-        rc = fs_refresh(fs, path, a.mode & S_IFMT, &a, &x);
+        rc = fs_refresh(fs, path, a.mode & S_IFMT, a.gz_suffix, &a, &x);
         if (rc == ENOENT && S_ISDIR(a.mode))
             rc = 0; /* the root of a bucket, or a directory without a marker */
         else if (!rc) {

@@ -628,6 +628,7 @@ static void publish_stored(struct fs *fs, struct fs_inode *in, struct fs_wfile *
     snprintf(in->attr.etag, sizeof(in->attr.etag), "%s", etag);
     in->attr.size = wf->size;
     in->attr.has_meta = true;
+    in->attr.headed = true; /* stored here: no Content-Encoding */
     if (in->local) {
         in->local = false;
         fs->n_local--;

@@ -1,0 +1,402 @@
+/* gzview.c — decompressed views of gzip objects.
+ *
+ * A view reads its compressed bytes through an ordinary reader of the raw
+ * object (read.c: read-ahead, the block cache) and inflates them with
+ * src/gz.  The access-point index of an object version is shared by every
+ * open handle of it, and once a reader has gone through the whole stream
+ * it is written to cache_dir/gzindex/<sha256 of endpoint, bucket, key and
+ * ETag>.gzx, so a view's exact size and fast seeks survive remounts.
+ *
+ * A view's size is exact when an index is complete (in memory or on disk).
+ * Before that it is an estimate: gzip's ISIZE trailer (the input size
+ * modulo 4 GiB), raised by 4 GiB steps until it is at least the compressed
+ * size; views of unknown size are opened direct_io so programs read to the
+ * real end.  Small objects (up to 1 MiB compressed), and every object with
+ * gz_size=exact, are read whole at their first lookup instead. */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define GZ_SMALL (1ULL << 20)
+#define GZ_SRC_STEP (4u << 20)
+
+struct fs_gzobj {
+    UT_hash_handle hh;
+    char *id;
+    struct gz_index *ix;
+    unsigned refs;       /* protected by fs->gz_lock */
+    bool saved;          /* protected by fs->gz_lock */
+};
+
+struct fs_gzhandle {
+    pthread_mutex_t lock; /* one read at a time through the cursor */
+    struct fs *fs;
+    struct fs_gzobj *obj;
+    struct gz_reader *r;
+    struct fs_reader *raw;
+    uint64_t comp_size;
+    bool passthrough;     /* not gzip after all: the raw bytes */
+};
+
+static char *gz_id(struct fs *fs, const char *raw_path, const char *etag)
+{
+    char *key = fs_key(fs, raw_path, false);
+    struct buf id = BUF_INIT;
+    buf_printf(&id, "%s\n%s\n%s\n%s", fs->cfg.endpoint ? fs->cfg.endpoint : "", fs->cfg.bucket,
+               key ? key : "", etag);
+    free(key);
+    return buf_steal(&id);
+}
+
+static char *index_file(struct fs *fs, const char *id)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    EVP_Digest(id, strlen(id), md, &n, EVP_sha256(), NULL);
+    struct buf p = BUF_INIT;
+    buf_printf(&p, "%s/gzindex/", fs->cfg.cache_dir);
+    for (unsigned i = 0; i < 16; i++)
+        buf_printf(&p, "%02x", md[i]);
+    buf_puts(&p, ".gzx");
+    return buf_steal(&p);
+}
+
+/* The decompressed size an index file records, if it is one for an object
+ * of comp_size bytes (the rest is checked when it is loaded). */
+static bool index_file_size(const char *file, uint64_t comp_size, uint64_t *size)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    unsigned char h[32];
+    bool ok = pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && memcmp(h, "PAILGZX1", 8) == 0;
+    close(fd);
+    uint64_t comp = 0, sz = 0;
+    for (int i = 7; ok && i >= 0; i--) {
+        comp = comp << 8 | h[16 + i];
+        sz = sz << 8 | h[24 + i];
+    }
+    if (!ok || comp != comp_size)
+        return false;
+    *size = sz;
+    return true;
+}
+
+/* Write a complete index where later mounts find it (tmp + rename). */
+static void index_save(struct fs *fs, struct fs_gzobj *o)
+{
+    struct buf data = BUF_INIT;
+    if (gz_index_save(o->ix, &data)) {
+        buf_free(&data);
+        return;
+    }
+    struct buf dir = BUF_INIT, tmp = BUF_INIT;
+    buf_printf(&dir, "%s/gzindex", fs->cfg.cache_dir);
+    char *file = index_file(fs, o->id);
+    buf_printf(&tmp, "%s.tmp%llx", file ? file : "", (unsigned long long)util_random_u64());
+    int rc = dir.data && tmp.data && file ? 0 : ENOMEM;
+    if (!rc && mkdir(dir.data, 0700) < 0 && errno != EEXIST)
+        rc = errno;
+    int fd = rc ? -1 : open(tmp.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (!rc && fd < 0)
+        rc = errno;
+    if (!rc && write(fd, data.data, data.len) != (ssize_t)data.len)
+        rc = errno ? errno : EIO;
+    if (fd >= 0 && close(fd) < 0 && !rc)
+        rc = errno;
+    if (!rc && rename(tmp.data, file) < 0)
+        rc = errno;
+    if (rc) {
+        if (tmp.data)
+            unlink(tmp.data);
+        log_warn("cannot store a gzip index in %s/gzindex: %s", fs->cfg.cache_dir,
+                 strerror(rc));
+    }
+    buf_free(&data);
+    buf_free(&dir);
+    buf_free(&tmp);
+    free(file);
+}
+
+static int raw_source(void *arg, uint64_t off, void *buf, size_t len, size_t *got)
+{
+    struct fs_gzhandle *g = arg;
+    *got = 0;
+    while (*got < len && off + *got < g->comp_size) {
+        size_t step = len - *got < GZ_SRC_STEP ? len - *got : GZ_SRC_STEP;
+        struct fs_read_reply rep;
+        int rc = fs_reader_read(g->raw, off + *got, step, &rep);
+        if (rc)
+            return rc;
+        size_t n = 0;
+        for (size_t i = 0; i < rep.n; i++) {
+            memcpy((char *)buf + *got + n, rep.iov[i].iov_base, rep.iov[i].iov_len);
+            n += rep.iov[i].iov_len;
+        }
+        fs_read_reply_done(&rep);
+        if (!n)
+            break;
+        *got += n;
+    }
+    return 0;
+}
+
+/* The shared index of a version: in memory, from its file, or new. */
+static struct fs_gzobj *obj_get(struct fs *fs, const char *raw_path, const char *etag,
+                                uint64_t comp_size)
+{
+    char *id = gz_id(fs, raw_path, etag);
+    if (!id)
+        return NULL;
+    pthread_mutex_lock(&fs->gz_lock);
+    struct fs_gzobj *o;
+    HASH_FIND_STR(fs->gzobjs, id, o);
+    if (o) {
+        o->refs++;
+        pthread_mutex_unlock(&fs->gz_lock);
+        free(id);
+        return o;
+    }
+    pthread_mutex_unlock(&fs->gz_lock);
+    struct gz_index *ix = NULL;
+    bool from_file = false;
+    char *file = index_file(fs, id);
+    char *data = NULL;
+    size_t len = 0;
+    if (file && util_read_file(file, 1ULL << 30, &data, &len) == 0) {
+        if (gz_index_load(data, len, comp_size, &ix) == 0)
+            from_file = true;
+        else
+            log_warn("%s: gzip index %s is not usable; building it again", raw_path, file);
+    }
+    free(data);
+    free(file);
+    if (!ix && gz_index_new(comp_size, fs->cfg.gz_span, &ix)) {
+        free(id);
+        return NULL;
+    }
+    pthread_mutex_lock(&fs->gz_lock);
+    HASH_FIND_STR(fs->gzobjs, id, o);
+    if (o) { /* another handle made it meanwhile */
+        o->refs++;
+        pthread_mutex_unlock(&fs->gz_lock);
+        gz_index_free(ix);
+        free(id);
+        return o;
+    }
+    o = calloc(1, sizeof(*o));
+    if (o) {
+        o->id = id;
+        o->ix = ix;
+        o->refs = 1;
+        o->saved = from_file;
+        HASH_ADD_KEYPTR(hh, fs->gzobjs, o->id, strlen(o->id), o);
+    }
+    pthread_mutex_unlock(&fs->gz_lock);
+    if (!o) {
+        gz_index_free(ix);
+        free(id);
+    }
+    return o;
+}
+
+static void obj_put(struct fs *fs, struct fs_gzobj *o)
+{
+    pthread_mutex_lock(&fs->gz_lock);
+    bool last = --o->refs == 0;
+    if (last)
+        HASH_DEL(fs->gzobjs, o);
+    pthread_mutex_unlock(&fs->gz_lock);
+    if (!last)
+        return;
+    gz_index_free(o->ix);
+    free(o->id);
+    free(o);
+}
+
+int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct fs_attr *a,
+               struct fs_gzhandle **out)
+{
+    struct fs_gzhandle *g = calloc(1, sizeof(*g));
+    if (!g)
+        return ENOMEM;
+    pthread_mutex_init(&g->lock, NULL);
+    g->fs = fs;
+    g->comp_size = a->comp_size;
+    struct fs_attr raw = *a;
+    raw.size = a->comp_size;
+    g->raw = fs_reader_new(fs, ino, raw_path, &raw);
+    g->obj = g->raw ? obj_get(fs, raw_path, a->etag, a->comp_size) : NULL;
+    int rc = g->obj ? gz_reader_new(g->obj->ix, raw_source, g, &g->r) : ENOMEM;
+    if (!rc) {
+        unsigned char head[3];
+        size_t got = 0;
+        rc = raw_source(g, 0, head, sizeof(head), &got);
+        if (!rc && !gz_is_gzip(head, got)) {
+            g->passthrough = true;
+            log_warn("%s is not gzip: shown as it is stored", raw_path);
+        }
+    }
+    if (rc) {
+        fs_gz_close(g);
+        return rc == ENOMEM ? rc : EIO;
+    }
+    *out = g;
+    return 0;
+}
+
+void fs_gz_close(struct fs_gzhandle *g)
+{
+    if (!g)
+        return;
+    gz_reader_free(g->r);
+    if (g->obj)
+        obj_put(g->fs, g->obj);
+    fs_reader_free(g->raw);
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+}
+
+int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, size_t *got,
+               uint64_t *exact_size)
+{
+    *data = malloc(size ? size : 1);
+    *got = 0;
+    *exact_size = UINT64_MAX;
+    if (!*data)
+        return ENOMEM;
+    pthread_mutex_lock(&g->lock);
+    int rc;
+    if (g->passthrough) {
+        rc = off < g->comp_size ? raw_source(g, off, *data, size, got) : 0;
+        *exact_size = g->comp_size;
+    } else {
+        rc = gz_read(g->r, off, *data, size, got);
+    }
+    pthread_mutex_unlock(&g->lock);
+    uint64_t sz;
+    if (!rc && !g->passthrough && gz_index_size(g->obj->ix, &sz)) {
+        *exact_size = sz;
+        pthread_mutex_lock(&g->fs->gz_lock);
+        bool save = !g->obj->saved;
+        g->obj->saved = true;
+        pthread_mutex_unlock(&g->fs->gz_lock);
+        if (save)
+            index_save(g->fs, g->obj);
+    }
+    if (rc) {
+        free(*data);
+        *data = NULL;
+        return rc == ENOMEM ? rc : EIO;
+    }
+    return 0;
+}
+
+struct tail {
+    unsigned char b[4];
+    size_t n;
+};
+
+static int tail_sink(void *arg, const void *data, size_t len)
+{
+    struct tail *t = arg;
+    if (t->n + len > sizeof(t->b))
+        return EIO;
+    memcpy(t->b + t->n, data, len);
+    t->n += len;
+    return 0;
+}
+
+/* The size an index known here records (in memory or on disk). */
+static bool size_known(struct fs *fs, const char *raw_path, const struct fs_attr *a,
+                       uint64_t *size)
+{
+    char *id = gz_id(fs, raw_path, a->etag);
+    if (!id)
+        return false;
+    pthread_mutex_lock(&fs->gz_lock);
+    struct fs_gzobj *o;
+    HASH_FIND_STR(fs->gzobjs, id, o);
+    bool known = o && gz_index_size(o->ix, size);
+    pthread_mutex_unlock(&fs->gz_lock);
+    char *file = known ? NULL : index_file(fs, id);
+    if (!known && file)
+        known = index_file_size(file, a->comp_size, size);
+    free(file);
+    free(id);
+    return known;
+}
+
+void fs_gz_size_known(struct fs *fs, const char *raw_path, struct fs_attr *a)
+{
+    uint64_t size;
+    a->size_exact = size_known(fs, raw_path, a, &size);
+    if (a->size_exact)
+        a->size = size;
+}
+
+void fs_gz_size(struct fs *fs, const char *raw_path, struct fs_attr *a)
+{
+    uint64_t size = 0;
+    bool known = size_known(fs, raw_path, a, &size);
+    a->size_exact = false;
+    if (!known && (a->comp_size <= GZ_SMALL || fs->cfg.gz_size_exact)) {
+        /* read it whole now: its index (and exact size) is then known */
+        struct fs_gzhandle *g;
+        if (fs_gz_open(fs, 0, raw_path, a, &g) == 0) {
+            char *data;
+            size_t got;
+            uint64_t exact = UINT64_MAX;
+            for (uint64_t off = 0;; off += got) {
+                if (fs_gz_read(g, off, 1 << 20, &data, &got, &exact))
+                    break;
+                free(data);
+                if (!got)
+                    break;
+            }
+            fs_gz_close(g);
+            known = exact != UINT64_MAX;
+            size = exact;
+        }
+    }
+    if (known) {
+        a->size = size;
+        a->size_exact = true;
+        return;
+    }
+    /* ISIZE: the last member's length modulo 2^32 */
+    char *key = fs_key(fs, raw_path, false);
+    struct tail t = {.n = 0};
+    uint64_t est = a->comp_size;
+    if (key && a->comp_size >= 18 &&
+        s3_get_object(fs->s3, key, a->comp_size - 4, 4, a->etag, tail_sink, &t, NULL, NULL) == 0 &&
+        t.n == 4) {
+        uint64_t isize = (uint64_t)t.b[0] | (uint64_t)t.b[1] << 8 | (uint64_t)t.b[2] << 16 |
+                         (uint64_t)t.b[3] << 24;
+        while (isize < a->comp_size)
+            isize += 1ULL << 32;
+        est = isize;
+    }
+    free(key);
+    a->size = est;
+    a->size_estimated = true;
+}
+
+void fs_gz_free_all(struct fs *fs)
+{
+    struct fs_gzobj *o, *tmp;
+    HASH_ITER(hh, fs->gzobjs, o, tmp)
+    {
+        HASH_DEL(fs->gzobjs, o);
+        gz_index_free(o->ix);
+        free(o->id);
+        free(o);
+    }
+}

@@ -1,0 +1,226 @@
+"""gzip objects read decompressed (issue 7): the three gunzip modes, views
+byte-identical to the decompressed data (one member and many, gzip -1 and
+-9, pigz and bgzip when installed), random offsets before and after the
+index is complete and after a remount (the index is reused: the proxy
+counts no full re-read), sizes that become exact, and damaged streams
+failing with EIO where the damage is while earlier bytes stay right."""
+
+import errno
+import gzip
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from mount import mnt, mounter  # noqa: F401
+
+MiB = 1 << 20
+
+
+def text(n, seed=1):
+    """JSON-lines-like bytes that compress about 5:1."""
+    rng = random.Random(seed)
+    words = [b"alpha", b"beta", b"gamma", b"delta", b"epsilon", b"zeta", b"eta"]
+    out, size = [], 0
+    i = 0
+    while size < n:
+        line = b'{"id":%d,"name":"%s","v":%d,"tags":["%s","%s"]}\n' % (
+            i, rng.choice(words), rng.randrange(10 ** 6), rng.choice(words),
+            rng.choice(words))
+        out.append(line)
+        size += len(line)
+        i += 1
+    return b"".join(out)[:n]
+
+
+def put(s3, bucket, key, body, **kw):
+    s3.put_object(Bucket=bucket, Key=key, Body=body, **kw)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def get_bytes(proxy):
+    return proxy.stats()["bytes_out"]
+
+
+@pytest.fixture(scope="module")
+def big():
+    """8 MiB of text and its gzip (about 1.6 MiB: above the size read whole
+    at lookup, so its size starts as an estimate)."""
+    data = text(8 * MiB, seed=3)
+    return data, gzip.compress(data, 6)
+
+
+def test_view_mode(s3, bucket, mounter, big):
+    data, gz = big
+    small = b"hello, gzip\n" * 1000
+    put(s3, bucket, "d/data.json.gz", gz)
+    put(s3, bucket, "d/small.txt.gz", gzip.compress(small))
+    put(s3, bucket, "d/real.gz", gzip.compress(b"compressed"))
+    put(s3, bucket, "d/real", b"the real object")
+    put(s3, bucket, "d/notgz.gz", b"not gzip at all")
+    m = mounter(opts=["gunzip=view"])
+    names = sorted(os.listdir(m.p("d")))
+    assert names == ["data.json", "data.json.gz", "notgz", "notgz.gz", "real", "real.gz",
+                     "small.txt", "small.txt.gz"], names
+    assert read(m.p("d/data.json")) == data
+    assert read(m.p("d/data.json.gz")) == gz  # the raw bytes stay as they are
+    assert os.stat(m.p("d/small.txt")).st_size == len(small)  # small: exact at once
+    assert read(m.p("d/small.txt")) == small
+    assert read(m.p("d/real")) == b"the real object"  # the real one wins
+    assert read(m.p("d/notgz")) == b"not gzip at all"  # shown raw, logged
+    assert "is not gzip" in m.stderr_text()
+    # exact once read whole (the kernel was told to drop the estimate)
+    assert os.stat(m.p("d/data.json")).st_size == len(data)
+    # read-only view; the raw object stays writable
+    with pytest.raises(OSError) as e:
+        os.open(m.p("d/data.json"), os.O_WRONLY)
+    assert e.value.errno == errno.EACCES
+    with open(m.p("d/small.txt.gz"), "ab") as f:
+        f.write(gzip.compress(b"second member\n"))
+    time.sleep(1.1)
+    assert read(m.p("d/small.txt")) == small + b"second member\n"
+
+
+def test_encoding_mode(s3, bucket, mnt, big):
+    data, gz = big
+    put(s3, bucket, "enc.json", gz, ContentEncoding="gzip")
+    put(s3, bucket, "small-enc", gzip.compress(b"x" * 5000), ContentEncoding="gzip")
+    put(s3, bucket, "plain.gz", gz)  # no Content-Encoding: raw in this mode
+    assert os.stat(mnt.p("small-enc")).st_size == 5000
+    assert read(mnt.p("small-enc")) == b"x" * 5000
+    assert read(mnt.p("enc.json")) == data
+    assert os.stat(mnt.p("enc.json")).st_size == len(data)
+    assert read(mnt.p("plain.gz")) == gz
+    assert sorted(os.listdir(mnt.p())) == ["enc.json", "plain.gz", "small-enc"]
+
+
+def test_replace_mode(s3, bucket, mounter, big):
+    data, gz = big
+    put(s3, bucket, "a.json.gz", gz)
+    put(s3, bucket, "b.txt", b"plain")
+    m = mounter(opts=["gunzip=replace"])
+    assert sorted(os.listdir(m.p())) == ["a.json", "b.txt"]
+    assert read(m.p("a.json")) == data
+    assert read(m.p("a.json.gz")) == gz  # by its exact name: the raw bytes
+
+
+def test_random_offsets_and_index_reuse(s3, bucket, proxy, mounter):
+    data = text(40 * MiB, seed=8)
+    gz = gzip.compress(data, 6)
+    put(s3, bucket, "r.json.gz", gz)
+    m = mounter(opts=["gunzip=view", "gz_span=1M", "cache_size=0"])
+    rng = random.Random(11)
+    checks = [(rng.randrange(len(data) + 100), rng.randrange(1, 200_000)) for _ in range(300)]
+
+    def check_all(path):
+        with open(path, "rb") as f:
+            for off, n in checks:
+                f.seek(off)
+                assert f.read(n) == data[off:off + n], (off, n)
+
+    check_all(m.p("r.json"))  # before the index is complete (direct_io)
+    assert read(m.p("r.json")) == data  # complete now
+    check_all(m.p("r.json"))
+    index_dir = m.path + ".cache/gzindex"
+    files = os.listdir(index_dir)
+    assert len(files) == 1
+    assert os.path.getsize(os.path.join(index_dir, files[0])) < len(gz) // 10
+    m.remount()
+    proxy.reset()
+    assert os.stat(m.p("r.json")).st_size == len(data)  # exact from the saved index
+    with open(m.p("r.json"), "rb") as f:
+        f.seek(len(data) - 4096)
+        assert f.read() == data[-4096:]
+    # the first block (the gzip magic is checked at open) and the tail's
+    # span, not the whole object
+    assert get_bytes(proxy) < len(gz) // 2, "the tail was read by inflating from the start"
+    assert "not usable" not in m.stderr_text()
+    check_all(m.p("r.json"))
+
+
+def compressors():
+    out = [("gzip-1", lambda d: gzip.compress(d, 1)), ("gzip-9", lambda d: gzip.compress(d, 9)),
+           ("members", lambda d: b"".join(gzip.compress(d[i:i + 300_000])
+                                          for i in range(0, len(d), 300_000)))]
+    for tool, args in (("pigz", ["pigz", "-c"]), ("bgzip", ["bgzip", "-c"])):
+        if shutil.which(tool):
+            out.append((tool, lambda d, a=args: subprocess.run(
+                a, input=d, capture_output=True, check=True).stdout))
+    return out
+
+
+@pytest.mark.parametrize("name,compress", compressors(), ids=[c[0] for c in compressors()])
+def test_compressors(s3, bucket, mounter, name, compress):
+    data = text(3 * MiB + 17, seed=5)
+    put(s3, bucket, "c.gz", compress(data))
+    put(s3, bucket, "empty.gz", gzip.compress(b""))
+    put(s3, bucket, "one.gz", gzip.compress(b"1"))
+    m = mounter(opts=["gunzip=view"])
+    assert read(m.p("c")) == data
+    assert read(m.p("empty")) == b""
+    assert read(m.p("one")) == b"1"
+    with open(m.p("c"), "rb") as f:
+        f.seek(2 * MiB + 5)
+        assert f.read(1000) == data[2 * MiB + 5:2 * MiB + 1005]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_damaged_stream(s3, bucket, mounter, big, damage):
+    data, gz = big
+    if damage == "truncated":
+        bad = gz[:len(gz) * 6 // 10]
+    else:
+        bad = bytearray(gz)
+        bad[len(gz) // 2] ^= 0x55
+        bad = bytes(bad)
+    put(s3, bucket, "bad.json.gz", bad)
+    m = mounter(opts=["gunzip=view"])
+    got = bytearray()
+    with open(m.p("bad.json"), "rb") as f:
+        with pytest.raises(OSError) as e:
+            while True:
+                chunk = f.read(MiB)
+                if not chunk:
+                    break
+                got += chunk
+    assert e.value.errno == errno.EIO
+    exact = len(got) if damage == "truncated" else len(data) // 4
+    assert len(got) >= exact and got[:exact] == data[:exact]
+    assert "gzip stream damaged at decompressed offset" in m.stderr_text()
+    assert read(m.p("bad.json.gz")) == bad  # the raw object stays readable
+
+
+def test_five_gib_view(s3, bucket, mounter):
+    """80 members of 64 MiB of zeros: 5 GiB decompressed from 5 MiB.  The
+    size starts as an estimate (ISIZE is the last member's), the view is
+    read to its real end anyway, and is exact afterwards."""
+    member = gzip.compress(bytes(64 * MiB), 9)
+    put(s3, bucket, "z.gz", member * 80)
+    m = mounter(opts=["gunzip=view"])
+    assert os.stat(m.p("z")).st_size < 5 * 1024 * MiB  # an estimate
+    h = hashlib.sha256()
+    n = 0
+    with open(m.p("z"), "rb") as f:
+        while True:
+            chunk = f.read(4 * MiB)
+            if not chunk:
+                break
+            n += len(chunk)
+            h.update(chunk)
+    assert n == 80 * 64 * MiB
+    ref = hashlib.sha256()
+    z = bytes(64 * MiB)
+    for _ in range(80):
+        ref.update(z)
+    assert h.hexdigest() == ref.hexdigest()
+    assert os.stat(m.p("z")).st_size == 80 * 64 * MiB
+    tail = subprocess.run(["tail", "-c", "4096", m.p("z")], capture_output=True, check=True)
+    assert tail.stdout == bytes(4096)
