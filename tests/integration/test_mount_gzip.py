@@ -224,3 +224,26 @@ def test_five_gib_view(s3, bucket, mounter):
     assert os.stat(m.p("z")).st_size == 80 * 64 * MiB
     tail = subprocess.run(["tail", "-c", "4096", m.p("z")], capture_output=True, check=True)
     assert tail.stdout == bytes(4096)
+
+
+def test_against_igzip_and_gztool(s3, bucket, mounter, tmp_path):
+    """The references Debian ships: igzip -dc for the whole view, gztool -b
+    (zran-style extraction at an offset) for seeks into it."""
+    data = text(6 * MiB, seed=21)
+    gz_path = tmp_path / "ref.gz"
+    gz_path.write_bytes(subprocess.run(["pigz", "-c", "-p", "2"], input=data,
+                                       capture_output=True, check=True).stdout
+                        if shutil.which("pigz") else gzip.compress(data))
+    put(s3, bucket, "ref.gz", gz_path.read_bytes())
+    m = mounter(opts=["gunzip=view", "gz_span=1M"])
+    whole = subprocess.run(["igzip", "-dc", str(gz_path)], capture_output=True, check=True).stdout
+    assert read(m.p("ref")) == whole == data
+    if not shutil.which("gztool"):
+        pytest.skip("gztool is not installed")
+    for off in (0, 1_000_003, 4 * MiB + 77, len(data) - 10):
+        ref = subprocess.run(["gztool", "-b", str(off), "-W", str(gz_path)],
+                             capture_output=True, check=True, cwd=tmp_path).stdout
+        assert ref == data[off:]
+        with open(m.p("ref"), "rb") as f:
+            f.seek(off)
+            assert f.read(len(ref)) == ref, off
