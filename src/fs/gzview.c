@@ -35,14 +35,38 @@ struct fs_gzobj {
     bool saved;          /* protected by fs->gz_lock */
 };
 
+#define GZ_AHEAD (4u << 20)
+enum { AHEAD_EMPTY, AHEAD_FILLING, AHEAD_READY };
+
+/* A sequential reader's decompressed read-ahead: a thread inflates the
+ * next 4 MiB into one buffer while the reader is served from the other, so
+ * inflating overlaps the program's own work (grep on the other core). */
+struct gz_ahead {
+    pthread_t thread;
+    bool started, stop;
+    bool active;          /* filling ahead of a sequential reader */
+    bool at_end;          /* a fill reached the end of the data */
+    uint64_t fill_pos;    /* where the next fill starts */
+    char *buf[2];
+    uint64_t off[2];
+    size_t len[2];
+    int rc[2];
+    int state[2];
+    unsigned turn;        /* the buffer the next fill uses */
+};
+
 struct fs_gzhandle {
-    pthread_mutex_t lock; /* one read at a time through the cursor */
+    pthread_mutex_t lock; /* the cursor and the read-ahead */
+    pthread_cond_t cond;  /* a fill finished, or a buffer was freed */
     struct fs *fs;
     struct fs_gzobj *obj;
-    struct gz_reader *r;
+    struct gz_reader *r;  /* the cursor: used by one thread at a time */
     struct fs_reader *raw;
     uint64_t comp_size;
     bool passthrough;     /* not gzip after all: the raw bytes */
+    uint64_t last_end;    /* where the previous read ended */
+    unsigned streak;      /* reads that continued the previous one */
+    struct gz_ahead ah;
 };
 
 static char *gz_id(struct fs *fs, const char *raw_path, const char *etag)
@@ -228,6 +252,7 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
     if (!g)
         return ENOMEM;
     pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
     g->fs = fs;
     g->comp_size = a->comp_size;
     struct fs_attr raw = *a;
@@ -252,14 +277,137 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
     return 0;
 }
 
+static void *ahead_main(void *arg)
+{
+    struct fs_gzhandle *g = arg;
+    struct gz_ahead *ah = &g->ah;
+    pthread_mutex_lock(&g->lock);
+    for (;;) {
+        unsigned b = ah->turn;
+        while (!ah->stop && !(ah->active && !ah->at_end && ah->state[b] == AHEAD_EMPTY))
+            pthread_cond_wait(&g->cond, &g->lock);
+        if (ah->stop)
+            break;
+        ah->state[b] = AHEAD_FILLING;
+        ah->off[b] = ah->fill_pos;
+        uint64_t at = ah->fill_pos;
+        pthread_mutex_unlock(&g->lock);
+        size_t got = 0;
+        int rc = gz_read(g->r, at, ah->buf[b], GZ_AHEAD, &got);
+        pthread_mutex_lock(&g->lock);
+        ah->len[b] = got;
+        ah->rc[b] = rc;
+        ah->state[b] = AHEAD_READY;
+        ah->fill_pos = at + got;
+        ah->at_end = rc || got < GZ_AHEAD;
+        ah->turn = b ^ 1;
+        pthread_cond_broadcast(&g->cond);
+    }
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+/* Stop filling and wait for a fill in progress (g->lock held): the cursor
+ * is then free for a direct read. */
+static void ahead_quiesce(struct fs_gzhandle *g)
+{
+    struct gz_ahead *ah = &g->ah;
+    ah->active = false;
+    while (ah->state[0] == AHEAD_FILLING || ah->state[1] == AHEAD_FILLING)
+        pthread_cond_wait(&g->cond, &g->lock);
+    ah->state[0] = ah->state[1] = AHEAD_EMPTY;
+}
+
+/* Begin reading ahead from `pos` (g->lock held).  false: no memory or
+ * thread, the reads stay direct. */
+static bool ahead_start(struct fs_gzhandle *g, uint64_t pos)
+{
+    struct gz_ahead *ah = &g->ah;
+    if (!ah->started) {
+        ah->buf[0] = malloc(GZ_AHEAD);
+        ah->buf[1] = malloc(GZ_AHEAD);
+        if (!ah->buf[0] || !ah->buf[1] || pthread_create(&ah->thread, NULL, ahead_main, g)) {
+            free(ah->buf[0]);
+            free(ah->buf[1]);
+            ah->buf[0] = ah->buf[1] = NULL;
+            return false;
+        }
+        ah->started = true;
+    }
+    ah->active = true;
+    ah->at_end = false;
+    ah->fill_pos = pos;
+    ah->turn = 0;
+    pthread_cond_broadcast(&g->cond);
+    return true;
+}
+
+/* Serve what it can of [off, off+size) from the read-ahead (g->lock
+ * held): *got bytes from its start; *eof when the data ends there; *rc a
+ * failed fill met at the first byte.  Waits only for a fill of the range. */
+static void ahead_serve(struct fs_gzhandle *g, uint64_t off, char *dst, size_t size, size_t *got,
+                        bool *eof, int *rc)
+{
+    struct gz_ahead *ah = &g->ah;
+    *got = 0;
+    *eof = false;
+    *rc = 0;
+    while (*got < size && ah->active) {
+        uint64_t pos = off + *got;
+        int hit = -1;
+        bool wait = false;
+        for (int b = 0; b < 2; b++) {
+            if (ah->state[b] == AHEAD_EMPTY || pos < ah->off[b])
+                continue;
+            if (ah->state[b] == AHEAD_FILLING && pos < ah->off[b] + GZ_AHEAD)
+                wait = true;
+            else if (ah->state[b] == AHEAD_READY &&
+                     (pos < ah->off[b] + ah->len[b] || (ah->rc[b] && pos == ah->off[b] + ah->len[b])))
+                hit = b;
+        }
+        if (hit < 0 && !wait) {
+            *eof = ah->at_end && pos == ah->fill_pos && !ah->rc[ah->turn ^ 1];
+            return;
+        }
+        if (hit < 0) {
+            pthread_cond_wait(&g->cond, &g->lock);
+            continue;
+        }
+        if (pos >= ah->off[hit] + ah->len[hit]) { /* the fill failed here */
+            if (!*got)
+                *rc = ah->rc[hit];
+            return;
+        }
+        size_t k = (size_t)(ah->off[hit] + ah->len[hit] - pos);
+        if (k > size - *got)
+            k = size - *got;
+        memcpy(dst + *got, ah->buf[hit] + (pos - ah->off[hit]), k);
+        *got += k;
+        if (pos + k == ah->off[hit] + ah->len[hit] && !ah->rc[hit]) {
+            ah->state[hit] = AHEAD_EMPTY; /* consumed: fill the next range into it */
+            pthread_cond_broadcast(&g->cond);
+        }
+    }
+}
+
 void fs_gz_close(struct fs_gzhandle *g)
 {
     if (!g)
         return;
+    if (g->ah.started) {
+        pthread_mutex_lock(&g->lock);
+        g->ah.stop = true;
+        pthread_cond_broadcast(&g->cond);
+        pthread_mutex_unlock(&g->lock);
+        pthread_join(g->ah.thread, NULL);
+    }
+    free(g->ah.buf[0]);
+    free(g->ah.buf[1]);
     gz_reader_free(g->r);
     if (g->obj)
         obj_put(g->fs, g->obj);
     fs_reader_free(g->raw);
+    pthread_cond_destroy(&g->cond);
     pthread_mutex_destroy(&g->lock);
     free(g);
 }
@@ -273,12 +421,29 @@ int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, si
     if (!*data)
         return ENOMEM;
     pthread_mutex_lock(&g->lock);
-    int rc;
+    int rc = 0;
     if (g->passthrough) {
         rc = off < g->comp_size ? raw_source(g, off, *data, size, got) : 0;
         *exact_size = g->comp_size;
     } else {
-        rc = gz_read(g->r, off, *data, size, got);
+        bool eof = false;
+        if (g->ah.active)
+            ahead_serve(g, off, *data, size, got, &eof, &rc);
+        if (*got < size && !eof && !rc) {
+            /* not (all) in the read-ahead: the cursor, once no fill uses it
+             * (other reads of this handle may run meanwhile: recheck) */
+            size_t first = *got;
+            if (g->ah.started)
+                ahead_quiesce(g);
+            g->streak = off == g->last_end && off ? g->streak + 1 : 0;
+            size_t more = 0;
+            rc = gz_read(g->r, off + first, *data + first, size - first, &more);
+            *got = first + more;
+            /* a second read continuing the first: inflate ahead from here */
+            if (!rc && *got == size && g->streak >= 1)
+                ahead_start(g, off + *got);
+        }
+        g->last_end = off + *got;
     }
     pthread_mutex_unlock(&g->lock);
     uint64_t sz;
