@@ -520,10 +520,98 @@ out:
     return status;
 }
 
+static void gzindex_progress(void *arg, uint64_t done, uint64_t total)
+{
+    const char *key = arg;
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr, "\rpailfs gzindex: %s: %llu of %llu MiB read", key,
+                (unsigned long long)(done >> 20), (unsigned long long)(total >> 20));
+}
+
+/* pailfs gzindex [-o OPTIONS] BUCKET KEY... | s3://BUCKET/KEY...: build and
+ * store the gzip indexes of those objects ahead of time. */
+static int gzindex_main(int argc, char **argv)
+{
+    const char *bucket = NULL;
+    char *fargv[64];
+    int fargc = 0, nkeys = 0;
+    const char *keys[256];
+    char *owned[256];
+    int nowned = 0;
+    fargv[fargc++] = "pailfs";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc && fargc < 60) {
+            fargv[fargc++] = argv[i];
+            fargv[fargc++] = argv[++i];
+        } else if (strncmp(argv[i], "s3://", 5) == 0 && nkeys < 256 && nowned < 256) {
+            char *b = strdup(argv[i] + 5), *slash = b ? strchr(b, '/') : NULL;
+            if (!slash || !slash[1] || (bucket && strncmp(bucket, b, (size_t)(slash - b)) != 0) ||
+                (bucket && bucket[slash - b])) {
+                fprintf(stderr, "pailfs gzindex: %s: expected s3://BUCKET/KEY, one bucket\n",
+                        argv[i]);
+                free(b);
+                return 1;
+            }
+            *slash = '\0';
+            owned[nowned++] = b;
+            bucket = bucket ? bucket : b;
+            keys[nkeys++] = slash + 1;
+        } else if (!bucket) {
+            bucket = argv[i];
+        } else if (nkeys < 256) {
+            keys[nkeys++] = argv[i];
+        }
+    }
+    if (!bucket || !nkeys) {
+        fprintf(stderr, "usage: pailfs gzindex [-o OPTIONS] BUCKET KEY... | s3://BUCKET/KEY...\n");
+        return 1;
+    }
+    fargv[fargc++] = "-f";
+    fargv[fargc++] = (char *)bucket;
+    fargv[fargc++] = "/";
+    fargv[fargc] = NULL;
+    struct options o;
+    char err[1024];
+    if (options_parse(fargc, fargv, &o, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    log_set_level(o.log_level);
+    struct s3_client *s3 = NULL;
+    int status = 1;
+    if (check_bucket(&o, &s3) == 0) {
+        status = 0;
+        for (int i = 0; i < nkeys; i++) {
+            uint64_t size = 0;
+            size_t points = 0, bytes = 0;
+            int rc = fs_gzindex_build(&o.fs, s3, keys[i], gzindex_progress, (void *)keys[i],
+                                      &size, &points, &bytes);
+            if (isatty(STDERR_FILENO))
+                fputc('\n', stderr);
+            if (rc) {
+                fprintf(stderr, "pailfs gzindex: %s: %s\n", keys[i],
+                        rc == ENOENT ? "no such object" : strerror(rc));
+                status = 1;
+            } else {
+                printf("%s: %llu bytes decompressed, %zu access points, index %zu bytes%s\n",
+                       keys[i], (unsigned long long)size, points, bytes,
+                       o.fs.gz_index_shared ? " (stored in the bucket too)" : "");
+            }
+        }
+    }
+    s3_client_free(s3);
+    options_free(&o);
+    for (int i = 0; i < nowned; i++)
+        free(owned[i]);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
     char err[1024];
+    if (argc > 1 && strcmp(argv[1], "gzindex") == 0)
+        return gzindex_main(argc - 1, argv + 1);
     if (options_parse(argc, argv, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;

@@ -384,6 +384,15 @@ static int o_gunzip(struct parse *p, const char *name, const char *v)
     return EINVAL;
 }
 
+static int o_gz_index(struct parse *p, const char *name, const char *v)
+{
+    (void)name;
+    if (strcmp(v, "local") != 0 && strcmp(v, "shared") != 0)
+        return EINVAL;
+    p->o->fs.gz_index_shared = strcmp(v, "shared") == 0;
+    return 0;
+}
+
 static int o_gz_size(struct parse *p, const char *name, const char *v)
 {
     (void)name;
@@ -506,6 +515,7 @@ static const struct o_option o_table[] = {
     {"gunzip", O_VALUE, o_gunzip, "off, encoding, view or replace"},
     {"gz_span", O_VALUE, o_size, "a size from 1M to 1G, such as 16M"},
     {"gz_size", O_VALUE, o_gz_size, "estimate or exact"},
+    {"gz_index", O_VALUE, o_gz_index, "local or shared"},
     /* logging */
     {"log_level", O_VALUE, o_log_level, "error, warn, info or debug"},
     /* FUSE pass-through */
@@ -878,6 +888,7 @@ void options_print_help(FILE *to)
 {
     fputs("usage: pailfs [options] BUCKET[:/PREFIX] MOUNTPOINT\n"
           "       pailfs -h | --help | -V | --version\n"
+          "       pailfs gzindex [-o options] BUCKET KEY... | s3://BUCKET/KEY...\n"
           "\n"
           "Mount an S3 bucket (AWS S3 or any S3-compatible store), or the part of it\n"
           "under PREFIX, as a directory.  Without -f, pailfs returns once the mount is\n"
@@ -975,6 +986,9 @@ void options_print_help(FILE *to)
           "                           index of a view (default 16M)\n"
           "  -o gz_size=HOW           estimate: a view's size is estimated until it was\n"
           "                           read once (default); exact: the first stat reads it\n"
+          "  -o gz_index=WHERE        local: indexes of views kept in cache_dir (default);\n"
+          "                           shared: also in the bucket under .pailfs/gzindex/,\n"
+          "                           so other nodes reuse them\n"
           "\n"
           "logging:\n"
           "  -o log_level=LEVEL       error, warn, info or debug (default warn)\n"

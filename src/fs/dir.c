@@ -185,6 +185,9 @@ int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
                 warn_skipped(fs, page.prefixes[i], "not a valid directory name");
                 continue;
             }
+            if (fs->cfg.gz_index_shared && plen == 0 && len == 7 &&
+                memcmp(name, ".pailfs", 7) == 0)
+                continue; /* shared gzip indexes: not part of the data */
             struct fs_attr a;
             fs_attr_from_listing(&fs->cfg, true, 0, fs->mount_time.tv_sec, NULL, &a);
             HASH_FIND(hh, seen, name, len, s);

@@ -29,8 +29,7 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->gz_span = 16ULL << 20;
 }
 
-/* mkdir -p, for the cache directory. */
-static int make_dirs(const char *path, mode_t mode)
+int fs_make_dirs(const char *path, mode_t mode)
 {
     char *p = strdup(path);
     if (!p)
@@ -73,7 +72,7 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     int rc = fs->key_prefix ? 0 : ENOMEM;
     if (!rc) {
         buf_printf(&b, "%s/staging", cfg->cache_dir ? cfg->cache_dir : "/var/cache/pailfs");
-        rc = b.data ? make_dirs(b.data, 0700) : ENOMEM; /* the caller says why it failed */
+        rc = b.data ? fs_make_dirs(b.data, 0700) : ENOMEM; /* the caller says why it failed */
         buf_free(&b);
     }
     if (!cfg->cache_dir)

@@ -56,6 +56,7 @@ struct fs_config {
     enum fs_gunzip { FS_GUNZIP_OFF, FS_GUNZIP_ENCODING, FS_GUNZIP_VIEW, FS_GUNZIP_REPLACE } gunzip;
     uint64_t gz_span;        /* output bytes between access points (16 MiB) */
     bool gz_size_exact;      /* stat of a view of unknown size builds its index */
+    bool gz_index_shared;    /* indexes are also kept in the bucket */
 };
 
 /* Fill *cfg with the defaults above (uid/gid: the calling process's). */
@@ -80,5 +81,15 @@ const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
 int fs_shutdown(struct fs *fs);
 
 void fs_free(struct fs *fs);
+
+/* `pailfs gzindex`: build the gzip index of `key` (a key of the bucket,
+ * whatever cfg->prefix says) through `s3`, and store it where mounts with
+ * the same cache_dir (and, with gz_index=shared, every node) find it.
+ * progress(arg, done, total) is called now and then with compressed bytes.
+ * *size_out: the decompressed size.  0, EIO (damaged or not gzip), or the
+ * errno of S3. */
+int fs_gzindex_build(const struct fs_config *cfg, struct s3_client *s3, const char *key,
+                     void (*progress)(void *arg, uint64_t done, uint64_t total), void *arg,
+                     uint64_t *size_out, size_t *points_out, size_t *index_bytes_out);
 
 #endif

@@ -30,6 +30,7 @@
 #define FS_MAX_NAME 255
 #define FS_MAX_KEY 1024        /* S3's limit on a key, in bytes */
 #define FS_DIR_CONTENT_TYPE "application/x-directory"
+#define FS_GZ_SHARED_PREFIX ".pailfs/gzindex/" /* gz_index=shared, at the bucket root */
 
 /* What is known about one object or directory, as read from S3. */
 struct fs_attr {
@@ -274,6 +275,10 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
  * NULL keeps the metadata. */
 int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
             const char *src_etag, const struct s3_put_opts *replace, char *etag_out);
+
+/* mkdir -p (for the cache directory).  0, or the errno (ENOTDIR when a
+ * part is not a directory). */
+int fs_make_dirs(const char *path, mode_t mode);
 
 /* Put a new handle on fs->handles / take it off (they take fs->lock). */
 void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *));

@@ -92,6 +92,56 @@ static char *index_file(struct fs *fs, const char *id)
     return buf_steal(&p);
 }
 
+/* gz_index=shared: where the index of a version is kept in the bucket,
+ * at the bucket's root whatever the mount's prefix (caller frees). */
+static char *shared_key(struct fs *fs, const char *id)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    /* the endpoint is left out: every node names the same object alike */
+    const char *nl = strchr(id, '\n');
+    const char *rest = nl ? nl + 1 : id;
+    EVP_Digest(rest, strlen(rest), md, &n, EVP_sha256(), NULL);
+    struct buf k = BUF_INIT;
+    buf_puts(&k, FS_GZ_SHARED_PREFIX);
+    for (unsigned i = 0; i < 16; i++)
+        buf_printf(&k, "%02x", md[i]);
+    buf_puts(&k, ".gzx");
+    (void)fs;
+    return buf_steal(&k);
+}
+
+struct grow_sink {
+    struct buf b;
+    size_t max;
+};
+
+static int grow_sink_fn(void *arg, const void *data, size_t len)
+{
+    struct grow_sink *g = arg;
+    if (g->b.len + len > g->max)
+        return EFBIG;
+    return buf_append(&g->b, data, len);
+}
+
+/* The shared index of a version, from the bucket.  0 and the bytes in
+ * *data (caller frees) and *len, or an errno (ENOENT: there is none). */
+static int shared_fetch(struct fs *fs, const char *id, char **data, size_t *len)
+{
+    char *key = shared_key(fs, id);
+    struct grow_sink g = {.b = BUF_INIT, .max = 1ULL << 30};
+    int rc = key ? s3_get_object(fs->s3, key, 0, S3_TO_END, NULL, grow_sink_fn, &g, NULL, NULL)
+                 : ENOMEM;
+    free(key);
+    if (rc) {
+        buf_free(&g.b);
+        return rc;
+    }
+    *len = g.b.len;
+    *data = buf_steal(&g.b);
+    return *data ? 0 : ENOMEM;
+}
+
 /* The decompressed size an index file records, if it is one for an object
  * of comp_size bytes (the rest is checked when it is loaded). */
 static bool index_file_size(const char *file, uint64_t comp_size, uint64_t *size)
@@ -113,8 +163,9 @@ static bool index_file_size(const char *file, uint64_t comp_size, uint64_t *size
     return true;
 }
 
-/* Write a complete index where later mounts find it (tmp + rename). */
-static void index_save(struct fs *fs, struct fs_gzobj *o)
+/* Write a complete index where later mounts find it (tmp + rename), and
+ * with gz_index=shared in the bucket too (unless `local_only`). */
+static void index_write(struct fs *fs, struct fs_gzobj *o, bool local_only)
 {
     struct buf data = BUF_INIT;
     if (gz_index_save(o->ix, &data)) {
@@ -143,10 +194,28 @@ static void index_save(struct fs *fs, struct fs_gzobj *o)
         log_warn("cannot store a gzip index in %s/gzindex: %s", fs->cfg.cache_dir,
                  strerror(rc));
     }
+    if (fs->cfg.gz_index_shared && !fs->cfg.read_only && !local_only) {
+        char *key = shared_key(fs, o->id);
+        int prc = key ? s3_put_object(fs->s3, key, data.data, data.len, NULL, NULL, NULL) : ENOMEM;
+        if (prc)
+            log_warn("cannot store a gzip index in the bucket (%s): %s", key ? key : "",
+                     strerror(prc));
+        free(key);
+    }
     buf_free(&data);
     buf_free(&dir);
     buf_free(&tmp);
     free(file);
+}
+
+static void index_save(struct fs *fs, struct fs_gzobj *o)
+{
+    index_write(fs, o, false);
+}
+
+static void index_save_local(struct fs *fs, struct fs_gzobj *o)
+{
+    index_write(fs, o, true);
 }
 
 static int raw_source(void *arg, uint64_t off, void *buf, size_t len, size_t *got)
@@ -201,6 +270,16 @@ static struct fs_gzobj *obj_get(struct fs *fs, const char *raw_path, const char 
             log_warn("%s: gzip index %s is not usable; building it again", raw_path, file);
     }
     free(data);
+    data = NULL;
+    bool from_bucket = false;
+    if (!ix && fs->cfg.gz_index_shared && shared_fetch(fs, id, &data, &len) == 0) {
+        if (gz_index_load(data, len, comp_size, &ix) == 0)
+            from_bucket = true;
+        else
+            log_warn("%s: the shared gzip index in the bucket is not usable; building it again",
+                     raw_path);
+    }
+    free(data);
     free(file);
     if (!ix && gz_index_new(comp_size, fs->cfg.gz_span, &ix)) {
         free(id);
@@ -227,6 +306,9 @@ static struct fs_gzobj *obj_get(struct fs *fs, const char *raw_path, const char 
     if (!o) {
         gz_index_free(ix);
         free(id);
+    } else if (from_bucket) {
+        o->saved = true;
+        index_save_local(fs, o);
     }
     return o;
 }
@@ -496,6 +578,14 @@ static bool size_known(struct fs *fs, const char *raw_path, const struct fs_attr
         known = index_file_size(file, a->comp_size, size);
     free(file);
     free(id);
+    if (!known && fs->cfg.gz_index_shared) {
+        /* another node may have built it: bring it here, then look again */
+        struct fs_gzobj *got = obj_get(fs, raw_path, a->etag, a->comp_size);
+        if (got) {
+            known = gz_index_size(got->ix, size);
+            obj_put(fs, got);
+        }
+    }
     return known;
 }
 
@@ -564,4 +654,121 @@ void fs_gz_free_all(struct fs *fs)
         free(o->id);
         free(o);
     }
+}
+
+/* ---- pailfs gzindex: building an index without a mount ----------------- */
+
+#define GZ_BUILD_CHUNK (8u << 20)
+
+struct s3src {
+    struct fs *fs;
+    const char *key;
+    const char *etag;
+    uint64_t size;
+    char *buf;
+    uint64_t buf_off;
+    size_t buf_len;
+    void (*progress)(void *, uint64_t, uint64_t);
+    void *arg;
+};
+
+static int s3src_sink(void *arg, const void *data, size_t len)
+{
+    struct s3src *s = arg;
+    if (s->buf_len + len > GZ_BUILD_CHUNK)
+        return EIO;
+    memcpy(s->buf + s->buf_len, data, len);
+    s->buf_len += len;
+    return 0;
+}
+
+/* Compressed bytes straight from S3, 8 MiB GETs in order. */
+static int s3src_read(void *arg, uint64_t off, void *out, size_t len, size_t *got)
+{
+    struct s3src *s = arg;
+    *got = 0;
+    while (*got < len && off + *got < s->size) {
+        uint64_t pos = off + *got;
+        if (pos < s->buf_off || pos >= s->buf_off + s->buf_len) {
+            s->buf_off = pos;
+            s->buf_len = 0;
+            int rc = s3_get_object(s->fs->s3, s->key, pos, GZ_BUILD_CHUNK, s->etag, s3src_sink,
+                                   s, NULL, NULL);
+            if (rc)
+                return rc == ESTALE ? EIO : rc;
+            if (!s->buf_len)
+                break;
+            if (s->progress)
+                s->progress(s->arg, pos + s->buf_len, s->size);
+        }
+        size_t k = (size_t)(s->buf_off + s->buf_len - pos);
+        if (k > len - *got)
+            k = len - *got;
+        memcpy((char *)out + *got, s->buf + (pos - s->buf_off), k);
+        *got += k;
+    }
+    return 0;
+}
+
+int fs_gzindex_build(const struct fs_config *cfg, struct s3_client *s3, const char *key,
+                     void (*progress)(void *arg, uint64_t done, uint64_t total), void *arg,
+                     uint64_t *size_out, size_t *points_out, size_t *index_bytes_out)
+{
+    struct fs fs = {.cfg = *cfg, .s3 = s3, .key_prefix = ""};
+    pthread_mutex_init(&fs.gz_lock, NULL);
+    struct s3_object_info info = {0};
+    int rc = fs_make_dirs(cfg->cache_dir, 0700);
+    if (rc)
+        log_error("cannot make %s: %s", cfg->cache_dir, strerror(rc));
+    if (!rc)
+        rc = s3_head_object(s3, key, &info, NULL);
+    struct s3src src = {.fs = &fs, .key = key, .etag = info.etag, .size = info.size,
+                        .buf = malloc(GZ_BUILD_CHUNK), .progress = progress, .arg = arg};
+    struct fs_gzobj o = {0};
+    struct gz_reader *r = NULL;
+    char *scratch = malloc(4u << 20);
+    if (!rc && (!src.buf || !scratch))
+        rc = ENOMEM;
+    if (!rc) {
+        unsigned char head[3];
+        size_t got = 0;
+        rc = s3src_read(&src, 0, head, sizeof(head), &got);
+        if (!rc && !gz_is_gzip(head, got)) {
+            log_error("%s is not gzip", key);
+            rc = EIO;
+        }
+    }
+    if (!rc && !(o.id = gz_id(&fs, key, info.etag)))
+        rc = ENOMEM;
+    if (!rc)
+        rc = gz_index_new(info.size, cfg->gz_span, &o.ix);
+    if (!rc)
+        rc = gz_reader_new(o.ix, s3src_read, &src, &r);
+    for (uint64_t off = 0; !rc;) {
+        size_t got = 0;
+        rc = gz_read(r, off, scratch, 4u << 20, &got);
+        if (!got)
+            break;
+        off += got;
+    }
+    uint64_t size = 0;
+    if (!rc && !gz_index_size(o.ix, &size))
+        rc = EIO;
+    if (!rc) {
+        struct buf data = BUF_INIT;
+        if (gz_index_save(o.ix, &data) == 0)
+            *index_bytes_out = data.len;
+        buf_free(&data);
+        index_write(&fs, &o, false);
+        *size_out = size;
+        *points_out = gz_index_points(o.ix);
+    }
+    gz_reader_free(r);
+    gz_index_free(o.ix);
+    free(o.id);
+    free(scratch);
+    free(src.buf);
+    s3_object_info_clear(&info);
+    pthread_mutex_destroy(&fs.gz_lock);
+    return rc;
 }

@@ -247,3 +247,62 @@ def test_against_igzip_and_gztool(s3, bucket, mounter, tmp_path):
         with open(m.p("ref"), "rb") as f:
             f.seek(off)
             assert f.read(len(ref)) == ref, off
+
+
+def get_starts(proxy, key):
+    """Where the GETs of `key` began (0 for a GET without a Range)."""
+    out = []
+    for r in proxy.stats()["recent"]:
+        if r.get("op") == "GetObject" and r.get("key") == key:
+            rng = r.get("range") or "bytes=0-"
+            out.append(int(rng.split("=")[1].split("-")[0]))
+    return out
+
+
+def test_shared_index_second_mount_does_not_rebuild(s3, bucket, proxy, mounter):
+    data = text(40 * MiB, seed=12)
+    gz = gzip.compress(data, 6)
+    put(s3, bucket, "logs/big.json.gz", gz)
+    a = mounter(opts=["gunzip=view", "gz_index=shared", "gz_span=1M"])
+    assert read(a.p("logs/big.json")) == data
+    shared = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=".pailfs/")
+              .get("Contents", [])]
+    assert len(shared) == 1 and shared[0].startswith(".pailfs/gzindex/"), shared
+    assert sorted(os.listdir(a.p())) == ["logs"]  # the index is not part of the data
+    proxy.reset()
+    b = mounter(opts=["gunzip=view", "gz_index=shared", "gz_span=1M"])  # its own cache_dir
+    assert os.stat(b.p("logs/big.json")).st_size == len(data)  # exact at once
+    with open(b.p("logs/big.json"), "rb") as f:
+        f.seek(len(data) - 100_000)
+        assert f.read() == data[-100_000:]
+    by_op = proxy.stats()["by_op"]
+    assert by_op.get("PutObject", 0) == 0, by_op  # nothing rebuilt, nothing stored
+    assert proxy.stats()["bytes_out"] < len(gz) // 2
+
+
+def test_gzindex_command(s3, bucket, proxy, mounter, tmp_path):
+    from mount import PAILFS, clean_env
+    data = text(40 * MiB, seed=13)
+    gz = gzip.compress(data, 6)
+    put(s3, bucket, "cmd.json.gz", gz)
+    put(s3, bucket, "plain.txt", b"not gzip")
+    cache = tmp_path / "shared-cache"
+    opts = f"endpoint={proxy.url},path_style,cache_dir={cache},gz_span=1M"
+    r = subprocess.run([str(PAILFS), "gzindex", "-o", opts, bucket, "cmd.json.gz"],
+                       capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"cmd.json.gz: {len(data)} bytes decompressed" in r.stdout, r.stdout
+    r = subprocess.run([str(PAILFS), "gzindex", "-o", opts, f"s3://{bucket}/plain.txt"],
+                       capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert r.returncode == 1 and "plain.txt" in r.stderr, (r.stdout, r.stderr)
+    proxy.reset()
+    m = mounter(opts=["gunzip=view", f"cache_dir={cache}"])
+    assert os.stat(m.p("cmd.json")).st_size == len(data)
+    with open(m.p("cmd.json"), "rb") as f:
+        f.seek(len(data) // 2)
+        assert f.read(5000) == data[len(data) // 2:len(data) // 2 + 5000]
+    # the first block (the gzip magic), then from the access point before
+    # the middle on: nothing in between was fetched to inflate from 0
+    starts = get_starts(proxy, "cmd.json.gz")
+    assert starts and starts[0] == 0, starts
+    assert all(s >= len(gz) // 2 - 2 * MiB for s in starts[1:]), (starts, len(gz))
