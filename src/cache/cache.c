@@ -1,12 +1,25 @@
 /* cache.c — the on-disk block cache (see cache.h for the contract).
  *
- * One file per block, named "<object hash>-<block number>.blk", where the
+ * One file per block, named "<object hash>-<block number>.blk2", where the
  * object hash is the first 128 bits of SHA-256 of the identity string.  A
- * file is a 24-byte header (magic, CRC32C of the data, data length) and the
- * data.  The index in memory maps names to sizes and keeps them in LRU
- * order; it is rebuilt at open from the files and their mtimes.  The index
- * is the truth about what is cached: space is reserved in it before a file
- * is written, so the directory never holds more than the bound plus the
+ * file is a 4 KiB header and the data.  The header holds the magic, the
+ * data length, a CRC32C of each 4 KiB piece of the data ("page") and a
+ * CRC32C of the header itself:
+ *
+ *     0  "PAILBLK2"      8  header CRC32C (of bytes 12..4095)
+ *    12  data length    16  page size (4096)   20  number of pages n
+ *    24  n page CRC32Cs, then zeros up to 4096; the data follows.
+ *
+ * Why pages: a random reader asks for 4 KiB of a 1 MiB block; with one
+ * checksum per page it reads and verifies those 4 KiB, not the whole
+ * block.  The header is one page so the data stays page-aligned in the
+ * file.  (Format 1, "PAILBLK1" in "*.blk" files, had one CRC per block;
+ * such files are removed at open.)
+ *
+ * The index in memory maps names to sizes and keeps them in LRU order; it
+ * is rebuilt at open from the files and their mtimes.  The index is the
+ * truth about what is cached: space is reserved in it before a file is
+ * written, so the directory never holds more than the bound plus the
  * blocks being written at that moment. */
 #include "cache/cache.h"
 #include "util/util.h"
@@ -14,6 +27,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <isa-l/crc.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -29,8 +43,13 @@
 #include <uthash.h>
 #include <utlist.h>
 
-#define CACHE_MAGIC "PAILBLK1"
-#define CACHE_HDR 24
+#define CACHE_MAGIC "PAILBLK2"
+#define CACHE_HDR 4096
+#define CACHE_PAGE 4096u
+#define CACHE_MAX_PAGES ((CACHE_HDR - 24) / 4)
+#define CACHE_MAX_DATA ((size_t)CACHE_MAX_PAGES * CACHE_PAGE)
+#define CACHE_SUFFIX ".blk2"
+#define CACHE_OLD_SUFFIX ".blk" /* format 1 */
 #define CACHE_NAME_MAX 64
 
 struct entry {
@@ -80,7 +99,7 @@ static void block_name(const char *id, uint64_t blockno, char *out)
     EVP_Digest(id, strlen(id), md, &n, EVP_sha256(), NULL);
     for (int i = 0; i < 16; i++)
         sprintf(out + 2 * i, "%02x", md[i]);
-    snprintf(out + 32, CACHE_NAME_MAX - 32, "-%llu.blk", (unsigned long long)blockno);
+    snprintf(out + 32, CACHE_NAME_MAX - 32, "-%llu" CACHE_SUFFIX, (unsigned long long)blockno);
 }
 
 static char *path_of(struct cache *c, const char *name)
@@ -126,13 +145,19 @@ static int by_mtime(const void *a, const void *b)
     return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : x->mtime.tv_nsec > y->mtime.tv_nsec;
 }
 
+static bool has_suffix(const char *name, size_t len, const char *suffix)
+{
+    size_t n = strlen(suffix);
+    return len > n && strcmp(name + len - n, suffix) == 0;
+}
+
 static int scan(struct cache *c)
 {
     DIR *d = opendir(c->dir);
     if (!d)
         return errno;
     struct found *all = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0, cap = 0, old = 0;
     int rc = 0;
     struct dirent *de;
     while (!rc && (de = readdir(d))) {
@@ -145,7 +170,12 @@ static int scan(struct cache *c)
             unlinkat(dirfd(d), de->d_name, 0);
             continue;
         }
-        if (strcmp(de->d_name + len - 4, ".blk") != 0)
+        if (has_suffix(de->d_name, len, CACHE_OLD_SUFFIX)) { /* format 1: never read */
+            unlinkat(dirfd(d), de->d_name, 0);
+            old++;
+            continue;
+        }
+        if (!has_suffix(de->d_name, len, CACHE_SUFFIX))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 256;
@@ -167,6 +197,8 @@ static int scan(struct cache *c)
         all[n++].mtime = st.st_mtim;
     }
     closedir(d);
+    if (old)
+        log_info("block cache %s: removed %zu blocks of an older format", c->dir, old);
     if (n)
         qsort(all, n, sizeof(*all), by_mtime);
     for (size_t i = 0; i < n; i++) {
@@ -281,8 +313,80 @@ static void forget(struct cache *c, const char *name, uint64_t gen)
     pthread_mutex_unlock(&c->lock);
 }
 
-int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap,
-              size_t *len)
+/* Check the header of an open block file (read into h): 0 and *dlen, the
+ * errno of reading it, or EBADMSG (not a block of this format, or damaged). */
+static int hdr_read(int fd, unsigned char *h, uint32_t *dlen)
+{
+    ssize_t n = pread(fd, h, CACHE_HDR, 0);
+    if (n < 0)
+        return errno;
+    if (n != CACHE_HDR || memcmp(h, CACHE_MAGIC, 8) != 0)
+        return EBADMSG;
+    uint32_t len = get_u32(h + 12), pages = get_u32(h + 20);
+    if (get_u32(h + 16) != CACHE_PAGE || len > CACHE_MAX_DATA ||
+        pages != (len + CACHE_PAGE - 1) / CACHE_PAGE ||
+        crc32_iscsi(h + 12, CACHE_HDR - 12, 0) != get_u32(h + 8))
+        return EBADMSG;
+    *dlen = len;
+    return 0;
+}
+
+static size_t page_len(uint32_t dlen, uint64_t page)
+{
+    uint64_t left = dlen - page * CACHE_PAGE;
+    return left < CACHE_PAGE ? (size_t)left : CACHE_PAGE;
+}
+
+/* Read data bytes [off, off + len) of a block file whose header is h (len
+ * > 0, off + len <= dlen) into buf, in one preadv: the whole pages the
+ * range covers, each checked against its CRC.  The pages at the two ends
+ * go through a bounce page when the range starts or ends inside them, so
+ * buf needs only `len` bytes.  0, EBADMSG, or the errno of reading. */
+static int data_read(int fd, const unsigned char *h, uint32_t dlen, uint64_t off, size_t len,
+                     unsigned char *buf)
+{
+    uint64_t end = off + len, p0 = off / CACHE_PAGE, p1 = (end - 1) / CACHE_PAGE;
+    uint64_t a = p0 * CACHE_PAGE, z = (p1 + 1) * CACHE_PAGE < dlen ? (p1 + 1) * CACHE_PAGE : dlen;
+    bool end_whole = end % CACHE_PAGE == 0 || end == dlen;
+    bool bounce0 = off != a || (p0 == p1 && !end_whole), bounce1 = p1 != p0 && !end_whole;
+    unsigned char head[CACHE_PAGE], tail[CACHE_PAGE];
+    struct iovec iov[3];
+    int n = 0;
+    uint64_t mid0 = bounce0 ? p0 + 1 : p0, mid1 = bounce1 ? p1 : p1 + 1; /* [mid0, mid1) direct */
+    if (bounce0)
+        iov[n++] = (struct iovec){head, page_len(dlen, p0)};
+    if (mid0 < mid1) {
+        uint64_t m_end = mid1 * CACHE_PAGE < dlen ? mid1 * CACHE_PAGE : dlen;
+        iov[n++] = (struct iovec){buf + (mid0 * CACHE_PAGE - off), m_end - mid0 * CACHE_PAGE};
+    }
+    if (bounce1)
+        iov[n++] = (struct iovec){tail, page_len(dlen, p1)};
+    ssize_t got = preadv(fd, iov, n, (off_t)(CACHE_HDR + a));
+    if (got < 0)
+        return errno;
+    if ((uint64_t)got != z - a)
+        return EBADMSG; /* the file is shorter than its header says */
+    for (uint64_t p = p0; p <= p1; p++) {
+        const unsigned char *d = p == p0 && bounce0   ? head
+                                 : p == p1 && bounce1 ? tail
+                                                      : buf + (p * CACHE_PAGE - off);
+        if (crc32_iscsi((unsigned char *)d, (int)page_len(dlen, p), 0) != get_u32(h + 24 + 4 * p))
+            return EBADMSG;
+    }
+    if (bounce0) {
+        uint64_t stop = a + page_len(dlen, p0) < end ? a + page_len(dlen, p0) : end;
+        memcpy(buf, head + (off - a), stop - off);
+    }
+    if (bounce1)
+        memcpy(buf + (p1 * CACHE_PAGE - off), tail, end - p1 * CACHE_PAGE);
+    return 0;
+}
+
+/* The common part of cache_get and cache_read: bytes [off, off + len) of
+ * the block, clipped at its end; with `whole`, the block must fit in len
+ * (else it counts as damaged, as a block bigger than any block is). */
+static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off,
+                      size_t len, bool whole, void *buf, size_t *got)
 {
     char name[CACHE_NAME_MAX];
     block_name(id, blockno, name);
@@ -298,24 +402,25 @@ int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size
     pthread_mutex_unlock(&c->lock);
     if (!e)
         return ENOENT;
-    char *p = path_of(c, name);
-    int fd = p ? open(p, O_RDONLY | O_CLOEXEC) : -1;
-    free(p);
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/%s", c->dir, name) >= (int)sizeof(path))
+        return ENAMETOOLONG;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) /* still being written, or removed by hand */
             return ENOENT;
         return errno;
     }
     unsigned char hdr[CACHE_HDR];
-    int rc = 0;
-    ssize_t n = pread(fd, hdr, CACHE_HDR, 0);
-    uint32_t want_len = n == CACHE_HDR ? get_u32(hdr + 12) : 0;
-    if (n != CACHE_HDR || memcmp(hdr, CACHE_MAGIC, 8) != 0 || want_len > cap) {
+    uint32_t dlen = 0;
+    int rc = hdr_read(fd, hdr, &dlen);
+    size_t n = 0;
+    if (!rc && whole && dlen > len)
         rc = EBADMSG;
-    } else {
-        n = pread(fd, buf, want_len, CACHE_HDR);
-        if (n != (ssize_t)want_len || crc32_iscsi(buf, (int)want_len, 0) != get_u32(hdr + 8))
-            rc = EBADMSG;
+    if (!rc && off < dlen) {
+        n = dlen - off < len ? (size_t)(dlen - off) : len;
+        if (n)
+            rc = data_read(fd, hdr, dlen, off, n, buf);
     }
     if (!rc)
         futimens(fd, used); /* the LRU order of the next start */
@@ -326,14 +431,28 @@ int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size
         forget(c, name, 0);
         return ENOENT;
     }
-    *len = want_len;
+    if (rc)
+        return rc;
+    *got = n;
     return 0;
+}
+
+int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap,
+              size_t *len)
+{
+    return block_read(c, id, blockno, 0, cap, true, buf, len);
+}
+
+int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
+               void *buf, size_t *got)
+{
+    return block_read(c, id, blockno, off, len, false, buf, got);
 }
 
 int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len)
 {
     uint64_t need = len + CACHE_HDR;
-    if (need > c->limit)
+    if (need > c->limit || len > CACHE_MAX_DATA)
         return c->limit ? EFBIG : 0;
     struct entry *e = calloc(1, sizeof(*e));
     if (!e)
@@ -365,9 +484,16 @@ int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *dat
         rc = errno;
     if (!rc) {
         unsigned char hdr[CACHE_HDR] = {0};
+        uint32_t pages = (uint32_t)((len + CACHE_PAGE - 1) / CACHE_PAGE);
         memcpy(hdr, CACHE_MAGIC, 8);
-        put_u32(hdr + 8, crc32_iscsi((unsigned char *)data, (int)len, 0));
         put_u32(hdr + 12, (uint32_t)len);
+        put_u32(hdr + 16, CACHE_PAGE);
+        put_u32(hdr + 20, pages);
+        for (uint32_t p = 0; p < pages; p++)
+            put_u32(hdr + 24 + 4 * p,
+                    crc32_iscsi((unsigned char *)data + (size_t)p * CACHE_PAGE,
+                                (int)page_len((uint32_t)len, p), 0));
+        put_u32(hdr + 8, crc32_iscsi(hdr + 12, CACHE_HDR - 12, 0));
         struct iovec iov[2] = {{hdr, CACHE_HDR}, {(void *)data, len}};
         ssize_t n = pwritev(fd, iov, 2, 0);
         if (n != (ssize_t)need)

@@ -50,6 +50,9 @@ struct rblock {
     int error;
     unsigned pins;              /* reads waiting on it and its job */
     bool used;                  /* a read has had bytes from it */
+    bool transient;             /* a random reader's: dropped once stored and unpinned */
+    bool stored;                /* the disk cache holds it */
+    bool job;                   /* a job holds it (and so its object) */
     bool in_lru;
     struct rblock *lru_prev, *lru_next; /* reclaimable: ready, in a table, unpinned */
     UT_hash_handle hh;          /* o->blocks */
@@ -122,13 +125,6 @@ static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
     pthread_cond_broadcast(&rp->cond);
 }
 
-static void block_unpin(struct fs_readpool *rp, struct rblock *b)
-{
-    b->pins--;
-    lru_update(rp, b);
-    block_maybe_free(rp, b);
-}
-
 /* Take a block out of its object's table. */
 static void block_drop(struct fs_readpool *rp, struct rblock *b)
 {
@@ -140,11 +136,26 @@ static void block_drop(struct fs_readpool *rp, struct rblock *b)
     block_maybe_free(rp, b);
 }
 
+static void block_unpin(struct fs_readpool *rp, struct rblock *b)
+{
+    b->pins--;
+    /* A random reader reads it again from the disk cache, a page at a
+     * time, as cheaply as from here: memory is better left to read-ahead.
+     * And a block fs_reader_free() left to its job goes when the job lets
+     * go (even if a read still pins it: the object may go next). */
+    if (b->o && ((!b->pins && b->transient && b->stored) || !b->o->readers)) {
+        block_drop(rp, b);
+        return;
+    }
+    lru_update(rp, b);
+    block_maybe_free(rp, b);
+}
+
 /* A new FETCHING block in o's table (or the one another thread made while
  * this one waited), or NULL: without `wait` when memory
  * beyond the reserve is used up; with `wait` after reclaiming or waiting. */
 static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t no,
-                                bool wait)
+                                bool wait, bool transient)
 {
     for (;;) {
         uint64_t limit = wait ? rp->mem_limit : rp->mem_limit - rp->reserve;
@@ -181,6 +192,7 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
     b->o = o;
     b->no = no;
     b->state = RB_FETCHING;
+    b->transient = transient;
     HASH_ADD(hh, o->blocks, no, sizeof(b->no), b);
     return b;
 }
@@ -236,6 +248,7 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
         if (cached[i]) {
             pthread_mutex_lock(&rp->lock);
             b->len = len;
+            b->stored = true;
             b->state = RB_READY;
             pthread_cond_broadcast(&rp->cond);
             pthread_mutex_unlock(&rp->lock);
@@ -270,9 +283,15 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
         if (rc == ESTALE)
             log_error("read of %s: the object changed since it was opened", r->key);
         /* Keep what arrived; ready blocks do not change any more. */
-        for (size_t m = 0; rp->cache && m < f.n; m++)
-            if (f.blocks[m]->state == RB_READY)
-                cache_put(rp->cache, r->id, f.blocks[m]->no, f.blocks[m]->data, f.blocks[m]->len);
+        for (size_t m = 0; rp->cache && m < f.n; m++) {
+            struct rblock *b = f.blocks[m];
+            if (b->state == RB_READY &&
+                cache_put(rp->cache, r->id, b->no, b->data, b->len) == 0) {
+                pthread_mutex_lock(&rp->lock);
+                b->stored = true;
+                pthread_mutex_unlock(&rp->lock);
+            }
+        }
         i = k;
     }
 }
@@ -293,8 +312,10 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&rp->lock);
         run_job(rp, j);
         pthread_mutex_lock(&rp->lock);
-        for (size_t i = 0; i < j->n; i++)
+        for (size_t i = 0; i < j->n; i++) {
+            j->blocks[i]->job = false;
             block_unpin(rp, j->blocks[i]);
+        }
         obj_unref_locked(rp, j->o);
         free(j->blocks);
         free(j);
@@ -306,17 +327,19 @@ static void *worker(void *arg)
 /* Queue fetches for blocks [first, last] of o that are not held; `wait`
  * says whether to wait for memory (blocks a read needs) or to stop at the
  * first one there is no memory for (read-ahead).  With `pin`, each block
- * is also pinned for the caller and stored in pin[no - first].  Returns
- * the first block not asked for (last + 1 when all were). */
+ * is also pinned for the caller and stored in pin[no - first].  Blocks
+ * made here are `transient` as asked.  Returns the first block not asked
+ * for (last + 1 when all were). */
 static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
-                        uint64_t last, bool wait, uint64_t part_blocks, struct rblock **pin)
+                        uint64_t last, bool wait, bool transient, uint64_t part_blocks,
+                        struct rblock **pin)
 {
     struct rjob *j = NULL;
     uint64_t no = first;
     for (; no <= last; no++) {
         struct rblock *b;
         HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
-        if (!b && !(b = block_new(rp, o, no, wait)))
+        if (!b && !(b = block_new(rp, o, no, wait, transient)))
             break;
         if (pin) { /* a read needs it: nothing may reclaim it from now on */
             b->pins++;
@@ -345,6 +368,7 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
             o->refs++;
         }
         b->pins++; /* the job's */
+        b->job = true;
         j->blocks[j->n++] = b;
         if (j->n == part_blocks) {
             LL_APPEND(rp->queue, j);
@@ -355,6 +379,64 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
         LL_APPEND(rp->queue, j);
     pthread_cond_broadcast(&rp->cond);
     return no; /* the first block not asked for */
+}
+
+/* A read [off, end) by a random reader, with a disk cache: blocks in
+ * memory are read there; of the others, only the pages asked for are read
+ * from the disk cache (into rep->buf), and only blocks the disk cache does
+ * not hold are fetched, one block per GET, as transient blocks (kept in
+ * memory only until they are stored and read).  So a random reader costs
+ * a page of disk per hit and at most 1 MiB of the server per miss, and
+ * holds no memory between reads.  Fills rep->pinned and rep->iov, one
+ * slot per block (a NULL pin: the bytes are in rep->buf already).  Called
+ * with rp->lock held, which it drops while reading the disk.  0 or EIO
+ * (no memory for a block, even after waiting). */
+static int read_random(struct fs_readpool *rp, struct robj *o, uint64_t off, uint64_t end,
+                       uint64_t part_blocks, struct fs_read_reply *rep)
+{
+    uint64_t b0 = off / RD_BLOCK, b1 = (end - 1) / RD_BLOCK;
+    bool from_disk[FS_READ_MAX_IOV] = {false}, any = false;
+    rep->n = (size_t)(b1 - b0 + 1);
+    for (size_t i = 0; i < rep->n; i++) {
+        uint64_t no = b0 + i;
+        struct rblock *b;
+        HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
+        if (b) { /* in memory, or on its way */
+            b->pins++;
+            lru_update(rp, b);
+            rep->pinned[i] = b;
+        } else {
+            from_disk[i] = any = true;
+        }
+    }
+    if (!any)
+        return 0;
+    /* o stays: the caller's reader holds it. */
+    pthread_mutex_unlock(&rp->lock);
+    rep->buf = malloc(end - off);
+    bool fetch[FS_READ_MAX_IOV] = {false};
+    for (size_t i = 0; i < rep->n; i++) {
+        if (!from_disk[i])
+            continue;
+        uint64_t no = b0 + i, base = no * RD_BLOCK;
+        uint64_t from = off > base ? off : base, to = end < base + RD_BLOCK ? end : base + RD_BLOCK;
+        char *dst = rep->buf + (from - off);
+        size_t got = 0;
+        fetch[i] = !rep->buf ||
+                   cache_read(rp->cache, o->id, no, from - base, to - from, dst, &got) != 0 ||
+                   got != to - from;
+        if (!fetch[i])
+            rep->iov[i] = (struct iovec){dst, to - from};
+    }
+    pthread_mutex_lock(&rp->lock);
+    for (size_t i = 0; i < rep->n; i++) {
+        if (!fetch[i])
+            continue;
+        uint64_t no = b0 + i;
+        if (request(rp, o, no, no, true, true, part_blocks, &rep->pinned[i]) <= no)
+            return EIO;
+    }
+    return 0;
 }
 
 /* ---- the interface --------------------------------------------------- */
@@ -428,8 +510,10 @@ void fs_readpool_free(struct fs *fs)
     while (rp->queue) { /* jobs never started: the session has ended */
         struct rjob *j = rp->queue;
         rp->queue = j->next;
-        for (size_t i = 0; i < j->n; i++)
+        for (size_t i = 0; i < j->n; i++) {
+            j->blocks[i]->job = false;
             block_unpin(rp, j->blocks[i]);
+        }
         obj_unref_locked(rp, j->o);
         free(j->blocks);
         free(j);
@@ -505,7 +589,15 @@ void fs_reader_free(struct fs_reader *r)
     if (--o->readers == 0) { /* nobody reads it any more: let its blocks go */
         struct rblock *b, *tmp;
         HASH_ITER(hh, o->blocks, b, tmp)
-        block_drop(rp, b);
+        {
+            /* ...but a random reader's block on its way to the disk cache
+             * stays findable until it is there (block_unpin drops it when
+             * its job ends; the job keeps o), or the next open would fetch
+             * it again. */
+            if (b->transient && b->job)
+                continue;
+            block_drop(rp, b);
+        }
     }
     obj_unref_locked(rp, o);
     pthread_mutex_unlock(&rp->lock);
@@ -551,10 +643,16 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     }
     if (!near || end > r->next_off)
         r->next_off = end;
-    struct rblock *need[FS_READ_MAX_IOV] = {0};
-    uint64_t asked = request(rp, r->o, b0, b1, true, part_blocks, need);
-    for (uint64_t no = b0; no < asked; no++)
-        rep->pinned[rep->n++] = need[no - b0];
+    rep->rp = rp;
+    int rc = 0;
+    if (!seq && rp->cache) {
+        rc = read_random(rp, r->o, off, end, part_blocks, rep);
+    } else {
+        uint64_t asked = request(rp, r->o, b0, b1, true, false, part_blocks, rep->pinned);
+        rep->n = asked - b0;
+        if (asked <= b1)
+            rc = EIO; /* not even memory to ask for it */
+    }
     if (!seq || r->ra_next <= b1)
         r->ra_next = b1 + 1;
     if (seq) {
@@ -571,7 +669,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
             uint64_t last = r->ra_next + chunk - 1;
             if (last >= n_blocks)
                 last = n_blocks - 1;
-            uint64_t got = request(rp, r->o, r->ra_next, last, false, part_blocks, NULL);
+            uint64_t got = request(rp, r->o, r->ra_next, last, false, false, part_blocks, NULL);
             bool all = got > last;
             r->ra_next = got;
             if (!all)
@@ -580,10 +678,11 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     }
     /* Wait for the blocks; they stay pinned until the reply is sent, which
      * points into them (no copy). */
-    int rc = asked > b1 ? 0 : EIO; /* EIO: not even memory to ask for it */
     for (size_t i = 0; i < rep->n && !rc; i++) {
         struct rblock *blk = rep->pinned[i];
         uint64_t no = b0 + i;
+        if (!blk)
+            continue; /* read from the disk cache into rep->buf */
         while (blk->state == RB_FETCHING)
             pthread_cond_wait(&rp->cond, &rp->lock);
         if (blk->state == RB_ERROR) {
@@ -601,7 +700,6 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
         rep->iov[i].iov_base = blk->data + from;
         rep->iov[i].iov_len = to - from;
     }
-    rep->rp = rp;
     pthread_mutex_unlock(&rp->lock);
     if (rc == ESTALE) {
         /* The object was replaced: this handle cannot go on without mixing
@@ -622,9 +720,16 @@ void fs_read_reply_done(struct fs_read_reply *rep)
 {
     if (!rep->rp)
         return;
-    pthread_mutex_lock(&rep->rp->lock);
+    bool any = false;
     for (size_t i = 0; i < rep->n; i++)
-        block_unpin(rep->rp, rep->pinned[i]);
-    pthread_mutex_unlock(&rep->rp->lock);
+        any |= rep->pinned[i] != NULL;
+    if (any) {
+        pthread_mutex_lock(&rep->rp->lock);
+        for (size_t i = 0; i < rep->n; i++)
+            if (rep->pinned[i])
+                block_unpin(rep->rp, rep->pinned[i]);
+        pthread_mutex_unlock(&rep->rp->lock);
+    }
+    free(rep->buf);
     memset(rep, 0, sizeof(*rep));
 }
