@@ -51,13 +51,35 @@
 #define CACHE_SUFFIX ".blk2"
 #define CACHE_OLD_SUFFIX ".blk" /* format 1 */
 #define CACHE_NAME_MAX 64
+#define CACHE_OPEN_MAX 64     /* block files kept open between reads */
+#define CACHE_STAMP_EVERY 30  /* seconds between writes of use times to mtimes */
+
+struct ofile;
 
 struct entry {
     char name[CACHE_NAME_MAX];  /* the file's name */
     uint64_t bytes;             /* file size, header included */
     uint64_t gen;               /* tells a re-made entry of the same name apart */
     struct entry *prev, *next;  /* LRU: least recently used first */
+    struct timespec used;       /* last use, not yet written to the mtime when `stamp` */
+    bool stamp;
+    struct ofile *of;           /* its file, open, or NULL */
     UT_hash_handle hh;
+};
+
+/* A block file kept open with its checked header: a small read of a
+ * cached block then costs one preadv, not open + two reads + close.
+ * Only files the index holds are kept; an entry dropped (evicted,
+ * replaced, damaged) lets go of its file, closed once no read uses it,
+ * so unlinked files do not linger. */
+struct ofile {
+    struct entry *e;            /* whose file it is; NULL once gone */
+    int fd;
+    unsigned users;             /* reads using fd now */
+    bool gone;                  /* its entry let go: close when unused */
+    uint32_t dlen;
+    struct ofile *prev, *next;  /* c->open, least recently used first */
+    unsigned char hdr[CACHE_HDR];
 };
 
 struct cache {
@@ -70,8 +92,28 @@ struct cache {
     uint64_t bytes;          /* protected by lock */
     uint64_t gen;            /* protected by lock */
     struct timespec stamp;   /* the last use recorded; protected by lock */
+    struct ofile *open;      /* protected by lock */
+    unsigned n_open;         /* protected by lock */
+    time_t stamped;          /* when use times were last written; protected by lock */
     atomic_bool warned_full;
 };
+
+/* With c->lock held: let go of an open file (it is closed now, or by its
+ * last user). */
+static void ofile_release_locked(struct cache *c, struct ofile *of)
+{
+    if (!of->gone) {
+        DL_DELETE(c->open, of);
+        c->n_open--;
+        of->gone = true;
+        of->e->of = NULL;
+        of->e = NULL;
+    }
+    if (!of->users) {
+        close(of->fd);
+        free(of);
+    }
+}
 
 /* A use time later than every one recorded before (lock held): file
  * timestamps are coarse, and ties would lose the LRU order at the next
@@ -92,13 +134,67 @@ static struct timespec next_stamp_locked(struct cache *c)
     return now;
 }
 
+/* Write the use times recorded since the last time to the files' mtimes,
+ * the LRU order of the next start.  Done every CACHE_STAMP_EVERY seconds
+ * (or now, with `force`: at close), not at each use: a 4 KiB read would
+ * otherwise cost a metadata write too.  A crash loses the order of the
+ * uses since the last write, nothing else. */
+static void stamps_flush(struct cache *c, bool force)
+{
+    struct use {
+        char name[CACHE_NAME_MAX];
+        struct timespec t;
+    } *list = NULL;
+    size_t n = 0, want = 0;
+    pthread_mutex_lock(&c->lock);
+    time_t now = time(NULL);
+    if (!force && now - c->stamped < CACHE_STAMP_EVERY) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    c->stamped = now;
+    struct entry *e;
+    DL_FOREACH(c->lru, e)
+    want += e->stamp;
+    list = want ? malloc(want * sizeof(*list)) : NULL;
+    if (list)
+        DL_FOREACH(c->lru, e)
+    if (e->stamp) {
+        memcpy(list[n].name, e->name, CACHE_NAME_MAX);
+        list[n++].t = e->used;
+        e->stamp = false;
+    }
+    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        struct timespec t[2] = {{0, UTIME_OMIT}, list[i].t};
+        if (snprintf(path, sizeof(path), "%s/%s", c->dir, list[i].name) < (int)sizeof(path))
+            utimensat(AT_FDCWD, path, t, 0); /* gone meanwhile: nothing to keep */
+    }
+    free(list);
+}
+
 static void block_name(const char *id, uint64_t blockno, char *out)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_Digest(id, strlen(id), md, &n, EVP_sha256(), NULL);
-    for (int i = 0; i < 16; i++)
-        sprintf(out + 2 * i, "%02x", md[i]);
+    /* A reader asks for blocks of the same object again and again: each
+     * thread remembers the hash of the last identity it named. */
+    static _Thread_local char last_id[1536];
+    static _Thread_local char last_hex[33];
+    size_t len = strlen(id);
+    if (len >= sizeof(last_id) || memcmp(last_id, id, len + 1) != 0) {
+        static const char hex[] = "0123456789abcdef";
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        EVP_Digest(id, len, md, &n, EVP_sha256(), NULL);
+        for (int i = 0; i < 16; i++) {
+            last_hex[2 * i] = hex[md[i] >> 4];
+            last_hex[2 * i + 1] = hex[md[i] & 15];
+        }
+        last_hex[32] = 0;
+        if (len < sizeof(last_id))
+            memcpy(last_id, id, len + 1);
+    }
+    memcpy(out, last_hex, 32);
     snprintf(out + 32, CACHE_NAME_MAX - 32, "-%llu" CACHE_SUFFIX, (unsigned long long)blockno);
 }
 
@@ -122,6 +218,8 @@ uint64_t cache_default_limit(const char *dir)
 /* Remove an entry from the index and its file from disk (lock held). */
 static void drop_locked(struct cache *c, struct entry *e)
 {
+    if (e->of)
+        ofile_release_locked(c, e->of);
     char *p = path_of(c, e->name);
     if (p)
         unlink(p);
@@ -250,6 +348,7 @@ int cache_open(const char *dir, uint64_t limit, struct cache **out, pid_t *owner
     }
     if (!rc)
         rc = scan(c);
+    c->stamped = time(NULL);
     if (rc) {
         cache_close(c);
         return rc;
@@ -264,9 +363,12 @@ void cache_close(struct cache *c)
 {
     if (!c)
         return;
+    stamps_flush(c, true);
     struct entry *e, *tmp;
     HASH_ITER(hh, c->by_name, e, tmp)
     {
+        if (e->of)
+            ofile_release_locked(c, e->of); /* no read is running */
         HASH_DEL(c->by_name, e);
         free(e);
     }
@@ -382,6 +484,30 @@ static int data_read(int fd, const unsigned char *h, uint32_t dlen, uint64_t off
     return 0;
 }
 
+/* Open block file `name` and check its header: 0 and *out (one user),
+ * ENOENT (no such file: being written, or removed by hand), EBADMSG, or
+ * another errno. */
+static int ofile_open(struct cache *c, const char *name, struct ofile **out)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/%s", c->dir, name) >= (int)sizeof(path))
+        return ENAMETOOLONG;
+    struct ofile *of = calloc(1, sizeof(*of));
+    if (!of)
+        return ENOMEM;
+    of->fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc = of->fd < 0 ? errno : hdr_read(of->fd, of->hdr, &of->dlen);
+    if (rc) {
+        if (of->fd >= 0)
+            close(of->fd);
+        free(of);
+        return rc;
+    }
+    of->users = 1;
+    *out = of;
+    return 0;
+}
+
 /* The common part of cache_get and cache_read: bytes [off, off + len) of
  * the block, clipped at its end; with `whole`, the block must fit in len
  * (else it counts as damaged, as a block bigger than any block is). */
@@ -393,38 +519,62 @@ static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_
     pthread_mutex_lock(&c->lock);
     struct entry *e;
     HASH_FIND_STR(c->by_name, name, e);
-    struct timespec used[2] = {{0, UTIME_OMIT}, {0, 0}};
-    if (e) { /* most recently used now */
-        DL_DELETE(c->lru, e);
-        DL_APPEND(c->lru, e);
-        used[1] = next_stamp_locked(c);
-    }
-    pthread_mutex_unlock(&c->lock);
-    if (!e)
+    if (!e) {
+        pthread_mutex_unlock(&c->lock);
         return ENOENT;
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof(path), "%s/%s", c->dir, name) >= (int)sizeof(path))
-        return ENAMETOOLONG;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) /* still being written, or removed by hand */
-            return ENOENT;
-        return errno;
     }
-    unsigned char hdr[CACHE_HDR];
-    uint32_t dlen = 0;
-    int rc = hdr_read(fd, hdr, &dlen);
+    DL_DELETE(c->lru, e); /* most recently used now */
+    DL_APPEND(c->lru, e);
+    e->used = next_stamp_locked(c);
+    e->stamp = true;
+    uint64_t gen = e->gen;
+    struct ofile *of = e->of;
+    if (of) {
+        of->users++;
+        DL_DELETE(c->open, of);
+        DL_APPEND(c->open, of);
+    }
+    bool flush = time(NULL) - c->stamped >= CACHE_STAMP_EVERY;
+    pthread_mutex_unlock(&c->lock);
+    if (flush)
+        stamps_flush(c, false);
+
+    int rc = 0;
+    if (!of) {
+        rc = ofile_open(c, name, &of);
+        if (!rc) { /* keep it open for the next read, if the entry is still the one */
+            pthread_mutex_lock(&c->lock);
+            HASH_FIND_STR(c->by_name, name, e);
+            if (e && e->gen == gen && !e->of) {
+                e->of = of;
+                of->e = e;
+                DL_APPEND(c->open, of);
+                if (++c->n_open > CACHE_OPEN_MAX)
+                    ofile_release_locked(c, c->open);
+            } else {
+                of->gone = true;
+            }
+            pthread_mutex_unlock(&c->lock);
+        }
+    }
     size_t n = 0;
-    if (!rc && whole && dlen > len)
+    if (!rc && whole && of->dlen > len)
         rc = EBADMSG;
-    if (!rc && off < dlen) {
-        n = dlen - off < len ? (size_t)(dlen - off) : len;
+    if (!rc && off < of->dlen) {
+        n = of->dlen - off < len ? (size_t)(of->dlen - off) : len;
         if (n)
-            rc = data_read(fd, hdr, dlen, off, n, buf);
+            rc = data_read(of->fd, of->hdr, of->dlen, off, n, buf);
     }
-    if (!rc)
-        futimens(fd, used); /* the LRU order of the next start */
-    close(fd);
+    if (of) {
+        pthread_mutex_lock(&c->lock);
+        if (!--of->users && of->gone) {
+            close(of->fd);
+            free(of);
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (rc == ENOENT) /* still being written, or removed by hand */
+        return ENOENT;
     if (rc == EBADMSG) {
         log_warn("block cache: %s is damaged (bad checksum or size): dropped, fetching again",
                  name);

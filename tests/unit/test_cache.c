@@ -662,6 +662,72 @@ static void test_damage_found_after_reopen(void **state)
     cache_close(c);
 }
 
+/* Block files of this process that are open, and of those how many are
+ * deleted (unlinked while open). */
+static int open_blocks(int *deleted)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    *deleted = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char link[300], target[512];
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", de->d_name);
+        ssize_t l = readlink(link, target, sizeof(target) - 1);
+        if (l <= 0)
+            continue;
+        target[l] = 0;
+        if (!strstr(target, ".blk2"))
+            continue;
+        n++;
+        if (strstr(target, "(deleted)"))
+            (*deleted)++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Files of blocks read are kept open, but never more than 64, and never
+ * once their block is evicted, damaged or replaced (no deleted file stays
+ * open, so the disk space is given back). */
+static void test_open_files_bounded_and_released(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const uint64_t limit = 100 * ENTRY;
+    assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
+    for (uint64_t no = 0; no < 100; no++)
+        assert_int_equal(put_block(c, "obj", no, DLEN), 0);
+    for (uint64_t no = 0; no < 100; no++)
+        assert_int_equal(get_block(c, "obj", no, DLEN), 0);
+    int deleted = -1;
+    int n = open_blocks(&deleted);
+    assert_true(n > 0 && n <= 64);
+    assert_int_equal(deleted, 0);
+    /* reads again, from the open files: the same bytes */
+    for (uint64_t no = 99; no >= 90; no--)
+        assert_int_equal(get_block(c, "obj", no, DLEN), 0);
+    /* evict everything: every file it held open is closed */
+    for (uint64_t no = 0; no < 100; no++)
+        assert_int_equal(put_block(c, "other", no, DLEN), 0);
+    n = open_blocks(&deleted);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(n, 0);
+    /* a replaced block is read from its new file */
+    assert_int_equal(get_block(c, "other", 5, DLEN), 0);
+    assert_int_equal(cache_put(c, "other", 5, "new bytes", 9), 0);
+    char buf[DLEN];
+    size_t len = 0;
+    assert_int_equal(cache_get(c, "other", 5, buf, sizeof(buf), &len), 0);
+    assert_int_equal(len, 9);
+    assert_memory_equal(buf, "new bytes", 9);
+    open_blocks(&deleted);
+    assert_int_equal(deleted, 0);
+    cache_close(c);
+    assert_int_equal(open_blocks(&deleted), 0);
+}
+
 /* ---- ownership of the directory -------------------------------------- */
 
 static void test_second_open_is_ebusy(void **state)
@@ -844,6 +910,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_block_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_length_and_truncated_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_found_after_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_files_bounded_and_released, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_open_is_ebusy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_dir_and_reports_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_limit, setup, teardown),
