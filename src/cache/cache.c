@@ -599,7 +599,41 @@ int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, 
     return block_read(c, id, blockno, off, len, false, buf, got);
 }
 
+/* Write header and data to a new file fd; with `direct`, through
+ * O_DIRECT when data and len allow it (page-aligned, whole pages), so the
+ * bytes go from data to the disk with no copy into the page cache; else,
+ * or when the filesystem refuses it, by an ordinary write.  0 or errno. */
+static int write_block(int fd, const unsigned char *hdr, const void *data, size_t len,
+                       bool direct)
+{
+    struct iovec iov[2] = {{(void *)hdr, CACHE_HDR}, {(void *)data, len}};
+    ssize_t need = (ssize_t)(CACHE_HDR + len);
+    if (direct && len % CACHE_PAGE == 0 && (uintptr_t)data % CACHE_PAGE == 0 &&
+        (uintptr_t)hdr % CACHE_PAGE == 0) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
+            ssize_t n = pwritev(fd, iov, 2, 0);
+            fcntl(fd, F_SETFL, fl);
+            if (n == need)
+                return 0;
+            if (n >= 0 || errno != EINVAL)
+                return n < 0 ? errno : ENOSPC;
+            /* EINVAL: the filesystem wants other alignments; write it plainly */
+        }
+    }
+    ssize_t n = pwritev(fd, iov, 2, 0);
+    if (n != need)
+        return n < 0 ? errno : ENOSPC;
+    return 0;
+}
+
 int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len)
+{
+    return cache_store(c, id, blockno, data, len, 0);
+}
+
+int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
+                unsigned flags)
 {
     uint64_t need = len + CACHE_HDR;
     if (need > c->limit || len > CACHE_MAX_DATA)
@@ -633,7 +667,7 @@ int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *dat
     if (!rc && fd < 0)
         rc = errno;
     if (!rc) {
-        unsigned char hdr[CACHE_HDR] = {0};
+        _Alignas(CACHE_PAGE) unsigned char hdr[CACHE_HDR] = {0};
         uint32_t pages = (uint32_t)((len + CACHE_PAGE - 1) / CACHE_PAGE);
         memcpy(hdr, CACHE_MAGIC, 8);
         put_u32(hdr + 12, (uint32_t)len);
@@ -644,10 +678,7 @@ int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *dat
                     crc32_iscsi((unsigned char *)data + (size_t)p * CACHE_PAGE,
                                 (int)page_len((uint32_t)len, p), 0));
         put_u32(hdr + 8, crc32_iscsi(hdr + 12, CACHE_HDR - 12, 0));
-        struct iovec iov[2] = {{hdr, CACHE_HDR}, {(void *)data, len}};
-        ssize_t n = pwritev(fd, iov, 2, 0);
-        if (n != (ssize_t)need)
-            rc = n < 0 ? errno : ENOSPC;
+        rc = write_block(fd, hdr, data, len, flags & CACHE_STORE_DIRECT);
     }
     if (fd >= 0 && close(fd) < 0 && !rc)
         rc = errno;

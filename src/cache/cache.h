@@ -60,6 +60,16 @@ int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, 
  * errno.  Failures never affect what the cache holds. */
 int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len);
 
+/* cache_put with flags.  CACHE_STORE_DIRECT: the block will not be read
+ * again soon (a sequential reader's): write it around the page cache
+ * (O_DIRECT) when data is page-aligned and len a multiple of 4 KiB,
+ * which saves copying it and keeps the page cache for what is re-read;
+ * otherwise, or where the filesystem refuses O_DIRECT, as cache_put does.
+ * Same returns as cache_put. */
+#define CACHE_STORE_DIRECT 1u
+int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
+                unsigned flags);
+
 /* Bytes the cache holds now, and its bound. */
 uint64_t cache_size(struct cache *c);
 uint64_t cache_limit(struct cache *c);

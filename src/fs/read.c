@@ -207,7 +207,8 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
         b->data = (char *)rp->pool;
         rp->pool = rp->pool->next;
         rp->pool_n--;
-    } else if (!(b->data = malloc(RD_BLOCK))) {
+    } else if (posix_memalign((void **)&b->data, 4096, RD_BLOCK) != 0) {
+        /* page-aligned: the disk cache can write it with O_DIRECT */
         free(b);
         return NULL;
     }
@@ -308,8 +309,11 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
         /* Keep what arrived; ready blocks do not change any more. */
         for (size_t m = 0; rp->cache && m < f.n; m++) {
             struct rblock *b = f.blocks[m];
+            /* A sequential reader's block is not read again soon (and if
+             * it is, the kernel has it): store it around the page cache. */
+            unsigned flags = b->transient ? 0 : CACHE_STORE_DIRECT;
             if (b->state == RB_READY &&
-                cache_put(rp->cache, r->id, b->no, b->data, b->len) == 0) {
+                cache_store(rp->cache, r->id, b->no, b->data, b->len, flags) == 0) {
                 pthread_mutex_lock(&rp->lock);
                 b->stored = true;
                 pthread_mutex_unlock(&rp->lock);

@@ -728,6 +728,31 @@ static void test_open_files_bounded_and_released(void **state)
     assert_int_equal(open_blocks(&deleted), 0);
 }
 
+/* CACHE_STORE_DIRECT stores the same bytes as cache_put: a page-aligned
+ * whole block (written around the page cache), and blocks it cannot write
+ * that way (short, unaligned), which are written plainly. */
+static void test_store_direct(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const size_t big = 1 << 20;
+    unsigned char *a = NULL;
+    assert_int_equal(posix_memalign((void **)&a, 4096, big + 4096), 0);
+    assert_int_equal(cache_open(f->dir, 8 << 20, &c, NULL), 0);
+    fill(a, big, "obj", 0);
+    assert_int_equal(cache_store(c, "obj", 0, a, big, CACHE_STORE_DIRECT), 0);
+    assert_int_equal(get_block(c, "obj", 0, big), 0);
+    fill(a, DLEN, "obj", 1); /* not whole pages */
+    assert_int_equal(cache_store(c, "obj", 1, a, DLEN, CACHE_STORE_DIRECT), 0);
+    assert_int_equal(get_block(c, "obj", 1, DLEN), 0);
+    fill(a + 1, 2 * PAGE, "obj", 2); /* not page-aligned */
+    assert_int_equal(cache_store(c, "obj", 2, a + 1, 2 * PAGE, CACHE_STORE_DIRECT), 0);
+    assert_int_equal(get_block(c, "obj", 2, 2 * PAGE), 0);
+    assert_int_equal(cache_size(c), 3 * HDR + big + DLEN + 2 * PAGE);
+    cache_close(c);
+    free(a);
+}
+
 /* ---- ownership of the directory -------------------------------------- */
 
 static void test_second_open_is_ebusy(void **state)
@@ -911,6 +936,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_length_and_truncated_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_found_after_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_files_bounded_and_released, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_open_is_ebusy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_dir_and_reports_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_limit, setup, teardown),
