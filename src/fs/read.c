@@ -41,7 +41,7 @@
 /* Block buffers kept for reuse: a fresh 1 MiB buffer is a fresh mapping,
  * and faulting in its 256 pages and unmapping them again cost about a
  * third of the CPU of a read from the disk cache. */
-#define RD_POOL_MAX 16
+#define RD_POOL_MAX 8
 
 enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
 
