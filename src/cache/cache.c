@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
@@ -51,7 +52,7 @@
 #define CACHE_SUFFIX ".blk2"
 #define CACHE_OLD_SUFFIX ".blk" /* format 1 */
 #define CACHE_NAME_MAX 64
-#define CACHE_OPEN_MAX 64     /* block files kept open between reads */
+#define CACHE_OPEN_MAX 1024   /* block files kept open between reads, at most */
 #define CACHE_STAMP_EVERY 30  /* seconds between writes of use times to mtimes */
 
 struct ofile;
@@ -79,7 +80,7 @@ struct ofile {
     bool gone;                  /* its entry let go: close when unused */
     uint32_t dlen;
     struct ofile *prev, *next;  /* c->open, least recently used first */
-    unsigned char hdr[CACHE_HDR];
+    unsigned char hdr[];        /* the header up to its last page CRC */
 };
 
 struct cache {
@@ -94,6 +95,7 @@ struct cache {
     struct timespec stamp;   /* the last use recorded; protected by lock */
     struct ofile *open;      /* protected by lock */
     unsigned n_open;         /* protected by lock */
+    unsigned open_max;       /* files kept open, at most */
     time_t stamped;          /* when use times were last written; protected by lock */
     atomic_bool warned_full;
 };
@@ -349,6 +351,13 @@ int cache_open(const char *dir, uint64_t limit, struct cache **out, pid_t *owner
     if (!rc)
         rc = scan(c);
     c->stamped = time(NULL);
+    /* Open files left for the rest of the process: a quarter of its
+     * limit, which the caller may have raised. */
+    struct rlimit nofile;
+    c->open_max = CACHE_OPEN_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        nofile.rlim_cur / 4 < c->open_max)
+        c->open_max = (unsigned)(nofile.rlim_cur / 4);
     if (rc) {
         cache_close(c);
         return rc;
@@ -492,17 +501,24 @@ static int ofile_open(struct cache *c, const char *name, struct ofile **out)
     char path[PATH_MAX];
     if (snprintf(path, sizeof(path), "%s/%s", c->dir, name) >= (int)sizeof(path))
         return ENAMETOOLONG;
-    struct ofile *of = calloc(1, sizeof(*of));
-    if (!of)
-        return ENOMEM;
-    of->fd = open(path, O_RDONLY | O_CLOEXEC);
-    int rc = of->fd < 0 ? errno : hdr_read(of->fd, of->hdr, &of->dlen);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    unsigned char hdr[CACHE_HDR];
+    uint32_t dlen = 0;
+    int rc = hdr_read(fd, hdr, &dlen);
+    /* Only what reads use: 1 KiB for a 1 MiB block, not the whole page. */
+    size_t keep = 24 + 4 * (size_t)((dlen + CACHE_PAGE - 1) / CACHE_PAGE);
+    struct ofile *of = rc ? NULL : calloc(1, sizeof(*of) + keep);
+    if (!rc && !of)
+        rc = ENOMEM;
     if (rc) {
-        if (of->fd >= 0)
-            close(of->fd);
-        free(of);
+        close(fd);
         return rc;
     }
+    memcpy(of->hdr, hdr, keep);
+    of->fd = fd;
+    of->dlen = dlen;
     of->users = 1;
     *out = of;
     return 0;
@@ -549,7 +565,7 @@ static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_
                 e->of = of;
                 of->e = e;
                 DL_APPEND(c->open, of);
-                if (++c->n_open > CACHE_OPEN_MAX)
+                if (++c->n_open > c->open_max)
                     ofile_release_locked(c, c->open);
             } else {
                 of->gone = true;

@@ -12,7 +12,8 @@
  * The total size is bounded: inserting evicts the least recently used
  * blocks first (use is written to the files' mtimes every 30 seconds and
  * at close, so the order survives a restart).  The files of recently read
- * blocks are kept open (at most 64) so a small read costs one preadv;
+ * blocks are kept open (at most 1024, and at most a quarter of the
+ * process's RLIMIT_NOFILE at open) so a small read costs one preadv;
  * a dropped block's file is closed once no read uses it, so no deleted
  * file stays open.  A cache directory belongs to one process at a time (a lock
  * file); a second process gets EBUSY.

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <utlist.h>
 
 #define RD_BLOCK (1u << 20)
@@ -480,6 +481,15 @@ int fs_readpool_new(struct fs *fs)
      * threshold after the first free and keep freed blocks in its arenas,
      * and the process would grow past max_memory). */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    /* The block cache keeps the files of blocks open between reads, up to
+     * a quarter of this limit: a random reader's hit is then one preadv.
+     * The soft limit is often 1024 where the hard one is far higher. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max &&
+        nofile.rlim_cur < 8192) {
+        nofile.rlim_cur = nofile.rlim_max < 8192 ? nofile.rlim_max : 8192;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     rp->s3 = fs->s3;
     rp->mem_limit = fs->cfg.max_memory < 4 * RD_BLOCK ? 4 * RD_BLOCK : fs->cfg.max_memory;
     rp->reserve = rp->mem_limit / 4 < 32 * RD_BLOCK ? rp->mem_limit / 4 : 32 * RD_BLOCK;

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -688,15 +689,22 @@ static int open_blocks(int *deleted)
     return n;
 }
 
-/* Files of blocks read are kept open, but never more than 64, and never
- * once their block is evicted, damaged or replaced (no deleted file stays
- * open, so the disk space is given back). */
+/* Files of blocks read are kept open, but never more than a quarter of
+ * RLIMIT_NOFILE (64 here), and never once their block is evicted, damaged
+ * or replaced (no deleted file stays open, so the disk space is given
+ * back). */
 static void test_open_files_bounded_and_released(void **state)
 {
     struct fixture *f = *state;
     struct cache *c = NULL;
     const uint64_t limit = 100 * ENTRY;
+    struct rlimit was, now;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+    now = was;
+    now.rlim_cur = 256;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &now), 0);
     assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
     for (uint64_t no = 0; no < 100; no++)
         assert_int_equal(put_block(c, "obj", no, DLEN), 0);
     for (uint64_t no = 0; no < 100; no++)
