@@ -183,7 +183,7 @@ static void block_name(const char *id, uint64_t blockno, char *out)
     static _Thread_local char last_id[1536];
     static _Thread_local char last_hex[33];
     size_t len = strlen(id);
-    if (len >= sizeof(last_id) || memcmp(last_id, id, len + 1) != 0) {
+    if (!last_hex[0] || len >= sizeof(last_id) || memcmp(last_id, id, len + 1) != 0) {
         static const char hex[] = "0123456789abcdef";
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int n = 0;

@@ -360,6 +360,24 @@ static void test_damaged_page_found_by_range_read(void **state)
     free(got);
 }
 
+struct empty_id_arg {
+    struct cache *c;
+    int rc;
+};
+
+static void *empty_id_thread(void *p)
+{
+    struct empty_id_arg *a = p;
+    char buf[16];
+    size_t len = 0;
+    a->rc = cache_put(a->c, "", 0, "empty", 5);
+    if (!a->rc)
+        a->rc = cache_get(a->c, "", 0, buf, sizeof(buf), &len);
+    if (!a->rc && (len != 5 || memcmp(buf, "empty", 5) != 0))
+        a->rc = EIO;
+    return NULL;
+}
+
 static void test_miss_is_enoent(void **state)
 {
     struct fixture *f = *state;
@@ -376,6 +394,12 @@ static void test_miss_is_enoent(void **state)
     assert_int_equal(get_block(c, "ep\nb\nkey\n\"v2\"", 0, DLEN), ENOENT);
     assert_int_equal(get_block(c, "ep\nb\nkey\n\"v1\"", 0, DLEN), 0);
     assert_int_equal(get_block(c, "obj-a", 0, DLEN), 0);
+    /* a fresh thread's first name is of an empty identity: still hashed */
+    pthread_t t;
+    struct empty_id_arg arg = {c, -1};
+    assert_int_equal(pthread_create(&t, NULL, empty_id_thread, &arg), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(arg.rc, 0);
     cache_close(c);
 }
 
