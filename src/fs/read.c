@@ -467,6 +467,19 @@ static int read_random(struct fs_readpool *rp, struct robj *o, uint64_t off, uin
     return 0;
 }
 
+/* Drop the blocks [first, end) of o that read-ahead brought or is
+ * bringing and no read has used or holds (only the job's pin, if any). */
+static void drop_unread_ahead(struct fs_readpool *rp, struct robj *o, uint64_t first,
+                              uint64_t end)
+{
+    for (uint64_t no = first; no < end; no++) {
+        struct rblock *b;
+        HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
+        if (b && !b->used && !b->transient && b->pins == (b->job ? 1u : 0u))
+            block_drop(rp, b);
+    }
+}
+
 /* ---- the interface --------------------------------------------------- */
 
 int fs_readpool_new(struct fs *fs)
@@ -680,7 +693,12 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     } else {
         /* A seek: no read-ahead.  Blocks already here stay while memory
          * allows (random readers come back to them); the least recently
-         * used go first when a read needs room. */
+         * used go first when a read needs room.  But the read-ahead this
+         * reader asked for and no read has touched is let go (its GETs
+         * stop, as at close): a reader that keeps seeking would otherwise
+         * fill max_memory with blocks nobody reads. */
+        if (r->ra_next && !near)
+            drop_unread_ahead(rp, r->o, r->next_off / RD_BLOCK, r->ra_next);
         r->window = RD_BLOCK;
     }
     if (!near || end > r->next_off)

@@ -585,14 +585,17 @@ def test_small_memory_bound_many_readers(proxy, s3, bucket, mounter):
     assert not errors, errors
 
 
-def test_many_handles_on_one_object(proxy, s3, bucket, mounter):
+@pytest.mark.parametrize("cache_size", ["0", "64M"])
+def test_many_handles_on_one_object(proxy, s3, bucket, mounter, cache_size):
     """Open files of the same object version share its blocks: readers
-    going forwards, backwards and at random, opening and closing while
-    the others read, with little memory, all get the right bytes."""
+    going forwards, backwards, at random, and in runs with jumps between
+    them (each jump lets go of the read-ahead of the run before), opening
+    and closing while the others read, with little memory, with and
+    without a disk cache, all get the right bytes."""
     size = 12 * MiB + 999
     data = rand_bytes(36, size)
     put(s3, bucket, "obj", data)
-    m = mounter(opts={"cache_size": "0", "max_memory": "16M"})
+    m = mounter(opts={"cache_size": cache_size, "max_memory": "16M"})
     path = m.p("obj")
     errors = []
 
@@ -630,8 +633,19 @@ def test_many_handles_on_one_object(proxy, s3, bucket, mounter):
             finally:
                 os.close(fd)
 
+    def runs_and_jumps(seed):
+        rng = random.Random(seed)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for _ in range(6):
+                off = rng.randrange(0, size - 4 * MiB)
+                for k in range(8):
+                    check(fd, off + k * 512 * KiB, 512 * KiB, f"runs{seed}")
+        finally:
+            os.close(fd)
+
     jobs = [forwards, backwards, lambda: at_random(1), lambda: at_random(2),
-            forwards]
+            forwards, lambda: runs_and_jumps(3), lambda: runs_and_jumps(4)]
     threads = [threading.Thread(target=j, daemon=True) for j in jobs]
     for t in threads:
         t.start()
