@@ -157,14 +157,17 @@ static void stamps_flush(struct cache *c, bool force)
     c->stamped = now;
     struct entry *e;
     DL_FOREACH(c->lru, e)
-    want += e->stamp;
+    {
+        want += e->stamp;
+    }
     list = want ? malloc(want * sizeof(*list)) : NULL;
-    if (list)
-        DL_FOREACH(c->lru, e)
-    if (e->stamp) {
-        memcpy(list[n].name, e->name, CACHE_NAME_MAX);
-        list[n++].t = e->used;
-        e->stamp = false;
+    DL_FOREACH(c->lru, e)
+    {
+        if (list && e->stamp) {
+            memcpy(list[n].name, e->name, CACHE_NAME_MAX);
+            list[n++].t = e->used;
+            e->stamp = false;
+        }
     }
     pthread_mutex_unlock(&c->lock);
     for (size_t i = 0; i < n; i++) {
