@@ -6,27 +6,31 @@
  * asks for the blocks it covers; a reader that keeps reading where it left
  * off (sequential) also asks for the blocks ahead of it, up to its window,
  * which starts at 1 MiB and doubles with every sequential read up to
- * max_readahead; a read anywhere else resets the window, so a random
- * reader fetches only the block it touches (and keeps the blocks it has
- * read while memory allows: random readers come back to them).
+ * max_readahead; a read anywhere else resets the window (and lets go of
+ * the read-ahead no read used), so a random reader fetches only the block
+ * it touches.  With a disk cache, a random reader reads there only the
+ * 4 KiB pages it asks for, and a block it had to fetch leaves memory once
+ * stored (read_random); without one, it keeps the blocks it has read
+ * while memory allows: random readers come back to them.
  *
  * Missing blocks are fetched by a pool of worker threads (read_parallel of
  * them): a job is a run of up to part_size consecutive blocks; it takes
  * what it can from the disk cache and fetches the rest with one ranged GET
  * per gap, pinned with If-Match to the ETag seen at open.  Blocks become
  * readable one by one as the bytes arrive, and are written to the disk
- * cache afterwards (by the worker, never by the HTTP thread).
+ * cache afterwards (by the worker, never by the HTTP thread; a sequential
+ * reader's with O_DIRECT, around the page cache).
  *
  * Memory: every block in memory counts against max_memory for the whole
- * mount.  Read-ahead takes memory only while some is free (leaving a
+ * mount, and so do the few freed buffers kept for reuse.  Read-ahead takes memory only while some is free (leaving a
  * reserve for blocks a read is waiting for); a block a read needs may wait
  * for memory, and takes it back from the least recently used finished
  * blocks no read is using.  So readers share the bound by back-pressure and
  * never fail for want of memory.
  *
  * Locking: one mutex (rp->lock) guards the objects, their block tables,
- * the readers' windows and the job queue; data of a block is written only by its one job while it is
- * FETCHING, and read only after it is READY. */
+ * the readers' windows and the job queue; data of a block is written only
+ * by its one job while it is FETCHING, and read only after it is READY. */
 #include "cache/cache.h"
 #include "fs/fs_private.h"
 
