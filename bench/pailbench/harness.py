@@ -30,7 +30,7 @@ from . import fixtures as F
 from . import report
 from . import workloads as W
 from .util import DiskSampler, detail, fuse_abort, human_bytes, log, \
-    mount_entry, run, set_log_file, vm_hwm
+    mount_entry, reset_hwm, run, set_log_file, vm_hwm
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(BENCH_DIR)
@@ -143,6 +143,7 @@ class Row:
         self.results = {}
         self.missing = None       # "not installed ..." for the whole row
         self.peak_rss = None
+        self.rss = {}              # workload id -> peak RSS while it ran
         self.cache_peak = None
         self.version = ""
         self.notes = []
@@ -174,7 +175,13 @@ def run_fs_contender(ctx, c, row, workloads):
         sampler = DiskSampler([cache_dir], c.pid)
         sampler.start()
         for wid in group:
+            # The peak of this workload alone (the process may have grown
+            # in the one before it on the same mount).
+            fresh = c.pid and reset_hwm(c.pid)
             row.results[wid] = run_one(ctx, c, wid, mnt)
+            hwm = vm_hwm(c.pid) if fresh else None
+            if hwm:
+                row.rss[wid] = hwm
         group_peak = sampler.stop()
         detail(f"{c.key}: {'/'.join(group)}: cache/staging peak {human_bytes(group_peak)}, "
                f"VmHWM {human_bytes(vm_hwm(c.pid) if c.pid else None)}")
@@ -184,7 +191,7 @@ def run_fs_contender(ctx, c, row, workloads):
                                              "block cache in this build, so warm = cold again")
         cache_peak = max(cache_peak, group_peak)
         hwm = vm_hwm(c.pid) if c.pid else None
-        peak_rss = max(peak_rss, hwm or 0)
+        peak_rss = max([peak_rss, hwm or 0] + [row.rss[w] for w in group if w in row.rss])
         took, clean = c.unmount(timeout=ctx.t.write)
         if not clean:
             row.notes.append(f"unmount after {'/'.join(group)} was not clean ({took:.0f} s): "

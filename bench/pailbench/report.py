@@ -115,14 +115,15 @@ def write(rows, meta, md_path, png_path, workdir):
         "find": f"find ({sz.tree_dirs * (sz.tree_files + 1)})",
         "firstbyte": f"first byte (median of {sz.firstbyte_n})",
     }
-    header = ["contender"] + [titles[w.id] for w in cols] + ["peak RSS", "cache/staging peak"]
+    header = ["contender"] + [titles[w.id] for w in cols] + \
+        ["peak RSS", "peak RSS, seq read", "cache/staging peak"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         name = f"**{row.c.label}**"
         if row.missing:
             lines.append(f"| {name} | " + " | ".join(
                 [f"**{row.missing.split(':')[0]}** " + footnote(f"{row.c.label}: {row.missing}")]
-                + ["—"] * (len(cols) - 1)) + " | — | — |")
+                + ["—"] * (len(cols) - 1)) + " | — | — | — |")
             continue
         cells = [name]
         for w in cols:
@@ -140,9 +141,14 @@ def write(rows, meta, md_path, png_path, workdir):
                 text = f"**{r.status}** " + footnote(f"{row.c.label}, {w.title}: {r.why}")
             cells.append(text)
         if row.c.is_fs:
-            cells += [human_bytes(row.peak_rss), human_bytes(row.cache_peak)]
+            seq = [row.rss[w] for w in ("read_cold", "read_warm") if w in row.rss]
+            each = ", ".join(f"{w} {human_bytes(row.rss[w])}" for w in W.RUN_ORDER if w in row.rss)
+            cells += [human_bytes(row.peak_rss) + (" " + footnote(f"{row.c.label}, peak RSS "
+                                                                  f"of each workload: {each}")
+                                                   if each else ""),
+                      human_bytes(max(seq)) if seq else "—", human_bytes(row.cache_peak)]
         else:
-            cells += ["—", "—"]
+            cells += ["—", "—", "—"]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
 
@@ -207,6 +213,8 @@ def write(rows, meta, md_path, png_path, workdir):
         "first byte: open + pread of 1 byte + close, at 20 offsets spread over the object "
         "(so no sample is served by what an earlier one fetched), page cache dropped before each.",
         "peak RSS: VmHWM of the filesystem process (the largest over its mounts); "
+        "\"peak RSS, seq read\" and the per-workload figures in the notes: VmHWM reset "
+        "(`echo 5 > /proc/PID/clear_refs`) before each workload and read after it; "
         "cache/staging peak: the most disk its cache directory and any unlinked files "
         "it held open used at once, sampled every 0.5 s.",
         "raw limit: parallel ranged GETs with curl (the best of 1–16 at once) for reads, "

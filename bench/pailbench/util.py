@@ -173,6 +173,18 @@ def vm_hwm(pid):
     return None
 
 
+def reset_hwm(pid):
+    """Make VmHWM of pid start again from its current RSS (writing 5 to
+    /proc/PID/clear_refs resets the peak), so the next vm_hwm() is the peak
+    of what ran in between. False when it could not."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _tree_bytes(top, seen):
     """Bytes allocated on disk (st_blocks) by regular files under top; a
     file with several names (s3fs's .mirror hard links) counts once."""

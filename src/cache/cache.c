@@ -1,12 +1,25 @@
 /* cache.c — the on-disk block cache (see cache.h for the contract).
  *
- * One file per block, named "<object hash>-<block number>.blk", where the
+ * One file per block, named "<object hash>-<block number>.blk2", where the
  * object hash is the first 128 bits of SHA-256 of the identity string.  A
- * file is a 24-byte header (magic, CRC32C of the data, data length) and the
- * data.  The index in memory maps names to sizes and keeps them in LRU
- * order; it is rebuilt at open from the files and their mtimes.  The index
- * is the truth about what is cached: space is reserved in it before a file
- * is written, so the directory never holds more than the bound plus the
+ * file is a 4 KiB header and the data.  The header holds the magic, the
+ * data length, a CRC32C of each 4 KiB piece of the data ("page") and a
+ * CRC32C of the header itself:
+ *
+ *     0  "PAILBLK2"      8  header CRC32C (of bytes 12..4095)
+ *    12  data length    16  page size (4096)   20  number of pages n
+ *    24  n page CRC32Cs, then zeros up to 4096; the data follows.
+ *
+ * Why pages: a random reader asks for 4 KiB of a 1 MiB block; with one
+ * checksum per page it reads and verifies those 4 KiB, not the whole
+ * block.  The header is one page so the data stays page-aligned in the
+ * file.  (Format 1, "PAILBLK1" in "*.blk" files, had one CRC per block;
+ * such files are removed at open.)
+ *
+ * The index in memory maps names to sizes and keeps them in LRU order; it
+ * is rebuilt at open from the files and their mtimes.  The index is the
+ * truth about what is cached: space is reserved in it before a file is
+ * written, so the directory never holds more than the bound plus the
  * blocks being written at that moment. */
 #include "cache/cache.h"
 #include "util/util.h"
@@ -14,6 +27,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <isa-l/crc.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -22,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
@@ -29,16 +44,43 @@
 #include <uthash.h>
 #include <utlist.h>
 
-#define CACHE_MAGIC "PAILBLK1"
-#define CACHE_HDR 24
+#define CACHE_MAGIC "PAILBLK2"
+#define CACHE_HDR 4096
+#define CACHE_PAGE 4096u
+#define CACHE_MAX_PAGES ((CACHE_HDR - 24) / 4)
+#define CACHE_MAX_DATA ((size_t)CACHE_MAX_PAGES * CACHE_PAGE)
+#define CACHE_SUFFIX ".blk2"
+#define CACHE_OLD_SUFFIX ".blk" /* format 1 */
 #define CACHE_NAME_MAX 64
+#define CACHE_OPEN_MAX 1024   /* block files kept open between reads, at most */
+#define CACHE_STAMP_EVERY 30  /* seconds between writes of use times to mtimes */
+
+struct ofile;
 
 struct entry {
     char name[CACHE_NAME_MAX];  /* the file's name */
     uint64_t bytes;             /* file size, header included */
     uint64_t gen;               /* tells a re-made entry of the same name apart */
     struct entry *prev, *next;  /* LRU: least recently used first */
+    struct timespec used;       /* last use, not yet written to the mtime when `stamp` */
+    bool stamp;
+    struct ofile *of;           /* its file, open, or NULL */
     UT_hash_handle hh;
+};
+
+/* A block file kept open with its checked header: a small read of a
+ * cached block then costs one preadv, not open + two reads + close.
+ * Only files the index holds are kept; an entry dropped (evicted,
+ * replaced, damaged) lets go of its file, closed once no read uses it,
+ * so unlinked files do not linger. */
+struct ofile {
+    struct entry *e;            /* whose file it is; NULL once gone */
+    int fd;
+    unsigned users;             /* reads using fd now */
+    bool gone;                  /* its entry let go: close when unused */
+    uint32_t dlen;
+    struct ofile *prev, *next;  /* c->open, least recently used first */
+    unsigned char hdr[];        /* the header up to its last page CRC */
 };
 
 struct cache {
@@ -51,8 +93,29 @@ struct cache {
     uint64_t bytes;          /* protected by lock */
     uint64_t gen;            /* protected by lock */
     struct timespec stamp;   /* the last use recorded; protected by lock */
+    struct ofile *open;      /* protected by lock */
+    unsigned n_open;         /* protected by lock */
+    unsigned open_max;       /* files kept open, at most */
+    time_t stamped;          /* when use times were last written; protected by lock */
     atomic_bool warned_full;
 };
+
+/* With c->lock held: let go of an open file (it is closed now, or by its
+ * last user). */
+static void ofile_release_locked(struct cache *c, struct ofile *of)
+{
+    if (!of->gone) {
+        DL_DELETE(c->open, of);
+        c->n_open--;
+        of->gone = true;
+        of->e->of = NULL;
+        of->e = NULL;
+    }
+    if (!of->users) {
+        close(of->fd);
+        free(of);
+    }
+}
 
 /* A use time later than every one recorded before (lock held): file
  * timestamps are coarse, and ties would lose the LRU order at the next
@@ -73,14 +136,71 @@ static struct timespec next_stamp_locked(struct cache *c)
     return now;
 }
 
+/* Write the use times recorded since the last time to the files' mtimes,
+ * the LRU order of the next start.  Done every CACHE_STAMP_EVERY seconds
+ * (or now, with `force`: at close), not at each use: a 4 KiB read would
+ * otherwise cost a metadata write too.  A crash loses the order of the
+ * uses since the last write, nothing else. */
+static void stamps_flush(struct cache *c, bool force)
+{
+    struct use {
+        char name[CACHE_NAME_MAX];
+        struct timespec t;
+    } *list = NULL;
+    size_t n = 0, want = 0;
+    pthread_mutex_lock(&c->lock);
+    time_t now = time(NULL);
+    if (!force && now - c->stamped < CACHE_STAMP_EVERY) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    c->stamped = now;
+    struct entry *e;
+    DL_FOREACH(c->lru, e)
+    {
+        want += e->stamp;
+    }
+    list = want ? malloc(want * sizeof(*list)) : NULL;
+    DL_FOREACH(c->lru, e)
+    {
+        if (list && e->stamp) {
+            memcpy(list[n].name, e->name, CACHE_NAME_MAX);
+            list[n++].t = e->used;
+            e->stamp = false;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        struct timespec t[2] = {{0, UTIME_OMIT}, list[i].t};
+        if (snprintf(path, sizeof(path), "%s/%s", c->dir, list[i].name) < (int)sizeof(path))
+            utimensat(AT_FDCWD, path, t, 0); /* gone meanwhile: nothing to keep */
+    }
+    free(list);
+}
+
 static void block_name(const char *id, uint64_t blockno, char *out)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_Digest(id, strlen(id), md, &n, EVP_sha256(), NULL);
-    for (int i = 0; i < 16; i++)
-        sprintf(out + 2 * i, "%02x", md[i]);
-    snprintf(out + 32, CACHE_NAME_MAX - 32, "-%llu.blk", (unsigned long long)blockno);
+    /* A reader asks for blocks of the same object again and again: each
+     * thread remembers the hash of the last identity it named. */
+    static _Thread_local char last_id[1536];
+    static _Thread_local char last_hex[33];
+    size_t len = strlen(id);
+    if (!last_hex[0] || len >= sizeof(last_id) || memcmp(last_id, id, len + 1) != 0) {
+        static const char hex[] = "0123456789abcdef";
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        EVP_Digest(id, len, md, &n, EVP_sha256(), NULL);
+        for (int i = 0; i < 16; i++) {
+            last_hex[2 * i] = hex[md[i] >> 4];
+            last_hex[2 * i + 1] = hex[md[i] & 15];
+        }
+        last_hex[32] = 0;
+        if (len < sizeof(last_id))
+            memcpy(last_id, id, len + 1);
+    }
+    memcpy(out, last_hex, 32);
+    snprintf(out + 32, CACHE_NAME_MAX - 32, "-%llu" CACHE_SUFFIX, (unsigned long long)blockno);
 }
 
 static char *path_of(struct cache *c, const char *name)
@@ -103,6 +223,8 @@ uint64_t cache_default_limit(const char *dir)
 /* Remove an entry from the index and its file from disk (lock held). */
 static void drop_locked(struct cache *c, struct entry *e)
 {
+    if (e->of)
+        ofile_release_locked(c, e->of);
     char *p = path_of(c, e->name);
     if (p)
         unlink(p);
@@ -126,13 +248,19 @@ static int by_mtime(const void *a, const void *b)
     return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : x->mtime.tv_nsec > y->mtime.tv_nsec;
 }
 
+static bool has_suffix(const char *name, size_t len, const char *suffix)
+{
+    size_t n = strlen(suffix);
+    return len > n && strcmp(name + len - n, suffix) == 0;
+}
+
 static int scan(struct cache *c)
 {
     DIR *d = opendir(c->dir);
     if (!d)
         return errno;
     struct found *all = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0, cap = 0, old = 0;
     int rc = 0;
     struct dirent *de;
     while (!rc && (de = readdir(d))) {
@@ -145,7 +273,12 @@ static int scan(struct cache *c)
             unlinkat(dirfd(d), de->d_name, 0);
             continue;
         }
-        if (strcmp(de->d_name + len - 4, ".blk") != 0)
+        if (has_suffix(de->d_name, len, CACHE_OLD_SUFFIX)) { /* format 1: never read */
+            unlinkat(dirfd(d), de->d_name, 0);
+            old++;
+            continue;
+        }
+        if (!has_suffix(de->d_name, len, CACHE_SUFFIX))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 256;
@@ -167,6 +300,8 @@ static int scan(struct cache *c)
         all[n++].mtime = st.st_mtim;
     }
     closedir(d);
+    if (old)
+        log_info("block cache %s: removed %zu blocks of an older format", c->dir, old);
     if (n)
         qsort(all, n, sizeof(*all), by_mtime);
     for (size_t i = 0; i < n; i++) {
@@ -218,6 +353,14 @@ int cache_open(const char *dir, uint64_t limit, struct cache **out, pid_t *owner
     }
     if (!rc)
         rc = scan(c);
+    c->stamped = time(NULL);
+    /* Open files left for the rest of the process: a quarter of its
+     * limit, which the caller may have raised. */
+    struct rlimit nofile;
+    c->open_max = CACHE_OPEN_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        nofile.rlim_cur / 4 < c->open_max)
+        c->open_max = (unsigned)(nofile.rlim_cur / 4);
     if (rc) {
         cache_close(c);
         return rc;
@@ -232,9 +375,12 @@ void cache_close(struct cache *c)
 {
     if (!c)
         return;
+    stamps_flush(c, true);
     struct entry *e, *tmp;
     HASH_ITER(hh, c->by_name, e, tmp)
     {
+        if (e->of)
+            ofile_release_locked(c, e->of); /* no read is running */
         HASH_DEL(c->by_name, e);
         free(e);
     }
@@ -281,59 +427,235 @@ static void forget(struct cache *c, const char *name, uint64_t gen)
     pthread_mutex_unlock(&c->lock);
 }
 
-int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap,
-              size_t *len)
+/* Check the header of an open block file (read into h): 0 and *dlen, the
+ * errno of reading it, or EBADMSG (not a block of this format, or damaged). */
+static int hdr_read(int fd, unsigned char *h, uint32_t *dlen)
+{
+    ssize_t n = pread(fd, h, CACHE_HDR, 0);
+    if (n < 0)
+        return errno;
+    if (n != CACHE_HDR || memcmp(h, CACHE_MAGIC, 8) != 0)
+        return EBADMSG;
+    uint32_t len = get_u32(h + 12), pages = get_u32(h + 20);
+    if (get_u32(h + 16) != CACHE_PAGE || len > CACHE_MAX_DATA ||
+        pages != (len + CACHE_PAGE - 1) / CACHE_PAGE ||
+        crc32_iscsi(h + 12, CACHE_HDR - 12, 0) != get_u32(h + 8))
+        return EBADMSG;
+    *dlen = len;
+    return 0;
+}
+
+static size_t page_len(uint32_t dlen, uint64_t page)
+{
+    uint64_t left = dlen - page * CACHE_PAGE;
+    return left < CACHE_PAGE ? (size_t)left : CACHE_PAGE;
+}
+
+/* Read data bytes [off, off + len) of a block file whose header is h (len
+ * > 0, off + len <= dlen) into buf, in one preadv: the whole pages the
+ * range covers, each checked against its CRC.  The pages at the two ends
+ * go through a bounce page when the range starts or ends inside them, so
+ * buf needs only `len` bytes.  0, EBADMSG, or the errno of reading. */
+static int data_read(int fd, const unsigned char *h, uint32_t dlen, uint64_t off, size_t len,
+                     unsigned char *buf)
+{
+    uint64_t end = off + len, p0 = off / CACHE_PAGE, p1 = (end - 1) / CACHE_PAGE;
+    uint64_t a = p0 * CACHE_PAGE, z = (p1 + 1) * CACHE_PAGE < dlen ? (p1 + 1) * CACHE_PAGE : dlen;
+    bool end_whole = end % CACHE_PAGE == 0 || end == dlen;
+    bool bounce0 = off != a || (p0 == p1 && !end_whole), bounce1 = p1 != p0 && !end_whole;
+    unsigned char head[CACHE_PAGE], tail[CACHE_PAGE];
+    struct iovec iov[3];
+    int n = 0;
+    uint64_t mid0 = bounce0 ? p0 + 1 : p0, mid1 = bounce1 ? p1 : p1 + 1; /* [mid0, mid1) direct */
+    if (bounce0)
+        iov[n++] = (struct iovec){head, page_len(dlen, p0)};
+    if (mid0 < mid1) {
+        uint64_t m_end = mid1 * CACHE_PAGE < dlen ? mid1 * CACHE_PAGE : dlen;
+        iov[n++] = (struct iovec){buf + (mid0 * CACHE_PAGE - off), m_end - mid0 * CACHE_PAGE};
+    }
+    if (bounce1)
+        iov[n++] = (struct iovec){tail, page_len(dlen, p1)};
+    ssize_t got = preadv(fd, iov, n, (off_t)(CACHE_HDR + a));
+    if (got < 0)
+        return errno;
+    if ((uint64_t)got != z - a)
+        return EBADMSG; /* the file is shorter than its header says */
+    for (uint64_t p = p0; p <= p1; p++) {
+        const unsigned char *d = p == p0 && bounce0   ? head
+                                 : p == p1 && bounce1 ? tail
+                                                      : buf + (p * CACHE_PAGE - off);
+        if (crc32_iscsi((unsigned char *)d, (int)page_len(dlen, p), 0) != get_u32(h + 24 + 4 * p))
+            return EBADMSG;
+    }
+    if (bounce0) {
+        uint64_t stop = a + page_len(dlen, p0) < end ? a + page_len(dlen, p0) : end;
+        memcpy(buf, head + (off - a), stop - off);
+    }
+    if (bounce1)
+        memcpy(buf + (p1 * CACHE_PAGE - off), tail, end - p1 * CACHE_PAGE);
+    return 0;
+}
+
+/* Open block file `name` and check its header: 0 and *out (one user),
+ * ENOENT (no such file: being written, or removed by hand), EBADMSG, or
+ * another errno. */
+static int ofile_open(struct cache *c, const char *name, struct ofile **out)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/%s", c->dir, name) >= (int)sizeof(path))
+        return ENAMETOOLONG;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    unsigned char hdr[CACHE_HDR];
+    uint32_t dlen = 0;
+    int rc = hdr_read(fd, hdr, &dlen);
+    /* Only what reads use: 1 KiB for a 1 MiB block, not the whole page. */
+    size_t keep = 24 + 4 * (size_t)((dlen + CACHE_PAGE - 1) / CACHE_PAGE);
+    struct ofile *of = rc ? NULL : calloc(1, sizeof(*of) + keep);
+    if (!rc && !of)
+        rc = ENOMEM;
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    memcpy(of->hdr, hdr, keep);
+    of->fd = fd;
+    of->dlen = dlen;
+    of->users = 1;
+    *out = of;
+    return 0;
+}
+
+/* The common part of cache_get and cache_read: bytes [off, off + len) of
+ * the block, clipped at its end; with `whole`, the block must fit in len
+ * (else it counts as damaged, as a block bigger than any block is). */
+static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off,
+                      size_t len, bool whole, void *buf, size_t *got)
 {
     char name[CACHE_NAME_MAX];
     block_name(id, blockno, name);
     pthread_mutex_lock(&c->lock);
     struct entry *e;
     HASH_FIND_STR(c->by_name, name, e);
-    struct timespec used[2] = {{0, UTIME_OMIT}, {0, 0}};
-    if (e) { /* most recently used now */
-        DL_DELETE(c->lru, e);
-        DL_APPEND(c->lru, e);
-        used[1] = next_stamp_locked(c);
-    }
-    pthread_mutex_unlock(&c->lock);
-    if (!e)
+    if (!e) {
+        pthread_mutex_unlock(&c->lock);
         return ENOENT;
-    char *p = path_of(c, name);
-    int fd = p ? open(p, O_RDONLY | O_CLOEXEC) : -1;
-    free(p);
-    if (fd < 0) {
-        if (errno == ENOENT) /* still being written, or removed by hand */
-            return ENOENT;
-        return errno;
     }
-    unsigned char hdr[CACHE_HDR];
+    DL_DELETE(c->lru, e); /* most recently used now */
+    DL_APPEND(c->lru, e);
+    e->used = next_stamp_locked(c);
+    e->stamp = true;
+    uint64_t gen = e->gen;
+    struct ofile *of = e->of;
+    if (of) {
+        of->users++;
+        DL_DELETE(c->open, of);
+        DL_APPEND(c->open, of);
+    }
+    bool flush = time(NULL) - c->stamped >= CACHE_STAMP_EVERY;
+    pthread_mutex_unlock(&c->lock);
+    if (flush)
+        stamps_flush(c, false);
+
     int rc = 0;
-    ssize_t n = pread(fd, hdr, CACHE_HDR, 0);
-    uint32_t want_len = n == CACHE_HDR ? get_u32(hdr + 12) : 0;
-    if (n != CACHE_HDR || memcmp(hdr, CACHE_MAGIC, 8) != 0 || want_len > cap) {
-        rc = EBADMSG;
-    } else {
-        n = pread(fd, buf, want_len, CACHE_HDR);
-        if (n != (ssize_t)want_len || crc32_iscsi(buf, (int)want_len, 0) != get_u32(hdr + 8))
-            rc = EBADMSG;
+    if (!of) {
+        rc = ofile_open(c, name, &of);
+        if (!rc) { /* keep it open for the next read, if the entry is still the one */
+            pthread_mutex_lock(&c->lock);
+            HASH_FIND_STR(c->by_name, name, e);
+            if (e && e->gen == gen && !e->of) {
+                e->of = of;
+                of->e = e;
+                DL_APPEND(c->open, of);
+                if (++c->n_open > c->open_max)
+                    ofile_release_locked(c, c->open);
+            } else {
+                of->gone = true;
+            }
+            pthread_mutex_unlock(&c->lock);
+        }
     }
-    if (!rc)
-        futimens(fd, used); /* the LRU order of the next start */
-    close(fd);
+    size_t n = 0;
+    if (!rc && whole && of->dlen > len)
+        rc = EBADMSG;
+    if (!rc && off < of->dlen) {
+        n = of->dlen - off < len ? (size_t)(of->dlen - off) : len;
+        if (n)
+            rc = data_read(of->fd, of->hdr, of->dlen, off, n, buf);
+    }
+    if (of) {
+        pthread_mutex_lock(&c->lock);
+        if (!--of->users && of->gone) {
+            close(of->fd);
+            free(of);
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (rc == ENOENT) /* still being written, or removed by hand */
+        return ENOENT;
     if (rc == EBADMSG) {
         log_warn("block cache: %s is damaged (bad checksum or size): dropped, fetching again",
                  name);
         forget(c, name, 0);
         return ENOENT;
     }
-    *len = want_len;
+    if (rc)
+        return rc;
+    *got = n;
+    return 0;
+}
+
+int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap,
+              size_t *len)
+{
+    return block_read(c, id, blockno, 0, cap, true, buf, len);
+}
+
+int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
+               void *buf, size_t *got)
+{
+    return block_read(c, id, blockno, off, len, false, buf, got);
+}
+
+/* Write header and data to a new file fd; with `direct`, through
+ * O_DIRECT when data and len allow it (page-aligned, whole pages), so the
+ * bytes go from data to the disk with no copy into the page cache; else,
+ * or when the filesystem refuses it, by an ordinary write.  0 or errno. */
+static int write_block(int fd, const unsigned char *hdr, const void *data, size_t len,
+                       bool direct)
+{
+    struct iovec iov[2] = {{(void *)hdr, CACHE_HDR}, {(void *)data, len}};
+    ssize_t need = (ssize_t)(CACHE_HDR + len);
+    if (direct && len % CACHE_PAGE == 0 && (uintptr_t)data % CACHE_PAGE == 0 &&
+        (uintptr_t)hdr % CACHE_PAGE == 0) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
+            ssize_t n = pwritev(fd, iov, 2, 0);
+            fcntl(fd, F_SETFL, fl);
+            if (n == need)
+                return 0;
+            if (n >= 0 || errno != EINVAL)
+                return n < 0 ? errno : ENOSPC;
+            /* EINVAL: the filesystem wants other alignments; write it plainly */
+        }
+    }
+    ssize_t n = pwritev(fd, iov, 2, 0);
+    if (n != need)
+        return n < 0 ? errno : ENOSPC;
     return 0;
 }
 
 int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len)
 {
+    return cache_store(c, id, blockno, data, len, 0);
+}
+
+int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
+                unsigned flags)
+{
     uint64_t need = len + CACHE_HDR;
-    if (need > c->limit)
+    if (need > c->limit || len > CACHE_MAX_DATA)
         return c->limit ? EFBIG : 0;
     struct entry *e = calloc(1, sizeof(*e));
     if (!e)
@@ -364,14 +686,18 @@ int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *dat
     if (!rc && fd < 0)
         rc = errno;
     if (!rc) {
-        unsigned char hdr[CACHE_HDR] = {0};
+        _Alignas(CACHE_PAGE) unsigned char hdr[CACHE_HDR] = {0};
+        uint32_t pages = (uint32_t)((len + CACHE_PAGE - 1) / CACHE_PAGE);
         memcpy(hdr, CACHE_MAGIC, 8);
-        put_u32(hdr + 8, crc32_iscsi((unsigned char *)data, (int)len, 0));
         put_u32(hdr + 12, (uint32_t)len);
-        struct iovec iov[2] = {{hdr, CACHE_HDR}, {(void *)data, len}};
-        ssize_t n = pwritev(fd, iov, 2, 0);
-        if (n != (ssize_t)need)
-            rc = n < 0 ? errno : ENOSPC;
+        put_u32(hdr + 16, CACHE_PAGE);
+        put_u32(hdr + 20, pages);
+        for (uint32_t p = 0; p < pages; p++)
+            put_u32(hdr + 24 + 4 * p,
+                    crc32_iscsi((unsigned char *)data + (size_t)p * CACHE_PAGE,
+                                (int)page_len((uint32_t)len, p), 0));
+        put_u32(hdr + 8, crc32_iscsi(hdr + 12, CACHE_HDR - 12, 0));
+        rc = write_block(fd, hdr, data, len, flags & CACHE_STORE_DIRECT);
     }
     if (fd >= 0 && close(fd) < 0 && !rc)
         rc = errno;

@@ -5,13 +5,17 @@
  * an identity string the caller builds from (endpoint, bucket, key, ETag) —
  * and its number, so a block of a replaced object can never be served for
  * the new one: the new ETag names other files.  Each file carries a CRC32C
- * of its bytes, checked on every read; a block that fails is deleted and
- * reported as missing.  Files are written under a temporary name and
+ * of every 4 KiB page of its bytes; a read checks the pages it returns, and
+ * a block that fails is deleted and reported as missing.  Files are written under a temporary name and
  * renamed, so a crash leaves whole blocks or none.
  *
  * The total size is bounded: inserting evicts the least recently used
- * blocks first (use is recorded in the file's mtime, so the order survives
- * a restart).  A cache directory belongs to one process at a time (a lock
+ * blocks first (use is written to the files' mtimes every 30 seconds and
+ * at close, so the order survives a restart).  The files of recently read
+ * blocks are kept open (at most 1024, and at most a quarter of the
+ * process's RLIMIT_NOFILE at open) so a small read costs one preadv;
+ * a dropped block's file is closed once no read uses it, so no deleted
+ * file stays open.  A cache directory belongs to one process at a time (a lock
  * file); a second process gets EBUSY.
  *
  * All functions are thread-safe.  Layer prefix: cache_. */
@@ -42,10 +46,30 @@ uint64_t cache_default_limit(const char *dir);
 int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap,
               size_t *len);
 
+/* Copy bytes [off, off + len) of block `blockno` of object version `id`
+ * into buf (len bytes), reading and checking only the 4 KiB pages they
+ * cover: what a small read of a big block costs.  0 and *got (len, or
+ * fewer when the block ends first; 0 when off is at or past its end),
+ * ENOENT (not cached, or dropped because a checksum or its size was wrong
+ * — logged), or another errno of reading it. */
+int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
+               void *buf, size_t *got);
+
 /* Store a block (replacing a copy already there).  0, ENOSPC (the disk is
  * full: the block is not kept, logged once), EFBIG (larger than the whole
- * cache), or another errno.  Failures never affect what the cache holds. */
+ * cache, or than the 1018 pages of 4 KiB a block can hold), or another
+ * errno.  Failures never affect what the cache holds. */
 int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len);
+
+/* cache_put with flags.  CACHE_STORE_DIRECT: the block will not be read
+ * again soon (a sequential reader's): write it around the page cache
+ * (O_DIRECT) when data is page-aligned and len a multiple of 4 KiB,
+ * which saves copying it and keeps the page cache for what is re-read;
+ * otherwise, or where the filesystem refuses O_DIRECT, as cache_put does.
+ * Same returns as cache_put. */
+#define CACHE_STORE_DIRECT 1u
+int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
+                unsigned flags);
 
 /* Bytes the cache holds now, and its bound. */
 uint64_t cache_size(struct cache *c);

@@ -326,13 +326,16 @@ void fs_readpool_free(struct fs *fs);
 struct fs_reader *fs_reader_new(struct fs *fs, fuse_ino_t ino, const char *path,
                                 const struct fs_attr *a);
 void fs_reader_free(struct fs_reader *r);
-/* What a read hands to fuse_reply_iov: pieces of blocks, kept from being
- * freed until fs_read_reply_done(). */
+/* What a read hands to fuse_reply_iov: one piece per block, either in the
+ * block in memory (pinned[i], kept from being freed until
+ * fs_read_reply_done()) or, for bytes read straight from the disk cache,
+ * in `buf` (pinned[i] NULL; freed by fs_read_reply_done()). */
 #define FS_READ_MAX_IOV 8
 struct fs_read_reply {
     struct iovec iov[FS_READ_MAX_IOV];
     struct rblock *pinned[FS_READ_MAX_IOV];
     size_t n;
+    char *buf;
     struct fs_readpool *rp;
 };
 /* Read [off, off+size) (clipped at the end of the object; at most 7 MiB)

@@ -6,27 +6,31 @@
  * asks for the blocks it covers; a reader that keeps reading where it left
  * off (sequential) also asks for the blocks ahead of it, up to its window,
  * which starts at 1 MiB and doubles with every sequential read up to
- * max_readahead; a read anywhere else resets the window, so a random
- * reader fetches only the block it touches (and keeps the blocks it has
- * read while memory allows: random readers come back to them).
+ * max_readahead; a read anywhere else resets the window (and lets go of
+ * the read-ahead no read used), so a random reader fetches only the block
+ * it touches.  With a disk cache, a random reader reads there only the
+ * 4 KiB pages it asks for, and a block it had to fetch leaves memory once
+ * stored (read_random); without one, it keeps the blocks it has read
+ * while memory allows: random readers come back to them.
  *
  * Missing blocks are fetched by a pool of worker threads (read_parallel of
  * them): a job is a run of up to part_size consecutive blocks; it takes
  * what it can from the disk cache and fetches the rest with one ranged GET
  * per gap, pinned with If-Match to the ETag seen at open.  Blocks become
  * readable one by one as the bytes arrive, and are written to the disk
- * cache afterwards (by the worker, never by the HTTP thread).
+ * cache afterwards (by the worker, never by the HTTP thread; a sequential
+ * reader's with O_DIRECT, around the page cache).
  *
  * Memory: every block in memory counts against max_memory for the whole
- * mount.  Read-ahead takes memory only while some is free (leaving a
+ * mount, and so do the few freed buffers kept for reuse.  Read-ahead takes memory only while some is free (leaving a
  * reserve for blocks a read is waiting for); a block a read needs may wait
  * for memory, and takes it back from the least recently used finished
  * blocks no read is using.  So readers share the bound by back-pressure and
  * never fail for want of memory.
  *
  * Locking: one mutex (rp->lock) guards the objects, their block tables,
- * the readers' windows and the job queue; data of a block is written only by its one job while it is
- * FETCHING, and read only after it is READY. */
+ * the readers' windows and the job queue; data of a block is written only
+ * by its one job while it is FETCHING, and read only after it is READY. */
 #include "cache/cache.h"
 #include "fs/fs_private.h"
 
@@ -35,11 +39,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <utlist.h>
 
 #define RD_BLOCK (1u << 20)
+/* Block buffers kept for reuse: a fresh 1 MiB buffer is a fresh mapping,
+ * and faulting in its 256 pages and unmapping them again cost about a
+ * third of the CPU of a read from the disk cache. */
+#define RD_POOL_MAX 8
 
 enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
+
+struct rbuf { /* a pooled block buffer (its first bytes) */
+    struct rbuf *next;
+};
 
 struct rblock {
     struct robj *o;             /* the table holding it; NULL once dropped */
@@ -50,6 +63,9 @@ struct rblock {
     int error;
     unsigned pins;              /* reads waiting on it and its job */
     bool used;                  /* a read has had bytes from it */
+    bool transient;             /* a random reader's: dropped once stored and unpinned */
+    bool stored;                /* the disk cache holds it */
+    bool job;                   /* a job holds it (and so its object) */
     bool in_lru;
     struct rblock *lru_prev, *lru_next; /* reclaimable: ready, in a table, unpinned */
     UT_hash_handle hh;          /* o->blocks */
@@ -87,7 +103,9 @@ struct rjob {
 struct fs_readpool {
     pthread_mutex_t lock;
     pthread_cond_t cond;        /* blocks done, memory freed, jobs queued */
-    uint64_t mem_used, mem_limit, reserve;
+    uint64_t mem_used, mem_limit, reserve; /* mem_used: blocks in tables or pinned */
+    struct rbuf *pool;          /* buffers to reuse; pool_n + mem_used stays within mem_limit */
+    unsigned pool_n;
     struct rblock *lru;
     struct robj *objs;          /* by id */
     struct rjob *queue;
@@ -116,17 +134,17 @@ static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
 {
     if (b->o || b->pins)
         return;
-    free(b->data);
-    free(b);
     rp->mem_used -= RD_BLOCK;
+    if (rp->pool_n < RD_POOL_MAX && rp->mem_used + (rp->pool_n + 1ull) * RD_BLOCK <= rp->mem_limit) {
+        struct rbuf *buf = (struct rbuf *)(void *)b->data;
+        buf->next = rp->pool;
+        rp->pool = buf;
+        rp->pool_n++;
+    } else {
+        free(b->data);
+    }
+    free(b);
     pthread_cond_broadcast(&rp->cond);
-}
-
-static void block_unpin(struct fs_readpool *rp, struct rblock *b)
-{
-    b->pins--;
-    lru_update(rp, b);
-    block_maybe_free(rp, b);
 }
 
 /* Take a block out of its object's table. */
@@ -140,11 +158,26 @@ static void block_drop(struct fs_readpool *rp, struct rblock *b)
     block_maybe_free(rp, b);
 }
 
+static void block_unpin(struct fs_readpool *rp, struct rblock *b)
+{
+    b->pins--;
+    /* A random reader reads it again from the disk cache, a page at a
+     * time, as cheaply as from here: memory is better left to read-ahead.
+     * And a block fs_reader_free() left to its job goes when the job lets
+     * go (even if a read still pins it: the object may go next). */
+    if (b->o && ((!b->pins && b->transient && b->stored) || !b->o->readers)) {
+        block_drop(rp, b);
+        return;
+    }
+    lru_update(rp, b);
+    block_maybe_free(rp, b);
+}
+
 /* A new FETCHING block in o's table (or the one another thread made while
  * this one waited), or NULL: without `wait` when memory
  * beyond the reserve is used up; with `wait` after reclaiming or waiting. */
 static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t no,
-                                bool wait)
+                                bool wait, bool transient)
 {
     for (;;) {
         uint64_t limit = wait ? rp->mem_limit : rp->mem_limit - rp->reserve;
@@ -173,7 +206,14 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
         }
     }
     struct rblock *b = calloc(1, sizeof(*b));
-    if (!b || !(b->data = malloc(RD_BLOCK))) {
+    if (!b)
+        return NULL;
+    if (rp->pool) {
+        b->data = (char *)rp->pool;
+        rp->pool = rp->pool->next;
+        rp->pool_n--;
+    } else if (posix_memalign((void **)&b->data, 4096, RD_BLOCK) != 0) {
+        /* page-aligned: the disk cache can write it with O_DIRECT */
         free(b);
         return NULL;
     }
@@ -181,6 +221,7 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
     b->o = o;
     b->no = no;
     b->state = RB_FETCHING;
+    b->transient = transient;
     HASH_ADD(hh, o->blocks, no, sizeof(b->no), b);
     return b;
 }
@@ -236,6 +277,7 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
         if (cached[i]) {
             pthread_mutex_lock(&rp->lock);
             b->len = len;
+            b->stored = true;
             b->state = RB_READY;
             pthread_cond_broadcast(&rp->cond);
             pthread_mutex_unlock(&rp->lock);
@@ -270,9 +312,18 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
         if (rc == ESTALE)
             log_error("read of %s: the object changed since it was opened", r->key);
         /* Keep what arrived; ready blocks do not change any more. */
-        for (size_t m = 0; rp->cache && m < f.n; m++)
-            if (f.blocks[m]->state == RB_READY)
-                cache_put(rp->cache, r->id, f.blocks[m]->no, f.blocks[m]->data, f.blocks[m]->len);
+        for (size_t m = 0; rp->cache && m < f.n; m++) {
+            struct rblock *b = f.blocks[m];
+            /* A sequential reader's block is not read again soon (and if
+             * it is, the kernel has it): store it around the page cache. */
+            unsigned flags = b->transient ? 0 : CACHE_STORE_DIRECT;
+            if (b->state == RB_READY &&
+                cache_store(rp->cache, r->id, b->no, b->data, b->len, flags) == 0) {
+                pthread_mutex_lock(&rp->lock);
+                b->stored = true;
+                pthread_mutex_unlock(&rp->lock);
+            }
+        }
         i = k;
     }
 }
@@ -293,8 +344,10 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&rp->lock);
         run_job(rp, j);
         pthread_mutex_lock(&rp->lock);
-        for (size_t i = 0; i < j->n; i++)
+        for (size_t i = 0; i < j->n; i++) {
+            j->blocks[i]->job = false;
             block_unpin(rp, j->blocks[i]);
+        }
         obj_unref_locked(rp, j->o);
         free(j->blocks);
         free(j);
@@ -306,17 +359,19 @@ static void *worker(void *arg)
 /* Queue fetches for blocks [first, last] of o that are not held; `wait`
  * says whether to wait for memory (blocks a read needs) or to stop at the
  * first one there is no memory for (read-ahead).  With `pin`, each block
- * is also pinned for the caller and stored in pin[no - first].  Returns
- * the first block not asked for (last + 1 when all were). */
+ * is also pinned for the caller and stored in pin[no - first].  Blocks
+ * made here are `transient` as asked.  Returns the first block not asked
+ * for (last + 1 when all were). */
 static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
-                        uint64_t last, bool wait, uint64_t part_blocks, struct rblock **pin)
+                        uint64_t last, bool wait, bool transient, uint64_t part_blocks,
+                        struct rblock **pin)
 {
     struct rjob *j = NULL;
     uint64_t no = first;
     for (; no <= last; no++) {
         struct rblock *b;
         HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
-        if (!b && !(b = block_new(rp, o, no, wait)))
+        if (!b && !(b = block_new(rp, o, no, wait, transient)))
             break;
         if (pin) { /* a read needs it: nothing may reclaim it from now on */
             b->pins++;
@@ -345,6 +400,7 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
             o->refs++;
         }
         b->pins++; /* the job's */
+        b->job = true;
         j->blocks[j->n++] = b;
         if (j->n == part_blocks) {
             LL_APPEND(rp->queue, j);
@@ -355,6 +411,77 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
         LL_APPEND(rp->queue, j);
     pthread_cond_broadcast(&rp->cond);
     return no; /* the first block not asked for */
+}
+
+/* A read [off, end) by a random reader, with a disk cache: blocks in
+ * memory are read there; of the others, only the pages asked for are read
+ * from the disk cache (into rep->buf), and only blocks the disk cache does
+ * not hold are fetched, one block per GET, as transient blocks (kept in
+ * memory only until they are stored and read).  So a random reader costs
+ * a page of disk per hit and at most 1 MiB of the server per miss, and
+ * holds no memory between reads.  Fills rep->pinned and rep->iov, one
+ * slot per block (a NULL pin: the bytes are in rep->buf already).  Called
+ * with rp->lock held, which it drops while reading the disk.  0 or EIO
+ * (no memory for a block, even after waiting). */
+static int read_random(struct fs_readpool *rp, struct robj *o, uint64_t off, uint64_t end,
+                       uint64_t part_blocks, struct fs_read_reply *rep)
+{
+    uint64_t b0 = off / RD_BLOCK, b1 = (end - 1) / RD_BLOCK;
+    bool from_disk[FS_READ_MAX_IOV] = {false}, any = false;
+    rep->n = (size_t)(b1 - b0 + 1);
+    for (size_t i = 0; i < rep->n; i++) {
+        uint64_t no = b0 + i;
+        struct rblock *b;
+        HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
+        if (b) { /* in memory, or on its way */
+            b->pins++;
+            lru_update(rp, b);
+            rep->pinned[i] = b;
+        } else {
+            from_disk[i] = any = true;
+        }
+    }
+    if (!any)
+        return 0;
+    /* o stays: the caller's reader holds it. */
+    pthread_mutex_unlock(&rp->lock);
+    rep->buf = malloc(end - off);
+    bool fetch[FS_READ_MAX_IOV] = {false};
+    for (size_t i = 0; i < rep->n; i++) {
+        if (!from_disk[i])
+            continue;
+        uint64_t no = b0 + i, base = no * RD_BLOCK;
+        uint64_t from = off > base ? off : base, to = end < base + RD_BLOCK ? end : base + RD_BLOCK;
+        char *dst = rep->buf + (from - off);
+        size_t got = 0;
+        fetch[i] = !rep->buf ||
+                   cache_read(rp->cache, o->id, no, from - base, to - from, dst, &got) != 0 ||
+                   got != to - from;
+        if (!fetch[i])
+            rep->iov[i] = (struct iovec){dst, to - from};
+    }
+    pthread_mutex_lock(&rp->lock);
+    for (size_t i = 0; i < rep->n; i++) {
+        if (!fetch[i])
+            continue;
+        uint64_t no = b0 + i;
+        if (request(rp, o, no, no, true, true, part_blocks, &rep->pinned[i]) <= no)
+            return EIO;
+    }
+    return 0;
+}
+
+/* Drop the blocks [first, end) of o that read-ahead brought or is
+ * bringing and no read has used or holds (only the job's pin, if any). */
+static void drop_unread_ahead(struct fs_readpool *rp, struct robj *o, uint64_t first,
+                              uint64_t end)
+{
+    for (uint64_t no = first; no < end; no++) {
+        struct rblock *b;
+        HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
+        if (b && !b->used && !b->transient && b->pins == (b->job ? 1u : 0u))
+            block_drop(rp, b);
+    }
 }
 
 /* ---- the interface --------------------------------------------------- */
@@ -371,6 +498,15 @@ int fs_readpool_new(struct fs *fs)
      * threshold after the first free and keep freed blocks in its arenas,
      * and the process would grow past max_memory). */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    /* The block cache keeps the files of blocks open between reads, up to
+     * a quarter of this limit: a random reader's hit is then one preadv.
+     * The soft limit is often 1024 where the hard one is far higher. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max &&
+        nofile.rlim_cur < 8192) {
+        nofile.rlim_cur = nofile.rlim_max < 8192 ? nofile.rlim_max : 8192;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     rp->s3 = fs->s3;
     rp->mem_limit = fs->cfg.max_memory < 4 * RD_BLOCK ? 4 * RD_BLOCK : fs->cfg.max_memory;
     rp->reserve = rp->mem_limit / 4 < 32 * RD_BLOCK ? rp->mem_limit / 4 : 32 * RD_BLOCK;
@@ -428,11 +564,18 @@ void fs_readpool_free(struct fs *fs)
     while (rp->queue) { /* jobs never started: the session has ended */
         struct rjob *j = rp->queue;
         rp->queue = j->next;
-        for (size_t i = 0; i < j->n; i++)
+        for (size_t i = 0; i < j->n; i++) {
+            j->blocks[i]->job = false;
             block_unpin(rp, j->blocks[i]);
+        }
         obj_unref_locked(rp, j->o);
         free(j->blocks);
         free(j);
+    }
+    while (rp->pool) {
+        struct rbuf *buf = rp->pool;
+        rp->pool = buf->next;
+        free(buf);
     }
     cache_close(rp->cache);
     pthread_cond_destroy(&rp->cond);
@@ -505,7 +648,15 @@ void fs_reader_free(struct fs_reader *r)
     if (--o->readers == 0) { /* nobody reads it any more: let its blocks go */
         struct rblock *b, *tmp;
         HASH_ITER(hh, o->blocks, b, tmp)
-        block_drop(rp, b);
+        {
+            /* ...but a random reader's block on its way to the disk cache
+             * stays findable until it is there (block_unpin drops it when
+             * its job ends; the job keeps o), or the next open would fetch
+             * it again. */
+            if (b->transient && b->job)
+                continue;
+            block_drop(rp, b);
+        }
     }
     obj_unref_locked(rp, o);
     pthread_mutex_unlock(&rp->lock);
@@ -546,15 +697,26 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     } else {
         /* A seek: no read-ahead.  Blocks already here stay while memory
          * allows (random readers come back to them); the least recently
-         * used go first when a read needs room. */
+         * used go first when a read needs room.  But the read-ahead this
+         * reader asked for and no read has touched is let go (its GETs
+         * stop, as at close): a reader that keeps seeking would otherwise
+         * fill max_memory with blocks nobody reads. */
+        if (r->ra_next && !near)
+            drop_unread_ahead(rp, r->o, r->next_off / RD_BLOCK, r->ra_next);
         r->window = RD_BLOCK;
     }
     if (!near || end > r->next_off)
         r->next_off = end;
-    struct rblock *need[FS_READ_MAX_IOV] = {0};
-    uint64_t asked = request(rp, r->o, b0, b1, true, part_blocks, need);
-    for (uint64_t no = b0; no < asked; no++)
-        rep->pinned[rep->n++] = need[no - b0];
+    rep->rp = rp;
+    int rc = 0;
+    if (!seq && rp->cache) {
+        rc = read_random(rp, r->o, off, end, part_blocks, rep);
+    } else {
+        uint64_t asked = request(rp, r->o, b0, b1, true, false, part_blocks, rep->pinned);
+        rep->n = asked - b0;
+        if (asked <= b1)
+            rc = EIO; /* not even memory to ask for it */
+    }
     if (!seq || r->ra_next <= b1)
         r->ra_next = b1 + 1;
     if (seq) {
@@ -571,7 +733,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
             uint64_t last = r->ra_next + chunk - 1;
             if (last >= n_blocks)
                 last = n_blocks - 1;
-            uint64_t got = request(rp, r->o, r->ra_next, last, false, part_blocks, NULL);
+            uint64_t got = request(rp, r->o, r->ra_next, last, false, false, part_blocks, NULL);
             bool all = got > last;
             r->ra_next = got;
             if (!all)
@@ -580,10 +742,11 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     }
     /* Wait for the blocks; they stay pinned until the reply is sent, which
      * points into them (no copy). */
-    int rc = asked > b1 ? 0 : EIO; /* EIO: not even memory to ask for it */
     for (size_t i = 0; i < rep->n && !rc; i++) {
         struct rblock *blk = rep->pinned[i];
         uint64_t no = b0 + i;
+        if (!blk)
+            continue; /* read from the disk cache into rep->buf */
         while (blk->state == RB_FETCHING)
             pthread_cond_wait(&rp->cond, &rp->lock);
         if (blk->state == RB_ERROR) {
@@ -601,7 +764,6 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
         rep->iov[i].iov_base = blk->data + from;
         rep->iov[i].iov_len = to - from;
     }
-    rep->rp = rp;
     pthread_mutex_unlock(&rp->lock);
     if (rc == ESTALE) {
         /* The object was replaced: this handle cannot go on without mixing
@@ -622,9 +784,16 @@ void fs_read_reply_done(struct fs_read_reply *rep)
 {
     if (!rep->rp)
         return;
-    pthread_mutex_lock(&rep->rp->lock);
+    bool any = false;
     for (size_t i = 0; i < rep->n; i++)
-        block_unpin(rep->rp, rep->pinned[i]);
-    pthread_mutex_unlock(&rep->rp->lock);
+        any |= rep->pinned[i] != NULL;
+    if (any) {
+        pthread_mutex_lock(&rep->rp->lock);
+        for (size_t i = 0; i < rep->n; i++)
+            if (rep->pinned[i])
+                block_unpin(rep->rp, rep->pinned[i]);
+        pthread_mutex_unlock(&rep->rp->lock);
+    }
+    free(rep->buf);
     memset(rep, 0, sizeof(*rep));
 }

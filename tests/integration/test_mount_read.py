@@ -37,7 +37,8 @@ from mount import (PAILFS, call_with_timeout, fusermount_unmount,  # noqa: F401
 
 KiB = 1 << 10
 MiB = 1 << 20
-BLK_HDR = 24  # bytes of header in front of the data of a .blk file
+BLK_HDR = 4096  # bytes of header in front of the data of a .blk2 file
+PAGE = 4096  # bytes of data covered by one CRC32C in a .blk2 file
 
 
 # --------------------------------------------------------------------------
@@ -112,8 +113,8 @@ def blocks_dirs(cache_dir):
 
 
 def blk_files(cache_dir):
-    """Every .blk file under cache_dir."""
-    return sorted(glob.glob(os.path.join(cache_dir, "**", "*.blk"),
+    """Every block file (.blk2) under cache_dir."""
+    return sorted(glob.glob(os.path.join(cache_dir, "**", "*.blk2"),
                             recursive=True))
 
 
@@ -526,7 +527,7 @@ def test_cache_bound_with_concurrent_readers(proxy, s3, bucket, mounter):
     # the directory holds only whole blocks (no temporary files left)
     for d in blocks_dirs(root):
         for name in os.listdir(d):
-            assert name == ".lock" or name.endswith(".blk"), name
+            assert name == ".lock" or name.endswith(".blk2"), name
     # and what it holds is served correctly; the bound holds again
     for i in range(4):
         drop_page_cache(m.p(f"f{i}"))
@@ -584,14 +585,17 @@ def test_small_memory_bound_many_readers(proxy, s3, bucket, mounter):
     assert not errors, errors
 
 
-def test_many_handles_on_one_object(proxy, s3, bucket, mounter):
+@pytest.mark.parametrize("cache_size", ["0", "64M"])
+def test_many_handles_on_one_object(proxy, s3, bucket, mounter, cache_size):
     """Open files of the same object version share its blocks: readers
-    going forwards, backwards and at random, opening and closing while
-    the others read, with little memory, all get the right bytes."""
+    going forwards, backwards, at random, and in runs with jumps between
+    them (each jump lets go of the read-ahead of the run before), opening
+    and closing while the others read, with little memory, with and
+    without a disk cache, all get the right bytes."""
     size = 12 * MiB + 999
     data = rand_bytes(36, size)
     put(s3, bucket, "obj", data)
-    m = mounter(opts={"cache_size": "0", "max_memory": "16M"})
+    m = mounter(opts={"cache_size": cache_size, "max_memory": "16M"})
     path = m.p("obj")
     errors = []
 
@@ -629,8 +633,19 @@ def test_many_handles_on_one_object(proxy, s3, bucket, mounter):
             finally:
                 os.close(fd)
 
+    def runs_and_jumps(seed):
+        rng = random.Random(seed)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for _ in range(6):
+                off = rng.randrange(0, size - 4 * MiB)
+                for k in range(8):
+                    check(fd, off + k * 512 * KiB, 512 * KiB, f"runs{seed}")
+        finally:
+            os.close(fd)
+
     jobs = [forwards, backwards, lambda: at_random(1), lambda: at_random(2),
-            forwards]
+            forwards, lambda: runs_and_jumps(3), lambda: runs_and_jumps(4)]
     threads = [threading.Thread(target=j, daemon=True) for j in jobs]
     for t in threads:
         t.start()
@@ -679,7 +694,7 @@ def test_damaged_cached_block_is_refetched(proxy, s3, bucket, mounter):
     assert read_all(m.p("obj")) == data
     root = cache_root(m)
     assert wait_until(lambda: len(blk_files(root)) == 5, 10), blk_files(root)
-    [victim] = [p for p in blk_files(root) if p.endswith("-2.blk")]
+    [victim] = [p for p in blk_files(root) if p.endswith("-2.blk2")]
     with open(victim, "r+b") as f:
         f.seek(BLK_HDR + 1000)
         b = f.read(1)
@@ -712,6 +727,83 @@ def test_damaged_cached_block_is_refetched(proxy, s3, bucket, mounter):
     assert wait_until(rewritten, 10), "the damaged block was not stored again"
 
 
+def direct_pread(path, off, n=PAGE):
+    """n bytes at off (both multiples of PAGE) through O_DIRECT: the read
+    reaches pailfs as asked, with no kernel read-ahead or page cache."""
+    buf = mmap.mmap(-1, n)  # page-aligned, as O_DIRECT wants
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        got = os.preadv(fd, [buf], off)
+        return bytes(buf[:got])
+    finally:
+        os.close(fd)
+        buf.close()
+
+
+def test_damaged_page_found_by_small_read(proxy, s3, bucket, mounter):
+    """A small read checks only the pages it returns: an intact page of a
+    damaged block is served from the cache with no GET; a read that
+    touches the damaged page finds it, drops the block and fetches that
+    block alone again, with the right bytes."""
+    size = 3 * MiB
+    data = rand_bytes(41, size)
+    put(s3, bucket, "obj", data)
+    m = mounter(log_level="info")
+    assert read_all(m.p("obj")) == data
+    root = cache_root(m)
+    assert wait_until(lambda: len(blk_files(root)) == 3, 10), blk_files(root)
+    [victim] = [p for p in blk_files(root) if p.endswith("-1.blk2")]
+    with open(victim, "r+b") as f:
+        f.seek(BLK_HDR + 10 * PAGE + 5)
+        b = f.read(1)
+        f.seek(BLK_HDR + 10 * PAGE + 5)
+        f.write(bytes([b[0] ^ 0xFF]))
+    drop_page_cache(m.p("obj"))
+    proxy.reset()
+    off = MiB + 20 * PAGE
+    assert direct_pread(m.p("obj"), off) == data[off:off + PAGE]
+    assert get_records(proxy, "obj") == []
+    assert os.path.exists(victim)
+    off = MiB + 10 * PAGE
+    assert direct_pread(m.p("obj"), off) == data[off:off + PAGE]
+    ranges = [parse_range(g["range"]) for g in get_records(proxy, "obj")]
+    assert ranges == [(MiB, 2 * MiB - 1)], ranges
+    log = m.stderr_text()
+    name = os.path.basename(victim)
+    assert re.search(rf"{re.escape(name)}.*damaged", log), log[-3000:]
+    want = data[MiB:2 * MiB]
+
+    def rewritten():
+        try:
+            with open(victim, "rb") as f:
+                return f.read()[BLK_HDR:] == want
+        except FileNotFoundError:
+            return False
+
+    assert wait_until(rewritten, 10), "the damaged block was not stored again"
+
+
+def test_random_reads_each_block_fetched_once(proxy, s3, bucket, mounter):
+    """4 KiB reads all over a 48 MiB object, with memory for 16 blocks:
+    each block is fetched once, alone, and every read after its block's
+    first is served from the disk cache (a page at a time), right."""
+    size = 48 * MiB
+    data = rand_bytes(42, size)
+    put(s3, bucket, "obj", data)
+    m = mounter(opts={"max_memory": "16M"})
+    proxy.reset()
+    rng = random.Random(7)
+    for _ in range(600):
+        off = rng.randrange(0, size // PAGE) * PAGE
+        assert direct_pread(m.p("obj"), off) == data[off:off + PAGE], off
+    blocks = []
+    for g in get_records(proxy, "obj"):
+        first, last = parse_range(g["range"])
+        assert first % MiB == 0 and last - first + 1 <= MiB, g["range"]
+        blocks.append(first // MiB)
+    assert len(blocks) == len(set(blocks)), sorted(blocks)
+
+
 # --------------------------------------------------------------------------
 # 7. A remount reads from the cache
 # --------------------------------------------------------------------------
@@ -740,7 +832,7 @@ def test_remount_reads_from_cache(proxy, s3, bucket, mounter):
     # a write cut short by a crash leaves a temporary file: gone at the
     # next start; a smaller cache_size trims the cache at once
     [blocks] = blocks_dirs(cache_root(m))
-    stray = os.path.join(blocks, "0123456789abcdef0123456789abcdef-3.blk.tmp.9a8b")
+    stray = os.path.join(blocks, "0123456789abcdef0123456789abcdef-3.blk2.tmp.9a8b")
     with open(stray, "wb") as f:
         f.write(b"half a block")
     m.remount(opts={"cache_size": "3M"})
@@ -1009,15 +1101,15 @@ def test_smallest_read_settings(proxy, s3, bucket, mounter):
     put(s3, bucket, "obj", data)
     m = mounter(opts={"read_parallel": "1", "part_size": "1M",
                       "max_readahead": "1M", "max_memory": "16M",
-                      "cache_size": "1k"})
+                      "cache_size": "5k"})
     proxy.reset()
     assert read_all(m.p("obj")) == data
     for g in get_records(proxy, "obj"):
         first, last = parse_range(g["range"])
         assert last is not None and last - first + 1 <= MiB, g["range"]
-    # 1k holds no whole block (EFBIG), only the 1-byte last one
+    # 5k holds no whole block (EFBIG), only the 1-byte last one
     files = wait_until(lambda: blk_files(cache_root(m)), 10)
     assert [(f.rsplit("-", 1)[1], os.stat(f).st_size) for f in files] == \
-        [("6.blk", BLK_HDR + 1)], files
+        [("6.blk2", BLK_HDR + 1)], files
     drop_page_cache(m.p("obj"))
     assert read_all(m.p("obj")) == data

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -27,7 +28,8 @@
 
 #include "cache/cache.h"
 
-#define HDR 24    /* bytes of header in front of each block's data */
+#define HDR 4096  /* bytes of header in front of each block's data */
+#define PAGE 4096 /* bytes covered by one CRC32C */
 #define DLEN 1000 /* data bytes of the small blocks used below */
 #define ENTRY (DLEN + HDR)
 
@@ -146,12 +148,12 @@ static int list_files(const char *dir, char *out, size_t cap, uint64_t *total)
     return n;
 }
 
-/* The path of the one .blk file whose name ends in "-<no>.blk" (the test
+/* The path of the one block file whose name ends in "-<no>.blk2" (the test
  * must have cached exactly one object). */
 static void blk_path(const char *dir, uint64_t no, char *out, size_t cap)
 {
     char suffix[32];
-    snprintf(suffix, sizeof(suffix), "-%llu.blk", (unsigned long long)no);
+    snprintf(suffix, sizeof(suffix), "-%llu.blk2", (unsigned long long)no);
     DIR *d = opendir(dir);
     assert_non_null(d);
     struct dirent *de;
@@ -212,36 +214,168 @@ static void test_put_get_round_trip(void **state)
     cache_close(c);
 }
 
+static void flip_byte(const char *path, off_t at);
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 static void test_file_format(void **state)
 {
     struct fixture *f = *state;
     struct cache *c = NULL;
+    const size_t len = 2 * PAGE + 100; /* two whole pages and a short one */
     assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
-    assert_int_equal(put_block(c, "endpoint\nbucket\nkey\n\"etag\"", 5, DLEN), 0);
+    assert_int_equal(put_block(c, "endpoint\nbucket\nkey\n\"etag\"", 5, len), 0);
     char names[512];
     assert_int_equal(list_files(f->dir, names, sizeof(names), NULL), 1);
-    /* "<32 hex>-5.blk" */
-    assert_int_equal(strlen(names), 32 + strlen("-5.blk"));
+    /* "<32 hex>-5.blk2" */
+    assert_int_equal(strlen(names), 32 + strlen("-5.blk2"));
     for (int i = 0; i < 32; i++)
         assert_non_null(strchr("0123456789abcdef", names[i]));
-    assert_string_equal(names + 32, "-5.blk");
+    assert_string_equal(names + 32, "-5.blk2");
 
     char path[256];
     snprintf(path, sizeof(path), "%s/%s", f->dir, names);
-    unsigned char raw[ENTRY + 16], want[DLEN];
+    unsigned char raw[HDR + 3 * PAGE], want[3 * PAGE];
     int fd = open(path, O_RDONLY);
     assert_true(fd >= 0);
-    assert_int_equal(read(fd, raw, sizeof(raw)), ENTRY);
+    assert_int_equal(read(fd, raw, sizeof(raw)), HDR + len);
     close(fd);
-    fill(want, DLEN, "endpoint\nbucket\nkey\n\"etag\"", 5);
-    assert_memory_equal(raw, "PAILBLK1", 8);
-    uint32_t crc = crc32_iscsi(want, DLEN, 0);
-    unsigned char le[8] = {crc, crc >> 8, crc >> 16, crc >> 24, DLEN & 0xff, DLEN >> 8, 0, 0};
-    assert_memory_equal(raw + 8, le, 8);
-    static const unsigned char zero[8];
-    assert_memory_equal(raw + 16, zero, 8);
-    assert_memory_equal(raw + HDR, want, DLEN);
+    fill(want, len, "endpoint\nbucket\nkey\n\"etag\"", 5);
+    assert_memory_equal(raw, "PAILBLK2", 8);
+    assert_int_equal(le32(raw + 8), crc32_iscsi(raw + 12, HDR - 12, 0));
+    assert_int_equal(le32(raw + 12), len);
+    assert_int_equal(le32(raw + 16), PAGE);
+    assert_int_equal(le32(raw + 20), 3);
+    assert_int_equal(le32(raw + 24), crc32_iscsi(want, PAGE, 0));
+    assert_int_equal(le32(raw + 28), crc32_iscsi(want + PAGE, PAGE, 0));
+    assert_int_equal(le32(raw + 32), crc32_iscsi(want + 2 * PAGE, 100, 0));
+    for (size_t i = 36; i < HDR; i++)
+        assert_int_equal(raw[i], 0);
+    assert_memory_equal(raw + HDR, want, len);
     cache_close(c);
+}
+
+/* Blocks of format 1 ("*.blk", one CRC per block) are removed at open,
+ * never read as blocks of this format. */
+static void test_old_format_removed_at_open(void **state)
+{
+    struct fixture *f = *state;
+    char path[256];
+    snprintf(path, sizeof(path), "%s/0123456789abcdef0123456789abcdef-0.blk", f->dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("PAILBLK1 and some bytes", fp);
+    fclose(fp);
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    assert_false(exists(path));
+    assert_int_equal(cache_size(c), 0);
+    cache_close(c);
+}
+
+/* cache_read returns any range of a block, checking only the pages it
+ * covers: every alignment of start and end against the pages, ranges
+ * clipped at the block's end, and at or past it. */
+static void test_read_ranges(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const size_t len = 5 * PAGE + 777;
+    unsigned char *want = malloc(len), *got = malloc(len + 2 * PAGE);
+    assert_non_null(want);
+    assert_non_null(got);
+    fill(want, len, "obj", 3);
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    assert_int_equal(put_block(c, "obj", 3, len), 0);
+    const uint64_t offs[] = {0, 1, PAGE - 1, PAGE, PAGE + 1, 3 * PAGE, 4 * PAGE + 5,
+                             5 * PAGE, 5 * PAGE + 776};
+    const size_t lens[] = {1, 100, PAGE - 1, PAGE, PAGE + 1, 2 * PAGE, 3 * PAGE + 17, len};
+    for (size_t i = 0; i < sizeof(offs) / sizeof(*offs); i++)
+        for (size_t j = 0; j < sizeof(lens) / sizeof(*lens); j++) {
+            size_t n = 999999;
+            memset(got, 0xee, len + 2 * PAGE);
+            assert_int_equal(cache_read(c, "obj", 3, offs[i], lens[j], got, &n), 0);
+            size_t expect = len - offs[i] < lens[j] ? len - offs[i] : lens[j];
+            assert_int_equal(n, expect);
+            assert_memory_equal(got, want + offs[i], expect);
+            assert_int_equal(got[expect], 0xee); /* nothing written past it */
+        }
+    size_t n = 1;
+    assert_int_equal(cache_read(c, "obj", 3, len, 10, got, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(cache_read(c, "obj", 3, len + 5000, 10, got, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(cache_read(c, "obj", 4, 0, 10, got, &n), ENOENT);
+    cache_close(c);
+    free(want);
+    free(got);
+}
+
+/* A damaged page is found by any read that covers it (a whole get, or a
+ * range touching one byte of it); the block is then dropped.  A range
+ * that does not cover it reads right. */
+static void test_damaged_page_found_by_range_read(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const size_t len = 1 << 20;
+    unsigned char *want = malloc(len), *got = malloc(len);
+    assert_non_null(want);
+    assert_non_null(got);
+    fill(want, len, "obj", 0);
+    assert_int_equal(cache_open(f->dir, 4 << 20, &c, NULL), 0);
+    assert_int_equal(put_block(c, "obj", 0, len), 0);
+    char p[256];
+    blk_path(f->dir, 0, p, sizeof(p));
+    flip_byte(p, HDR + 100 * PAGE + 7); /* page 100 */
+    size_t n = 0;
+    assert_int_equal(cache_read(c, "obj", 0, 99 * PAGE, PAGE, got, &n), 0);
+    assert_int_equal(n, PAGE);
+    assert_memory_equal(got, want + 99 * PAGE, PAGE);
+    assert_int_equal(cache_read(c, "obj", 0, 101 * PAGE + 3, 10, got, &n), 0);
+    assert_memory_equal(got, want + 101 * PAGE + 3, 10);
+    assert_true(exists(p));
+    /* one byte of the damaged page, not the damaged byte itself */
+    assert_int_equal(cache_read(c, "obj", 0, 100 * PAGE + 4000, 1, got, &n), ENOENT);
+    assert_false(exists(p));
+    assert_int_equal(cache_size(c), 0);
+    assert_int_equal(cache_read(c, "obj", 0, 0, PAGE, got, &n), ENOENT);
+    /* a damaged page CRC in the header is found too (the header's CRC) */
+    assert_int_equal(put_block(c, "obj", 0, len), 0);
+    blk_path(f->dir, 0, p, sizeof(p));
+    flip_byte(p, 24 + 4 * 200);
+    assert_int_equal(cache_read(c, "obj", 0, 0, 1, got, &n), ENOENT);
+    assert_false(exists(p));
+    /* and by a whole get */
+    assert_int_equal(put_block(c, "obj", 0, len), 0);
+    blk_path(f->dir, 0, p, sizeof(p));
+    flip_byte(p, HDR + len - 1);
+    assert_int_equal(get_block(c, "obj", 0, len), ENOENT);
+    assert_false(exists(p));
+    cache_close(c);
+    free(want);
+    free(got);
+}
+
+struct empty_id_arg {
+    struct cache *c;
+    int rc;
+};
+
+static void *empty_id_thread(void *p)
+{
+    struct empty_id_arg *a = p;
+    char buf[16];
+    size_t len = 0;
+    a->rc = cache_put(a->c, "", 0, "empty", 5);
+    if (!a->rc)
+        a->rc = cache_get(a->c, "", 0, buf, sizeof(buf), &len);
+    if (!a->rc && (len != 5 || memcmp(buf, "empty", 5) != 0))
+        a->rc = EIO;
+    return NULL;
 }
 
 static void test_miss_is_enoent(void **state)
@@ -260,6 +394,12 @@ static void test_miss_is_enoent(void **state)
     assert_int_equal(get_block(c, "ep\nb\nkey\n\"v2\"", 0, DLEN), ENOENT);
     assert_int_equal(get_block(c, "ep\nb\nkey\n\"v1\"", 0, DLEN), 0);
     assert_int_equal(get_block(c, "obj-a", 0, DLEN), 0);
+    /* a fresh thread's first name is of an empty identity: still hashed */
+    pthread_t t;
+    struct empty_id_arg arg = {c, -1};
+    assert_int_equal(pthread_create(&t, NULL, empty_id_thread, &arg), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(arg.rc, 0);
     cache_close(c);
 }
 
@@ -315,9 +455,9 @@ static void test_bound_evicts_oldest_first(void **state)
     assert_int_equal(total, 4 * ENTRY);
     /* a big block evicts as many as it needs, oldest first: 4 2 5 6 7
      * is the order, and 3 blocks must go for 3 entries' worth */
-    assert_int_equal(put_block(c, "big", 0, 3 * ENTRY), 0);
-    assert_int_equal(cache_size(c), ENTRY + 3 * ENTRY + HDR);
-    assert_int_equal(get_block(c, "big", 0, 3 * ENTRY), 0);
+    assert_int_equal(put_block(c, "big", 0, 3 * ENTRY - HDR), 0);
+    assert_int_equal(cache_size(c), ENTRY + 3 * ENTRY);
+    assert_int_equal(get_block(c, "big", 0, 3 * ENTRY - HDR), 0);
     assert_int_equal(get_block(c, "obj", 7, DLEN), 0);
     assert_int_equal(get_block(c, "obj", 6, DLEN), ENOENT);
     assert_int_equal(list_files(f->dir, NULL, 0, &total), 2);
@@ -344,7 +484,7 @@ static void test_larger_than_limit_is_efbig(void **state)
 {
     struct fixture *f = *state;
     struct cache *c = NULL;
-    const uint64_t limit = 2000;
+    const uint64_t limit = HDR + 2000;
     assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
     assert_int_equal(put_block(c, "small", 0, DLEN), 0);
     assert_int_equal(put_block(c, "obj", 0, limit - HDR + 1), EFBIG);
@@ -491,7 +631,7 @@ static void test_damaged_block_dropped(void **state)
         blk_path(f->dir, (uint64_t)no, p[no], sizeof(p[no]));
     flip_byte(p[0], HDR + 500);                          /* the data */
     flip_byte(p[1], HDR + DLEN - 1);                     /* its last byte */
-    flip_byte(p[2], 9);                                  /* the checksum */
+    flip_byte(p[2], 9);                                  /* the header's checksum */
     flip_byte(p[3], 0);                                  /* the magic */
     assert_int_equal(truncate(p[4], HDR + DLEN - 1), 0); /* a byte short */
     for (uint64_t no = 0; no < 5; no++) {
@@ -516,7 +656,7 @@ static void test_damaged_length_and_truncated_header(void **state)
     char p[3][256];
     for (int no = 0; no < 3; no++)
         blk_path(f->dir, (uint64_t)no, p[no], sizeof(p[no]));
-    flip_byte(p[0], 13);                     /* the length says 23016 */
+    flip_byte(p[0], 13);                     /* the length (and so the header's CRC) */
     assert_int_equal(truncate(p[1], 10), 0); /* half a header */
     assert_int_equal(truncate(p[2], 0), 0);  /* nothing at all */
     for (uint64_t no = 0; no < 3; no++) {
@@ -545,6 +685,104 @@ static void test_damage_found_after_reopen(void **state)
     assert_int_equal(get_block(c, "obj", 1, DLEN), 0);
     assert_int_equal(cache_size(c), ENTRY);
     cache_close(c);
+}
+
+/* Block files of this process that are open, and of those how many are
+ * deleted (unlinked while open). */
+static int open_blocks(int *deleted)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    *deleted = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char link[300], target[512];
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", de->d_name);
+        ssize_t l = readlink(link, target, sizeof(target) - 1);
+        if (l <= 0)
+            continue;
+        target[l] = 0;
+        if (!strstr(target, ".blk2"))
+            continue;
+        n++;
+        if (strstr(target, "(deleted)"))
+            (*deleted)++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Files of blocks read are kept open, but never more than a quarter of
+ * RLIMIT_NOFILE (64 here), and never once their block is evicted, damaged
+ * or replaced (no deleted file stays open, so the disk space is given
+ * back). */
+static void test_open_files_bounded_and_released(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const uint64_t limit = 100 * ENTRY;
+    struct rlimit was, now;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+    now = was;
+    now.rlim_cur = 256;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &now), 0);
+    assert_int_equal(cache_open(f->dir, limit, &c, NULL), 0);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+    for (uint64_t no = 0; no < 100; no++)
+        assert_int_equal(put_block(c, "obj", no, DLEN), 0);
+    for (uint64_t no = 0; no < 100; no++)
+        assert_int_equal(get_block(c, "obj", no, DLEN), 0);
+    int deleted = -1;
+    int n = open_blocks(&deleted);
+    assert_true(n > 0 && n <= 64);
+    assert_int_equal(deleted, 0);
+    /* reads again, from the open files: the same bytes */
+    for (uint64_t no = 99; no >= 90; no--)
+        assert_int_equal(get_block(c, "obj", no, DLEN), 0);
+    /* evict everything: every file it held open is closed */
+    for (uint64_t no = 0; no < 100; no++)
+        assert_int_equal(put_block(c, "other", no, DLEN), 0);
+    n = open_blocks(&deleted);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(n, 0);
+    /* a replaced block is read from its new file */
+    assert_int_equal(get_block(c, "other", 5, DLEN), 0);
+    assert_int_equal(cache_put(c, "other", 5, "new bytes", 9), 0);
+    char buf[DLEN];
+    size_t len = 0;
+    assert_int_equal(cache_get(c, "other", 5, buf, sizeof(buf), &len), 0);
+    assert_int_equal(len, 9);
+    assert_memory_equal(buf, "new bytes", 9);
+    open_blocks(&deleted);
+    assert_int_equal(deleted, 0);
+    cache_close(c);
+    assert_int_equal(open_blocks(&deleted), 0);
+}
+
+/* CACHE_STORE_DIRECT stores the same bytes as cache_put: a page-aligned
+ * whole block (written around the page cache), and blocks it cannot write
+ * that way (short, unaligned), which are written plainly. */
+static void test_store_direct(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const size_t big = 1 << 20;
+    unsigned char *a = NULL;
+    assert_int_equal(posix_memalign((void **)&a, 4096, big + 4096), 0);
+    assert_int_equal(cache_open(f->dir, 8 << 20, &c, NULL), 0);
+    fill(a, big, "obj", 0);
+    assert_int_equal(cache_store(c, "obj", 0, a, big, CACHE_STORE_DIRECT), 0);
+    assert_int_equal(get_block(c, "obj", 0, big), 0);
+    fill(a, DLEN, "obj", 1); /* not whole pages */
+    assert_int_equal(cache_store(c, "obj", 1, a, DLEN, CACHE_STORE_DIRECT), 0);
+    assert_int_equal(get_block(c, "obj", 1, DLEN), 0);
+    fill(a + 1, 2 * PAGE, "obj", 2); /* not page-aligned */
+    assert_int_equal(cache_store(c, "obj", 2, a + 1, 2 * PAGE, CACHE_STORE_DIRECT), 0);
+    assert_int_equal(get_block(c, "obj", 2, 2 * PAGE), 0);
+    assert_int_equal(cache_size(c), 3 * HDR + big + DLEN + 2 * PAGE);
+    cache_close(c);
+    free(a);
 }
 
 /* ---- ownership of the directory -------------------------------------- */
@@ -715,6 +953,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_get_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_format_removed_at_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_page_found_by_range_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_miss_is_enoent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_replaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound_evicts_oldest_first, setup, teardown),
@@ -726,6 +967,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_block_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_length_and_truncated_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_found_after_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_files_bounded_and_released, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_open_is_ebusy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_dir_and_reports_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_limit, setup, teardown),
