@@ -118,6 +118,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     }
     in->wf->dirty = true; /* even empty, it is stored at close */
     in->opens++;
+    fs_dir_known_extend_locked(fs, dir->path);
     fi->fh = (uintptr_t)h;
     fi->keep_cache = 0;
 out:

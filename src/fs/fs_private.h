@@ -106,6 +106,7 @@ struct fs_inode {
     char *symlink;          /* target, once read */
     char *xattr;            /* the x-amz-meta-xattr value as stored, or NULL */
     char kcache_etag[80];   /* the version the kernel's page cache holds */
+    uint64_t known_until_ms;/* dir made here: until then every child is in the table */
     struct fs_wfile *wf;    /* while open for writing */
 };
 
@@ -262,6 +263,9 @@ struct fs_inode *fs_inode_publish(struct fs *fs, const char *path, const struct 
 void fs_entry_fill(struct fs *fs, struct fs_inode *in, struct fuse_entry_param *e);
 /* Take `in` out of the path table (unlink, or replaced by a rename). */
 void fs_inode_unlink_locked(struct fs *fs, struct fs_inode *in);
+/* A name was made in directory `path` here (fs->lock held): a directory
+ * this mount made keeps knowing all its names for neg_ttl more. */
+void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path);
 /* Drop `n` kernel references / one open; frees the inode when nothing
  * holds it any more.  With fs->lock held. */
 void fs_inode_forget_locked(struct fs *fs, struct fs_inode *in, uint64_t n);

@@ -243,10 +243,34 @@ void fs_inode_unlink_locked(struct fs *fs, struct fs_inode *in)
     }
 }
 
+/* The inode of the directory holding `path`, or NULL (fs->lock held). */
+static struct fs_inode *parent_of(struct fs *fs, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    struct fs_inode *dir;
+    HASH_FIND(hh_path, fs->by_path, path, n, dir);
+    return dir;
+}
+
+void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path)
+{
+    struct fs_inode *dir;
+    HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
+    if (dir && dir->known_until_ms > util_now_ms())
+        dir->known_until_ms = util_now_ms() + (uint64_t)(fs->cfg.neg_ttl * 1000);
+}
+
 static void inode_maybe_free(struct fs *fs, struct fs_inode *in)
 {
     if (in->nlookup || in->opens || in->ino == FUSE_ROOT_ID)
         return;
+    if (in->linked) {
+        /* a child leaving the table: its directory no longer knows all */
+        struct fs_inode *dir = parent_of(fs, in->path);
+        if (dir)
+            dir->known_until_ms = 0;
+    }
     fs_inode_unlink_locked(fs, in);
     HASH_DELETE(hh, fs->by_ino, in);
     if (in->local)

@@ -134,7 +134,16 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_entry(req, &e);
         return;
     }
+    struct fs_inode *dir = fs_inode_get(fs, parent);
+    bool known_absent = !in && dir && dir->known_until_ms > util_now_ms();
     pthread_mutex_unlock(&fs->lock);
+    if (known_absent) { /* a directory made here, whose names are all known */
+        memset(&e, 0, sizeof(e));
+        e.entry_timeout = fs->cfg.neg_ttl;
+        free(path);
+        fuse_reply_entry(req, &e);
+        return;
+    }
     struct fs_attr a;
     char *xattr = NULL;
     rc = hid ? ENOENT : fs_resolve(fs, path, &a, &xattr);
@@ -322,6 +331,11 @@ static void make_object(fuse_req_t req, fuse_ino_t parent, const char *name, mod
         free(in->symlink);
         in->symlink = strdup(body);
     }
+    struct fs_inode *pdir = fs_inode_get(fs, parent);
+    if (pdir)
+        fs_dir_known_extend_locked(fs, pdir->path);
+    if (in && S_ISDIR(mode)) /* new and empty: its names are the ones made here */
+        in->known_until_ms = util_now_ms() + (uint64_t)(fs->cfg.neg_ttl * 1000);
     pthread_mutex_unlock(&fs->lock);
     if (!in)
         rc = ENOMEM;

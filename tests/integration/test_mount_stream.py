@@ -419,3 +419,21 @@ def test_many_writers_share_the_memory_bound(s3, bucket, mounter):
     for k, data in files.items():
         assert sha(body(s3, bucket, k)) == sha(data), k
     assert "exceed max_memory" not in m.stderr_text()
+
+
+def test_new_directory_knows_its_names(s3, bucket, proxy, mnt):
+    """cp -r into a directory made on this mount: a new name there costs
+    no lookup request within neg_ttl, only its PutObject; a name added by
+    someone else shows once neg_ttl has passed."""
+    os.mkdir(mnt.p("fresh"))
+    proxy.reset()
+    for i in range(20):
+        write_chunks(mnt.p(f"fresh/f{i}"), b"x" * i)
+    by_op = ops(proxy)
+    assert by_op.get("PutObject") == 20, by_op
+    assert "ListObjectsV2" not in by_op and "HeadObject" not in by_op, by_op
+    s3.put_object(Bucket=bucket, Key="fresh/other", Body=b"from elsewhere")
+    time.sleep(1.3)
+    with open(mnt.p("fresh/other"), "rb") as f:
+        assert f.read() == b"from elsewhere"
+    assert sorted(os.listdir(mnt.p("fresh"))) == sorted([f"f{i}" for i in range(20)] + ["other"])
