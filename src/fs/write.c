@@ -735,31 +735,35 @@ static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf
     return 0;
 }
 
+/* The whole file as one PutObject, with the inode's metadata now. */
+static int put_whole(struct fs *fs, struct fs_inode *in, const char *data, size_t len,
+                     char *etag)
+{
+    char *key = wf_key(fs, in, NULL);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_attr a = in->attr;
+    char *xattr = in->xattr ? strdup(in->xattr) : NULL;
+    pthread_mutex_unlock(&fs->lock);
+    struct buf store = BUF_INIT;
+    struct s3_meta meta[FS_META_MAX];
+    struct s3_put_opts opts = {.meta = meta, .n_meta = fs_meta_build(&a, xattr, meta, &store)};
+    int rc = key ? s3_put_object(fs->s3, key, data, len, &opts, etag, NULL) : ENOMEM;
+    if (rc)
+        log_error("upload of %s failed: %s", key ? key : in->path, strerror(rc));
+    buf_free(&store);
+    free(xattr);
+    free(key);
+    return rc;
+}
+
 /* Store what the stream holds: one PutObject when it never left memory,
  * else the last part and the completion.  Afterwards the object is the
  * stream's base and writing may go on. */
 static int stream_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag)
 {
-    int rc;
-    if (!wf->up.id && !wf->base_len) {
-        bool gone;
-        char *key = wf_key(fs, in, &gone);
-        pthread_mutex_lock(&fs->lock);
-        struct fs_attr a = in->attr;
-        char *xattr = in->xattr ? strdup(in->xattr) : NULL;
-        pthread_mutex_unlock(&fs->lock);
-        struct buf store = BUF_INIT;
-        struct s3_meta meta[FS_META_MAX];
-        struct s3_put_opts opts = {.meta = meta, .n_meta = fs_meta_build(&a, xattr, meta, &store)};
-        rc = key ? s3_put_object(fs->s3, key, wf->buf, wf->buf_len, &opts, etag, NULL) : ENOMEM;
-        if (rc)
-            log_error("upload of %s failed: %s", key ? key : in->path, strerror(rc));
-        buf_free(&store);
-        free(xattr);
-        free(key);
-        return rc; /* the bytes stay in memory: the file is still all there */
-    }
-    rc = 0;
+    if (!wf->up.id && !wf->base_len) /* the bytes stay in memory: the file is still all there */
+        return put_whole(fs, in, wf->buf, wf->buf_len, etag);
+    int rc = 0;
     if (!wf->up.id || wf->buf_len)
         rc = stream_send(fs, in, wf);
     if (!rc)
@@ -994,25 +998,8 @@ static int stage_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf,
         rc = data ? stage_fetch_range(fs, in, wf, 0, wf->size) : ENOMEM;
         if (!rc)
             rc = read_all(wf->fd, data, (size_t)wf->size, 0);
-        if (!rc) {
-            bool gone;
-            char *key = wf_key(fs, in, &gone);
-            pthread_mutex_lock(&fs->lock);
-            struct fs_attr a = in->attr;
-            char *xattr = in->xattr ? strdup(in->xattr) : NULL;
-            pthread_mutex_unlock(&fs->lock);
-            struct buf store = BUF_INIT;
-            struct s3_meta meta[FS_META_MAX];
-            struct s3_put_opts opts = {.meta = meta,
-                                       .n_meta = fs_meta_build(&a, xattr, meta, &store)};
-            rc = key ? s3_put_object(fs->s3, key, data, (size_t)wf->size, &opts, etag, NULL)
-                     : ENOMEM;
-            if (rc)
-                log_error("upload of %s failed: %s", key ? key : in->path, strerror(rc));
-            buf_free(&store);
-            free(xattr);
-            free(key);
-        }
+        if (!rc)
+            rc = put_whole(fs, in, data, (size_t)wf->size, etag);
         free(data);
         free(plan);
         return rc;

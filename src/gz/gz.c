@@ -405,6 +405,17 @@ static int restore(struct gz_reader *r, const struct gz_point *p)
     return 0;
 }
 
+/* Start the check of point `pt`: verify (a point being used) or fill (a
+ * point just recorded) the CRC of its first `len` bytes of output. */
+static void check_begin(struct gz_reader *r, size_t pt, bool verify, uint32_t len)
+{
+    r->check_pt = pt;
+    r->check_verify = verify;
+    r->check_crc = 0;
+    r->check_done = 0;
+    r->check_want = len;
+}
+
 /* Snapshot the decoder as an access point at the current position. */
 static void record_state(struct gz_reader *r)
 {
@@ -430,11 +441,7 @@ static void record_state(struct gz_reader *r)
         bool frontier = r->out_pos > r->ix->pts[r->ix->n - 1].out_off;
         if (frontier && ix_add(r->ix, &p) == 0) {
             z = NULL;
-            r->check_pt = r->ix->n - 1;
-            r->check_verify = false;
-            r->check_crc = 0;
-            r->check_done = 0;
-            r->check_want = GZ_CHECK_LEN;
+            check_begin(r, r->ix->n - 1, false, GZ_CHECK_LEN);
         }
         pthread_mutex_unlock(&r->ix->lock);
     }
@@ -446,13 +453,8 @@ static void record_fresh(struct gz_reader *r)
 {
     struct gz_point p = {.in_off = in_pos(r), .out_off = r->out_pos, .kind = GZP_FRESH};
     pthread_mutex_lock(&r->ix->lock);
-    if (r->out_pos > r->ix->pts[r->ix->n - 1].out_off && ix_add(r->ix, &p) == 0) {
-        r->check_pt = r->ix->n - 1;
-        r->check_verify = false;
-        r->check_crc = 0;
-        r->check_done = 0;
-        r->check_want = GZ_CHECK_LEN;
-    }
+    if (r->out_pos > r->ix->pts[r->ix->n - 1].out_off && ix_add(r->ix, &p) == 0)
+        check_begin(r, r->ix->n - 1, false, GZ_CHECK_LEN);
     pthread_mutex_unlock(&r->ix->lock);
 }
 
@@ -618,11 +620,7 @@ int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *go
             }
             r->check_pt = SIZE_MAX;
             if (p.check_len) {
-                r->check_pt = lo;
-                r->check_verify = true;
-                r->check_crc = 0;
-                r->check_done = 0;
-                r->check_want = p.check_len;
+                check_begin(r, lo, true, p.check_len);
                 /* the checked bytes first, into scratch, before any is used */
                 uint64_t from = r->out_pos;
                 size_t have = 0;
