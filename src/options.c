@@ -513,7 +513,7 @@ static const struct o_option o_table[] = {
      "off, or a duration such as 3600, 90m, 24h or 7d"},
     /* gzip views */
     {"gunzip", O_VALUE, o_gunzip, "off, encoding, view or replace"},
-    {"gz_span", O_VALUE, o_size, "a size from 1M to 1G, such as 16M"},
+    {"gz_span", O_VALUE, o_size, "a size from 1M to 1G, such as 8M"},
     {"gz_size", O_VALUE, o_gz_size, "estimate or exact"},
     {"gz_index", O_VALUE, o_gz_index, "local or shared"},
     /* logging */
@@ -983,7 +983,7 @@ void options_print_help(FILE *to)
           "                           as K, decompressed; replace: K.gz listed only as K;\n"
           "                           off\n"
           "  -o gz_span=SIZE          decompressed bytes between access points of the\n"
-          "                           index of a view (default 16M)\n"
+          "                           index of a view (default 8M)\n"
           "  -o gz_size=HOW           estimate: a view's size is estimated until it was\n"
           "                           read once (default); exact: the first stat reads it\n"
           "  -o gz_index=WHERE        local: indexes of views kept in cache_dir (default);\n"

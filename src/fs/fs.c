@@ -26,7 +26,7 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->max_inflight = 8;
     cfg->abort_stale_uploads = 86400;
     cfg->gunzip = FS_GUNZIP_ENCODING;
-    cfg->gz_span = 16ULL << 20;
+    cfg->gz_span = 8ULL << 20;
 }
 
 int fs_make_dirs(const char *path, mode_t mode)

@@ -24,7 +24,7 @@ bool gz_is_gzip(const void *head, size_t len);
 struct gz_index;
 
 /* An empty index for a compressed object of comp_size bytes, with an
- * access point every `span` bytes of output (0: the default, 16 MiB).
+ * access point every `span` bytes of output (0: the default, 8 MiB).
  * *out is freed with gz_index_free.  0 or ENOMEM. */
 int gz_index_new(uint64_t comp_size, uint64_t span, struct gz_index **out);
 void gz_index_free(struct gz_index *ix);
