@@ -574,7 +574,11 @@ static const char *status_code_name(long status)
 
 static void log_failure(const struct s3_req *req, int rc, const struct s3_error *err)
 {
-    enum log_level lvl = (rc == ENOENT || rc == ESTALE) ? LOG_LVL_DEBUG : LOG_LVL_ERROR;
+    /* a missing name is routine, a changed object is the caller's to
+     * report, and a sink that stopped the transfer (ECANCELED: the reader
+     * went away) is no failure at all */
+    enum log_level lvl =
+        (rc == ENOENT || rc == ESTALE || rc == ECANCELED) ? LOG_LVL_DEBUG : LOG_LVL_ERROR;
     if (lvl == LOG_LVL_DEBUG && log_get_level() < LOG_LVL_DEBUG)
         return;
     if (err->status)
