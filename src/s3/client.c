@@ -766,6 +766,7 @@ void s3_object_info_clear(struct s3_object_info *info)
 
 int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3_error *err_out)
 {
+    s3_xml_init();
     struct s3_error local;
     struct s3_error *err = err_out ? err_out : &local;
     memset(err, 0, sizeof(*err));

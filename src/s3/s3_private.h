@@ -40,6 +40,11 @@ int s3_canonical_request(struct buf *out, const struct s3_sign_input *in);
  * signature_out (65 bytes, may be NULL) receives the hex signature. */
 int s3_sigv4_authorization(struct buf *out, const struct s3_sign_input *in, char *signature_out);
 
+/* libxml2's global state, set up once before any thread parses: its lazy
+ * first-use setup is not thread-safe (two threads parsing their first
+ * responses at once leaked its encoding table).  Called by s3_client_new. */
+void s3_xml_init(void);
+
 /* Hex SHA-256 of data into hex (65 bytes). */
 void s3_sha256_hex(const void *data, size_t len, char *hex);
 /* Base64 MD5 of data into b64 (25 bytes). */

@@ -95,6 +95,12 @@ static void copy_field(char *dst, size_t n, const char *src)
     snprintf(dst, n, "%s", src);
 }
 
+
+void s3_xml_init(void)
+{
+    xmlInitParser();
+}
+
 /* ---- <Error> ------------------------------------------------------------ */
 
 struct error_state {
