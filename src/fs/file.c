@@ -195,33 +195,16 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     struct fs_wfile *wf = write ? in->wf : NULL;
     struct fs_attr view = in->attr;
-    char *raw = view.gz ? malloc(strlen(in->path) + 4) : NULL;
-    if (raw)
-        sprintf(raw, "%s%s", in->path, view.gz_suffix ? ".gz" : "");
+    char *raw = view.gz ? fs_view_raw_path(in->path, view.gz_suffix) : NULL;
     pthread_mutex_unlock(&fs->lock);
     if (view.gz) {
         rc = raw ? fs_gz_open(fs, ino, raw, &view, &h->gz) : ENOMEM;
         free(raw);
-        if (rc) {
-            pthread_mutex_lock(&fs->lock);
-            fs_inode_close_locked(fs, in);
-            pthread_mutex_unlock(&fs->lock);
-            handle_free(&h->open);
-            fuse_reply_err(req, rc);
-            return;
-        }
+        if (rc)
+            goto out_drop;
     }
-    if (wf && (fi->flags & O_TRUNC)) {
-        rc = fs_truncate(fs, in, 0);
-        if (rc) {
-            pthread_mutex_lock(&fs->lock);
-            fs_inode_close_locked(fs, in);
-            pthread_mutex_unlock(&fs->lock);
-            handle_free(&h->open);
-            fuse_reply_err(req, rc);
-            return;
-        }
-    }
+    if (wf && (fi->flags & O_TRUNC) && (rc = fs_truncate(fs, in, 0)))
+        goto out_drop;
     fs_open_track(fs, &h->open, handle_free);
     fi->fh = (uintptr_t)h;
     pthread_mutex_lock(&fs->lock);
@@ -234,6 +217,13 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     pthread_mutex_unlock(&fs->lock);
     fuse_reply_open(req, fi);
+    return;
+out_drop: /* the handle was made: give back the open it holds */
+    pthread_mutex_lock(&fs->lock);
+    fs_inode_close_locked(fs, in);
+    pthread_mutex_unlock(&fs->lock);
+    handle_free(&h->open);
+    fuse_reply_err(req, rc);
 }
 
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)

@@ -252,6 +252,9 @@ int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, str
 /* gunzip=view/replace: is `path` the view of an object path + ".gz"?
  * 0 and *a, ENOENT, or the S3 errno. */
 int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a);
+/* The path of the object a view at `path` shows: path + ".gz" when
+ * gz_suffix, else path itself.  Caller frees; NULL on ENOMEM. */
+char *fs_view_raw_path(const char *path, bool gz_suffix);
 /* Publish what was learnt about `path`: find or make its inode (a new one
  * when the type changed), set its attributes, count one lookup when
  * `count_lookup`, and fill *e for the kernel.  Takes fs->lock itself when

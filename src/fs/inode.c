@@ -114,14 +114,21 @@ static int resolve_object(struct fs *fs, const char *path, struct fs_attr *a, ch
     return rc;
 }
 
+char *fs_view_raw_path(const char *path, bool gz_suffix)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, path);
+    if (gz_suffix)
+        buf_puts(&b, ".gz");
+    return buf_steal(&b);
+}
+
 int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a)
 {
     size_t n = strlen(path);
-    char *raw = malloc(n + 4);
+    char *raw = fs_view_raw_path(path, true);
     if (!raw)
         return ENOMEM;
-    memcpy(raw, path, n);
-    memcpy(raw + n, ".gz", 4);
     int rc = strlen(fs->key_prefix) + n + 3 > FS_MAX_KEY ? ENOENT : resolve_object(fs, raw, a, NULL);
     if (!rc && !S_ISREG(a->mode))
         rc = ENOENT;

@@ -191,9 +191,8 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         path = inode_snapshot(fs, ino, &a, NULL, NULL);
     } else if (!rc && a.gz && !a.size_exact && !a.size_estimated) {
         /* a view seen in a listing only: its size now (no HEAD needed) */
-        char *raw = malloc(strlen(path) + 4);
+        char *raw = fs_view_raw_path(path, a.gz_suffix);
         if (raw) {
-            sprintf(raw, "%s%s", path, a.gz_suffix ? ".gz" : "");
             fs_gz_size(fs, raw, &a);
             if (!a.size_exact)
                 a.size_estimated = true;

@@ -533,35 +533,55 @@ static int up_copy_range(struct fs *fs, struct fs_wfile *wf, uint64_t off, uint6
     return rc;
 }
 
+/* The metadata a new object of `in` is stored with, taken now. */
+struct put_meta {
+    struct fs_attr a;
+    char *xattr;
+    struct buf store;
+    struct s3_meta meta[FS_META_MAX];
+    struct s3_put_opts opts;
+};
+
+static void put_meta_take(struct fs *fs, struct fs_inode *in, struct put_meta *m)
+{
+    pthread_mutex_lock(&fs->lock);
+    m->a = in->attr;
+    m->xattr = in->xattr ? strdup(in->xattr) : NULL;
+    pthread_mutex_unlock(&fs->lock);
+    m->store = (struct buf)BUF_INIT;
+    m->opts = (struct s3_put_opts){.meta = m->meta,
+                                   .n_meta = fs_meta_build(&m->a, m->xattr, m->meta, &m->store)};
+}
+
+static void put_meta_free(struct put_meta *m)
+{
+    buf_free(&m->store);
+    free(m->xattr);
+}
+
 /* Begin the multipart upload of the file, with its current metadata. */
 static int up_create(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
 {
-    bool gone;
-    char *key = wf_key(fs, in, &gone);
+    char *key = wf_key(fs, in, NULL);
     if (!key)
         return ENOMEM;
-    pthread_mutex_lock(&fs->lock);
-    struct fs_attr a = in->attr;
-    char *xattr = in->xattr ? strdup(in->xattr) : NULL;
-    pthread_mutex_unlock(&fs->lock);
-    struct buf store = BUF_INIT;
-    struct s3_meta meta[FS_META_MAX];
-    struct s3_put_opts opts = {.meta = meta, .n_meta = fs_meta_build(&a, xattr, meta, &store)};
+    struct put_meta m;
+    put_meta_take(fs, in, &m);
     char *id = NULL;
-    int rc = s3_create_multipart_upload(fs->s3, key, &opts, &id, NULL);
-    buf_free(&store);
+    int rc = s3_create_multipart_upload(fs->s3, key, &m.opts, &id, NULL);
+    buf_free(&m.store);
     if (rc) {
         log_error("cannot begin the upload of %s: %s", key, strerror(rc));
         free(key);
-        free(xattr);
+        free(m.xattr);
         return rc;
     }
     wf->up.key = key;
     wf->up.id = id;
-    wf->up.sent_mode = a.mode;
-    wf->up.sent_uid = a.uid;
-    wf->up.sent_gid = a.gid;
-    wf->up.sent_xattr = xattr;
+    wf->up.sent_mode = m.a.mode;
+    wf->up.sent_uid = m.a.uid;
+    wf->up.sent_gid = m.a.gid;
+    wf->up.sent_xattr = m.xattr; /* kept: fix_meta compares with it */
     return 0;
 }
 
@@ -740,18 +760,12 @@ static int put_whole(struct fs *fs, struct fs_inode *in, const char *data, size_
                      char *etag)
 {
     char *key = wf_key(fs, in, NULL);
-    pthread_mutex_lock(&fs->lock);
-    struct fs_attr a = in->attr;
-    char *xattr = in->xattr ? strdup(in->xattr) : NULL;
-    pthread_mutex_unlock(&fs->lock);
-    struct buf store = BUF_INIT;
-    struct s3_meta meta[FS_META_MAX];
-    struct s3_put_opts opts = {.meta = meta, .n_meta = fs_meta_build(&a, xattr, meta, &store)};
-    int rc = key ? s3_put_object(fs->s3, key, data, len, &opts, etag, NULL) : ENOMEM;
+    struct put_meta m;
+    put_meta_take(fs, in, &m);
+    int rc = key ? s3_put_object(fs->s3, key, data, len, &m.opts, etag, NULL) : ENOMEM;
     if (rc)
         log_error("upload of %s failed: %s", key ? key : in->path, strerror(rc));
-    buf_free(&store);
-    free(xattr);
+    put_meta_free(&m);
     free(key);
     return rc;
 }
