@@ -1269,6 +1269,17 @@ int s3_list_multipart_uploads(struct s3_client *c, const char *prefix, const cha
     int rc = s3_execute(c, &req, err);
     if (!rc)
         rc = s3_xml_parse_list_uploads(req.resp.data, req.resp.len, page);
+    /* A truncated page must move the markers on, or the caller would loop. */
+    if (!rc && page->truncated &&
+        (!page->next_key_marker || !*page->next_key_marker ||
+         (key_marker && strcmp(page->next_key_marker, key_marker) == 0 &&
+          strcmp(page->next_upload_id_marker ? page->next_upload_id_marker : "",
+                 upload_id_marker ? upload_id_marker : "") == 0))) {
+        log_error("ListMultipartUploads: the server returned a truncated page without new "
+                  "markers; stopping rather than looping");
+        s3_upload_page_free(page);
+        rc = EPROTO;
+    }
     req_free(&req);
     return rc;
 }
