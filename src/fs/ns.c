@@ -50,7 +50,7 @@ static int child_path(struct fs *fs, fuse_ino_t parent, const char *name, char *
         return ENOENT;
     if (!*path)
         return ENOMEM;
-    if (strlen(fs->key_prefix) + strlen(*path) + 1 > FS_MAX_KEY) {
+    if (strlen(fs->key_prefix) + strlen(*path) > FS_MAX_KEY) {
         free(*path);
         *path = NULL;
         return ENAMETOOLONG;
@@ -304,6 +304,10 @@ static void make_object(fuse_req_t req, fuse_ino_t parent, const char *name, mod
     if (rc)
         goto out;
     bool dir = S_ISDIR(mode);
+    if (dir && strlen(fs->key_prefix) + strlen(path) + 1 > FS_MAX_KEY) {
+        rc = ENAMETOOLONG; /* its marker "path/" would not fit in a key */
+        goto out;
+    }
     struct fs_attr a = {0};
     a.mode = mode;
     a.uid = ctx->uid;

@@ -150,3 +150,46 @@ def test_garbage_instead_of_xml(proxy, s3, bucket, mounter):
     assert "nox" not in [o["Key"] for o in
                          s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     healthy_again(proxy, m, s3, bucket)
+
+
+def test_keys_with_control_characters_and_1024_bytes(s3, bucket, mounter):
+    """Names S3 allows: control characters are fine POSIX names (all but
+    '/' and NUL); a 1,024-byte key is listed when each of its components
+    fits in 255 bytes, and skipped with a warning when one does not."""
+    deep = "/".join(["c" * 200] * 5) + "/" + "f" * 19  # 1,024 bytes
+    assert len(deep.encode()) == 1024
+    flat = "k" * 1024
+    names = {"tab\there": b"t", "nl\nhere": b"n", "bell\x07": b"b",
+             "esc\x1b[31m": b"e", "del\x7f": b"d", "uni\u00e9\u2603": b"u"}
+    for k, v in names.items():
+        s3.put_object(Bucket=bucket, Key=k, Body=v)
+    s3.put_object(Bucket=bucket, Key=deep, Body=b"deep")
+    s3.put_object(Bucket=bucket, Key=flat, Body=b"flat")
+    m = mounter()
+    listed = set(os.listdir(m.path))
+    assert set(names) | {"c" * 200} == listed
+    for k, v in names.items():
+        with open(m.p(k), "rb") as f:
+            assert f.read() == v
+    with open(m.p(*deep.split("/")), "rb") as f:
+        assert f.read() == b"deep"
+    # through the mount: a 1,024-byte key can be a file, not a directory
+    # (its marker would be 1,025 bytes), and 1,025 bytes is too long
+    parts = deep.split("/")
+    made = m.p(*parts[:-1], "g" * 19)
+    with open(made, "wb") as f:
+        f.write(b"full")
+    assert s3.get_object(Bucket=bucket, Key=deep[:-19] + "g" * 19)[
+        "Body"].read() == b"full"
+    with pytest.raises(OSError) as e:
+        os.mkdir(m.p(*parts[:-1], "h" * 19))
+    assert e.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(OSError) as e:
+        open(m.p(*parts[:-1], "i" * 20), "wb")
+    assert e.value.errno == errno.ENAMETOOLONG
+    assert 'skipping key "' + flat + '"' in m.stderr_text()
+    # and the mount can create such names too
+    with open(m.p("made\x01here"), "wb") as f:
+        f.write(b"m")
+    assert s3.get_object(Bucket=bucket, Key="made\x01here")["Body"].read() \
+        == b"m"
