@@ -28,7 +28,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#ifdef HAVE_ISAL
 #include <isa-l/crc.h>
+#endif
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -410,6 +412,50 @@ static void put_u32(unsigned char *p, uint32_t v)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
+#ifdef HAVE_ISAL
+uint32_t cache_crc32c(const void *data, size_t len, uint32_t crc)
+{
+    return crc32_iscsi((unsigned char *)data, (int)len, crc);
+}
+#else
+/* Slicing by 8: eight 256-entry tables, eight input bytes per step. */
+static uint32_t crc32c_table[8][256];
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+
+static void crc32c_init(void)
+{
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+        crc32c_table[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++)
+        for (int t = 1; t < 8; t++)
+            crc32c_table[t][n] = (crc32c_table[t - 1][n] >> 8) ^
+                                 crc32c_table[0][crc32c_table[t - 1][n] & 0xff];
+}
+
+uint32_t cache_crc32c(const void *data, size_t len, uint32_t crc)
+{
+    pthread_once(&crc32c_once, crc32c_init);
+    const unsigned char *p = data;
+    while (len >= 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                             (uint32_t)p[3] << 24);
+        crc = crc32c_table[7][lo & 0xff] ^ crc32c_table[6][(lo >> 8) & 0xff] ^
+              crc32c_table[5][(lo >> 16) & 0xff] ^ crc32c_table[4][lo >> 24] ^
+              crc32c_table[3][p[4]] ^ crc32c_table[2][p[5]] ^ crc32c_table[1][p[6]] ^
+              crc32c_table[0][p[7]];
+        p += 8;
+        len -= 8;
+    }
+    while (len--)
+        crc = (crc >> 8) ^ crc32c_table[0][(crc ^ *p++) & 0xff];
+    return crc;
+}
+#endif
+
 static uint32_t get_u32(const unsigned char *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -439,7 +485,7 @@ static int hdr_read(int fd, unsigned char *h, uint32_t *dlen)
     uint32_t len = get_u32(h + 12), pages = get_u32(h + 20);
     if (get_u32(h + 16) != CACHE_PAGE || len > CACHE_MAX_DATA ||
         pages != (len + CACHE_PAGE - 1) / CACHE_PAGE ||
-        crc32_iscsi(h + 12, CACHE_HDR - 12, 0) != get_u32(h + 8))
+        cache_crc32c(h + 12, CACHE_HDR - 12, 0) != get_u32(h + 8))
         return EBADMSG;
     *dlen = len;
     return 0;
@@ -484,7 +530,7 @@ static int data_read(int fd, const unsigned char *h, uint32_t dlen, uint64_t off
         const unsigned char *d = p == p0 && bounce0   ? head
                                  : p == p1 && bounce1 ? tail
                                                       : buf + (p * CACHE_PAGE - off);
-        if (crc32_iscsi((unsigned char *)d, (int)page_len(dlen, p), 0) != get_u32(h + 24 + 4 * p))
+        if (cache_crc32c(d, page_len(dlen, p), 0) != get_u32(h + 24 + 4 * p))
             return EBADMSG;
     }
     if (bounce0) {
@@ -694,9 +740,9 @@ int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *d
         put_u32(hdr + 20, pages);
         for (uint32_t p = 0; p < pages; p++)
             put_u32(hdr + 24 + 4 * p,
-                    crc32_iscsi((unsigned char *)data + (size_t)p * CACHE_PAGE,
-                                (int)page_len((uint32_t)len, p), 0));
-        put_u32(hdr + 8, crc32_iscsi(hdr + 12, CACHE_HDR - 12, 0));
+                    cache_crc32c((const unsigned char *)data + (size_t)p * CACHE_PAGE,
+                                 page_len((uint32_t)len, p), 0));
+        put_u32(hdr + 8, cache_crc32c(hdr + 12, CACHE_HDR - 12, 0));
         rc = write_block(fd, hdr, data, len, flags & CACHE_STORE_DIRECT);
     }
     if (fd >= 0 && close(fd) < 0 && !rc)

@@ -71,6 +71,13 @@ int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *dat
 int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
                 unsigned flags);
 
+/* CRC-32C (Castagnoli) of len bytes continued from `crc`, without the
+ * customary inversions, as ISA-L's crc32_iscsi() computes it (the block
+ * checksums): ISA-L's when built with it, else a table-driven C version,
+ * so both builds read each other's cache.  cache_crc32c("123456789", 9, 0)
+ * is 0x58e3fa20. */
+uint32_t cache_crc32c(const void *data, size_t len, uint32_t crc);
+
 /* Bytes the cache holds now, and its bound. */
 uint64_t cache_size(struct cache *c);
 uint64_t cache_limit(struct cache *c);

@@ -1,4 +1,4 @@
-/* gz.c — random access into gzip streams, inflated with ISA-L.
+/* gz.c — random access into gzip streams, inflated with ISA-L (or zlib).
  *
  * A gzip file is one or more members, each a deflate stream: a sequence of
  * blocks whose back-references reach up to 32 KiB into earlier output.  So
@@ -32,6 +32,16 @@
  *     checked whenever it is used: an index from another ISA-L build is
  *     refused or caught, never trusted blindly.
  *
+ * Built without ISA-L (./configure --without-isal), zlib inflates, at
+ * about a third of the speed, and points are zran.c's: taken at deflate
+ * block boundaries (inflate with Z_BLOCK, asked for only while a point is
+ * wanted), each the bits left in the last byte and the 32 KiB window
+ * (inflateGetDictionary), restored with inflatePrime and
+ * inflateSetDictionary into a raw inflate.  A member resumed that way
+ * cannot check its CRC at its end (its trailer is skipped); the 4 KiB
+ * check of every point still guards the index.  The two builds' index
+ * files differ and each refuses the other's.
+ *
  * Multi-member files (cat a.gz b.gz, pigz, bgzip) are inflated member
  * after member; ISA-L with ISAL_GZIP checks each member's header, CRC and
  * size.  Bytes after the last member that are not a gzip header are
@@ -39,7 +49,9 @@
 #include "gz/gz.h"
 
 #include <errno.h>
+#ifdef HAVE_ISAL
 #include <isa-l/igzip_lib.h>
+#endif
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,13 +64,23 @@
 #define GZ_CHECK_LEN 4096u
 #define GZ_MIN_SPAN (64u << 10)
 #define GZ_MAGIC "PAILGZX1"
+#ifdef HAVE_ISAL
+/* what a saved index was made for: ISA-L's state layout, by its size */
+#define GZ_ENGINE_TAG ((uint32_t)sizeof(struct inflate_state))
+#else
+#define GZ_ENGINE_TAG 0x7a6c6962u /* "zlib": zran-style window points */
+#define GZ_WINDOW 32768u
+#endif
 
 enum { GZP_FRESH = 0, GZP_STATE = 1 };
 
 struct gz_point {
     uint64_t in_off, out_off;
     uint8_t kind;
-    unsigned char *state; /* GZP_STATE: zlib-compressed struct inflate_state */
+    /* GZP_STATE, zlib-compressed: ISA-L's struct inflate_state, or (zlib
+     * build) the bits left in the byte before in_off, that byte, and the
+     * window */
+    unsigned char *state;
     uint32_t state_len;
     uint32_t check;       /* crc32 of the first check_len bytes after the point */
     uint32_t check_len;   /* 0: not known yet */
@@ -79,7 +101,15 @@ struct gz_reader {
     struct gz_index *ix;
     gz_source_fn src;
     void *arg;
+#ifdef HAVE_ISAL
     struct inflate_state *st;
+#else
+    z_stream zs;
+    bool zs_ready;         /* inflateInit2 done */
+    bool raw_member;       /* resumed mid-member: raw deflate, trailer skipped */
+    bool member_done;      /* the current member's deflate stream ended */
+    bool want_block;       /* stop at the next block boundary for a point */
+#endif
     bool live;
     uint64_t out_pos;      /* decompressed offset of the next byte out */
     unsigned char *in;
@@ -252,7 +282,7 @@ int gz_index_save(struct gz_index *ix, struct buf *out)
         return EAGAIN;
     }
     buf_append(out, GZ_MAGIC, 8);
-    put32(out, (uint32_t)sizeof(struct inflate_state));
+    put32(out, GZ_ENGINE_TAG);
     put32(out, 0);
     put64(out, ix->comp_size);
     put64(out, ix->size);
@@ -281,7 +311,7 @@ int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_in
     const unsigned char *p = data, *end = p + len;
     if (len < 48 || memcmp(p, GZ_MAGIC, 8) != 0 ||
         get32(end - 4) != (uint32_t)crc32(0, p, (uInt)(len - 4)) ||
-        get32(p + 8) != sizeof(struct inflate_state) || get64(p + 16) != comp_size)
+        get32(p + 8) != GZ_ENGINE_TAG || get64(p + 16) != comp_size)
         return EINVAL;
     uint64_t size = get64(p + 24), span = get64(p + 32);
     uint32_t n = get32(p + 40);
@@ -350,10 +380,16 @@ int gz_reader_new(struct gz_index *ix, gz_source_fn src, void *arg, struct gz_re
     r->src = src;
     r->arg = arg;
     r->check_pt = SIZE_MAX;
+#ifdef HAVE_ISAL
     r->st = malloc(sizeof(*r->st));
+    bool engine = r->st != NULL;
+#else
+    bool engine = inflateInit2(&r->zs, 31) == Z_OK;
+    r->zs_ready = engine;
+#endif
     r->in = malloc(GZ_IN_CHUNK);
     r->scratch = malloc(GZ_SCRATCH);
-    if (!r->st || !r->in || !r->scratch) {
+    if (!engine || !r->in || !r->scratch) {
         gz_reader_free(r);
         return ENOMEM;
     }
@@ -365,7 +401,12 @@ void gz_reader_free(struct gz_reader *r)
 {
     if (!r)
         return;
+#ifdef HAVE_ISAL
     free(r->st);
+#else
+    if (r->zs_ready)
+        inflateEnd(&r->zs);
+#endif
     free(r->in);
     free(r->scratch);
     free(r);
@@ -382,9 +423,17 @@ uint64_t gz_reader_inflated(const struct gz_reader *r)
     return r->inflated;
 }
 
+#ifdef HAVE_ISAL
+#define IN_NEXT(r) ((r)->st->next_in)
+#define IN_AVAIL(r) ((r)->st->avail_in)
+#else
+#define IN_NEXT(r) ((r)->zs.next_in)
+#define IN_AVAIL(r) ((r)->zs.avail_in)
+#endif
+
 static uint64_t in_pos(const struct gz_reader *r)
 {
-    return r->in_off + (uint64_t)(r->st->next_in - r->in);
+    return r->in_off + (uint64_t)(IN_NEXT(r) - r->in);
 }
 
 /* Point the input at compressed offset `off` (nothing buffered). */
@@ -393,16 +442,16 @@ static void in_seek(struct gz_reader *r, uint64_t off)
     r->in_off = off;
     r->in_len = 0;
     r->in_eof = off >= r->ix->comp_size;
-    r->st->next_in = r->in;
-    r->st->avail_in = 0;
+    IN_NEXT(r) = r->in;
+    IN_AVAIL(r) = 0;
 }
 
 static int in_fill(struct gz_reader *r)
 {
     uint64_t off = in_pos(r);
-    size_t keep = r->st->avail_in; /* unread bytes move to the front */
+    size_t keep = IN_AVAIL(r); /* unread bytes move to the front */
     if (keep)
-        memmove(r->in, r->st->next_in, keep);
+        memmove(r->in, IN_NEXT(r), keep);
     r->in_off = off;
     size_t got = 0;
     int rc = 0;
@@ -412,8 +461,8 @@ static int in_fill(struct gz_reader *r)
             r->in_eof = true;
     }
     r->in_len = keep + got;
-    r->st->next_in = r->in;
-    r->st->avail_in = (uint32_t)r->in_len;
+    IN_NEXT(r) = r->in;
+    IN_AVAIL(r) = (uint32_t)r->in_len;
     return rc;
 }
 
@@ -431,6 +480,7 @@ static void damaged(struct gz_reader *r, const char *why)
     r->live = false;
 }
 
+#ifdef HAVE_ISAL
 static int restore(struct gz_reader *r, const struct gz_point *p)
 {
     if (p->kind == GZP_STATE) {
@@ -448,6 +498,36 @@ static int restore(struct gz_reader *r, const struct gz_point *p)
     return 0;
 }
 
+#else
+static int restore(struct gz_reader *r, const struct gz_point *p)
+{
+    r->member_done = false;
+    r->want_block = false;
+    if (p->kind == GZP_STATE) {
+        /* [bits][the byte they are in][window], as record_state left it */
+        unsigned char *w = malloc(2 + GZ_WINDOW);
+        uLongf n = 2 + GZ_WINDOW;
+        bool ok = w && uncompress(w, &n, p->state, p->state_len) == Z_OK && n >= 2 && w[0] <= 7;
+        ok = ok && inflateReset2(&r->zs, -15) == Z_OK &&
+             (!w[0] || inflatePrime(&r->zs, w[0], w[1] >> (8 - w[0])) == Z_OK) &&
+             inflateSetDictionary(&r->zs, w + 2, (uInt)(n - 2)) == Z_OK;
+        free(w);
+        if (!ok)
+            return EIO;
+        r->raw_member = true;
+    } else {
+        if (inflateReset2(&r->zs, 31) != Z_OK)
+            return EIO;
+        r->raw_member = false;
+    }
+    in_seek(r, p->in_off);
+    r->out_pos = p->out_off;
+    r->live = true;
+    return 0;
+}
+
+#endif
+
 /* Start the check of point `pt`: verify (a point being used) or fill (a
  * point just recorded) the CRC of its first `len` bytes of output. */
 static void check_begin(struct gz_reader *r, size_t pt, bool verify, uint32_t len)
@@ -459,6 +539,7 @@ static void check_begin(struct gz_reader *r, size_t pt, bool verify, uint32_t le
     r->check_want = len;
 }
 
+#ifdef HAVE_ISAL
 /* Snapshot the decoder as an access point at the current position. */
 static void record_state(struct gz_reader *r)
 {
@@ -492,6 +573,43 @@ static void record_state(struct gz_reader *r)
     free(c);
 }
 
+#else
+/* An access point here, at a deflate block boundary (inflate just
+ * returned there with Z_BLOCK): the bits left in the last byte taken, that
+ * byte, and the window of the last 32 KiB of output. */
+static void record_state(struct gz_reader *r)
+{
+    unsigned bits = (unsigned)r->zs.data_type & 7;
+    if (bits && IN_NEXT(r) == r->in)
+        return; /* that byte left the buffer: the next boundary will do */
+    r->want_block = false;
+    unsigned char *w = malloc(2 + GZ_WINDOW);
+    uInt wl = GZ_WINDOW;
+    if (!w || inflateGetDictionary(&r->zs, w + 2, &wl) != Z_OK) {
+        free(w);
+        return;
+    }
+    w[0] = (unsigned char)bits;
+    w[1] = bits ? IN_NEXT(r)[-1] : 0;
+    uLongf n = compressBound(2 + wl);
+    unsigned char *z = malloc(n);
+    if (z && compress2(z, &n, w, 2 + wl, 6) == Z_OK) {
+        struct gz_point p = {.in_off = in_pos(r), .out_off = r->out_pos, .kind = GZP_STATE,
+                             .state = z, .state_len = (uint32_t)n};
+        pthread_mutex_lock(&r->ix->lock);
+        bool frontier = r->out_pos > r->ix->pts[r->ix->n - 1].out_off;
+        if (frontier && ix_add(r->ix, &p) == 0) {
+            z = NULL;
+            check_begin(r, r->ix->n - 1, false, GZ_CHECK_LEN);
+        }
+        pthread_mutex_unlock(&r->ix->lock);
+    }
+    free(z);
+    free(w);
+}
+
+#endif
+
 static void record_fresh(struct gz_reader *r)
 {
     struct gz_point p = {.in_off = in_pos(r), .out_off = r->out_pos, .kind = GZP_FRESH};
@@ -509,6 +627,30 @@ static bool wants_point(struct gz_reader *r, bool member_start)
     pthread_mutex_lock(&r->ix->lock);
     uint64_t gap = member_start ? r->ix->span / 4 * 3 : r->ix->span;
     bool want = !r->ix->complete && r->out_pos >= r->ix->pts[r->ix->n - 1].out_off + gap;
+    pthread_mutex_unlock(&r->ix->lock);
+    return want;
+}
+
+/* The index wants a point at the current position: ISA-L's state is a
+ * point anywhere; zlib needs the next block boundary, where decode()
+ * stops while want_block is set. */
+static void point_wanted(struct gz_reader *r)
+{
+#ifdef HAVE_ISAL
+    record_state(r);
+#else
+    r->want_block = true;
+#endif
+}
+
+/* `want` cut so that the output stops where the index wants its next
+ * point: points then land a span apart, not a span plus a read's size. */
+static size_t point_room(struct gz_reader *r, size_t want)
+{
+    pthread_mutex_lock(&r->ix->lock);
+    uint64_t at = r->ix->pts[r->ix->n - 1].out_off + r->ix->span;
+    if (!r->ix->complete && at > r->out_pos && at - r->out_pos < want)
+        want = (size_t)(at - r->out_pos);
     pthread_mutex_unlock(&r->ix->lock);
     return want;
 }
@@ -556,6 +698,7 @@ static void stream_end(struct gz_reader *r)
     pthread_mutex_unlock(&r->ix->lock);
 }
 
+#ifdef HAVE_ISAL
 /* Inflate up to `want` bytes into buf.  *n bytes came out; *end: the
  * stream is over.  Handles refills and member boundaries. */
 static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *n, bool *end)
@@ -631,6 +774,107 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
     }
 }
 
+#else
+/* Inflate up to `want` bytes into buf.  *n bytes came out; *end: the
+ * stream is over.  Handles refills and member boundaries. */
+static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *n, bool *end)
+{
+    *n = 0;
+    *end = false;
+    z_stream *zs = &r->zs;
+    for (;;) {
+        if (r->member_done) {
+            if (r->raw_member) { /* resumed mid-member: skip its CRC and size */
+                while (zs->avail_in < 8 && !r->in_eof) {
+                    int rc = in_fill(r);
+                    if (rc)
+                        return rc;
+                }
+                if (zs->avail_in < 8) {
+                    damaged(r, "the compressed object ends in the middle of the stream");
+                    return EIO;
+                }
+                zs->next_in += 8;
+                zs->avail_in -= 8;
+                r->raw_member = false;
+            }
+            /* a member ended: another one, trailing bytes, or the end */
+            if (zs->avail_in < 3 && !r->in_eof) {
+                int rc = in_fill(r);
+                if (rc)
+                    return rc;
+            }
+            if (zs->avail_in == 0) {
+                stream_end(r);
+                *end = true;
+                return check_feed(r, NULL, 0, true);
+            }
+            if (!gz_is_gzip(zs->next_in, zs->avail_in)) {
+                pthread_mutex_lock(&r->ix->lock);
+                bool warn = !r->ix->warned_trailing;
+                r->ix->warned_trailing = true;
+                pthread_mutex_unlock(&r->ix->lock);
+                if (warn)
+                    log_warn("gzip stream: %llu bytes after the last member ignored",
+                             (unsigned long long)(r->ix->comp_size - in_pos(r)));
+                stream_end(r);
+                *end = true;
+                return check_feed(r, NULL, 0, true);
+            }
+            if (inflateReset2(zs, 31) != Z_OK)
+                return EIO;
+            r->member_done = false;
+            if (wants_point(r, true))
+                record_fresh(r);
+        }
+        if (zs->avail_in == 0 && !r->in_eof) {
+            int rc = in_fill(r);
+            if (rc)
+                return rc;
+        }
+        zs->next_out = buf;
+        zs->avail_out = (uInt)want;
+        uInt in_before = zs->avail_in;
+        int zr = inflate(zs, r->want_block ? Z_BLOCK : Z_NO_FLUSH);
+        size_t got = want - zs->avail_out;
+        r->out_pos += got;
+        r->inflated += got;
+        if (zr == Z_STREAM_END) {
+            r->member_done = true;
+        } else if (zr != Z_OK && zr != Z_BUF_ERROR) {
+            r->out_pos -= got; /* nothing after the damage is trusted */
+            if (zr == Z_MEM_ERROR)
+                return ENOMEM;
+            damaged(r, zs->msg && strstr(zs->msg, "check") ? "CRC or length check failed"
+                                                            : "invalid deflate data");
+            return EIO;
+        }
+        bool boundary =
+            r->want_block && !r->member_done && (zs->data_type & 128) && !(zs->data_type & 64);
+        if (got) {
+            /* what came out precedes the boundary: it belongs to the
+             * previous point's check, never to the one recorded here */
+            int crc = check_feed(r, buf, got, false);
+            if (crc)
+                return crc;
+            if (boundary)
+                record_state(r);
+            *n = got;
+            return 0;
+        }
+        if (boundary)
+            record_state(r);
+        if (r->member_done)
+            continue;
+        if (zs->avail_in == in_before && r->in_eof) {
+            damaged(r, "the compressed object ends in the middle of the stream");
+            return EIO;
+        }
+    }
+}
+
+#endif
+
 int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *got)
 {
     struct gz_index *ix = r->ix;
@@ -685,16 +929,17 @@ int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *go
         uint64_t gap = off - r->out_pos;
         size_t n;
         bool end;
-        int rc = decode(r, r->scratch, gap < GZ_SCRATCH ? (size_t)gap : GZ_SCRATCH, &n, &end);
+        int rc = decode(r, r->scratch, point_room(r, gap < GZ_SCRATCH ? (size_t)gap : GZ_SCRATCH),
+                        &n, &end);
         if (rc)
             return rc;
         if (end)
             return 0;
         if (wants_point(r, false))
-            record_state(r);
+            point_wanted(r);
     }
     while (*got < len) {
-        size_t want = len - *got < GZ_OUT_STEP ? len - *got : GZ_OUT_STEP, n;
+        size_t want = point_room(r, len - *got < GZ_OUT_STEP ? len - *got : GZ_OUT_STEP), n;
         bool end;
         int rc = decode(r, out + *got, want, &n, &end);
         if (rc)
@@ -703,7 +948,7 @@ int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *go
         if (end)
             break;
         if (wants_point(r, false))
-            record_state(r);
+            point_wanted(r);
     }
     return 0;
 }
