@@ -345,6 +345,16 @@ static int o_read_parallel(struct parse *p, const char *name, const char *v)
     return 0;
 }
 
+static int o_gz_workers(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    (void)name;
+    if (parse_decimal(v, 4, &n))
+        return EINVAL;
+    p->o->fs.gz_workers = (unsigned)n;
+    return 0;
+}
+
 static int o_max_inflight(struct parse *p, const char *name, const char *v)
 {
     unsigned long long n;
@@ -527,6 +537,7 @@ static const struct o_option o_table[] = {
     /* gzip views */
     {"gunzip", O_VALUE, o_gunzip, "off, encoding, view or replace"},
     {"gz_span", O_VALUE, o_size, "a size from 1M to 1G, such as 8M"},
+    {"gz_workers", O_VALUE, o_gz_workers, "0 (one per core, up to 4) or 1 to 4"},
     {"gz_size", O_VALUE, o_gz_size, "estimate or exact"},
     {"gz_index", O_VALUE, o_gz_index, "local or shared"},
     /* logging */
@@ -1003,6 +1014,9 @@ void options_print_help(FILE *to)
           "                           off\n"
           "  -o gz_span=SIZE          decompressed bytes between access points of the\n"
           "                           index of a view (default 8M)\n"
+          "  -o gz_workers=N          threads inflating ahead of a sequential reader of\n"
+          "                           a view: 1 to 4, or 0 for one per core, up to 4\n"
+          "                           (default 0)\n"
           "  -o gz_size=HOW           estimate: a view's size is estimated until it was\n"
           "                           read once (default); exact: the first stat reads it\n"
           "  -o gz_index=WHERE        local: indexes of views kept in cache_dir (default);\n"

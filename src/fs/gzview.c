@@ -480,6 +480,8 @@ static void ahead_add_workers(struct fs_gzhandle *g)
     struct gz_ahead *ah = &g->ah;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned want = cpus > GZ_WORKERS_MAX ? GZ_WORKERS_MAX : cpus > 1 ? (unsigned)cpus : 1;
+    if (g->fs->cfg.gz_workers)
+        want = g->fs->cfg.gz_workers;
     if (g->fs->cfg.gz_span > GZ_PAR_MAX)
         want = 1;
     while (ah->nw < want) {

@@ -477,6 +477,21 @@ static void test_write_options(void **state)
         assert_int_equal(parse_o(&o, bad[i]), EINVAL);
 }
 
+static void test_gz_workers(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse_o(&o, "gunzip=view"), 0);
+    assert_int_equal(o.fs.gz_workers, 0); /* one per core */
+    options_free(&o);
+    assert_int_equal(parse_o(&o, "gz_workers=3"), 0);
+    assert_int_equal(o.fs.gz_workers, 3);
+    options_free(&o);
+    static const char *bad[] = {"gz_workers=5", "gz_workers=-1", "gz_workers=two", "gz_workers="};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        assert_int_equal(parse_o(&o, bad[i]), EINVAL);
+}
+
 static void test_log_level(void **state)
 {
     (void)state;
@@ -783,6 +798,7 @@ int main(void)
         cmocka_unit_test_setup(test_ownership_options, setup_env),
         cmocka_unit_test_setup(test_cache_options, setup_env),
         cmocka_unit_test_setup(test_write_options, setup_env),
+        cmocka_unit_test_setup(test_gz_workers, setup_env),
         cmocka_unit_test_setup(test_log_level, setup_env),
         cmocka_unit_test_setup(test_fuse_passthrough, setup_env),
         cmocka_unit_test_setup(test_cache_dir_default, setup_env),
