@@ -415,7 +415,7 @@ static struct gz_slot *ahead_claim(struct fs_gzhandle *g, struct gz_worker *w)
     if (!mine && !gz_index_is_point(ix, at))
         return NULL;
     uint64_t end = at + GZ_AHEAD;
-    if (gz_index_next_point(ix, at, &next) && next - at <= GZ_PAR_MAX)
+    if (ah->nw > 1 && gz_index_next_point(ix, at, &next) && next - at <= GZ_PAR_MAX)
         end = next; /* a whole span: the chunk after it starts at a point */
     if (sl->cap < end - at) {
         char *nb = realloc(sl->buf, end - at);
@@ -474,7 +474,8 @@ static void ahead_quiesce(struct fs_gzhandle *g)
 }
 
 /* Extra workers, each with its own cursor and raw reader, up to one per
- * core (g->lock held); spans larger than GZ_PAR_MAX leave one worker. */
+ * core or gz_workers (g->lock held).  Spans larger than GZ_PAR_MAX, or
+ * chunks that would take more than a quarter of max_memory, leave fewer. */
 static void ahead_add_workers(struct fs_gzhandle *g)
 {
     struct gz_ahead *ah = &g->ah;
@@ -484,6 +485,10 @@ static void ahead_add_workers(struct fs_gzhandle *g)
         want = g->fs->cfg.gz_workers;
     if (g->fs->cfg.gz_span > GZ_PAR_MAX)
         want = 1;
+    /* (workers + 1) span-sized chunks: at most a quarter of max_memory */
+    uint64_t chunk = (g->fs->cfg.gz_span ? g->fs->cfg.gz_span : 8ULL << 20) + (1u << 20);
+    while (want > 1 && (want + 1) * chunk > g->fs->cfg.max_memory / 4)
+        want--;
     while (ah->nw < want) {
         struct gz_worker *w = &ah->w[ah->nw];
         w->g = g;
