@@ -537,7 +537,7 @@ static const struct o_option o_table[] = {
     /* gzip views */
     {"gunzip", O_VALUE, o_gunzip, "off, encoding, view or replace"},
     {"gz_span", O_VALUE, o_size, "a size from 1M to 1G, such as 8M"},
-    {"gz_workers", O_VALUE, o_gz_workers, "0 (one per core, up to 4) or 1 to 4"},
+    {"gz_workers", O_VALUE, o_gz_workers, "0 (one per core but one, 1 to 4) or 1 to 4"},
     {"gz_size", O_VALUE, o_gz_size, "estimate or exact"},
     {"gz_index", O_VALUE, o_gz_index, "local or shared"},
     /* logging */
@@ -1015,7 +1015,7 @@ void options_print_help(FILE *to)
           "  -o gz_span=SIZE          decompressed bytes between access points of the\n"
           "                           index of a view (default 8M)\n"
           "  -o gz_workers=N          threads inflating ahead of a sequential reader of\n"
-          "                           a view: 1 to 4, or 0 for one per core, up to 4\n"
+          "                           a view: 1 to 4, or 0 for one per core but one\n"
           "                           (default 0)\n"
           "  -o gz_size=HOW           estimate: a view's size is estimated until it was\n"
           "                           read once (default); exact: the first stat reads it\n"

@@ -56,7 +56,7 @@ struct fs_config {
     enum fs_gunzip { FS_GUNZIP_OFF, FS_GUNZIP_ENCODING, FS_GUNZIP_VIEW, FS_GUNZIP_REPLACE } gunzip;
     uint64_t gz_span;        /* output bytes between access points (8 MiB) */
     unsigned gz_workers;     /* inflating workers of a sequential view reader;
-                              * 0: one per core, up to 4 */
+                              * 0: one per core but one, 1 to 4 */
     bool gz_size_exact;      /* stat of a view of unknown size builds its index */
     bool gz_index_shared;    /* indexes are also kept in the bucket */
 };

@@ -474,12 +474,13 @@ static void ahead_quiesce(struct fs_gzhandle *g)
 }
 
 /* Extra workers, each with its own cursor and raw reader, up to one per
- * core or gz_workers (g->lock held).  Spans larger than GZ_PAR_MAX, or
+ * core but one, or gz_workers (g->lock held).  Spans larger than GZ_PAR_MAX, or
  * chunks that would take more than a quarter of max_memory, leave fewer. */
 static void ahead_add_workers(struct fs_gzhandle *g)
 {
     struct gz_ahead *ah = &g->ah;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    /* one core is left to the program reading (and the kernel's copies) */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN) - 1;
     unsigned want = cpus > GZ_WORKERS_MAX ? GZ_WORKERS_MAX : cpus > 1 ? (unsigned)cpus : 1;
     if (g->fs->cfg.gz_workers)
         want = g->fs->cfg.gz_workers;
