@@ -58,6 +58,10 @@ void gz_reader_free(struct gz_reader *r);
  * 0, EIO (corrupt or truncated stream, or an index that does not match
  * the object; logged once with the offset), the source's errno, ENOMEM. */
 int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *got);
+/* Register the layer's metric (bytes inflated by every reader) with
+ * util's registry now rather than at the first reader.  Thread-safe. */
+void gz_metrics_init(void);
+
 /* Bytes of output inflated by this reader (for statistics). */
 uint64_t gz_reader_inflated(const struct gz_reader *r);
 
