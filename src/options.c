@@ -258,12 +258,12 @@ static int o_log_level(struct parse *p, const char *name, const char *v)
 
 static int o_logfile(struct parse *p, const char *name, const char *v)
 {
-    return set_absolute_path(&p->o->logfile, v);
+    return *v ? set_absolute_path(&p->o->logfile, v) : EINVAL;
 }
 
 static int o_metrics_file(struct parse *p, const char *name, const char *v)
 {
-    return set_absolute_path(&p->o->metrics_file, v);
+    return *v ? set_absolute_path(&p->o->metrics_file, v) : EINVAL;
 }
 
 static int o_metrics_interval(struct parse *p, const char *name, const char *v)

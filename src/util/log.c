@@ -171,9 +171,10 @@ static void *reopen_main(void *arg)
             continue;
         if (n <= 0)
             return NULL; /* the write end closed: stop */
+        if (memchr(c, 'r', (size_t)n))
+            log_reopen(); /* a signal that came before the stop still counts */
         if (memchr(c, 'q', (size_t)n))
             return NULL;
-        log_reopen();
     }
 }
 

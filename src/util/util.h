@@ -29,8 +29,8 @@ int log_level_parse(const char *name, enum log_level *out);
  * threads log; turn it off only while none does. */
 void log_use_syslog(bool on);
 
-/* Print one line, prefixed with time, level and "pailfs", to stderr (or to
- * syslog, see log_use_syslog).
+/* Print one line, prefixed with time, level and "pailfs", to the log file
+ * (log_use_file), else to syslog (log_use_syslog), else to stderr.
  * Never pass a secret to it: nothing here can redact. */
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
