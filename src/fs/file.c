@@ -202,6 +202,9 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         free(raw);
         if (rc)
             goto out_drop;
+        /* counted here, not in fs_gz_open: a stat reading a small view
+         * whole is no open by anyone */
+        metrics_add(&fs_metrics[FS_M_GZ_VIEWS], 1);
     }
     if (wf && (fi->flags & O_TRUNC) && (rc = fs_truncate(fs, in, 0)))
         goto out_drop;

@@ -80,7 +80,7 @@ struct metrics_series fs_metrics[FS_M_COUNT] = {
                              .help = "Multipart upload parts queued or being sent.",
                              .kind = METRICS_GAUGE},
     [FS_M_GZ_VIEWS] = {.name = "pailfs_gzip_views_opened_total",
-                       .help = "Opens of decompressed views of gzip objects.",
+                       .help = "Opens (by programs) of decompressed views of gzip objects.",
                        .kind = METRICS_COUNTER},
 };
 

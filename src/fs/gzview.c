@@ -355,7 +355,6 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
         fs_gz_close(g);
         return rc == ENOMEM ? rc : EIO;
     }
-    metrics_add(&fs_metrics[FS_M_GZ_VIEWS], 1);
     *out = g;
     return 0;
 }

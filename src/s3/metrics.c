@@ -13,10 +13,21 @@
 #include <string.h>
 
 static const char *const op_names[] = {
-    "HeadBucket",   "HeadObject",     "GetObject",    "PutObject",
-    "DeleteObject", "DeleteObjects",  "CopyObject",   "ListObjectsV2",
-    "CreateMultipartUpload", "UploadPart", "UploadPartCopy", "CompleteMultipartUpload",
-    "AbortMultipartUpload",  "ListMultipartUploads", "other",
+    "HeadBucket",
+    "HeadObject",
+    "GetObject",
+    "PutObject",
+    "DeleteObject",
+    "DeleteObjects",
+    "CopyObject",
+    "ListObjectsV2",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "UploadPartCopy",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
+    "ListMultipartUploads",
+    "other",
 };
 #define N_OPS (sizeof(op_names) / sizeof(op_names[0]))
 
@@ -60,8 +71,8 @@ static void register_all(void)
                 snprintf(status, sizeof(status), "%ld", statuses[s]);
             else
                 snprintf(status, sizeof(status), "%s", s == ST_OTHER ? "other" : "none");
-            snprintf(request_labels[o][s], sizeof(request_labels[o][s]),
-                     "op=\"%s\",status=\"%s\"", op_names[o], status);
+            snprintf(request_labels[o][s], sizeof(request_labels[o][s]), "op=\"%s\",status=\"%s\"",
+                     op_names[o], status);
             requests[o][s] = (struct metrics_series){
                 .name = "pailfs_s3_requests_total",
                 .help = "HTTP requests (attempts) sent to S3, by operation and HTTP status "

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct metrics_series *registry_head;  /* protected by registry_lock */
+static struct metrics_series *registry_head;                   /* protected by registry_lock */
 static struct metrics_series **registry_tail = &registry_head; /* protected by registry_lock */
 
 void metrics_register(struct metrics_series *series, size_t n)
@@ -141,8 +141,7 @@ static void *writer_main(void *arg)
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += (time_t)writer.interval_s;
-        while (!writer.stop &&
-               pthread_cond_timedwait(&writer.wake, &writer.lock, &ts) != ETIMEDOUT)
+        while (!writer.stop && pthread_cond_timedwait(&writer.wake, &writer.lock, &ts) != ETIMEDOUT)
             ;
     }
     pthread_mutex_unlock(&writer.lock);

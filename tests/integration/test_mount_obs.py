@@ -19,6 +19,7 @@ the machine sees it).
 """
 
 import errno
+import gzip
 import json
 import os
 import re
@@ -250,6 +251,52 @@ def test_metrics_count_retries_and_throttles(mounter, proxy, s3, bucket,
     assert value(samples, "pailfs_s3_requests_total", op="GetObject",
                  status="200") + value(samples, "pailfs_s3_requests_total",
                                        op="GetObject", status="206") >= 1
+
+
+def test_metrics_count_writes_parts_and_memory(mounter, proxy, s3, bucket):
+    part = 5 * MiB
+    data = os.urandom(2 * part + 17)
+    m = mounter(opts={"part_size": "5M"})
+    proxy.config(latency_ms=1500)  # parts stay in flight while we look
+    with open(m.p("w.bin"), "wb") as f:
+        for off in range(0, 2 * part + 128 * 1024, 128 * 1024):
+            f.write(data[off:off + 128 * 1024])
+        during, _ = parse_prom(stats_text(m))
+        f.write(data[2 * part + 128 * 1024:])
+    assert value(during, "pailfs_upload_parts_in_flight") >= 1
+    assert value(during, "pailfs_memory_bytes", use="write") >= part
+    proxy.config(latency_ms=0)
+    assert s3.get_object(Bucket=bucket, Key="w.bin")["Body"].read() == data
+    stats, samples = settled(proxy, m)
+    assert value(samples, "pailfs_fuse_written_bytes_total") == len(data)
+    assert value(samples, "pailfs_upload_parts_in_flight") == 0
+    assert value(samples, "pailfs_memory_bytes", use="write") == 0
+    assert value(samples, "pailfs_s3_requests_total", op="UploadPart",
+                 status="200") == 3 == stats["by_op"]["UploadPart"]
+    assert value(samples, "pailfs_s3_requests_total",
+                 op="CompleteMultipartUpload") == 1
+    assert value(samples, "pailfs_s3_sent_bytes_total") == stats["bytes_in"]
+    assert stats["bytes_in"] >= len(data)
+
+
+def test_metrics_count_gzip_views(mounter, proxy, s3, bucket):
+    data = b"".join(b'{"n": %d, "text": "some json"}\n' % i
+                    for i in range(100000))
+    gz = gzip.compress(data)
+    s3.put_object(Bucket=bucket, Key="enc.json", Body=gz,
+                  ContentEncoding="gzip")
+    m = mounter()
+    before, _ = parse_prom(stats_text(m))
+    assert value(before, "pailfs_gzip_views_opened_total") == 0
+    assert value(before, "pailfs_gzip_inflated_bytes_total") == 0
+    assert read_file(m.p("enc.json")) == data
+    stats, after = settled(proxy, m)
+    assert value(after, "pailfs_gzip_views_opened_total") == 1
+    assert value(after, "pailfs_gzip_inflated_bytes_total") >= len(data)
+    assert value(after, "pailfs_fuse_read_bytes_total") >= len(data)
+    # what came over the wire is the compressed object, not the data
+    assert value(after, "pailfs_s3_received_bytes_total") == stats["bytes_out"]
+    assert stats["bytes_out"] < len(data)
 
 
 def test_metrics_file_is_replaced_atomically(mounter, s3, bucket, tmp_path):
