@@ -681,7 +681,7 @@ static int stats_main(int argc, char **argv)
     ssize_t n = getxattr(mnt, FS_STATS_XATTR, text, STATS_MAX);
     if (n < 0) {
         int e = errno;
-        if (e == ENODATA || e == ENOTSUP || e == EPERM || e == EACCES)
+        if (e == ENODATA || e == ENOTSUP) /* no filesystem but pailfs has it */
             fprintf(stderr, "pailfs: %s is not the root of a pailfs mount\n", mnt);
         else
             fprintf(stderr, "pailfs: cannot read the statistics of %s: %s\n", mnt, strerror(e));
