@@ -36,7 +36,7 @@ for dir in build build-asan; do
 done
 
 echo "== integration tests (build-asan)"
-PAILFS_BUILD_DIR="$top/build-asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+PAILFS_BUILD_DIR="$top/build-asan" PAILFS_VALGRIND_BUILD="$top/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
     tests/integration 2>&1 | tee build-asan/pytest.log || status=1
 
 # One summary over both runners.

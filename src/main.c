@@ -301,6 +301,13 @@ static int check_bucket(const struct options *o, struct s3_client **out)
             s3_client_credentials_info(s3, &source, &akid);
             fprintf(stderr, "pailfs: access to bucket %s refused for access key %s (from %s): %s\n",
                     b, akid, source, msg);
+        } else if (!err.status && err.transport == EPROTO &&
+                   (!o->endpoint || strncmp(o->endpoint, "https://", 8) == 0)) {
+            fprintf(stderr,
+                    "pailfs: TLS with endpoint %s failed: %s\n"
+                    "pailfs: a server whose certificate is self-signed or from a private CA "
+                    "needs -o cafile=PATH (its CA certificate, PEM)\n",
+                    o->endpoint ? o->endpoint : "(AWS)", msg);
         } else if (endpoint_unreachable(&err)) {
             char aws[128];
             if (!o->endpoint)

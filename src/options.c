@@ -157,6 +157,17 @@ static int o_passwd_file(struct parse *p, const char *name, const char *v)
     return *v ? set_absolute_path(&p->o->passwd_file, v) : EINVAL;
 }
 
+static int o_cafile(struct parse *p, const char *name, const char *v)
+{
+    return *v ? set_absolute_path(&p->o->cafile, v) : EINVAL;
+}
+
+static int o_no_verify_ssl(struct parse *p, const char *name, const char *v)
+{
+    p->o->s3.http.no_verify_ssl = true;
+    return 0;
+}
+
 static int o_cache_dir(struct parse *p, const char *name, const char *v)
 {
     if (!*v)
@@ -509,6 +520,8 @@ static const struct o_option o_table[] = {
     {"profile", O_VALUE, o_profile, "a profile name"},
     {"passwd_file", O_VALUE, o_passwd_file, "a file path"},
     {"public", O_FLAG, o_public, NULL},
+    {"cafile", O_VALUE, o_cafile, "a file path of PEM certificates"},
+    {"no_verify_ssl", O_FLAG, o_no_verify_ssl, NULL},
     {"retries", O_VALUE, o_retries, "a whole number from 0 to 20"},
     {"connect_timeout", O_VALUE, o_connect_timeout, "a number of seconds above 0 and at most 300"},
     /* ownership and modes */
@@ -769,6 +782,7 @@ static int finish(struct parse *p, const char *argv0)
     o->s3.region = o->region;
     o->s3.profile = o->profile;
     o->s3.passwd_file = o->passwd_file;
+    o->s3.http.cafile = o->cafile;
     o->s3.max_attempts = p->retries + 1;
     o->s3.http.connect_timeout_ms = (long)(p->connect_timeout_s * 1000.0 + 0.5);
 
@@ -898,6 +912,7 @@ void options_free(struct options *opts)
     free(opts->region);
     free(opts->profile);
     free(opts->passwd_file);
+    free(opts->cafile);
     free(opts->cache_dir);
     free(opts->fsname);
     free(opts->subtype);
@@ -962,6 +977,10 @@ void options_print_help(FILE *to)
           "                           (default: none)\n"
           "  -o public                send unsigned requests, for public buckets\n"
           "                           (default: signed)\n"
+          "  -o cafile=PATH           PEM file of the CA certificates to trust for an\n"
+          "                           https endpoint (default: the system's store)\n"
+          "  -o no_verify_ssl         do not verify the endpoint's TLS certificate:\n"
+          "                           unsafe, logged as a warning (default: verify)\n"
           "  -o retries=N             retries of a failed request after the first try,\n"
           "                           0 to 20 (default 4)\n"
           "  -o connect_timeout=S     seconds to connect, above 0 and at most 300\n"

@@ -69,7 +69,7 @@ struct options {
     struct fuse_args fuse_args;
 
     /* storage behind the pointers above */
-    char *endpoint, *region, *profile, *passwd_file, *cache_dir;
+    char *endpoint, *region, *profile, *passwd_file, *cache_dir, *cafile;
     char *fsname, *subtype;
     char *fuse_opts; /* the pass-through options, comma-separated */
 };

@@ -281,8 +281,10 @@ class Proxy(_LocalService):
     """
 
     def __init__(self, upstream_url, seed=0, region=REGION,
-                 keys=((ACCESS_KEY, SECRET_KEY),), log_path=None, start=True):
+                 keys=((ACCESS_KEY, SECRET_KEY),), log_path=None, start=True,
+                 tls=None):
         self.upstream_url = upstream_url
+        self.tls = tls  # (cert.pem, key.pem): listen with TLS, .url https
         self.seed = seed
         self.region = region
         self.keys = list(keys)
@@ -305,6 +307,8 @@ class Proxy(_LocalService):
                 "--seed", str(self.seed)]
         for access_key, secret_key in self.keys:
             argv += ["--access-key", access_key, "--secret-key", secret_key]
+        if self.tls:
+            argv += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         self._proc, self.port = _spawn(argv, dict(os.environ), self.log_path,
                                        "s3proxy")
         return self
@@ -317,8 +321,20 @@ class Proxy(_LocalService):
                 self.log_path.unlink(missing_ok=True)
 
 
+    @property
+    def url(self):
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
     def _control(self, method, name, payload=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        if self.tls:
+            import ssl
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=30,
+                context=ssl._create_unverified_context())
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                              timeout=30)
         try:
             body = json.dumps(payload).encode() if payload is not None else None
             headers = {"Content-Type": "application/json"} if body else {}

@@ -71,11 +71,11 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     struct fs_handle *h = NULL;
     int rc = 0;
     if (fs->cfg.read_only) {
-        fuse_reply_err(req, EROFS);
+        fs_reply_err(req, EROFS);
         return;
     }
     if (strlen(name) > FS_MAX_NAME) {
-        fuse_reply_err(req, ENAMETOOLONG);
+        fs_reply_err(req, ENAMETOOLONG);
         return;
     }
     pthread_mutex_lock(&fs->lock);
@@ -125,7 +125,7 @@ out:
     pthread_mutex_unlock(&fs->lock);
     free(path);
     if (rc) {
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
         return;
     }
     fs_open_track(fs, &h->open, handle_free);
@@ -137,14 +137,14 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct fs *fs = fs_of(req);
     bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
     if (write && fs->cfg.read_only) {
-        fuse_reply_err(req, EROFS);
+        fs_reply_err(req, EROFS);
         return;
     }
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
     if (!in) {
         pthread_mutex_unlock(&fs->lock);
-        fuse_reply_err(req, ENOENT);
+        fs_reply_err(req, ENOENT);
         return;
     }
     in->opens++; /* hold it while S3 is asked */
@@ -190,7 +190,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (rc) {
         fs_inode_close_locked(fs, in);
         pthread_mutex_unlock(&fs->lock);
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
         return;
     }
     struct fs_wfile *wf = write ? in->wf : NULL;
@@ -226,7 +226,7 @@ out_drop: /* the handle was made: give back the open it holds */
     fs_inode_close_locked(fs, in);
     pthread_mutex_unlock(&fs->lock);
     handle_free(&h->open);
-    fuse_reply_err(req, rc);
+    fs_reply_err(req, rc);
 }
 
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -248,7 +248,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
             pthread_mutex_unlock(&fs->lock);
         }
         if (rc) {
-            fuse_reply_err(req, rc);
+            fs_reply_err(req, rc);
         } else {
             metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)got);
             fuse_reply_buf(req, data, got);
@@ -279,7 +279,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
         }
     }
     if (rc) {
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
     } else {
         metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)got);
         fuse_reply_buf(req, data, got);
@@ -293,7 +293,7 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
     struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
     int rc = h->write ? fs_wfile_write(fs_of(req), h->in, buf, size, (uint64_t)off) : EBADF;
     if (rc) {
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
     } else {
         metrics_add(&fs_metrics[FS_M_WRITTEN_BYTES], (int64_t)size);
         fuse_reply_write(req, size);
@@ -303,7 +303,7 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
-    fuse_reply_err(req, h->write ? fs_upload(fs_of(req), h->in) : 0);
+    fs_reply_err(req, h->write ? fs_upload(fs_of(req), h->in) : 0);
 }
 
 void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -368,5 +368,5 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     free(deferred);
     fs_open_untrack(fs, &h->open);
     handle_free(&h->open);
-    fuse_reply_err(req, 0);
+    fs_reply_err(req, 0);
 }

@@ -444,6 +444,13 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
                     size_t size, int flags);
 void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
+/* Replies to req with errno rc (0: success) as a program should see it.
+ * The layers below use EPROTO/EBADMSG for an answer the server garbled
+ * (unreadable XML, a listing that never ends, oversized headers) and
+ * ECANCELED for their own cancellations: to a program all of those are
+ * EIO, the error it knows how to handle; the log line has the details. */
+void fs_reply_err(fuse_req_t req, int rc);
+
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                   struct fuse_file_info *fi);
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);

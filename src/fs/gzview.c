@@ -27,6 +27,52 @@
 #define GZ_SMALL (1ULL << 20)
 #define GZ_SRC_STEP (4u << 20)
 
+#define GZ_AHEAD (4u << 20)
+#define GZ_PAR_MAX (16u << 20)
+#define GZ_WORKERS_MAX 4
+enum { AHEAD_EMPTY, AHEAD_FILLING, AHEAD_READY };
+
+struct fs_gzhandle;
+
+/* One inflating cursor of a handle: worker 0 is the handle's own (its
+ * reader and raw reader, used by direct reads while no fill runs); the
+ * others have their own, so that they can inflate other spans at once. */
+struct gz_worker {
+    struct fs_gzhandle *g;
+    pthread_t thread;
+    bool thread_started;
+    struct gz_reader *r;
+    struct fs_reader *raw;
+};
+
+/* A chunk of decompressed output [off, end) filled ahead of the reader. */
+struct gz_slot {
+    char *buf;
+    size_t cap;
+    uint64_t off, end;
+    size_t len;       /* what the fill produced: < end - off at the end of the data */
+    int rc;
+    int state;
+};
+
+/* A sequential reader's decompressed read-ahead.  Workers claim chunks in
+ * order and fill them while the reader is served from those already full,
+ * so inflating overlaps the program's own work.  A chunk that starts at an
+ * access point and ends at the next one can be claimed by any worker: with
+ * an index (a second read, a remount, a shared index) the spans ahead are
+ * inflated on several cores at once.  Past the index's frontier no point
+ * lies ahead, and only the worker whose cursor stands at the next chunk
+ * may take it: one core, as inflating from the start requires. */
+struct gz_ahead {
+    bool started, stop;
+    bool active;          /* filling ahead of a sequential reader */
+    bool at_end;          /* a fill reached the end of the data, or failed */
+    uint64_t claim_pos;   /* where the next chunk starts */
+    unsigned nw, ns;      /* workers, slots */
+    struct gz_worker w[GZ_WORKERS_MAX];
+    struct gz_slot s[GZ_WORKERS_MAX + 1];
+};
+
 struct fs_gzobj {
     UT_hash_handle hh;
     char *id;
@@ -35,33 +81,16 @@ struct fs_gzobj {
     bool saved;          /* protected by fs->gz_lock */
 };
 
-#define GZ_AHEAD (4u << 20)
-enum { AHEAD_EMPTY, AHEAD_FILLING, AHEAD_READY };
-
-/* A sequential reader's decompressed read-ahead: a thread inflates the
- * next 4 MiB into one buffer while the reader is served from the other, so
- * inflating overlaps the program's own work (grep on the other core). */
-struct gz_ahead {
-    pthread_t thread;
-    bool started, stop;
-    bool active;          /* filling ahead of a sequential reader */
-    bool at_end;          /* a fill reached the end of the data */
-    uint64_t fill_pos;    /* where the next fill starts */
-    char *buf[2];
-    uint64_t off[2];
-    size_t len[2];
-    int rc[2];
-    int state[2];
-    unsigned turn;        /* the buffer the next fill uses */
-};
-
 struct fs_gzhandle {
     pthread_mutex_t lock; /* the cursor and the read-ahead */
-    pthread_cond_t cond;  /* a fill finished, or a buffer was freed */
+    pthread_cond_t cond;  /* a fill finished, or a slot was freed */
     struct fs *fs;
     struct fs_gzobj *obj;
     struct gz_reader *r;  /* the cursor: used by one thread at a time */
     struct fs_reader *raw;
+    fuse_ino_t ino;
+    char *raw_path;
+    struct fs_attr raw_attr;
     uint64_t comp_size;
     bool passthrough;     /* not gzip after all: the raw bytes */
     uint64_t last_end;    /* where the previous read ended */
@@ -218,14 +247,15 @@ static void index_save_local(struct fs *fs, struct fs_gzobj *o)
     index_write(fs, o, true);
 }
 
+/* Compressed bytes for one worker's cursor, through its own raw reader. */
 static int raw_source(void *arg, uint64_t off, void *buf, size_t len, size_t *got)
 {
-    struct fs_gzhandle *g = arg;
+    struct gz_worker *w = arg;
     *got = 0;
-    while (*got < len && off + *got < g->comp_size) {
+    while (*got < len && off + *got < w->g->comp_size) {
         size_t step = len - *got < GZ_SRC_STEP ? len - *got : GZ_SRC_STEP;
         struct fs_read_reply rep;
-        int rc = fs_reader_read(g->raw, off + *got, step, &rep);
+        int rc = fs_reader_read(w->raw, off + *got, step, &rep);
         if (rc)
             return rc;
         size_t n = 0;
@@ -336,16 +366,22 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->cond, NULL);
     g->fs = fs;
+    g->ino = ino;
     g->comp_size = a->comp_size;
-    struct fs_attr raw = *a;
-    raw.size = a->comp_size;
-    g->raw = fs_reader_new(fs, ino, raw_path, &raw);
+    g->raw_attr = *a;
+    g->raw_attr.size = a->comp_size;
+    g->raw_path = strdup(raw_path);
+    g->raw = g->raw_path ? fs_reader_new(fs, ino, raw_path, &g->raw_attr) : NULL;
     g->obj = g->raw ? obj_get(fs, raw_path, a->etag, a->comp_size) : NULL;
-    int rc = g->obj ? gz_reader_new(g->obj->ix, raw_source, g, &g->r) : ENOMEM;
+    struct gz_worker *w0 = &g->ah.w[0];
+    w0->g = g;
+    w0->raw = g->raw;
+    int rc = g->obj ? gz_reader_new(g->obj->ix, raw_source, w0, &g->r) : ENOMEM;
+    w0->r = g->r;
     if (!rc) {
         unsigned char head[3];
         size_t got = 0;
-        rc = raw_source(g, 0, head, sizeof(head), &got);
+        rc = raw_source(w0, 0, head, sizeof(head), &got);
         if (!rc && !gz_is_gzip(head, got)) {
             g->passthrough = true;
             log_warn("%s is not gzip: shown as it is stored", raw_path);
@@ -359,67 +395,127 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
     return 0;
 }
 
+/* The next chunk worker w may fill, claimed into an empty slot (g->lock
+ * held); NULL when there is none for it now. */
+static struct gz_slot *ahead_claim(struct fs_gzhandle *g, struct gz_worker *w)
+{
+    struct gz_ahead *ah = &g->ah;
+    if (!ah->active || ah->at_end)
+        return NULL;
+    struct gz_slot *sl = NULL;
+    for (unsigned i = 0; i < ah->ns && !sl; i++)
+        if (ah->s[i].state == AHEAD_EMPTY)
+            sl = &ah->s[i];
+    if (!sl)
+        return NULL;
+    struct gz_index *ix = g->obj->ix;
+    uint64_t at = ah->claim_pos, here, next;
+    /* only w's own cursor continues past the frontier without re-inflating */
+    bool mine = gz_reader_at(w->r, &here) && here == at;
+    if (!mine && !gz_index_is_point(ix, at))
+        return NULL;
+    uint64_t end = at + GZ_AHEAD;
+    if (gz_index_next_point(ix, at, &next) && next - at <= GZ_PAR_MAX)
+        end = next; /* a whole span: the chunk after it starts at a point */
+    if (sl->cap < end - at) {
+        char *nb = realloc(sl->buf, end - at);
+        if (!nb)
+            return NULL;
+        sl->buf = nb;
+        sl->cap = end - at;
+    }
+    sl->state = AHEAD_FILLING;
+    sl->off = at;
+    sl->end = end;
+    sl->len = 0;
+    sl->rc = 0;
+    ah->claim_pos = end;
+    return sl;
+}
+
 static void *ahead_main(void *arg)
 {
-    struct fs_gzhandle *g = arg;
+    struct gz_worker *w = arg;
+    struct fs_gzhandle *g = w->g;
     struct gz_ahead *ah = &g->ah;
     pthread_mutex_lock(&g->lock);
     for (;;) {
-        unsigned b = ah->turn;
-        while (!ah->stop && !(ah->active && !ah->at_end && ah->state[b] == AHEAD_EMPTY))
+        struct gz_slot *sl = NULL;
+        while (!ah->stop && !(sl = ahead_claim(g, w)))
             pthread_cond_wait(&g->cond, &g->lock);
         if (ah->stop)
             break;
-        ah->state[b] = AHEAD_FILLING;
-        ah->off[b] = ah->fill_pos;
-        uint64_t at = ah->fill_pos;
         pthread_mutex_unlock(&g->lock);
         size_t got = 0;
-        int rc = gz_read(g->r, at, ah->buf[b], GZ_AHEAD, &got);
+        int rc = gz_read(w->r, sl->off, sl->buf, (size_t)(sl->end - sl->off), &got);
         pthread_mutex_lock(&g->lock);
-        ah->len[b] = got;
-        ah->rc[b] = rc;
-        ah->state[b] = AHEAD_READY;
-        ah->fill_pos = at + got;
-        ah->at_end = rc || got < GZ_AHEAD;
-        ah->turn = b ^ 1;
+        sl->len = got;
+        sl->rc = rc;
+        sl->state = AHEAD_READY;
+        if (rc || got < sl->end - sl->off)
+            ah->at_end = true;
         pthread_cond_broadcast(&g->cond);
     }
     pthread_mutex_unlock(&g->lock);
     return NULL;
 }
 
-/* Stop filling and wait for a fill in progress (g->lock held): the cursor
- * is then free for a direct read. */
+/* Stop filling and wait for the fills in progress (g->lock held): every
+ * cursor is then free, the handle's own for a direct read. */
 static void ahead_quiesce(struct fs_gzhandle *g)
 {
     struct gz_ahead *ah = &g->ah;
     ah->active = false;
-    while (ah->state[0] == AHEAD_FILLING || ah->state[1] == AHEAD_FILLING)
-        pthread_cond_wait(&g->cond, &g->lock);
-    ah->state[0] = ah->state[1] = AHEAD_EMPTY;
+    for (unsigned i = 0; i < ah->ns; i++)
+        while (ah->s[i].state == AHEAD_FILLING)
+            pthread_cond_wait(&g->cond, &g->lock);
+    for (unsigned i = 0; i < ah->ns; i++)
+        ah->s[i].state = AHEAD_EMPTY;
 }
 
-/* Begin reading ahead from `pos` (g->lock held).  false: no memory or
- * thread, the reads stay direct. */
+/* Extra workers, each with its own cursor and raw reader, up to one per
+ * core (g->lock held); spans larger than GZ_PAR_MAX leave one worker. */
+static void ahead_add_workers(struct fs_gzhandle *g)
+{
+    struct gz_ahead *ah = &g->ah;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned want = cpus > GZ_WORKERS_MAX ? GZ_WORKERS_MAX : cpus > 1 ? (unsigned)cpus : 1;
+    if (g->fs->cfg.gz_span > GZ_PAR_MAX)
+        want = 1;
+    while (ah->nw < want) {
+        struct gz_worker *w = &ah->w[ah->nw];
+        w->g = g;
+        w->raw = fs_reader_new(g->fs, g->ino, g->raw_path, &g->raw_attr);
+        if (!w->raw || gz_reader_new(g->obj->ix, raw_source, w, &w->r) ||
+            pthread_create(&w->thread, NULL, ahead_main, w)) {
+            gz_reader_free(w->r);
+            fs_reader_free(w->raw);
+            memset(w, 0, sizeof(*w));
+            break;
+        }
+        w->thread_started = true;
+        ah->nw++;
+    }
+}
+
+/* Begin reading ahead from `pos` (g->lock held).  false: no thread, the
+ * reads stay direct. */
 static bool ahead_start(struct fs_gzhandle *g, uint64_t pos)
 {
     struct gz_ahead *ah = &g->ah;
     if (!ah->started) {
-        ah->buf[0] = malloc(GZ_AHEAD);
-        ah->buf[1] = malloc(GZ_AHEAD);
-        if (!ah->buf[0] || !ah->buf[1] || pthread_create(&ah->thread, NULL, ahead_main, g)) {
-            free(ah->buf[0]);
-            free(ah->buf[1]);
-            ah->buf[0] = ah->buf[1] = NULL;
+        if (pthread_create(&ah->w[0].thread, NULL, ahead_main, &ah->w[0]))
             return false;
-        }
+        ah->w[0].thread_started = true;
+        ah->nw = 1;
         ah->started = true;
+        ahead_add_workers(g);
+        ah->ns = ah->nw + 1;
+        log_debug("%s: inflating ahead with %u worker(s)", g->raw_path, ah->nw);
     }
     ah->active = true;
     ah->at_end = false;
-    ah->fill_pos = pos;
-    ah->turn = 0;
+    ah->claim_pos = pos;
     pthread_cond_broadcast(&g->cond);
     return true;
 }
@@ -436,37 +532,37 @@ static void ahead_serve(struct fs_gzhandle *g, uint64_t off, char *dst, size_t s
     *rc = 0;
     while (*got < size && ah->active) {
         uint64_t pos = off + *got;
-        int hit = -1;
+        struct gz_slot *hit = NULL;
         bool wait = false;
-        for (int b = 0; b < 2; b++) {
-            if (ah->state[b] == AHEAD_EMPTY || pos < ah->off[b])
+        for (unsigned i = 0; i < ah->ns; i++) {
+            struct gz_slot *sl = &ah->s[i];
+            if (sl->state == AHEAD_EMPTY || pos < sl->off || pos >= sl->end)
                 continue;
-            if (ah->state[b] == AHEAD_FILLING && pos < ah->off[b] + GZ_AHEAD)
+            if (sl->state == AHEAD_FILLING)
                 wait = true;
-            else if (ah->state[b] == AHEAD_READY &&
-                     (pos < ah->off[b] + ah->len[b] || (ah->rc[b] && pos == ah->off[b] + ah->len[b])))
-                hit = b;
+            else
+                hit = sl;
         }
-        if (hit < 0 && !wait) {
-            *eof = ah->at_end && pos == ah->fill_pos && !ah->rc[ah->turn ^ 1];
+        if (!hit && !wait)
             return;
-        }
-        if (hit < 0) {
+        if (!hit) {
             pthread_cond_wait(&g->cond, &g->lock);
             continue;
         }
-        if (pos >= ah->off[hit] + ah->len[hit]) { /* the fill failed here */
-            if (!*got)
-                *rc = ah->rc[hit];
+        if (pos >= hit->off + hit->len) { /* the fill stopped short of pos */
+            if (hit->rc && !*got)
+                *rc = hit->rc;
+            else if (!hit->rc && pos == hit->off + hit->len)
+                *eof = true;
             return;
         }
-        size_t k = (size_t)(ah->off[hit] + ah->len[hit] - pos);
+        size_t k = (size_t)(hit->off + hit->len - pos);
         if (k > size - *got)
             k = size - *got;
-        memcpy(dst + *got, ah->buf[hit] + (pos - ah->off[hit]), k);
+        memcpy(dst + *got, hit->buf + (pos - hit->off), k);
         *got += k;
-        if (pos + k == ah->off[hit] + ah->len[hit] && !ah->rc[hit]) {
-            ah->state[hit] = AHEAD_EMPTY; /* consumed: fill the next range into it */
+        if (pos + k == hit->end) {
+            hit->state = AHEAD_EMPTY; /* consumed: a worker may claim it */
             pthread_cond_broadcast(&g->cond);
         }
     }
@@ -476,19 +572,27 @@ void fs_gz_close(struct fs_gzhandle *g)
 {
     if (!g)
         return;
-    if (g->ah.started) {
-        pthread_mutex_lock(&g->lock);
-        g->ah.stop = true;
-        pthread_cond_broadcast(&g->cond);
-        pthread_mutex_unlock(&g->lock);
-        pthread_join(g->ah.thread, NULL);
+    struct gz_ahead *ah = &g->ah;
+    pthread_mutex_lock(&g->lock);
+    ah->stop = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+    for (unsigned i = 0; i < GZ_WORKERS_MAX; i++) {
+        struct gz_worker *w = &ah->w[i];
+        if (w->thread_started)
+            pthread_join(w->thread, NULL);
+        if (i > 0) {
+            gz_reader_free(w->r);
+            fs_reader_free(w->raw);
+        }
     }
-    free(g->ah.buf[0]);
-    free(g->ah.buf[1]);
+    for (unsigned i = 0; i <= GZ_WORKERS_MAX; i++)
+        free(ah->s[i].buf);
     gz_reader_free(g->r);
     if (g->obj)
         obj_put(g->fs, g->obj);
     fs_reader_free(g->raw);
+    free(g->raw_path);
     pthread_cond_destroy(&g->cond);
     pthread_mutex_destroy(&g->lock);
     free(g);
@@ -505,7 +609,7 @@ int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, si
     pthread_mutex_lock(&g->lock);
     int rc = 0;
     if (g->passthrough) {
-        rc = off < g->comp_size ? raw_source(g, off, *data, size, got) : 0;
+        rc = off < g->comp_size ? raw_source(&g->ah.w[0], off, *data, size, got) : 0;
         *exact_size = g->comp_size;
     } else {
         bool eof = false;

@@ -144,9 +144,11 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
 {
     if (xattr)
         *xattr = NULL;
-    if (strlen(fs->key_prefix) + strlen(path) + 1 > FS_MAX_KEY)
+    size_t len = strlen(fs->key_prefix) + strlen(path);
+    if (len > FS_MAX_KEY)
         return ENAMETOOLONG;
-    int rc = resolve_dir(fs, path, a, xattr);
+    /* a key of the full 1,024 bytes has no room for "/...": only a file */
+    int rc = len == FS_MAX_KEY ? ENOENT : resolve_dir(fs, path, a, xattr);
     if (rc == ENOENT)
         rc = resolve_object(fs, path, a, xattr);
     return rc;

@@ -3,7 +3,7 @@
  *
  * Each operation reads what it needs from the inode table under fs->lock,
  * talks to S3 without it, and publishes the result.  Every one replies
- * exactly once; errors leave through fuse_reply_err with the errno of the
+ * exactly once; errors leave through fs_reply_err with the errno of the
  * S3 layer (ENOENT, EACCES, EIO, …) or EROFS on a read-only mount. */
 #include "fs/fs_private.h"
 
@@ -50,7 +50,7 @@ static int child_path(struct fs *fs, fuse_ino_t parent, const char *name, char *
         return ENOENT;
     if (!*path)
         return ENOMEM;
-    if (strlen(fs->key_prefix) + strlen(*path) + 1 > FS_MAX_KEY) {
+    if (strlen(fs->key_prefix) + strlen(*path) > FS_MAX_KEY) {
         free(*path);
         *path = NULL;
         return ENAMETOOLONG;
@@ -170,7 +170,7 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     return;
 out_err:
     free(path);
-    fuse_reply_err(req, rc);
+    fs_reply_err(req, rc);
 }
 
 void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -202,7 +202,7 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     free(path);
     if (rc) {
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
         return;
     }
     struct stat st;
@@ -216,7 +216,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
     struct fs *fs = fs_of(req);
     int rc = 0;
     if (fs->cfg.read_only) {
-        fuse_reply_err(req, EROFS);
+        fs_reply_err(req, EROFS);
         return;
     }
     pthread_mutex_lock(&fs->lock);
@@ -225,7 +225,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
         in->opens++; /* hold it across the requests below */
     pthread_mutex_unlock(&fs->lock);
     if (!in) {
-        fuse_reply_err(req, ENOENT);
+        fs_reply_err(req, ENOENT);
         return;
     }
     if (to_set & FUSE_SET_ATTR_SIZE) {
@@ -286,7 +286,7 @@ out:
     fs_inode_close_locked(fs, in);
     pthread_mutex_unlock(&fs->lock);
     if (rc)
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
     else
         fuse_reply_attr(req, &st, fs->cfg.attr_ttl);
 }
@@ -304,6 +304,10 @@ static void make_object(fuse_req_t req, fuse_ino_t parent, const char *name, mod
     if (rc)
         goto out;
     bool dir = S_ISDIR(mode);
+    if (dir && strlen(fs->key_prefix) + strlen(path) + 1 > FS_MAX_KEY) {
+        rc = ENAMETOOLONG; /* its marker "path/" would not fit in a key */
+        goto out;
+    }
     struct fs_attr a = {0};
     a.mode = mode;
     a.uid = ctx->uid;
@@ -342,7 +346,7 @@ out:
     free(path);
     free(key);
     if (rc)
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
     else
         fuse_reply_entry(req, &e);
 }
@@ -355,7 +359,7 @@ void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
     if (!S_ISREG(mode)) { /* S3 has no devices, FIFOs or sockets */
-        fuse_reply_err(req, EPERM);
+        fs_reply_err(req, EPERM);
         return;
     }
     make_object(req, parent, name, mode, NULL);
@@ -408,7 +412,7 @@ void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
     if (!rc && !target)
         rc = ENOMEM;
     if (rc)
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
     else
         fuse_reply_readlink(req, target);
     free(target);
@@ -461,7 +465,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 out:
     free(path);
     free(key);
-    fuse_reply_err(req, rc);
+    fs_reply_err(req, rc);
 }
 
 void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -488,7 +492,7 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     }
     free(path);
     free(key);
-    fuse_reply_err(req, rc);
+    fs_reply_err(req, rc);
 }
 
 /* What is at `path`: its type (0 when nothing) and, for files, whether it
@@ -619,7 +623,7 @@ out:
     free(dst);
     free(skey);
     free(dkey);
-    fuse_reply_err(req, rc);
+    fs_reply_err(req, rc);
 }
 
 /* ---- directories -------------------------------------------------------- */
@@ -652,7 +656,7 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         if (dh)
             free(dh->path);
         free(dh);
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
         return;
     }
     fs_open_track(fs, &dh->open, dir_handle_free);
@@ -668,7 +672,7 @@ void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
     char *buf = malloc(size);
     if (!buf) {
-        fuse_reply_err(req, ENOMEM);
+        fs_reply_err(req, ENOMEM);
         return;
     }
     size_t used = 0;
@@ -716,7 +720,7 @@ void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
     fs_open_untrack(fs_of(req), &dh->open);
     dir_handle_free(&dh->open);
-    fuse_reply_err(req, 0);
+    fs_reply_err(req, 0);
 }
 
 /* ---- extended attributes ------------------------------------------------ */
@@ -762,7 +766,7 @@ static void reply_value(fuse_req_t req, size_t size, const char *val, size_t len
     if (size == 0)
         fuse_reply_xattr(req, len);
     else if (size < len)
-        fuse_reply_err(req, ERANGE);
+        fs_reply_err(req, ERANGE);
     else
         fuse_reply_buf(req, val, len);
 }
@@ -780,7 +784,7 @@ static void reply_stats(fuse_req_t req, size_t size)
     struct buf text = BUF_INIT;
     int rc = metrics_format(&text);
     if (rc)
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
     else
         reply_value(req, size, text.data ? text.data : "", text.len);
     buf_free(&text);
@@ -790,7 +794,7 @@ void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 {
     struct fs *fs = fs_of(req);
     if (!user_xattr(name)) { /* security.*, system.*: none are kept */
-        fuse_reply_err(req, ENODATA);
+        fs_reply_err(req, ENODATA);
         return;
     }
     if (stats_xattr(ino, name)) {
@@ -805,7 +809,7 @@ void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
     if (rc == EINVAL)
         rc = EIO; /* a corrupt x-amz-meta-xattr */
     if (rc)
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
     else
         reply_value(req, size, val, len);
     free(val);
@@ -823,7 +827,7 @@ void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     if (rc == EINVAL)
         rc = EIO;
     if (rc)
-        fuse_reply_err(req, rc);
+        fs_reply_err(req, rc);
     else
         reply_value(req, size, names, len);
     free(names);
@@ -845,7 +849,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
         rc = fs_xattr_set(xattr, name, value, size, flags, &updated);
     if (rc) {
         free(xattr);
-        fuse_reply_err(req, rc == EINVAL ? EIO : rc);
+        fs_reply_err(req, rc == EINVAL ? EIO : rc);
         return;
     }
     struct fs_attr a;
@@ -875,7 +879,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
     free(path);
     free(xattr);
     free(updated);
-    fuse_reply_err(req, rc);
+    fs_reply_err(req, rc);
 }
 
 void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,

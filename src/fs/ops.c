@@ -22,6 +22,13 @@ static struct fs *fs_of(fuse_req_t req)
     return fuse_req_userdata(req);
 }
 
+void fs_reply_err(fuse_req_t req, int rc)
+{
+    if (rc == EPROTO || rc == EBADMSG || rc == ECANCELED)
+        rc = EIO;
+    fuse_reply_err(req, rc);
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     /* `ls -l` must cost listings only: always hand attributes with names. */
@@ -75,7 +82,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-    fuse_reply_err(req, EPERM);
+    fs_reply_err(req, EPERM);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -92,7 +99,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    fuse_reply_err(req, 0); /* directory changes are stored when made */
+    fs_reply_err(req, 0); /* directory changes are stored when made */
 }
 
 static const struct fuse_lowlevel_ops ops = {

@@ -173,6 +173,43 @@ uint64_t gz_index_damage(struct gz_index *ix)
     return d;
 }
 
+/* Index of the last point with out_off <= off (ix->lock held). */
+static size_t point_at_or_before(const struct gz_index *ix, uint64_t off)
+{
+    size_t lo = 0, hi = ix->n;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (ix->pts[mid].out_off <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+bool gz_index_next_point(struct gz_index *ix, uint64_t off, uint64_t *next)
+{
+    pthread_mutex_lock(&ix->lock);
+    size_t i = point_at_or_before(ix, off);
+    bool known = true;
+    if (i + 1 < ix->n)
+        *next = ix->pts[i + 1].out_off;
+    else if (ix->complete && off < ix->size)
+        *next = ix->size;
+    else
+        known = false;
+    pthread_mutex_unlock(&ix->lock);
+    return known;
+}
+
+bool gz_index_is_point(struct gz_index *ix, uint64_t off)
+{
+    pthread_mutex_lock(&ix->lock);
+    bool is = ix->pts[point_at_or_before(ix, off)].out_off == off;
+    pthread_mutex_unlock(&ix->lock);
+    return is;
+}
+
 static void put64(struct buf *b, uint64_t v)
 {
     unsigned char x[8];
@@ -344,6 +381,12 @@ void gz_reader_free(struct gz_reader *r)
     free(r->in);
     free(r->scratch);
     free(r);
+}
+
+bool gz_reader_at(const struct gz_reader *r, uint64_t *pos)
+{
+    *pos = r->out_pos;
+    return r->live;
 }
 
 uint64_t gz_reader_inflated(const struct gz_reader *r)
@@ -615,14 +658,7 @@ int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *go
         return EIO;
     if (!r->live || off < r->out_pos || off - r->out_pos > span) {
         pthread_mutex_lock(&ix->lock);
-        size_t lo = 0, hi = ix->n; /* last point with out_off <= off */
-        while (hi - lo > 1) {
-            size_t mid = (lo + hi) / 2;
-            if (ix->pts[mid].out_off <= off)
-                lo = mid;
-            else
-                hi = mid;
-        }
+        size_t lo = point_at_or_before(ix, off);
         struct gz_point p = ix->pts[lo];
         pthread_mutex_unlock(&ix->lock);
         if (!r->live || off < r->out_pos || p.out_off > r->out_pos) {

@@ -44,6 +44,14 @@ int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_in
  * UINT64_MAX. */
 uint64_t gz_index_damage(struct gz_index *ix);
 
+/* The first access point after decompressed offset `off` into *next, or
+ * the end of the data when the index is complete and no point follows.
+ * false when neither is known yet (`off` is past the index's frontier). */
+bool gz_index_next_point(struct gz_index *ix, uint64_t off, uint64_t *next);
+/* Whether an access point sits exactly at `off`: a reader starts there
+ * without inflating anything before it. */
+bool gz_index_is_point(struct gz_index *ix, uint64_t off);
+
 struct gz_reader;
 
 /* A cursor over the object of `ix`, reading compressed bytes through
@@ -58,10 +66,12 @@ void gz_reader_free(struct gz_reader *r);
  * 0, EIO (corrupt or truncated stream, or an index that does not match
  * the object; logged once with the offset), the source's errno, ENOMEM. */
 int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *got);
+/* Where this reader's cursor stands: true and *pos when a read at *pos
+ * continues without restoring an access point. */
+bool gz_reader_at(const struct gz_reader *r, uint64_t *pos);
 /* Register the layer's metric (bytes inflated by every reader) with
  * util's registry now rather than at the first reader.  Thread-safe. */
 void gz_metrics_init(void);
-
 /* Bytes of output inflated by this reader (for statistics). */
 uint64_t gz_reader_inflated(const struct gz_reader *r);
 

@@ -286,6 +286,14 @@ static void engine_reap(struct http_engine *eng)
         curl_multi_remove_handle(eng->multi, e);
         running_unlink(eng, req);
         int err = req->abort_errno ? req->abort_errno : curl_code_to_errno(code);
+        /* libcurl 7.88 refuses a response header line over 100 KiB as
+         * CURLE_OUT_OF_MEMORY (its header buffer has that bound), with no
+         * message.  Once a status line came, that is the server's fault. */
+        if (code == CURLE_OUT_OF_MEMORY && req->status && !req->abort_errno) {
+            err = EPROTO;
+            snprintf(req->error_text, sizeof(req->error_text),
+                     "a response header over libcurl's 100 KiB bound");
+        }
         if (err && !req->error_text[0])
             snprintf(req->error_text, sizeof(req->error_text), "%s", curl_easy_strerror(code));
         easy_put(eng, e);

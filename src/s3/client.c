@@ -81,6 +81,7 @@ struct s3_req {
 
     /* results */
     struct buf resp;                  /* body of a non-GET or error response */
+    char request_id[96];              /* of the last attempt's answer */
     struct s3_object_info *info;      /* filled from headers, may be NULL */
     char etag[80];
     char bucket_region[64];
@@ -600,6 +601,19 @@ static void log_failure(const struct s3_req *req, int rc, const struct s3_error 
         log_msg(lvl, "%s %s: %s", req->op, req->key ? req->key : "(bucket)", err->message);
 }
 
+/* The answer came but its body could not be read (EPROTO from the XML
+ * parsers): say so once, with the request id, and return rc. */
+static int unreadable(const struct s3_req *req, int rc, struct s3_error *err)
+{
+    if (rc != EPROTO)
+        return rc;
+    log_error("%s %s: unreadable response from the server (request id %s)", req->op,
+              req->key ? req->key : "(bucket)", req->request_id[0] ? req->request_id : "none");
+    if (err)
+        snprintf(err->message, sizeof(err->message), "unreadable %s response", req->op);
+    return rc;
+}
+
 static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *err_out)
 {
     struct s3_error local;
@@ -617,6 +631,7 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
         int t = run_attempt(c, req, &a, err);
         err->status = a.status;
         snprintf(err->request_id, sizeof(err->request_id), "%s", a.request_id);
+        snprintf(req->request_id, sizeof(req->request_id), "%s", a.request_id);
         bool body_error = false;
         if (t == 0 && a.status >= 200 && a.status < 300 && req->body_may_be_error &&
             req->resp.len && s3_xml_parse_error(req->resp.data, req->resp.len, err) == 0)
@@ -1048,7 +1063,7 @@ int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n, in
     req.body_len = body.len;
     rc = s3_execute(c, &req, err);
     if (!rc && req.resp.len)
-        rc = s3_xml_parse_delete_result(req.resp.data, req.resp.len, keys, n, errs);
+        rc = unreadable(&req, s3_xml_parse_delete_result(req.resp.data, req.resp.len, keys, n, errs), err);
     req_free(&req);
     buf_free(&body);
     return rc;
@@ -1114,9 +1129,7 @@ int s3_list_objects_v2(struct s3_client *c, const struct s3_list_params *p,
     }
     int rc = s3_execute(c, &req, err);
     if (!rc) {
-        rc = s3_xml_parse_list_v2(req.resp.data, req.resp.len, page);
-        if (rc == EPROTO && err)
-            snprintf(err->message, sizeof(err->message), "unreadable ListObjectsV2 response");
+        rc = unreadable(&req, s3_xml_parse_list_v2(req.resp.data, req.resp.len, page), err);
     }
     if (!rc && page->truncated &&
         (!page->next_token || !*page->next_token ||
@@ -1142,7 +1155,7 @@ int s3_create_multipart_upload(struct s3_client *c, const char *key,
     if (!rc)
         rc = s3_execute(c, &req, err);
     if (!rc)
-        rc = s3_xml_parse_upload_id(req.resp.data, req.resp.len, upload_id);
+        rc = unreadable(&req, s3_xml_parse_upload_id(req.resp.data, req.resp.len, upload_id), err);
     req_free(&req);
     return rc;
 }
@@ -1194,7 +1207,7 @@ int s3_upload_part_copy(struct s3_client *c, const char *key, const char *upload
         rc = s3_execute(c, &req, err);
     }
     if (!rc)
-        rc = s3_xml_parse_etag(req.resp.data, req.resp.len, etag_out);
+        rc = unreadable(&req, s3_xml_parse_etag(req.resp.data, req.resp.len, etag_out), err);
     req_free(&req);
     buf_free(&src);
     return rc;
@@ -1284,7 +1297,18 @@ int s3_list_multipart_uploads(struct s3_client *c, const char *prefix, const cha
         req_query(&req, "upload-id-marker", upload_id_marker);
     int rc = s3_execute(c, &req, err);
     if (!rc)
-        rc = s3_xml_parse_list_uploads(req.resp.data, req.resp.len, page);
+        rc = unreadable(&req, s3_xml_parse_list_uploads(req.resp.data, req.resp.len, page), err);
+    /* A truncated page must move the markers on, or the caller would loop. */
+    if (!rc && page->truncated &&
+        (!page->next_key_marker || !*page->next_key_marker ||
+         (key_marker && strcmp(page->next_key_marker, key_marker) == 0 &&
+          strcmp(page->next_upload_id_marker ? page->next_upload_id_marker : "",
+                 upload_id_marker ? upload_id_marker : "") == 0))) {
+        log_error("ListMultipartUploads: the server returned a truncated page without new "
+                  "markers; stopping rather than looping");
+        s3_upload_page_free(page);
+        rc = EPROTO;
+    }
     req_free(&req);
     return rc;
 }

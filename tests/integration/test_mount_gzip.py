@@ -306,3 +306,35 @@ def test_gzindex_command(s3, bucket, proxy, mounter, tmp_path):
     starts = get_starts(proxy, "cmd.json.gz")
     assert starts and starts[0] == 0, starts
     assert all(s >= len(gz) // 2 - 2 * MiB for s in starts[1:]), (starts, len(gz))
+
+
+def test_sequential_read_with_an_index_inflates_spans_in_parallel(
+        s3, bucket, mounter):
+    """Once the index exists (here: after a remount, from its file), a
+    sequential reader's read-ahead inflates whole spans on several workers
+    at once; the bytes stay exact whichever worker made them, also when
+    the reader jumps into the middle of a span and reads on from there."""
+    data = text(40 * MiB, seed=11)
+    put(s3, bucket, "par.jsonl.gz", gzip.compress(data, 6))
+    m = mounter(opts=["gunzip=view", "gz_span=1M"], log_level="debug")
+    assert read(m.p("par.jsonl")) == data  # builds and saves the index
+    m.remount()
+    want = hashlib.sha256(data).hexdigest()
+    for _ in range(2):
+        h = hashlib.sha256()
+        with open(m.p("par.jsonl"), "rb", buffering=0) as f:
+            while True:
+                chunk = f.read(128 * 1024)
+                if not chunk:
+                    break
+                h.update(chunk)
+        assert h.hexdigest() == want
+    with open(m.p("par.jsonl"), "rb", buffering=0) as f:
+        f.seek(17 * MiB + 12345)
+        got = b"".join(iter(lambda: f.read(200 * 1024), b""))
+    assert got == data[17 * MiB + 12345:]
+    log = m.stderr_text()
+    workers = [int(x.split("with ")[1].split(" ")[0]) for x in log.splitlines()
+               if "inflating ahead with" in x]
+    assert workers, log[-2000:]
+    assert max(workers) == min(os.cpu_count() or 1, 4)

@@ -28,14 +28,21 @@ legal in bucket names, so no clash with S3 paths):
 Usage:
   /usr/bin/python3 s3proxy.py --upstream http://127.0.0.1:PORT --port 0 \\
       --access-key S3RVER --secret-key S3RVER [--region us-east-1] [--seed N]
-Prints "PORT <n>" on stdout once listening.
+Prints "PORT <n>" on stdout once listening. With --tls-cert and --tls-key
+(PEM files) it listens with TLS instead, for tests of certificate checks;
+a client that refuses the certificate never reaches the judge.
 
 How a request goes: signature judged (on headers only, so that with
 "Expect: 100-continue" a refused request never sends its body), body read
 and hashed, then possibly a fault, then forwarded. Refused requests are never
 faulted (latency aside) nor forwarded. Faults:
   fail_next   list of {"status", "code", "message", "count", "method", "op",
-              "path_regex"} answered in order to the matching requests
+              "path_regex"} answered in order to the matching requests;
+              an entry with "body" (str), "headers" (dict) or
+              "content_length" (a lie: the connection closes after the
+              body) is sent as given instead of an error document, to
+              play a broken server (truncated XML, a 200 with an error
+              body, huge headers, a listing that never ends)
   p503/p500   answer SlowDown / InternalError instead of forwarding
   preset      forward, send the headers and half the body, then TCP RST
   ptruncate   forward, send the headers and half the body, then close (FIN)
@@ -89,6 +96,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -1049,6 +1057,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             return
         # 3. Scripted or random faults that replace the answer.
         fault, detail = self.state.choose_fault(method, op, target)
+        if fault == "fail_next" and any(
+                k in detail for k in ("body", "headers", "content_length")):
+            rec["fault"] = "fail_next"
+            self._reply_raw(int(detail["status"]), detail.get("body", ""),
+                            detail.get("headers") or {},
+                            detail.get("content_length"), rec)
+            return
         if fault == "fail_next":
             rec["fault"] = "fail_next"
             status = int(detail["status"])
@@ -1118,6 +1133,31 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.state.add_bytes(rec, bytes_out=len(body))
         self.wfile.write(body)
+
+    def _reply_raw(self, status, body, headers, content_length, rec):
+        """A scripted answer of any shape, for hostile-server tests: body
+        as given (a str), extra headers, and possibly a Content-Length that
+        lies (then the connection is closed after the body)."""
+        body = body.encode() if isinstance(body, str) else bytes(body)
+        self._delay()
+        self.state.settle(rec, status)
+        self.send_response_only(status)
+        self.send_header("x-amz-request-id", self._request_id)
+        self.send_header("Date", self.date_time_string())
+        self.send_header("Server", "AmazonS3")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if content_length is None:
+            content_length = len(body)
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.send_header("Content-Length", str(int(content_length)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.state.add_bytes(rec, bytes_out=len(body))
+            self.wfile.write(body)
+        self.wfile.flush()
 
     def _delay(self):
         seconds = self.state.latency()
@@ -1289,11 +1329,22 @@ class ProxyServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    tls_context = None  # an ssl.SSLContext to listen with TLS
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls_context is not None:
+            # The handshake happens in the handler's thread (first read), so
+            # a client that hangs up on our certificate stalls nobody.
+            sock = self.tls_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
     def handle_error(self, request, client_address):
         # Client-side disconnects are normal here (faults); stay quiet.
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, _Abort, socket.timeout)):
+        if isinstance(exc, (ConnectionError, _Abort, socket.timeout,
+                            ssl.SSLError)):
             return
         super().handle_error(request, client_address)
 
@@ -1330,6 +1381,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-body", type=int, default=256 * 1024 * 1024)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--tls-cert", help="listen with TLS: certificate (PEM)")
+    ap.add_argument("--tls-key", help="listen with TLS: private key (PEM)")
     args = ap.parse_args(argv)
     if len(args.access_key) != len(args.secret_key):
         ap.error("give one --secret-key per --access-key")
@@ -1337,6 +1390,10 @@ def main(argv=None):
                             dict(zip(args.access_key, args.secret_key)),
                             region=args.region, seed=args.seed,
                             max_body=args.max_body, verbose=args.verbose)
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.tls_context = ctx
 
     def stop(signum, frame):
         raise KeyboardInterrupt
