@@ -667,7 +667,7 @@ static void print_stats_row(char *line)
         labels[n] = '\0';
     }
     const char *name = strncmp(line, "pailfs_", 7) == 0 ? line + 7 : line;
-    printf("%-34s %-36s %16lld", name, labels, v);
+    printf("%-34s %-40s %16lld", name, labels, v);
     if (strstr(name, "bytes"))
         print_human_bytes(v);
     putchar('\n');
@@ -696,7 +696,7 @@ static int stats_main(int argc, char **argv)
         return 1;
     }
     text[n] = '\0';
-    printf("%-34s %-36s %16s\n", "METRIC", "LABELS", "VALUE");
+    printf("%-34s %-40s %16s\n", "METRIC", "LABELS", "VALUE");
     for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
          line = strtok_r(NULL, "\n", &save))
         if (line[0] != '#')

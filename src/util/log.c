@@ -98,7 +98,17 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
 static int open_log(const char *path)
 {
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd >= 0 && fd <= STDERR_FILENO) {
+        /* started with a standard descriptor closed: a daemon's detach
+         * would put /dev/null over this one */
+        int high = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+        int e = errno;
+        close(fd);
+        errno = e;
+        fd = high;
+    }
+    return fd;
 }
 
 int log_use_file(const char *path)

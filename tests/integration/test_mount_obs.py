@@ -34,7 +34,8 @@ from pathlib import Path
 import pytest
 
 from drive import clean_env
-from mount import PAILFS, is_mounted, mnt, mounter  # noqa: F401
+from mount import (PAILFS, fusermount_unmount, is_mounted, mnt,  # noqa: F401
+                   mounter, pailfs_pids, wait_pids_gone)
 
 MiB = 1 << 20
 STATS_XATTR = "user.pailfs.stats"
@@ -468,6 +469,46 @@ def test_sighup_reopens_the_logfile(mounter, proxy, s3, bucket, tmp_path):
     assert read_file(m.p("one.bin")) == b"1" * 100
     m.unmount()
     assert m.returncode == 0
+
+
+def test_daemon_with_logfile_logs_there_after_detaching(
+        proxy, s3, bucket, tmp_path):
+    """In the background, a log file wins over syslog: the lines after the
+    daemon left the terminal (and closed its stderr) land in the file."""
+    s3.put_object(Bucket=bucket, Key="d.bin", Body=b"d" * 1000)
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    log = tmp_path / "daemon.log"
+    metrics = tmp_path / "daemon.prom"
+    fail_get(proxy, "d.bin")
+    r = subprocess.run(
+        [str(PAILFS), "-o", f"endpoint={proxy.url},path_style,retries=0,"
+         f"log_level=info,cache_dir={tmp_path}/cache,logfile={log},"
+         f"metrics_file={metrics}", bucket, str(mp)],
+        capture_output=True, text=True, timeout=60, env=clean_env())
+    pids = pailfs_pids(mp)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert is_mounted(str(mp))
+        with pytest.raises(OSError) as e:
+            read_file(mp / "d.bin")
+        assert e.value.errno == errno.EIO
+        assert wait_for(lambda: "d.bin" in log.read_text())
+        r2 = subprocess.run([str(PAILFS), "--stats", str(mp)],
+                            capture_output=True, text=True, timeout=30)
+        assert r2.returncode == 0 and "op=GetObject status=500" in r2.stdout
+    finally:
+        fusermount_unmount(mp)
+        assert wait_pids_gone(pids, 60)
+    text = log.read_text()
+    assert re.search(r" pailfs error: GetObject d\.bin: HTTP 500 InternalError:"
+                     r" injected \(request id [0-9A-F]{16}\)\n", text), text
+    assert re.search(r" pailfs info: unmounting " + re.escape(str(mp)), text)
+    assert all(LINE_RE.match(ln) for ln in text.splitlines())
+    # the metrics file's last write came at the end of the mount
+    final, _ = parse_prom(metrics.read_text())
+    assert value(final, "pailfs_s3_requests_total", op="GetObject",
+                 status="500") == proxy.stats()["faults"]["fail_next"]
 
 
 def test_bad_logfile_fails_before_mounting(proxy, bucket, tmp_path):
