@@ -38,7 +38,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 /* The bucket check must end within 15 s whatever the endpoint does. */
@@ -476,6 +478,11 @@ static int run(struct options *o, int status_fd)
         goto out;
     }
     handlers = true;
+    /* With a log file, SIGHUP is logrotate's "reopen", not an unmount. */
+    if (o->logfile && (rc = log_reopen_on_signal(SIGHUP)) != 0) {
+        fprintf(stderr, "pailfs: cannot install the SIGHUP handler: %s\n", strerror(rc));
+        goto out;
+    }
     struct stderr_catch caught;
     char helper_said[1024];
     stderr_catch_start(&caught);
@@ -500,6 +507,9 @@ static int run(struct options *o, int status_fd)
     report_status(&status_fd, 0);
     if (background)
         detach();
+    if (o->metrics_file &&
+        (rc = metrics_writer_start(o->metrics_file, o->metrics_interval_s)) != 0)
+        log_error("cannot start writing metrics to %s: %s", o->metrics_file, strerror(rc));
 
     rc = serve(se, o);
     status = 0;
@@ -511,9 +521,12 @@ static int run(struct options *o, int status_fd)
         log_error("some files could not be stored in bucket %s (see the lines above)", o->bucket);
         status = 1;
     }
+    metrics_writer_stop(); /* after the last uploads: their figures count */
     log_info("unmounting %s", mnt);
 out:
     report_status(&status_fd, 1); /* only if nothing was reported yet */
+    metrics_writer_stop();
+    log_reopen_stop();
     if (handlers)
         fuse_remove_signal_handlers(se);
     if (mounted)
@@ -613,12 +626,93 @@ static int gzindex_main(int argc, char **argv)
     return status;
 }
 
+/* ---- pailfs --stats MOUNTPOINT ------------------------------------------- */
+
+/* The mount's figures come from the extended attribute FS_STATS_XATTR of
+ * its root (src/fs answers it with the same text as metrics_file), so this
+ * needs no socket and reaches exactly the process serving MOUNTPOINT. */
+#define STATS_MAX 65536 /* XATTR_SIZE_MAX: the kernel passes no more */
+
+static void print_human_bytes(long long v)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    double d = (double)v;
+    int u = -1;
+    while (d >= 1024 && u < 3) {
+        d /= 1024;
+        u++;
+    }
+    if (u >= 0)
+        printf("  (%.1f %s)", d, units[u]);
+}
+
+/* One sample line "name{a="x",b="y"} 12" as a row of the table. */
+static void print_stats_row(char *line)
+{
+    char *sp = strrchr(line, ' ');
+    if (!sp)
+        return;
+    *sp = '\0';
+    long long v = strtoll(sp + 1, NULL, 10);
+    char *brace = strchr(line, '{');
+    char labels[256] = "";
+    if (brace) {
+        *brace = '\0';
+        size_t n = 0;
+        for (char *c = brace + 1; *c && *c != '}' && n < sizeof(labels) - 1; c++) {
+            if (*c == '"')
+                continue;
+            labels[n++] = *c == ',' ? ' ' : *c;
+        }
+        labels[n] = '\0';
+    }
+    const char *name = strncmp(line, "pailfs_", 7) == 0 ? line + 7 : line;
+    printf("%-34s %-40s %16lld", name, labels, v);
+    if (strstr(name, "bytes"))
+        print_human_bytes(v);
+    putchar('\n');
+}
+
+static int stats_main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: pailfs --stats MOUNTPOINT\n");
+        return 1;
+    }
+    const char *mnt = argv[1];
+    char *text = malloc(STATS_MAX + 1);
+    if (!text) {
+        fprintf(stderr, "pailfs: %s\n", strerror(ENOMEM));
+        return 1;
+    }
+    ssize_t n = getxattr(mnt, FS_STATS_XATTR, text, STATS_MAX);
+    if (n < 0) {
+        int e = errno;
+        if (e == ENODATA || e == ENOTSUP) /* no filesystem but pailfs has it */
+            fprintf(stderr, "pailfs: %s is not the root of a pailfs mount\n", mnt);
+        else
+            fprintf(stderr, "pailfs: cannot read the statistics of %s: %s\n", mnt, strerror(e));
+        free(text);
+        return 1;
+    }
+    text[n] = '\0';
+    printf("%-34s %-40s %16s\n", "METRIC", "LABELS", "VALUE");
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save))
+        if (line[0] != '#')
+            print_stats_row(line);
+    free(text);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
     char err[1024];
     if (argc > 1 && strcmp(argv[1], "gzindex") == 0)
         return gzindex_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "--stats") == 0)
+        return stats_main(argc - 1, argv + 1);
     if (options_parse(argc, argv, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -634,6 +728,12 @@ int main(int argc, char **argv)
         return 0;
     }
     log_set_level(o.log_level);
+    int lrc = o.logfile ? log_use_file(o.logfile) : 0;
+    if (lrc) {
+        fprintf(stderr, "pailfs: cannot open log file %s: %s\n", o.logfile, strerror(lrc));
+        options_free(&o);
+        return 1;
+    }
     fuse_trace = o.fuse_debug;
     fuse_set_log_func(fuse_log_handler);
 

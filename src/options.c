@@ -267,6 +267,25 @@ static int o_log_level(struct parse *p, const char *name, const char *v)
     return 0;
 }
 
+static int o_logfile(struct parse *p, const char *name, const char *v)
+{
+    return *v ? set_absolute_path(&p->o->logfile, v) : EINVAL;
+}
+
+static int o_metrics_file(struct parse *p, const char *name, const char *v)
+{
+    return *v ? set_absolute_path(&p->o->metrics_file, v) : EINVAL;
+}
+
+static int o_metrics_interval(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    if (parse_decimal(v, OPTIONS_MAX_METRICS_INTERVAL_S, &n) || n == 0)
+        return EINVAL;
+    p->o->metrics_interval_s = (unsigned)n;
+    return 0;
+}
+
 static int o_rename_parallel(struct parse *p, const char *name, const char *v)
 {
     unsigned long long n;
@@ -542,6 +561,10 @@ static const struct o_option o_table[] = {
     {"gz_index", O_VALUE, o_gz_index, "local or shared"},
     /* logging */
     {"log_level", O_VALUE, o_log_level, "error, warn, info or debug"},
+    {"logfile", O_VALUE, o_logfile, "a file path"},
+    /* metrics */
+    {"metrics_file", O_VALUE, o_metrics_file, "a file path"},
+    {"metrics_interval", O_VALUE, o_metrics_interval, "a whole number of seconds from 1 to 3600"},
     /* FUSE pass-through */
     {"default_permissions", O_FLAG, o_ignore, NULL}, /* always on */
     {"fsname", O_VALUE, o_fsname, "a name"},
@@ -793,6 +816,7 @@ int options_parse(int argc, char *const argv[], struct options *opts, char *errb
 {
     memset(opts, 0, sizeof(*opts));
     opts->log_level = LOG_LVL_WARN;
+    opts->metrics_interval_s = OPTIONS_DEFAULT_METRICS_INTERVAL_S;
     fs_config_defaults(&opts->fs);
     struct parse p = {
         .o = opts,
@@ -904,6 +928,8 @@ void options_free(struct options *opts)
     free(opts->fsname);
     free(opts->subtype);
     free(opts->fuse_opts);
+    free(opts->logfile);
+    free(opts->metrics_file);
     fuse_opt_free_args(&opts->fuse_args);
     memset(opts, 0, sizeof(*opts));
 }
@@ -1025,6 +1051,14 @@ void options_print_help(FILE *to)
           "\n"
           "logging:\n"
           "  -o log_level=LEVEL       error, warn, info or debug (default warn)\n"
+          "  -o logfile=PATH          append the log to PATH instead of stderr or syslog;\n"
+          "                           SIGHUP reopens it (for logrotate) (default: none)\n"
+          "\n"
+          "metrics:\n"
+          "  -o metrics_file=PATH     write the metrics in Prometheus text format to PATH\n"
+          "                           (replaced atomically; default: none)\n"
+          "  -o metrics_interval=SECS how often metrics_file is rewritten (default 5)\n"
+          "  pailfs --stats MOUNTPOINT  print the metrics of a running mount\n"
           "\n"
           "FUSE pass-through:\n"
           "  -o default_permissions   the kernel checks permissions (always on)\n"

@@ -35,6 +35,8 @@ enum options_action {
 #define OPTIONS_MAX_TTL_S 1e9
 #define OPTIONS_MAX_RENAME_PARALLEL 64
 #define OPTIONS_MAX_READ_PARALLEL 64
+#define OPTIONS_MAX_METRICS_INTERVAL_S 3600
+#define OPTIONS_DEFAULT_METRICS_INTERVAL_S 5
 
 /* Everything the command line says.  Filled by options_parse(), released by
  * options_free().  The const char * fields of s3 and fs point into strings
@@ -52,6 +54,10 @@ struct options {
     bool auto_unmount;        /* -o auto_unmount (needs fusermount3, even as root) */
     bool log_level_given;     /* -d or -o log_level= */
     enum log_level log_level; /* default LOG_LVL_WARN */
+
+    char *logfile;               /* -o logfile=: absolute path, or NULL */
+    char *metrics_file;          /* -o metrics_file=: absolute path, or NULL */
+    unsigned metrics_interval_s; /* -o metrics_interval=, default 5 */
 
     struct s3_config s3; /* bucket, endpoint, region, credentials, retries */
     struct fs_config fs; /* from fs_config_defaults(), then the options */

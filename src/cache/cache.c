@@ -222,6 +222,37 @@ uint64_t cache_default_limit(const char *dir)
     return tenth < cap ? tenth : cap;
 }
 
+/* ---- metrics ------------------------------------------------------------ */
+
+static struct metrics_series metrics[] = {
+#define M_HITS 0
+    {.name = "pailfs_cache_hits_total",
+     .help = "Reads of the block cache that found the block on disk.",
+     .kind = METRICS_COUNTER},
+#define M_MISSES 1
+    {.name = "pailfs_cache_misses_total",
+     .help = "Reads of the block cache that did not find the block (or found it damaged).",
+     .kind = METRICS_COUNTER},
+#define M_EVICTIONS 2
+    {.name = "pailfs_cache_evictions_total",
+     .help = "Blocks removed from the block cache to stay within its size bound.",
+     .kind = METRICS_COUNTER},
+#define M_BYTES 3
+    {.name = "pailfs_cache_bytes",
+     .help = "Bytes the block cache holds on disk (headers included).",
+     .kind = METRICS_GAUGE},
+#define M_LIMIT 4
+    {.name = "pailfs_cache_limit_bytes",
+     .help = "The size bound of the block cache (cache_size).",
+     .kind = METRICS_GAUGE},
+};
+
+/* The size gauge follows c->bytes; set under the lock, so in its order. */
+static void bytes_changed_locked(struct cache *c)
+{
+    metrics_set(&metrics[M_BYTES], (int64_t)c->bytes);
+}
+
 /* Remove an entry from the index and its file from disk (lock held). */
 static void drop_locked(struct cache *c, struct entry *e)
 {
@@ -232,6 +263,7 @@ static void drop_locked(struct cache *c, struct entry *e)
         unlink(p);
     free(p);
     c->bytes -= e->bytes;
+    bytes_changed_locked(c);
     HASH_DEL(c->by_name, e);
     DL_DELETE(c->lru, e);
     free(e);
@@ -317,9 +349,12 @@ static int scan(struct cache *c)
         c->bytes += e->bytes;
     }
     free(all);
+    bytes_changed_locked(c);
     /* A smaller bound than last time: trim at once. */
-    while (!rc && c->lru && c->bytes > c->limit)
+    while (!rc && c->lru && c->bytes > c->limit) {
         drop_locked(c, c->lru);
+        metrics_add(&metrics[M_EVICTIONS], 1);
+    }
     return rc;
 }
 
@@ -335,6 +370,8 @@ int cache_open(const char *dir, uint64_t limit, struct cache **out, pid_t *owner
         return ENOMEM;
     }
     c->limit = limit;
+    metrics_register(metrics, sizeof(metrics) / sizeof(metrics[0]));
+    metrics_set(&metrics[M_LIMIT], (int64_t)limit);
     pthread_mutex_init(&c->lock, NULL);
     struct buf lp = BUF_INIT;
     buf_printf(&lp, "%s/.lock", dir);
@@ -652,16 +689,25 @@ static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_
     return 0;
 }
 
+static int counted(int rc)
+{
+    if (rc == 0)
+        metrics_add(&metrics[M_HITS], 1);
+    else if (rc == ENOENT)
+        metrics_add(&metrics[M_MISSES], 1);
+    return rc;
+}
+
 int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap,
               size_t *len)
 {
-    return block_read(c, id, blockno, 0, cap, true, buf, len);
+    return counted(block_read(c, id, blockno, 0, cap, true, buf, len));
 }
 
 int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
                void *buf, size_t *got)
 {
-    return block_read(c, id, blockno, off, len, false, buf, got);
+    return counted(block_read(c, id, blockno, off, len, false, buf, got));
 }
 
 /* Write header and data to a new file fd; with `direct`, through
@@ -713,9 +759,12 @@ int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *d
     HASH_FIND_STR(c->by_name, e->name, old);
     if (old) /* replaced: the new bytes win */
         drop_locked(c, old);
-    while (c->lru && c->bytes + need > c->limit)
+    while (c->lru && c->bytes + need > c->limit) {
         drop_locked(c, c->lru);
+        metrics_add(&metrics[M_EVICTIONS], 1);
+    }
     c->bytes += need; /* reserved before the file exists: the bound holds */
+    bytes_changed_locked(c);
     e->gen = ++c->gen;
     uint64_t gen = e->gen;
     HASH_ADD_STR(c->by_name, name, e);

@@ -202,6 +202,9 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         free(raw);
         if (rc)
             goto out_drop;
+        /* counted here, not in fs_gz_open: a stat reading a small view
+         * whole is no open by anyone */
+        metrics_add(&fs_metrics[FS_M_GZ_VIEWS], 1);
     }
     if (wf && (fi->flags & O_TRUNC) && (rc = fs_truncate(fs, in, 0)))
         goto out_drop;
@@ -244,10 +247,12 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
             in->attr.size_exact = true;
             pthread_mutex_unlock(&fs->lock);
         }
-        if (rc)
+        if (rc) {
             fs_reply_err(req, rc);
-        else
+        } else {
+            metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)got);
             fuse_reply_buf(req, data, got);
+        }
         free(data);
         if (learnt && fs->se) /* the kernel's attributes hold the estimate */
             fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
@@ -264,15 +269,21 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
         struct fs_read_reply rep;
         rc = fs_reader_read(h->reader, (uint64_t)off, size, &rep);
         if (!rc) {
+            size_t n = 0;
+            for (size_t i = 0; i < rep.n; i++)
+                n += rep.iov[i].iov_len;
+            metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)n);
             fuse_reply_iov(req, rep.iov, (int)rep.n);
             fs_read_reply_done(&rep);
             return;
         }
     }
-    if (rc)
+    if (rc) {
         fs_reply_err(req, rc);
-    else
+    } else {
+        metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)got);
         fuse_reply_buf(req, data, got);
+    }
     free(data);
 }
 
@@ -281,10 +292,12 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 {
     struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
     int rc = h->write ? fs_wfile_write(fs_of(req), h->in, buf, size, (uint64_t)off) : EBADF;
-    if (rc)
+    if (rc) {
         fs_reply_err(req, rc);
-    else
+    } else {
+        metrics_add(&fs_metrics[FS_M_WRITTEN_BYTES], (int64_t)size);
         fuse_reply_write(req, size);
+    }
 }
 
 void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

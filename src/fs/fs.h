@@ -74,6 +74,12 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out);
  * before the loop starts). */
 void fs_set_session(struct fs *fs, struct fuse_session *se);
 
+/* The extended attribute of the mount root whose value is every metric in
+ * the Prometheus text format (util's metrics_format()), for
+ * `pailfs --stats`.  It is never listed by listxattr and cannot be set or
+ * removed (EPERM); on any other inode it is an ordinary user xattr. */
+#define FS_STATS_XATTR "user.pailfs.stats"
+
 /* The operations table to give to fuse_session_new() with `fs` as userdata. */
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
 

@@ -32,6 +32,21 @@
 #define FS_DIR_CONTENT_TYPE "application/x-directory"
 #define FS_GZ_SHARED_PREFIX ".pailfs/gzindex/" /* gz_index=shared, at the bucket root */
 
+/* ---- metrics (fs.c) ------------------------------------------------------ */
+
+/* The filesystem's series, registered by fs_new; bumped with metrics_add. */
+enum fs_metric {
+    FS_M_READ_BYTES,    /* bytes answered to FUSE reads */
+    FS_M_WRITTEN_BYTES, /* bytes accepted from FUSE writes */
+    FS_M_MEM_READ,      /* gauge: read path blocks and their reuse pool */
+    FS_M_MEM_WRITE,     /* gauge: write buffers (parts) */
+    FS_M_MEM_LIMIT,     /* gauge: max_memory */
+    FS_M_PARTS_INFLIGHT, /* gauge: upload parts queued or being sent */
+    FS_M_GZ_VIEWS,      /* gzip views opened */
+    FS_M_COUNT
+};
+extern struct metrics_series fs_metrics[FS_M_COUNT];
+
 /* What is known about one object or directory, as read from S3. */
 struct fs_attr {
     mode_t mode;            /* type bits and permission bits */

@@ -771,11 +771,34 @@ static void reply_value(fuse_req_t req, size_t size, const char *val, size_t len
         fuse_reply_buf(req, val, len);
 }
 
+/* The mount root's FS_STATS_XATTR: the metrics text, for `pailfs --stats`.
+ * A getxattr is what any process can do on a path it can see, needs no
+ * socket or file of ours, and reaches exactly the pailfs serving it. */
+static bool stats_xattr(fuse_ino_t ino, const char *name)
+{
+    return ino == FUSE_ROOT_ID && strcmp(name, FS_STATS_XATTR) == 0;
+}
+
+static void reply_stats(fuse_req_t req, size_t size)
+{
+    struct buf text = BUF_INIT;
+    int rc = metrics_format(&text);
+    if (rc)
+        fs_reply_err(req, rc);
+    else
+        reply_value(req, size, text.data ? text.data : "", text.len);
+    buf_free(&text);
+}
+
 void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     struct fs *fs = fs_of(req);
     if (!user_xattr(name)) { /* security.*, system.*: none are kept */
         fs_reply_err(req, ENODATA);
+        return;
+    }
+    if (stats_xattr(ino, name)) {
+        reply_stats(req, size);
         return;
     }
     char *xattr = NULL, *val = NULL;
@@ -815,7 +838,10 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
                          size_t size, int flags)
 {
     struct fs *fs = fs_of(req);
-    int rc = fs->cfg.read_only ? EROFS : !user_xattr(name) ? ENOTSUP : 0;
+    int rc = fs->cfg.read_only          ? EROFS
+             : !user_xattr(name)        ? ENOTSUP
+             : stats_xattr(ino, name)   ? EPERM /* reserved: the figures are not stored */
+                                        : 0;
     char *xattr = NULL, *updated = NULL;
     if (!rc)
         rc = current_xattr(fs, ino, &xattr);

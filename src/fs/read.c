@@ -130,6 +130,12 @@ static void lru_update(struct fs_readpool *rp, struct rblock *b)
     b->in_lru = want;
 }
 
+/* The memory gauge follows mem_used and the pool (rp->lock held). */
+static void mem_changed_locked(struct fs_readpool *rp)
+{
+    metrics_set(&fs_metrics[FS_M_MEM_READ], (int64_t)(rp->mem_used + (uint64_t)rp->pool_n * RD_BLOCK));
+}
+
 static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
 {
     if (b->o || b->pins)
@@ -143,6 +149,7 @@ static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
     } else {
         free(b->data);
     }
+    mem_changed_locked(rp);
     free(b);
     pthread_cond_broadcast(&rp->cond);
 }
@@ -218,6 +225,7 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
         return NULL;
     }
     rp->mem_used += RD_BLOCK;
+    mem_changed_locked(rp);
     b->o = o;
     b->no = no;
     b->state = RB_FETCHING;

@@ -104,6 +104,7 @@ static uint64_t wmem_take(struct fs_wpool *wp, uint64_t n)
         pthread_cond_timedwait(&wp->mem_cond, &wp->lock, &ts);
     }
     wp->mem_used += n;
+    metrics_add(&fs_metrics[FS_M_MEM_WRITE], (int64_t)n);
     pthread_mutex_unlock(&wp->lock);
     return n;
 }
@@ -114,6 +115,7 @@ static void wmem_give(struct fs_wpool *wp, uint64_t n)
         return;
     pthread_mutex_lock(&wp->lock);
     wp->mem_used -= n;
+    metrics_add(&fs_metrics[FS_M_MEM_WRITE], -(int64_t)n);
     pthread_cond_broadcast(&wp->mem_cond);
     pthread_mutex_unlock(&wp->lock);
 }
@@ -225,6 +227,7 @@ static void wjob_run(struct fs *fs, struct wjob *j)
         wf->up.error = rc;
     }
     wf->up.inflight--;
+    metrics_add(&fs_metrics[FS_M_PARTS_INFLIGHT], -1);
     pthread_cond_broadcast(&wf->cond);
     pthread_mutex_unlock(&wf->lock);
     wjob_free(j);
@@ -437,6 +440,7 @@ static int up_submit(struct fs *fs, struct fs_wfile *wf, enum wjob_kind kind, in
     unsigned limit = fs->cfg.max_inflight ? fs->cfg.max_inflight : 8;
     pthread_mutex_lock(&wf->lock);
     wf->up.inflight++;
+    metrics_add(&fs_metrics[FS_M_PARTS_INFLIGHT], 1);
     pthread_mutex_unlock(&wf->lock);
     struct fs_wpool *wp = fs->wp;
     pthread_mutex_lock(&wp->lock);

@@ -371,8 +371,20 @@ int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_in
 
 /* ---- a reader ------------------------------------------------------------ */
 
+static struct metrics_series inflated_metric = {
+    .name = "pailfs_gzip_inflated_bytes_total",
+    .help = "Bytes inflated from gzip objects (including what a seek inflates and skips).",
+    .kind = METRICS_COUNTER,
+};
+
+void gz_metrics_init(void)
+{
+    metrics_register(&inflated_metric, 1);
+}
+
 int gz_reader_new(struct gz_index *ix, gz_source_fn src, void *arg, struct gz_reader **out)
 {
+    gz_metrics_init();
     struct gz_reader *r = calloc(1, sizeof(*r));
     if (!r)
         return ENOMEM;
@@ -752,6 +764,7 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
         size_t got = want - st->avail_out;
         r->out_pos += got;
         r->inflated += got;
+        metrics_add(&inflated_metric, (int64_t)got);
         if (rc < 0 && rc != ISAL_END_INPUT) {
             r->out_pos -= got; /* nothing after the damage is trusted */
             damaged(r, rc == ISAL_INCORRECT_CHECKSUM ? "CRC or length check failed"

@@ -57,6 +57,7 @@ struct s3_client {
 /* One logical request, possibly several attempts. */
 struct s3_req {
     const char *op;
+    unsigned op_index;                /* for metrics: s3_metrics_op(op) */
     const char *method;
     const char *key;                  /* NULL: the bucket itself */
     struct s3_kv query[MAX_QUERY];
@@ -101,6 +102,7 @@ struct s3_attempt {
     struct s3_object_info info;
     size_t meta_cap;
     char request_id[96];
+    bool sent;                        /* it reached http_perform: count it */
 };
 
 /* ---- endpoint and addressing ------------------------------------------- */
@@ -368,6 +370,7 @@ static int on_body(struct http_request *hr, const void *data, size_t len)
 {
     struct s3_attempt *a = hr->arg;
     struct s3_req *req = a->req;
+    s3_metrics_received(len);
     if (!a->to_sink && a->pos == 0 && req->resp.len == 0) {
         /* first body bytes: decide where they go */
         a->status = hr->status;
@@ -506,6 +509,7 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
         .timeout_ms = req->limits.attempt_timeout_ms,
     };
     log_debug("%s %s %s", req->op, req->method, url.data);
+    a->sent = true;
     int t = http_perform(c->http, &hr);
     a->status = hr.status;
     if (t == GOT_ALL_BYTES)
@@ -571,6 +575,13 @@ static const char *status_code_name(long status)
     case 503: return "ServiceUnavailable";
     default: return "";
     }
+}
+
+static void count_attempt(const struct s3_req *req, const struct s3_attempt *a,
+                          const char *code, unsigned attempt)
+{
+    if (a->sent)
+        s3_metrics_attempt(req->op_index, a->status, code, req->body_len, attempt > 1);
 }
 
 static void log_failure(const struct s3_req *req, int rc, const struct s3_error *err)
@@ -639,6 +650,7 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
                                                                            : req->etag);
             if (req->info && !req->etag[0])
                 snprintf(req->etag, sizeof(req->etag), "%s", req->info->etag);
+            count_attempt(req, &a, NULL, attempt);
             attempt_clear(&a);
             s3_budget_give(&c->budget, attempt > 1 ? S3_BUDGET_RETRY_COST : 1);
             return 0;
@@ -651,6 +663,7 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
                 memset(&a.info, 0, sizeof(a.info));
                 req->info->size = a.have_total ? a.range_total : 0;
             }
+            count_attempt(req, &a, NULL, attempt);
             attempt_clear(&a);
             return 0;
         }
@@ -671,6 +684,7 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
             if (req->sink && req->delivered && !req->pinned_etag[0] && a.info.etag[0])
                 snprintf(req->pinned_etag, sizeof(req->pinned_etag), "%s", a.info.etag);
         }
+        count_attempt(req, &a, err->code, attempt);
         /* Pin a GET to the ETag of the first response, whatever happened. */
         if (req->sink && !req->pinned_etag[0] && a.info.etag[0] && req->delivered)
             snprintf(req->pinned_etag, sizeof(req->pinned_etag), "%s", a.info.etag);
@@ -729,6 +743,7 @@ static void req_init(struct s3_req *req, const char *op, const char *method, con
 {
     memset(req, 0, sizeof(*req));
     req->op = op;
+    req->op_index = s3_metrics_op(op);
     req->method = method;
     req->key = key;
 }
@@ -782,6 +797,7 @@ void s3_object_info_clear(struct s3_object_info *info)
 int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3_error *err_out)
 {
     s3_xml_init();
+    s3_metrics_init();
     struct s3_error local;
     struct s3_error *err = err_out ? err_out : &local;
     memset(err, 0, sizeof(*err));

@@ -56,6 +56,19 @@ int s3_multipart_etag(const struct s3_part *parts, size_t n, char *out);
 /* "YYYYMMDDTHHMMSSZ" for t into out (17 bytes). */
 void s3_amz_date(int64_t t, char *out);
 
+/* ---- metrics (metrics.c) --------------------------------------------- */
+
+/* Register the layer's series (once per process).  Called by s3_client_new. */
+void s3_metrics_init(void);
+/* The index of an operation name ("GetObject"), for s3_metrics_attempt. */
+unsigned s3_metrics_op(const char *op);
+/* Count one attempt that was sent: its answer's status (0: none came), the
+ * S3 error code when known (NULL or ""), request body bytes sent, and
+ * whether it retried an earlier attempt. */
+void s3_metrics_attempt(unsigned op, long status, const char *code, size_t sent, bool retry);
+/* Count response body bytes as they arrive. */
+void s3_metrics_received(size_t n);
+
 /* ---- XML (xml.c) ------------------------------------------------------ */
 
 /* Append s with &, <, >, ", ' escaped. */

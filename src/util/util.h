@@ -1,10 +1,12 @@
-/* util.h — the helpers layer: logging, growable buffers, time and small
- * string helpers.  Knows only libc.  Every symbol carries a `util_`, `log_`
- * or `buf_` prefix.  Functions return 0 or a positive errno unless said. */
+/* util.h — the helpers layer: logging, metrics, growable buffers, time and
+ * small string helpers.  Knows only libc.  Every symbol carries a `util_`,
+ * `log_`, `metrics_` or `buf_` prefix.  Functions return 0 or a positive
+ * errno unless said. */
 #ifndef PAILFS_UTIL_H
 #define PAILFS_UTIL_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,11 +29,29 @@ int log_level_parse(const char *name, enum log_level *out);
  * threads log; turn it off only while none does. */
 void log_use_syslog(bool on);
 
-/* Print one line, prefixed with time, level and "pailfs", to stderr (or to
- * syslog, see log_use_syslog).
+/* Print one line, prefixed with time, level and "pailfs", to the log file
+ * (log_use_file), else to syslog (log_use_syslog), else to stderr.
  * Never pass a secret to it: nothing here can redact. */
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Write lines to the file at `path` (appended to, created 0640) instead of
+ * stderr or syslog, each with its time stamp.  0 or the errno of opening it;
+ * on error the destination is unchanged.  Call before threads log. */
+int log_use_file(const char *path);
+
+/* Open the log file's path again (after logrotate renamed it): lines go to
+ * the new file from now on, and no line is lost or split between the two.
+ * 0, EINVAL (no log file in use) or the errno of opening it (logged; the
+ * old file stays in use).  Thread-safe; not async-signal-safe. */
+int log_reopen(void);
+
+/* Make signal `signo` call log_reopen(): its handler only writes a byte to a
+ * pipe (async-signal-safe) and a thread of ours reopens.  Call after every
+ * other handler for signo is in place (it replaces them).  0 or errno. */
+int log_reopen_on_signal(int signo);
+/* Restore the default action of that signal and end the thread. */
+void log_reopen_stop(void);
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
@@ -41,6 +61,70 @@ void log_msg(enum log_level level, const char *fmt, ...)
         if (log_get_level() >= LOG_LVL_DEBUG)                                  \
             log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                               \
     } while (0)
+
+/* ---- metrics ------------------------------------------------------------ */
+
+/* Counters and gauges any layer may bump from any thread, including the
+ * read path at tens of thousands of calls a second: a bump is one relaxed
+ * atomic add on a static variable, no lock, no allocation.  Each layer
+ * owns the series it counts (static `struct metrics_series`, named
+ * pailfs_<layer>_..., counters ending in _total) and hands them once to
+ * metrics_register(); metrics_format() prints every registered series in
+ * the Prometheus text format, and a writer thread can dump that to a file.
+ * The relaxed order is enough: each value is read on its own, never as a
+ * snapshot consistent with another. */
+enum metrics_kind { METRICS_COUNTER, METRICS_GAUGE };
+
+struct buf;
+
+struct metrics_series {
+    const char *name;   /* [a-zA-Z_:][a-zA-Z0-9_:]*; one name, one help and kind */
+    const char *help;   /* one line, no backslash */
+    enum metrics_kind kind;
+    const char *labels; /* NULL, or `op="GetObject",status="200"` (no braces) */
+    bool sparse;        /* not printed while 0: one of many label combinations */
+    _Atomic int64_t value;
+    struct metrics_series *next; /* the registry's list; set by metrics_register */
+    bool registered;             /* the registry's; set by metrics_register */
+};
+
+static inline void metrics_add(struct metrics_series *s, int64_t n)
+{
+    atomic_fetch_add_explicit(&s->value, n, memory_order_relaxed);
+}
+
+static inline void metrics_set(struct metrics_series *s, int64_t v)
+{
+    atomic_store_explicit(&s->value, v, memory_order_relaxed);
+}
+
+static inline int64_t metrics_get(struct metrics_series *s)
+{
+    return atomic_load_explicit(&s->value, memory_order_relaxed);
+}
+
+/* Add `n` series to the registry (those already in it are skipped, so a
+ * layer may call this from every constructor).  The series must live as
+ * long as the process: they are never removed.  Thread-safe. */
+void metrics_register(struct metrics_series *series, size_t n);
+
+/* Append every registered series to `out` in the Prometheus text
+ * exposition format (version 0.0.4): for each name, in the order first
+ * registered, "# HELP", "# TYPE" and its samples.  0 or ENOMEM. */
+int metrics_format(struct buf *out);
+
+/* Write metrics_format() to `path` through a temporary file in the same
+ * directory and rename(2), so a reader never sees a partial file.  0 or
+ * errno (the temporary file is removed). */
+int metrics_write_file(const char *path);
+
+/* Start a thread that calls metrics_write_file(path) now and every
+ * `interval_s` seconds (at least 1); a failure is logged once until a
+ * write works again.  `path` is copied.  0, EALREADY (one is running) or
+ * errno. */
+int metrics_writer_start(const char *path, unsigned interval_s);
+/* Write the file one last time and end the thread; nothing if none runs. */
+void metrics_writer_stop(void);
 
 /* ---- growable byte buffer -------------------------------------------- */
 

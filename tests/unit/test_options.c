@@ -514,6 +514,37 @@ static void test_log_level(void **state)
     }
 }
 
+static void test_log_and_metrics_files(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "b", "/mnt", NULL), 0);
+    assert_null(o.logfile);
+    assert_null(o.metrics_file);
+    assert_int_equal(o.metrics_interval_s, 5);
+    options_free(&o);
+
+    char cwd[PATH_MAX], want[PATH_MAX + 32];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(parse_o(&o, "logfile=/var/log/p.log,metrics_file=m.prom,metrics_interval=60"),
+                     0);
+    assert_string_equal(o.logfile, "/var/log/p.log");
+    snprintf(want, sizeof(want), "%s/m.prom", cwd); /* a daemon runs in "/" */
+    assert_string_equal(o.metrics_file, want);
+    assert_int_equal(o.metrics_interval_s, 60);
+    assert_false(o.foreground);
+    assert_string_equal(fuse_o(&o), "fsname=pailfs:b,subtype=pailfs,default_permissions");
+    options_free(&o);
+
+    assert_o_error("metrics_interval=0", "pailfs: bad value '0' for -o metrics_interval: expected "
+                                         "a whole number of seconds from 1 to 3600");
+    assert_o_error("metrics_interval=3601", "pailfs: bad value '3601' for -o metrics_interval: "
+                                            "expected a whole number of seconds from 1 to 3600");
+    assert_o_error("logfile=", "pailfs: bad value '' for -o logfile: expected a file path");
+    assert_o_error("metrics_file=",
+                   "pailfs: bad value '' for -o metrics_file: expected a file path");
+}
+
 static void test_fuse_passthrough(void **state)
 {
     (void)state;
@@ -749,6 +780,10 @@ static void test_help_text_lists_every_option(void **state)
         "attr_ttl=",
         "neg_ttl=",
         "log_level=",
+        "logfile=",
+        "metrics_file=",
+        "metrics_interval=",
+        "--stats",
         "default_permissions",
         "fsname=",
         "subtype=",
@@ -800,6 +835,7 @@ int main(void)
         cmocka_unit_test_setup(test_write_options, setup_env),
         cmocka_unit_test_setup(test_gz_workers, setup_env),
         cmocka_unit_test_setup(test_log_level, setup_env),
+        cmocka_unit_test_setup(test_log_and_metrics_files, setup_env),
         cmocka_unit_test_setup(test_fuse_passthrough, setup_env),
         cmocka_unit_test_setup(test_cache_dir_default, setup_env),
         cmocka_unit_test_setup(test_unknown_option, setup_env),

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,119 @@ static void test_trim_and_prefix(void **state)
     assert_int_equal(log_level_parse("loud", &l), EINVAL);
 }
 
+/* ---- metrics ------------------------------------------------------------ */
+
+static struct metrics_series t_series[] = {
+    {.name = "t_requests_total", .help = "Requests.", .kind = METRICS_COUNTER,
+     .labels = "op=\"Get\"", .sparse = true},
+    {.name = "t_bytes", .help = "Bytes held.", .kind = METRICS_GAUGE},
+    {.name = "t_requests_total", .help = "Requests.", .kind = METRICS_COUNTER,
+     .labels = "op=\"Put\"", .sparse = true},
+};
+
+static void test_metrics_format(void **state)
+{
+    (void)state;
+    metrics_register(t_series, 3);
+    metrics_register(t_series, 3); /* a second time: no duplicates */
+    struct buf b = BUF_INIT;
+    assert_int_equal(metrics_format(&b), 0);
+    /* sparse series at 0 are left out; HELP and TYPE stay */
+    assert_string_equal(b.data, "# HELP t_requests_total Requests.\n"
+                                "# TYPE t_requests_total counter\n"
+                                "# HELP t_bytes Bytes held.\n"
+                                "# TYPE t_bytes gauge\n"
+                                "t_bytes 0\n");
+    metrics_add(&t_series[2], 3);
+    metrics_add(&t_series[0], 1);
+    metrics_add(&t_series[1], 4096);
+    metrics_add(&t_series[1], -1024);
+    buf_clear(&b);
+    assert_int_equal(metrics_format(&b), 0);
+    /* one block per name, even when its series were registered apart */
+    assert_string_equal(b.data, "# HELP t_requests_total Requests.\n"
+                                "# TYPE t_requests_total counter\n"
+                                "t_requests_total{op=\"Get\"} 1\n"
+                                "t_requests_total{op=\"Put\"} 3\n"
+                                "# HELP t_bytes Bytes held.\n"
+                                "# TYPE t_bytes gauge\n"
+                                "t_bytes 3072\n");
+    metrics_set(&t_series[1], 7);
+    assert_int_equal(metrics_get(&t_series[1]), 7);
+
+    char dir[] = "/tmp/pailfs-metrics-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/m.prom", dir);
+    assert_int_equal(metrics_write_file(path), 0);
+    char *data;
+    size_t len;
+    assert_int_equal(util_read_file(path, 1 << 20, &data, &len), 0);
+    buf_clear(&b);
+    metrics_format(&b);
+    assert_string_equal(data, b.data);
+    free(data);
+    unlink(path);
+    char bad[80];
+    snprintf(bad, sizeof(bad), "%s/no/m.prom", dir);
+    assert_int_equal(metrics_write_file(bad), ENOENT);
+
+    /* the writer thread writes at once and at stop */
+    assert_int_equal(metrics_writer_start(path, 3600), 0);
+    assert_int_equal(metrics_writer_start(path, 3600), EALREADY);
+    metrics_add(&t_series[0], 41);
+    metrics_writer_stop();
+    assert_int_equal(util_read_file(path, 1 << 20, &data, &len), 0);
+    assert_non_null(strstr(data, "t_requests_total{op=\"Get\"} 42\n"));
+    free(data);
+    unlink(path);
+    rmdir(dir);
+    buf_free(&b);
+}
+
+/* ---- the log file -------------------------------------------------------- */
+
+static void test_log_file_reopen(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pailfs-log-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64], rotated[64];
+    snprintf(path, sizeof(path), "%s/p.log", dir);
+    snprintf(rotated, sizeof(rotated), "%s/p.log.1", dir);
+    assert_int_equal(log_reopen(), EINVAL); /* no file yet */
+    assert_int_equal(log_use_file(path), 0);
+    log_set_level(LOG_LVL_INFO);
+    log_error("first %d", 1);
+    assert_int_equal(rename(path, rotated), 0);
+    log_warn("second");
+    assert_int_equal(log_reopen_on_signal(SIGUSR1), 0);
+    assert_int_equal(raise(SIGUSR1), 0);
+    char *data = NULL;
+    size_t len;
+    for (int i = 0; i < 500 && util_read_file(path, 1 << 20, &data, &len) != 0; i++)
+        util_sleep_ms(10);
+    log_reopen_stop();
+    log_info("third");
+    free(data);
+    assert_int_equal(util_read_file(rotated, 1 << 20, &data, &len), 0);
+    /* time stamp, name, level, message; one line each */
+    assert_non_null(strstr(data, "Z pailfs error: first 1\n"));
+    assert_non_null(strstr(data, "Z pailfs warn: second\n"));
+    assert_null(strstr(data, "third"));
+    assert_int_equal(data[4], '-');
+    free(data);
+    assert_int_equal(util_read_file(path, 1 << 20, &data, &len), 0);
+    assert_non_null(strstr(data, "pailfs info: log file "));
+    assert_non_null(strstr(data, " reopened\n"));
+    assert_non_null(strstr(data, "Z pailfs info: third\n"));
+    assert_null(strstr(data, "second"));
+    free(data);
+    unlink(path);
+    unlink(rotated);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -89,6 +203,8 @@ int main(void)
         cmocka_unit_test(test_dates),
         cmocka_unit_test(test_read_file),
         cmocka_unit_test(test_trim_and_prefix),
+        cmocka_unit_test(test_metrics_format),
+        cmocka_unit_test(test_log_file_reopen),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
