@@ -551,6 +551,26 @@ static void check_begin(struct gz_reader *r, size_t pt, bool verify, uint32_t le
     r->check_want = len;
 }
 
+/* Add an access point at the current position whose state is `raw`
+ * (stored zlib-compressed), unless another reader already passed here. */
+static void add_state_point(struct gz_reader *r, const void *raw, size_t raw_len)
+{
+    uLongf n = compressBound(raw_len);
+    unsigned char *z = malloc(n);
+    if (z && compress2(z, &n, raw, raw_len, 6) == Z_OK) {
+        struct gz_point p = {.in_off = in_pos(r), .out_off = r->out_pos, .kind = GZP_STATE,
+                             .state = z, .state_len = (uint32_t)n};
+        pthread_mutex_lock(&r->ix->lock);
+        bool frontier = r->out_pos > r->ix->pts[r->ix->n - 1].out_off;
+        if (frontier && ix_add(r->ix, &p) == 0) {
+            z = NULL;
+            check_begin(r, r->ix->n - 1, false, GZ_CHECK_LEN);
+        }
+        pthread_mutex_unlock(&r->ix->lock);
+    }
+    free(z);
+}
+
 #ifdef HAVE_ISAL
 /* Snapshot the decoder as an access point at the current position. */
 static void record_state(struct gz_reader *r)
@@ -568,20 +588,7 @@ static void record_state(struct gz_reader *r)
     size_t inv = c->tmp_in_size > 0 ? (size_t)c->tmp_in_size : 0;
     if (inv < sizeof(c->tmp_in_buffer))
         memset(c->tmp_in_buffer + inv, 0, sizeof(c->tmp_in_buffer) - inv);
-    uLongf n = compressBound(sizeof(*c));
-    unsigned char *z = malloc(n);
-    if (z && compress2(z, &n, (const Bytef *)c, sizeof(*c), 6) == Z_OK) {
-        struct gz_point p = {.in_off = in_pos(r), .out_off = r->out_pos, .kind = GZP_STATE,
-                             .state = z, .state_len = (uint32_t)n};
-        pthread_mutex_lock(&r->ix->lock);
-        bool frontier = r->out_pos > r->ix->pts[r->ix->n - 1].out_off;
-        if (frontier && ix_add(r->ix, &p) == 0) {
-            z = NULL;
-            check_begin(r, r->ix->n - 1, false, GZ_CHECK_LEN);
-        }
-        pthread_mutex_unlock(&r->ix->lock);
-    }
-    free(z);
+    add_state_point(r, c, sizeof(*c));
     free(c);
 }
 
@@ -603,20 +610,7 @@ static void record_state(struct gz_reader *r)
     }
     w[0] = (unsigned char)bits;
     w[1] = bits ? IN_NEXT(r)[-1] : 0;
-    uLongf n = compressBound(2 + wl);
-    unsigned char *z = malloc(n);
-    if (z && compress2(z, &n, w, 2 + wl, 6) == Z_OK) {
-        struct gz_point p = {.in_off = in_pos(r), .out_off = r->out_pos, .kind = GZP_STATE,
-                             .state = z, .state_len = (uint32_t)n};
-        pthread_mutex_lock(&r->ix->lock);
-        bool frontier = r->out_pos > r->ix->pts[r->ix->n - 1].out_off;
-        if (frontier && ix_add(r->ix, &p) == 0) {
-            z = NULL;
-            check_begin(r, r->ix->n - 1, false, GZ_CHECK_LEN);
-        }
-        pthread_mutex_unlock(&r->ix->lock);
-    }
-    free(z);
+    add_state_point(r, w, 2 + wl);
     free(w);
 }
 
@@ -710,6 +704,55 @@ static void stream_end(struct gz_reader *r)
     pthread_mutex_unlock(&r->ix->lock);
 }
 
+/* Start decoding a member whose header is at the input (state reset,
+ * the input kept). */
+static int member_reset(struct gz_reader *r)
+{
+#ifdef HAVE_ISAL
+    size_t keep = r->st->avail_in;
+    unsigned char *next = r->st->next_in;
+    isal_inflate_init(r->st);
+    r->st->crc_flag = ISAL_GZIP;
+    r->st->next_in = next;
+    r->st->avail_in = (uint32_t)keep;
+#else
+    if (inflateReset2(&r->zs, 31) != Z_OK)
+        return EIO;
+    r->member_done = false;
+#endif
+    return 0;
+}
+
+/* A member ended: another one follows (the decoder is reset for it), or
+ * the data ends here (*end), at the end of the object or where bytes that
+ * are not a gzip header follow, which gzip -d ignores too. */
+static int member_next(struct gz_reader *r, bool *end)
+{
+    if (IN_AVAIL(r) < 3 && !r->in_eof) {
+        int rc = in_fill(r);
+        if (rc)
+            return rc;
+    }
+    if (IN_AVAIL(r) && !gz_is_gzip(IN_NEXT(r), IN_AVAIL(r))) {
+        pthread_mutex_lock(&r->ix->lock);
+        bool warn = !r->ix->warned_trailing;
+        r->ix->warned_trailing = true;
+        pthread_mutex_unlock(&r->ix->lock);
+        if (warn)
+            log_warn("gzip stream: %llu bytes after the last member ignored",
+                     (unsigned long long)(r->ix->comp_size - in_pos(r)));
+    }
+    if (IN_AVAIL(r) == 0 || !gz_is_gzip(IN_NEXT(r), IN_AVAIL(r))) {
+        stream_end(r);
+        *end = true;
+        return check_feed(r, NULL, 0, true);
+    }
+    int rc = member_reset(r);
+    if (!rc && wants_point(r, true))
+        record_fresh(r);
+    return rc;
+}
+
 #ifdef HAVE_ISAL
 /* Inflate up to `want` bytes into buf.  *n bytes came out; *end: the
  * stream is over.  Handles refills and member boundaries. */
@@ -720,37 +763,9 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
     for (;;) {
         struct inflate_state *st = r->st;
         if (st->block_state == ISAL_BLOCK_FINISH) {
-            /* a member ended: another one, trailing bytes, or the end */
-            if (st->avail_in < 3 && !r->in_eof) {
-                int rc = in_fill(r);
-                if (rc)
-                    return rc;
-            }
-            if (st->avail_in == 0) {
-                stream_end(r);
-                *end = true;
-                return check_feed(r, NULL, 0, true);
-            }
-            if (!gz_is_gzip(st->next_in, st->avail_in)) {
-                pthread_mutex_lock(&r->ix->lock);
-                bool warn = !r->ix->warned_trailing;
-                r->ix->warned_trailing = true;
-                pthread_mutex_unlock(&r->ix->lock);
-                if (warn)
-                    log_warn("gzip stream: %llu bytes after the last member ignored",
-                             (unsigned long long)(r->ix->comp_size - in_pos(r)));
-                stream_end(r);
-                *end = true;
-                return check_feed(r, NULL, 0, true);
-            }
-            size_t keep = st->avail_in;
-            unsigned char *next = st->next_in;
-            isal_inflate_init(st);
-            st->crc_flag = ISAL_GZIP;
-            st->next_in = next;
-            st->avail_in = (uint32_t)keep;
-            if (wants_point(r, true))
-                record_fresh(r);
+            int rc = member_next(r, end);
+            if (rc || *end)
+                return rc;
         }
         if (st->avail_in == 0 && !r->in_eof) {
             int rc = in_fill(r);
@@ -811,34 +826,9 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
                 zs->avail_in -= 8;
                 r->raw_member = false;
             }
-            /* a member ended: another one, trailing bytes, or the end */
-            if (zs->avail_in < 3 && !r->in_eof) {
-                int rc = in_fill(r);
-                if (rc)
-                    return rc;
-            }
-            if (zs->avail_in == 0) {
-                stream_end(r);
-                *end = true;
-                return check_feed(r, NULL, 0, true);
-            }
-            if (!gz_is_gzip(zs->next_in, zs->avail_in)) {
-                pthread_mutex_lock(&r->ix->lock);
-                bool warn = !r->ix->warned_trailing;
-                r->ix->warned_trailing = true;
-                pthread_mutex_unlock(&r->ix->lock);
-                if (warn)
-                    log_warn("gzip stream: %llu bytes after the last member ignored",
-                             (unsigned long long)(r->ix->comp_size - in_pos(r)));
-                stream_end(r);
-                *end = true;
-                return check_feed(r, NULL, 0, true);
-            }
-            if (inflateReset2(zs, 31) != Z_OK)
-                return EIO;
-            r->member_done = false;
-            if (wants_point(r, true))
-                record_fresh(r);
+            int rc = member_next(r, end);
+            if (rc || *end)
+                return rc;
         }
         if (zs->avail_in == 0 && !r->in_eof) {
             int rc = in_fill(r);
