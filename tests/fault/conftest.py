@@ -13,6 +13,11 @@ mounts the scenario makes, all held by a FaultRig:
                  refused, open ones are closed) -- what a crashed or
                  restarting S3 endpoint looks like, not a slow one
   rig.up()       both started again, on the same ports and data directory
+  rig.freeze()   the server hangs: s3rver is SIGSTOPped, so connections are
+                 accepted (by the kernel, and by the proxy) and requests
+                 never answered -- what a hung server or a network that
+                 drops everything looks like; only timeouts end them
+  rig.thaw()     SIGCONT
   rig.stats()    the proxy's counters, summed over its restarts
 
 The table: every scenario appends its row to fault-table.md in
@@ -21,6 +26,7 @@ starts with the header; the path is printed at the end.
 """
 
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -112,6 +118,12 @@ class FaultRig:
         self.proxy.stop()
         self.server.stop()
 
+    def freeze(self):
+        os.kill(self.server._proc.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        os.kill(self.server._proc.pid, signal.SIGCONT)
+
     def up(self):
         self.server.start()
         self.proxy.start()
@@ -128,7 +140,9 @@ class FaultRig:
             finally:
                 m._kill()
         self.proxy.stop()
-        if not self.server.running:
+        if self.server.running:
+            self.thaw()  # a scenario that froze it failed midway
+        else:
             self.server.start()
         try:
             for page in self.s3.get_paginator("list_objects_v2").paginate(

@@ -12,6 +12,7 @@ table.
 """
 
 import errno
+import json
 import os
 import subprocess
 import time
@@ -30,10 +31,12 @@ BASE_OPTS = ["gunzip=view"]
 # The outage scenarios use faster settings than the defaults (retries=4,
 # connect_timeout=10, stall_timeout=30) so that the suite stays short; the
 # behaviour under test (fail with EIO within the bound, recover after) is
-# the same. A single S3 request then gives up after at most
+# the same. A single S3 request then gives up after about
 #   3 attempts x max(connect 2 s, stall 5 s) + backoff (0.2 + 0.4 s)
-# = 15.6 s; one file system call may wait on a few requests (a write waits
-# for a part in flight, close() completes or aborts the upload).
+# = 15.6 s (a little more when it had sent bytes: libcurl averages the
+# speed over its last 5 s); one file system call may wait on a few requests
+# (a write waits for a part in flight, close() completes or aborts the
+# upload), hence CALL_BOUND.
 OUTAGE_OPTS = BASE_OPTS + ["retries=2", "connect_timeout=2", "stall_timeout=5"]
 REQUEST_BOUND = 3 * 5 + 0.6
 CALL_BOUND = 3 * REQUEST_BOUND  # ~47 s: the most one system call may take
@@ -41,9 +44,8 @@ CALL_BOUND = 3 * REQUEST_BOUND  # ~47 s: the most one system call may take
 WORKLOAD_TIMEOUT = 600  # a strand still running after this is hung
 
 
-# In the scenarios that break the server or pailfs, the directory strand
-# makes one file every PACE seconds (about 40 s for 200), so that it runs
-# from before the fault to after it.
+# In the 20 s outage the directory strand makes one file every PACE seconds
+# (about 40 s for 200), so that it runs from before the outage to after it.
 PACE = 0.2
 
 
@@ -56,18 +58,15 @@ def run_workload(rig, opts, strands=workload.ALL_STRANDS, pace=0):
     return w
 
 
-def wait_for_middle(rig, w, parts=12, files=25, timeout=300):
-    """Until the streaming writer has sent `parts` parts (of 32) and the
-    directory strand `files` files (PutObject): the workload is well under
-    way, every strand busy."""
+def wait_for_middle(rig, w, parts=12, timeout=300):
+    """Until the streaming writer has sent `parts` parts of its 32: the
+    workload is well under way, every strand busy."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        by_op = rig.stats()["by_op"]
-        if by_op.get("UploadPart", 0) >= parts and \
-                by_op.get("PutObject", 0) >= files:
+        if rig.stats()["by_op"].get("UploadPart", 0) >= parts:
             return time.monotonic()
         assert "stream" in w.running(), "the writer ended before its middle"
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError(f"the workload did not reach its middle in {timeout}s")
 
 
@@ -78,10 +77,19 @@ def finish(table, scenario, rig, w, verdict, faults, allowed, note=""):
     row = workload.table_row(scenario, verdict, st["requests_total"], faults,
                              time.monotonic() - w.t0, note)
     table(row)
+    # Every operation's record, for a post-mortem of a failed scenario.
+    with open(rig.tmp / "records.json", "w") as f:
+        json.dump({"t0": w.t0, "records": w.records, "d_state": w.d_state,
+                   "d_where": w.d_where,
+                   "landed_despite_error": verdict.landed_despite_error},
+                  f, indent=1)
+    if verdict.landed_despite_error:
+        print("stored although close() failed:",
+              verdict.landed_despite_error)
     bad = [r for r in verdict.errors if not allowed(r)]
     for r in verdict.errors:
         print("error:", {k: r[k] for k in r if k not in ("names", "picks")})
-    assert not w.hung, f"strands hung (state): {w.hung}"
+    assert not w.hung, f"strands hung (state): {w.hung} {w.d_where}"
     assert verdict.lost == 0, verdict.lost_what
     assert not verdict.problems, verdict.problems
     assert not bad, f"errors where success was possible: {bad}"
@@ -144,12 +152,19 @@ OUTAGE_S = 20
 UP_GRACE = 2.0  # an operation begun this long after the server is back succeeds
 
 
-def test_outage_20s(rig, fault_table):
+@pytest.mark.parametrize("how", ["stopped", "frozen"])
+def test_outage_20s(rig, fault_table, how):
+    """The server goes away for 20 s in the middle of the workload, then
+    comes back. "stopped": s3rver and the proxy are stopped (connections
+    refused, as when the server process is down). "frozen": s3rver is
+    SIGSTOPped (connections accepted, requests never answered, as when the
+    server hangs or the network drops everything): only pailfs's timeouts
+    end those requests."""
     w = run_workload(rig, OUTAGE_OPTS, pace=PACE)
     t_down = wait_for_middle(rig, w)
-    rig.down()
+    rig.down() if how == "stopped" else rig.freeze()
     time.sleep(max(0.0, t_down + OUTAGE_S - time.monotonic()))
-    rig.up()
+    rig.up() if how == "stopped" else rig.thaw()
     t_up = time.monotonic()
     w.wait(WORKLOAD_TIMEOUT)
     failed_after = w.after()
@@ -162,18 +177,22 @@ def test_outage_20s(rig, fault_table):
             and r["end"] > t_down and r["strand"] != "after"
 
     slow = [r for r in v.errors if r["slowest"] > CALL_BOUND]
-    finish(fault_table, f"server stopped {OUTAGE_S} s", rig, w, v,
-           f"1 outage of {OUTAGE_S} s (connections refused)", allowed,
-           note=f"longest D state {w.max_d_state():.1f} s")
+    slowest = max((r["slowest"] for r in v.errors), default=0.0)
+    finish(fault_table, f"server {how} {OUTAGE_S} s", rig, w, v,
+           f"1 outage of {OUTAGE_S} s ("
+           f"{'connections refused' if how == 'stopped' else 'no answers'})",
+           allowed, note=f"slowest failing call {slowest:.1f} s, "
+           f"longest D state {w.max_d_state():.1f} s")
     assert v.errors, "the outage failed no operation: it missed the workload"
-    back = [r for r in w.records if r["start"] > t_up and r["strand"] == "dir"]
+    back = [r for r in w.records
+            if r["start"] > t_up + UP_GRACE and r["strand"] == "dir"]
     assert back and not any(r["errno"] for r in back), \
         "the directory strand did not go on after the outage"
     assert not slow, f"failing calls slower than {CALL_BOUND}s: {slow}"
     # "none left in D state": no strand stayed in D (waiting in the kernel
     # on a request the dead server never answered) longer than one system
     # call may take.
-    assert w.max_d_state() < CALL_BOUND, w.d_state
+    assert w.max_d_state() < CALL_BOUND, (w.d_state, w.d_where)
     assert not failed_after, failed_after
 
 
@@ -184,12 +203,27 @@ def test_outage_20s(rig, fault_table):
 UNMOUNT_BOUND = 60
 
 
-def test_server_gone_for_good(rig, fault_table):
-    w = run_workload(rig, OUTAGE_OPTS, pace=PACE)
+FROZEN_PATIENCE = 30  # seconds the strands get before they are killed
+
+
+@pytest.mark.parametrize("how", ["stopped", "frozen"])
+def test_server_gone_for_good(rig, fault_table, how):
+    """The server goes away in the middle of the workload and never comes
+    back; then the mount is unmounted. "stopped": every operation fails
+    fast (connections refused) and the strands end by themselves.
+    "frozen": requests hang until pailfs's timeouts end them, so strands
+    still waiting after FROZEN_PATIENCE seconds are killed (SIGKILL, as an
+    operator would), which releases their open files in the middle of
+    uploads the server will never answer."""
+    w = run_workload(rig, OUTAGE_OPTS)
     t_down = wait_for_middle(rig, w)
-    rig.down()
-    # Every strand must finish: its operations fail within the bound.
-    w.wait(WORKLOAD_TIMEOUT)
+    if how == "stopped":
+        rig.down()
+        # Every strand must finish: its operations fail within the bound.
+        w.wait(WORKLOAD_TIMEOUT)
+    else:
+        rig.freeze()
+        w.wait(FROZEN_PATIENCE, kill_late=True)
     m = w.m
     t0 = time.monotonic()
     r = fusermount_unmount(m.path)
@@ -201,11 +235,13 @@ def test_server_gone_for_good(rig, fault_table):
     took = time.monotonic() - t0
     exited = m.proc.poll() is not None
     rc = m.unmount(check=False)  # collects the process (kills it if alive)
-    rig.up()  # only to read what was stored
+    rig.up() if how == "stopped" else rig.thaw()  # to read what was stored
     v = w.verify()
-    finish(fault_table, "server stopped for good", rig, w, v,
-           "server gone from the middle on", lambda r: r["errno"] == errno.EIO
-           and r["end"] > t_down, note=f"unmount took {took:.1f} s")
+    killed = f", {len(w.killed)} strands killed" if w.killed else ""
+    finish(fault_table, f"server {how} for good", rig, w, v,
+           "server gone from the middle on" + killed,
+           lambda r: r["errno"] == errno.EIO and r["end"] > t_down,
+           note=f"unmount took {took:.1f} s")
     assert exited and took < UNMOUNT_BOUND, \
         f"pailfs still running {took:.0f}s after fusermount3 -u"
     assert rc == 0, f"pailfs exited {rc}"
@@ -218,7 +254,7 @@ def test_server_gone_for_good(rig, fault_table):
 # --------------------------------------------------------------------------
 
 def test_sigkill_then_remount(rig, fault_table):
-    w = run_workload(rig, BASE_OPTS + ["abort_stale_uploads=off"], pace=PACE)
+    w = run_workload(rig, BASE_OPTS + ["abort_stale_uploads=off"])
     wait_for_middle(rig, w)
     m = w.m
     t_kill = time.monotonic()

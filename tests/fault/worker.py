@@ -14,6 +14,11 @@ what it did):
 
   {"strand", "op", "name", "start", "end", "errno", "slowest", ...}
 
+Writers add close_errno (close()'s own outcome) and how much their
+successful writes covered (written: bytes; done: chunks or patches), since
+a write that failed does not undo the ones before it: if close() then
+returns 0, those are what must be stored.
+
 start and end are time.monotonic() (CLOCK_MONOTONIC, comparable across the
 processes of one machine); errno is 0 or the first error the operation met;
 slowest is the longest single system call in it, in seconds. An operation
@@ -82,10 +87,13 @@ def write_all(op, fd, buf, offset=None):
 
 
 def close_quietly(op, fd):
+    """close(); its own outcome is kept apart in the record (close_errno):
+    what the writes before it made is stored only if it returns 0."""
     try:
         op.call(os.close, fd)
-    except OSError:
-        pass
+        op.rec["close_errno"] = 0
+    except OSError as e:
+        op.rec["close_errno"] = e.errno or errno.EIO
 
 
 def strand_stream(spec):
@@ -113,35 +121,39 @@ def strand_staged_new(spec):
     stages the file in its cache directory and uploads it at close."""
     op = Op("staged", "write", spec["key"])
     chunks = list(enumerate(data.chunks(spec["seed"], spec["size"])))
+    done = 0  # chunks written, from the last one backwards
     try:
         fd = op.call(os.open, spec["path"],
                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     except OSError:
-        return op.done()
+        return op.done(done=0)
     try:
         for i, chunk in reversed(chunks):
             write_all(op, fd, chunk, i * MiB)
+            done += 1
     except OSError:
         pass
     close_quietly(op, fd)
-    op.done()
+    op.done(done=done)
 
 
 def strand_staged_edit(spec):
     """Patches inside an existing object (O_RDWR): staged sparsely, rebuilt
     with UploadPartCopy of the untouched ranges."""
     op = Op("staged", "edit", spec["key"])
+    done = 0  # patches written
     try:
         fd = op.call(os.open, spec["path"], os.O_RDWR)
     except OSError:
-        return op.done()
+        return op.done(done=0)
     try:
         for offset, patch in data.patches(spec["seed"], spec["size"]):
             write_all(op, fd, patch, offset)
+            done += 1
     except OSError:
         pass
     close_quietly(op, fd)
-    op.done()
+    op.done(done=done)
 
 
 def read_file(op, path, block=MiB):

@@ -132,6 +132,42 @@ def v_edit_new():
     return Version("edited", sha, size)
 
 
+def v_stream_written(n):
+    """stream.bin after its first n bytes were written (then closed)."""
+    if n == STREAM_SIZE:
+        return v_stream_new()
+    return Version(f"new[:{n}]", digest(SEED_STREAM_NEW, n), n)
+
+
+@functools.lru_cache(maxsize=None)
+def v_staged_new_done(done):
+    """staged-new.bin after its last `done` 1 MiB chunks were written
+    (back to front); the chunks before them are a hole (zeros)."""
+    n = STAGED_SIZE // MiB
+    if done is None or done == n:
+        return v_staged_new()
+    if done == 0:
+        return Version("empty", data.sha256(b""), 0)
+    h = hashlib.sha256()
+    h.update(bytes((n - done) * MiB))
+    for i, c in enumerate(data.chunks(SEED_STAGED_NEW, STAGED_SIZE)):
+        if i >= n - done:
+            h.update(c)
+    return Version(f"last {done} MiB", h.hexdigest(), STAGED_SIZE)
+
+
+@functools.lru_cache(maxsize=None)
+def v_edit_done(done):
+    """staged-edit.bin with its first `done` patches applied."""
+    patches = data.patches(SEED_EDIT, STAGED_SIZE)
+    if done is None or done == len(patches):
+        return v_edit_new()
+    buf = bytearray(blob(SEED_EDIT_OLD, STAGED_SIZE))
+    for offset, patch in patches[:done]:
+        buf[offset:offset + len(patch)] = patch
+    return Version(f"{done} patches", data.sha256(bytes(buf)), len(buf))
+
+
 def v_read():
     return Version("orig", digest(SEED_READ, READ_SIZE), READ_SIZE)
 
@@ -160,6 +196,20 @@ def proc_state(pid):
         return None
 
 
+def kernel_stack(pid):
+    """Where a process waits in the kernel (/proc/PID/stack needs root;
+    else its wchan), for the report of a long D state."""
+    for name in ("stack", "wchan"):
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                text = f.read().strip()
+            if text:
+                return text
+        except OSError:
+            pass
+    return "?"
+
+
 class Workload:
     """The workload of one scenario on mount `m` (a mount.Mount of the
     rig's bucket); `s3` is a boto3 client straight to s3rver."""
@@ -170,7 +220,9 @@ class Workload:
         self.records = []   # op records of every strand
         self.d_state = {}   # pid -> longest continuous D state seen (s)
         self.d_now = {}     # pid -> since when in D, if it is
+        self.d_where = {}   # strand -> kernel stack after 3 s in D
         self.hung = []      # strands killed for not finishing in time
+        self.killed = []    # strands killed on purpose (wait(kill_late))
         self.ran = set()
         self._stop_watch = threading.Event()
         self._watcher = None
@@ -238,13 +290,15 @@ class Workload:
         time each one spent in D state without a break."""
         while not self._stop_watch.is_set():
             now = time.monotonic()
-            for proc in list(self.procs.values()):
+            for strand, proc in list(self.procs.items()):
                 state = proc_state(proc.pid) if proc.poll() is None else None
                 pid = proc.pid
                 if state == "D":
                     since = self.d_now.setdefault(pid, now)
-                    self.d_state[pid] = max(self.d_state.get(pid, 0.0),
-                                            now - since)
+                    longest = max(self.d_state.get(pid, 0.0), now - since)
+                    self.d_state[pid] = longest
+                    if now - since >= 3.0 and strand not in self.d_where:
+                        self.d_where[strand] = kernel_stack(pid)
                 else:
                     self.d_now.pop(pid, None)
             self._stop_watch.wait(0.05)
@@ -257,16 +311,19 @@ class Workload:
     def running(self):
         return [s for s, p in self.procs.items() if p.poll() is None]
 
-    def wait(self, timeout):
+    def wait(self, timeout, kill_late=False):
         """Wait for every strand; one still running after `timeout` seconds
-        is hung: noted, then killed (SIGKILL) so the test can report."""
+        is hung: noted, then killed (SIGKILL) so the test can report. With
+        kill_late, that is expected (the scenario leaves requests hanging
+        for good): such strands are killed and listed in .killed."""
         deadline = time.monotonic() + timeout
         for strand, proc in self.procs.items():
             try:
                 out, err = proc.communicate(
                     timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.hung.append((strand, proc_state(proc.pid)))
+                late = (strand, proc_state(proc.pid))
+                (self.killed if kill_late else self.hung).append(late)
                 proc.kill()
                 out, err = proc.communicate()
             for line in out.decode().splitlines():
@@ -382,50 +439,62 @@ class Workload:
                             version.label == landed_despite:
                         v.landed_despite_error.append(key)
                     return version
-            v.lose(allowed[0].size, f"{key}: {got[1]} bytes that are none of "
+            v.lose(allowed[0].size if allowed else got[1],
+                   f"{key}: {got[1]} bytes that are none of "
                    f"{allowed} ({why})")
             return None
 
-        def outcome(strand, record_strand, key):
-            """None: not run; 0: close() returned 0; else the errno (-1: the
-            strand never finished, it was killed)."""
+        def writer(strand, record_strand, key, old, made, made_any):
+            """Check a written object. old: its Version before (None: it
+            did not exist); made(rec): the Version the writes that
+            returned success make; made_any(got): the Version some number
+            of them makes that matches what is stored (got), else None --
+            for a strand killed mid-operation, whose file the kernel closed
+            after any number of writes."""
             if strand not in self.ran:
-                return None
+                return check(key, [old], True, "not written") if old \
+                    else check(key, [], False, "not written")
             recs = self.ops(strand=record_strand, name=key)
-            return recs[-1]["errno"] if recs else -1
+            rec = recs[-1] if recs else None
+            before = [old] if old else []
+            if rec is None:  # killed in the middle of its operation
+                got = stored.get(key)
+                partial = made_any(got) if got else None
+                return check(key, before + ([partial] if partial else []) +
+                             [made(None)], bool(old),
+                             "strand killed while writing")
+            if "close_errno" not in rec:  # open() failed: nothing written
+                return check(key, before, bool(old), "open failed")
+            if rec["close_errno"] == 0:
+                return check(key, [made(rec)], True, "close() returned 0")
+            return check(key, before + [made(rec)], bool(old),
+                         f"close() failed "
+                         f"({errno.errorcode.get(rec['close_errno'])})",
+                         landed_despite=made(rec).label)
 
-        def why(rc):
-            return "never finished" if rc == -1 else \
-                f"write failed ({errno.errorcode.get(rc, rc)})"
+        def first_match(versions, got):
+            return next((x for x in versions if (x.sha, x.size) == got), None)
 
-        # stream.bin: 256 MiB streamed over a 1 MiB object
-        rc = outcome("stream", "stream", "stream.bin")
-        if rc is None:
-            check("stream.bin", [v_stream_old()], True, "not written")
-        elif rc == 0:
-            check("stream.bin", [v_stream_new()], True, "close() returned 0")
-        else:
-            check("stream.bin", [v_stream_old(), v_stream_new()], True,
-                  why(rc), landed_despite="new")
+        def stream_prefix(got):
+            n = got[1]
+            new = blob(SEED_STREAM_NEW, STREAM_SIZE)
+            if n <= STREAM_SIZE and data.sha256(new[:n]) == got[0]:
+                return Version(f"new[:{n}]", got[0], n)
+            return None
 
-        rc = outcome("staged_new", "staged", "staged-new.bin")
-        if rc == 0:
-            check("staged-new.bin", [v_staged_new()], True,
-                  "close() returned 0")
-        else:
-            check("staged-new.bin", [v_staged_new()], False,
-                  "failed or not run: absent or whole",
-                  landed_despite="new" if rc else None)
-
-        rc = outcome("staged_edit", "staged", "staged-edit.bin")
-        if rc is None:
-            check("staged-edit.bin", [v_edit_old()], True, "not edited")
-        elif rc == 0:
-            check("staged-edit.bin", [v_edit_new()], True,
-                  "close() returned 0")
-        else:
-            check("staged-edit.bin", [v_edit_old(), v_edit_new()], True,
-                  why(rc), landed_despite="edited")
+        writer("stream", "stream", "stream.bin", v_stream_old(),
+               lambda r: v_stream_written(r["written"] if r else STREAM_SIZE),
+               stream_prefix)
+        writer("staged_new", "staged", "staged-new.bin", None,
+               lambda r: v_staged_new_done(r["done"] if r else None),
+               lambda got: first_match(
+                   (v_staged_new_done(k)
+                    for k in range(STAGED_SIZE // MiB + 1)), got))
+        writer("staged_edit", "staged", "staged-edit.bin", v_edit_old(),
+               lambda r: v_edit_done(r["done"] if r else None),
+               lambda got: first_match(
+                   (v_edit_done(k) for k in range(
+                       len(data.patches(SEED_EDIT, STAGED_SIZE)) + 1)), got))
 
         check("read.bin", [v_read()], True, "never written")
         check("logs.json.gz", [v_gz()], True, "never written")
@@ -567,6 +636,14 @@ def fmt_bytes(n):
 
 def table_row(scenario, verdict, requests, faults, seconds, note=""):
     errs = verdict.describe_errors()
+    kept = [r for r in verdict.errors if r.get("close_errno") == 0 and
+            ("done" in r or "written" in r)]
+    if kept:
+        errs += f"; {len(kept)} closed with 0 after a failed write, keeping " \
+            "the writes before it"
+    if verdict.landed_despite_error:
+        errs += f"; {len(verdict.landed_despite_error)} stored although " \
+            "close() failed"
     if note:
         errs += f" ({note})"
     return (f"| {scenario} | {verdict.operations} | {requests} | {faults} | "
