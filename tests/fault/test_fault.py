@@ -178,12 +178,20 @@ def test_outage_20s(rig, fault_table, how):
 
     slow = [r for r in v.errors if r["slowest"] > CALL_BOUND]
     slowest = max((r["slowest"] for r in v.errors), default=0.0)
+    # Operations in flight across the outage: they failed, or (a frozen
+    # server's requests are retried for up to ~30 s) waited it out.
+    hit = [r for r in w.records if r["start"] < t_up and
+           r["end"] > t_down + 1.0]
+    rode = [r for r in hit if not r["errno"]]
     finish(fault_table, f"server {how} {OUTAGE_S} s", rig, w, v,
            f"1 outage of {OUTAGE_S} s ("
            f"{'connections refused' if how == 'stopped' else 'no answers'})",
-           allowed, note=f"slowest failing call {slowest:.1f} s, "
+           allowed, note=f"{len(rode)} in flight across it succeeded; "
+           f"slowest failing call {slowest:.1f} s, "
            f"longest D state {w.max_d_state():.1f} s")
-    assert v.errors, "the outage failed no operation: it missed the workload"
+    assert hit, "no operation overlapped the outage: it missed the workload"
+    if how == "stopped":  # refused connections fail at once
+        assert v.errors, "the outage failed no operation"
     back = [r for r in w.records
             if r["start"] > t_up + UP_GRACE and r["strand"] == "dir"]
     assert back and not any(r["errno"] for r in back), \

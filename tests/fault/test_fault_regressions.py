@@ -54,3 +54,29 @@ def test_copy_probe_precedes_the_first_part(rig):
     ops = [(r["op"], r["copy_source_range"]) for r in part1]
     assert ops == [("UploadPartCopy", "bytes=0-0")] * 5 + \
         [("UploadPart", None)], ops
+
+
+def test_failed_extending_staged_write_changes_nothing(rig):
+    """A staged write that starts inside the old object and extends it by
+    more than a block, whose fetch of the old bytes it partly overwrites
+    fails: the write fails with EIO and changes nothing, so close() stores
+    the object exactly as the writes that succeeded left it."""
+    old = os.urandom(10 * MiB)
+    rig.s3.put_object(Bucket=rig.bucket, Key="grow.bin", Body=old)
+    m = rig.mount(opts=["retries=0"])
+    first = os.urandom(4096)
+    fd = os.open(m.p("grow.bin"), os.O_RDWR)
+    try:
+        assert os.pwrite(fd, first, 0) == len(first)  # staged, fetched block 0
+        rig.proxy.config(fail_next=[{"status": 500, "op": "GetObject",
+                                     "count": 1}])
+        try:
+            os.pwrite(fd, os.urandom(3 * MiB), 10 * MiB - 100)
+            raise AssertionError("the write succeeded though its fetch failed")
+        except OSError as e:
+            assert e.errno == 5, e
+    finally:
+        os.close(fd)
+    got = rig.s3.get_object(Bucket=rig.bucket, Key="grow.bin")["Body"].read()
+    assert len(got) == len(old)
+    assert got == first + old[len(first):]

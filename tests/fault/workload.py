@@ -21,13 +21,18 @@ Afterwards verify() reads every object straight from s3rver with boto3
 (never through pailfs) and decides, object by object, whether what is
 stored is what the operations' outcomes promise:
 
-  a write whose close() returned 0   the new bytes, exactly
-  a write that failed                the old bytes, exactly (or, if the
-                                     failure came after the new object had
-                                     landed, the new bytes; counted apart as
-                                     "landed despite an error")
+  a write whose close() returned 0   exactly what its successful writes
+                                     made (a failed write that changed
+                                     nothing does not undo the others)
+  a write whose close() failed       the old bytes (or, if the completion
+                                     landed but its answer was lost, the
+                                     new ones; counted apart as "stored
+                                     although close() failed")
+  a writer killed mid-operation      the old bytes, or what some prefix of
+                                     its writes made
   an object nobody wrote             its original bytes
   a read that returned 0             the bytes it returned are the object's
+  anything else in the bucket        a failure
 
 "Bytes lost" adds up the sizes of objects that break this and of reads
 that returned wrong bytes; it must be 0 in every scenario. "Bytes verified"
