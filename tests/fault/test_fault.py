@@ -139,8 +139,12 @@ def test_latency_spikes(rig, fault_table):
     spikes = rig.stats()["faults"].get("spike", 0)
     faults = (f"{spikes} answers delayed {SPIKE_MS // 1000} s "
               f"(stall_timeout={SPIKE_STALL_S})")
+    # A spike ridden out would make its call last 10 s or more; given up
+    # after the stall timeout, about 3-8 s and a retry.
+    slowest = max(r["slowest"] for r in w.records if r["strand"] != "after")
     finish(fault_table, "1% latency spikes", rig, w, v, faults,
-           allowed=lambda r: False)
+           allowed=lambda r: False,
+           note=f"slowest system call {slowest:.1f} s")
     assert spikes > 0
 
 
