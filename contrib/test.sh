@@ -3,9 +3,11 @@
 # build, an ASan+UBSan build, and one without ISA-L, inflating with zlib),
 # and run every test: the cmocka unit tests of all three builds, the pytest
 # integration suite (against a real local S3 server behind the
-# signature-judging proxy) with the sanitizer build, so a memory error
-# anywhere under real traffic fails the run, plus valgrind over the plain
-# build, and the gzip view tests again with the zlib build.
+# signature-judging proxy) and the fault suite (tests/fault: a mixed
+# workload under injected faults, outages, a kill and a full cache disk; a
+# few minutes) with the sanitizer build, so a memory error anywhere under
+# real traffic fails the run, plus valgrind over the plain build, and the
+# gzip view tests again with the zlib build.
 # Ends with one line: "N passed, N failed".
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,9 +40,11 @@ for dir in build build-asan build-zlib; do
     cat "$dir"/tests/unit/*.log
 done
 
-echo "== integration tests (build-asan)"
+echo "== integration and fault tests (build-asan)"
 PAILFS_BUILD_DIR="$top/build-asan" PAILFS_VALGRIND_BUILD="$top/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-    tests/integration 2>&1 | tee build-asan/pytest.log || status=1
+    tests/integration tests/fault 2>&1 | tee build-asan/pytest.log || status=1
+# The fault suite's table (docs/RELIABILITY.md quotes it).
+[ -f build-asan/fault-table.md ] && cat build-asan/fault-table.md
 
 echo "== gzip views inflated with zlib (build-zlib)"
 PAILFS_BUILD_DIR="$top/build-zlib" /usr/bin/python3 -m pytest -q -p no:cacheprovider \

@@ -25,6 +25,7 @@ struct parse {
     bool cache_dir_given;
     unsigned retries;
     double connect_timeout_s;
+    unsigned stall_timeout_s;
     char *err;
     size_t errlen;
 };
@@ -256,6 +257,16 @@ static int o_connect_timeout(struct parse *p, const char *name, const char *v)
     if (parse_seconds(v, &t) || t < 0.001 || t > OPTIONS_MAX_CONNECT_TIMEOUT_S)
         return EINVAL;
     p->connect_timeout_s = t;
+    return 0;
+}
+
+/* Whole seconds: libcurl measures a stalled transfer in seconds. */
+static int o_stall_timeout(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    if (parse_decimal(v, OPTIONS_MAX_STALL_TIMEOUT_S, &n) || n < 1)
+        return EINVAL;
+    p->stall_timeout_s = (unsigned)n;
     return 0;
 }
 
@@ -534,6 +545,7 @@ static const struct o_option o_table[] = {
     {"no_verify_ssl", O_FLAG, o_no_verify_ssl, NULL},
     {"retries", O_VALUE, o_retries, "a whole number from 0 to 20"},
     {"connect_timeout", O_VALUE, o_connect_timeout, "a number of seconds above 0 and at most 300"},
+    {"stall_timeout", O_VALUE, o_stall_timeout, "a whole number of seconds from 1 to 300"},
     /* ownership and modes */
     {"uid", O_VALUE, o_id, "a numeric user id"},
     {"gid", O_VALUE, o_id, "a numeric group id"},
@@ -796,6 +808,7 @@ static int finish(struct parse *p, const char *argv0)
     o->s3.http.cafile = o->cafile;
     o->s3.max_attempts = p->retries + 1;
     o->s3.http.connect_timeout_ms = (long)(p->connect_timeout_s * 1000.0 + 0.5);
+    o->s3.http.stall_timeout_s = (long)p->stall_timeout_s;
 
     o->fs.bucket = o->bucket;
     o->fs.prefix = o->prefix;
@@ -822,6 +835,7 @@ int options_parse(int argc, char *const argv[], struct options *opts, char *errb
         .o = opts,
         .retries = 4,
         .connect_timeout_s = 10,
+        .stall_timeout_s = 30,
         .err = errbuf,
         .errlen = errlen,
     };
@@ -996,6 +1010,8 @@ void options_print_help(FILE *to)
           "                           0 to 20 (default 4)\n"
           "  -o connect_timeout=S     seconds to connect, above 0 and at most 300\n"
           "                           (default 10)\n"
+          "  -o stall_timeout=S       a request that moves no byte for S seconds is\n"
+          "                           aborted and retried, 1 to 300 (default 30)\n"
           "\n"
           "ownership and modes (modes are octal):\n"
           "  -o uid=N                 owner of every object, whatever its metadata says\n"

@@ -32,6 +32,7 @@ enum options_action {
 /* Limits the values are checked against (also quoted in the help). */
 #define OPTIONS_MAX_RETRIES 20
 #define OPTIONS_MAX_CONNECT_TIMEOUT_S 300
+#define OPTIONS_MAX_STALL_TIMEOUT_S 300
 #define OPTIONS_MAX_TTL_S 1e9
 #define OPTIONS_MAX_RENAME_PARALLEL 64
 #define OPTIONS_MAX_READ_PARALLEL 64

@@ -271,8 +271,9 @@ class Proxy(_LocalService):
     """tests/proxy/s3proxy.py in front of upstream_url, on 127.0.0.1.
 
     .url is what the client under test talks to. .config(**kw) sets faults
-    (p503, p500, preset, ptruncate, ignore_range, latency_ms, seed,
-    only_methods, only_ops, only_path_regex, fail_next, upstream_error) and
+    (p503, p500, preset, ptruncate, ignore_range, latency_ms, pspike,
+    spike_ms, seed, only_methods, only_ops, only_path_regex, fail_next,
+    upstream_error) and
     returns the resulting config; .stats() returns counters and recent
     requests; .reset() zeroes counters and clears every fault.
     ignore_range=True (or a probability) drops the Range header of ranged

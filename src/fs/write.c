@@ -490,7 +490,8 @@ static void up_reset(struct fs *fs, struct fs_wfile *wf, bool abort)
 }
 
 /* Whether UploadPartCopy works on this server: learnt once per mount by
- * copying one byte of `src` as part 1 (overwritten by the real part 1). */
+ * copying one byte of `src` as part 1 (overwritten by the real part 1, so
+ * it must be called before any part of the upload is submitted). */
 static bool part_copy_works(struct fs *fs, struct fs_wfile *wf)
 {
     struct fs_wpool *wp = fs->wp;
@@ -920,7 +921,8 @@ static int to_staged(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
     wf->n_blk = 0;
     if ((rc = blk_resize(wf, wf->base_len)) != 0)
         return rc;
-    memset(wf->blk, BLK_ABSENT, wf->n_blk);
+    if (wf->n_blk) /* a new file has no old bytes, and no map yet */
+        memset(wf->blk, BLK_ABSENT, wf->n_blk);
     if (ftruncate(fd, (off_t)wf->size) < 0)
         return errno;
     if ((rc = blk_resize(wf, wf->size)) != 0)
@@ -1023,6 +1025,11 @@ static int stage_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf,
         return rc;
     }
     rc = up_create(fs, in, wf);
+    /* Learn whether the server copies before any part is sent: the probe
+     * copies one byte into part 1, and would overwrite a local part 1
+     * already in flight (CompleteMultipartUpload then fails: InvalidPart). */
+    if (!rc && any_copy)
+        (void)part_copy_works(fs, wf);
     for (size_t i = 0; !rc && i < np; i++) {
         if (plan[i].copy) {
             rc = up_copy_range(fs, wf, plan[i].off, plan[i].len);

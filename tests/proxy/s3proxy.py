@@ -21,8 +21,9 @@ legal in bucket names, so no clash with S3 paths):
   GET  /__proxy__/stats   counters, config and recent requests as JSON
   GET  /__proxy__/config  the current fault configuration
   POST /__proxy__/config  JSON object with any of: p503 p500 preset ptruncate
-                          ignore_range latency_ms seed only_methods only_ops
-                          only_path_regex fail_next upstream_error
+                          ignore_range latency_ms pspike spike_ms seed
+                          only_methods only_ops only_path_regex fail_next
+                          upstream_error
   POST /__proxy__/reset   zero the counters and clear every fault
 
 Usage:
@@ -52,15 +53,20 @@ faulted (latency aside) nor forwarded. Faults:
               whole object, as servers that ignore ranges do (only requests
               with a Range header; may combine with preset/ptruncate)
   latency_ms  delay before the first byte of every answer
+  pspike/spike_ms  probability that an answer is instead delayed spike_ms
+              before its first byte (a latency spike: longer than a
+              client's stall timeout, the request has already been carried
+              out upstream when the client gives up); counted as "spike"
   only_methods / only_ops / only_path_regex restrict the random faults;
   the regex is searched in "/bucket/key?query" as received
 One seeded random number is drawn per request eligible for random faults,
-and, while 0 < ignore_range < 1, a second one per eligible ranged request.
+and, while 0 < ignore_range < 1, a second one per eligible ranged request,
+and, while 0 < pspike < 1, one more per eligible request.
 upstream_error says what a client sees while s3rver is down: "reset"
 (connection dropped) or "503" (ServiceUnavailable).
 
 Stats: requests_total, by_op, by_status ("0" = no answer, the connection was
-dropped), faults (fail_next, 503, 500, reset, truncate, ignore_range),
+dropped), faults (fail_next, 503, 500, reset, truncate, ignore_range, spike),
 sig_rejections (every refusal by S3 error code: signature, body hash,
 digests), upstream_errors, connections (client connections that carried S3
 requests), bytes_in/out (request and response bodies), config, and recent:
@@ -576,7 +582,7 @@ class ProxyState:
     """Everything the handler threads share, behind one lock."""
 
     CONFIG_KEYS = ("p503", "p500", "preset", "ptruncate", "ignore_range",
-                   "latency_ms", "seed", "only_methods", "only_ops",
+                   "latency_ms", "pspike", "spike_ms", "seed", "only_methods", "only_ops",
                    "only_path_regex", "fail_next", "upstream_error")
 
     def __init__(self, seed, recent_max=200):
@@ -589,7 +595,8 @@ class ProxyState:
     def _reset_config(self):
         self.config = {
             "p503": 0.0, "p500": 0.0, "preset": 0.0, "ptruncate": 0.0,
-            "ignore_range": 0.0, "latency_ms": 0, "seed": self.default_seed,
+            "ignore_range": 0.0, "latency_ms": 0, "pspike": 0.0,
+            "spike_ms": 0, "seed": self.default_seed,
             "only_methods": None, "only_ops": None, "only_path_regex": None,
             "fail_next": [],
             # what a client sees when the upstream is down: "reset" (the
@@ -644,6 +651,13 @@ class ProxyState:
                 cfg["ignore_range"] = value
             if "latency_ms" in new:
                 cfg["latency_ms"] = max(0, int(new["latency_ms"]))
+            if "pspike" in new:
+                value = float(new["pspike"])
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError("pspike must be within [0, 1]")
+                cfg["pspike"] = value
+            if "spike_ms" in new:
+                cfg["spike_ms"] = max(0, int(new["spike_ms"]))
             if "only_methods" in new:
                 m = new["only_methods"]
                 cfg["only_methods"] = [x.upper() for x in m] if m else None
@@ -735,9 +749,20 @@ class ProxyState:
                 return False
             return p >= 1 or self.rng.random() < p
 
-    def latency(self):
+    def choose_spike(self, method, op, target):
+        """Whether this request's answer gets a latency spike (drawn like
+        choose_ignore_range: only while 0 < pspike < 1)."""
         with self.lock:
-            return self.config["latency_ms"] / 1000.0
+            p = self.config["pspike"]
+            if p <= 0 or self.config["spike_ms"] <= 0 or \
+                    not self._matches_filter(method, op, target):
+                return False
+            return p >= 1 or self.rng.random() < p
+
+    def latency(self, spike=False):
+        with self.lock:
+            ms = self.config["spike_ms"] if spike else self.config["latency_ms"]
+            return ms / 1000.0
 
     def upstream_error_mode(self):
         with self.lock:
@@ -765,6 +790,8 @@ class ProxyState:
                 c["faults"][rec["fault"]] += 1
             if rec["range_ignored"]:
                 c["faults"]["ignore_range"] += 1
+            if rec["spike"]:
+                c["faults"]["spike"] += 1
             if rec["sig_error"]:
                 c["sig_rejections"][rec["sig_error"]] += 1
             if rec["upstream_error"]:
@@ -963,6 +990,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             "time": time.time(), "method": method, "path": upstream_path,
             "query": raw_query, "op": op, "bucket": bucket, "key": key,
             "range": self.headers.get("Range"), "range_ignored": False,
+            "spike": False,
             "copy_source": self.headers.get("x-amz-copy-source"),
             "copy_source_range": self.headers.get("x-amz-copy-source-range"),
             "content_length": None, "status": None, "fault": None,
@@ -1057,6 +1085,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             return
         # 3. Scripted or random faults that replace the answer.
         fault, detail = self.state.choose_fault(method, op, target)
+        rec["spike"] = self.state.choose_spike(method, op, target)
         if fault == "fail_next" and any(
                 k in detail for k in ("body", "headers", "content_length")):
             rec["fault"] = "fail_next"
@@ -1109,7 +1138,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _reply_error(self, status, code, message, rec, extra=None,
                      close=False, headers=None):
         body = error_xml(code, message, self._request_id, extra)
-        self._delay()
+        self._delay(rec)
         self.state.settle(rec, status)
         self.send_response_only(status)
         self.send_header("x-amz-request-id", self._request_id)
@@ -1139,7 +1168,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         as given (a str), extra headers, and possibly a Content-Length that
         lies (then the connection is closed after the body)."""
         body = body.encode() if isinstance(body, str) else bytes(body)
-        self._delay()
+        self._delay(rec)
         self.state.settle(rec, status)
         self.send_response_only(status)
         self.send_header("x-amz-request-id", self._request_id)
@@ -1159,8 +1188,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.wfile.flush()
 
-    def _delay(self):
-        seconds = self.state.latency()
+    def _delay(self, rec):
+        seconds = self.state.latency(rec.get("spike", False))
         if seconds > 0:
             time.sleep(seconds)
 
@@ -1241,7 +1270,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if chunked:
             out_headers.append(("Transfer-Encoding", "chunked"))
 
-        self._delay()
+        self._delay(rec)
         self.state.settle(rec, resp.status)
         self.send_response_only(resp.status, resp.reason)
         for name, value in out_headers:

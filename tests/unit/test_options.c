@@ -101,6 +101,7 @@ static void test_defaults(void **state)
     assert_false(o.s3.public_bucket);
     assert_int_equal(o.s3.max_attempts, 5); /* retries 4 */
     assert_int_equal(o.s3.http.connect_timeout_ms, 10000);
+    assert_int_equal(o.s3.http.stall_timeout_s, 30);
 
     /* what --help promises */
     assert_string_equal(o.fs.bucket, "mybucket");
@@ -345,9 +346,10 @@ static void test_s3_options(void **state)
     assert_int_equal(o.s3.addressing, S3_ADDR_AUTO);
     options_free(&o);
 
-    assert_int_equal(parse_o(&o, "retries=20,connect_timeout=300,path_style"), 0);
+    assert_int_equal(parse_o(&o, "retries=20,connect_timeout=300,path_style,stall_timeout=300"), 0);
     assert_int_equal(o.s3.max_attempts, 21);
     assert_int_equal(o.s3.http.connect_timeout_ms, 300000);
+    assert_int_equal(o.s3.http.stall_timeout_s, 300);
     assert_int_equal(o.s3.addressing, S3_ADDR_PATH);
     options_free(&o);
 
@@ -686,6 +688,12 @@ static void test_bad_values(void **state)
                               "of seconds above 0 and at most 300"},
         {"connect_timeout=301", "pailfs: bad value '301' for -o connect_timeout: expected a "
                                 "number of seconds above 0 and at most 300"},
+        {"stall_timeout=0", "pailfs: bad value '0' for -o stall_timeout: expected a whole "
+                            "number of seconds from 1 to 300"},
+        {"stall_timeout=1.5", "pailfs: bad value '1.5' for -o stall_timeout: expected a whole "
+                              "number of seconds from 1 to 300"},
+        {"stall_timeout=301", "pailfs: bad value '301' for -o stall_timeout: expected a whole "
+                              "number of seconds from 1 to 300"},
         {"log_level=verbose", "pailfs: bad value 'verbose' for -o log_level: expected error, "
                               "warn, info or debug"},
         {"log_level=WARN", "pailfs: bad value 'WARN' for -o log_level: expected error, warn, "
@@ -772,6 +780,7 @@ static void test_help_text_lists_every_option(void **state)
         "public",
         "retries=",
         "connect_timeout=",
+        "stall_timeout=",
         "uid=",
         "gid=",
         "file_mode=",
