@@ -1,7 +1,8 @@
 #!/bin/sh
 # test.sh — install what is needed, build pailfs three times (a plain -Werror
 # build, an ASan+UBSan build, and one without ISA-L, inflating with zlib),
-# and run every test: the cmocka unit tests of all three builds, the pytest
+# and run every test: the cmocka unit tests of all three builds (with the
+# fuzz targets replayed over their corpora and regression inputs), the pytest
 # integration suite (against a real local S3 server behind the
 # signature-judging proxy) and the fault suite (tests/fault: a mixed
 # workload under injected faults, outages, a kill and a full cache disk; a
@@ -37,7 +38,7 @@ status=0
 for dir in build build-asan build-zlib; do
     echo "== unit tests ($dir)"
     (cd "$dir" && make -s -j"$jobs" check >/dev/null 2>&1) || status=1
-    cat "$dir"/tests/unit/*.log
+    cat "$dir"/tests/unit/*.log "$dir"/tests/fuzz/replay.log
 done
 
 echo "== integration and fault tests (build-asan)"
@@ -52,6 +53,7 @@ PAILFS_BUILD_DIR="$top/build-zlib" /usr/bin/python3 -m pytest -q -p no:cacheprov
 
 # One summary over both runners.
 /usr/bin/python3 - build/tests/unit/*.log build-asan/tests/unit/*.log build-zlib/tests/unit/*.log \
+    build/tests/fuzz/replay.log build-asan/tests/fuzz/replay.log build-zlib/tests/fuzz/replay.log \
     build-asan/pytest.log build-zlib/pytest.log <<'PY'
 import re, sys
 passed = failed = 0

@@ -393,7 +393,7 @@ int gz_reader_new(struct gz_index *ix, gz_source_fn src, void *arg, struct gz_re
     r->arg = arg;
     r->check_pt = SIZE_MAX;
 #ifdef HAVE_ISAL
-    r->st = malloc(sizeof(*r->st));
+    r->st = calloc(1, sizeof(*r->st)); /* long-code tables start zeroed */
     bool engine = r->st != NULL;
 #else
     bool engine = inflateInit2(&r->zs, 31) == Z_OK;
@@ -481,8 +481,14 @@ static int in_fill(struct gz_reader *r)
 static void damaged(struct gz_reader *r, const char *why)
 {
     pthread_mutex_lock(&r->ix->lock);
+    /* The failing call's output is dropped, so out_pos is where it began:
+     * every byte before it came out of successful calls.  Readers whose
+     * calls began at other places met the same damage (the stream is the
+     * same), so the furthest of their positions is the truest: a reader
+     * whose call happened to begin earlier must not fail reads of bytes
+     * another reader already produced. */
     bool first = r->ix->damage == UINT64_MAX;
-    if (r->out_pos < r->ix->damage)
+    if (first || r->out_pos > r->ix->damage)
         r->ix->damage = r->out_pos;
     pthread_mutex_unlock(&r->ix->lock);
     if (first)
@@ -493,13 +499,132 @@ static void damaged(struct gz_reader *r, const char *why)
 }
 
 #ifdef HAVE_ISAL
+/* ---- what a restored ISA-L state may hold --------------------------------
+ *
+ * A point's state comes back from an index file, and an index file may
+ * come from the bucket (gz_index=shared): its bytes are anyone's who may
+ * write there, and the 4 KiB check only runs after the decoder has.  ISA-L
+ * trusts its state completely (its assembly decoder indexes the Huffman
+ * tables and copies by the lengths and distances they give without a
+ * bounds check; tests/fuzz/fuzz_gzindex found a forged state writing past
+ * the output buffer).  So a restored state must be one ISA-L itself could
+ * have left between two calls, in every field that steers a memory access:
+ *
+ *   - block_state: at a block boundary, in a block header, in a stored or
+ *     a Huffman-coded block (record_state records nothing else);
+ *   - wrapper_flag 1 (past the gzip header), crc_flag ISAL_GZIP;
+ *   - no pending overflow copy or write (isal_inflate returns with none);
+ *   - bits buffered in read_in 0..64; a stored block's remaining length
+ *     0..65535; header bytes kept only in a block header, at most
+ *     ISAL_DEF_MAX_HDR_SIZE; 0 <= tmp_out_processed <= tmp_out_valid <=
+ *     the size of tmp_out_buffer;
+ *   - in a coded block, every table entry the decoder can reach well
+ *     formed: a code length it can consume, a symbol within the deflate
+ *     alphabet (literal/length symbols 0..512 once ISA-L folds the extra
+ *     length bits in, distance symbols 0..29 with their RFC 1951 count of
+ *     extra bits), and a long-code hint whose range lies inside the long
+ *     table.  The layouts are ISA-L 2.30's (the saved index records the
+ *     struct's size, so another layout is refused before this). */
+
+#define LIT_SYM_MASK 0x1ffffffu /* short literal entry: symbols, bits 0-24 */
+#define LIT_HINT_FLAG (1u << 25)
+#define LIT_MAX_SYM 512u
+#define DIST_HINT_FLAG (1u << 10)
+
+static bool lit_long_ok(uint16_t l)
+{
+    unsigned len = l >> 10;
+    return len == 0 || (len >= 13 && len <= 21 && (l & 0x3ffu) <= LIT_MAX_SYM);
+}
+
+static bool lit_table_ok(const struct inflate_huff_code_large *t)
+{
+    const size_t n_long = sizeof(t->long_code_lookup) / sizeof(t->long_code_lookup[0]);
+    for (size_t i = 0; i < sizeof(t->short_code_lookup) / sizeof(t->short_code_lookup[0]); i++) {
+        uint32_t e = t->short_code_lookup[i];
+        if (e & LIT_HINT_FLAG) { /* a long code: the next bits index the long table */
+            unsigned max_len = e >> 26;
+            size_t off = e & LIT_SYM_MASK;
+            if (max_len < 13 || max_len > 21 || off + (1u << (max_len - 12)) > n_long)
+                return false;
+            for (size_t k = off; k < off + (1u << (max_len - 12)); k++)
+                if (!lit_long_ok(t->long_code_lookup[k]))
+                    return false;
+        } else if (e >> 28) { /* 1 to 3 symbols packed in one code */
+            unsigned len = e >> 28, count = (e >> 26) & 3;
+            if (len > 12 || count == 0 || ((e & LIT_SYM_MASK) >> (8 * (count - 1))) > LIT_MAX_SYM)
+                return false;
+        } /* else: no code has these bits (the decoder reports an invalid symbol) */
+    }
+    return true;
+}
+
+/* A distance entry with a code: symbol 0..29, its extra bits, bit 9 clear. */
+static bool dist_code_ok(uint16_t d)
+{
+    unsigned sym = d & 0x1fu, extra = (d >> 5) & 0xfu;
+    return sym < 30 && extra == (sym < 4 ? 0 : (sym - 2) / 2) && !(d & (1u << 9));
+}
+
+static bool dist_table_ok(const struct inflate_huff_code_small *t)
+{
+    const size_t n_long = sizeof(t->long_code_lookup) / sizeof(t->long_code_lookup[0]);
+    for (size_t i = 0; i < sizeof(t->short_code_lookup) / sizeof(t->short_code_lookup[0]); i++) {
+        uint16_t d = t->short_code_lookup[i];
+        unsigned len = d >> 11;
+        if (len == 0) {
+            if (d > 15) /* no code: at most the bits still needed */
+                return false;
+        } else if (d & DIST_HINT_FLAG) {
+            size_t off = d & 0x1ffu;
+            if (len < 11 || off + (1u << (len - 10)) > n_long)
+                return false;
+            for (size_t k = off; k < off + (1u << (len - 10)); k++) {
+                uint16_t l = t->long_code_lookup[k];
+                unsigned llen = l >> 10;
+                if (llen == 0 ? l > 15 : llen < 11 || !dist_code_ok(l))
+                    return false;
+            }
+        } else if (len > 10 || !dist_code_ok(d)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Whether st is a state isal_inflate may be resumed from (see above). */
+static bool isal_state_ok(const struct inflate_state *st)
+{
+    enum isal_block_state b = st->block_state;
+    if (b != ISAL_BLOCK_NEW_HDR && b != ISAL_BLOCK_HDR && b != ISAL_BLOCK_TYPE0 &&
+        b != ISAL_BLOCK_CODED)
+        return false;
+    if (st->wrapper_flag != 1 || st->write_overflow_lits || st->write_overflow_len ||
+        st->copy_overflow_length || st->copy_overflow_distance)
+        return false;
+    if (st->read_in_length < 0 || st->read_in_length > 64)
+        return false;
+    if (b == ISAL_BLOCK_TYPE0 && (st->type0_block_len < 0 || st->type0_block_len > 65535))
+        return false;
+    if (st->tmp_in_size < 0 || (b == ISAL_BLOCK_HDR ? st->tmp_in_size > ISAL_DEF_MAX_HDR_SIZE
+                                                    : st->tmp_in_size != 0))
+        return false;
+    if (st->tmp_out_processed < 0 || st->tmp_out_processed > st->tmp_out_valid ||
+        (size_t)st->tmp_out_valid > sizeof(st->tmp_out_buffer))
+        return false;
+    return b != ISAL_BLOCK_CODED ||
+           (lit_table_ok(&st->lit_huff_code) && dist_table_ok(&st->dist_huff_code));
+}
+
 static int restore(struct gz_reader *r, const struct gz_point *p)
 {
+    r->live = false; /* the decoder is overwritten: a failed restore leaves nothing to resume */
     if (p->kind == GZP_STATE) {
         uLongf n = sizeof(*r->st);
         if (uncompress((Bytef *)r->st, &n, p->state, p->state_len) != Z_OK ||
-            n != sizeof(*r->st))
+            n != sizeof(*r->st) || !isal_state_ok(r->st))
             return EIO;
+        r->st->crc_flag = ISAL_GZIP;
     } else {
         isal_inflate_init(r->st);
         r->st->crc_flag = ISAL_GZIP;
@@ -513,6 +638,7 @@ static int restore(struct gz_reader *r, const struct gz_point *p)
 #else
 static int restore(struct gz_reader *r, const struct gz_point *p)
 {
+    r->live = false; /* the decoder is reset: a failed restore leaves nothing to resume */
     r->member_done = false;
     r->want_block = false;
     if (p->kind == GZP_STATE) {
@@ -575,6 +701,8 @@ static void add_state_point(struct gz_reader *r, const void *raw, size_t raw_len
 /* Snapshot the decoder as an access point at the current position. */
 static void record_state(struct gz_reader *r)
 {
+    if (!isal_state_ok(r->st))
+        return; /* e.g. in a member's trailer: a later call will be a point */
     struct inflate_state *c = malloc(sizeof(*c));
     if (!c)
         return;

@@ -40,8 +40,9 @@ int gz_index_save(struct gz_index *ix, struct buf *out);
  * EINVAL when the bytes are corrupt, foreign, of another object size or
  * of an incompatible inflater build.  *out as for gz_index_new. */
 int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_index **out);
-/* A damaged stream: the decompressed offset where the damage was met, or
- * UINT64_MAX. */
+/* A damaged stream: the decompressed offset up to which the data came out
+ * right before a reader met the damage (the furthest such offset any
+ * reader reached), or UINT64_MAX.  Reads at or past it fail with EIO. */
 uint64_t gz_index_damage(struct gz_index *ix);
 
 /* The first access point after decompressed offset `off` into *next, or

@@ -1,0 +1,67 @@
+/* fuzz_creds.c — the credential file and endpoint parsers (src/s3/creds.c):
+ * an s3fs password file, the AWS shared credentials and config files (INI,
+ * through inih) and the JSON of the container and instance metadata
+ * endpoints.  The input is split at NUL bytes: password file, credentials
+ * file, config file, profile name, JSON.  Checked: only the documented
+ * return codes; with 0, the keys are there and non-empty where the
+ * contract says so, an access key from a password file holds no ':'. */
+#include "fuzz.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "s3/s3_private.h"
+
+FUZZ_TARGET(creds)
+{
+    struct fuzz_split sp = {data, data + size};
+    char *passwd = fuzz_field(&sp, 0), *credentials = fuzz_field(&sp, 0);
+    char *config = fuzz_field(&sp, 0), *profile = fuzz_field(&sp, 0);
+    const uint8_t *json = sp.p;
+    size_t json_len = (size_t)(sp.end - sp.p);
+
+    struct s3_credentials cr;
+    const char *why = NULL;
+    const char *buckets[] = {NULL, "fuzzbucket", ""};
+    for (int i = 0; i < 3; i++) {
+        int rc = s3_creds_parse_passwd(passwd, buckets[i], &cr, &why);
+        FUZZ_ASSERT(rc == 0 || rc == EINVAL || rc == ENOMEM);
+        if (rc == 0) {
+            FUZZ_ASSERT(cr.access_key && *cr.access_key && cr.secret_key && *cr.secret_key);
+            FUZZ_ASSERT(!strchr(cr.access_key, ':') && !strchr(cr.access_key, '\n'));
+            FUZZ_ASSERT(!strchr(cr.secret_key, '\n'));
+            FUZZ_ASSERT(!cr.session_token);
+        } else if (rc == EINVAL) {
+            FUZZ_ASSERT(why && *why);
+            FUZZ_ASSERT(!cr.access_key && !cr.secret_key);
+        }
+        s3_credentials_clear(&cr);
+    }
+
+    const char *profiles[] = {profile, "default"};
+    for (int i = 0; i < 2; i++) {
+        struct s3_profile p;
+        int rc = s3_creds_parse_profile(credentials, config, profiles[i], &p);
+        FUZZ_ASSERT(rc == 0 || rc == ENOENT || rc == ENOMEM);
+        if (rc == ENOENT)
+            FUZZ_ASSERT(!p.creds.access_key && !p.creds.secret_key && !p.region && !p.role_arn);
+        s3_profile_clear(&p);
+        rc = s3_creds_parse_profile(NULL, credentials, profiles[i], &p);
+        FUZZ_ASSERT(rc == 0 || rc == ENOENT || rc == ENOMEM);
+        s3_profile_clear(&p);
+    }
+
+    int rc = s3_creds_parse_json((const char *)json, json_len, &cr);
+    FUZZ_ASSERT(rc == 0 || rc == EPROTO || rc == ENOMEM);
+    if (rc == 0)
+        FUZZ_ASSERT(cr.access_key && cr.secret_key);
+    else
+        FUZZ_ASSERT(!cr.access_key && !cr.secret_key && !cr.session_token);
+    s3_credentials_clear(&cr);
+
+    free(passwd);
+    free(credentials);
+    free(config);
+    free(profile);
+    return 0;
+}
