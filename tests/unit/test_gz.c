@@ -15,6 +15,10 @@
 
 #include "gz/gz.h"
 
+#ifdef HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#endif
+
 #define KiB 1024u
 #define MiB (1024u * 1024u)
 
@@ -302,6 +306,132 @@ static void test_damage(void **state)
     free(ref);
 }
 
+/* Two readers of a damaged stream: the one whose failing inflate call
+ * began earlier does not move the damage back over bytes the other has
+ * read (found by tests/fuzz/fuzz_inflate).  A flipped byte may decode into
+ * other bytes before the decoder notices, so b is held to what a read. */
+static void test_damage_two_readers(void **state)
+{
+    (void)state;
+    size_t n = 3 * MiB;
+    unsigned char *ref = make_text(n, 5);
+    struct mem m = {0};
+    gzip_append(&m, ref, n, 6);
+    m.p[m.n * 7 / 10] ^= 0x55;
+    struct gz_index *ix;
+    struct gz_reader *a, *b;
+    assert_int_equal(gz_index_new(m.n, 256 * KiB, &ix), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &m, &a), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &m, &b), 0);
+    unsigned char *seen = malloc(n), buf[4 * KiB];
+    size_t got;
+    uint64_t pos = 0; /* reader a: 4 KiB reads, up to the damage */
+    while (gz_read(a, pos, seen + pos, 4 * KiB, &got) == 0) {
+        assert_int_equal(got, 4 * KiB);
+        pos += got;
+    }
+    assert_true(pos > MiB && pos < n);
+    assert_memory_equal(seen, ref, MiB); /* well before the flip */
+    assert_true(gz_index_damage(ix) >= pos);
+    /* reader b: a read that begins a little before where a stopped and
+     * crosses the damage, in one inflate call */
+    unsigned char *big = malloc(100 * KiB);
+    assert_int_equal(gz_read(b, pos - 3000, big, 100 * KiB, &got), EIO);
+    free(big);
+    assert_true(gz_index_damage(ix) >= pos);
+    assert_int_equal(gz_read(b, pos - 2000, buf, 2000, &got), 0);
+    assert_int_equal(got, 2000);
+    assert_memory_equal(buf, seen + pos - 2000, 2000);
+    assert_int_equal(gz_read(b, pos + 4 * KiB, buf, 10, &got), EIO);
+    free(seen);
+    gz_reader_free(a);
+    gz_reader_free(b);
+    gz_index_free(ix);
+    free(m.p);
+    free(ref);
+}
+
+/* An index whose first state point carries a forged decoder state that
+ * passes every outer check (the file's CRC made right): reads that need
+ * the point fail with EIO, and a reader that failed to restore it does not
+ * go on from the overwritten decoder (both found by
+ * tests/fuzz/fuzz_gzindex; before, ISA-L wrote past its buffer). */
+static void test_forged_state_refused(void **state)
+{
+    (void)state;
+    size_t n = 2 * MiB;
+    unsigned char *ref = make_text(n, 3);
+    struct mem m = {0};
+    gzip_append(&m, ref, n, 6);
+    struct gz_index *ix;
+    struct gz_reader *r;
+    assert_int_equal(gz_index_new(m.n, 256 * KiB, &ix), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &m, &r), 0);
+    read_exact(r, 0, n + 1, ref, n); /* to the end: the index is complete */
+    struct buf saved = BUF_INIT;
+    assert_int_equal(gz_index_save(ix, &saved), 0);
+    gz_reader_free(r);
+    gz_index_free(ix);
+
+    /* the layout of gz.c's gz_index_save: a 44-byte head, then points of
+     * 29 bytes and their state; the first state point */
+    unsigned char *f = (unsigned char *)saved.data, *pt = f + 44;
+    uint64_t at = 0;
+    for (;;) {
+        uint32_t len;
+        memcpy(&len, pt + 25, 4);
+        if (len) {
+            memcpy(&at, pt + 9, 8);
+            break;
+        }
+        pt += 29;
+    }
+    uint32_t zlen;
+    memcpy(&zlen, pt + 25, 4);
+    unsigned char *raw = malloc(256 * KiB);
+    uLongf rn = 256 * KiB;
+    assert_int_equal(uncompress(raw, &rn, pt + 29, zlen), Z_OK);
+#ifdef HAVE_ISAL
+    int32_t huge = 1 << 20; /* tmp_out_valid past its buffer */
+    memcpy(raw + offsetof(struct inflate_state, tmp_out_valid), &huge, 4);
+#else
+    raw[0] = 9; /* bits left in a byte: at most 7 */
+#endif
+    uLongf zn = compressBound(rn);
+    unsigned char *z = malloc(zn);
+    assert_int_equal(compress2(z, &zn, raw, rn, 6), Z_OK);
+    size_t head = (size_t)(pt + 29 - f), tail = saved.len - head - zlen;
+    size_t flen = head + zn + tail;
+    unsigned char *forged = malloc(flen);
+    memcpy(forged, f, head);
+    uint32_t zn32 = (uint32_t)zn;
+    memcpy(forged + head - 4, &zn32, 4);
+    memcpy(forged + head, z, zn);
+    memcpy(forged + head + zn, f + head + zlen, tail);
+    uint32_t crc = (uint32_t)crc32(0, forged, (uInt)(flen - 4));
+    memcpy(forged + flen - 4, &crc, 4);
+
+    assert_int_equal(gz_index_load(forged, flen, m.n, &ix), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &m, &r), 0);
+    unsigned char buf[100];
+    size_t got;
+    assert_int_equal(gz_read(r, at + 10, buf, 100, &got), EIO);
+    read_exact(r, 0, 100, ref, n); /* from the fresh point at 0: right */
+    /* more than a span past the cursor: the forged point is restored, and
+     * refused; the next read at the cursor must not resume from it */
+    assert_int_equal(gz_read(r, at + 200 * KiB, buf, 100, &got), EIO);
+    read_exact(r, 100, 100, ref, n);
+    read_exact(r, at - 50, 50, ref, n); /* before the point: from 0 */
+    gz_reader_free(r);
+    gz_index_free(ix);
+    free(forged);
+    free(z);
+    free(raw);
+    buf_free(&saved);
+    free(m.p);
+    free(ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +440,8 @@ int main(void)
         cmocka_unit_test(test_random_access_and_index),
         cmocka_unit_test(test_multi_member),
         cmocka_unit_test(test_damage),
+        cmocka_unit_test(test_damage_two_readers),
+        cmocka_unit_test(test_forged_state_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
