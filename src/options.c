@@ -40,6 +40,11 @@ static void set_err(struct parse *p, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(p->err, p->errlen, fmt, ap);
     va_end(ap);
+    /* The message quotes what was typed: a newline or an escape sequence in
+     * an argument must not break the one line or drive the terminal. */
+    for (char *c = p->err; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
 }
 
 /* ---- values --------------------------------------------------------------- */

@@ -750,6 +750,18 @@ static void test_small_errbuf(void **state)
     assert_int_equal(options_parse(5, argv, &o, NULL, 0), EINVAL);
 }
 
+/* What the error quotes of an argument stays one line of text (found by
+ * tests/fuzz/fuzz_options: "-o \1\n" gave a message with a newline). */
+static void test_error_quotes_no_control_characters(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "b", "/m", "-o", "\x01\n\x1b[2J", NULL), EINVAL);
+    assert_string_equal(err, "pailfs: unknown option -o ???[2J");
+    assert_int_equal(parse(&o, "b", "/m", "x\ty\x7f", NULL), EINVAL);
+    assert_non_null(strstr(err, "'x?y?'"));
+}
+
 static void test_help_text_lists_every_option(void **state)
 {
     (void)state;
@@ -852,6 +864,7 @@ int main(void)
         cmocka_unit_test_setup(test_bad_values, setup_env),
         cmocka_unit_test_setup(test_refused_combinations, setup_env),
         cmocka_unit_test_setup(test_small_errbuf, setup_env),
+        cmocka_unit_test_setup(test_error_quotes_no_control_characters, setup_env),
         cmocka_unit_test_setup(test_help_text_lists_every_option, setup_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
