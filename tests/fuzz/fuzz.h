@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util/util.h"
 
@@ -72,6 +73,21 @@ static inline void fuzz_quiet_logs(void)
 static inline int fuzz_more(const struct fuzz_split *s)
 {
     return s->p < s->end;
+}
+
+/* Compressed bytes from memory, as a gz_source_fn (src/gz/gz.h). */
+struct fuzz_mem {
+    const uint8_t *p;
+    size_t n;
+};
+
+static inline int fuzz_mem_source(void *arg, uint64_t off, void *buf, size_t len, size_t *got)
+{
+    const struct fuzz_mem *m = arg;
+    size_t k = off >= m->n ? 0 : (m->n - (size_t)off < len ? m->n - (size_t)off : len);
+    memcpy(buf, m->p + off, k);
+    *got = k;
+    return 0;
 }
 
 #endif

@@ -30,20 +30,6 @@
 #define POINT 29u /* kind, in_off, out_off, check, check_len, state_len */
 #define STATE_MAX (256u << 10)
 
-struct mem {
-    const uint8_t *p;
-    size_t n;
-};
-
-static int mem_source(void *arg, uint64_t off, void *buf, size_t len, size_t *got)
-{
-    const struct mem *m = arg;
-    size_t k = off >= m->n ? 0 : (m->n - (size_t)off < len ? m->n - (size_t)off : len);
-    memcpy(buf, m->p + off, k);
-    *got = k;
-    return 0;
-}
-
 static struct {
     uint8_t *gz, *text;
     size_t gz_len;
@@ -68,9 +54,9 @@ static void gzip_member(const uint8_t *d, size_t n)
 
 static void read_all(struct gz_index *ix, uint8_t *out, size_t cap, size_t *n)
 {
-    struct mem m = {ref.gz, ref.gz_len};
+    struct fuzz_mem m = {ref.gz, ref.gz_len};
     struct gz_reader *r;
-    FUZZ_ASSERT(gz_reader_new(ix, mem_source, &m, &r) == 0);
+    FUZZ_ASSERT(gz_reader_new(ix, fuzz_mem_source, &m, &r) == 0);
     FUZZ_ASSERT(gz_read(r, 0, out, cap, n) == 0);
     gz_reader_free(r);
 }
@@ -112,9 +98,9 @@ static void setup(void)
 
     /* the saved index loads, and reads back exactly, from its points */
     FUZZ_ASSERT(gz_index_load(ref.index.data, ref.index.len, ref.gz_len, &ix) == 0);
-    struct mem m = {ref.gz, ref.gz_len};
+    struct fuzz_mem m = {ref.gz, ref.gz_len};
     struct gz_reader *r;
-    FUZZ_ASSERT(gz_reader_new(ix, mem_source, &m, &r) == 0);
+    FUZZ_ASSERT(gz_reader_new(ix, fuzz_mem_source, &m, &r) == 0);
     for (size_t off = TEXT_LEN - 100; off > 52111; off -= 52111) {
         FUZZ_ASSERT(gz_read(r, off, out, 100, &n) == 0);
         FUZZ_ASSERT(n == 100 && memcmp(out, ref.text + off, 100) == 0);
@@ -152,9 +138,9 @@ static void try_index(const uint8_t *f, size_t len, uint32_t seed)
     FUZZ_ASSERT(rc == 0 || rc == EINVAL);
     if (rc)
         return;
-    struct mem m = {ref.gz, ref.gz_len};
+    struct fuzz_mem m = {ref.gz, ref.gz_len};
     struct gz_reader *r;
-    FUZZ_ASSERT(gz_reader_new(ix, mem_source, &m, &r) == 0);
+    FUZZ_ASSERT(gz_reader_new(ix, fuzz_mem_source, &m, &r) == 0);
     static uint8_t out[2 * SPAN];
     for (int i = 0; i < 6; i++) {
         seed = seed * 1103515245u + 12345u;

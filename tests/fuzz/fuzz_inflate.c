@@ -23,20 +23,6 @@
 #define OUT_CAP (4u << 20)
 #define SPAN (64u << 10)
 
-struct mem {
-    const uint8_t *p;
-    size_t n;
-};
-
-static int mem_source(void *arg, uint64_t off, void *buf, size_t len, size_t *got)
-{
-    const struct mem *m = arg;
-    size_t k = off >= m->n ? 0 : (m->n - (size_t)off < len ? m->n - (size_t)off : len);
-    memcpy(buf, m->p + off, k);
-    *got = k;
-    return 0;
-}
-
 /* zlib's reading of the object: members one after another while a gzip
  * header follows the last; *clean when the data ended where it may. */
 static size_t zlib_reference(const uint8_t *d, size_t n, uint8_t *out, size_t cap, bool *clean)
@@ -79,13 +65,13 @@ FUZZ_TARGET(inflate)
     if (size < 1)
         return 0;
     uint32_t seed = data[0];
-    struct mem m = {data + 1, size - 1};
+    struct fuzz_mem m = {data + 1, size - 1};
     static uint8_t view[OUT_CAP], ref[OUT_CAP], part[OUT_CAP];
 
     struct gz_index *ix;
     struct gz_reader *r;
     FUZZ_ASSERT(gz_index_new(m.n, SPAN, &ix) == 0);
-    FUZZ_ASSERT(gz_reader_new(ix, mem_source, &m, &r) == 0);
+    FUZZ_ASSERT(gz_reader_new(ix, fuzz_mem_source, &m, &r) == 0);
     size_t step = 1 + (size_t)(seed * 4099u) % (3 * SPAN), pos = 0;
     int rc = 0;
     bool ended = false;
@@ -116,7 +102,7 @@ FUZZ_TARGET(inflate)
     /* out of order, through the points, by a second reader */
     if (pos > 0) {
         struct gz_reader *r2;
-        FUZZ_ASSERT(gz_reader_new(ix, mem_source, &m, &r2) == 0);
+        FUZZ_ASSERT(gz_reader_new(ix, fuzz_mem_source, &m, &r2) == 0);
         for (int i = 0; i < 8; i++) {
             size_t off = next_rand(&seed) % pos;
             size_t len = 1 + next_rand(&seed) % (2 * SPAN), got = 0;
