@@ -46,7 +46,7 @@
 /* Block buffers kept for reuse: a fresh 1 MiB buffer is a fresh mapping,
  * and faulting in its 256 pages and unmapping them again cost about a
  * third of the CPU of a read from the disk cache. */
-#define RD_POOL_MAX 8
+#define RD_POOL_MAX 16
 
 enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
 
@@ -689,8 +689,13 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     /* Sequential: a reader that has twice in a row gone on where it left
      * off.  The kernel's read-ahead sends several reads at once and they
      * may arrive out of order, so once a reader is sequential, reads a
-     * little behind or ahead keep it so.  Anything else is a seek. */
-    uint64_t behind = 2 * (uint64_t)RD_BLOCK, ahead = r->window > RD_BLOCK ? r->window : RD_BLOCK;
+     * little behind or ahead keep it so: behind by as much as the kernel
+     * has in flight at once (up to max_background reads of max_read each,
+     * 12 MiB at the defaults), within the window.  Anything else is a seek. */
+    uint64_t behind = r->window < 16 * (uint64_t)RD_BLOCK ? r->window : 16 * (uint64_t)RD_BLOCK;
+    if (behind < 2 * (uint64_t)RD_BLOCK)
+        behind = 2 * (uint64_t)RD_BLOCK;
+    uint64_t ahead = r->window > RD_BLOCK ? r->window : RD_BLOCK;
     bool near = r->next_off > 0 && off + behind >= r->next_off && off <= r->next_off + ahead;
     bool goes_on = r->next_off > 0 && off >= r->next_off && off - r->next_off <= (128u << 10);
     r->streak = goes_on || (near && r->streak >= 2) ? r->streak + 1 : 0;
@@ -699,8 +704,11 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     if (seq) {
         if (r->window < max_ra && end > r->next_off)
             r->window *= 2;
+        /* Behind the read: consumed, or (not read yet) left behind by
+         * more than reads arrive out of order. */
         HASH_ITER(hh, r->o->blocks, b, tmp)
-        if (b->no + 2 < b0 && b->state != RB_FETCHING) /* consumed */
+        if (b->state != RB_FETCHING &&
+            ((b->used && b->no + 2 < b0) || (b->no + 1) * RD_BLOCK + behind <= off))
             block_drop(rp, b);
     } else {
         /* A seek: no read-ahead.  Blocks already here stay while memory

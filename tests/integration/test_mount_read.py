@@ -328,6 +328,53 @@ def test_sequential_read_in_ranged_gets(proxy, s3, bucket, mounter):
         assert first <= reach, f"bytes {reach}..{first - 1} never fetched"
         reach = max(reach, last + 1)
     assert reach == size
+    fetched = sum(last - first + 1 for first, last in covered)
+    assert fetched == size, f"{fetched - size} bytes fetched more than once"
+
+
+def test_sequential_read_out_of_order_fetches_each_byte_once(proxy, s3, bucket, mounter):
+    """The kernel's read-ahead sends several READs at once, and they reach
+    pailfs out of order by a few MiB (seen: the READ at N+2 MiB before those
+    at N and N+1).  A sequential reader must stay one: no window reset, no
+    read-ahead dropped and fetched again.  O_DIRECT preads make that order
+    exact."""
+    size = 96 * MiB
+    data = b"".join(rand_bytes(1000 + i, MiB) for i in range(size // MiB))
+    put(s3, bucket, "seq-ooo.bin", data)
+    m = mounter(opts={"cache_size": "0"})
+    path = m.p("seq-ooo.bin")
+    if not o_direct_works(path):
+        pytest.skip("no O_DIRECT on this FUSE mount")
+    # in order, then every 8 MiB three blocks arrive as N+2, N, N+1 and later
+    # four as N+3, N+1, N, N+2
+    order = []
+    n = 0
+    while n < size // MiB:
+        if n >= 16 and n % 16 == 0 and n + 3 <= size // MiB:
+            order += [n + 2, n, n + 1]
+            n += 3
+        elif n >= 16 and n % 16 == 8 and n + 4 <= size // MiB:
+            order += [n + 3, n + 1, n, n + 2]
+            n += 4
+        else:
+            order.append(n)
+            n += 1
+    assert sorted(order) == list(range(size // MiB))
+    buf = mmap.mmap(-1, MiB)
+    proxy.reset()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        for blk in order:
+            got = os.preadv(fd, [buf], blk * MiB)
+            assert got == MiB and buf[:] == data[blk * MiB:(blk + 1) * MiB], f"block {blk}"
+    finally:
+        os.close(fd)
+        buf.close()
+    fetched = 0
+    for g in get_records(proxy, "seq-ooo.bin"):
+        first, last = parse_range(g["range"])
+        fetched += min(last, size - 1) - first + 1
+    assert fetched == size, f"{fetched - size} bytes fetched more than once"
 
 
 def test_head_of_file_costs_one_small_get(proxy, s3, bucket, mounter):
