@@ -103,6 +103,8 @@ struct gz_reader {
     void *arg;
 #ifdef HAVE_ISAL
     struct inflate_state *st;
+    int st_error;          /* isal_inflate's error, reported once the bytes
+                            * it decoded before the damage are out; 0: none */
 #else
     z_stream zs;
     bool zs_ready;         /* inflateInit2 done */
@@ -481,12 +483,12 @@ static int in_fill(struct gz_reader *r)
 static void damaged(struct gz_reader *r, const char *why)
 {
     pthread_mutex_lock(&r->ix->lock);
-    /* The failing call's output is dropped, so out_pos is where it began:
-     * every byte before it came out of successful calls.  Readers whose
-     * calls began at other places met the same damage (the stream is the
-     * same), so the furthest of their positions is the truest: a reader
-     * whose call happened to begin earlier must not fail reads of bytes
-     * another reader already produced. */
+    /* out_pos is where the decoder met the damage: decode() hands out what
+     * a failing inflate call produced (and, with ISA-L, what it decoded
+     * ahead) before it reports the error, so every reader stops at the
+     * same place whatever the sizes of its calls.  Should one still stop
+     * short, the furthest position wins: a reader must not fail reads of
+     * bytes another reader already produced. */
     bool first = r->ix->damage == UINT64_MAX;
     if (first || r->out_pos > r->ix->damage)
         r->ix->damage = r->out_pos;
@@ -619,6 +621,7 @@ static bool isal_state_ok(const struct inflate_state *st)
 static int restore(struct gz_reader *r, const struct gz_point *p)
 {
     r->live = false; /* the decoder is overwritten: a failed restore leaves nothing to resume */
+    r->st_error = 0;
     if (p->kind == GZP_STATE) {
         uLongf n = sizeof(*r->st);
         if (uncompress((Bytef *)r->st, &n, p->state, p->state_len) != Z_OK ||
@@ -701,7 +704,7 @@ static void add_state_point(struct gz_reader *r, const void *raw, size_t raw_len
 /* Snapshot the decoder as an access point at the current position. */
 static void record_state(struct gz_reader *r)
 {
-    if (!isal_state_ok(r->st))
+    if (r->st_error || !isal_state_ok(r->st))
         return; /* e.g. in a member's trailer: a later call will be a point */
     struct inflate_state *c = malloc(sizeof(*c));
     if (!c)
@@ -882,36 +885,76 @@ static int member_next(struct gz_reader *r, bool *end)
 }
 
 #ifdef HAVE_ISAL
+/* After isal_inflate failed: up to `want` of the bytes it decoded before
+ * the damage but did not hand out, into buf.  With little room in the
+ * caller's buffer ISA-L decodes ahead into tmp_out_buffer (up to 64 KiB);
+ * when it meets the damage there it still copies out what fits, sets
+ * tmp_out_valid to the end of what it decoded and returns the error, so
+ * [tmp_out_processed, tmp_out_valid) are right bytes still to come
+ * (ISA-L 2.30's isal_inflate). */
+static size_t held_output(struct gz_reader *r, unsigned char *buf, size_t want)
+{
+    struct inflate_state *st = r->st;
+    int32_t from = st->tmp_out_processed, to = st->tmp_out_valid;
+    if (from < 0 || to < from || (size_t)to > sizeof(st->tmp_out_buffer))
+        return 0;
+    size_t k = (size_t)(to - from) < want ? (size_t)(to - from) : want;
+    memcpy(buf, st->tmp_out_buffer + from, k);
+    st->tmp_out_processed += (int32_t)k;
+    return k;
+}
+
 /* Inflate up to `want` bytes into buf.  *n bytes came out; *end: the
- * stream is over.  Handles refills and member boundaries. */
+ * stream is over.  Handles refills and member boundaries.
+ *
+ * Damage: before invalid data, every byte decoded ahead of it comes out
+ * first, and the call after the last of them fails.  So the damage is
+ * where the data goes bad, the same for every reader, not where its
+ * failing isal_inflate call happened to begin.  A failed CRC says only
+ * that some byte of the member is wrong, not which: the call that met it
+ * fails with its output.  Only a call that produces the member's last
+ * byte meets the check, so no read that ends before where another
+ * reader's failing call began can fail there. */
 static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *n, bool *end)
 {
     *n = 0;
     *end = false;
     for (;;) {
         struct inflate_state *st = r->st;
-        if (st->block_state == ISAL_BLOCK_FINISH) {
-            int rc = member_next(r, end);
-            if (rc || *end)
-                return rc;
-        }
-        if (st->avail_in == 0 && !r->in_eof) {
-            int rc = in_fill(r);
-            if (rc)
-                return rc;
-        }
-        st->next_out = buf;
-        st->avail_out = (uint32_t)want;
         uint32_t in_before = st->avail_in;
-        int rc = isal_inflate(st);
-        size_t got = want - st->avail_out;
+        size_t got;
+        int rc = 0;
+        if (r->st_error) {
+            got = held_output(r, buf, want);
+            if (!got) {
+                damaged(r, "invalid deflate data");
+                return EIO;
+            }
+        } else {
+            if (st->block_state == ISAL_BLOCK_FINISH) {
+                rc = member_next(r, end);
+                if (rc || *end)
+                    return rc;
+            }
+            if (st->avail_in == 0 && !r->in_eof) {
+                rc = in_fill(r);
+                if (rc)
+                    return rc;
+            }
+            st->next_out = buf;
+            st->avail_out = (uint32_t)want;
+            in_before = st->avail_in;
+            rc = isal_inflate(st);
+            if (rc < 0 && rc != ISAL_END_INPUT && rc != ISAL_INCORRECT_CHECKSUM)
+                r->st_error = rc; /* what it produced is right: that first */
+            got = want - st->avail_out;
+        }
         r->out_pos += got;
         r->inflated += got;
         metrics_add(&inflated_metric, (int64_t)got);
-        if (rc < 0 && rc != ISAL_END_INPUT) {
-            r->out_pos -= got; /* nothing after the damage is trusted */
-            damaged(r, rc == ISAL_INCORRECT_CHECKSUM ? "CRC or length check failed"
-                                                     : "invalid deflate data");
+        if (rc == ISAL_INCORRECT_CHECKSUM) {
+            r->out_pos -= got;
+            damaged(r, "CRC or length check failed");
             return EIO;
         }
         if (got) {
@@ -921,7 +964,7 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
             *n = got;
             return 0;
         }
-        if (st->block_state == ISAL_BLOCK_FINISH)
+        if (r->st_error || st->block_state == ISAL_BLOCK_FINISH)
             continue;
         if (st->avail_in == in_before && r->in_eof) {
             damaged(r, "the compressed object ends in the middle of the stream");
@@ -970,16 +1013,17 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
         size_t got = want - zs->avail_out;
         r->out_pos += got;
         r->inflated += got;
+        bool crc_failed = zr == Z_DATA_ERROR && zs->msg && strstr(zs->msg, "check");
         if (zr == Z_STREAM_END) {
             r->member_done = true;
-        } else if (zr != Z_OK && zr != Z_BUF_ERROR) {
-            r->out_pos -= got; /* nothing after the damage is trusted */
+        } else if (zr == Z_MEM_ERROR || crc_failed || (zr != Z_OK && zr != Z_BUF_ERROR && !got)) {
+            r->out_pos -= got; /* a failed CRC takes the whole call: see the ISA-L decode() */
             if (zr == Z_MEM_ERROR)
                 return ENOMEM;
-            damaged(r, zs->msg && strstr(zs->msg, "check") ? "CRC or length check failed"
-                                                            : "invalid deflate data");
+            damaged(r, crc_failed ? "CRC or length check failed" : "invalid deflate data");
             return EIO;
-        }
+        } /* else what came out precedes invalid data and is right; the stream
+           * stays in its error state, so the next call reports it there */
         bool boundary =
             r->want_block && !r->member_done && (zs->data_type & 128) && !(zs->data_type & 64);
         if (got) {

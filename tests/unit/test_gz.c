@@ -360,6 +360,64 @@ static void test_damage_two_readers(void **state)
     free(ref);
 }
 
+/* A member whose data is whole up to an invalid block (BTYPE 3): every
+ * reader gets all of it, whatever the sizes of its reads, and the damage
+ * is exactly where the data ends.  ISA-L decodes ahead of a small read
+ * into its own buffer and fails the call that meets the bad block there,
+ * though what the call copied out and what it decoded before the block
+ * are right; those were dropped, so the damage lay where a reader's
+ * failing call happened to begin, and a second reader whose calls began
+ * elsewhere failed reads before the first reader's damage (found by
+ * tests/fuzz/fuzz_inflate). */
+static void test_damage_after_whole_data(void **state)
+{
+    (void)state;
+    size_t n = 300 * KiB;
+    unsigned char *ref = make_text(n, 3);
+    struct mem m = {0};
+    z_stream z = {0};
+    assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t cap = deflateBound(&z, n) + 64;
+    m.p = malloc(cap + 17);
+    z.next_in = ref;
+    z.avail_in = (uInt)n;
+    z.next_out = m.p;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_SYNC_FLUSH), Z_OK); /* all of it, no final block */
+    assert_int_equal(z.avail_in, 0);
+    m.n = cap - z.avail_out;
+    deflateEnd(&z);
+    m.p[m.n++] = 0x07; /* BFINAL 1, BTYPE 3: invalid */
+    memset(m.p + m.n, 0, 16);
+    m.n += 16;
+
+    struct gz_index *ix;
+    struct gz_reader *a, *b;
+    assert_int_equal(gz_index_new(m.n, 64 * KiB, &ix), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &m, &a), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &m, &b), 0);
+    unsigned char buf[4 * KiB];
+    size_t got;
+    for (uint64_t off = 0; off < n; off += sizeof(buf)) /* reader a: 4 KiB reads */
+        read_exact(a, off, sizeof(buf), ref, n);
+    assert_int_equal(gz_read(a, n, buf, sizeof(buf), &got), EIO);
+    assert_int_equal(gz_index_damage(ix), n);
+    /* reader b: other read sizes, from the points, each just before the
+     * damage or a point, then in one read up to the last byte */
+    const size_t at[] = {n - 1000, 200 * KiB - 700, n - 40 * KiB, 64 * KiB - 3000, 10};
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
+        read_exact(b, at[i], 1000, ref, n);
+    read_exact(b, 192 * KiB + 1, n - 192 * KiB - 1, ref, n);
+    assert_int_equal(gz_read(b, n - 10, buf, 20, &got), EIO);
+    assert_int_equal(gz_read(b, n + 10, buf, 20, &got), EIO);
+    assert_int_equal(gz_index_damage(ix), n);
+    gz_reader_free(a);
+    gz_reader_free(b);
+    gz_index_free(ix);
+    free(m.p);
+    free(ref);
+}
+
 /* An index whose first state point carries a forged decoder state that
  * passes every outer check (the file's CRC made right): reads that need
  * the point fail with EIO, and a reader that failed to restore it does not
@@ -450,6 +508,7 @@ int main(void)
         cmocka_unit_test(test_multi_member),
         cmocka_unit_test(test_damage),
         cmocka_unit_test(test_damage_two_readers),
+        cmocka_unit_test(test_damage_after_whole_data),
         cmocka_unit_test(test_forged_state_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
