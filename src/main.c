@@ -430,7 +430,7 @@ static int serve(struct fuse_session *se, const struct options *o)
         struct fuse_loop_config *lc = fuse_loop_cfg_create();
         if (!lc)
             return -ENOMEM;
-        fuse_loop_cfg_set_clone_fd(lc, 0);
+        fuse_loop_cfg_set_clone_fd(lc, 1);
         fuse_loop_cfg_set_idle_threads(lc, LOOP_MAX_IDLE_THREADS);
         rc = fuse_session_loop_mt(se, lc);
         fuse_loop_cfg_destroy(lc);

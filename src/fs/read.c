@@ -18,8 +18,11 @@
  * what it can from the disk cache and fetches the rest with one ranged GET
  * per gap, pinned with If-Match to the ETag seen at open.  Blocks become
  * readable one by one as the bytes arrive, and are written to the disk
- * cache afterwards (by the worker, never by the HTTP thread; a sequential
- * reader's with O_DIRECT, around the page cache).
+ * cache afterwards by one of RD_STORERS storer threads (never by the HTTP
+ * thread; a sequential reader's with O_DIRECT, around the page cache), so
+ * that the worker goes on fetching while the disk writes; at most
+ * RD_STORE_MAX blocks wait for a storer, then workers wait (the job keeps
+ * its blocks pinned, and in max_memory, until they are stored).
  *
  * Memory: every block in memory counts against max_memory for the whole
  * mount, and so do the few freed buffers kept for reuse.  Read-ahead takes memory only while some is free (leaving a
@@ -47,6 +50,10 @@
  * and faulting in its 256 pages and unmapping them again cost about a
  * third of the CPU of a read from the disk cache. */
 #define RD_POOL_MAX 16
+/* Blocks fetched and waiting for the disk cache, at most: beyond that the
+ * workers wait (the disk sets the pace, and memory stays bounded). */
+#define RD_STORE_MAX 32
+#define RD_STORERS 2
 
 enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
 
@@ -109,9 +116,14 @@ struct fs_readpool {
     struct rblock *lru;
     struct robj *objs;          /* by id */
     struct rjob *queue;
-    bool stop;
+    struct rjob *stores;        /* fetched, for the storers to write to the disk cache */
+    unsigned store_blocks;      /* blocks of the jobs in stores */
+    pthread_cond_t store_cond;  /* stores queued, or stop_store */
+    bool stop, stop_store;
     pthread_t *threads;
     unsigned n_threads;
+    pthread_t storers[RD_STORERS];
+    unsigned n_storers;
     struct cache *cache;
     struct s3_client *s3;
 };
@@ -319,24 +331,66 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
         pthread_mutex_unlock(&rp->lock);
         if (rc == ESTALE)
             log_error("read of %s: the object changed since it was opened", r->key);
-        /* Keep what arrived; ready blocks do not change any more. */
-        for (size_t m = 0; rp->cache && m < f.n; m++) {
-            struct rblock *b = f.blocks[m];
-            /* A sequential reader's block is not read again soon (and if
-             * it is, the kernel has it): store it around the page cache. */
-            unsigned flags = b->transient ? 0 : CACHE_STORE_DIRECT;
-            if (b->state == RB_READY &&
-                cache_store(rp->cache, r->id, b->no, b->data, b->len, flags) == 0) {
-                pthread_mutex_lock(&rp->lock);
-                b->stored = true;
-                pthread_mutex_unlock(&rp->lock);
-            }
-        }
         i = k;
     }
 }
 
+/* Keep in the disk cache what a job fetched (ready blocks do not change
+ * any more).  Run by a storer, so that the worker goes on fetching while
+ * the disk writes. */
+static void store_job(struct fs_readpool *rp, struct rjob *j)
+{
+    for (size_t m = 0; m < j->n; m++) {
+        struct rblock *b = j->blocks[m];
+        pthread_mutex_lock(&rp->lock);
+        bool want = b->state == RB_READY && !b->stored;
+        pthread_mutex_unlock(&rp->lock);
+        /* A sequential reader's block is not read again soon (and if it
+         * is, the kernel has it): store it around the page cache. */
+        unsigned flags = b->transient ? 0 : CACHE_STORE_DIRECT;
+        if (want && cache_store(rp->cache, j->o->id, b->no, b->data, b->len, flags) == 0) {
+            pthread_mutex_lock(&rp->lock);
+            b->stored = true;
+            pthread_mutex_unlock(&rp->lock);
+        }
+    }
+}
+
 static void obj_unref_locked(struct fs_readpool *rp, struct robj *o);
+
+/* The job is over: its blocks and its object go free (rp->lock held). */
+static void job_end_locked(struct fs_readpool *rp, struct rjob *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        j->blocks[i]->job = false;
+        block_unpin(rp, j->blocks[i]);
+    }
+    obj_unref_locked(rp, j->o);
+    free(j->blocks);
+    free(j);
+}
+
+static void *storer(void *arg)
+{
+    struct fs_readpool *rp = arg;
+    pthread_mutex_lock(&rp->lock);
+    for (;;) {
+        while (!rp->stores && !rp->stop_store)
+            pthread_cond_wait(&rp->store_cond, &rp->lock);
+        if (!rp->stores)
+            break; /* stopped, and nothing left to store */
+        struct rjob *j = rp->stores;
+        rp->stores = j->next;
+        rp->store_blocks -= (unsigned)j->n;
+        pthread_cond_broadcast(&rp->cond); /* room for a worker waiting */
+        pthread_mutex_unlock(&rp->lock);
+        store_job(rp, j);
+        pthread_mutex_lock(&rp->lock);
+        job_end_locked(rp, j);
+    }
+    pthread_mutex_unlock(&rp->lock);
+    return NULL;
+}
 
 static void *worker(void *arg)
 {
@@ -352,13 +406,19 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&rp->lock);
         run_job(rp, j);
         pthread_mutex_lock(&rp->lock);
-        for (size_t i = 0; i < j->n; i++) {
-            j->blocks[i]->job = false;
-            block_unpin(rp, j->blocks[i]);
+        bool store = false;
+        for (size_t i = 0; rp->n_storers && i < j->n; i++)
+            store |= j->blocks[i]->state == RB_READY && !j->blocks[i]->stored;
+        if (!store) {
+            job_end_locked(rp, j);
+            continue;
         }
-        obj_unref_locked(rp, j->o);
-        free(j->blocks);
-        free(j);
+        while (rp->store_blocks >= RD_STORE_MAX)
+            pthread_cond_wait(&rp->cond, &rp->lock);
+        j->next = NULL;
+        LL_APPEND(rp->stores, j);
+        rp->store_blocks += (unsigned)j->n;
+        pthread_cond_signal(&rp->store_cond);
     }
     pthread_mutex_unlock(&rp->lock);
     return NULL;
@@ -501,6 +561,7 @@ int fs_readpool_new(struct fs *fs)
         return ENOMEM;
     pthread_mutex_init(&rp->lock, NULL);
     pthread_cond_init(&rp->cond, NULL);
+    pthread_cond_init(&rp->store_cond, NULL);
     /* Blocks are 1 MiB: have malloc map and unmap each one, so memory given
      * back is given back to the system (glibc would otherwise raise its
      * threshold after the first free and keep freed blocks in its arenas,
@@ -547,6 +608,8 @@ int fs_readpool_new(struct fs *fs)
     rp->threads = rc ? NULL : calloc(n, sizeof(*rp->threads));
     if (!rc && !rp->threads)
         rc = ENOMEM;
+    for (unsigned i = 0; !rc && rp->cache && i < RD_STORERS; i++, rp->n_storers++)
+        rc = pthread_create(&rp->storers[i], NULL, storer, rp);
     for (unsigned i = 0; !rc && i < n; i++, rp->n_threads++)
         rc = pthread_create(&rp->threads[i], NULL, worker, rp);
     fs->rp = rp;
@@ -569,16 +632,17 @@ void fs_readpool_free(struct fs *fs)
     for (unsigned i = 0; i < rp->n_threads; i++)
         pthread_join(rp->threads[i], NULL);
     free(rp->threads);
+    /* The storers write what the workers fetched, then end. */
+    pthread_mutex_lock(&rp->lock);
+    rp->stop_store = true;
+    pthread_cond_broadcast(&rp->store_cond);
+    pthread_mutex_unlock(&rp->lock);
+    for (unsigned i = 0; i < rp->n_storers; i++)
+        pthread_join(rp->storers[i], NULL);
     while (rp->queue) { /* jobs never started: the session has ended */
         struct rjob *j = rp->queue;
         rp->queue = j->next;
-        for (size_t i = 0; i < j->n; i++) {
-            j->blocks[i]->job = false;
-            block_unpin(rp, j->blocks[i]);
-        }
-        obj_unref_locked(rp, j->o);
-        free(j->blocks);
-        free(j);
+        job_end_locked(rp, j); /* no thread is left to contend for the lock */
     }
     while (rp->pool) {
         struct rbuf *buf = rp->pool;
@@ -586,6 +650,7 @@ void fs_readpool_free(struct fs *fs)
         free(buf);
     }
     cache_close(rp->cache);
+    pthread_cond_destroy(&rp->store_cond);
     pthread_cond_destroy(&rp->cond);
     pthread_mutex_destroy(&rp->lock);
     free(rp);
