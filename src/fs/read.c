@@ -21,8 +21,8 @@
  * cache afterwards by one of RD_STORERS storer threads (never by the HTTP
  * thread; a sequential reader's with O_DIRECT, around the page cache), so
  * that the worker goes on fetching while the disk writes; at most
- * RD_STORE_MAX blocks wait for a storer, then workers wait (the job keeps
- * its blocks pinned, and in max_memory, until they are stored).
+ * RD_STORE_MAX blocks are on their way to the disk, then workers wait (the
+ * job keeps its blocks pinned, and in max_memory, until they are stored).
  *
  * Memory: every block in memory counts against max_memory for the whole
  * mount, and so do the few freed buffers kept for reuse.  Read-ahead takes memory only while some is free (leaving a
@@ -50,9 +50,11 @@
  * and faulting in its 256 pages and unmapping them again cost about a
  * third of the CPU of a read from the disk cache. */
 #define RD_POOL_MAX 16
-/* Blocks fetched and waiting for the disk cache, at most: beyond that the
- * workers wait (the disk sets the pace, and memory stays bounded). */
-#define RD_STORE_MAX 32
+/* Blocks fetched and not yet in the disk cache (queued or being written),
+ * at most: beyond that the workers wait (the disk sets the pace).  They and
+ * the pool share RD_POOL_MAX blocks' worth of memory beside the readers'
+ * windows, so that the peak RSS of a sequential read stays put. */
+#define RD_STORE_MAX RD_POOL_MAX
 #define RD_STORERS 2
 
 enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
@@ -117,7 +119,7 @@ struct fs_readpool {
     struct robj *objs;          /* by id */
     struct rjob *queue;
     struct rjob *stores;        /* fetched, for the storers to write to the disk cache */
-    unsigned store_blocks;      /* blocks of the jobs in stores */
+    unsigned store_blocks;      /* blocks of the jobs in stores or being stored */
     pthread_cond_t store_cond;  /* stores queued, or stop_store */
     bool stop, stop_store;
     pthread_t *threads;
@@ -153,7 +155,7 @@ static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
     if (b->o || b->pins)
         return;
     rp->mem_used -= RD_BLOCK;
-    if (rp->pool_n < RD_POOL_MAX && rp->mem_used + (rp->pool_n + 1ull) * RD_BLOCK <= rp->mem_limit) {
+    if (rp->pool_n + rp->store_blocks < RD_POOL_MAX && rp->mem_used + (rp->pool_n + 1ull) * RD_BLOCK <= rp->mem_limit) {
         struct rbuf *buf = (struct rbuf *)(void *)b->data;
         buf->next = rp->pool;
         rp->pool = buf;
@@ -381,11 +383,11 @@ static void *storer(void *arg)
             break; /* stopped, and nothing left to store */
         struct rjob *j = rp->stores;
         rp->stores = j->next;
-        rp->store_blocks -= (unsigned)j->n;
-        pthread_cond_broadcast(&rp->cond); /* room for a worker waiting */
         pthread_mutex_unlock(&rp->lock);
         store_job(rp, j);
         pthread_mutex_lock(&rp->lock);
+        rp->store_blocks -= (unsigned)j->n;
+        pthread_cond_broadcast(&rp->cond); /* room for a worker waiting */
         job_end_locked(rp, j);
     }
     pthread_mutex_unlock(&rp->lock);
@@ -413,7 +415,7 @@ static void *worker(void *arg)
             job_end_locked(rp, j);
             continue;
         }
-        while (rp->store_blocks >= RD_STORE_MAX)
+        while (rp->store_blocks && rp->store_blocks + j->n > RD_STORE_MAX)
             pthread_cond_wait(&rp->cond, &rp->lock);
         j->next = NULL;
         LL_APPEND(rp->stores, j);
