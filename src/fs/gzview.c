@@ -81,6 +81,33 @@ struct fs_gzobj {
     bool saved;          /* protected by fs->gz_lock */
 };
 
+/* A thing said once per object version and mount ("d" damage, "n" not
+ * gzip, then the object's id): views come and go, the log stays short. */
+struct fs_gztold {
+    UT_hash_handle hh;
+    char what[];
+};
+
+/* Whether to say `what` about object o now (true the first time only). */
+static bool tell_once(struct fs *fs, const struct fs_gzobj *o, char what)
+{
+    size_t n = strlen(o->id) + 2;
+    struct fs_gztold *t = malloc(sizeof(*t) + n);
+    if (!t)
+        return true; /* said twice rather than not at all */
+    t->what[0] = what;
+    memcpy(t->what + 1, o->id, n - 1);
+    struct fs_gztold *had;
+    pthread_mutex_lock(&fs->gz_lock);
+    HASH_FIND_STR(fs->gztold, t->what, had);
+    if (!had)
+        HASH_ADD_STR(fs->gztold, what, t);
+    pthread_mutex_unlock(&fs->gz_lock);
+    if (had)
+        free(t);
+    return !had;
+}
+
 struct fs_gzhandle {
     pthread_mutex_t lock; /* the cursor and the read-ahead */
     pthread_cond_t cond;  /* a fill finished, or a slot was freed */
@@ -384,7 +411,8 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
         rc = raw_source(w0, 0, head, sizeof(head), &got);
         if (!rc && !gz_is_gzip(head, got)) {
             g->passthrough = true;
-            log_warn("%s is not gzip: shown as it is stored", raw_path);
+            if (tell_once(fs, g->obj, 'n'))
+                log_warn("%s is not gzip: shown as it is stored", raw_path);
         }
     }
     if (rc) {
@@ -606,6 +634,15 @@ void fs_gz_close(struct fs_gzhandle *g)
     free(g);
 }
 
+/* gz.c has said why; this says which object, once. */
+static void tell_damage(struct fs_gzhandle *g, uint64_t at)
+{
+    if (tell_once(g->fs, g->obj, 'd'))
+        log_error("%s: the gzip stream is damaged: its decompressed bytes end at offset %llu; "
+                  "reads from there fail with EIO (the raw object reads as stored)",
+                  g->raw_path, (unsigned long long)at);
+}
+
 int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, size_t *got,
                uint64_t *exact_size)
 {
@@ -650,7 +687,17 @@ int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, si
         if (save)
             index_save(g->fs, g->obj);
     }
+    uint64_t at = rc && !g->passthrough ? gz_index_damage(g->obj->ix) : UINT64_MAX;
+    /* A read that reaches the damage hands out the good bytes before it
+     * (a short read: the view is direct_io while its size is not exact,
+     * so the program asks again, at the damage, and gets EIO there). */
+    if (rc == EIO && *got && at != UINT64_MAX && off + *got <= at) {
+        rc = 0;
+        tell_damage(g, at);
+    }
     if (rc) {
+        if (at != UINT64_MAX)
+            tell_damage(g, at);
         free(*data);
         *data = NULL;
         return rc == ENOMEM ? rc : EIO;
@@ -758,6 +805,12 @@ void fs_gz_size(struct fs *fs, const char *raw_path, struct fs_attr *a)
 
 void fs_gz_free_all(struct fs *fs)
 {
+    struct fs_gztold *t, *ttmp;
+    HASH_ITER(hh, fs->gztold, t, ttmp)
+    {
+        HASH_DEL(fs->gztold, t);
+        free(t);
+    }
     struct fs_gzobj *o, *tmp;
     HASH_ITER(hh, fs->gzobjs, o, tmp)
     {
