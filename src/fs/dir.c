@@ -371,7 +371,7 @@ int fs_rename_dir(struct fs *fs, const char *src, const char *dst)
         nthreads = 64;
     unsigned started = 0;
     for (; started < nthreads; started++)
-        if (pthread_create(&th[started], NULL, move_worker, &job))
+        if (util_thread_start(&th[started], move_worker, &job))
             break;
     if (started == 0)
         move_worker(&job);

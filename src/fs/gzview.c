@@ -523,7 +523,7 @@ static void ahead_add_workers(struct fs_gzhandle *g)
         w->g = g;
         w->raw = fs_reader_new(g->fs, g->ino, g->raw_path, &g->raw_attr);
         if (!w->raw || gz_reader_new(g->obj->ix, raw_source, w, &w->r) ||
-            pthread_create(&w->thread, NULL, ahead_main, w)) {
+            util_thread_start(&w->thread, ahead_main, w)) {
             gz_reader_free(w->r);
             fs_reader_free(w->raw);
             memset(w, 0, sizeof(*w));
@@ -540,7 +540,7 @@ static bool ahead_start(struct fs_gzhandle *g, uint64_t pos)
 {
     struct gz_ahead *ah = &g->ah;
     if (!ah->started) {
-        if (pthread_create(&ah->w[0].thread, NULL, ahead_main, &ah->w[0]))
+        if (util_thread_start(&ah->w[0].thread, ahead_main, &ah->w[0]))
             return false;
         ah->w[0].thread_started = true;
         ah->nw = 1;

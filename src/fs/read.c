@@ -611,9 +611,9 @@ int fs_readpool_new(struct fs *fs)
     if (!rc && !rp->threads)
         rc = ENOMEM;
     for (unsigned i = 0; !rc && rp->cache && i < RD_STORERS; i++, rp->n_storers++)
-        rc = pthread_create(&rp->storers[i], NULL, storer, rp);
+        rc = util_thread_start(&rp->storers[i], storer, rp);
     for (unsigned i = 0; !rc && i < n; i++, rp->n_threads++)
-        rc = pthread_create(&rp->threads[i], NULL, worker, rp);
+        rc = util_thread_start(&rp->threads[i], worker, rp);
     fs->rp = rp;
     if (rc) {
         fs_readpool_free(fs);

@@ -322,7 +322,7 @@ int fs_wpool_new(struct fs *fs)
         return ENOMEM;
     }
     for (unsigned i = 0; i < wp->n_threads; i++) {
-        if (pthread_create(&wp->threads[i], NULL, wpool_main, fs)) {
+        if (util_thread_start(&wp->threads[i], wpool_main, fs)) {
             wp->n_threads = i;
             return EAGAIN;
         }
@@ -332,7 +332,7 @@ int fs_wpool_new(struct fs *fs)
                  "without that minimum accept files written with it)",
                  (unsigned long long)(fs->cfg.part_size >> 10));
     if (fs->cfg.abort_stale_uploads && !fs->cfg.read_only)
-        wp->stale_started = pthread_create(&wp->stale, NULL, stale_main, fs) == 0;
+        wp->stale_started = util_thread_start(&wp->stale, stale_main, fs) == 0;
     return 0;
 }
 

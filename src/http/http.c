@@ -374,7 +374,7 @@ int http_engine_new(const struct http_engine_options *opts, struct http_engine *
     curl_multi_setopt(eng->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)eng->opts.max_connections);
     curl_multi_setopt(eng->multi, CURLMOPT_MAXCONNECTS, (long)eng->opts.max_connections);
     pthread_mutex_init(&eng->mutex, NULL);
-    int rc = pthread_create(&eng->thread, NULL, engine_main, eng);
+    int rc = util_thread_start(&eng->thread, engine_main, eng);
     if (rc) {
         curl_multi_cleanup(eng->multi);
         pthread_mutex_destroy(&eng->mutex);

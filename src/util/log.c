@@ -196,7 +196,7 @@ int log_reopen_on_signal(int signo)
         return errno;
     /* the handler must never block, whatever the reader does */
     fcntl(reopen_pipe[1], F_SETFL, fcntl(reopen_pipe[1], F_GETFL) | O_NONBLOCK);
-    int rc = pthread_create(&reopen_thread, NULL, reopen_main, NULL);
+    int rc = util_thread_start(&reopen_thread, reopen_main, NULL);
     if (rc) {
         close(reopen_pipe[0]);
         close(reopen_pipe[1]);

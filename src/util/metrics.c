@@ -157,7 +157,7 @@ int metrics_writer_start(const char *path, unsigned interval_s)
         writer.path = strdup(path);
         writer.interval_s = interval_s ? interval_s : 1;
         writer.stop = false;
-        rc = writer.path ? pthread_create(&writer.thread, NULL, writer_main, NULL) : ENOMEM;
+        rc = writer.path ? util_thread_start(&writer.thread, writer_main, NULL) : ENOMEM;
         if (rc) {
             free(writer.path);
             writer.path = NULL;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,4 +199,18 @@ char *util_pct_decode(const char *s)
     }
     *o = '\0';
     return out;
+}
+
+int util_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t exits, before;
+    sigemptyset(&exits);
+    sigaddset(&exits, SIGINT);
+    sigaddset(&exits, SIGTERM);
+    sigaddset(&exits, SIGHUP);
+    sigaddset(&exits, SIGQUIT);
+    pthread_sigmask(SIG_BLOCK, &exits, &before); /* the new thread inherits it */
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+    return rc;
 }

@@ -5,6 +5,7 @@
 #ifndef PAILFS_UTIL_H
 #define PAILFS_UTIL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -153,6 +154,15 @@ void buf_free(struct buf *b);
 /* Hand the bytes to the caller (who frees them) and empty the buffer.
  * Never NULL: an empty buffer yields "" (malloc'ed), or NULL on ENOMEM. */
 char *buf_steal(struct buf *b);
+
+/* ---- threads ---------------------------------------------------------- */
+
+/* pthread_create(t, NULL, fn, arg), the new thread with SIGINT, SIGTERM,
+ * SIGHUP and SIGQUIT blocked.  libfuse's handlers only mark the session as
+ * exited, and its loop notices when the main thread's wait is interrupted:
+ * taken by any other thread, the signal would leave the main thread
+ * waiting until the next request came, maybe never.  0 or an errno. */
+int util_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* ---- time ------------------------------------------------------------- */
 

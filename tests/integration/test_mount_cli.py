@@ -312,6 +312,29 @@ def test_signal_unmounts_and_exits_zero(s3, bucket, mounter, sig):
     assert not is_mounted(m.path)
 
 
+def test_only_the_main_thread_takes_exit_signals(s3, bucket, mounter):
+    """libfuse's handlers only mark the session as exited; the loop sees it
+    when the main thread's wait is interrupted.  A SIGTERM taken by another
+    thread would leave pailfs running until the next request (once seen
+    under load: SIGINT, then 60 s of nothing).  So every thread but the
+    main one must block SIGHUP, SIGINT, SIGQUIT and SIGTERM."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"v" * (3 << 20))
+    m = mounter()
+    assert open(m.p("k"), "rb").read() == b"v" * (3 << 20)  # readers, HTTP, FUSE threads
+    exits = (1 << (signal.SIGHUP - 1)) | (1 << (signal.SIGINT - 1)) | \
+        (1 << (signal.SIGQUIT - 1)) | (1 << (signal.SIGTERM - 1))
+    tasks = os.listdir(f"/proc/{m.pid}/task")
+    assert len(tasks) > 4, tasks
+    for tid in tasks:
+        with open(f"/proc/{m.pid}/task/{tid}/status") as f:
+            blk = int(next(ln for ln in f if ln.startswith("SigBlk:")).split()[1], 16)
+        if int(tid) == m.pid:
+            assert blk & exits == 0, f"the main thread blocks {blk & exits:#x}"
+        else:
+            assert blk & exits == exits, f"thread {tid} takes exit signals (SigBlk {blk:#x})"
+    assert m.terminate(signal.SIGTERM) == 0
+
+
 def test_remount_same_mountpoint(s3, bucket, mounter):
     s3.put_object(Bucket=bucket, Key="k", Body=b"v1")
     m = mounter()
