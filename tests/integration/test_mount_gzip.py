@@ -8,6 +8,7 @@ failing with EIO where the damage is while earlier bytes stay right."""
 import errno
 import gzip
 import hashlib
+import mmap
 import os
 import random
 import re
@@ -281,6 +282,29 @@ def test_five_gib_view(s3, bucket, mounter):
     assert os.stat(m.p("z")).st_size == 80 * 64 * MiB
     tail = subprocess.run(["tail", "-c", "4096", m.p("z")], capture_output=True, check=True)
     assert tail.stdout == bytes(4096)
+
+
+def test_gz_size_exact_and_mmap(s3, bucket, mounter):
+    """Two members, 3 MiB compressed (above the read-whole-at-lookup size):
+    the trailer's ISIZE is only the last member's, so by default the first
+    stat is an estimate; with gz_size=exact the first stat is exact.  Once
+    the size is exact, an open uses the page cache and mmap works."""
+    a, b = text(5 * MiB, seed=31), text(3 * MiB, seed=32)
+    body = gzip.compress(a, 1) + gzip.compress(b, 1)
+    assert len(body) > MiB
+    put(s3, bucket, "two.gz", body)
+    data = a + b
+    m = mounter(opts=["gunzip=view"])
+    assert os.stat(m.p("two")).st_size != len(data)  # an estimate: ISIZE of b
+    m.unmount()
+    m2 = mounter(opts=["gunzip=view", "gz_size=exact", "cache_size=0"])
+    assert os.stat(m2.p("two")).st_size == len(data)  # exact at the first stat
+    with open(m2.p("two"), "rb") as f:
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+            assert len(mm) == len(data)
+            assert mm[:4096] == data[:4096]
+            assert mm[len(data) // 2:len(data) // 2 + 4096] == data[len(data) // 2:len(data) // 2 + 4096]
+            assert mm[-4096:] == data[-4096:]
 
 
 def test_against_igzip_and_gztool(s3, bucket, mounter, tmp_path):
