@@ -42,6 +42,17 @@ def _find_pailfs():
 
 
 PAILFS = _find_pailfs()
+
+
+def _pailfs_preexec():
+    """pailfs starts as from a terminal, whatever the test runner's own
+    signal dispositions: a shell that runs the suite in the background
+    (`contrib/test.sh &`, nohup) has SIGINT and SIGQUIT ignored, the child
+    would inherit that, and libfuse keeps an inherited SIG_IGN (so would a
+    pailfs started that way by hand: the shell asked for it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    rig._die_with_parent()
 FUSERMOUNT = "fusermount3"
 MOUNT_TIMEOUT = 30.0    # seconds for a mount to become live (ASan is slow)
 UNMOUNT_TIMEOUT = 60.0  # seconds for the process to end after unmounting
@@ -280,7 +291,7 @@ class Mount:
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, env=self.env,
-                preexec_fn=rig._die_with_parent)
+                preexec_fn=_pailfs_preexec)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while not is_mounted(self.path):
             if self.proc.poll() is not None:
