@@ -493,10 +493,21 @@ static void *ahead_main(void *arg)
 static void ahead_quiesce(struct fs_gzhandle *g)
 {
     struct gz_ahead *ah = &g->ah;
-    ah->active = false;
-    for (unsigned i = 0; i < ah->ns; i++)
-        while (ah->s[i].state == AHEAD_FILLING)
-            pthread_cond_wait(&g->cond, &g->lock);
+    /* The wait lets go of g->lock: another read of this handle may
+     * meanwhile have read directly and started filling again, and a worker
+     * may have claimed any slot, one already looked at included.  So stop
+     * again and look at every slot again until, with the lock held, none
+     * is filling: only then is every cursor free (worker 0's is the
+     * handle's own, the one a direct read uses). */
+    for (;;) {
+        ah->active = false;
+        bool filling = false;
+        for (unsigned i = 0; i < ah->ns; i++)
+            filling |= ah->s[i].state == AHEAD_FILLING;
+        if (!filling)
+            break;
+        pthread_cond_wait(&g->cond, &g->lock);
+    }
     for (unsigned i = 0; i < ah->ns; i++)
         ah->s[i].state = AHEAD_EMPTY;
 }

@@ -150,6 +150,51 @@ def test_random_offsets_and_index_reuse(s3, bucket, proxy, mounter):
     check_all(m.p("r.json"))
 
 
+def test_concurrent_reads_of_one_handle_with_workers(s3, bucket, mounter):
+    """Once a view's size is exact it is read through the page cache, and
+    the kernel's read-ahead sends several READs of one handle at once.
+    Here threads also read one open view at once, in sequential runs that
+    start and stop the inflating workers, the page cache dropped before
+    each run.  A direct read must never use the handle's cursor while
+    worker 0 fills with it (it once could: a read waiting for the
+    read-ahead let go of the lock, another read restarted the workers, and
+    the first went on as if they were stopped; ASan saw ISA-L read past its
+    state).  Every byte is compared."""
+    import threading
+    data = text(24 * MiB, seed=13)
+    put(s3, bucket, "cc.jsonl.gz", gzip.compress(data, 6))
+    m = mounter(opts=["gunzip=view", "gz_span=1M", "gz_workers=3"])
+    assert read(m.p("cc.jsonl")) == data  # builds the index: the size is exact
+    m.remount()
+    fd = os.open(m.p("cc.jsonl"), os.O_RDONLY)
+    errors = []
+    step = 256 * 1024
+
+    def reader(seed):
+        rng = random.Random(seed)
+        for _ in range(12):
+            off = rng.randrange(len(data) // step) * step
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            for k in range(12):  # a sequential run
+                at = off + k * step
+                try:
+                    got = os.pread(fd, step, at)
+                except OSError as e:
+                    errors.append(f"pread at {at}: {e}")
+                    return
+                if got != data[at:at + step]:
+                    errors.append(f"wrong bytes at {at} ({len(got)})")
+                    return
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    os.close(fd)
+    assert not errors, errors[:5]
+
+
 @pytest.mark.parametrize("how", ["garbage", "flipped", "short"])
 def test_corrupt_index_file_is_rebuilt(s3, bucket, mounter, how):
     """A saved index that is damaged (or from elsewhere) is not trusted: the
