@@ -155,7 +155,8 @@ static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
     if (b->o || b->pins)
         return;
     rp->mem_used -= RD_BLOCK;
-    if (rp->pool_n + rp->store_blocks < RD_POOL_MAX && rp->mem_used + (rp->pool_n + 1ull) * RD_BLOCK <= rp->mem_limit) {
+    if (rp->pool_n + rp->store_blocks < RD_POOL_MAX &&
+        rp->mem_used + (rp->pool_n + 1ull) * RD_BLOCK <= rp->mem_limit) {
         struct rbuf *buf = (struct rbuf *)(void *)b->data;
         buf->next = rp->pool;
         rp->pool = buf;
