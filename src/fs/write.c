@@ -257,13 +257,15 @@ static void *wpool_main(void *arg)
 
 /* Abort multipart uploads under the mount's prefix begun longer ago than
  * abort_stale_uploads: what a killed pailfs leaves behind.  Other tools'
- * uploads that old are aborted too: no upload should live that long. */
+ * uploads that old are aborted too: no upload should live that long.  An
+ * upload whose age is unknown (no <Initiated>, or one we cannot read) is
+ * left alone: it may be another writer's, in use now. */
 static void *stale_main(void *arg)
 {
     struct fs *fs = arg;
     int64_t cutoff = (int64_t)time(NULL) - (int64_t)fs->cfg.abort_stale_uploads;
     char *key_marker = NULL, *id_marker = NULL;
-    unsigned aborted = 0;
+    unsigned aborted = 0, unknown_age = 0;
     for (;;) {
         struct s3_upload_page page;
         int rc = s3_list_multipart_uploads(fs->s3, fs->key_prefix, key_marker, id_marker, &page,
@@ -278,7 +280,8 @@ static void *stale_main(void *arg)
         }
         for (size_t i = 0; i < page.n_uploads; i++) {
             struct s3_upload *u = &page.uploads[i];
-            if (u->initiated > cutoff)
+            unknown_age += !u->initiated_known;
+            if (!u->initiated_known || u->initiated > cutoff)
                 continue;
             rc = s3_abort_multipart_upload(fs->s3, u->key, u->upload_id, NULL);
             if (rc && rc != ENOENT)
@@ -301,6 +304,9 @@ static void *stale_main(void *arg)
     if (aborted)
         log_info("aborted %u multipart upload(s) older than %llu s", aborted,
                  (unsigned long long)fs->cfg.abort_stale_uploads);
+    if (unknown_age)
+        log_info("left %u multipart upload(s) alone: when they began is unknown",
+                 unknown_age);
     return NULL;
 }
 

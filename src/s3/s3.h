@@ -237,7 +237,8 @@ int s3_abort_multipart_upload(struct s3_client *c, const char *key, const char *
 struct s3_upload {
     char *key;
     char *upload_id;
-    int64_t initiated;
+    int64_t initiated;    /* seconds since the epoch, when initiated_known */
+    bool initiated_known; /* false: no <Initiated>, or one we cannot read */
 };
 
 struct s3_upload_page {

@@ -446,7 +446,7 @@ static int uploads_text(void *arg, const char *name, int depth, const char *text
     if (strcmp(name, "UploadId") == 0)
         return set_str(&st->cur.upload_id, text);
     if (strcmp(name, "Initiated") == 0)
-        util_parse_iso8601(text, &st->cur.initiated);
+        st->cur.initiated_known = util_parse_iso8601(text, &st->cur.initiated) == 0;
     return 0;
 }
 

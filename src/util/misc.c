@@ -37,9 +37,34 @@ int util_parse_iso8601(const char *s, int64_t *out)
     if (*end == '.') /* fractional seconds are dropped */
         while (isdigit((unsigned char)*++end))
             ;
-    if (*end != 'Z' && *end != '\0' && strcmp(end, "+00:00") != 0)
+    /* The zone: "Z", none (taken as UTC, as S3 means it), or an offset
+     * "+HH:MM", "+HHMM" or "+HH" (or "-").  Servers other than AWS write
+     * offsets; reading one as unknown once made the stale-upload sweep take
+     * a fresh upload for one begun in 1970. */
+    int64_t offset = 0;
+    if (*end == 'Z') {
+        end++;
+    } else if (*end == '+' || *end == '-') {
+        int64_t sign = *end++ == '-' ? -1 : 1;
+        int d[4], n = 0;
+        bool colon = false;
+        while (n < 4 && (isdigit((unsigned char)*end) || (n == 2 && *end == ':' && !colon))) {
+            if (*end == ':')
+                colon = true;
+            else
+                d[n++] = *end - '0';
+            end++;
+        }
+        if ((n != 2 && n != 4) || (colon && n != 4))
+            return EINVAL;
+        int64_t hh = d[0] * 10 + d[1], mm = n == 4 ? d[2] * 10 + d[3] : 0;
+        if (hh > 23 || mm > 59)
+            return EINVAL;
+        offset = sign * (hh * 3600 + mm * 60);
+    }
+    if (*end != '\0')
         return EINVAL;
-    *out = (int64_t)timegm(&tm);
+    *out = (int64_t)timegm(&tm) - offset;
     return 0;
 }
 

@@ -170,8 +170,10 @@ int util_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 uint64_t util_now_ms(void);
 /* Sleep for `ms` milliseconds (restarts on EINTR). */
 void util_sleep_ms(uint64_t ms);
-/* Parse an ISO 8601 UTC time such as "2013-05-24T00:00:00Z" or
- * "2013-05-24T00:00:00.000Z" to seconds since the epoch.  0 or EINVAL. */
+/* Parse an ISO 8601 time such as "2013-05-24T00:00:00Z",
+ * "2013-05-24T00:00:00.000Z" or "2013-05-24T02:00:00+02:00" (offsets
+ * "+HH:MM", "+HHMM", "+HH"; none means UTC) to seconds since the epoch.
+ * 0, or EINVAL with *out unchanged. */
 int util_parse_iso8601(const char *s, int64_t *out);
 /* Parse an RFC 1123 HTTP date ("Fri, 24 May 2013 00:00:00 GMT"). 0 or EINVAL */
 int util_parse_http_date(const char *s, int64_t *out);

@@ -45,10 +45,42 @@ static void test_dates(void **state)
     assert_int_equal(util_parse_iso8601("2013-05-24T00:00:00.123Z", &t), 0);
     assert_int_equal(t, 1369353600);
     assert_int_equal(util_parse_iso8601("yesterday", &t), EINVAL);
-    assert_int_equal(util_parse_iso8601("2013-05-24T00:00:00+02:00", &t), EINVAL);
     assert_int_equal(util_parse_http_date("Fri, 24 May 2013 00:00:00 GMT", &t), 0);
     assert_int_equal(t, 1369353600);
     assert_int_equal(util_parse_http_date("garbage", &t), EINVAL);
+}
+
+/* Offsets as other servers write them (issue 17 item 8): each is the same
+ * instant, 2013-05-24T00:00:00Z; one read as unknown once counted as 1970. */
+static void test_dates_with_offsets(void **state)
+{
+    (void)state;
+    static const char *const same[] = {
+        "2013-05-24T00:00:00",
+        "2013-05-24T00:00:00+00:00",
+        "2013-05-24T02:00:00+02:00",
+        "2013-05-24T02:00:00.5+0200",
+        "2013-05-24T02:00:00+02",
+        "2013-05-23T18:30:00-0530",
+        "2013-05-23T18:30:00.123456-05:30",
+        "2013-05-24T05:45:00+05:45",
+    };
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        int64_t t = -1;
+        if (util_parse_iso8601(same[i], &t) != 0 || t != 1369353600)
+            fail_msg("%s: got %lld", same[i], (long long)t);
+    }
+    static const char *const bad[] = {
+        "2013-05-24T00:00:00+2",      "2013-05-24T00:00:00+02:",     "2013-05-24T00:00:00+02:0",
+        "2013-05-24T00:00:00+020",    "2013-05-24T00:00:00+24:00",   "2013-05-24T00:00:00+02:60",
+        "2013-05-24T00:00:00Zjunk",   "2013-05-24T00:00:00+02:00 ",  "2013-05-24T00:00:00+",
+        "2013-05-24T00:00:00 +02:00", "2013-05-24T00:00:00+0200:00",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int64_t t = 42;
+        if (util_parse_iso8601(bad[i], &t) != EINVAL || t != 42)
+            fail_msg("%s: accepted as %lld", bad[i], (long long)t);
+    }
 }
 
 static void test_read_file(void **state)
@@ -201,6 +233,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_dates),
+        cmocka_unit_test(test_dates_with_offsets),
         cmocka_unit_test(test_read_file),
         cmocka_unit_test(test_trim_and_prefix),
         cmocka_unit_test(test_metrics_format),

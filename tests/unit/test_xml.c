@@ -159,8 +159,37 @@ static void test_list_uploads(void **state)
     assert_string_equal(p.uploads[0].key, "k1");
     assert_string_equal(p.uploads[1].upload_id, "u2");
     assert_int_equal(p.uploads[0].initiated, 1289422113);
+    assert_true(p.uploads[0].initiated_known);
+    assert_false(p.uploads[1].initiated_known);
     assert_true(p.truncated);
     assert_string_equal(p.next_key_marker, "k2");
+    s3_upload_page_free(&p);
+}
+
+/* An upload whose age cannot be known is not "initiated in 1970" (issue 17
+ * item 8): no <Initiated>, an empty one, or one that is not a date; an
+ * offset is read as the instant it names. */
+static void test_list_uploads_unknown_age(void **state)
+{
+    (void)state;
+    const char *x =
+        "<ListMultipartUploadsResult " NS "><Bucket>b</Bucket>"
+        "<IsTruncated>false</IsTruncated>"
+        "<Upload><Key>none</Key><UploadId>u1</UploadId></Upload>"
+        "<Upload><Key>empty</Key><UploadId>u2</UploadId><Initiated></Initiated></Upload>"
+        "<Upload><Key>words</Key><UploadId>u3</UploadId>"
+        "<Initiated>yesterday</Initiated></Upload>"
+        "<Upload><Key>offset</Key><UploadId>u4</UploadId>"
+        "<Initiated>2010-11-10T22:48:33.000+02:00</Initiated></Upload>"
+        "</ListMultipartUploadsResult>";
+    struct s3_upload_page p;
+    assert_int_equal(s3_xml_parse_list_uploads(x, strlen(x), &p), 0);
+    assert_int_equal(p.n_uploads, 4);
+    for (size_t i = 0; i < 3; i++)
+        assert_false(p.uploads[i].initiated_known);
+    assert_string_equal(p.uploads[3].key, "offset");
+    assert_true(p.uploads[3].initiated_known);
+    assert_int_equal(p.uploads[3].initiated, 1289422113);
     s3_upload_page_free(&p);
 }
 
@@ -207,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_upload_id_and_etag),
         cmocka_unit_test(test_delete_result),
         cmocka_unit_test(test_list_uploads),
+        cmocka_unit_test(test_list_uploads_unknown_age),
         cmocka_unit_test(test_sts_response),
         cmocka_unit_test(test_escape),
     };

@@ -1,0 +1,136 @@
+"""Listings a server gets wrong (issue 17, items 1 and 8).
+
+Item 1: a listing is asked for one prefix; a server that ignores it (or a
+hostile one) answers with keys outside it. pailfs must never show, copy,
+delete or abort such a key: the operation that met it fails with EIO before
+changing anything, and one log line names the prefix, the key and the
+request id.
+
+Item 8: the stale-upload sweep at mount aborts only uploads it knows to be
+old: one without <Initiated>, or with a date it cannot read, is left alone;
+dates with offsets ("+02:00", "-0530") are read as the instants they name.
+
+The wrong answers are scripted at the fault proxy (fail_next with a body);
+the bucket is checked straight at s3rver with boto3."""
+
+import datetime
+import errno
+import os
+import time
+
+import pytest
+
+from mount import mounter  # noqa: F401
+
+OPTS = ["retries=1"]
+XML = {"Content-Type": "application/xml"}
+NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+
+
+def listing(bucket, prefix, keys, prefixes=(), delimiter=""):
+    """A ListObjectsV2 page holding `keys` (names, or (name, ETag, size))
+    and `prefixes`, whatever was asked for."""
+    body = ['<?xml version="1.0" encoding="UTF-8"?>\n',
+            f'<ListBucketResult {NS}><Name>{bucket}</Name>',
+            f'<Prefix>{prefix}</Prefix><KeyCount>{len(keys)}</KeyCount>',
+            '<MaxKeys>1000</MaxKeys>',
+            f'<Delimiter>{delimiter}</Delimiter>' if delimiter else '',
+            '<IsTruncated>false</IsTruncated>']
+    for k in keys:
+        k, etag, size = (k, '"x"', 1) if isinstance(k, str) else k
+        body.append(f'<Contents><Key>{k}</Key><LastModified>'
+                    '2026-01-01T00:00:00.000Z</LastModified>'
+                    f'<ETag>{etag.replace(chr(34), "&quot;")}</ETag>'
+                    f'<Size>{size}</Size><StorageClass>STANDARD</StorageClass>'
+                    '</Contents>')
+    for p in prefixes:
+        body.append(f'<CommonPrefixes><Prefix>{p}</Prefix></CommonPrefixes>')
+    body.append('</ListBucketResult>')
+    return "".join(body)
+
+
+def uploads_page(bucket, uploads):
+    """A ListMultipartUploads page; uploads: (key, upload id, Initiated
+    text or None for no element)."""
+    body = ['<?xml version="1.0" encoding="UTF-8"?>\n',
+            f'<ListMultipartUploadsResult {NS}><Bucket>{bucket}</Bucket>',
+            '<IsTruncated>false</IsTruncated>']
+    for key, uid, initiated in uploads:
+        body.append(f'<Upload><Key>{key}</Key><UploadId>{uid}</UploadId>')
+        if initiated is not None:
+            body.append(f'<Initiated>{initiated}</Initiated>')
+        body.append('<StorageClass>STANDARD</StorageClass></Upload>')
+    body.append('</ListMultipartUploadsResult>')
+    return "".join(body)
+
+
+def ops(proxy):
+    return proxy.stats()["by_op"]
+
+
+def bucket_state(s3, bucket):
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            out[o["Key"]] = s3.get_object(Bucket=bucket,
+                                          Key=o["Key"])["Body"].read()
+    return out
+
+
+def open_uploads(s3, bucket):
+    r = s3.list_multipart_uploads(Bucket=bucket)
+    return sorted((u["Key"], u["UploadId"]) for u in r.get("Uploads", []))
+
+
+def wait_for(pred, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def iso(t, offset_minutes, colon=True, frac=""):
+    """Time t (a UTC datetime) written in a zone offset_minutes east."""
+    tz = datetime.timezone(datetime.timedelta(minutes=offset_minutes))
+    s = t.astimezone(tz).strftime("%Y-%m-%dT%H:%M:%S") + frac
+    sign = "-" if offset_minutes < 0 else "+"
+    hh, mm = divmod(abs(offset_minutes), 60)
+    return f"{s}{sign}{hh:02d}{':' if colon else ''}{mm:02d}"
+
+
+# ---- item 8: uploads of unknown age ----------------------------------------
+
+def test_stale_sweep_leaves_uploads_of_unknown_age(proxy, s3, bucket,
+                                                   mounter):
+    keys = ["no-date", "bad-date", "fresh-offset", "fresh-compact", "old"]
+    ids = {k: s3.create_multipart_upload(Bucket=bucket, Key=k)["UploadId"]
+           for k in keys}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    listed = [
+        ("no-date", ids["no-date"], None),
+        ("bad-date", ids["bad-date"], "last Tuesday"),
+        # a minute old, in zones east and west: not stale
+        ("fresh-offset", ids["fresh-offset"],
+         iso(now - datetime.timedelta(minutes=1), 120, frac=".250")),
+        ("fresh-compact", ids["fresh-compact"],
+         iso(now - datetime.timedelta(minutes=1), -330, colon=False)),
+        # two days old, written with an offset: stale, aborted
+        ("old", ids["old"], iso(now - datetime.timedelta(days=2), 120)),
+    ]
+    proxy.config(fail_next=[dict(
+        op="ListMultipartUploads", count=1, status=200, headers=XML,
+        body=uploads_page(bucket, listed))])
+    m = mounter(opts=OPTS + ["abort_stale_uploads=1h"])
+    assert wait_for(lambda: "multipart upload(s)" in m.stderr_text()
+                    and ops(proxy).get("ListMultipartUploads"))
+    time.sleep(0.5)
+    aborts = [r["key"] for r in proxy.stats()["recent"]
+              if r.get("op") == "AbortMultipartUpload"]
+    assert aborts == ["old"], aborts
+    assert open_uploads(s3, bucket) == sorted(
+        (k, ids[k]) for k in keys if k != "old")
+    log = m.stderr_text()
+    assert "aborted 1 multipart upload(s)" in log, log
+    assert "left 2 multipart upload(s) alone" in log, log
