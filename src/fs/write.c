@@ -259,7 +259,8 @@ static void *wpool_main(void *arg)
  * abort_stale_uploads: what a killed pailfs leaves behind.  Other tools'
  * uploads that old are aborted too: no upload should live that long.  An
  * upload whose age is unknown (no <Initiated>, or one we cannot read) is
- * left alone: it may be another writer's, in use now. */
+ * left alone: it may be another writer's, in use now.  A key outside the
+ * prefix never gets here: s3_list_multipart_uploads refuses its page. */
 static void *stale_main(void *arg)
 {
     struct fs *fs = arg;

@@ -1106,6 +1106,48 @@ int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key
     return rc;
 }
 
+const char *s3_list_page_outside(const struct s3_list_page *page, const char *prefix)
+{
+    size_t plen = prefix ? strlen(prefix) : 0;
+    for (size_t i = 0; plen && i < page->n_entries; i++)
+        if (strncmp(page->entries[i].key, prefix, plen) != 0)
+            return page->entries[i].key;
+    for (size_t i = 0; plen && i < page->n_prefixes; i++)
+        if (strncmp(page->prefixes[i], prefix, plen) != 0)
+            return page->prefixes[i];
+    return NULL;
+}
+
+const char *s3_upload_page_outside(const struct s3_upload_page *page, const char *prefix)
+{
+    size_t plen = prefix ? strlen(prefix) : 0;
+    for (size_t i = 0; plen && i < page->n_uploads; i++)
+        if (strncmp(page->uploads[i].key, prefix, plen) != 0)
+            return page->uploads[i].key;
+    return NULL;
+}
+
+/* A listing that holds `key` outside the `prefix` asked for: one line with
+ * the request id, and EIO for the whole page, before any caller acts on
+ * any of it.  The key is the server's: control characters are shown as
+ * '?' so that it cannot break the log line. */
+static int outside_prefix(const struct s3_req *req, const char *prefix, const char *key,
+                          struct s3_error *err)
+{
+    char shown[256];
+    size_t n = 0;
+    for (; key[n] && n < sizeof(shown) - 1; n++)
+        shown[n] = (unsigned char)key[n] < 0x20 || key[n] == 0x7f ? '?' : key[n];
+    shown[n] = '\0';
+    log_error("%s: the server answered a listing of \"%s\" with key \"%s%s\" (request id %s); "
+              "refusing the listing",
+              req->op, prefix, shown, key[n] ? "..." : "",
+              req->request_id[0] ? req->request_id : "none");
+    if (err)
+        snprintf(err->message, sizeof(err->message), "%s listed a key outside its prefix", req->op);
+    return EIO;
+}
+
 int s3_list_objects_v2(struct s3_client *c, const struct s3_list_params *p,
                        struct s3_list_page *page, struct s3_error *err)
 {
@@ -1130,6 +1172,11 @@ int s3_list_objects_v2(struct s3_client *c, const struct s3_list_params *p,
     int rc = s3_execute(c, &req, err);
     if (!rc) {
         rc = unreadable(&req, s3_xml_parse_list_v2(req.resp.data, req.resp.len, page), err);
+    }
+    const char *outside = rc ? NULL : s3_list_page_outside(page, p->prefix);
+    if (outside) {
+        rc = outside_prefix(&req, p->prefix, outside, err);
+        s3_list_page_free(page);
     }
     if (!rc && page->truncated &&
         (!page->next_token || !*page->next_token ||
@@ -1298,6 +1345,11 @@ int s3_list_multipart_uploads(struct s3_client *c, const char *prefix, const cha
     int rc = s3_execute(c, &req, err);
     if (!rc)
         rc = unreadable(&req, s3_xml_parse_list_uploads(req.resp.data, req.resp.len, page), err);
+    const char *outside = rc ? NULL : s3_upload_page_outside(page, prefix);
+    if (outside) {
+        rc = outside_prefix(&req, prefix, outside, err);
+        s3_upload_page_free(page);
+    }
     /* A truncated page must move the markers on, or the caller would loop. */
     if (!rc && page->truncated &&
         (!page->next_key_marker || !*page->next_key_marker ||

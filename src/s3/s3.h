@@ -203,7 +203,10 @@ void s3_list_page_free(struct s3_list_page *page);
 
 /* One page of ListObjectsV2.  Keys come back decoded.  A truncated page
  * without a continuation token, or one that repeats the token it was asked
- * with, is EPROTO (it would loop forever). */
+ * with, is EPROTO (it would loop forever).  Every key and common prefix
+ * returned begins with params->prefix: a page holding one that does not
+ * (a server that ignored the prefix) is EIO, logged with the request id,
+ * and none of it is returned. */
 int s3_list_objects_v2(struct s3_client *c, const struct s3_list_params *params,
                        struct s3_list_page *page, struct s3_error *err);
 
@@ -251,7 +254,8 @@ struct s3_upload_page {
 void s3_upload_page_free(struct s3_upload_page *page);
 
 /* One page of ListMultipartUploads under `prefix` (may be NULL), starting
- * after the markers (may be NULL). */
+ * after the markers (may be NULL).  Every upload's key begins with
+ * `prefix`: a page holding one that does not is EIO, as for listings. */
 int s3_list_multipart_uploads(struct s3_client *c, const char *prefix, const char *key_marker,
                               const char *upload_id_marker, struct s3_upload_page *page,
                               struct s3_error *err);

@@ -87,6 +87,16 @@ int s3_xml_parse_delete_result(const char *xml, size_t len, const char *const *k
                                int *errs);
 int s3_xml_parse_list_uploads(const char *xml, size_t len, struct s3_upload_page *page);
 
+/* ---- listings (client.c) ---------------------------------------------- */
+
+/* The first key or common prefix of `page` that does not begin with
+ * `prefix`, or NULL when all do (always NULL for a NULL or "" prefix).  A
+ * server that ignores the prefix it was asked for must not make callers
+ * show, copy, delete or abort keys outside it (issue 17 item 1). */
+const char *s3_list_page_outside(const struct s3_list_page *page, const char *prefix);
+/* The same for the uploads of a ListMultipartUploads page. */
+const char *s3_upload_page_outside(const struct s3_upload_page *page, const char *prefix);
+
 /* ---- credentials (creds.c) -------------------------------------------- */
 
 struct s3_credentials {

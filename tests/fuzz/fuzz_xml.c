@@ -15,6 +15,17 @@ static int one_of(int rc, int a, int b, int c)
     return rc == a || rc == b || rc == c;
 }
 
+/* Prefixes the client's check of a page (s3_list_page_outside and
+ * s3_upload_page_outside, issue 17 item 1) is tried against: what it
+ * returns must be exactly the first string of the page outside the prefix. */
+static const char *const prefixes[] = {"", "d/", "p/", "some/deep/directory/"};
+#define N_PREFIXES (sizeof(prefixes) / sizeof(prefixes[0]))
+
+static int starts(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
 FUZZ_TARGET(xml)
 {
     static int ready;
@@ -45,6 +56,16 @@ FUZZ_TARGET(xml)
         }
         for (size_t i = 0; i < page.n_prefixes; i++)
             FUZZ_ASSERT(page.prefixes[i] != NULL);
+        for (size_t p = 0; p < N_PREFIXES; p++) {
+            const char *first = NULL;
+            for (size_t i = 0; i < page.n_entries && !first; i++)
+                if (!starts(page.entries[i].key, prefixes[p]))
+                    first = page.entries[i].key;
+            for (size_t i = 0; i < page.n_prefixes && !first; i++)
+                if (!starts(page.prefixes[i], prefixes[p]))
+                    first = page.prefixes[i];
+            FUZZ_ASSERT(s3_list_page_outside(&page, prefixes[p]) == first);
+        }
         /* a truncated page without a token is the client's EPROTO
          * (s3_list_objects_v2), not the parser's */
     } else {
@@ -78,6 +99,13 @@ FUZZ_TARGET(xml)
     if (rc == 0) {
         for (size_t i = 0; i < up.n_uploads; i++)
             FUZZ_ASSERT(up.uploads[i].key && up.uploads[i].upload_id);
+        for (size_t p = 0; p < N_PREFIXES; p++) {
+            const char *first = NULL;
+            for (size_t i = 0; i < up.n_uploads && !first; i++)
+                if (!starts(up.uploads[i].key, prefixes[p]))
+                    first = up.uploads[i].key;
+            FUZZ_ASSERT(s3_upload_page_outside(&up, prefixes[p]) == first);
+        }
     } else {
         FUZZ_ASSERT(up.n_uploads == 0);
     }
