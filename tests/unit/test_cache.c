@@ -862,6 +862,36 @@ static void test_open_creates_dir_and_reports_errors(void **state)
     assert_null(c);
 }
 
+/* Issue 17 item 5: each thread remembered the hash of the last identity
+ * it named, but an identity of 1536 bytes or more updated only the hash,
+ * so the next request for the object named before it got the long one's
+ * blocks, with valid checksums.  A key of about 1.4 KB makes such an
+ * identity; a listing can carry one. */
+static void test_long_identity_does_not_alias(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
+    const char *a = "https://s3.example\nbucket\nshort/key\n\"etag-a\"";
+    char b[2100];
+    int n = snprintf(b, sizeof(b), "https://s3.example\nbucket\n");
+    memset(b + n, 'k', 1400); /* a 1.4 KB key */
+    snprintf(b + n + 1400, sizeof(b) - (size_t)n - 1400, "\n\"etag-b\"%0600d", 0);
+    assert_true(strlen(b) >= 1536);
+    for (uint64_t no = 0; no < 2; no++)
+        assert_int_equal(put_block(c, a, no, DLEN), 0);
+    assert_int_equal(put_block(c, b, 0, DLEN + 17), 0);
+    /* the same thread, straight after the long identity: A's own bytes */
+    assert_int_equal(get_block(c, a, 0, DLEN), 0);
+    assert_int_equal(get_block(c, b, 0, DLEN + 17), 0);
+    assert_int_equal(get_block(c, a, 1, DLEN), 0);
+    /* and the long one after a short one, and again */
+    assert_int_equal(get_block(c, b, 0, DLEN + 17), 0);
+    assert_int_equal(get_block(c, b, 0, DLEN + 17), 0);
+    assert_int_equal(get_block(c, a, 0, DLEN), 0);
+    cache_close(c);
+}
+
 static void test_default_limit(void **state)
 {
     struct fixture *f = *state;
@@ -1003,6 +1033,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_open_is_ebusy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_dir_and_reports_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_identity_does_not_alias, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_bound_on_disk, setup, teardown),
