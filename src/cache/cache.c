@@ -176,7 +176,7 @@ static void stamps_flush(struct cache *c, bool force)
         char path[PATH_MAX];
         struct timespec t[2] = {{0, UTIME_OMIT}, list[i].t};
         if (snprintf(path, sizeof(path), "%s/%s", c->dir, list[i].name) < (int)sizeof(path))
-            utimensat(AT_FDCWD, path, t, 0); /* gone meanwhile: nothing to keep */
+            utimensat(AT_FDCWD, path, t, AT_SYMLINK_NOFOLLOW); /* gone meanwhile: nothing to keep */
     }
     free(list);
 }
@@ -315,8 +315,8 @@ static int scan(struct cache *c)
     while (!rc && (de = readdir(d))) {
         size_t len = strlen(de->d_name);
         struct stat st;
-        if (len < 5 || len >= CACHE_NAME_MAX || fstatat(dirfd(d), de->d_name, &st, 0) < 0 ||
-            !S_ISREG(st.st_mode))
+        if (len < 5 || len >= CACHE_NAME_MAX ||
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
             continue;
         if (strstr(de->d_name, ".tmp")) { /* a write cut short by a crash */
             unlinkat(dirfd(d), de->d_name, 0);
@@ -377,8 +377,10 @@ int cache_open(const char *dir, uint64_t limit, struct cache **out, pid_t *owner
 {
     if (owner)
         *owner = 0;
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return errno;
+    /* Nobody else may plant blocks in it, or a symbolic link at .lock. */
+    int rc = util_private_dir(dir, true);
+    if (rc)
+        return rc;
     struct cache *c = calloc(1, sizeof(*c));
     if (!c || !(c->dir = strdup(dir))) {
         free(c);
@@ -390,8 +392,12 @@ int cache_open(const char *dir, uint64_t limit, struct cache **out, pid_t *owner
     pthread_mutex_init(&c->lock, NULL);
     struct buf lp = BUF_INIT;
     buf_printf(&lp, "%s/.lock", dir);
-    c->lock_fd = lp.data ? open(lp.data, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
-    int rc = c->lock_fd < 0 ? (lp.data ? errno : ENOMEM) : 0;
+    /* O_NOFOLLOW: truncated and written below, so a link planted there
+     * would clobber whatever it pointed at. */
+    c->lock_fd = lp.data ? open(lp.data, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+    rc = c->lock_fd < 0 ? (lp.data ? errno : ENOMEM) : 0;
+    if (rc == ELOOP)
+        log_error("refusing %s: it is a symbolic link", lp.data);
     buf_free(&lp);
     if (!rc && flock(c->lock_fd, LOCK_EX | LOCK_NB) < 0) {
         rc = errno == EWOULDBLOCK ? EBUSY : errno;
@@ -602,7 +608,7 @@ static int ofile_open(struct cache *c, const char *name, struct ofile **out)
     char path[PATH_MAX];
     if (snprintf(path, sizeof(path), "%s/%s", c->dir, name) >= (int)sizeof(path))
         return ENAMETOOLONG;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return errno;
     unsigned char hdr[CACHE_HDR];
@@ -792,7 +798,7 @@ int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *d
     buf_printf(&tmp, "%s/%s.tmp.%llx", c->dir, name, (unsigned long long)util_random_u64());
     char *final = path_of(c, name);
     int rc = tmp.data && final ? 0 : ENOMEM;
-    int fd = rc ? -1 : open(tmp.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = rc ? -1 : open(tmp.data, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (!rc && fd < 0)
         rc = errno;
     if (!rc) {
@@ -820,7 +826,8 @@ int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *d
         HASH_FIND_STR(c->by_name, name, now);
         bool current = now && now->gen == gen;
         struct timespec stamp[2] = {{0, UTIME_OMIT}, next_stamp_locked(c)};
-        if (current && (utimensat(AT_FDCWD, tmp.data, stamp, 0) < 0 || rename(tmp.data, final) < 0))
+        if (current && (utimensat(AT_FDCWD, tmp.data, stamp, AT_SYMLINK_NOFOLLOW) < 0 ||
+                        rename(tmp.data, final) < 0))
             rc = errno;
         pthread_mutex_unlock(&c->lock);
         if (!current) {

@@ -28,11 +28,14 @@
 
 struct cache;
 
-/* Open (creating it if needed) the cache in `dir`, bounded by `limit`
- * bytes, and index what an earlier process left there.  `limit` 0 gives a
- * cache that stores nothing.  0, EBUSY (another process holds `dir`; *owner
- * gets its pid when known, else 0), or the errno of creating or reading the
- * directory. */
+/* Open (creating it if needed, mode 0700) the cache in `dir`, bounded by
+ * `limit` bytes, and index what an earlier process left there.  `limit` 0
+ * gives a cache that stores nothing.  `dir` must be private, as
+ * util_private_dir() checks (another user could plant blocks): its lock
+ * file is never followed if it is a symbolic link.  0, EBUSY (another
+ * process holds `dir`; *owner gets its pid when known, else 0), EPERM or
+ * ELOOP (`dir` is not private, or its lock file is a symbolic link:
+ * logged), or the errno of creating or reading the directory. */
 int cache_open(const char *dir, uint64_t limit, struct cache **out, pid_t *owner);
 void cache_close(struct cache *c);
 

@@ -35,22 +35,17 @@ int fs_make_dirs(const char *path, mode_t mode)
     if (!p)
         return ENOMEM;
     int rc = 0;
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == '\0') {
-            char c = *s;
-            *s = '\0';
-            if (mkdir(p, mode) < 0 && errno != EEXIST) {
-                rc = errno;
-                break;
-            }
-            *s = c;
-            if (!c)
-                break;
-        }
+    /* The parents, if missing; the last one is checked as well. */
+    for (char *s = strchr(p + 1, '/'); s && s[1]; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+            rc = errno;
+        *s = '/';
+        if (rc)
+            break;
     }
-    struct stat st;
-    if (!rc && (stat(p, &st) < 0 || !S_ISDIR(st.st_mode)))
-        rc = ENOTDIR;
+    if (!rc)
+        rc = util_private_dir(p, true);
     free(p);
     return rc;
 }
@@ -84,6 +79,24 @@ struct metrics_series fs_metrics[FS_M_COUNT] = {
                        .kind = METRICS_COUNTER},
 };
 
+/* cache_dir and what the fs keeps in it (the block caches check their own
+ * directories), all private: another user who could write there could
+ * plant staged data, gzip indexes or blocks.  A gzindex directory is made
+ * when the first index is stored. */
+static int make_cache_dirs(const char *cache_dir)
+{
+    int rc = fs_make_dirs(cache_dir, 0700);
+    struct buf b = BUF_INIT;
+    if (!rc)
+        rc = buf_printf(&b, "%s/staging", cache_dir) ? ENOMEM : util_private_dir(b.data, true);
+    buf_clear(&b);
+    if (!rc && !(rc = buf_printf(&b, "%s/gzindex", cache_dir)) &&
+        (rc = util_private_dir(b.data, false)) == ENOENT)
+        rc = 0;
+    buf_free(&b);
+    return rc;
+}
+
 int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
 {
     struct fs *fs = calloc(1, sizeof(*fs));
@@ -102,13 +115,10 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
         buf_printf(&b, "%s/", cfg->prefix);
     fs->key_prefix = buf_steal(&b);
     int rc = fs->key_prefix ? 0 : ENOMEM;
-    if (!rc) {
-        buf_printf(&b, "%s/staging", cfg->cache_dir ? cfg->cache_dir : "/var/cache/pailfs");
-        rc = b.data ? fs_make_dirs(b.data, 0700) : ENOMEM; /* the caller says why it failed */
-        buf_free(&b);
-    }
     if (!cfg->cache_dir)
         fs->cfg.cache_dir = "/var/cache/pailfs";
+    if (!rc)
+        rc = make_cache_dirs(fs->cfg.cache_dir); /* the caller says why it failed */
     struct fs_inode *root = rc ? NULL : calloc(1, sizeof(*root));
     if (!rc && (!root || !(root->path = strdup("")))) {
         free(root);

@@ -67,7 +67,9 @@ void fs_config_defaults(struct fs_config *cfg);
 /* Make a filesystem over `s3` (which it does not own: free it after
  * fs_free()).  The config's strings must outlive the fs.
  * 0, ENOMEM, EBUSY (another pailfs uses this bucket's block cache in
- * cache_dir), or the errno of creating cache_dir (EACCES, ENOTDIR, …). */
+ * cache_dir), EPERM or ELOOP (cache_dir or a directory or lock file in it
+ * is not private, see util_private_dir(): logged), or the errno of
+ * creating cache_dir (EACCES, ENOTDIR, …). */
 int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out);
 
 /* The session the fs serves, for notifications to the kernel (call once,

@@ -98,7 +98,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
 static int open_log(const char *path)
 {
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    /* O_NOFOLLOW: in a directory others can write, such as /tmp, a link
+     * planted at `path` would have us append to any file we may write. */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (fd >= 0 && fd <= STDERR_FILENO) {
         /* started with a standard descriptor closed: a daemon's detach
          * would put /dev/null over this one */

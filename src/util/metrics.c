@@ -76,16 +76,35 @@ int metrics_format(struct buf *out)
     return rc;
 }
 
+/* Create a temporary file beside `path` for metrics_write_file: a new file
+ * (O_EXCL) under a name nobody can guess, never a link someone planted in
+ * a shared directory such as /tmp (which O_CREAT alone would follow and
+ * truncate).  A name already taken is retried with another.  The fd, or -1
+ * with errno. */
+static int open_tmp(const char *path, struct buf *tmp)
+{
+    for (int tries = 0;; tries++) {
+        buf_clear(tmp);
+        /* a name node_exporter's *.prom glob does not match, so it never
+         * reads the half-written file */
+        if (buf_printf(tmp, "%s.tmp.%016llx", path, (unsigned long long)util_random_u64())) {
+            errno = ENOMEM;
+            return -1;
+        }
+        int fd = open(tmp->data, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd >= 0 || errno != EEXIST || tries == 15)
+            return fd;
+    }
+}
+
 int metrics_write_file(const char *path)
 {
     struct buf text = BUF_INIT, tmp = BUF_INIT;
     int rc = metrics_format(&text);
-    /* Same directory, so rename is atomic; a name node_exporter's *.prom
-     * glob does not match, so it never reads the half-written file. */
-    if (!rc)
-        rc = buf_printf(&tmp, "%s.tmp.%ld", path, (long)getpid());
     int fd = -1;
-    if (!rc && (fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+    /* Same directory, so rename is atomic (and replaces a link planted at
+     * `path` itself, never what it points to). */
+    if (!rc && (fd = open_tmp(path, &tmp)) < 0)
         rc = errno;
     for (size_t done = 0; !rc && done < text.len;) {
         ssize_t n = write(fd, text.data + done, text.len - done);

@@ -239,3 +239,55 @@ int util_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
     pthread_sigmask(SIG_SETMASK, &before, NULL);
     return rc;
 }
+
+/* ---- private directories -------------------------------------------------- */
+
+int util_private_dir(const char *path, bool make)
+{
+    /* lstat of "dir/" would follow a symbolic link at "dir": check the
+     * name without its trailing slashes. */
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    char *p = util_strndup(path, n);
+    if (!p)
+        return ENOMEM;
+    int rc = 0;
+    struct stat st;
+    if (lstat(p, &st) < 0) {
+        rc = errno;
+        /* Made here: ours and private whatever the umask (it only takes
+         * bits away); checked below all the same, in case of a race. */
+        if (rc == ENOENT && make) {
+            rc = 0;
+            if (mkdir(p, 0700) < 0 && errno != EEXIST)
+                rc = errno;
+            else if (lstat(p, &st) < 0)
+                rc = errno;
+        }
+    }
+    uid_t me = geteuid();
+    if (rc) {
+        /* missing, or not reachable: the caller words it */
+    } else if (S_ISLNK(st.st_mode)) {
+        rc = ELOOP;
+        log_error("refusing directory %s: it is a symbolic link (pailfs keeps its files only "
+                  "in a directory of its own)",
+                  p);
+    } else if (!S_ISDIR(st.st_mode)) {
+        rc = ENOTDIR;
+        log_error("refusing directory %s: it is not a directory", p);
+    } else if (st.st_uid != me) {
+        rc = EPERM;
+        log_error("refusing directory %s: it is owned by uid %lu, not by uid %lu (this process); "
+                  "another user could plant files in it",
+                  p, (unsigned long)st.st_uid, (unsigned long)me);
+    } else if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        rc = EPERM;
+        log_error("refusing directory %s: its mode %04o lets %s write in it; make it 0700", p,
+                  (unsigned)(st.st_mode & 07777),
+                  st.st_mode & S_IWOTH ? "other users" : "its group");
+    }
+    free(p);
+    return rc;
+}

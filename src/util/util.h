@@ -37,8 +37,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Write lines to the file at `path` (appended to, created 0640) instead of
- * stderr or syslog, each with its time stamp.  0 or the errno of opening it;
- * on error the destination is unchanged.  Call before threads log. */
+ * stderr or syslog, each with its time stamp.  A symbolic link at `path` is
+ * never followed (ELOOP), here or at log_reopen.  0 or the errno of opening
+ * it; on error the destination is unchanged.  Call before threads log. */
 int log_use_file(const char *path);
 
 /* Open the log file's path again (after logrotate renamed it): lines go to
@@ -115,7 +116,9 @@ void metrics_register(struct metrics_series *series, size_t n);
 int metrics_format(struct buf *out);
 
 /* Write metrics_format() to `path` through a temporary file in the same
- * directory and rename(2), so a reader never sees a partial file.  0 or
+ * directory and rename(2), so a reader never sees a partial file.  The
+ * temporary file is a new one (O_EXCL, O_NOFOLLOW) under a random name, so
+ * nothing planted in a shared directory is followed or overwritten.  0 or
  * errno (the temporary file is removed). */
 int metrics_write_file(const char *path);
 
@@ -199,5 +202,19 @@ char *util_pct_decode(const char *s);
 /* Read a whole file (at most `max` bytes) into *out (caller frees).
  * 0, ENOENT, EACCES, EFBIG (larger than max), or another errno. */
 int util_read_file(const char *path, size_t max, char **out, size_t *len_out);
+
+/* ---- private files ------------------------------------------------------ */
+
+/* Make sure `path` is a directory no other user can plant files in or
+ * change, as OpenSSH wants of its own files: a directory (not a symbolic
+ * link to one), owned by this process's effective uid, not writable by its
+ * group or by others.  With `make`, a missing one is created, mode 0700;
+ * an existing one is never changed.  Only `path` itself is checked, not its
+ * parents (a cache under the sticky /tmp is fine).  A refusal is logged as
+ * one error line naming the path and why.  0; ELOOP (a symbolic link),
+ * ENOTDIR (not a directory), EPERM (owned by another user, or writable by
+ * group or others); ENOENT (missing, without `make`); or the errno of
+ * mkdir or lstat. */
+int util_private_dir(const char *path, bool make);
 
 #endif

@@ -309,8 +309,10 @@ def test_sigkill_then_remount(rig, fault_table):
 def test_cache_tmpfs_full(rig, fault_table, tmp_path):
     cache = tmp_path / "cache64"
     cache.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs",
-                    str(cache)], check=True)
+    # mode=0700: pailfs refuses a cache directory others can write (a
+    # tmpfs's root is 1777 by default)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700",
+                    "tmpfs", str(cache)], check=True)
     try:
         # The block cache may use nearly all of it: reading read.bin fills
         # it, and then the staged files find no room.

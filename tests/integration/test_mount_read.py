@@ -901,8 +901,10 @@ def test_full_cache_disk(proxy, s3, bucket, mounter, tmp_path):
     put(s3, bucket, "obj", data)
     small = tmp_path / "small"
     small.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs",
-                        str(small)], capture_output=True, text=True)
+    # mode=0700: a tmpfs's root is 1777 by default, which pailfs refuses
+    # as a cache directory (others could plant blocks in it)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700",
+                        "tmpfs", str(small)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
     m = None

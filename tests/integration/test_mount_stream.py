@@ -340,7 +340,10 @@ def test_kill9_mid_write_then_stale_upload_aborted(s3, bucket, proxy, mounter, t
 def test_full_staging_disk(s3, bucket, proxy, mounter, tmp_path):
     cache = tmp_path / "tiny"
     cache.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(cache)], check=True)
+    # mode=0700: pailfs refuses a cache directory others can write (a
+    # tmpfs's root is 1777 by default)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(cache)],
+                   check=True)
     try:
         old = os.urandom(12 * MiB)
         s3.put_object(Bucket=bucket, Key="big", Body=old)

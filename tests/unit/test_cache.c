@@ -892,6 +892,75 @@ static void test_long_identity_does_not_alias(void **state)
     cache_close(c);
 }
 
+/* Issue 17 item 6: a cache directory another user owns or can write in
+ * was used as found (they could plant blocks), and .lock was opened
+ * without O_NOFOLLOW and truncated, so a link planted there clobbered
+ * the file it pointed at. */
+static void test_open_refuses_what_others_could_plant(void **state)
+{
+    struct fixture *f = *state;
+    char sub[128], lock[160], victim[128], link[128];
+    snprintf(sub, sizeof(sub), "%s/blocks-b-00", f->dir);
+    snprintf(lock, sizeof(lock), "%s/.lock", sub);
+    snprintf(victim, sizeof(victim), "%s/victim", f->dir);
+    snprintf(link, sizeof(link), "%s/blocks-link", f->dir);
+    FILE *fp = fopen(victim, "w");
+    assert_non_null(fp);
+    fputs("precious\n", fp);
+    fclose(fp);
+    struct cache *c = NULL;
+
+    /* a link at .lock: refused, the victim intact */
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(symlink(victim, lock), 0);
+    assert_int_equal(cache_open(sub, 1 << 20, &c, NULL), ELOOP);
+    assert_null(c);
+    char text[32] = "";
+    fp = fopen(victim, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(text, sizeof(text), fp));
+    fclose(fp);
+    assert_string_equal(text, "precious\n");
+    assert_int_equal(unlink(lock), 0);
+
+    /* writable by others, or by the group */
+    assert_int_equal(chmod(sub, 0777), 0);
+    assert_int_equal(cache_open(sub, 1 << 20, &c, NULL), EPERM);
+    assert_int_equal(chmod(sub, 0770), 0);
+    assert_int_equal(cache_open(sub, 1 << 20, &c, NULL), EPERM);
+    assert_null(c);
+    struct stat st;
+    assert_int_equal(lstat(lock, &st), -1); /* nothing made in it */
+    assert_int_equal(chmod(sub, 0700), 0);
+
+    /* owned by another user (the tests run as root, which can chown) */
+    if (geteuid() == 0) {
+        assert_int_equal(chown(sub, 65534, 65534), 0);
+        assert_int_equal(cache_open(sub, 1 << 20, &c, NULL), EPERM);
+        assert_null(c);
+        assert_int_equal(chown(sub, 0, 0), 0);
+    }
+
+    /* the directory itself a link to a private one */
+    assert_int_equal(symlink(sub, link), 0);
+    assert_int_equal(cache_open(link, 1 << 20, &c, NULL), ELOOP);
+    assert_null(c);
+
+    /* and the private directory itself is fine, made 0700 when missing */
+    assert_int_equal(cache_open(sub, 1 << 20, &c, NULL), 0);
+    assert_int_equal(put_block(c, "obj", 0, DLEN), 0);
+    cache_close(c);
+    c = NULL;
+    char fresh[128];
+    snprintf(fresh, sizeof(fresh), "%s/blocks-new", f->dir);
+    mode_t old = umask(0);
+    assert_int_equal(cache_open(fresh, 1 << 20, &c, NULL), 0);
+    umask(old);
+    assert_int_equal(stat(fresh, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    cache_close(c);
+}
+
 static void test_default_limit(void **state)
 {
     struct fixture *f = *state;
@@ -1034,6 +1103,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_open_is_ebusy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_dir_and_reports_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_identity_does_not_alias, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_refuses_what_others_could_plant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_bound_on_disk, setup, teardown),

@@ -1,14 +1,18 @@
-/* test_util.c — buffers, time parsing and file reading from src/util. */
+/* test_util.c — buffers, time parsing, file reading, metrics and log files,
+ * and private directories from src/util. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/util.h"
@@ -228,6 +232,159 @@ static void test_log_file_reopen(void **state)
     rmdir(dir);
 }
 
+/* ---- files no other user may plant (issue 17 item 6) --------------------- */
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void assert_file_is(const char *path, const char *text)
+{
+    char *data = NULL;
+    size_t len = 0;
+    assert_int_equal(util_read_file(path, 1 << 20, &data, &len), 0);
+    assert_string_equal(data, text);
+    free(data);
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+static void test_private_dir(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pailfs-priv-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char d[64], slash[64], link[64], file[64];
+    snprintf(d, sizeof(d), "%s/d", dir);
+    snprintf(slash, sizeof(slash), "%s/d//", dir);
+    snprintf(link, sizeof(link), "%s/link", dir);
+    snprintf(file, sizeof(file), "%s/file", dir);
+    struct stat st;
+
+    /* missing: ENOENT without make, nothing made; made 0700 with it */
+    assert_int_equal(util_private_dir(d, false), ENOENT);
+    assert_int_equal(lstat(d, &st), -1);
+    mode_t old = umask(0);
+    assert_int_equal(util_private_dir(d, true), 0);
+    umask(old);
+    assert_int_equal(lstat(d, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0700);
+    assert_int_equal(st.st_uid, geteuid());
+    assert_int_equal(util_private_dir(d, false), 0);
+    assert_int_equal(util_private_dir(slash, true), 0);
+
+    /* readable by others is fine (not asked); writable is not, and it is
+     * never changed */
+    assert_int_equal(chmod(d, 0755), 0);
+    assert_int_equal(util_private_dir(d, true), 0);
+    assert_int_equal(chmod(d, 0777), 0);
+    assert_int_equal(util_private_dir(d, true), EPERM);
+    assert_int_equal(chmod(d, 01777), 0); /* sticky, like /tmp itself */
+    assert_int_equal(util_private_dir(d, true), EPERM);
+    assert_int_equal(chmod(d, 0770), 0);
+    assert_int_equal(util_private_dir(slash, false), EPERM);
+    assert_int_equal(lstat(d, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0770);
+    assert_int_equal(chmod(d, 0700), 0);
+
+    /* owned by another user (the tests run as root, which can chown) */
+    if (geteuid() == 0) {
+        assert_int_equal(chown(d, 65534, 65534), 0);
+        assert_int_equal(util_private_dir(d, true), EPERM);
+        assert_int_equal(chown(d, 0, 0), 0);
+        assert_int_equal(util_private_dir(d, true), 0);
+    }
+
+    /* a symbolic link to a private directory, with or without a slash */
+    assert_int_equal(symlink(d, link), 0);
+    assert_int_equal(util_private_dir(link, true), ELOOP);
+    char link_slash[70];
+    snprintf(link_slash, sizeof(link_slash), "%s/", link);
+    assert_int_equal(util_private_dir(link_slash, false), ELOOP);
+
+    /* not a directory; under a file */
+    write_text(file, "x");
+    assert_int_equal(util_private_dir(file, true), ENOTDIR);
+    char under[80];
+    snprintf(under, sizeof(under), "%s/x", file);
+    assert_int_equal(util_private_dir(under, true), ENOTDIR);
+
+    unlink(file);
+    unlink(link);
+    rmdir(d);
+    rmdir(dir);
+}
+
+/* The temporary file was "<path>.tmp.<pid>", opened O_CREAT|O_TRUNC: a link
+ * planted at that name, in a shared directory, truncated and overwrote
+ * whatever it pointed at. */
+static void test_metrics_tmp_never_follows(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pailfs-mtmp-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64], victim[64], planted[96];
+    snprintf(path, sizeof(path), "%s/m.prom", dir);
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    snprintf(planted, sizeof(planted), "%s.tmp.%ld", path, (long)getpid());
+    write_text(victim, "precious\n");
+    assert_int_equal(symlink(victim, planted), 0);
+    assert_int_equal(metrics_write_file(path), 0);
+    assert_file_is(victim, "precious\n");
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(lstat(planted, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    /* a link planted at the final name is replaced, not followed */
+    unlink(path);
+    assert_int_equal(symlink(victim, path), 0);
+    assert_int_equal(metrics_write_file(path), 0);
+    assert_file_is(victim, "precious\n");
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(count_entries(dir), 3); /* no temporary file left */
+    unlink(path);
+    unlink(planted);
+    unlink(victim);
+    rmdir(dir);
+}
+
+/* The log file was opened without O_NOFOLLOW: lines went to whatever a
+ * link planted at its name pointed at. */
+static void test_log_file_never_follows(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pailfs-llnk-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64], victim[64];
+    snprintf(path, sizeof(path), "%s/p.log", dir);
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    write_text(victim, "precious\n");
+    assert_int_equal(symlink(victim, path), 0);
+    assert_int_equal(log_use_file(path), ELOOP);
+    log_error("a line that must not reach the victim");
+    assert_file_is(victim, "precious\n");
+    unlink(path);
+    unlink(victim);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -238,6 +395,9 @@ int main(void)
         cmocka_unit_test(test_trim_and_prefix),
         cmocka_unit_test(test_metrics_format),
         cmocka_unit_test(test_log_file_reopen),
+        cmocka_unit_test(test_private_dir),
+        cmocka_unit_test(test_metrics_tmp_never_follows),
+        cmocka_unit_test(test_log_file_never_follows),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
