@@ -805,8 +805,11 @@ void fs_gz_size(struct fs *fs, const char *raw_path, struct fs_attr *a)
         t.n == 4) {
         uint64_t isize = (uint64_t)t.b[0] | (uint64_t)t.b[1] << 8 | (uint64_t)t.b[2] << 16 |
                          (uint64_t)t.b[3] << 24;
-        while (isize < a->comp_size)
-            isize += 1ULL << 32;
+        /* raised to at least the compressed size in whole 4 GiB steps, at
+         * once: a size near 2^64 once made a `+= 4 GiB` loop wrap and spin
+         * (issue 17 item 9; the s3 layer now refuses sizes past 5 TiB) */
+        if (isize < a->comp_size)
+            isize += (a->comp_size - isize + 0xffffffffULL) & ~0xffffffffULL;
         est = isize;
     }
     free(key);

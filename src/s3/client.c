@@ -97,6 +97,7 @@ struct s3_attempt {
     bool have_length;
     uint64_t range_start, range_total;
     bool have_range, have_total;
+    bool size_refused;                /* a size beyond S3_MAX_OBJECT_SIZE */
     uint64_t pos;                     /* object offset of the next body byte */
     bool to_sink;
     struct s3_object_info info;
@@ -280,8 +281,11 @@ static int parse_content_range(const char *v, struct s3_attempt *a)
         v++;
     }
     if (v && *v == '/' && v[1] != '*') {
-        a->range_total = strtoull(v + 1, &end, 10);
-        a->have_total = end != v + 1;
+        if (s3_parse_size(v + 1, &a->range_total)) {
+            a->size_refused = true;
+            return EPROTO;
+        }
+        a->have_total = true;
     }
     return 0;
 }
@@ -318,10 +322,13 @@ static int on_header(struct http_request *hr, const char *name, const char *valu
     if (strcasecmp(name, "ETag") == 0)
         snprintf(a->info.etag, sizeof(a->info.etag), "%s", value);
     else if (strcasecmp(name, "Content-Length") == 0) {
-        a->content_length = strtoull(value, NULL, 10);
+        if (s3_parse_size(value, &a->content_length)) {
+            a->size_refused = true;
+            return EPROTO;
+        }
         a->have_length = true;
     } else if (strcasecmp(name, "Content-Range") == 0)
-        parse_content_range(value, a);
+        return parse_content_range(value, a);
     else if (strcasecmp(name, "Last-Modified") == 0)
         util_parse_http_date(value, &a->info.mtime);
     else if (strcasecmp(name, "Date") == 0)
@@ -527,7 +534,9 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
     if (t) {
         err->transport = t;
         snprintf(err->message, sizeof(err->message), "%s",
-                 hr.error_text[0] ? hr.error_text : strerror(t));
+                 a->size_refused ? "the answer gives a size beyond S3's 5 TiB: refused"
+                 : hr.error_text[0] ? hr.error_text
+                                    : strerror(t));
     }
     rc = t;
 out:

@@ -13,6 +13,7 @@
  *   ENOSYS  501 NotImplemented
  *   ENOTSUP 405 MethodNotAllowed
  *   EPROTO  TLS failure (certificate refused), or a response we cannot parse
+ *           or that gives a size beyond S3_MAX_OBJECT_SIZE
  *   EIO     retries exhausted (5xx, SlowDown, resets, timeouts, short
  *           bodies, server unreachable), or any other failure
  *   ENOMEM
@@ -138,6 +139,13 @@ int s3_head_object(struct s3_client *c, const char *key, struct s3_object_info *
 typedef int (*s3_sink_fn)(void *arg, const void *data, size_t len);
 
 #define S3_TO_END UINT64_MAX
+
+/* The largest object S3 stores: 5 TiB.  A size above it from a server (a
+ * listing's Size, a Content-Length, a Content-Range total) is not an
+ * answer we can use: the call fails with EPROTO (EIO to a program) and
+ * says so in the log.  Sizes are added to and multiplied further on (a
+ * gzip view's size estimate, the bounds of its index); 2^64-1 would wrap. */
+#define S3_MAX_OBJECT_SIZE (5ULL << 40)
 
 /* GetObject of bytes [offset, offset+length) (length S3_TO_END: to the end).
  * Exactly those bytes reach `sink`, in order, each once, even across retries

@@ -71,6 +71,9 @@ void s3_metrics_received(size_t n);
 
 /* ---- XML (xml.c) ------------------------------------------------------ */
 
+/* A size the server sent (decimal digits only) into *out: 0, or EPROTO
+ * when it is not a number or exceeds S3_MAX_OBJECT_SIZE. */
+int s3_parse_size(const char *text, uint64_t *out);
 /* Append s with &, <, >, ", ' escaped. */
 int s3_xml_escape(struct buf *out, const char *s);
 /* If the document is an <Error>, fill err->code/message/request_id/region and

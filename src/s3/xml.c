@@ -168,6 +168,20 @@ static int list_start(void *arg, const char *name, int depth)
     return 0;
 }
 
+int s3_parse_size(const char *text, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (!*text)
+        return EPROTO;
+    for (const char *p = text; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (S3_MAX_OBJECT_SIZE - (uint64_t)(*p - '0')) / 10)
+            return EPROTO;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *out = v;
+    return 0;
+}
+
 static int list_text(void *arg, const char *name, int depth, const char *text)
 {
     struct list_state *st = arg;
@@ -191,7 +205,12 @@ static int list_text(void *arg, const char *name, int depth, const char *text)
             if (!(st->cur.key = strdup(text)))
                 return ENOMEM;
         } else if (strcmp(name, "Size") == 0) {
-            st->cur.size = strtoull(text, NULL, 10);
+            if (s3_parse_size(text, &st->cur.size)) {
+                /* (the key and the text are the server's: not logged raw) */
+                log_error("a listing gives an object a size that is not a number of at most "
+                          "5 TiB: the listing is refused");
+                return EPROTO;
+            }
         } else if (strcmp(name, "ETag") == 0) {
             copy_field(st->cur.etag, sizeof(st->cur.etag), text);
         } else if (strcmp(name, "LastModified") == 0) {

@@ -53,6 +53,8 @@ FUZZ_TARGET(xml)
         for (size_t i = 0; i < page.n_entries; i++) {
             FUZZ_ASSERT(page.entries[i].key != NULL);
             FUZZ_ASSERT(memchr(page.entries[i].etag, 0, sizeof(page.entries[i].etag)));
+            /* no size S3 cannot hold (issue 17 item 9: 2^64-1 looped) */
+            FUZZ_ASSERT(page.entries[i].size <= S3_MAX_OBJECT_SIZE);
         }
         for (size_t i = 0; i < page.n_prefixes; i++)
             FUZZ_ASSERT(page.prefixes[i] != NULL);

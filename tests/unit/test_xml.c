@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,6 +109,45 @@ static void test_list_v2_garbage(void **state)
     const char *badenc = "<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>%G1"
                          "</Key></Contents></ListBucketResult>";
     assert_int_equal(s3_xml_parse_list_v2(badenc, strlen(badenc), &p), EPROTO);
+}
+
+/* Issue 17 item 9: a Size near 2^64 made a view's size estimate loop
+ * forever.  No object is larger than S3's 5 TiB: a listing saying so is
+ * an answer we cannot use, like one we cannot parse. */
+static void test_list_v2_size_beyond_s3_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *size;
+        int rc;
+    } cases[] = {
+        {"18446744073709551615", EPROTO}, /* 2^64-1 */
+        {"18446744073709551616", EPROTO}, /* 2^64: would wrap */
+        {"99999999999999999999999", EPROTO},
+        {"5497558138881", EPROTO},        /* 5 TiB + 1 */
+        {"-1", EPROTO},
+        {"12abc", EPROTO},
+        {"5497558138880", 0},             /* 5 TiB */
+        {"0", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char x[256];
+        snprintf(x, sizeof(x),
+                 "<ListBucketResult><Contents><Key>d/a.gz</Key><Size>%s</Size></Contents>"
+                 "</ListBucketResult>",
+                 cases[i].size);
+        struct s3_list_page p;
+        int rc = s3_xml_parse_list_v2(x, strlen(x), &p);
+        if (rc != cases[i].rc)
+            fail_msg("Size %s: %d, want %d", cases[i].size, rc, cases[i].rc);
+        if (!rc) {
+            assert_int_equal(p.n_entries, 1);
+            assert_int_equal(p.entries[0].size, strtoull(cases[i].size, NULL, 10));
+            s3_list_page_free(&p);
+        } else {
+            assert_int_equal(p.n_entries, 0);
+        }
+    }
 }
 
 static void test_upload_id_and_etag(void **state)
@@ -233,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_list_v2_url_encoded_no_namespace),
         cmocka_unit_test(test_list_v2_raw_keys_kept),
         cmocka_unit_test(test_list_v2_garbage),
+        cmocka_unit_test(test_list_v2_size_beyond_s3_refused),
         cmocka_unit_test(test_upload_id_and_etag),
         cmocka_unit_test(test_delete_result),
         cmocka_unit_test(test_list_uploads),
