@@ -74,6 +74,19 @@
 
 enum { GZP_FRESH = 0, GZP_STATE = 1 };
 
+/* deflate's densest code is a 258-byte match in 2 bits (a 1-bit length
+ * code and a 1-bit distance code): at most 1032 bytes out per byte in.
+ * Headers, trailers and block headers only lower it. */
+#define GZ_MAX_RATIO 1032u
+/* A point's decoder state before it is compressed (record_state). */
+#ifdef HAVE_ISAL
+#define GZ_STATE_RAW ((uLong)sizeof(struct inflate_state))
+#else
+#define GZ_STATE_RAW ((uLong)(2 + GZ_WINDOW))
+#endif
+#define GZ_FILE_HEAD 44u  /* magic .. n, before the points */
+#define GZ_FILE_POINT 29u /* kind .. state_len, before a point's state */
+
 struct gz_point {
     uint64_t in_off, out_off;
     uint8_t kind;
@@ -271,6 +284,39 @@ static uint32_t get32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+uint64_t gz_size_max(uint64_t comp_size)
+{
+    return comp_size > UINT64_MAX / GZ_MAX_RATIO ? UINT64_MAX : comp_size * GZ_MAX_RATIO;
+}
+
+/* The largest index gz_index_save can write for an object of comp_size
+ * bytes, from the file's layout and how points are recorded:
+ *   - a head of 44 bytes and a CRC of 4, the fresh point at 0 (29 bytes);
+ *   - every other point 29 bytes and a state compress2() made of the raw
+ *     state: at most compressBound(GZ_STATE_RAW) (87,407 bytes with
+ *     ISA-L 2.30's 87,368-byte struct inflate_state; 32,793 with zlib);
+ *   - a reader records a point once its output is a span past the last
+ *     one (3/4 of a span at a member start), and a span is at least
+ *     GZ_MIN_SPAN (64 KiB): at most one point per 48 KiB of output, and
+ *     the output is at most gz_size_max(comp_size); twice that, since two
+ *     readers passing the frontier at once can each leave one.
+ * With ISA-L that is about 3,672 x comp_size + 171 KiB (a 30-byte .gz:
+ * 171 KiB; a 1 MiB one: 3.6 GiB).  Generous for real objects (an index
+ * is about 0.7 % of a .gz of JSON lines at the default span), since
+ * refusing a true index would only cost rebuilding it; what it stops is
+ * a forged index far larger than its object, before it is read. */
+uint64_t gz_index_max_bytes(uint64_t comp_size)
+{
+    uint64_t point = GZ_FILE_POINT + compressBound(GZ_STATE_RAW);
+    uint64_t gap = GZ_MIN_SPAN / 4 * 3;
+    uint64_t out = gz_size_max(comp_size);
+    uint64_t points = 2 * (out / gap + 1);
+    uint64_t fixed = GZ_FILE_HEAD + 4 + GZ_FILE_POINT;
+    if (out == UINT64_MAX || points > (UINT64_MAX - fixed) / point)
+        return UINT64_MAX;
+    return fixed + points * point;
+}
+
 /* Layout (little-endian): magic, u32 sizeof(struct inflate_state), u32 0,
  * u64 comp_size, u64 size, u64 span, u32 n, then per point: u8 kind,
  * u64 in_off, u64 out_off, u32 check, u32 check_len, u32 state_len,
@@ -311,12 +357,15 @@ int gz_index_save(struct gz_index *ix, struct buf *out)
 int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_index **out)
 {
     const unsigned char *p = data, *end = p + len;
-    if (len < 48 || memcmp(p, GZ_MAGIC, 8) != 0 ||
+    if (len < 48 || len > gz_index_max_bytes(comp_size) || memcmp(p, GZ_MAGIC, 8) != 0 ||
         get32(end - 4) != (uint32_t)crc32(0, p, (uInt)(len - 4)) ||
         get32(p + 8) != GZ_ENGINE_TAG || get64(p + 16) != comp_size)
         return EINVAL;
     uint64_t size = get64(p + 24), span = get64(p + 32);
     uint32_t n = get32(p + 40);
+    /* a size no stream of comp_size bytes can have (2^64-1 was taken) */
+    if (size > gz_size_max(comp_size))
+        return EINVAL;
     end -= 4;
     p += 44;
     struct gz_index *ix;
@@ -341,6 +390,7 @@ int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_in
                               : pt.out_off > ix->pts[ix->n - 1].out_off &&
                                     pt.in_off >= ix->pts[ix->n - 1].in_off;
         if (pt.kind > GZP_STATE || (size_t)(end - p) < pt.state_len || !ordered ||
+            pt.state_len > compressBound(GZ_STATE_RAW) ||
             pt.in_off > comp_size || pt.out_off > size || pt.check_len > GZ_CHECK_LEN ||
             (pt.kind == GZP_STATE) != (pt.state_len > 0)) {
             rc = EINVAL;

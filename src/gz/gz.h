@@ -37,9 +37,17 @@ size_t gz_index_points(struct gz_index *ix);
  * (appended; caller frees with buf_free).  0, EAGAIN, ENOMEM. */
 int gz_index_save(struct gz_index *ix, struct buf *out);
 /* An index from gz_index_save's bytes, for an object of comp_size bytes.
- * EINVAL when the bytes are corrupt, foreign, of another object size or
- * of an incompatible inflater build.  *out as for gz_index_new. */
+ * EINVAL when the bytes are corrupt, foreign, of another object size, of
+ * an incompatible inflater build, longer than gz_index_max_bytes or with
+ * a size beyond gz_size_max.  *out as for gz_index_new. */
 int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_index **out);
+/* The most bytes a gzip object of comp_size bytes can decompress to:
+ * deflate's limit of 1032 bytes out per byte in (saturating). */
+uint64_t gz_size_max(uint64_t comp_size);
+/* The longest index gz_index_save can write for an object of comp_size
+ * bytes (how it is reckoned is said in gz.c): a longer one is forged or
+ * foreign, and can be refused before it is read. */
+uint64_t gz_index_max_bytes(uint64_t comp_size);
 /* A damaged stream: the decompressed offset up to which the data came out
  * right before a reader met the damage (the furthest such offset any
  * reader reached), or UINT64_MAX.  Reads at or past it fail with EIO. */

@@ -14,8 +14,9 @@
  *     again, the file's CRC made right — a forged state that passes every
  *     outer check.
  * An index that loads is then read through, over the real stream.
- * Checked: the loader returns 0 or EINVAL; reads return 0 or EIO and never
- * more than asked; the real index loads and reads back exactly. */
+ * Checked: the loader returns 0 or EINVAL, and what it loads claims no
+ * size beyond deflate's 1032:1 of the object; reads return 0 or EIO and
+ * never more than asked; the real index loads and reads back exactly. */
 #include "fuzz.h"
 
 #include <errno.h>
@@ -138,6 +139,11 @@ static void try_index(const uint8_t *f, size_t len, uint32_t seed)
     FUZZ_ASSERT(rc == 0 || rc == EINVAL);
     if (rc)
         return;
+    /* no size the stream cannot have (2^64-1 was taken), and no index
+     * longer than one the object could need (issue 17 item 4) */
+    uint64_t sz;
+    FUZZ_ASSERT(gz_index_size(ix, &sz) && sz <= gz_size_max(ref.gz_len));
+    FUZZ_ASSERT(len <= gz_index_max_bytes(ref.gz_len));
     struct fuzz_mem m = {ref.gz, ref.gz_len};
     struct gz_reader *r;
     FUZZ_ASSERT(gz_reader_new(ix, fuzz_mem_source, &m, &r) == 0);

@@ -423,6 +423,56 @@ static void test_damage_after_whole_data(void **state)
  * the point fail with EIO, and a reader that failed to restore it does not
  * go on from the overwritten decoder (both found by
  * tests/fuzz/fuzz_gzindex; before, ISA-L wrote past its buffer). */
+/* Rewrite the saved index's u64 at `off` and make its CRC right again. */
+static void index_poke64(struct buf *saved, size_t off, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        saved->data[off + i] = (char)(v >> (8 * i));
+    uint32_t crc = (uint32_t)crc32(0, (const Bytef *)saved->data, (uInt)(saved->len - 4));
+    memcpy(saved->data + saved->len - 4, &crc, 4);
+}
+
+/* Issue 17 item 4: an index from the bucket is anyone's.  One claiming a
+ * decompressed size the object cannot have (deflate gives at most 1032
+ * bytes per byte in) is refused, 2^64-1 included. */
+static void test_index_size_beyond_deflate_refused(void **state)
+{
+    (void)state;
+    size_t n = 1 * MiB;
+    unsigned char *ref = make_text(n, 5);
+    struct mem m = {0};
+    gzip_append(&m, ref, n, 6);
+    struct gz_index *ix;
+    struct gz_reader *r;
+    assert_int_equal(gz_index_new(m.n, 64 * KiB, &ix), 0);
+    assert_int_equal(gz_reader_new(ix, mem_source, &m, &r), 0);
+    read_exact(r, 0, n + 1, ref, n);
+    struct buf saved = BUF_INIT;
+    assert_int_equal(gz_index_save(ix, &saved), 0);
+    gz_reader_free(r);
+    gz_index_free(ix);
+
+    /* the head: magic, tag, 0, comp_size at 16, size at 24 */
+    struct gz_index *bad = NULL;
+    index_poke64(&saved, 24, UINT64_MAX);
+    assert_int_equal(gz_index_load(saved.data, saved.len, m.n, &bad), EINVAL);
+    index_poke64(&saved, 24, (uint64_t)m.n * 1032 + 1);
+    assert_int_equal(gz_index_load(saved.data, saved.len, m.n, &bad), EINVAL);
+    /* the largest size deflate allows is not refused for its size */
+    index_poke64(&saved, 24, (uint64_t)m.n * 1032);
+    assert_int_equal(gz_index_load(saved.data, saved.len, m.n, &bad), 0);
+    gz_index_free(bad);
+    index_poke64(&saved, 24, n);
+    assert_int_equal(gz_index_load(saved.data, saved.len, m.n, &ix), 0);
+    uint64_t size;
+    assert_true(gz_index_size(ix, &size));
+    assert_int_equal(size, n);
+    gz_index_free(ix);
+    buf_free(&saved);
+    free(m.p);
+    free(ref);
+}
+
 static void test_forged_state_refused(void **state)
 {
     (void)state;
@@ -509,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_damage),
         cmocka_unit_test(test_damage_two_readers),
         cmocka_unit_test(test_damage_after_whole_data),
+        cmocka_unit_test(test_index_size_beyond_deflate_refused),
         cmocka_unit_test(test_forged_state_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
