@@ -165,7 +165,8 @@ struct fs {
     struct fuse_session *se;   /* for notifications to the kernel */
     pthread_mutex_t gz_lock;
     struct fs_gzobj *gzobjs;   /* indexes of open gzip views; protected by gz_lock */
-    struct fs_gztold *gztold;  /* what was logged about which object; protected by gz_lock */
+    struct fs_gztold *gztold;  /* what was logged or found about which object
+                                * version (gzview.c); protected by gz_lock */
     bool warned_conflict;      /* protected by lock */
 };
 

@@ -6,6 +6,12 @@
  * open handle of it, and once a reader has gone through the whole stream
  * it is written to cache_dir/gzindex/<sha256 of endpoint, bucket, key and
  * ETag>.gzx, so a view's exact size and fast seeks survive remounts.
+ * With gz_index=shared it is also kept in the bucket, where anyone who may
+ * write can replace it: one found there is read only if its object could
+ * have an index that long (gz_index_max_bytes), is loaded with the checks
+ * of gz_index_load, is fetched by one thread for all that want it, and
+ * when it is missing or refused that is noted for the object version, so
+ * stats do not ask again.  Listing a directory asks for none.
  *
  * A view's size is exact when an index is complete (in memory or on disk).
  * Before that it is an estimate: gzip's ISIZE trailer (the input size
@@ -26,6 +32,16 @@
 
 #define GZ_SMALL (1ULL << 20)
 #define GZ_SRC_STEP (4u << 20)
+/* An index file is read whole into memory: never more than this, whatever
+ * gz_index_max_bytes allows for a very large object. */
+#define GZ_INDEX_FILE_MAX (1ULL << 30)
+/* The first GET of a shared index asks for at most this much: its answer
+ * tells the whole size, so a longer index than its object allows is
+ * refused having cost no more (most indexes come whole in it). */
+#define GZ_SHARED_FIRST (1u << 20)
+/* How long "the bucket has no usable index of this version" is believed:
+ * another node may share one meanwhile. */
+#define GZ_SHARED_MISS_MS (10 * 60 * 1000ULL)
 
 #define GZ_AHEAD (4u << 20)
 #define GZ_PAR_MAX (16u << 20)
@@ -73,39 +89,80 @@ struct gz_ahead {
     struct gz_slot s[GZ_WORKERS_MAX + 1];
 };
 
+/* The index of one object version, shared by its open views.  The first
+ * thread to want it makes it here with `loading` set and finds the index
+ * (its file, the bucket) with the lock released; others that want it
+ * meanwhile wait on `loaded`, so a shared index is fetched once however
+ * many threads ask.  Once loading is over, ix does not change (NULL: the
+ * loading failed, for want of memory). */
 struct fs_gzobj {
     UT_hash_handle hh;
     char *id;
-    struct gz_index *ix;
-    unsigned refs;       /* protected by fs->gz_lock */
-    bool saved;          /* protected by fs->gz_lock */
+    struct gz_index *ix;  /* protected by fs->gz_lock while loading */
+    unsigned refs;        /* protected by fs->gz_lock */
+    bool saved;           /* protected by fs->gz_lock */
+    bool loading;         /* protected by fs->gz_lock */
+    pthread_cond_t loaded;
 };
 
-/* A thing said once per object version and mount ("d" damage, "n" not
- * gzip, then the object's id): views come and go, the log stays short. */
+/* A thing said or found once per object version and mount ("d" damage,
+ * "n" not gzip, "x" the bucket has no usable shared index; then the
+ * object's id): views come and go, the log stays short and a missing
+ * index is not asked for again at every stat. */
 struct fs_gztold {
     UT_hash_handle hh;
+    uint64_t at_ms; /* when it was noted */
     char what[];
 };
 
-/* Whether to say `what` about object o now (true the first time only). */
-static bool tell_once(struct fs *fs, const struct fs_gzobj *o, char what)
+/* Note `what` about the object version `id`: true when it was not noted
+ * before (or its note is older than max_age_ms, then renewed). */
+static bool note_once(struct fs *fs, const char *id, char what, uint64_t max_age_ms)
 {
-    size_t n = strlen(o->id) + 2;
+    size_t n = strlen(id) + 2;
     struct fs_gztold *t = malloc(sizeof(*t) + n);
     if (!t)
         return true; /* said twice rather than not at all */
+    t->at_ms = util_now_ms();
     t->what[0] = what;
-    memcpy(t->what + 1, o->id, n - 1);
+    memcpy(t->what + 1, id, n - 1);
     struct fs_gztold *had;
     pthread_mutex_lock(&fs->gz_lock);
     HASH_FIND_STR(fs->gztold, t->what, had);
-    if (!had)
+    bool fresh = had && t->at_ms - had->at_ms < max_age_ms;
+    if (had && !fresh)
+        had->at_ms = t->at_ms;
+    else if (!had)
         HASH_ADD_STR(fs->gztold, what, t);
     pthread_mutex_unlock(&fs->gz_lock);
     if (had)
         free(t);
-    return !had;
+    return !fresh;
+}
+
+/* Whether `what` was noted about `id` less than max_age_ms ago. */
+static bool noted(struct fs *fs, const char *id, char what, uint64_t max_age_ms)
+{
+    size_t n = strlen(id) + 2;
+    char *k = malloc(n);
+    if (!k)
+        return false;
+    k[0] = what;
+    memcpy(k + 1, id, n - 1);
+    struct fs_gztold *had;
+    uint64_t now = util_now_ms();
+    pthread_mutex_lock(&fs->gz_lock);
+    HASH_FIND_STR(fs->gztold, k, had);
+    bool fresh = had && now - had->at_ms < max_age_ms;
+    pthread_mutex_unlock(&fs->gz_lock);
+    free(k);
+    return fresh;
+}
+
+/* Whether to say `what` about object o now (true the first time only). */
+static bool tell_once(struct fs *fs, const struct fs_gzobj *o, char what)
+{
+    return note_once(fs, o->id, what, UINT64_MAX);
 }
 
 struct fs_gzhandle {
@@ -180,14 +237,42 @@ static int grow_sink_fn(void *arg, const void *data, size_t len)
     return buf_append(&g->b, data, len);
 }
 
-/* The shared index of a version, from the bucket.  0 and the bytes in
- * *data (caller frees) and *len, or an errno (ENOENT: there is none). */
-static int shared_fetch(struct fs *fs, const char *id, char **data, size_t *len)
+/* The longest index file of an object of comp_size bytes worth reading. */
+static uint64_t index_file_max(uint64_t comp_size)
+{
+    uint64_t max = gz_index_max_bytes(comp_size);
+    return max < GZ_INDEX_FILE_MAX ? max : GZ_INDEX_FILE_MAX;
+}
+
+/* The shared index of a version of comp_size bytes, from the bucket.  It
+ * is anyone's who may write there, so it is not read whole unless its
+ * object could have an index that long (index_file_max): the first GET
+ * asks for at most GZ_SHARED_FIRST bytes and its answer gives the whole
+ * size; the rest, if any, comes in a second GET pinned to the first's
+ * ETag.  0 and the bytes in *data (caller frees) and *len, or an errno
+ * (ENOENT: there is none; EFBIG: longer than allowed, logged). */
+static int shared_fetch(struct fs *fs, const char *raw_path, const char *id, uint64_t comp_size,
+                        char **data, size_t *len)
 {
     char *key = shared_key(fs, id);
-    struct grow_sink g = {.b = BUF_INIT, .max = 1ULL << 30};
-    int rc = key ? s3_get_object(fs->s3, key, 0, S3_TO_END, NULL, grow_sink_fn, &g, NULL, NULL)
+    uint64_t max = index_file_max(comp_size);
+    struct grow_sink g = {.b = BUF_INIT, .max = max};
+    struct s3_object_info info = {0};
+    uint64_t first = max < GZ_SHARED_FIRST ? max : GZ_SHARED_FIRST;
+    int rc = key ? s3_get_object(fs->s3, key, 0, first, NULL, grow_sink_fn, &g, &info, NULL)
                  : ENOMEM;
+    if (!rc && info.size > max) {
+        log_warn("%s: the shared gzip index in the bucket (%s) is %llu bytes, more than an "
+                 "index of this %llu-byte object can be (%llu): refused, unread; building it "
+                 "here",
+                 raw_path, key, (unsigned long long)info.size, (unsigned long long)comp_size,
+                 (unsigned long long)max);
+        rc = EFBIG;
+    }
+    if (!rc && g.b.len < info.size)
+        rc = s3_get_object(fs->s3, key, g.b.len, info.size - g.b.len, info.etag, grow_sink_fn,
+                           &g, NULL, NULL);
+    s3_object_info_clear(&info);
     free(key);
     if (rc) {
         buf_free(&g.b);
@@ -213,7 +298,7 @@ static bool index_file_size(const char *file, uint64_t comp_size, uint64_t *size
         comp = comp << 8 | h[16 + i];
         sz = sz << 8 | h[24 + i];
     }
-    if (!ok || comp != comp_size)
+    if (!ok || comp != comp_size || sz > gz_size_max(comp_size))
         return false;
     *size = sz;
     return true;
@@ -298,7 +383,63 @@ static int raw_source(void *arg, uint64_t off, void *buf, size_t len, size_t *go
     return 0;
 }
 
-/* The shared index of a version: in memory, from its file, or new. */
+/* The complete index of a version kept in cache_dir or, with
+ * gz_index=shared, in the bucket; NULL when neither has a usable one.
+ * *from_bucket: it came from the bucket (and is not in cache_dir yet). */
+static struct gz_index *index_find(struct fs *fs, const char *raw_path, const char *id,
+                                   uint64_t comp_size, bool *from_bucket)
+{
+    struct gz_index *ix = NULL;
+    char *file = index_file(fs, id);
+    char *data = NULL;
+    size_t len = 0;
+    *from_bucket = false;
+    if (file && util_read_file(file, index_file_max(comp_size), &data, &len) == 0 &&
+        gz_index_load(data, len, comp_size, &ix) != 0)
+        log_warn("%s: gzip index %s is not usable; building it again", raw_path, file);
+    free(data);
+    free(file);
+    /* a missing or refused shared index is asked for again only after
+     * GZ_SHARED_MISS_MS (another node may have shared one since) */
+    if (ix || !fs->cfg.gz_index_shared || noted(fs, id, 'x', GZ_SHARED_MISS_MS))
+        return ix;
+    data = NULL;
+    int rc = shared_fetch(fs, raw_path, id, comp_size, &data, &len);
+    if (!rc && gz_index_load(data, len, comp_size, &ix) != 0) {
+        log_warn("%s: the shared gzip index in the bucket is not usable; building it again",
+                 raw_path);
+        rc = EINVAL;
+    }
+    free(data);
+    /* absent, unreadable to us or refused: noted; a failure that may pass
+     * (retries exhausted, the index replaced meanwhile) is not */
+    if (rc == ENOENT || rc == EACCES || rc == EFBIG || rc == EINVAL)
+        note_once(fs, id, 'x', GZ_SHARED_MISS_MS);
+    *from_bucket = ix != NULL;
+    return ix;
+}
+
+static void obj_free(struct fs_gzobj *o)
+{
+    gz_index_free(o->ix);
+    pthread_cond_destroy(&o->loaded);
+    free(o->id);
+    free(o);
+}
+
+static void obj_put(struct fs *fs, struct fs_gzobj *o)
+{
+    pthread_mutex_lock(&fs->gz_lock);
+    bool last = --o->refs == 0;
+    if (last)
+        HASH_DEL(fs->gzobjs, o);
+    pthread_mutex_unlock(&fs->gz_lock);
+    if (last)
+        obj_free(o);
+}
+
+/* The shared index of a version: in memory, from its file, from the
+ * bucket, or new.  NULL only for want of memory. */
 static struct fs_gzobj *obj_get(struct fs *fs, const char *raw_path, const char *etag,
                                 uint64_t comp_size)
 {
@@ -310,78 +451,48 @@ static struct fs_gzobj *obj_get(struct fs *fs, const char *raw_path, const char 
     HASH_FIND_STR(fs->gzobjs, id, o);
     if (o) {
         o->refs++;
+        while (o->loading)
+            pthread_cond_wait(&o->loaded, &fs->gz_lock);
+        bool ok = o->ix != NULL;
         pthread_mutex_unlock(&fs->gz_lock);
         free(id);
-        return o;
-    }
-    pthread_mutex_unlock(&fs->gz_lock);
-    struct gz_index *ix = NULL;
-    bool from_file = false;
-    char *file = index_file(fs, id);
-    char *data = NULL;
-    size_t len = 0;
-    if (file && util_read_file(file, 1ULL << 30, &data, &len) == 0) {
-        if (gz_index_load(data, len, comp_size, &ix) == 0)
-            from_file = true;
-        else
-            log_warn("%s: gzip index %s is not usable; building it again", raw_path, file);
-    }
-    free(data);
-    data = NULL;
-    bool from_bucket = false;
-    if (!ix && fs->cfg.gz_index_shared && shared_fetch(fs, id, &data, &len) == 0) {
-        if (gz_index_load(data, len, comp_size, &ix) == 0)
-            from_bucket = true;
-        else
-            log_warn("%s: the shared gzip index in the bucket is not usable; building it again",
-                     raw_path);
-    }
-    free(data);
-    free(file);
-    if (!ix && gz_index_new(comp_size, fs->cfg.gz_span, &ix)) {
-        free(id);
-        return NULL;
-    }
-    pthread_mutex_lock(&fs->gz_lock);
-    HASH_FIND_STR(fs->gzobjs, id, o);
-    if (o) { /* another handle made it meanwhile */
-        o->refs++;
-        pthread_mutex_unlock(&fs->gz_lock);
-        gz_index_free(ix);
-        free(id);
+        if (!ok) {
+            obj_put(fs, o);
+            return NULL;
+        }
         return o;
     }
     o = calloc(1, sizeof(*o));
-    if (o) {
-        o->id = id;
-        o->ix = ix;
-        o->refs = 1;
-        o->saved = from_file;
-        HASH_ADD_KEYPTR(hh, fs->gzobjs, o->id, strlen(o->id), o);
-    }
-    pthread_mutex_unlock(&fs->gz_lock);
     if (!o) {
-        gz_index_free(ix);
+        pthread_mutex_unlock(&fs->gz_lock);
         free(id);
-    } else if (from_bucket) {
-        o->saved = true;
-        index_save_local(fs, o);
+        return NULL;
     }
-    return o;
-}
-
-static void obj_put(struct fs *fs, struct fs_gzobj *o)
-{
-    pthread_mutex_lock(&fs->gz_lock);
-    bool last = --o->refs == 0;
-    if (last)
-        HASH_DEL(fs->gzobjs, o);
+    o->id = id;
+    o->refs = 1;
+    o->loading = true;
+    pthread_cond_init(&o->loaded, NULL);
+    HASH_ADD_KEYPTR(hh, fs->gzobjs, o->id, strlen(o->id), o);
     pthread_mutex_unlock(&fs->gz_lock);
-    if (!last)
-        return;
-    gz_index_free(o->ix);
-    free(o->id);
-    free(o);
+
+    bool from_bucket = false;
+    struct gz_index *ix = index_find(fs, raw_path, id, comp_size, &from_bucket);
+    bool found = ix != NULL;
+    if (!ix && gz_index_new(comp_size, fs->cfg.gz_span, &ix))
+        ix = NULL;
+    pthread_mutex_lock(&fs->gz_lock);
+    o->ix = ix;
+    o->saved = found;
+    o->loading = false;
+    pthread_cond_broadcast(&o->loaded);
+    pthread_mutex_unlock(&fs->gz_lock);
+    if (!ix) {
+        obj_put(fs, o);
+        return NULL;
+    }
+    if (from_bucket)
+        index_save_local(fs, o);
+    return o;
 }
 
 int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct fs_attr *a,
@@ -731,8 +842,9 @@ static int tail_sink(void *arg, const void *data, size_t len)
     return 0;
 }
 
-/* The size an index known here records (in memory or on disk). */
-static bool size_known(struct fs *fs, const char *raw_path, const struct fs_attr *a,
+/* The size an index known here records (in memory or on disk), and with
+ * `fetch` and gz_index=shared one in the bucket (one GET at most). */
+static bool size_known(struct fs *fs, const char *raw_path, const struct fs_attr *a, bool fetch,
                        uint64_t *size)
 {
     char *id = gz_id(fs, raw_path, a->etag);
@@ -741,14 +853,14 @@ static bool size_known(struct fs *fs, const char *raw_path, const struct fs_attr
     pthread_mutex_lock(&fs->gz_lock);
     struct fs_gzobj *o;
     HASH_FIND_STR(fs->gzobjs, id, o);
-    bool known = o && gz_index_size(o->ix, size);
+    bool known = o && !o->loading && o->ix && gz_index_size(o->ix, size);
     pthread_mutex_unlock(&fs->gz_lock);
     char *file = known ? NULL : index_file(fs, id);
     if (!known && file)
         known = index_file_size(file, a->comp_size, size);
     free(file);
     free(id);
-    if (!known && fs->cfg.gz_index_shared) {
+    if (!known && fetch && fs->cfg.gz_index_shared) {
         /* another node may have built it: bring it here, then look again */
         struct fs_gzobj *got = obj_get(fs, raw_path, a->etag, a->comp_size);
         if (got) {
@@ -762,7 +874,7 @@ static bool size_known(struct fs *fs, const char *raw_path, const struct fs_attr
 void fs_gz_size_known(struct fs *fs, const char *raw_path, struct fs_attr *a)
 {
     uint64_t size;
-    a->size_exact = size_known(fs, raw_path, a, &size);
+    a->size_exact = size_known(fs, raw_path, a, false, &size);
     if (a->size_exact)
         a->size = size;
 }
@@ -770,7 +882,7 @@ void fs_gz_size_known(struct fs *fs, const char *raw_path, struct fs_attr *a)
 void fs_gz_size(struct fs *fs, const char *raw_path, struct fs_attr *a)
 {
     uint64_t size = 0;
-    bool known = size_known(fs, raw_path, a, &size);
+    bool known = size_known(fs, raw_path, a, true, &size);
     a->size_exact = false;
     if (!known && (a->comp_size <= GZ_SMALL || fs->cfg.gz_size_exact)) {
         /* read it whole now: its index (and exact size) is then known */
@@ -829,9 +941,7 @@ void fs_gz_free_all(struct fs *fs)
     HASH_ITER(hh, fs->gzobjs, o, tmp)
     {
         HASH_DEL(fs->gzobjs, o);
-        gz_index_free(o->ix);
-        free(o->id);
-        free(o);
+        obj_free(o);
     }
 }
 
