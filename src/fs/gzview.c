@@ -919,7 +919,7 @@ void fs_gz_size(struct fs *fs, const char *raw_path, struct fs_attr *a)
                          (uint64_t)t.b[3] << 24;
         /* raised to at least the compressed size in whole 4 GiB steps, at
          * once: a size near 2^64 once made a `+= 4 GiB` loop wrap and spin
-         * (issue 17 item 9; the s3 layer now refuses sizes past 5 TiB) */
+         * (issue 17 item 9; the s3 layer now refuses sizes past S3's largest object) */
         if (isize < a->comp_size)
             isize += (a->comp_size - isize + 0xffffffffULL) & ~0xffffffffULL;
         est = isize;

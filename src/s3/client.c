@@ -534,7 +534,7 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
     if (t) {
         err->transport = t;
         snprintf(err->message, sizeof(err->message), "%s",
-                 a->size_refused ? "the answer gives a size beyond S3's 5 TiB: refused"
+                 a->size_refused ? "the answer gives a size beyond S3's largest object: refused"
                  : hr.error_text[0] ? hr.error_text
                                     : strerror(t));
     }

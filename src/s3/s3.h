@@ -140,12 +140,13 @@ typedef int (*s3_sink_fn)(void *arg, const void *data, size_t len);
 
 #define S3_TO_END UINT64_MAX
 
-/* The largest object S3 stores: 5 TiB.  A size above it from a server (a
+/* The largest object S3 can store: 10,000 parts of 5 GiB (48.8 TiB; AWS
+ * documents "50 TB" since 2025, 5 TB before).  A size above it from a server (a
  * listing's Size, a Content-Length, a Content-Range total) is not an
  * answer we can use: the call fails with EPROTO (EIO to a program) and
  * says so in the log.  Sizes are added to and multiplied further on (a
  * gzip view's size estimate, the bounds of its index); 2^64-1 would wrap. */
-#define S3_MAX_OBJECT_SIZE (5ULL << 40)
+#define S3_MAX_OBJECT_SIZE (10000ULL * (5ULL << 30))
 
 /* GetObject of bytes [offset, offset+length) (length S3_TO_END: to the end).
  * Exactly those bytes reach `sink`, in order, each once, even across retries

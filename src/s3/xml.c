@@ -208,7 +208,7 @@ static int list_text(void *arg, const char *name, int depth, const char *text)
             if (s3_parse_size(text, &st->cur.size)) {
                 /* (the key and the text are the server's: not logged raw) */
                 log_error("a listing gives an object a size that is not a number of at most "
-                          "5 TiB: the listing is refused");
+                          "S3's largest object (48.8 TiB): the listing is refused");
                 return EPROTO;
             }
         } else if (strcmp(name, "ETag") == 0) {

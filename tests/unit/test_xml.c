@@ -112,7 +112,7 @@ static void test_list_v2_garbage(void **state)
 }
 
 /* Issue 17 item 9: a Size near 2^64 made a view's size estimate loop
- * forever.  No object is larger than S3's 5 TiB: a listing saying so is
+ * forever.  No object is larger than S3's 10,000 x 5 GiB: a listing saying so is
  * an answer we cannot use, like one we cannot parse. */
 static void test_list_v2_size_beyond_s3_refused(void **state)
 {
@@ -124,10 +124,11 @@ static void test_list_v2_size_beyond_s3_refused(void **state)
         {"18446744073709551615", EPROTO}, /* 2^64-1 */
         {"18446744073709551616", EPROTO}, /* 2^64: would wrap */
         {"99999999999999999999999", EPROTO},
-        {"5497558138881", EPROTO},        /* 5 TiB + 1 */
+        {"53687091200001", EPROTO},       /* 10,000 x 5 GiB + 1 */
         {"-1", EPROTO},
         {"12abc", EPROTO},
-        {"5497558138880", 0},             /* 5 TiB */
+        {"53687091200000", 0},            /* 10,000 x 5 GiB */
+        {"5497558138881", 0},             /* past 5 TiB: AWS stores 50 TB */
         {"0", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
