@@ -354,6 +354,12 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (in->opens == 1) {
         wf = in->wf;
         in->wf = NULL;
+        if (wf && (wf->error || wf->dirty)) {
+            /* Not stored: the attributes and the kernel's pages hold what
+             * was written; the next open reads the bucket's version. */
+            in->attr_expire_ms = 0;
+            in->kcache_etag[0] = '\0';
+        }
         if (in->delete_at_release) {
             deferred = strdup(in->path);
             snprintf(etag, sizeof(etag), "%s", in->attr.etag);

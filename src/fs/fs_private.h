@@ -65,6 +65,25 @@ struct fs_attr {
     uint64_t comp_size;     /* gz: the stored object's size */
 };
 
+/* What each block of a staged file holds (write.c): the old object's
+ * bytes not fetched yet (ABSENT), fetched into the staging file (CLEAN),
+ * or changed here (DIRTY; also every block past the old object's end). */
+enum fs_blk { FS_BLK_ABSENT, FS_BLK_CLEAN, FS_BLK_DIRTY };
+/* The blocks [0, n_blk) as runs of one state: runs[i] covers blocks
+ * [runs[i].first, runs[i+1].first) (the last one up to n_blk), runs[0]
+ * starts at 0, and neighbours differ.  Its memory follows the number of
+ * edits, never the size of the file or how far out a byte was written.
+ * Zero-initialised, it is an empty map. */
+struct fs_blkrun {
+    uint64_t first;
+    enum fs_blk state;
+};
+struct fs_blkmap {
+    struct fs_blkrun *runs;
+    size_t n, cap;
+    uint64_t n_blk;
+};
+
 /* A file open for writing (write.c; see there for the modes). */
 enum fs_wmode { FS_W_CLEAN, FS_W_STREAM, FS_W_STAGED };
 
@@ -100,8 +119,7 @@ struct fs_wfile {
     size_t buf_len, buf_cap;
     uint64_t buf_reserved;  /* of the memory bound, for buf */
     int fd;                 /* staged: the staging file, or -1 */
-    uint8_t *blk;           /* staged: state of each 1 MiB block */
-    size_t n_blk;
+    struct fs_blkmap blk;   /* staged: what each block of it holds */
 };
 
 struct fs_inode {
@@ -219,6 +237,7 @@ bool fs_name_valid(const char *name, size_t len);
 #define FS_MIN_PART (5ULL << 20)  /* S3: every part but the last */
 #define FS_MAX_PART (5ULL << 30)
 #define FS_MAX_PARTS 10000
+#define FS_MAX_OBJECT (5ULL << 40) /* S3: the largest object, 5 TiB */
 
 /* The size of part `number` (1-based) of a stream whose first parts are
  * `first` bytes: doubling every 1,000 parts, at most FS_MAX_PART. */
@@ -243,9 +262,27 @@ struct fs_part_plan {
  * local_cap (raised to 2 x min_part), every part but the last at least
  * min_part.  Copy runs too short to be parts become local: the caller must
  * have those bytes.  *out is malloc'ed (caller frees; NULL with 0 parts).
- * 0, EINVAL (runs not contiguous), E2BIG (more than FS_MAX_PARTS), ENOMEM. */
+ * 0, EINVAL (runs not contiguous, or past 2^64), E2BIG (more than
+ * FS_MAX_PARTS: refused before the parts are made), ENOMEM. */
 int fs_plan_parts(const struct fs_run *runs, size_t n_runs, uint64_t min_part, uint64_t local_cap,
                   struct fs_part_plan **out, size_t *n_out);
+
+/* The state of block b (< n_blk); *run_end (if not NULL): the first block
+ * after b in another state, or n_blk. */
+enum fs_blk fs_blkmap_get(const struct fs_blkmap *m, uint64_t b, uint64_t *run_end);
+/* Blocks [from, to) become `state`; a map shorter than `to` grows to it,
+ * the blocks between its old end and `from` DIRTY.  0 or ENOMEM (the map
+ * unchanged). */
+int fs_blkmap_set(struct fs_blkmap *m, uint64_t from, uint64_t to, enum fs_blk state);
+/* n_blk blocks: cut, or grown with DIRTY blocks.  0 or ENOMEM (unchanged). */
+int fs_blkmap_resize(struct fs_blkmap *m, uint64_t n_blk);
+void fs_blkmap_free(struct fs_blkmap *m);
+/* The runs of a staged file of `size` bytes in blocks of `block` bytes,
+ * for fs_plan_parts: blocks before `copy_blocks` that are not DIRTY are
+ * copies of the old object, the rest local.  *out is malloc'ed (caller
+ * frees).  0, EINVAL (the map does not cover exactly `size` bytes), ENOMEM. */
+int fs_blkmap_runs(const struct fs_blkmap *m, uint64_t size, uint64_t block, uint64_t copy_blocks,
+                   struct fs_run **out, size_t *n_out);
 
 /* ---- inode.c: the inode table and metadata -------------------------- */
 
@@ -396,7 +433,8 @@ int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t
  * bucket holds every byte written; else the sticky error (EIO, ENOSPC). */
 int fs_upload(struct fs *fs, struct fs_inode *in);
 /* Set the size of a file (a temporary write state is made and stored at
- * once when the file is not open for writing). */
+ * once when the file is not open for writing).  EFBIG past FS_MAX_OBJECT
+ * (nothing changed). */
 int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
 /* Everything still open and dirty, stored (for unmount). */
 int fs_upload_all(struct fs *fs);

@@ -45,8 +45,6 @@
 #define FS_STAGE_BLOCK (1ULL << 20)
 #define FS_WMEM_WAIT_MS 10000
 
-enum { BLK_ABSENT = 0, BLK_CLEAN = 1, BLK_DIRTY = 2 };
-
 /* ---- the upload pool and its memory bound ------------------------------ */
 
 enum wjob_kind { WJ_MEM, WJ_FD, WJ_COPY, WJ_FETCH };
@@ -838,25 +836,17 @@ static int stream_pull_base(struct fs *fs, struct fs_inode *in, struct fs_wfile 
 
 /* ---- staged mode ------------------------------------------------------- */
 
-static int blk_resize(struct fs_wfile *wf, uint64_t size)
+/* Blocks of a staged file of `size` bytes. */
+static uint64_t stage_blocks(uint64_t size)
 {
-    size_t n = (size_t)((size + FS_STAGE_BLOCK - 1) / FS_STAGE_BLOCK);
-    if (n > wf->n_blk) {
-        uint8_t *nb = realloc(wf->blk, n);
-        if (!nb)
-            return ENOMEM;
-        memset(nb + wf->n_blk, BLK_DIRTY, n - wf->n_blk); /* new bytes: local */
-        wf->blk = nb;
-    }
-    wf->n_blk = n;
-    return 0;
+    return size / FS_STAGE_BLOCK + (size % FS_STAGE_BLOCK != 0);
 }
 
 /* Make block b hold its real bytes: the old object's part of it fetched
  * (the rest of the block is local already). */
-static int stage_fetch(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, size_t b)
+static int stage_fetch(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, uint64_t b)
 {
-    if (wf->blk[b] != BLK_ABSENT)
+    if (fs_blkmap_get(&wf->blk, b, NULL) != FS_BLK_ABSENT)
         return 0;
     uint64_t start = (uint64_t)b * FS_STAGE_BLOCK;
     uint64_t end = start + FS_STAGE_BLOCK;
@@ -874,7 +864,7 @@ static int stage_fetch(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, 
         free(data);
     }
     if (!rc)
-        wf->blk[b] = BLK_CLEAN;
+        rc = fs_blkmap_set(&wf->blk, b, b + 1, FS_BLK_CLEAN);
     return rc;
 }
 
@@ -883,11 +873,19 @@ static int stage_fetch_range(struct fs *fs, struct fs_inode *in, struct fs_wfile
 {
     if (!len)
         return 0;
-    size_t last = (size_t)((off + len - 1) / FS_STAGE_BLOCK);
-    for (size_t b = (size_t)(off / FS_STAGE_BLOCK); b <= last && b < wf->n_blk; b++) {
+    uint64_t end = stage_blocks(off + len);
+    if (end > wf->blk.n_blk)
+        end = wf->blk.n_blk;
+    for (uint64_t b = off / FS_STAGE_BLOCK; b < end;) {
+        uint64_t run_end;
+        if (fs_blkmap_get(&wf->blk, b, &run_end) != FS_BLK_ABSENT) {
+            b = run_end; /* a run of blocks that hold their bytes already */
+            continue;
+        }
         int rc = stage_fetch(fs, in, wf, b);
         if (rc)
             return rc;
+        b++;
     }
     return 0;
 }
@@ -923,29 +921,23 @@ static int to_staged(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
     if (rc)
         return rc;
     wf->fd = fd;
-    free(wf->blk);
-    wf->blk = NULL;
-    wf->n_blk = 0;
-    if ((rc = blk_resize(wf, wf->base_len)) != 0)
+    fs_blkmap_free(&wf->blk);
+    /* the old object's blocks, not fetched; past them, local bytes */
+    if ((rc = fs_blkmap_set(&wf->blk, 0, stage_blocks(wf->base_len), FS_BLK_ABSENT)) ||
+        (rc = fs_blkmap_resize(&wf->blk, stage_blocks(wf->size))))
         return rc;
-    if (wf->n_blk) /* a new file has no old bytes, and no map yet */
-        memset(wf->blk, BLK_ABSENT, wf->n_blk);
     if (ftruncate(fd, (off_t)wf->size) < 0)
         return errno;
-    if ((rc = blk_resize(wf, wf->size)) != 0)
-        return rc;
     if (wf->mode == FS_W_STREAM && wf->buf_len) {
         /* the part not sent yet: after the old object's bytes, which the
          * block it starts in needs first */
         if (wf->sent % FS_STAGE_BLOCK)
-            rc = stage_fetch(fs, in, wf, (size_t)(wf->sent / FS_STAGE_BLOCK));
+            rc = stage_fetch(fs, in, wf, wf->sent / FS_STAGE_BLOCK);
         if (!rc)
             rc = write_all(fd, wf->buf, wf->buf_len, wf->sent);
         if (!rc)
-            for (uint64_t o = wf->sent; o < wf->sent + wf->buf_len; o += FS_STAGE_BLOCK)
-                wf->blk[o / FS_STAGE_BLOCK] = BLK_DIRTY;
-        if (!rc && wf->buf_len)
-            wf->blk[(wf->sent + wf->buf_len - 1) / FS_STAGE_BLOCK] = BLK_DIRTY;
+            rc = fs_blkmap_set(&wf->blk, wf->sent / FS_STAGE_BLOCK,
+                               stage_blocks(wf->sent + wf->buf_len), FS_BLK_DIRTY);
         if (rc)
             return rc;
     }
@@ -954,26 +946,31 @@ static int to_staged(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
     return 0;
 }
 
+/* n bytes at off (n > 0, off + n <= FS_MAX_OBJECT).  The file's size and
+ * block map change only once the bytes are in the staging file; a failure
+ * leaves them as they were (the caller fails the file: the staging file
+ * may hold part of the bytes). */
 static int stage_write(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, const char *p,
                        size_t n, uint64_t off)
 {
     uint64_t end = off + n;
-    int rc = blk_resize(wf, end > wf->size ? end : wf->size);
-    size_t first = (size_t)(off / FS_STAGE_BLOCK), last = (size_t)((end - 1) / FS_STAGE_BLOCK);
-    for (size_t b = first; !rc && b <= last; b++) {
-        /* a block only partly overwritten needs its old bytes first */
-        uint64_t bs = (uint64_t)b * FS_STAGE_BLOCK, be = bs + FS_STAGE_BLOCK;
+    uint64_t first = off / FS_STAGE_BLOCK, last = (end - 1) / FS_STAGE_BLOCK;
+    int rc = 0;
+    /* A block only partly overwritten needs its old bytes first.  Only
+     * blocks of the old object can be ABSENT, and the map covers them. */
+    for (uint64_t b = first; !rc && b <= last && b < wf->blk.n_blk; b++) {
+        uint64_t bs = b * FS_STAGE_BLOCK, be = bs + FS_STAGE_BLOCK;
         if (be > wf->base_len)
             be = wf->base_len;
-        if (wf->blk[b] == BLK_ABSENT && !(off <= bs && end >= be))
+        if (!(off <= bs && end >= be))
             rc = stage_fetch(fs, in, wf, b);
     }
     if (!rc)
         rc = write_all(wf->fd, p, n, off);
+    if (!rc) /* grows the map too: the blocks before `first` it adds are a hole, local zeros */
+        rc = fs_blkmap_set(&wf->blk, first, last + 1, FS_BLK_DIRTY);
     if (rc)
         return rc;
-    for (size_t b = first; b <= last; b++)
-        wf->blk[b] = BLK_DIRTY;
     if (end > wf->size)
         wf->size = end;
     return 0;
@@ -983,11 +980,11 @@ static int stage_truncate(struct fs_wfile *wf, uint64_t size)
 {
     if (ftruncate(wf->fd, (off_t)size) < 0)
         return errno;
-    if (size < wf->base_len)
-        wf->base_len = size; /* bytes past it are gone, even if it grows again */
-    int rc = blk_resize(wf, size);
+    int rc = fs_blkmap_resize(&wf->blk, stage_blocks(size));
     if (rc)
         return rc;
+    if (size < wf->base_len)
+        wf->base_len = size; /* bytes past it are gone, even if it grows again */
     wf->size = size;
     return 0;
 }
@@ -996,26 +993,26 @@ static int stage_truncate(struct fs_wfile *wf, uint64_t size)
  * unchanged ranges, uploads of the rest. */
 static int stage_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag)
 {
-    struct fs_run *runs = calloc(wf->n_blk ? wf->n_blk : 1, sizeof(*runs));
-    if (!runs)
-        return ENOMEM;
+    /* A block can be copied when all its bytes are the old object's: the
+     * blocks wholly inside base_len, and the last one when the file ends
+     * where the old object ended. */
+    uint64_t copy_blocks = !*wf->base_etag            ? 0
+                           : wf->base_len >= wf->size ? stage_blocks(wf->size)
+                                                      : wf->base_len / FS_STAGE_BLOCK;
+    struct fs_run *runs = NULL;
     size_t nr = 0;
-    for (size_t b = 0; b < wf->n_blk; b++) {
-        uint64_t s = (uint64_t)b * FS_STAGE_BLOCK, e = s + FS_STAGE_BLOCK;
-        if (e > wf->size)
-            e = wf->size;
-        bool copy = wf->blk[b] != BLK_DIRTY && e <= wf->base_len && *wf->base_etag;
-        if (nr && runs[nr - 1].copy == copy)
-            runs[nr - 1].len += e - s;
-        else
-            runs[nr++] = (struct fs_run){s, e - s, copy};
+    int rc = fs_blkmap_runs(&wf->blk, wf->size, FS_STAGE_BLOCK, copy_blocks, &runs, &nr);
+    if (rc == EINVAL) {
+        log_error("the block map of a staged file does not match its size: not stored");
+        return EIO;
     }
     struct fs_part_plan *plan = NULL;
     size_t np = 0;
-    int rc = fs_plan_parts(runs, nr, FS_MIN_PART, local_part_cap(fs), &plan, &np);
+    if (!rc)
+        rc = fs_plan_parts(runs, nr, FS_MIN_PART, local_part_cap(fs), &plan, &np);
     free(runs);
     if (rc)
-        return rc == E2BIG ? EFBIG : rc;
+        return rc == E2BIG ? EFBIG : rc == EINVAL ? EIO : rc;
     bool any_copy = false;
     for (size_t i = 0; i < np; i++)
         any_copy |= plan[i].copy;
@@ -1087,7 +1084,7 @@ void fs_wfile_free(struct fs *fs, struct fs_wfile *wf)
     buf_drop(fs, wf);
     if (wf->fd >= 0)
         close(wf->fd);
-    free(wf->blk);
+    fs_blkmap_free(&wf->blk);
     pthread_cond_destroy(&wf->cond);
     pthread_mutex_destroy(&wf->lock);
     free(wf);
@@ -1114,13 +1111,20 @@ int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, 
     int rc = wf->error;
     if (rc || !n)
         goto out;
+    /* Every failed write fails the file (a later write, fsync or close
+     * returns the error): a program that missed one error must not get a
+     * 0 from close() for a file that lacks bytes it wrote. */
+    if (off > FS_MAX_OBJECT || n > FS_MAX_OBJECT - off) {
+        rc = stick(wf, EFBIG); /* S3 cannot hold it: refused before anything changes */
+        goto out;
+    }
     if (wf->mode == FS_W_CLEAN) {
         if (off == wf->size) {
             wf->mode = FS_W_STREAM; /* an append (or the first bytes of an empty file) */
             wf->sent = wf->size;
             rc = stick(wf, stream_pull_base(fs, in, wf));
         } else {
-            rc = to_staged(fs, in, wf);
+            rc = stick(wf, to_staged(fs, in, wf));
         }
         if (rc)
             goto out;
@@ -1151,8 +1155,7 @@ int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, 
             up_reset(fs, wf, true); /* the old object stays; drop the parts now */
     } else {
         rc = stage_write(fs, in, wf, p, n, off);
-        if (rc == ENOSPC || rc == EDQUOT)
-            rc = stick(wf, ENOSPC); /* part of the edit is lost: store none of it */
+        rc = stick(wf, rc == EDQUOT ? ENOSPC : rc); /* store none of the edit */
     }
 out:
     if (!rc)
@@ -1249,8 +1252,8 @@ int fs_upload(struct fs *fs, struct fs_inode *in)
     wf->dirty = false;
     snprintf(wf->base_etag, sizeof(wf->base_etag), "%s", etag);
     wf->base_len = wf->mode == FS_W_STAGED || wf->up.id || wf->sent ? wf->size : 0;
-    if (wf->mode == FS_W_STAGED)
-        memset(wf->blk, BLK_CLEAN, wf->n_blk);
+    if (wf->mode == FS_W_STAGED) /* one run, in room the map has: cannot fail */
+        (void)fs_blkmap_set(&wf->blk, 0, wf->blk.n_blk, FS_BLK_CLEAN);
     publish_stored(fs, in, wf, etag);
 out:
     wf_end(wf);
@@ -1259,6 +1262,8 @@ out:
 
 int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
 {
+    if (size > FS_MAX_OBJECT)
+        return EFBIG; /* S3 cannot hold it: refused before anything changes */
     pthread_mutex_lock(&fs->lock);
     bool temporary = !in->wf;
     int rc = fs_wfile_attach_locked(fs, in);

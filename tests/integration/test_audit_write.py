@@ -1,0 +1,129 @@
+"""Write-path findings of the code audit (issue 17), each reproduced
+through a real mount and checked from outside with boto3 straight to the
+server:
+
+* a staged write that fails part-way (its fetch of an old block failed)
+  fails the file: every later write, fsync and close fail with the same
+  error, and the object in the bucket stays exactly as it was;
+* offsets past what S3 can hold (5 TiB) fail with EFBIG at write time and
+  cost the mount no memory, however far out they are;"""
+
+import errno
+import os
+
+import pytest
+
+from mount import call_with_timeout, mounter  # noqa: F401
+
+MiB = 1 << 20
+TiB = 1 << 40
+
+
+def body(s3, bucket, key):
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def etag(s3, bucket, key):
+    return s3.head_object(Bucket=bucket, Key=key)["ETag"]
+
+
+def keys(s3, bucket):
+    return sorted(o["Key"] for o in
+                  s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def uploads(s3, bucket):
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def errno_raised(fn, *args):
+    try:
+        fn(*args)
+    except OSError as e:
+        return e.errno
+    return None
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+# --------------------------------------------------------------------------
+# Item 2: a failed staged write stores nothing, and fails the file
+# --------------------------------------------------------------------------
+
+def test_failed_staged_write_fails_the_file(s3, bucket, proxy, mounter):
+    """Base 10 MiB; [10M, 10.5M) appended (streamed, nothing sent yet);
+    then [9.5M, 12.5M) makes the file staged and needs block 9's old bytes,
+    whose GET fails after the retries.  Before the fix the block map kept
+    the blocks of the failed write while the size did not grow, the plan
+    at close became one copy of the old 10 MiB, and fsync and close
+    returned 0 with the appended half MiB dropped."""
+    base = os.urandom(10 * MiB)
+    s3.put_object(Bucket=bucket, Key="edit", Body=base)
+    old_etag = etag(s3, bucket, "edit")
+    m = mounter(opts=["retries=1"])
+    fd = os.open(m.p("edit"), os.O_WRONLY)
+    try:
+        assert os.pwrite(fd, b"a" * (MiB // 2), 10 * MiB) == MiB // 2
+        proxy.reset()
+        proxy.config(fail_next=[{"status": 500, "code": "InternalError",
+                                 "op": "GetObject", "count": 20}])
+        assert errno_raised(os.pwrite, fd, b"b" * (3 * MiB),
+                            9 * MiB + MiB // 2) == errno.EIO
+        faulted = [r for r in proxy.stats()["recent"]
+                   if r.get("fault") == "fail_next"]
+        # retries=1: the first try and one retry, both of block 9's range
+        assert [r["range"] for r in faulted] == \
+            [f"bytes={9 * MiB}-{10 * MiB - 1}"] * 2, faulted
+        proxy.config(fail_next=[])
+        assert errno_raised(os.fsync, fd) == errno.EIO
+        assert errno_raised(os.pwrite, fd, b"c", 0) == errno.EIO
+    finally:
+        assert errno_raised(os.close, fd) == errno.EIO
+    assert etag(s3, bucket, "edit") == old_etag
+    assert body(s3, bucket, "edit") == base
+    assert uploads(s3, bucket) == []
+    by_op = proxy.stats()["by_op"]
+    for op in ("PutObject", "CreateMultipartUpload", "UploadPartCopy"):
+        assert by_op.get(op, 0) == 0, by_op
+    # a new open starts afresh from the stored object
+    with open(m.p("edit"), "rb") as f:
+        assert f.read() == base
+
+
+def test_offsets_past_5tib_are_efbig_and_cost_no_memory(s3, bucket, mounter):
+    """A 1-byte write at 16 TiB (past ext4's largest staging file) and one
+    at 1 PiB.  Before the fix the block map took 1 byte per MiB up to the
+    offset (1 GiB for 1 PiB) and the plan at close wrapped around to about
+    10^12 parts: memory until the OOM killer came."""
+    s3.put_object(Bucket=bucket, Key="far", Body=b"old bytes")
+    m = mounter()
+    os.stat(m.p("far"))
+    rss0 = rss_bytes(m.pid)
+    fd = os.open(m.p("far"), os.O_WRONLY)
+    try:
+        for off in (16 * TiB, 1 << 50):
+            assert errno_raised(os.pwrite, fd, b"x", off) == errno.EFBIG, off
+        assert rss_bytes(m.pid) - rss0 < 64 * MiB
+        # the first byte past 5 TiB, on a staging disk that could hold it
+        assert errno_raised(os.pwrite, fd, b"x", 5 * TiB) == errno.EFBIG
+        # sticky, as every failed write of a file
+        assert errno_raised(os.pwrite, fd, b"y", 0) == errno.EFBIG
+        assert errno_raised(os.fsync, fd) == errno.EFBIG
+    finally:
+        assert errno_raised(call_with_timeout, os.close, 60, fd) == errno.EFBIG
+    assert rss_bytes(m.pid) - rss0 < 64 * MiB
+    assert body(s3, bucket, "far") == b"old bytes"
+    # a truncate past 5 TiB is refused and changes nothing
+    assert errno_raised(os.truncate, m.p("far"), 5 * TiB + 1) == errno.EFBIG
+    assert errno_raised(os.truncate, m.p("far"), 16 * TiB) == errno.EFBIG
+    assert os.stat(m.p("far")).st_size == 9
+    assert body(s3, bucket, "far") == b"old bytes"
+    assert keys(s3, bucket) == ["far"]
+    assert uploads(s3, bucket) == []
+    assert rss_bytes(m.pid) - rss0 < 64 * MiB
