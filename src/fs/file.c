@@ -113,6 +113,10 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     if (!rc && !(h = handle_new(fs, in, true)))
         rc = ENOMEM;
     if (rc) {
+        if (!in->opens && in->wf) { /* made just now: no upload, no I/O to free it */
+            fs_wfile_free(fs, in->wf);
+            in->wf = NULL;
+        }
         fs_inode_forget_locked(fs, in, 1);
         goto out;
     }
@@ -155,6 +159,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                   (!in->attr.headed && !in->attr.gz && S_ISREG(in->attr.mode) &&
                    fs->cfg.gunzip != FS_GUNZIP_OFF));
     char *path = stale ? strdup(in->path) : NULL;
+    char seen[sizeof(in->attr.etag)];
+    snprintf(seen, sizeof(seen), "%s", in->attr.etag);
     mode_t type = in->attr.mode & S_IFMT;
     bool gz_suffix = in->attr.gz_suffix;
     pthread_mutex_unlock(&fs->lock);
@@ -164,7 +170,9 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         char *xattr = NULL;
         rc = path ? fs_refresh(fs, path, type, gz_suffix, &a, &xattr) : ENOMEM;
         pthread_mutex_lock(&fs->lock);
-        if (!rc && !(in->local || in->wf)) {
+        /* Unless this mount stored a version meanwhile (a truncate of the
+         * file, stored and done): that one is newer than the answer. */
+        if (!rc && !(in->local || in->wf) && strcmp(in->attr.etag, seen) == 0) {
             if (strcmp(a.etag, in->attr.etag) != 0) {
                 free(in->symlink);
                 in->symlink = NULL;
@@ -188,8 +196,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (!rc && !(h = handle_new(fs, in, write)))
         rc = ENOMEM;
     if (rc) {
-        fs_inode_close_locked(fs, in);
         pthread_mutex_unlock(&fs->lock);
+        fs_inode_put(fs, in); /* frees a write state nobody else holds */
         fs_reply_err(req, rc);
         return;
     }
@@ -222,9 +230,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_open(req, fi);
     return;
 out_drop: /* the handle was made: give back the open it holds */
-    pthread_mutex_lock(&fs->lock);
-    fs_inode_close_locked(fs, in);
-    pthread_mutex_unlock(&fs->lock);
+    fs_inode_put(fs, in);
     handle_free(&h->open);
     fs_reply_err(req, rc);
 }
@@ -335,25 +341,27 @@ static void delete_deferred(struct fs *fs, const char *path, const char *etag)
     pthread_mutex_unlock(&fs->lock);
 }
 
-void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+int fs_inode_put(struct fs *fs, struct fs_inode *in)
 {
-    struct fs *fs = fs_of(req);
-    struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
-    struct fs_inode *in = h->in;
+    int rc = 0;
     pthread_mutex_lock(&fs->lock);
-    bool last = in->opens == 1;
-    pthread_mutex_unlock(&fs->lock);
-    if (last && h->write) {
-        int rc = fs_upload(fs, in); /* normally done by flush already */
+    /* The last hold stores what is not stored yet (normally flush did),
+     * outside the lock; an open meanwhile makes it not the last any more,
+     * and that open's own last close stores what it writes. */
+    while (in->opens == 1 && in->wf && in->wf->dirty && !in->wf->error) {
+        pthread_mutex_unlock(&fs->lock);
+        rc = fs_upload(fs, in);
+        pthread_mutex_lock(&fs->lock);
         if (rc)
-            log_error("%s: data written was not stored: %s", in->path, strerror(rc));
+            break;
     }
-    pthread_mutex_lock(&fs->lock);
     struct fs_wfile *wf = NULL;
-    char *deferred = NULL, etag[80];
+    char *deferred = NULL, *path = NULL, etag[80];
     if (in->opens == 1) {
         wf = in->wf;
         in->wf = NULL;
+        if (wf && wf->error && !rc)
+            rc = wf->error;
         if (wf && (wf->error || wf->dirty)) {
             /* Not stored: the attributes and the kernel's pages hold what
              * was written; the next open reads the bucket's version. */
@@ -366,12 +374,25 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             in->delete_at_release = false;
         }
     }
+    if (rc) /* the name now: a rename may free in->path once the lock is gone */
+        path = strdup(in->path);
     fs_inode_close_locked(fs, in);
     pthread_mutex_unlock(&fs->lock);
+    if (rc)
+        log_error("%s: data written was not stored: %s", path ? path : "a file", strerror(rc));
+    free(path);
     fs_wfile_free(fs, wf);
     if (deferred)
         delete_deferred(fs, deferred, etag);
     free(deferred);
+    return rc;
+}
+
+void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+    (void)fs_inode_put(fs, h->in); /* logged there; a release cannot fail */
     fs_open_untrack(fs, &h->open);
     handle_free(&h->open);
     fs_reply_err(req, 0);

@@ -415,7 +415,9 @@ void fs_read_reply_done(struct fs_read_reply *rep);
 int fs_wpool_new(struct fs *fs);
 void fs_wpool_free(struct fs *fs);
 /* Give `in` its write state (fs->lock held): a new file streams, an
- * existing object starts clean.  0 or ENOMEM. */
+ * existing object starts clean; a state `in` has already is shared.  It
+ * lives until the last hold on `in` is given back (fs_inode_put), and
+ * whoever uses it unlocked holds `in`.  0 or ENOMEM. */
 int fs_wfile_attach_locked(struct fs *fs, struct fs_inode *in);
 /* Free a write state nobody uses any more; an upload never completed is
  * aborted. */
@@ -432,9 +434,10 @@ int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t
 /* flush/fsync: store what was written.  0 only when the object in the
  * bucket holds every byte written; else the sticky error (EIO, ENOSPC). */
 int fs_upload(struct fs *fs, struct fs_inode *in);
-/* Set the size of a file (a temporary write state is made and stored at
- * once when the file is not open for writing).  EFBIG past FS_MAX_OBJECT
- * (nothing changed). */
+/* Set the size of a file, held by the caller (an open handle, or the
+ * operation's own hold).  A file not open for writing gets a write state
+ * and is stored at once; the last hold frees the state (fs_inode_put).
+ * 0, EFBIG (past FS_MAX_OBJECT: nothing changed), or the store's error. */
 int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
 /* Everything still open and dirty, stored (for unmount). */
 int fs_upload_all(struct fs *fs);
@@ -493,6 +496,12 @@ void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
  * EIO, the error it knows how to handle; the log line has the details. */
 void fs_reply_err(fuse_req_t req, int rc);
 
+/* Give back one hold on `in` (an open handle's, or an operation's such as
+ * setattr's; fs->lock not held).  The last one stores what was written
+ * and not stored yet, frees the write state, and deletes the object of a
+ * file unlinked while open.  0, or the error of the file's writes (logged)
+ * when it is the last. */
+int fs_inode_put(struct fs *fs, struct fs_inode *in);
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                   struct fuse_file_info *fi);
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);

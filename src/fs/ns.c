@@ -283,8 +283,11 @@ out:
     pthread_mutex_lock(&fs->lock);
     struct stat st;
     fs_attr_to_stat(&in->attr, ino, &st);
-    fs_inode_close_locked(fs, in);
     pthread_mutex_unlock(&fs->lock);
+    /* the last hold stores (and frees) what a truncate left */
+    int put = fs_inode_put(fs, in);
+    if (!rc && (to_set & FUSE_SET_ATTR_SIZE))
+        rc = put;
     if (rc)
         fs_reply_err(req, rc);
     else

@@ -1264,12 +1264,13 @@ int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
 {
     if (size > FS_MAX_OBJECT)
         return EFBIG; /* S3 cannot hold it: refused before anything changes */
+    /* The write state lives while the inode is held (the caller's hold
+     * keeps it): an open for writing meanwhile shares it, and the last
+     * hold frees it (fs_inode_put). */
     pthread_mutex_lock(&fs->lock);
     bool temporary = !in->wf;
     int rc = fs_wfile_attach_locked(fs, in);
     struct fs_wfile *wf = in->wf;
-    if (!rc && temporary)
-        in->opens++; /* hold the inode while it is changed */
     pthread_mutex_unlock(&fs->lock);
     if (rc)
         return rc;
@@ -1300,15 +1301,8 @@ int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
     if (!rc && changed)
         touch(fs, in, wf);
     wf_end(wf);
-    if (temporary) {
-        if (!rc)
-            rc = fs_upload(fs, in);
-        pthread_mutex_lock(&fs->lock);
-        in->wf = NULL;
-        fs_inode_close_locked(fs, in);
-        pthread_mutex_unlock(&fs->lock);
-        fs_wfile_free(fs, wf);
-    }
+    if (temporary && !rc)
+        rc = fs_upload(fs, in); /* not open for writing: stored now, its result returned */
     return rc;
 }
 
