@@ -773,8 +773,8 @@ static int put_whole(struct fs *fs, struct fs_inode *in, const char *data, size_
     struct put_meta m;
     put_meta_take(fs, in, &m);
     int rc = key ? s3_put_object(fs->s3, key, data, len, &m.opts, etag, NULL) : ENOMEM;
-    if (rc)
-        log_error("upload of %s failed: %s", key ? key : in->path, strerror(rc));
+    if (rc) /* without a key (ENOMEM) no name: in->path is fs->lock's */
+        log_error("upload of %s failed: %s", key ? key : "a file", strerror(rc));
     put_meta_free(&m);
     free(key);
     return rc;
@@ -901,9 +901,13 @@ static int to_staged(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
         rc = stream_checkpoint(fs, in, wf);
         if (rc)
             return rc;
-        log_debug("%s: written out of order after parts were sent; stored what was written "
-                  "so far and staged the rest",
-                  in->path);
+        if (log_get_level() >= LOG_LVL_DEBUG) {
+            char *key = wf_key(fs, in, NULL); /* in->path is fs->lock's: a rename frees it */
+            log_debug("%s: written out of order after parts were sent; stored what was "
+                      "written so far and staged the rest",
+                      key ? key : "a file");
+            free(key);
+        }
     }
     struct buf tmpl = BUF_INIT;
     buf_printf(&tmpl, "%s/staging/stage-XXXXXX", fs->cfg.cache_dir);
