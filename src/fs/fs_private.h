@@ -423,8 +423,9 @@ int fs_wfile_attach_locked(struct fs *fs, struct fs_inode *in);
  * aborted. */
 void fs_wfile_free(struct fs *fs, struct fs_wfile *wf);
 /* write(2) of n bytes at off.  0, EBADF (not open for writing), EIO (an
- * upload failed: this and every later write/flush of the file), ENOSPC
- * (the staging disk is full: same), EFBIG, ENOMEM. */
+ * upload or a fetch of old bytes failed), ENOSPC (the staging disk is
+ * full), EFBIG (past FS_MAX_OBJECT), ENOMEM.  Any error sticks: every later
+ * write, flush and fsync of the file returns it, and nothing is stored. */
 int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, uint64_t off);
 /* read(2) of a file open for writing.  *data is malloc'ed (caller frees)
  * with *got bytes.  EAGAIN: nothing was written, read the object version

@@ -23,10 +23,11 @@
  * is first completed as a checkpoint (what fsync does), then edited.
  *
  * The contract: the object appears only complete, at flush or fsync, and
- * those return 0 only when it is in the bucket.  A failed part or
+ * those return 0 only when it is in the bucket.  A failed write, part or
  * completion aborts the upload, leaves the old object as it was, and makes
  * this and every later flush and write of the file fail (EIO; ENOSPC when
- * the staging disk filled) until it is closed.
+ * the staging disk filled; EFBIG past S3's 5 TiB) until it is closed: a
+ * file that lacks bytes a program wrote is never stored.
  *
  * Locking: a file's operations (write, read, truncate, flush) are one at a
  * time — `busy` is held across their S3 requests and waits; wf->lock only
