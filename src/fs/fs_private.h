@@ -237,7 +237,6 @@ bool fs_name_valid(const char *name, size_t len);
 #define FS_MIN_PART (5ULL << 20)  /* S3: every part but the last */
 #define FS_MAX_PART (5ULL << 30)
 #define FS_MAX_PARTS 10000
-#define FS_MAX_OBJECT (5ULL << 40) /* S3: the largest object, 5 TiB */
 
 /* The size of part `number` (1-based) of a stream whose first parts are
  * `first` bytes: doubling every 1,000 parts, at most FS_MAX_PART. */
@@ -424,7 +423,7 @@ int fs_wfile_attach_locked(struct fs *fs, struct fs_inode *in);
 void fs_wfile_free(struct fs *fs, struct fs_wfile *wf);
 /* write(2) of n bytes at off.  0, EBADF (not open for writing), EIO (an
  * upload or a fetch of old bytes failed), ENOSPC (the staging disk is
- * full), EFBIG (past FS_MAX_OBJECT), ENOMEM.  Any error sticks: every later
+ * full), EFBIG (past S3_MAX_OBJECT_SIZE), ENOMEM.  Any error sticks: every later
  * write, flush and fsync of the file returns it, and nothing is stored. */
 int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, uint64_t off);
 /* read(2) of a file open for writing.  *data is malloc'ed (caller frees)
@@ -438,7 +437,7 @@ int fs_upload(struct fs *fs, struct fs_inode *in);
 /* Set the size of a file, held by the caller (an open handle, or the
  * operation's own hold).  A file not open for writing gets a write state
  * and is stored at once; the last hold frees the state (fs_inode_put).
- * 0, EFBIG (past FS_MAX_OBJECT: nothing changed), or the store's error. */
+ * 0, EFBIG (past S3_MAX_OBJECT_SIZE: nothing changed), or the store's error. */
 int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
 /* Everything still open and dirty, stored (for unmount). */
 int fs_upload_all(struct fs *fs);

@@ -26,7 +26,7 @@
  * those return 0 only when it is in the bucket.  A failed write, part or
  * completion aborts the upload, leaves the old object as it was, and makes
  * this and every later flush and write of the file fail (EIO; ENOSPC when
- * the staging disk filled; EFBIG past S3's 5 TiB) until it is closed: a
+ * the staging disk filled; EFBIG past S3's largest object) until it is closed: a
  * file that lacks bytes a program wrote is never stored.
  *
  * Locking: a file's operations (write, read, truncate, flush) are one at a
@@ -951,7 +951,7 @@ static int to_staged(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
     return 0;
 }
 
-/* n bytes at off (n > 0, off + n <= FS_MAX_OBJECT).  The file's size and
+/* n bytes at off (n > 0, off + n <= S3_MAX_OBJECT_SIZE).  The file's size and
  * block map change only once the bytes are in the staging file; a failure
  * leaves them as they were (the caller fails the file: the staging file
  * may hold part of the bytes). */
@@ -1119,7 +1119,7 @@ int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, 
     /* Every failed write fails the file (a later write, fsync or close
      * returns the error): a program that missed one error must not get a
      * 0 from close() for a file that lacks bytes it wrote. */
-    if (off > FS_MAX_OBJECT || n > FS_MAX_OBJECT - off) {
+    if (off > S3_MAX_OBJECT_SIZE || n > S3_MAX_OBJECT_SIZE - off) {
         rc = stick(wf, EFBIG); /* S3 cannot hold it: refused before anything changes */
         goto out;
     }
@@ -1267,7 +1267,7 @@ out:
 
 int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
 {
-    if (size > FS_MAX_OBJECT)
+    if (size > S3_MAX_OBJECT_SIZE)
         return EFBIG; /* S3 cannot hold it: refused before anything changes */
     /* The write state lives while the inode is held (the caller's hold
      * keeps it): an open for writing meanwhile shares it, and the last
