@@ -36,15 +36,14 @@ static void set_err(struct parse *p, const char *fmt, ...)
 {
     if (!p->errlen)
         return;
+    char raw[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->err, p->errlen, fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
     /* The message quotes what was typed: a newline or an escape sequence in
      * an argument must not break the one line or drive the terminal. */
-    for (char *c = p->err; *c; c++)
-        if ((unsigned char)*c < 0x20 || *c == 0x7f)
-            *c = '?';
+    util_escape(p->err, p->errlen, raw);
 }
 
 /* ---- values --------------------------------------------------------------- */

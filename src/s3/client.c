@@ -780,15 +780,18 @@ static void req_free(struct s3_req *req)
 
 const char *s3_error_describe(int rc, const struct s3_error *err, char *buf, size_t n)
 {
+    char raw[1024];
     if (!err)
-        snprintf(buf, n, "%s", strerror(rc));
+        snprintf(raw, sizeof(raw), "%s", strerror(rc));
     else if (err->status)
-        snprintf(buf, n, "HTTP %ld %s: %s (request id %s)", err->status,
+        snprintf(raw, sizeof(raw), "HTTP %ld %s: %s (request id %s)", err->status,
                  err->code[0] ? err->code : "-", err->message[0] ? err->message : strerror(rc),
                  err->request_id[0] ? err->request_id : "none");
     else
-        snprintf(buf, n, "%s", err->message[0] ? err->message : strerror(rc));
-    return buf;
+        snprintf(raw, sizeof(raw), "%s", err->message[0] ? err->message : strerror(rc));
+    /* the code, message and request id are the server's words: one line of
+     * plain text, whatever they hold */
+    return util_escape(buf, n, raw);
 }
 
 void s3_object_info_clear(struct s3_object_info *info)

@@ -270,8 +270,9 @@ int s3_list_multipart_uploads(struct s3_client *c, const char *prefix, const cha
                               struct s3_error *err);
 
 /* Words for an errno returned by this layer, with the S3 details, for one
- * line of a message: e.g. "403 AccessDenied: Access Denied (request id X)".
- * Writes into buf (size n) and returns it. */
+ * line of a message: e.g. "403 AccessDenied: Access Denied (request id X)",
+ * control characters escaped (util_escape).  Writes into buf (size n) and
+ * returns it. */
 const char *s3_error_describe(int rc, const struct s3_error *err, char *buf, size_t n);
 
 #endif

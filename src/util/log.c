@@ -63,15 +63,21 @@ void log_msg(enum log_level level, const char *fmt, ...)
     if ((int)level > atomic_load(&log_level))
         return;
     int saved_errno = errno;
-    char line[2048];
+    /* Messages quote keys, ETags, server messages and paths, any of which
+     * may hold a newline (a forged second line) or an escape sequence
+     * (which would drive the terminal that shows the log): the message is
+     * written with util_escape, so every line is one line of plain text
+     * whatever the caller passed. */
+    char msg[2048], line[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
     int fd = atomic_load(&log_fd);
     if (fd < 0 && atomic_load(&log_to_syslog)) {
         /* syslog stamps the time, the name and the pid itself */
         int n = snprintf(line, sizeof(line), "%s: ", level_names[level]);
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-        va_end(ap);
+        util_escape(line + n, sizeof(line) - (size_t)n, msg);
         syslog(syslog_priorities[level], "%s", line);
         errno = saved_errno;
         return;
@@ -83,13 +89,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
     int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ pailfs %s: ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof(line) - 2)
-        len = sizeof(line) - 2;
+    util_escape(line + n, sizeof(line) - (size_t)n - 1, msg);
+    size_t len = strlen(line);
     line[len++] = '\n';
     ssize_t w = write(fd >= 0 ? fd : STDERR_FILENO, line, len);
     (void)w;

@@ -103,6 +103,48 @@ bool util_istarts(const char *s, const char *prefix)
     return strncasecmp(s, prefix, strlen(prefix)) == 0;
 }
 
+char *util_escape(char *out, size_t n, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[5];
+        size_t len = 2;
+        esc[0] = '\\';
+        switch (c) {
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\\': esc[1] = '\\'; break;
+        default:
+            if (c < 0x20 || c == 0x7f) {
+                esc[1] = 'x';
+                esc[2] = hex[c >> 4];
+                esc[3] = hex[c & 15];
+                len = 4;
+            } else {
+                esc[0] = (char)c;
+                len = 1;
+            }
+        }
+        if (o + len >= n)
+            break;
+        memcpy(out + o, esc, len);
+        o += len;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+bool util_has_control(const char *s)
+{
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+            return true;
+    return false;
+}
+
 void util_wipe_free(char *secret)
 {
     if (!secret)

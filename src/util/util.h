@@ -189,6 +189,22 @@ char *util_strndup(const char *s, size_t n);
 char *util_trim(char *s);
 /* Case-insensitive "does s start with prefix". */
 bool util_istarts(const char *s, const char *prefix);
+/* Copy the text s into out (n bytes, n > 0; always NUL-terminated) with
+ * every control character (bytes below 0x20, and 0x7f) and the backslash
+ * written as an escape: \n \r \t \\ or \xHH.  Text from outside (an S3
+ * key, an ETag, a server's message, a command-line argument) then stays one
+ * line, cannot drive a terminal, and reads back unambiguously ("\x1b" in
+ * the output is the ESC byte, "\\x1b" the four characters).  Bytes from
+ * 0x80 on (UTF-8) are kept.  What does not fit is cut, never inside an
+ * escape.  Returns out. */
+char *util_escape(char *out, size_t n, const char *s);
+/* The size util_escape needs never to cut a text of `len` bytes. */
+#define UTIL_ESCAPED_SIZE(len) (4 * (size_t)(len) + 1)
+/* Whether s holds a control character other than a tab (a byte below 0x20,
+ * or 0x7f): text that must never go into an HTTP header value, where CR
+ * or LF would end the header and start another.  A tab may (HTTP allows
+ * it inside a value, and it ends nothing). */
+bool util_has_control(const char *s);
 /* Constant-time-ish wipe of a secret before free. */
 void util_wipe_free(char *secret);
 /* A uniformly distributed random 64-bit number (not for cryptography). */

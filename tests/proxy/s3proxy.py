@@ -71,7 +71,8 @@ sig_rejections (every refusal by S3 error code: signature, body hash,
 digests), upstream_errors, connections (client connections that carried S3
 requests), bytes_in/out (request and response bodies), config, and recent:
 the last 200 requests (method, path, query, op, bucket, key, range,
-range_ignored, copy_source, status, fault, sig_error, ...). Counters are
+range_ignored, copy_source, status, fault, sig_error, headers: every
+request header as [name, value] as parsed, ...). Counters are
 settled before the answer's first byte leaves, so a client that has its
 answer finds it counted.
 
@@ -996,6 +997,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             "content_length": None, "status": None, "fault": None,
             "sig_error": None, "upstream_error": False,
             "bytes_in": 0, "bytes_out": 0, "ms": None,
+            "headers": [[k, v] for k, v in self.headers.items()],
         }
         self._request_id = uuid.uuid4().hex[:16].upper()
         self.state.begin(rec)

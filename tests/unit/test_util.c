@@ -119,6 +119,48 @@ static void test_trim_and_prefix(void **state)
     assert_int_equal(log_level_parse("loud", &l), EINVAL);
 }
 
+/* ---- untrusted text: escaping and control characters --------------------- */
+
+/* Issue 17 item 7: keys with a newline or an escape sequence were logged
+ * raw.  Every control character and the backslash come out escaped, UTF-8
+ * stays, and a cut never splits an escape. */
+static void test_escape(void **state)
+{
+    (void)state;
+    char out[UTIL_ESCAPED_SIZE(64)];
+    assert_string_equal(util_escape(out, sizeof(out), "a\nb\x1b[31mc"), "a\\nb\\x1b[31mc");
+    assert_string_equal(util_escape(out, sizeof(out), "\r\t\x01\x7f\\x"),
+                        "\\r\\t\\x01\\x7f\\\\x");
+    assert_string_equal(util_escape(out, sizeof(out), "caf\xc3\xa9 \"q\" 100%"),
+                        "caf\xc3\xa9 \"q\" 100%");
+    assert_string_equal(util_escape(out, sizeof(out), ""), "");
+    /* the worst case fits UTIL_ESCAPED_SIZE exactly */
+    char worst[17];
+    memset(worst, 0x1b, 16);
+    worst[16] = '\0';
+    char big[UTIL_ESCAPED_SIZE(16)];
+    util_escape(big, sizeof(big), worst);
+    assert_int_equal(strlen(big), 64);
+    /* cut whole: 5 bytes hold "ab" and not half of "\x01" */
+    char small[5];
+    assert_string_equal(util_escape(small, sizeof(small), "ab\x01" "cd"), "ab");
+    assert_string_equal(util_escape(small, 1, "abc"), "");
+    assert_string_equal(util_escape(small, sizeof(small), "abcdef"), "abcd");
+}
+
+static void test_has_control(void **state)
+{
+    (void)state;
+    assert_false(util_has_control("\"d41d8cd98f00b204e9800998ecf8427e\""));
+    assert_false(util_has_control("text/plain; charset=utf-8\tx\xc3\xa9"));
+    assert_false(util_has_control(""));
+    assert_true(util_has_control("\"abc\"\r\nX-Injected: 1"));
+    assert_true(util_has_control("a\nb"));
+    assert_true(util_has_control("a\rb"));
+    assert_true(util_has_control("\x1b[2J"));
+    assert_true(util_has_control("del\x7f"));
+}
+
 /* ---- metrics ------------------------------------------------------------ */
 
 static struct metrics_series t_series[] = {
@@ -385,6 +427,32 @@ static void test_log_file_never_follows(void **state)
     rmdir(dir);
 }
 
+/* What a log line quotes (a key, a server's message) cannot start another
+ * line or drive the terminal: the whole message is escaped. */
+static void test_log_line_escaped(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pailfs-log-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/e.log", dir);
+    assert_int_equal(log_use_file(path), 0);
+    log_set_level(LOG_LVL_WARN);
+    log_warn("listing: skipping key \"%s\": %s", "k\nfake 2026 pailfs error: x\x1b[31m",
+             "why");
+    char *data = NULL;
+    size_t len;
+    assert_int_equal(util_read_file(path, 1 << 20, &data, &len), 0);
+    assert_non_null(
+        strstr(data, " pailfs warn: listing: skipping key \"k\\nfake 2026 pailfs error: "
+                     "x\\x1b[31m\": why\n"));
+    assert_null(memchr(data, 0x1b, len));
+    assert_int_equal(strchr(data, '\n') - data, (long)len - 1); /* one line */
+    free(data);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +466,9 @@ int main(void)
         cmocka_unit_test(test_private_dir),
         cmocka_unit_test(test_metrics_tmp_never_follows),
         cmocka_unit_test(test_log_file_never_follows),
+        cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_has_control),
+        cmocka_unit_test(test_log_line_escaped),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
