@@ -104,6 +104,7 @@ struct s3_attempt {
     size_t meta_cap;
     char request_id[96];
     bool sent;                        /* it reached http_perform: count it */
+    const char *refused;              /* a header whose value we refused */
 };
 
 /* ---- endpoint and addressing ------------------------------------------- */
@@ -315,10 +316,25 @@ static int add_meta(struct s3_attempt *a, const char *name, const char *value)
     return 0;
 }
 
+/* Values we keep and may send back in a header of our own (an ETag as
+ * If-Match, the type, encoding and metadata of a copied object): a control
+ * character in one would end that header and start another. */
+static bool header_kept(const char *name)
+{
+    return strcasecmp(name, "ETag") == 0 || strcasecmp(name, "Content-Type") == 0 ||
+           strcasecmp(name, "Content-Encoding") == 0 || util_istarts(name, "x-amz-meta-");
+}
+
 static int on_header(struct http_request *hr, const char *name, const char *value)
 {
     struct s3_attempt *a = hr->arg;
     a->status = hr->status;
+    if (header_kept(name) && util_has_control(value)) {
+        a->refused = strcasecmp(name, "ETag") == 0 ? "ETag" : util_istarts(name, "x-amz-meta-")
+                                                             ? "x-amz-meta-*"
+                                                             : "Content-Type or -Encoding";
+        return EPROTO; /* the whole answer is refused: the operation fails */
+    }
     if (strcasecmp(name, "ETag") == 0)
         snprintf(a->info.etag, sizeof(a->info.etag), "%s", value);
     else if (strcasecmp(name, "Content-Length") == 0) {
@@ -404,8 +420,13 @@ static int on_body(struct http_request *hr, const void *data, size_t len)
 
 /* ---- one attempt -------------------------------------------------------- */
 
+/* The last line of defence against header injection: whatever a value's
+ * origin, one holding CR, LF (or any control character but a tab) is never
+ * sent.  EINVAL then. */
 static int add_header(struct curl_slist **list, const char *name, const char *value)
 {
+    if (util_has_control(name) || util_has_control(value))
+        return EINVAL;
     struct buf b = BUF_INIT;
     int rc = buf_printf(&b, "%s: %s", name, value);
     if (rc)
@@ -494,7 +515,10 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
             goto out;
     }
     for (size_t i = 0; i < nh && !rc; i++)
-        rc = add_header(&list, hdrs[i].name, hdrs[i].value);
+        if ((rc = add_header(&list, hdrs[i].name, hdrs[i].value)) == EINVAL)
+            snprintf(err->message, sizeof(err->message),
+                     "refused to send the %s header: its value holds a control character",
+                     hdrs[i].name);
     if (!rc && auth.len)
         rc = add_header(&list, "Authorization", auth.data);
     if (!rc) /* no 100-continue round trip; S3 answers errors promptly anyway */
@@ -531,7 +555,11 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
         if (req->want_off + req->delivered < total)
             t = ECONNRESET;
     }
-    if (t) {
+    if (t && a->refused) {
+        err->transport = t;
+        snprintf(err->message, sizeof(err->message),
+                 "refused the answer: its %s header holds a control character", a->refused);
+    } else if (t) {
         err->transport = t;
         snprintf(err->message, sizeof(err->message), "%s",
                  a->size_refused ? "the answer gives a size beyond S3's largest object: refused"
@@ -604,16 +632,29 @@ static void log_failure(const struct s3_req *req, int rc, const struct s3_error 
         return;
     if (err->status)
         log_msg(lvl, "%s %s: HTTP %ld %s: %s (request id %s)", req->op,
-                req->key ? req->key : "(bucket)", err->status, err->code, err->message,
+                req->key ? req->key : "(bucket)", err->status, err->code[0] ? err->code : "-",
+                err->message,
                 err->request_id[0] ? err->request_id : "none");
     else
         log_msg(lvl, "%s %s: %s", req->op, req->key ? req->key : "(bucket)", err->message);
 }
 
 /* The answer came but its body could not be read (EPROTO from the XML
- * parsers): say so once, with the request id, and return rc. */
+ * parsers) or holds a value we refuse (EBADMSG: an ETag with a control
+ * character): say so once, with the request id, and return EPROTO for
+ * both, or rc. */
 static int unreadable(const struct s3_req *req, int rc, struct s3_error *err)
 {
+    if (rc == EBADMSG) {
+        log_error("%s %s: refused the server's answer: an ETag in it holds a control "
+                  "character (request id %s)",
+                  req->op, req->key ? req->key : "(bucket)",
+                  req->request_id[0] ? req->request_id : "none");
+        if (err)
+            snprintf(err->message, sizeof(err->message),
+                     "%s answer with a control character in an ETag", req->op);
+        return EPROTO;
+    }
     if (rc != EPROTO)
         return rc;
     log_error("%s %s: unreadable response from the server (request id %s)", req->op,
@@ -1081,6 +1122,18 @@ int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n, in
     return rc;
 }
 
+/* The new object's ETag from a CopyObject or Complete answer into etag_out
+ * (80 bytes), or "" when it has none or one we refuse (logged): the object
+ * is stored either way, only its ETag is not known. */
+static void etag_known(const struct s3_req *req, char *etag_out)
+{
+    int rc = s3_xml_parse_etag(req->resp.data, req->resp.len, etag_out);
+    if (rc == EBADMSG)
+        unreadable(req, rc, NULL);
+    if (rc)
+        etag_out[0] = '\0';
+}
+
 static int copy_source(struct buf *b, struct s3_client *c, const char *src_key)
 {
     int rc = buf_puts(b, "/");
@@ -1111,8 +1164,8 @@ int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key
     }
     if (!rc)
         rc = s3_execute(c, &req, err);
-    if (!rc && etag_out && s3_xml_parse_etag(req.resp.data, req.resp.len, etag_out))
-        etag_out[0] = '\0';
+    if (!rc && etag_out)
+        etag_known(&req, etag_out);
     req_free(&req);
     buf_free(&src);
     return rc;
@@ -1320,8 +1373,8 @@ int s3_complete_multipart_upload(struct s3_client *c, const char *key, const cha
     req.body_may_be_error = true;
     if (!rc)
         rc = s3_execute(c, &req, err);
-    if (!rc && etag_out && s3_xml_parse_etag(req.resp.data, req.resp.len, etag_out))
-        etag_out[0] = '\0';
+    if (!rc && etag_out)
+        etag_known(&req, etag_out);
     req_free(&req);
     buf_free(&body);
     if (rc == ENOENT && complete_landed(c, key, parts, n_parts, etag_out))

@@ -79,11 +79,15 @@ int s3_xml_escape(struct buf *out, const char *s);
 /* If the document is an <Error>, fill err->code/message/request_id/region and
  * return 0; else ENOENT (not an error document) or EPROTO (not XML). */
 int s3_xml_parse_error(const char *xml, size_t len, struct s3_error *err);
+/* A ListObjectsV2 page.  0, EPROTO (not such a document), EBADMSG (an
+ * ETag in it holds a control character: refused, see etag_field), ENOMEM;
+ * on error *page is empty. */
 int s3_xml_parse_list_v2(const char *xml, size_t len, struct s3_list_page *page);
 /* UploadId of an InitiateMultipartUploadResult (caller frees). */
 int s3_xml_parse_upload_id(const char *xml, size_t len, char **upload_id);
 /* ETag of a CopyObjectResult, CopyPartResult or CompleteMultipartUploadResult
- * into etag (80 bytes). EPROTO when there is none. */
+ * into etag (80 bytes). EPROTO when there is none, EBADMSG when it holds a
+ * control character. */
 int s3_xml_parse_etag(const char *xml, size_t len, char *etag);
 /* A DeleteResult: errs[i] gets EACCES/EIO/… for keys[i] named in an <Error>. */
 int s3_xml_parse_delete_result(const char *xml, size_t len, const char *const *keys, size_t n,

@@ -153,6 +153,17 @@ struct list_state {
     bool in_contents, in_prefixes;
 };
 
+/* An ETag is sent back as a header (If-Match, x-amz-copy-source-if-match):
+ * one with a control character, such as the CR LF that "&#13;&#10;" decodes
+ * to, would end that header and start one of the server's choosing. */
+static int etag_field(char *dst, const char *text)
+{
+    if (util_has_control(text))
+        return EBADMSG;
+    copy_field(dst, 80, text);
+    return 0;
+}
+
 static int list_start(void *arg, const char *name, int depth)
 {
     struct list_state *st = arg;
@@ -212,7 +223,7 @@ static int list_text(void *arg, const char *name, int depth, const char *text)
                 return EPROTO;
             }
         } else if (strcmp(name, "ETag") == 0) {
-            copy_field(st->cur.etag, sizeof(st->cur.etag), text);
+            return etag_field(st->cur.etag, text);
         } else if (strcmp(name, "LastModified") == 0) {
             util_parse_iso8601(text, &st->cur.mtime);
         }
@@ -352,9 +363,9 @@ int s3_xml_parse_etag(const char *xml, size_t len, char *etag)
     int rc = find_value(xml, len, "ETag", 1, &v);
     if (rc)
         return rc;
-    copy_field(etag, 80, v);
+    rc = etag_field(etag, v);
     free(v);
-    return 0;
+    return rc;
 }
 
 /* ---- DeleteResult ------------------------------------------------------- */

@@ -48,13 +48,15 @@ FUZZ_TARGET(xml)
 
     struct s3_list_page page;
     rc = s3_xml_parse_list_v2(x, size, &page);
-    FUZZ_ASSERT(one_of(rc, 0, EPROTO, ENOMEM));
+    FUZZ_ASSERT(one_of(rc, 0, EPROTO, ENOMEM) || rc == EBADMSG);
     if (rc == 0) {
         for (size_t i = 0; i < page.n_entries; i++) {
             FUZZ_ASSERT(page.entries[i].key != NULL);
             FUZZ_ASSERT(memchr(page.entries[i].etag, 0, sizeof(page.entries[i].etag)));
             /* no size S3 cannot hold (issue 17 item 9: 2^64-1 looped) */
             FUZZ_ASSERT(page.entries[i].size <= S3_MAX_OBJECT_SIZE);
+            /* an ETag goes back as If-Match: never with CR, LF, … */
+            FUZZ_ASSERT(!util_has_control(page.entries[i].etag));
         }
         for (size_t i = 0; i < page.n_prefixes; i++)
             FUZZ_ASSERT(page.prefixes[i] != NULL);
@@ -84,9 +86,9 @@ FUZZ_TARGET(xml)
     char etag[80];
     memset(etag, 0x5a, sizeof(etag));
     rc = s3_xml_parse_etag(x, size, etag);
-    FUZZ_ASSERT(one_of(rc, 0, EPROTO, ENOMEM));
+    FUZZ_ASSERT(one_of(rc, 0, EPROTO, ENOMEM) || rc == EBADMSG);
     if (rc == 0)
-        FUZZ_ASSERT(memchr(etag, 0, sizeof(etag)));
+        FUZZ_ASSERT(memchr(etag, 0, sizeof(etag)) && !util_has_control(etag));
 
     static const char *const keys[] = {"a", "dir/b c", "a", "\xc3\xa9", ""};
     int errs[5] = {-1, -1, -1, -1, -1};

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from drive import drive
 from mount import mounter  # noqa: F401
 
 OPTS = ["retries=1"]  # two attempts, both spoiled: each failure is quick
@@ -55,6 +56,72 @@ def read_all(path):
 def sent_headers(proxy):
     """Every (name, value) of every request the proxy has seen lately."""
     return [(n, v) for r in proxy.stats()["recent"] for n, v in r["headers"]]
+
+
+def test_listing_etag_with_crlf_is_refused(proxy, s3, bucket, mounter):
+    """An ETag that XML decoding turns into CR LF must never become part of
+    a request header (If-Match of a read, copy-source-if-match of a
+    rename): the listing holding it is refused, and readdir fails."""
+    s3.put_object(Bucket=bucket, Key="inj/f", Body=b"data")
+    # gunzip=off: a listed file is opened without a HEAD, with the ETag
+    # its listing gave
+    m = mounter(opts=OPTS + ["gunzip=off"])
+    spoil(proxy, "ListObjectsV2", count=1, path_regex="delimiter=",
+          status=200, headers=XML,
+          body=listing(bucket, "inj/",
+                       [("inj/f", "&quot;abc&quot;&#13;&#10;X-Injected: 1")]))
+    listed = errno_of(os.listdir, m.p("inj"))
+    # whatever the listing gave, use the file as a user would: read it,
+    # rename it (both send the ETag they know in a header)
+    errno_of(read_all, m.p("inj", "f"))
+    errno_of(os.rename, m.p("inj", "f"), m.p("inj", "g"))
+    headers = sent_headers(proxy)
+    assert not [h for h in headers if h[0].lower() == "x-injected"], headers
+    assert not [h for h in headers if "\r" in h[1] or "\n" in h[1]], headers
+    assert listed == errno.EIO
+    assert "control character" in m.stderr_text()
+    # the read and the rename went on with the ETag of a HEAD
+    assert os.listdir(m.p("inj")) == ["g"]
+    assert read_all(m.p("inj", "g")) == b"data"
+
+
+def test_head_etag_with_control_character_is_refused(proxy, s3, bucket,
+                                                     mounter):
+    """A response header pailfs keeps and may send back (here the ETag of a
+    HEAD) with a control character fails that operation with EIO."""
+    s3.put_object(Bucket=bucket, Key="h", Body=b"data")
+    m = mounter(opts=OPTS)
+    spoil(proxy, "HeadObject", status=200,
+          headers={"ETag": '"abc"\x01\x1b[2J', "Content-Length": "4"})
+    assert errno_of(os.stat, m.p("h")) == errno.EIO
+    text = m.stderr_text()
+    assert "control character" in text
+    assert "\x1b" not in text and "\x01" not in text
+    proxy.config(fail_next=[])
+    assert read_all(m.p("h")) == b"data"
+
+
+def test_no_header_value_with_crlf_is_ever_sent(proxy, s3, bucket, tmp_path):
+    """The last line of defence, below every check on what the server
+    sent: the S3 client refuses to send a header whose value holds CR or
+    LF, whoever handed it the value (here the command line of s3drive, as
+    an If-Match and as metadata)."""
+    s3.put_object(Bucket=bucket, Key="v", Body=b"version one")
+    proxy.reset()
+    r = drive(proxy.url, bucket, "get", "v", str(tmp_path / "o"), "0", "5",
+              '"x"\r\nX-Injected: 1')
+    assert r.returncode == 1 and "errno=EIO" in r.stderr, r.stderr
+    assert "refused to send the if-match header" in r.stderr
+    src = tmp_path / "src"
+    src.write_bytes(b"new")
+    r = drive(proxy.url, bucket, "put", "w", str(src), "--meta",
+              "note=a\nX-Injected: 1")
+    assert r.returncode == 1 and "errno=EIO" in r.stderr, r.stderr
+    headers = sent_headers(proxy)
+    assert not [h for h in headers if h[0].lower() == "x-injected"], headers
+    assert proxy.stats()["requests_total"] == 0
+    assert "w" not in [o["Key"] for o in
+                       s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 def test_control_characters_in_keys_are_logged_escaped(s3, bucket, mounter):

@@ -151,6 +151,39 @@ static void test_list_v2_size_beyond_s3_refused(void **state)
     }
 }
 
+/* Issue 17 item 7: "&#13;&#10;" in an ETag decodes to CR LF, and the ETag
+ * goes back to the server as If-Match: a listing holding one is refused
+ * whole (EBADMSG; the client answers EPROTO, the mount EIO). */
+static void test_list_v2_etag_with_control_character(void **state)
+{
+    (void)state;
+    const char *x = "<ListBucketResult " NS "><IsTruncated>false</IsTruncated>"
+                    "<Contents><Key>ok</Key><ETag>\"e\"</ETag><Size>1</Size></Contents>"
+                    "<Contents><Key>inj/f</Key>"
+                    "<ETag>&quot;abc&quot;&#13;&#10;X-Injected: 1</ETag><Size>4</Size></Contents>"
+                    "</ListBucketResult>";
+    struct s3_list_page p;
+    assert_int_equal(s3_xml_parse_list_v2(x, strlen(x), &p), EBADMSG);
+    assert_int_equal(p.n_entries, 0);
+    assert_null(p.entries);
+    const char *lf = "<ListBucketResult><Contents><Key>k</Key><ETag>\"a\"\nX: 1</ETag>"
+                     "</Contents></ListBucketResult>";
+    assert_int_equal(s3_xml_parse_list_v2(lf, strlen(lf), &p), EBADMSG);
+    /* other control characters are no XML 1.0 text, raw or as &#27; */
+    const char *esc = "<ListBucketResult><Contents><Key>k</Key><ETag>\"a&#27;[2J\"</ETag>"
+                      "</Contents></ListBucketResult>";
+    assert_int_equal(s3_xml_parse_list_v2(esc, strlen(esc), &p), EPROTO);
+    /* a tab ends no header: kept */
+    const char *tab = "<ListBucketResult><Contents><Key>k</Key><ETag>\"a\tb\"</ETag>"
+                      "</Contents></ListBucketResult>";
+    assert_int_equal(s3_xml_parse_list_v2(tab, strlen(tab), &p), 0);
+    assert_string_equal(p.entries[0].etag, "\"a\tb\"");
+    s3_list_page_free(&p);
+    char etag[80];
+    const char *copy = "<CopyObjectResult><ETag>\"x\"&#10;X-Injected: 1</ETag></CopyObjectResult>";
+    assert_int_equal(s3_xml_parse_etag(copy, strlen(copy), etag), EBADMSG);
+}
+
 static void test_upload_id_and_etag(void **state)
 {
     (void)state;
@@ -275,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_list_v2_raw_keys_kept),
         cmocka_unit_test(test_list_v2_garbage),
         cmocka_unit_test(test_list_v2_size_beyond_s3_refused),
+        cmocka_unit_test(test_list_v2_etag_with_control_character),
         cmocka_unit_test(test_upload_id_and_etag),
         cmocka_unit_test(test_delete_result),
         cmocka_unit_test(test_list_uploads),
