@@ -4,8 +4,8 @@
  * "/" under "path/": common prefixes are subdirectories, keys are files,
  * and the "path/" marker itself is skipped.  A name that is both a key and
  * a prefix is shown once, as the directory.  Keys that cannot be POSIX
- * names ("a//b", ".", "..", over 255 bytes) are skipped with one warning
- * each.  A listing of N keys costs ⌈N/1000⌉ requests and no HEAD: entries
+ * names ("a//b", ".", "..", over 255 bytes, a NUL byte once %-decoded) are
+ * skipped with one warning each.  A listing of N keys costs ⌈N/1000⌉ requests and no HEAD: entries
  * carry what the listing says (size, LastModified, ETag).
  *
  * A directory rename copies every key under it (bounded parallelism) and
@@ -23,6 +23,8 @@ struct name_seen {
     size_t idx;
     UT_hash_handle hh;
 };
+
+#define NUL_NAME "its name holds a NUL byte once decoded"
 
 /* Warn once per key about names that cannot be shown. */
 static void warn_skipped(struct fs *fs, const char *key, const char *why)
@@ -157,6 +159,8 @@ int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
         if (rc)
             break;
         pthread_mutex_lock(&fs->lock);
+        for (size_t i = 0; i < page.n_skipped; i++)
+            warn_skipped(fs, page.skipped[i], NUL_NAME);
         for (size_t i = 0; i < page.n_entries && !rc; i++) {
             const struct s3_list_entry *le = &page.entries[i];
             const char *name = le->key + plen;
@@ -253,7 +257,7 @@ int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty)
     struct s3_list_page page = {0};
     int rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
     if (rc == 0) {
-        size_t others = page.n_prefixes;
+        size_t others = page.n_prefixes + page.n_skipped; /* not shown, but there */
         for (size_t i = 0; i < page.n_entries; i++)
             others += strcmp(page.entries[i].key, prefix) != 0;
         *empty = others == 0;
@@ -320,6 +324,8 @@ static int list_all(struct fs *fs, const char *prefix, struct s3_list_entry **ou
         rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
         free(token);
         token = NULL;
+        for (size_t i = 0; !rc && i < page.n_skipped; i++)
+            warn_skipped(fs, page.skipped[i], NUL_NAME " (left where it is)");
         if (!rc && page.n_entries) {
             struct s3_list_entry *m = realloc(all, (n + page.n_entries) * sizeof(*m));
             if (!m) {

@@ -61,8 +61,8 @@ static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char 
     struct s3_list_params p = {.prefix = key, .max_keys = 1};
     struct s3_list_page page = {0};
     int rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
-    if (rc == 0 && page.n_entries == 0 && page.n_prefixes == 0)
-        rc = ENOENT;
+    if (rc == 0 && page.n_entries == 0 && page.n_prefixes == 0 && page.n_skipped == 0)
+        rc = ENOENT; /* a key we cannot show still makes the directory */
     if (rc == 0) {
         bool marker = page.n_entries && strcmp(page.entries[0].key, key) == 0;
         int64_t mtime = page.n_entries ? page.entries[0].mtime : fs->mount_time.tv_sec;

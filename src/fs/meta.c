@@ -206,9 +206,10 @@ static int xattr_parse(const char *encoded, json_object **out)
         *out = json_object_new_object();
         return *out ? 0 : ENOMEM;
     }
-    char *raw = util_pct_decode(encoded);
-    if (!raw)
-        return EINVAL; /* a malformed escape (or no memory) */
+    char *raw;
+    int rc = util_pct_decode(encoded, &raw);
+    if (rc)
+        return rc == ENOMEM ? ENOMEM : EINVAL; /* a malformed escape, or a NUL */
     json_object *o = json_tokener_parse(raw);
     free(raw);
     if (!o || !json_object_is_type(o, json_type_object)) {

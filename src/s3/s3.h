@@ -207,10 +207,17 @@ struct s3_list_page {
     size_t n_prefixes;
     bool truncated;
     char *next_token;         /* continuation token when truncated */
+    char **skipped;           /* keys and prefixes left out of the two lists
+                               * above because their decoding holds a NUL
+                               * byte, which no C string (no name, no key we
+                               * could ask for) can hold; as the server sent
+                               * them, still %-encoded, for messages */
+    size_t n_skipped;
 };
 void s3_list_page_free(struct s3_list_page *page);
 
-/* One page of ListObjectsV2.  Keys come back decoded.  A truncated page
+/* One page of ListObjectsV2.  Keys come back decoded (those that decode to a
+ * NUL byte only in page->skipped).  A truncated page
  * without a continuation token, or one that repeats the token it was asked
  * with, is EPROTO (it would loop forever).  Every key and common prefix
  * returned begins with params->prefix: a page holding one that does not

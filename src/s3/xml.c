@@ -146,7 +146,7 @@ int s3_xml_parse_error(const char *xml, size_t len, struct s3_error *err)
 
 struct list_state {
     struct s3_list_page *page;
-    size_t cap_entries, cap_prefixes;
+    size_t cap_entries, cap_prefixes, cap_skipped;
     struct s3_list_entry cur;
     char *cur_prefix;
     bool url_encoded;
@@ -277,18 +277,74 @@ static int list_end(void *arg, const char *name, int depth)
 
 /* With encoding-type=url, keys and prefixes arrive %-encoded (with '+' for
  * space on some servers? No: S3 encodes space as %20 or '+'; we decode both
- * only when the server said it encoded). */
+ * only when the server said it encoded).  0, EPROTO (a malformed escape),
+ * EILSEQ (it decodes to a NUL byte: *s is left as sent) or ENOMEM. */
 static int decode_in_place(char **s)
 {
-    for (char *p = *s; *p; p++)
+    char *plus = strdup(*s), *d;
+    if (!plus)
+        return ENOMEM;
+    for (char *p = plus; *p; p++)
         if (*p == '+')
             *p = ' ';
-    char *d = util_pct_decode(*s);
-    if (!d)
-        return EPROTO;
+    int rc = util_pct_decode(plus, &d);
+    free(plus);
+    if (rc)
+        return rc == EINVAL ? EPROTO : rc;
     free(*s);
     *s = d;
     return 0;
+}
+
+/* A key or prefix whose decoding holds a NUL cannot be a C string: cut at
+ * the NUL, "dir/a%00/../../x" would be shown (and copied, and deleted) as
+ * "dir/a", another object.  It goes to page->skipped, as sent, for the
+ * caller to report like any name it cannot show.  Takes `as_sent` on 0. */
+static int skip_key(struct list_state *st, char *as_sent)
+{
+    struct s3_list_page *pg = st->page;
+    if (grow((void **)&pg->skipped, &st->cap_skipped, pg->n_skipped, sizeof(*pg->skipped)))
+        return ENOMEM;
+    pg->skipped[pg->n_skipped++] = as_sent;
+    return 0;
+}
+
+static int decode_entries(struct list_state *st)
+{
+    struct s3_list_page *pg = st->page;
+    size_t kept = 0, i = 0;
+    int rc = 0;
+    for (; i < pg->n_entries; i++) {
+        rc = decode_in_place(&pg->entries[i].key);
+        if (rc == EILSEQ && (rc = skip_key(st, pg->entries[i].key)) == 0)
+            continue;
+        if (rc)
+            break;
+        pg->entries[kept++] = pg->entries[i];
+    }
+    for (; i < pg->n_entries; i++) /* after an error: keep the rest for freeing */
+        pg->entries[kept++] = pg->entries[i];
+    pg->n_entries = kept;
+    return rc;
+}
+
+static int decode_prefixes(struct list_state *st)
+{
+    struct s3_list_page *pg = st->page;
+    size_t kept = 0, i = 0;
+    int rc = 0;
+    for (; i < pg->n_prefixes; i++) {
+        rc = decode_in_place(&pg->prefixes[i]);
+        if (rc == EILSEQ && (rc = skip_key(st, pg->prefixes[i])) == 0)
+            continue;
+        if (rc)
+            break;
+        pg->prefixes[kept++] = pg->prefixes[i];
+    }
+    for (; i < pg->n_prefixes; i++)
+        pg->prefixes[kept++] = pg->prefixes[i];
+    pg->n_prefixes = kept;
+    return rc;
 }
 
 int s3_xml_parse_list_v2(const char *xml, size_t len, struct s3_list_page *page)
@@ -299,10 +355,10 @@ int s3_xml_parse_list_v2(const char *xml, size_t len, struct s3_list_page *page)
     int rc = xml_walk(xml, len, &ev);
     free(st.cur.key);
     free(st.cur_prefix);
-    for (size_t i = 0; rc == 0 && st.url_encoded && i < page->n_entries; i++)
-        rc = decode_in_place(&page->entries[i].key);
-    for (size_t i = 0; rc == 0 && st.url_encoded && i < page->n_prefixes; i++)
-        rc = decode_in_place(&page->prefixes[i]);
+    if (rc == 0 && st.url_encoded)
+        rc = decode_entries(&st);
+    if (rc == 0 && st.url_encoded)
+        rc = decode_prefixes(&st);
     if (rc)
         s3_list_page_free(page);
     return rc;
@@ -316,6 +372,9 @@ void s3_list_page_free(struct s3_list_page *page)
     for (size_t i = 0; i < page->n_prefixes; i++)
         free(page->prefixes[i]);
     free(page->prefixes);
+    for (size_t i = 0; i < page->n_skipped; i++)
+        free(page->skipped[i]);
+    free(page->skipped);
     free(page->next_token);
     memset(page, 0, sizeof(*page));
 }

@@ -244,19 +244,19 @@ static int hexval(char c)
     return -1;
 }
 
-char *util_pct_decode(const char *s)
+int util_pct_decode(const char *s, char **out)
 {
     size_t n = strlen(s);
-    char *out = malloc(n + 1), *o = out;
-    if (!out)
-        return NULL;
+    char *d = malloc(n + 1), *o = d;
+    if (!d)
+        return ENOMEM;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%') {
             int hi = i + 2 < n + 1 ? hexval(s[i + 1]) : -1;
             int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0) {
-                free(out);
-                return NULL;
+            if (hi < 0 || lo < 0 || (hi | lo) == 0) {
+                free(d);
+                return hi < 0 || lo < 0 ? EINVAL : EILSEQ;
             }
             *o++ = (char)(hi << 4 | lo);
             i += 2;
@@ -265,7 +265,8 @@ char *util_pct_decode(const char *s)
         }
     }
     *o = '\0';
-    return out;
+    *out = d;
+    return 0;
 }
 
 int util_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)

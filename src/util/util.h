@@ -213,8 +213,11 @@ uint64_t util_random_u64(void);
  * A-Z a-z 0-9 - . _ ~ (and '/' when keep_slash) with upper-case hex, as
  * SigV4's UriEncode does.  0 or ENOMEM. */
 int util_pct_encode(struct buf *out, const char *s, size_t len, bool keep_slash);
-/* Decode %XX escapes; NULL on ENOMEM or a malformed escape.  Caller frees. */
-char *util_pct_decode(const char *s);
+/* Decode the %XX escapes of s into *out (caller frees).  0, EINVAL (a
+ * malformed escape), EILSEQ (an escape decodes to a NUL byte: a C string
+ * would end there, so that "dir/a%00/../../x" would read as "dir/a") or
+ * ENOMEM; *out is set only on 0. */
+int util_pct_decode(const char *s, char **out);
 /* Read a whole file (at most `max` bytes) into *out (caller frees).
  * 0, ENOENT, EACCES, EFBIG (larger than max), or another errno. */
 int util_read_file(const char *path, size_t max, char **out, size_t *len_out);

@@ -70,10 +70,13 @@ FUZZ_TARGET(xml)
                     first = page.prefixes[i];
             FUZZ_ASSERT(s3_list_page_outside(&page, prefixes[p]) == first);
         }
+        for (size_t i = 0; i < page.n_skipped; i++)
+            FUZZ_ASSERT(page.skipped[i] && strstr(page.skipped[i], "%00"));
         /* a truncated page without a token is the client's EPROTO
          * (s3_list_objects_v2), not the parser's */
     } else {
-        FUZZ_ASSERT(page.n_entries == 0 && page.n_prefixes == 0 && !page.next_token);
+        FUZZ_ASSERT(page.n_entries == 0 && page.n_prefixes == 0 && page.n_skipped == 0 &&
+                    !page.next_token);
     }
     s3_list_page_free(&page);
 

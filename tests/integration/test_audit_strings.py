@@ -101,6 +101,19 @@ def test_head_etag_with_control_character_is_refused(proxy, s3, bucket,
     assert read_all(m.p("h")) == b"data"
 
 
+def test_key_decoding_to_nul_is_skipped(proxy, s3, bucket, mounter):
+    """encoding-type=url: "dir/a%00/../../x" decodes to a name with a NUL,
+    which no file name can hold; cut at the NUL it would be shown as
+    "dir/a".  It is skipped like other names that cannot be shown."""
+    s3.put_object(Bucket=bucket, Key="dir/ok", Body=b"fine")
+    m = mounter(opts=OPTS)
+    spoil(proxy, "ListObjectsV2", status=200, headers=XML,
+          body=listing(bucket, "dir/", [("dir/a%00/../../x", '"e1"'),
+                                        ("dir/ok", '"e2"')], encoded=True))
+    assert sorted(os.listdir(m.p("dir"))) == ["ok"]
+    assert 'skipping key "dir/a%00/../../x"' in m.stderr_text()
+
+
 def test_no_header_value_with_crlf_is_ever_sent(proxy, s3, bucket, tmp_path):
     """The last line of defence, below every check on what the server
     sent: the S3 client refuses to send a header whose value holds CR or

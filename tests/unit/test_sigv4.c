@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,11 +121,12 @@ static void test_uri_encode_rules(void **state)
     assert_int_equal(util_pct_encode(&b, "x/y=z&", 6, false), 0);
     assert_string_equal(b.data, "x%2Fy%3Dz%26");
     buf_free(&b);
-    char *d = util_pct_decode("a%20b%2Bc%C3%A9+");
+    char *d;
+    assert_int_equal(util_pct_decode("a%20b%2Bc%C3%A9+", &d), 0);
     assert_string_equal(d, "a b+c\xc3\xa9+");
     free(d);
-    assert_null(util_pct_decode("bad%2"));
-    assert_null(util_pct_decode("bad%zz"));
+    assert_int_equal(util_pct_decode("bad%2", &d), EINVAL);
+    assert_int_equal(util_pct_decode("bad%zz", &d), EINVAL);
 }
 
 static void test_query_values_encoded_and_sorted(void **state)

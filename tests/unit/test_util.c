@@ -161,6 +161,28 @@ static void test_has_control(void **state)
     assert_true(util_has_control("del\x7f"));
 }
 
+/* %00 decodes to a NUL, which a C string cannot hold: cut there, the key
+ * "dir/a%00/../../x" would read as "dir/a".  EILSEQ, not a short string. */
+static void test_pct_decode(void **state)
+{
+    (void)state;
+    char *d = NULL;
+    assert_int_equal(util_pct_decode("a%20b%2Bc%C3%A9+", &d), 0);
+    assert_string_equal(d, "a b+c\xc3\xa9+");
+    free(d);
+    d = NULL;
+    assert_int_equal(util_pct_decode("dir/a%00/../../x", &d), EILSEQ);
+    assert_null(d);
+    assert_int_equal(util_pct_decode("%00", &d), EILSEQ);
+    assert_int_equal(util_pct_decode("bad%2", &d), EINVAL);
+    assert_int_equal(util_pct_decode("bad%zz", &d), EINVAL);
+    assert_int_equal(util_pct_decode("bad%", &d), EINVAL);
+    assert_null(d);
+    assert_int_equal(util_pct_decode("", &d), 0);
+    assert_string_equal(d, "");
+    free(d);
+}
+
 /* ---- metrics ------------------------------------------------------------ */
 
 static struct metrics_series t_series[] = {
@@ -468,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_log_file_never_follows),
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_has_control),
+        cmocka_unit_test(test_pct_decode),
         cmocka_unit_test(test_log_line_escaped),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);

@@ -85,6 +85,40 @@ static void test_list_v2_url_encoded_no_namespace(void **state)
     s3_list_page_free(&p);
 }
 
+/* Issue 17 item 7: "dir/a%00/../../x" was cut at the NUL and listed as
+ * "dir/a".  A key or prefix whose decoding holds a NUL is left out of the
+ * lists and handed back, as sent, in page.skipped. */
+static void test_list_v2_key_decoding_to_nul(void **state)
+{
+    (void)state;
+    const char *x = "<ListBucketResult><EncodingType>url</EncodingType>"
+                    "<Contents><Key>dir/a%00/../../x</Key><Size>1</Size></Contents>"
+                    "<Contents><Key>dir/ok</Key><Size>2</Size></Contents>"
+                    "<Contents><Key>dir/%00</Key><Size>3</Size></Contents>"
+                    "<CommonPrefixes><Prefix>dir/p%00q/</Prefix></CommonPrefixes>"
+                    "<CommonPrefixes><Prefix>dir/sub/</Prefix></CommonPrefixes>"
+                    "</ListBucketResult>";
+    struct s3_list_page p;
+    assert_int_equal(s3_xml_parse_list_v2(x, strlen(x), &p), 0);
+    assert_int_equal(p.n_entries, 1);
+    assert_string_equal(p.entries[0].key, "dir/ok");
+    assert_int_equal(p.entries[0].size, 2);
+    assert_int_equal(p.n_prefixes, 1);
+    assert_string_equal(p.prefixes[0], "dir/sub/");
+    assert_int_equal(p.n_skipped, 3);
+    assert_string_equal(p.skipped[0], "dir/a%00/../../x");
+    assert_string_equal(p.skipped[1], "dir/%00");
+    assert_string_equal(p.skipped[2], "dir/p%00q/");
+    s3_list_page_free(&p);
+    assert_int_equal(p.n_skipped, 0);
+    /* without EncodingType the text is the key: "%00" is three characters */
+    const char *raw = "<ListBucketResult><Contents><Key>a%00b</Key></Contents></ListBucketResult>";
+    assert_int_equal(s3_xml_parse_list_v2(raw, strlen(raw), &p), 0);
+    assert_string_equal(p.entries[0].key, "a%00b");
+    assert_int_equal(p.n_skipped, 0);
+    s3_list_page_free(&p);
+}
+
 static void test_list_v2_raw_keys_kept(void **state)
 {
     (void)state;
@@ -305,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_error_document),
         cmocka_unit_test(test_list_v2_aws_namespace),
         cmocka_unit_test(test_list_v2_url_encoded_no_namespace),
+        cmocka_unit_test(test_list_v2_key_decoding_to_nul),
         cmocka_unit_test(test_list_v2_raw_keys_kept),
         cmocka_unit_test(test_list_v2_garbage),
         cmocka_unit_test(test_list_v2_size_beyond_s3_refused),
