@@ -164,6 +164,19 @@ static int parse_endpoint(struct s3_client *c, const char *endpoint, struct s3_e
     return 0;
 }
 
+bool s3_region_valid(const char *r)
+{
+    size_t n = strlen(r);
+    if (n == 0 || n > 32 || r[0] == '-' || r[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((r[i] >= 'a' && r[i] <= 'z') || (r[i] >= '0' && r[i] <= '9') || r[i] == '-'))
+            return false;
+    return true;
+}
+
+/* `region` is the configured one, or a server's hint that passed
+ * s3_region_valid. */
 static int set_region_locked(struct s3_client *c, const char *region)
 {
     if (region != c->region) /* s3_client_new passes c->region to remake the host */
@@ -743,6 +756,16 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
 
         /* A region hint: re-sign for the bucket's region, once. */
         if (!region_fixed && err->region[0] &&
+            (a.status == 301 || a.status == 400 || a.status == 307) &&
+            !s3_region_valid(err->region)) {
+            log_error("%s %s: refused the server's region hint \"%s\": not a region name "
+                      "(request id %s)",
+                      req->op, req->key ? req->key : "(bucket)", err->region,
+                      err->request_id[0] ? err->request_id : "none");
+            rc = EPROTO;
+            break;
+        }
+        if (!region_fixed && err->region[0] &&
             (a.status == 301 || a.status == 400 || a.status == 307)) {
             pthread_mutex_lock(&c->mutex);
             bool differs = strcmp(c->region, err->region) != 0;
@@ -984,7 +1007,14 @@ int s3_head_bucket_limited(struct s3_client *c, const struct s3_call_limits *lim
     if (limits)
         req.limits = *limits;
     int rc = s3_execute(c, &req, err);
-    if (req.bucket_region[0]) {
+    /* A failed answer's bad hint was refused and logged by s3_execute (a
+     * redirect) or not followed at all (any other status). */
+    if (req.bucket_region[0] && !s3_region_valid(req.bucket_region)) {
+        if (rc == 0)
+            log_warn("bucket %s: refused the server's region hint \"%s\": not a region name "
+                     "(requests stay signed as before)",
+                     c->bucket, req.bucket_region);
+    } else if (req.bucket_region[0]) {
         pthread_mutex_lock(&c->mutex);
         if (strcmp(req.bucket_region, c->region) != 0) {
             log_info("bucket %s is in region %s", c->bucket, req.bucket_region);

@@ -53,6 +53,12 @@ void s3_md5_base64(const void *data, size_t len, char *b64);
  * parts' MD5s): "md5(binary part MD5s)-N", with quotes, into out (80
  * bytes).  0, EINVAL (an ETag that is not an MD5), ENOMEM. */
 int s3_multipart_etag(const struct s3_part *parts, size_t n, char *out);
+/* Whether r can be a region name: 1 to 32 characters of [a-z0-9-], neither
+ * end a hyphen ("us-east-1", "cn-northwest-1").  A region is put into the
+ * endpoint's host name (s3.REGION.amazonaws.com) and the signature's scope,
+ * so a hint from a server that is anything else ("evil.com/x",
+ * "us-east-1.attacker") is refused, never followed. */
+bool s3_region_valid(const char *r);
 /* "YYYYMMDDTHHMMSSZ" for t into out (17 bytes). */
 void s3_amz_date(int64_t t, char *out);
 

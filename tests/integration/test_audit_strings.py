@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-from drive import drive
+import rig
+from drive import drive, kv
 from mount import mounter  # noqa: F401
 
 OPTS = ["retries=1"]  # two attempts, both spoiled: each failure is quick
@@ -151,3 +152,53 @@ def test_control_characters_in_keys_are_logged_escaped(s3, bucket, mounter):
     assert 'skipping key "logme/nl\\nx\\x1b[31m' + "k" * 300 + '"' in text
     line = [ln for ln in text.splitlines() if "skipping key" in ln]
     assert len(line) == 1 and line[0].endswith("not a valid file name")
+
+
+@pytest.mark.parametrize("where", ["body", "header"])
+@pytest.mark.parametrize("region", ["evil.com/x", "us-east-1.attacker"])
+def test_region_hint_that_is_no_region_is_refused(proxy, s3, bucket, mounter,
+                                                  where, region):
+    """A 301 PermanentRedirect names the bucket's region in <Region> or in
+    x-amz-bucket-region.  Followed, it would sign (and, on AWS, address:
+    s3.REGION.amazonaws.com) the next request with whatever the server
+    said.  A hint that is not [a-z0-9-]+ is refused: no request is made
+    with it, and the operation fails with EIO, logged."""
+    s3.put_object(Bucket=bucket, Key="r/f", Body=b"data")
+    m = mounter(opts=OPTS)
+    proxy.reset()
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error>'
+            "<Code>PermanentRedirect</Code><Message>The bucket you are "
+            "attempting to access must be addressed using the specified "
+            "endpoint.</Message>"
+            + (f"<Region>{region}</Region>" if where == "body" else "")
+            + f"<Bucket>{bucket}</Bucket><RequestId>R1</RequestId></Error>")
+    headers = dict(XML)
+    if where == "header":
+        headers["x-amz-bucket-region"] = region
+    spoil(proxy, "ListObjectsV2", status=301, headers=headers, body=body)
+    listed = errno_of(os.listdir, m.p("r"))
+    auth = [v for n, v in sent_headers(proxy) if n.lower() == "authorization"]
+    assert auth and all("/us-east-1/s3/aws4_request" in a for a in auth), auth
+    assert not [a for a in auth if region.split("/")[0] in a]
+    assert listed == errno.EIO
+    text = m.stderr_text()
+    assert "region" in text and "refused" in text
+    assert f"is in region {region}" not in text
+    proxy.config(fail_next=[])
+    assert os.listdir(m.p("r")) == ["f"]
+
+
+def test_head_bucket_region_header_that_is_no_region_is_ignored(proxy, bucket):
+    """x-amz-bucket-region on a HeadBucket that succeeded: a bad one is
+    refused (logged), and the client goes on signing for its region."""
+    proxy.config(fail_next=[dict(op="HeadBucket", status=200, count=1,
+                                 headers={"x-amz-bucket-region":
+                                          "us-east-1.attacker"})])
+    r = drive(proxy.url, bucket, "head-bucket", check=True)
+    assert kv(r.stdout)["region"] == rig.REGION
+    assert 'refused the server\'s region hint "us-east-1.attacker"' in r.stderr
+    # and a good hint is still followed
+    proxy.config(fail_next=[dict(op="HeadBucket", status=200, count=1,
+                                 headers={"x-amz-bucket-region": "eu-west-3"})])
+    r = drive(proxy.url, bucket, "head-bucket", check=True)
+    assert kv(r.stdout)["region"] == "eu-west-3"

@@ -129,6 +129,23 @@ static void test_uri_encode_rules(void **state)
     assert_int_equal(util_pct_decode("bad%zz", &d), EINVAL);
 }
 
+/* Issue 17 item 7: a region hint from the server went into the endpoint's
+ * host name and the signature's scope as it came. */
+static void test_region_names(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"us-east-1", "eu-central-2", "cn-northwest-1",
+                                       "us-gov-west-1", "garage", "a",
+                                       "abcdefghijklmnopqrstuvwxyz012345"};
+    static const char *const bad[] = {"", "evil.com/x", "us-east-1.attacker", "US-EAST-1",
+                                      "us east", "us-east-1\r\nX: 1", "-us", "us-",
+                                      "abcdefghijklmnopqrstuvwxyz0123456", "eu_west", "a:1"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        assert_true(s3_region_valid(good[i]));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(s3_region_valid(bad[i]));
+}
+
 static void test_query_values_encoded_and_sorted(void **state)
 {
     (void)state;
@@ -172,6 +189,7 @@ int main(void)
         cmocka_unit_test(test_query_values_encoded_and_sorted),
         cmocka_unit_test(test_header_values_trimmed),
         cmocka_unit_test(test_amz_date_and_md5),
+        cmocka_unit_test(test_region_names),
     };
     return cmocka_run_group_tests_name("sigv4", tests, NULL, NULL);
 }
