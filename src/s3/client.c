@@ -782,11 +782,12 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
             }
         }
         if (!skew_fixed && strcmp(err->code, "RequestTimeTooSkewed") == 0 && server_date) {
+            /* Copied under the lock: another thread meeting the same
+             * answer may be writing c->clock_skew at this moment. */
             pthread_mutex_lock(&c->mutex);
-            c->clock_skew = server_date - (int64_t)time(NULL);
+            int64_t skew = c->clock_skew = server_date - (int64_t)time(NULL);
             pthread_mutex_unlock(&c->mutex);
-            log_warn("local clock is %lld s off the server's; correcting",
-                     (long long)-c->clock_skew);
+            log_warn("local clock is %lld s off the server's; correcting", (long long)-skew);
             skew_fixed = true;
             attempt--;
             continue;
