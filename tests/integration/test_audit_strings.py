@@ -115,6 +115,22 @@ def test_key_decoding_to_nul_is_skipped(proxy, s3, bucket, mounter):
     assert 'skipping key "dir/a%00/../../x"' in m.stderr_text()
 
 
+def test_directory_holding_a_nul_key_is_not_empty(proxy, s3, bucket,
+                                                  mounter):
+    """rmdir asks whether anything is under "d/": a key "d/%00" cut at the
+    NUL read as the directory's own marker, so the directory looked empty
+    and was removed while the key stayed.  A skipped key still counts."""
+    s3.put_object(Bucket=bucket, Key="d/real", Body=b"r")
+    m = mounter(opts=OPTS)
+    os.stat(m.p("d"))
+    spoil(proxy, "ListObjectsV2", path_regex="max-keys=2",
+          status=200, headers=XML,
+          body=listing(bucket, "d/", [("d/%00", '"e1"')], encoded=True))
+    assert errno_of(os.rmdir, m.p("d")) == errno.ENOTEMPTY
+    proxy.config(fail_next=[])
+    assert os.listdir(m.p("d")) == ["real"]
+
+
 def test_no_header_value_with_crlf_is_ever_sent(proxy, s3, bucket, tmp_path):
     """The last line of defence, below every check on what the server
     sent: the S3 client refuses to send a header whose value holds CR or
