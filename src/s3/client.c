@@ -343,9 +343,9 @@ static int on_header(struct http_request *hr, const char *name, const char *valu
     struct s3_attempt *a = hr->arg;
     a->status = hr->status;
     if (header_kept(name) && util_has_control(value)) {
-        a->refused = strcasecmp(name, "ETag") == 0 ? "ETag" : util_istarts(name, "x-amz-meta-")
-                                                             ? "x-amz-meta-*"
-                                                             : "Content-Type or -Encoding";
+        a->refused = strcasecmp(name, "ETag") == 0       ? "ETag"
+                     : util_istarts(name, "x-amz-meta-") ? "x-amz-meta-*"
+                                                         : "Content-Type or -Encoding";
         return EPROTO; /* the whole answer is refused: the operation fails */
     }
     if (strcasecmp(name, "ETag") == 0)
@@ -646,8 +646,7 @@ static void log_failure(const struct s3_req *req, int rc, const struct s3_error 
     if (err->status)
         log_msg(lvl, "%s %s: HTTP %ld %s: %s (request id %s)", req->op,
                 req->key ? req->key : "(bucket)", err->status, err->code[0] ? err->code : "-",
-                err->message,
-                err->request_id[0] ? err->request_id : "none");
+                err->message, err->request_id[0] ? err->request_id : "none");
     else
         log_msg(lvl, "%s %s: %s", req->op, req->key ? req->key : "(bucket)", err->message);
 }

@@ -134,12 +134,18 @@ static void test_uri_encode_rules(void **state)
 static void test_region_names(void **state)
 {
     (void)state;
-    static const char *const good[] = {"us-east-1", "eu-central-2", "cn-northwest-1",
-                                       "us-gov-west-1", "garage", "a",
+    static const char *const good[] = {"us-east-1",
+                                       "eu-central-2",
+                                       "cn-northwest-1",
+                                       "us-gov-west-1",
+                                       "garage",
+                                       "a",
                                        "abcdefghijklmnopqrstuvwxyz012345"};
-    static const char *const bad[] = {"", "evil.com/x", "us-east-1.attacker", "US-EAST-1",
-                                      "us east", "us-east-1\r\nX: 1", "-us", "us-",
-                                      "abcdefghijklmnopqrstuvwxyz0123456", "eu_west", "a:1"};
+    static const char *const bad[] = {
+        "",          "evil.com/x", "us-east-1.attacker",
+        "US-EAST-1", "us east",    "us-east-1\r\nX: 1",
+        "-us",       "us-",        "abcdefghijklmnopqrstuvwxyz0123456",
+        "eu_west",   "a:1"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         assert_true(s3_region_valid(good[i]));
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
