@@ -1224,20 +1224,13 @@ const char *s3_upload_page_outside(const struct s3_upload_page *page, const char
 
 /* A listing that holds `key` outside the `prefix` asked for: one line with
  * the request id, and EIO for the whole page, before any caller acts on
- * any of it.  The key is the server's: control characters are shown as
- * '?' so that it cannot break the log line. */
+ * any of it.  (The key is the server's: log lines escape it.) */
 static int outside_prefix(const struct s3_req *req, const char *prefix, const char *key,
                           struct s3_error *err)
 {
-    char shown[256];
-    size_t n = 0;
-    for (; key[n] && n < sizeof(shown) - 1; n++)
-        shown[n] = (unsigned char)key[n] < 0x20 || key[n] == 0x7f ? '?' : key[n];
-    shown[n] = '\0';
-    log_error("%s: the server answered a listing of \"%s\" with key \"%s%s\" (request id %s); "
+    log_error("%s: the server answered a listing of \"%s\" with key \"%s\" (request id %s); "
               "refusing the listing",
-              req->op, prefix, shown, key[n] ? "..." : "",
-              req->request_id[0] ? req->request_id : "none");
+              req->op, prefix, key, req->request_id[0] ? req->request_id : "none");
     if (err)
         snprintf(err->message, sizeof(err->message), "%s listed a key outside its prefix", req->op);
     return EIO;
