@@ -59,8 +59,10 @@ def test_copy_probe_precedes_the_first_part(rig):
 def test_failed_extending_staged_write_changes_nothing(rig):
     """A staged write that starts inside the old object and extends it by
     more than a block, whose fetch of the old bytes it partly overwrites
-    fails: the write fails with EIO and changes nothing, so close() stores
-    the object exactly as the writes that succeeded left it."""
+    fails: the write fails with EIO and fails the file (issue 17 item 2:
+    a program that missed that error must not get 0 from close() for a
+    file lacking bytes it wrote), so close() fails with EIO too and the
+    object keeps its old bytes, none of the edit stored."""
     old = os.urandom(10 * MiB)
     rig.s3.put_object(Bucket=rig.bucket, Key="grow.bin", Body=old)
     m = rig.mount(opts=["retries=0"])
@@ -75,8 +77,18 @@ def test_failed_extending_staged_write_changes_nothing(rig):
             raise AssertionError("the write succeeded though its fetch failed")
         except OSError as e:
             assert e.errno == 5, e
+        # sticky: the next write fails the same way
+        try:
+            os.pwrite(fd, b"x", 0)
+            raise AssertionError("a write after the failed one succeeded")
+        except OSError as e:
+            assert e.errno == 5, e
     finally:
-        os.close(fd)
+        try:
+            os.close(fd)
+            raise AssertionError("close() returned 0 after a failed write")
+        except OSError as e:
+            assert e.errno == 5, e
     got = rig.s3.get_object(Bucket=rig.bucket, Key="grow.bin")["Body"].read()
     assert len(got) == len(old)
-    assert got == first + old[len(first):]
+    assert got == old
