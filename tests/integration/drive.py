@@ -47,6 +47,12 @@ def drive(endpoint, bucket, *args, env=None, opts=(), input=None, timeout=300,
     return r
 
 
+def put_file(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return str(p)
+
+
 def kv(stdout):
     """key=value lines to a dict."""
     out = {}

@@ -193,6 +193,19 @@ def ename(code):
     return errno.errorcode.get(code, str(code)) if code is not None else "ok"
 
 
+def write(path, data, mode=0o644):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        assert os.write(fd, data) == len(data)
+    finally:
+        os.close(fd)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def format_opts(opts):
     """-o text from a dict (value None/True: bare flag) or a sequence."""
     if isinstance(opts, dict):
@@ -204,6 +217,46 @@ def format_opts(opts):
                 items.append(f"{k}={v}")
         return items
     return list(opts)
+
+
+# --------------------------------------------------------------------------
+# The pailfs command, run as a user would (daemonising unless -f)
+# --------------------------------------------------------------------------
+
+FAIL_WITHIN = 15.0
+
+
+def run_pailfs(args, env=None, timeout=FAIL_WITHIN + 15, tmp_path=None):
+    """Run pailfs (normally daemonising) with stderr to a file, so a child
+    that keeps the pipe open cannot hang the test. Returns
+    (returncode, stdout, stderr, seconds)."""
+    err_path = tmp_path / f"stderr-{time.monotonic_ns()}"
+    out_path = tmp_path / f"stdout-{time.monotonic_ns()}"
+    with open(err_path, "wb") as err, open(out_path, "wb") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([str(PAILFS), *args], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err,
+                                env=env if env is not None else clean_env())
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = None
+        took = time.monotonic() - t0
+    return (rc, out_path.read_text(errors="replace"),
+            err_path.read_text(errors="replace"), took)
+
+
+def assert_nothing_left(mountpoint):
+    assert not is_mounted(mountpoint), f"{mountpoint} left mounted"
+    pids = pailfs_pids(mountpoint)
+    assert wait_pids_gone(pids, 5), f"pailfs processes left: {pids}"
+
+
+def base_opts(url, *extra, fg=False):
+    return (["-f"] if fg else []) + \
+        ["-o", ",".join([f"endpoint={url}", "path_style", *extra])]
 
 
 # --------------------------------------------------------------------------

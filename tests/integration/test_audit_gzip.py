@@ -23,8 +23,8 @@ import zlib
 
 import pytest
 
-from mount import call_with_timeout, mounter  # noqa: F401
-from test_mount_gzip import put, read, text
+from helpers import put, text
+from mount import call_with_timeout, mounter, read  # noqa: F401
 
 MiB = 1 << 20
 HUGE = (1 << 64) - 1

@@ -20,8 +20,8 @@ import tempfile
 
 import pytest
 
-from mount import is_mounted, mounter  # noqa: F401
-from test_mount_cli import assert_nothing_left, base_opts, run_pailfs
+from mount import (assert_nothing_left, base_opts, is_mounted,  # noqa: F401
+                   mounter, run_pailfs)
 
 NOBODY = 65534
 PRECIOUS = b"precious: must survive the mount\n"

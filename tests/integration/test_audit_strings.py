@@ -13,14 +13,11 @@ import pytest
 
 import rig
 from drive import drive, kv
+from helpers import spoil
 from mount import mounter  # noqa: F401
 
 OPTS = ["retries=1"]  # two attempts, both spoiled: each failure is quick
 XML = {"Content-Type": "application/xml"}
-
-
-def spoil(proxy, op, count=50, **entry):
-    proxy.config(fail_next=[dict(entry, op=op, count=count)])
 
 
 def listing(bucket, prefix, contents, encoded=False):

@@ -22,15 +22,12 @@ import time
 
 import pytest
 
+from helpers import body, uploads
 from mount import call_with_timeout, mounter  # noqa: F401
 
 MiB = 1 << 20
 TiB = 1 << 40
 S3_MAX = 10000 * (5 << 30)  # S3's largest object: 10,000 parts of 5 GiB
-
-
-def body(s3, bucket, key):
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def etag(s3, bucket, key):
@@ -40,10 +37,6 @@ def etag(s3, bucket, key):
 def keys(s3, bucket):
     return sorted(o["Key"] for o in
                   s3.list_objects_v2(Bucket=bucket).get("Contents", []))
-
-
-def uploads(s3, bucket):
-    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
 def errno_raised(fn, *args):

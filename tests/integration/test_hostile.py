@@ -13,15 +13,12 @@ import time
 
 import pytest
 
+from helpers import spoil
 from mount import mounter  # noqa: F401
 
 # retries=1 keeps each failure quick: two attempts, both spoiled.
 OPTS = ["retries=1"]
 BOUNDED = 30.0  # seconds any failing operation may take
-
-
-def spoil(proxy, op, count=50, **entry):
-    proxy.config(fail_next=[dict(entry, op=op, count=count)])
 
 
 def expect_eio(fn, *args):

@@ -9,20 +9,7 @@ import errno
 import os
 import time
 
-from mount import call_with_timeout, errno_of, mounter  # noqa: F401
-
-
-def write(path, data, mode=0o644):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
+from mount import call_with_timeout, errno_of, mounter, read, write  # noqa: F401
 
 
 def wait_until(pred, timeout, step=0.05):

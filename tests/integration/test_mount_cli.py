@@ -15,43 +15,14 @@ import pytest
 
 import rig
 from drive import clean_env
-from mount import (PAILFS, fusermount_unmount, is_mounted,  # noqa: F401
-                   mounter, pailfs_pids, wait_pids_gone)
-
-FAIL_WITHIN = 15.0
+from mount import (FAIL_WITHIN, PAILFS, assert_nothing_left,  # noqa: F401
+                   base_opts, fusermount_unmount, is_mounted, mounter,
+                   pailfs_pids, run_pailfs, wait_pids_gone)
 
 OPTIONS = ["endpoint", "region", "path_style", "profile", "passwd_file",
            "public", "ro", "uid", "gid", "umask", "file_mode", "dir_mode",
            "allow_other", "attr_ttl", "neg_ttl", "cache_dir", "retries",
            "connect_timeout", "log_level"]
-
-
-def run_pailfs(args, env=None, timeout=FAIL_WITHIN + 15, tmp_path=None):
-    """Run pailfs (normally daemonising) with stderr to a file, so a child
-    that keeps the pipe open cannot hang the test. Returns
-    (returncode, stdout, stderr, seconds)."""
-    err_path = tmp_path / f"stderr-{time.monotonic_ns()}"
-    out_path = tmp_path / f"stdout-{time.monotonic_ns()}"
-    with open(err_path, "wb") as err, open(out_path, "wb") as out:
-        t0 = time.monotonic()
-        proc = subprocess.Popen([str(PAILFS), *args], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err,
-                                env=env if env is not None else clean_env())
-        try:
-            rc = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = None
-        took = time.monotonic() - t0
-    return (rc, out_path.read_text(errors="replace"),
-            err_path.read_text(errors="replace"), took)
-
-
-def assert_nothing_left(mountpoint):
-    assert not is_mounted(mountpoint), f"{mountpoint} left mounted"
-    pids = pailfs_pids(mountpoint)
-    assert wait_pids_gone(pids, 5), f"pailfs processes left: {pids}"
 
 
 def assert_one_line_failure(rc, err, took, mountpoint, *, exact=None,
@@ -81,11 +52,6 @@ def assert_one_line_failure(rc, err, took, mountpoint, *, exact=None,
 def fg(request):
     """Each mount-time failure is checked without and with -f."""
     return request.param == "foreground"
-
-
-def base_opts(url, *extra, fg=False):
-    return (["-f"] if fg else []) + \
-        ["-o", ",".join([f"endpoint={url}", "path_style", *extra])]
 
 
 # --------------------------------------------------------------------------

@@ -19,38 +19,10 @@ import zlib
 
 import pytest
 
-from mount import mnt, mounter  # noqa: F401
+from helpers import get_bytes, put, text
+from mount import mnt, mounter, read  # noqa: F401
 
 MiB = 1 << 20
-
-
-def text(n, seed=1):
-    """JSON-lines-like bytes that compress about 5:1."""
-    rng = random.Random(seed)
-    words = [b"alpha", b"beta", b"gamma", b"delta", b"epsilon", b"zeta", b"eta"]
-    out, size = [], 0
-    i = 0
-    while size < n:
-        line = b'{"id":%d,"name":"%s","v":%d,"tags":["%s","%s"]}\n' % (
-            i, rng.choice(words), rng.randrange(10 ** 6), rng.choice(words),
-            rng.choice(words))
-        out.append(line)
-        size += len(line)
-        i += 1
-    return b"".join(out)[:n]
-
-
-def put(s3, bucket, key, body, **kw):
-    s3.put_object(Bucket=bucket, Key=key, Body=body, **kw)
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def get_bytes(proxy):
-    return proxy.stats()["bytes_out"]
 
 
 @pytest.fixture(scope="module")

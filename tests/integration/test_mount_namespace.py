@@ -11,19 +11,8 @@ import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
+from helpers import body, keys
 from mount import errno_of, mnt, mounter  # noqa: F401
-
-
-def body(s3, bucket, key):
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-def keys(s3, bucket, prefix=""):
-    out = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                             Prefix=prefix):
-        out += [o["Key"] for o in page.get("Contents", [])]
-    return sorted(out)
 
 
 def test_external_objects_appear(s3, bucket, mounter):

@@ -16,6 +16,7 @@ import time
 import pytest
 
 import rig
+from helpers import body, uploads
 from mount import Mount, fusermount_unmount, mnt, mounter  # noqa: F401
 
 MiB = 1 << 20
@@ -26,18 +27,8 @@ def sha(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def body(s3, bucket, key):
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
 def ops(proxy):
     return dict(proxy.stats()["by_op"])
-
-
-def get_bytes(proxy):
-    """Bytes the server sent for GetObject requests, from the recent log
-    (the proxy counts bytes_out in total; GETs dominate it in these tests)."""
-    return proxy.stats()["bytes_out"]
 
 
 def write_chunks(path, data, chunk=MiB, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
@@ -52,10 +43,6 @@ def write_chunks(path, data, chunk=MiB, flags=os.O_WRONLY | os.O_CREAT | os.O_TR
 def staging_files(m):
     d = m.path.rstrip("/") + ".cache/staging"
     return os.listdir(d) if os.path.isdir(d) else []
-
-
-def uploads(s3, bucket):
-    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
 # --------------------------------------------------------------------------

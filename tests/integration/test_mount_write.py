@@ -18,7 +18,9 @@ from urllib.parse import unquote
 import botocore.exceptions
 import pytest
 
-from mount import call_with_timeout, errno_of, is_mounted, mnt, mounter  # noqa: F401
+from helpers import body, keys
+from mount import (call_with_timeout, errno_of, is_mounted, mnt,  # noqa: F401
+                   mounter, read, write)
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +28,6 @@ def known_umask():
     old = os.umask(0o022)
     yield
     os.umask(old)
-
-
-def body(s3, bucket, key):
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def head(s3, bucket, key):
@@ -48,27 +46,6 @@ def exists(s3, bucket, key):
         if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
             return False
         raise
-
-
-def keys(s3, bucket, prefix=""):
-    out = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                             Prefix=prefix):
-        out += [o["Key"] for o in page.get("Contents", [])]
-    return sorted(out)
-
-
-def write(path, data, mode=0o644):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 # --------------------------------------------------------------------------

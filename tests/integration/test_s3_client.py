@@ -12,17 +12,8 @@ import pytest
 
 import rig
 
-from drive import clean_env, drive, kv, sha256
-
-
-def put_file(tmp_path, name, data):
-    p = tmp_path / name
-    p.write_bytes(data)
-    return str(p)
-
-
-def body(s3, bucket, key):
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+from drive import clean_env, drive, kv, put_file, sha256
+from helpers import body
 
 
 def test_put_get_roundtrip(proxy, s3, bucket, tmp_path):

@@ -5,15 +5,9 @@ a faulty connection arrives byte for byte."""
 import os
 import time
 
-from drive import clean_env, drive, kv, sha256
+from drive import clean_env, drive, kv, put_file, sha256
 
 MiB = 1024 * 1024
-
-
-def put_file(tmp_path, name, data):
-    p = tmp_path / name
-    p.write_bytes(data)
-    return str(p)
 
 
 def test_64mib_put_and_get_under_faults(proxy, s3, bucket, tmp_path):

@@ -14,9 +14,8 @@ import pytest
 
 import rig
 from drive import clean_env
-from mount import Mount, is_mounted, mounter  # noqa: F401
-from test_mount_cli import (assert_nothing_left, base_opts,  # noqa: F401
-                            run_pailfs)
+from mount import (Mount, assert_nothing_left, base_opts,  # noqa: F401
+                   is_mounted, mounter, run_pailfs)
 
 
 @pytest.fixture(scope="module")
