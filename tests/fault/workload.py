@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 
 import data
+from mount import proc_state
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "worker.py"
@@ -190,16 +191,6 @@ def v_dir(i):
 # --------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------
-
-def proc_state(pid):
-    """One-letter state from /proc/PID/stat ('R', 'S', 'D', 'Z'...), or
-    None once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
 
 def kernel_stack(pid):
     """Where a process waits in the kernel (/proc/PID/stack needs root;

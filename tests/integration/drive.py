@@ -6,7 +6,6 @@ environment unless the test says otherwise. That way a test sees exactly
 the credential sources it sets up and nothing of the machine it runs on.
 """
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -48,6 +47,8 @@ def drive(endpoint, bucket, *args, env=None, opts=(), input=None, timeout=300,
 
 
 def put_file(tmp_path, name, data):
+    """Write data to tmp_path/name (a local file for s3drive to upload);
+    returns its path as a str."""
     p = tmp_path / name
     p.write_bytes(data)
     return str(p)
@@ -61,7 +62,3 @@ def kv(stdout):
             k, v = line.split("=", 1)
             out[k] = v
     return out
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()

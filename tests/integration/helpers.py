@@ -9,6 +9,7 @@ Helpers that act on a mount (its files, its process, the pailfs command)
 are in mount.py; the runner of tests/s3drive is drive.py.
 """
 
+import hashlib
 import random
 
 
@@ -17,10 +18,12 @@ import random
 # --------------------------------------------------------------------------
 
 def body(s3, bucket, key):
+    """The bytes stored under key (GetObject)."""
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def keys(s3, bucket, prefix=""):
+    """Every key under prefix, sorted (ListObjectsV2, all pages)."""
     out = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
                                                              Prefix=prefix):
@@ -29,10 +32,13 @@ def keys(s3, bucket, prefix=""):
 
 
 def uploads(s3, bucket):
+    """The multipart uploads still open in the bucket (first page, up to
+    1,000: ListMultipartUploads' Uploads entries)."""
     return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
 def put(s3, bucket, key, body, **kw):
+    """PutObject of body under key; kw go to put_object (Metadata=...)."""
     s3.put_object(Bucket=bucket, Key=key, Body=body, **kw)
 
 
@@ -40,17 +46,38 @@ def put(s3, bucket, key, body, **kw):
 # The proxy: counters and scripted answers
 # --------------------------------------------------------------------------
 
+def ops(proxy):
+    """Requests the proxy counted since its last reset, by S3 operation:
+    {"GetObject": 3, ...} (a copy, safe to keep across later requests)."""
+    return dict(proxy.stats()["by_op"])
+
+
 def get_bytes(proxy):
+    """Response body bytes the proxy sent to clients since its last reset
+    (all operations; GETs dominate it in the tests that use it)."""
     return proxy.stats()["bytes_out"]
 
 
 def spoil(proxy, op, count=50, **entry):
+    """Script the proxy to answer the next `count` requests of `op` with
+    `entry` (a fail_next entry: status, code, body, headers, path_regex,
+    ...) instead of forwarding them; replaces any script already set."""
     proxy.config(fail_next=[dict(entry, op=op, count=count)])
 
 
 # --------------------------------------------------------------------------
 # Test data
 # --------------------------------------------------------------------------
+
+def sha256(data):
+    """Hex SHA-256 of data: compare big bodies without printing them."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def rand_bytes(seed, n):
+    """n pseudo-random bytes, the same for the same seed."""
+    return random.Random(seed).randbytes(n)
+
 
 def text(n, seed=1):
     """JSON-lines-like bytes that compress about 5:1."""

@@ -101,6 +101,7 @@ def mount_entry(path):
 
 
 def is_mounted(path):
+    """Whether the kernel shows a mount at path."""
     return mount_entry(path) is not None
 
 
@@ -132,12 +133,18 @@ def wait_pids_gone(pids, timeout):
     return False
 
 
-def _is_zombie(pid):
+def proc_state(pid):
+    """One-letter state from /proc/PID/stat ('R', 'S', 'D', 'Z'...), or
+    None once the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _is_zombie(pid):
+    return proc_state(pid) == "Z"
 
 
 def fusermount_unmount(path, lazy=False, timeout=20.0):
@@ -189,11 +196,60 @@ def errno_of(fn, *args, **kwargs):
     return None
 
 
+def expect_eio(fn, *args, bound=30.0):
+    """fn(*args) must fail with EIO within `bound` seconds; returns the
+    OSError. It runs in a thread (call_with_timeout), so a call that hangs
+    in the kernel fails the test instead of blocking it."""
+    t0 = time.monotonic()
+    with pytest.raises(OSError) as e:
+        call_with_timeout(fn, bound, *args)
+    assert e.value.errno == errno.EIO, e.value
+    assert time.monotonic() - t0 < bound
+    return e.value
+
+
+def wait_until(pred, timeout, step=0.05):
+    """Poll pred() every `step` seconds until it returns something true or
+    `timeout` seconds have passed; returns its last value (so `assert
+    wait_until(...)` fails with the state it gave up on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+def seconds_until(pred, timeout, step=0.05):
+    """Seconds it took pred() to become true, or None after timeout (for
+    tests that bound how long a change takes to show, not only that it
+    does)."""
+    t0 = time.monotonic()
+    while True:
+        if pred():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            return None
+        time.sleep(step)
+
+
+def rss_bytes(pid):
+    """Resident memory of process pid (VmRSS of /proc/PID/status), bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def ename(code):
+    """errno name of code ("EIO"), "ok" for None: for assertion texts."""
     return errno.errorcode.get(code, str(code)) if code is not None else "ok"
 
 
 def write(path, data, mode=0o644):
+    """Create or truncate path and write data with one write(2), which must
+    take it all; close(2) errors are raised (where pailfs uploads)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         assert os.write(fd, data) == len(data)
@@ -202,6 +258,7 @@ def write(path, data, mode=0o644):
 
 
 def read(path):
+    """The whole file at path, read with Python's buffered reader."""
     with open(path, "rb") as f:
         return f.read()
 
@@ -249,12 +306,16 @@ def run_pailfs(args, env=None, timeout=FAIL_WITHIN + 15, tmp_path=None):
 
 
 def assert_nothing_left(mountpoint):
+    """Nothing mounted at mountpoint and no pailfs process naming it (waits
+    up to 5 s for processes on their way out)."""
     assert not is_mounted(mountpoint), f"{mountpoint} left mounted"
     pids = pailfs_pids(mountpoint)
     assert wait_pids_gone(pids, 5), f"pailfs processes left: {pids}"
 
 
 def base_opts(url, *extra, fg=False):
+    """pailfs arguments before BUCKET MOUNTPOINT: -o endpoint=url,path_style
+    and the extra options (["-f"] first with fg)."""
     return (["-f"] if fg else []) + \
         ["-o", ",".join([f"endpoint={url}", "path_style", *extra])]
 

@@ -13,31 +13,18 @@ object version (not fetched again at every stat), concurrent stats fetch
 it once, and listing a directory of .gz files sends no GET per entry. The
 requests are counted at the proxy."""
 
-import errno
 import gzip
 import os
 import subprocess
 import threading
-import time
 import zlib
 
-import pytest
-
 from helpers import put, text
-from mount import call_with_timeout, mounter, read  # noqa: F401
+from mount import call_with_timeout, expect_eio, mounter, read  # noqa: F401
 
 MiB = 1 << 20
 HUGE = (1 << 64) - 1
 BOUNDED = 30.0  # seconds a refused answer may take to fail
-
-
-def expect_eio(fn, *args):
-    t0 = time.monotonic()
-    with pytest.raises(OSError) as e:
-        call_with_timeout(fn, BOUNDED, *args)
-    assert e.value.errno == errno.EIO, e.value
-    assert time.monotonic() - t0 < BOUNDED
-    return e.value
 
 
 def healthy(proxy, m, name, data):

@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from mount import mounter  # noqa: F401
+from helpers import ops
+from mount import mounter, wait_until  # noqa: F401
 
 OPTS = ["retries=1"]
 XML = {"Content-Type": "application/xml"}
@@ -64,10 +65,6 @@ def uploads_page(bucket, uploads):
     return "".join(body)
 
 
-def ops(proxy):
-    return proxy.stats()["by_op"]
-
-
 def bucket_state(s3, bucket):
     out = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
@@ -80,15 +77,6 @@ def bucket_state(s3, bucket):
 def open_uploads(s3, bucket):
     r = s3.list_multipart_uploads(Bucket=bucket)
     return sorted((u["Key"], u["UploadId"]) for u in r.get("Uploads", []))
-
-
-def wait_for(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def iso(t, offset_minutes, colon=True, frac=""):
@@ -185,8 +173,8 @@ def test_stale_sweep_never_aborts_an_upload_outside_the_prefix(proxy, s3,
         body=uploads_page(bucket, [("other/x", other, long_ago),
                                    ("p/stale", mine, long_ago)]))])
     m = mounter(prefix="p", opts=OPTS + ["abort_stale_uploads=1h"])
-    assert wait_for(lambda: "answered a listing" in m.stderr_text()
-                    or "AbortMultipartUpload" in ops(proxy))
+    assert wait_until(lambda: "answered a listing" in m.stderr_text()
+                      or "AbortMultipartUpload" in ops(proxy), 20.0)
     time.sleep(0.5)  # whatever the sweep would do next, it has done
     assert "AbortMultipartUpload" not in ops(proxy), ops(proxy)
     assert ('the server answered a listing of "p/" with key "other/x"'
@@ -220,8 +208,8 @@ def test_stale_sweep_leaves_uploads_of_unknown_age(proxy, s3, bucket,
         op="ListMultipartUploads", count=1, status=200, headers=XML,
         body=uploads_page(bucket, listed))])
     m = mounter(opts=OPTS + ["abort_stale_uploads=1h"])
-    assert wait_for(lambda: "multipart upload(s)" in m.stderr_text()
-                    and ops(proxy).get("ListMultipartUploads"))
+    assert wait_until(lambda: "multipart upload(s)" in m.stderr_text()
+                      and ops(proxy).get("ListMultipartUploads"), 20.0)
     time.sleep(0.5)
     aborts = [r["key"] for r in proxy.stats()["recent"]
               if r.get("op") == "AbortMultipartUpload"]

@@ -14,7 +14,7 @@ import pytest
 import rig
 from drive import drive, kv
 from helpers import spoil
-from mount import mounter  # noqa: F401
+from mount import errno_of, mounter, read  # noqa: F401
 
 OPTS = ["retries=1"]  # two attempts, both spoiled: each failure is quick
 XML = {"Content-Type": "application/xml"}
@@ -38,19 +38,6 @@ def listing(bucket, prefix, contents, encoded=False):
             + "</ListBucketResult>")
 
 
-def errno_of(fn, *args):
-    try:
-        fn(*args)
-    except OSError as e:
-        return e.errno
-    return 0
-
-
-def read_all(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def sent_headers(proxy):
     """Every (name, value) of every request the proxy has seen lately."""
     return [(n, v) for r in proxy.stats()["recent"] for n, v in r["headers"]]
@@ -71,7 +58,7 @@ def test_listing_etag_with_crlf_is_refused(proxy, s3, bucket, mounter):
     listed = errno_of(os.listdir, m.p("inj"))
     # whatever the listing gave, use the file as a user would: read it,
     # rename it (both send the ETag they know in a header)
-    errno_of(read_all, m.p("inj", "f"))
+    errno_of(read, m.p("inj", "f"))
     errno_of(os.rename, m.p("inj", "f"), m.p("inj", "g"))
     headers = sent_headers(proxy)
     assert not [h for h in headers if h[0].lower() == "x-injected"], headers
@@ -80,7 +67,7 @@ def test_listing_etag_with_crlf_is_refused(proxy, s3, bucket, mounter):
     assert "control character" in m.stderr_text()
     # the read and the rename went on with the ETag of a HEAD
     assert os.listdir(m.p("inj")) == ["g"]
-    assert read_all(m.p("inj", "g")) == b"data"
+    assert read(m.p("inj", "g")) == b"data"
 
 
 def test_head_etag_with_control_character_is_refused(proxy, s3, bucket,
@@ -96,7 +83,7 @@ def test_head_etag_with_control_character_is_refused(proxy, s3, bucket,
     assert "control character" in text
     assert "\x1b" not in text and "\x01" not in text
     proxy.config(fail_next=[])
-    assert read_all(m.p("h")) == b"data"
+    assert read(m.p("h")) == b"data"
 
 
 def test_key_decoding_to_nul_is_skipped(proxy, s3, bucket, mounter):

@@ -22,8 +22,8 @@ import time
 
 import pytest
 
-from helpers import body, uploads
-from mount import call_with_timeout, mounter  # noqa: F401
+from helpers import body, keys, uploads
+from mount import call_with_timeout, errno_of, mounter, rss_bytes  # noqa: F401
 
 MiB = 1 << 20
 TiB = 1 << 40
@@ -32,27 +32,6 @@ S3_MAX = 10000 * (5 << 30)  # S3's largest object: 10,000 parts of 5 GiB
 
 def etag(s3, bucket, key):
     return s3.head_object(Bucket=bucket, Key=key)["ETag"]
-
-
-def keys(s3, bucket):
-    return sorted(o["Key"] for o in
-                  s3.list_objects_v2(Bucket=bucket).get("Contents", []))
-
-
-def errno_raised(fn, *args):
-    try:
-        fn(*args)
-    except OSError as e:
-        return e.errno
-    return None
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 # --------------------------------------------------------------------------
@@ -76,7 +55,7 @@ def test_failed_staged_write_fails_the_file(s3, bucket, proxy, mounter):
         proxy.reset()
         proxy.config(fail_next=[{"status": 500, "code": "InternalError",
                                  "op": "GetObject", "count": 20}])
-        assert errno_raised(os.pwrite, fd, b"b" * (3 * MiB),
+        assert errno_of(os.pwrite, fd, b"b" * (3 * MiB),
                             9 * MiB + MiB // 2) == errno.EIO
         faulted = [r for r in proxy.stats()["recent"]
                    if r.get("fault") == "fail_next"]
@@ -84,10 +63,10 @@ def test_failed_staged_write_fails_the_file(s3, bucket, proxy, mounter):
         assert [r["range"] for r in faulted] == \
             [f"bytes={9 * MiB}-{10 * MiB - 1}"] * 2, faulted
         proxy.config(fail_next=[])
-        assert errno_raised(os.fsync, fd) == errno.EIO
-        assert errno_raised(os.pwrite, fd, b"c", 0) == errno.EIO
+        assert errno_of(os.fsync, fd) == errno.EIO
+        assert errno_of(os.pwrite, fd, b"c", 0) == errno.EIO
     finally:
-        assert errno_raised(os.close, fd) == errno.EIO
+        assert errno_of(os.close, fd) == errno.EIO
     assert etag(s3, bucket, "edit") == old_etag
     assert body(s3, bucket, "edit") == base
     assert uploads(s3, bucket) == []
@@ -110,20 +89,20 @@ def test_offsets_past_s3s_largest_object_are_efbig_and_cost_no_memory(s3, bucket
     rss0 = rss_bytes(m.pid)
     fd = os.open(m.p("far"), os.O_WRONLY)
     try:
-        assert errno_raised(os.pwrite, fd, b"x", 1 << 50) == errno.EFBIG
+        assert errno_of(os.pwrite, fd, b"x", 1 << 50) == errno.EFBIG
         assert rss_bytes(m.pid) - rss0 < 64 * MiB
         # the first byte past S3's largest object
-        assert errno_raised(os.pwrite, fd, b"x", S3_MAX) == errno.EFBIG
+        assert errno_of(os.pwrite, fd, b"x", S3_MAX) == errno.EFBIG
         # sticky, as every failed write of a file
-        assert errno_raised(os.pwrite, fd, b"y", 0) == errno.EFBIG
-        assert errno_raised(os.fsync, fd) == errno.EFBIG
+        assert errno_of(os.pwrite, fd, b"y", 0) == errno.EFBIG
+        assert errno_of(os.fsync, fd) == errno.EFBIG
     finally:
-        assert errno_raised(call_with_timeout, os.close, 60, fd) == errno.EFBIG
+        assert errno_of(call_with_timeout, os.close, 60, fd) == errno.EFBIG
     assert rss_bytes(m.pid) - rss0 < 64 * MiB
     assert body(s3, bucket, "far") == b"old bytes"
     # a truncate past S3's largest object is refused and changes nothing
-    assert errno_raised(os.truncate, m.p("far"), S3_MAX + 1) == errno.EFBIG
-    assert errno_raised(os.truncate, m.p("far"), 1 << 50) == errno.EFBIG
+    assert errno_of(os.truncate, m.p("far"), S3_MAX + 1) == errno.EFBIG
+    assert errno_of(os.truncate, m.p("far"), 1 << 50) == errno.EFBIG
     assert os.stat(m.p("far")).st_size == 9
     assert body(s3, bucket, "far") == b"old bytes"
     assert keys(s3, bucket) == ["far"]
@@ -246,9 +225,9 @@ def test_rename_races_write_loop(s3, bucket, proxy, mounter):
                     raise AssertionError("the file vanished")
                 try:
                     os.write(fd, b"try %d " % i * 100)
-                    assert errno_raised(os.fsync, fd) == errno.EIO
+                    assert errno_of(os.fsync, fd) == errno.EIO
                 finally:
-                    assert errno_raised(os.close, fd) == errno.EIO
+                    assert errno_of(os.close, fd) == errno.EIO
                 # FUSE sends RELEASE after close() returned; its log line
                 # (the name, read while renames go on) says it was handled,
                 # and the next open must not meet this file's failed state

@@ -9,26 +9,15 @@ nothing stored is changed. The answers are scripted at the fault proxy
 import errno
 import os
 import random
-import time
 
 import pytest
 
 from helpers import spoil
-from mount import mounter  # noqa: F401
+from mount import expect_eio, mounter  # noqa: F401
 
 # retries=1 keeps each failure quick: two attempts, both spoiled.
 OPTS = ["retries=1"]
 BOUNDED = 30.0  # seconds any failing operation may take
-
-
-def expect_eio(fn, *args):
-    t0 = time.monotonic()
-    with pytest.raises(OSError) as e:
-        fn(*args)
-    took = time.monotonic() - t0
-    assert e.value.errno == errno.EIO, e.value
-    assert took < BOUNDED, took
-    return e.value
 
 
 def healthy_again(proxy, m, s3, bucket, name="after"):

@@ -9,18 +9,8 @@ import errno
 import os
 import time
 
-from mount import call_with_timeout, errno_of, mounter, read, write  # noqa: F401
-
-
-def wait_until(pred, timeout, step=0.05):
-    """Seconds it took pred() to become true, or None after timeout."""
-    t0 = time.monotonic()
-    while True:
-        if pred():
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
-            return None
-        time.sleep(step)
+from mount import (call_with_timeout, errno_of, mounter, read,  # noqa: F401
+                   seconds_until, write)
 
 
 def test_missing_name_appears_after_neg_ttl(proxy, s3, bucket, mounter):
@@ -36,7 +26,7 @@ def test_missing_name_appears_after_neg_ttl(proxy, s3, bucket, mounter):
         # still missing, and answered without asking the server
         assert e == errno.ENOENT
         assert proxy.stats()["requests_total"] == 0
-    took = wait_until(lambda: errno_of(os.stat, m.p("late")) is None,
+    took = seconds_until(lambda: errno_of(os.stat, m.p("late")) is None,
                       neg_ttl + 3)
     assert took is not None, "never appeared"
     assert time.monotonic() - t_lookup < neg_ttl + 3

@@ -35,7 +35,7 @@ import pytest
 
 from drive import clean_env
 from mount import (PAILFS, fusermount_unmount, is_mounted, mnt,  # noqa: F401
-                   mounter, pailfs_pids, wait_pids_gone)
+                   mounter, pailfs_pids, read, wait_pids_gone, wait_until)
 
 MiB = 1 << 20
 STATS_XATTR = "user.pailfs.stats"
@@ -157,11 +157,6 @@ def settled(proxy, m, timeout=10.0):
         time.sleep(0.3)
 
 
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 # --------------------------------------------------------------------------
 # The metrics file and the stats xattr
 # --------------------------------------------------------------------------
@@ -182,7 +177,7 @@ def test_metrics_file_is_prometheus_text_agreeing_with_the_proxy(
     assert value(samples, "pailfs_s3_requests_total", op="HeadBucket",
                  status="200") >= 1
 
-    assert read_file(m.p("known.bin")) == data
+    assert read(m.p("known.bin")) == data
     stats, samples = settled(proxy, m)
     got = value(samples, "pailfs_s3_requests_total")
     assert got == stats["requests_total"], (samples, stats)
@@ -240,7 +235,7 @@ def test_metrics_count_retries_and_throttles(mounter, proxy, s3, bucket,
     proxy.config(fail_next=[{"status": 503, "code": "SlowDown",
                              "message": "Please reduce your request rate.",
                              "op": "GetObject", "count": 2}])
-    assert read_file(m.p("slow.bin")) == data
+    assert read(m.p("slow.bin")) == data
     stats, samples = settled(proxy, m)
     assert stats["faults"]["fail_next"] == 2
     assert value(samples, "pailfs_s3_requests_total", op="GetObject",
@@ -290,7 +285,7 @@ def test_metrics_count_gzip_views(mounter, proxy, s3, bucket):
     before, _ = parse_prom(stats_text(m))
     assert value(before, "pailfs_gzip_views_opened_total") == 0
     assert value(before, "pailfs_gzip_inflated_bytes_total") == 0
-    assert read_file(m.p("enc.json")) == data
+    assert read(m.p("enc.json")) == data
     stats, after = settled(proxy, m)
     assert value(after, "pailfs_gzip_views_opened_total") == 1
     assert value(after, "pailfs_gzip_inflated_bytes_total") >= len(data)
@@ -316,7 +311,7 @@ def test_metrics_file_is_replaced_atomically(mounter, s3, bucket, tmp_path):
     n = 0
     while time.monotonic() < end:
         if n % 200 == 0:  # change the figures between rewrites
-            read_file(m.p("a.bin"))
+            read(m.p("a.bin"))
             assert not os.path.exists(m.p(f"missing-{n}"))  # a request
         n += 1
         with open(path) as f:
@@ -404,15 +399,6 @@ LINE_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z pailfs "
                      r"(error|warn|info|debug): ")
 
 
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
-
-
 def fail_get(proxy, key):
     """Every GET of `key` answers 500 (the kernel tries a failed read again
     with a smaller one, so failing one GET is not enough)."""
@@ -428,9 +414,9 @@ def test_logfile_gets_error_lines_with_key_and_request_id(
     m = mounter(opts={"logfile": log, "retries": 0})
     fail_get(proxy, "dir/broken.bin")
     with pytest.raises(OSError) as e:
-        read_file(m.p("dir", "broken.bin"))
+        read(m.p("dir", "broken.bin"))
     assert e.value.errno == errno.EIO
-    assert wait_for(lambda: "broken.bin" in log.read_text())
+    assert wait_until(lambda: "broken.bin" in log.read_text(), 10.0)
     lines = log.read_text().splitlines()
     assert lines and all(LINE_RE.match(ln) for ln in lines), lines
     errors = [ln for ln in lines if "dir/broken.bin" in ln]
@@ -455,24 +441,24 @@ def test_sighup_reopens_the_logfile(mounter, proxy, s3, bucket, tmp_path):
     m = mounter(opts={"logfile": log, "retries": 0})
     fail_get(proxy, "one.bin")
     with pytest.raises(OSError):
-        read_file(m.p("one.bin"))
-    assert wait_for(lambda: "one.bin" in log.read_text())
+        read(m.p("one.bin"))
+    assert wait_until(lambda: "one.bin" in log.read_text(), 10.0)
 
     rotated = tmp_path / "rot.log.1"
     os.rename(log, rotated)
     os.kill(m.pid, signal.SIGHUP)
-    assert wait_for(lambda: log.exists() and "reopened" in log.read_text())
+    assert wait_until(lambda: log.exists() and "reopened" in log.read_text(), 10.0)
     assert is_mounted(m.path), "SIGHUP with a log file must not unmount"
     fail_get(proxy, "two.bin")
     with pytest.raises(OSError):
-        read_file(m.p("two.bin"))
-    assert wait_for(lambda: "two.bin" in log.read_text())
+        read(m.p("two.bin"))
+    assert wait_until(lambda: "two.bin" in log.read_text(), 10.0)
     new, old = log.read_text(), rotated.read_text()
     assert "two.bin" not in old and "reopened" not in old
     assert "one.bin" in old and "one.bin" not in new
     assert all(LINE_RE.match(ln) for ln in new.splitlines())
     # Still serving after the signal.
-    assert read_file(m.p("one.bin")) == b"1" * 100
+    assert read(m.p("one.bin")) == b"1" * 100
     m.unmount()
     assert m.returncode == 0
 
@@ -497,9 +483,9 @@ def test_daemon_with_logfile_logs_there_after_detaching(
         assert r.returncode == 0, r.stderr
         assert is_mounted(str(mp))
         with pytest.raises(OSError) as e:
-            read_file(mp / "d.bin")
+            read(mp / "d.bin")
         assert e.value.errno == errno.EIO
-        assert wait_for(lambda: "d.bin" in log.read_text())
+        assert wait_until(lambda: "d.bin" in log.read_text(), 10.0)
         r2 = subprocess.run([str(PAILFS), "--stats", str(mp)],
                             capture_output=True, text=True, timeout=30)
         assert r2.returncode == 0 and "op=GetObject status=500" in r2.stdout

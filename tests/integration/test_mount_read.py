@@ -20,7 +20,6 @@ file with posix_fadvise(POSIX_FADV_DONTNEED), which works on FUSE.
 import ctypes
 import errno
 import glob
-import hashlib
 import mmap
 import os
 import random
@@ -32,8 +31,9 @@ import time
 import pytest
 
 from drive import clean_env
+from helpers import put, rand_bytes, sha256
 from mount import (PAILFS, call_with_timeout, fusermount_unmount,  # noqa: F401
-                   is_mounted, mounter)
+                   is_mounted, mounter, wait_until)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -44,18 +44,6 @@ PAGE = 4096  # bytes of data covered by one CRC32C in a .blk2 file
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-
-def rand_bytes(seed, n):
-    return random.Random(seed).randbytes(n)
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def put(s3, bucket, key, data):
-    s3.put_object(Bucket=bucket, Key=key, Body=data)
-
 
 def read_all(path, chunk=MiB):
     out = bytearray()
@@ -135,15 +123,6 @@ def dir_bytes(directory):
             except FileNotFoundError:  # evicted or renamed meanwhile
                 pass
     return total
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
 
 
 def pread_or_errno(fd, n, off):
@@ -307,7 +286,7 @@ def test_sequential_read_in_ranged_gets(proxy, s3, bucket, mounter):
     proxy.reset()
     got = subprocess.run(["sha256sum", m.p("seq.bin")], capture_output=True,
                          text=True, timeout=120, check=True).stdout.split()[0]
-    assert got == sha(data)
+    assert got == sha256(data)
     gets = get_records(proxy, "seq.bin")
     assert gets, "no GET at all"
     covered = []

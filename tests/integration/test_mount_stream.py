@@ -7,7 +7,6 @@ is aborted at the next mount.  Every object is checked from outside with
 boto3 straight to the server; request shapes are counted at the proxy."""
 
 import errno
-import hashlib
 import os
 import random
 import subprocess
@@ -16,19 +15,11 @@ import time
 import pytest
 
 import rig
-from helpers import body, uploads
+from helpers import body, ops, sha256, uploads
 from mount import Mount, fusermount_unmount, mnt, mounter  # noqa: F401
 
 MiB = 1 << 20
 PART = 5 * MiB
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def ops(proxy):
-    return dict(proxy.stats()["by_op"])
 
 
 def write_chunks(path, data, chunk=MiB, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
@@ -56,7 +47,7 @@ def test_stream_sizes(s3, bucket, proxy, mounter, size):
     proxy.reset()
     write_chunks(m.p("f.bin"), data, chunk=128 << 10)
     got = body(s3, bucket, "f.bin")
-    assert len(got) == size and sha(got) == sha(data)
+    assert len(got) == size and sha256(got) == sha256(data)
     o = ops(proxy)
     if size <= PART:
         assert o.get("PutObject") == 1, o
@@ -88,9 +79,9 @@ def test_stream_100mib_nothing_staged_and_only_complete(s3, bucket, proxy, mnt):
             os.write(fd, data[i:i + MiB])
     finally:
         os.close(fd)
-    assert sha(body(s3, bucket, "big.bin")) == sha(data)
+    assert sha256(body(s3, bucket, "big.bin")) == sha256(data)
     with open(mnt.p("big.bin"), "rb") as f:
-        assert sha(f.read()) == sha(data)
+        assert sha256(f.read()) == sha256(data)
     assert uploads(s3, bucket) == []
 
 
@@ -104,7 +95,7 @@ def test_more_than_10000_first_parts(tmp_path):
         data = random.Random(7).randbytes(size)
         with Mount(proxy, "b", tmp_path / "m", opts=["part_size=4k", "max_inflight=16"]) as m:
             write_chunks(m.p("many.bin"), data)
-        assert sha(body(s3, "b", "many.bin")) == sha(data)
+        assert sha256(body(s3, "b", "many.bin")) == sha256(data)
         o = ops(proxy)
         # 1000 x 4k, 1000 x 8k, 1000 x 16k, then 32k parts
         assert o.get("UploadPart") == 3000 + -(-(size - 28_000 * 1024) // (32 * 1024)), o
@@ -136,12 +127,12 @@ def test_fsync_checkpoint(s3, bucket, proxy, mounter):
     try:
         os.write(fd, a)
         os.fsync(fd)
-        assert sha(body(s3, bucket, "ckpt")) == sha(a)
+        assert sha256(body(s3, bucket, "ckpt")) == sha256(a)
         proxy.reset()
         os.write(fd, b)
     finally:
         os.close(fd)
-    assert sha(body(s3, bucket, "ckpt")) == sha(a + b)
+    assert sha256(body(s3, bucket, "ckpt")) == sha256(a + b)
     o = ops(proxy)
     # the committed 20 MiB were copied server-side, not sent again
     assert o.get("UploadPartCopy", 0) >= 1, o
@@ -172,13 +163,13 @@ def test_staged_edits_use_part_copy(s3, bucket, proxy, mounter):
 
     def check(what, max_get):
         got = body(s3, bucket, "edit.bin")
-        assert len(got) == len(ref) and sha(got) == sha(bytes(ref)), what
+        assert len(got) == len(ref) and sha256(got) == sha256(bytes(ref)), what
         st = proxy.stats()
         o = st["by_op"]
         assert o.get("UploadPartCopy", 0) >= 1, (what, o)
         assert st["bytes_out"] <= max_get, (what, st["bytes_out"])
         with open(m.p("edit.bin"), "rb") as f:
-            assert sha(f.read()) == sha(bytes(ref)), what
+            assert sha256(f.read()) == sha256(bytes(ref)), what
         proxy.reset()
 
     time.sleep(1.1)  # past the attribute TTL: open sees the object's size
@@ -222,7 +213,7 @@ def test_seek_back_after_parts_sent(s3, bucket, mounter):
         data[0:6] = b"HEADER"
     finally:
         os.close(fd)
-    assert sha(body(s3, bucket, "hdr")) == sha(bytes(data))
+    assert sha256(body(s3, bucket, "hdr")) == sha256(bytes(data))
 
 
 def test_part_copy_not_implemented_falls_back(s3, bucket, proxy, mounter):
@@ -236,7 +227,7 @@ def test_part_copy_not_implemented_falls_back(s3, bucket, proxy, mounter):
         f.seek(MiB)
         f.write(b"y" * 10)
     ref[MiB:MiB + 10] = b"y" * 10
-    assert sha(body(s3, bucket, "nocopy")) == sha(bytes(ref))
+    assert sha256(body(s3, bucket, "nocopy")) == sha256(bytes(ref))
     assert "does not implement UploadPartCopy" in m.stderr_text()
 
 
@@ -285,7 +276,7 @@ def test_faults_exact_bytes_or_eio(s3, bucket, proxy, mounter):
         try:
             write_chunks(m.p(k), data, flags=os.O_WRONLY | os.O_TRUNC)
             outcomes.append("ok")
-            assert sha(body(s3, bucket, k)) == sha(data), k
+            assert sha256(body(s3, bucket, k)) == sha256(data), k
         except OSError as e:
             assert e.errno == errno.EIO, e
             outcomes.append("eio")
@@ -346,10 +337,10 @@ def test_full_staging_disk(s3, bucket, proxy, mounter, tmp_path):
             with pytest.raises(OSError) as e:
                 os.close(fd)
             assert e.value.errno == errno.ENOSPC
-        assert sha(body(s3, bucket, "big")) == sha(old)
+        assert sha256(body(s3, bucket, "big")) == sha256(old)
         # reads still right with the disk full of nothing
         with open(m.p("big"), "rb") as f:
-            assert sha(f.read()) == sha(old)
+            assert sha256(f.read()) == sha256(old)
         m.unmount()
     finally:
         subprocess.run(["umount", "-l", str(cache)])
@@ -380,7 +371,7 @@ def test_ambiguous_complete_resolved(s3, bucket, proxy, mounter):
     proxy.config(preset=0.0)
     t.join(60)
     assert result.get("rc") == 0, result
-    assert sha(body(s3, bucket, "amb")) == sha(data)
+    assert sha256(body(s3, bucket, "amb")) == sha256(data)
     st = proxy.stats()
     assert st["by_op"].get("CompleteMultipartUpload") == 2, st["by_op"]
     assert "an earlier attempt completed it" in m.stderr_text()
@@ -407,7 +398,7 @@ def test_many_writers_share_the_memory_bound(s3, bucket, mounter):
         t.join(120)
     assert errors == []
     for k, data in files.items():
-        assert sha(body(s3, bucket, k)) == sha(data), k
+        assert sha256(body(s3, bucket, k)) == sha256(data), k
     assert "exceed max_memory" not in m.stderr_text()
 
 

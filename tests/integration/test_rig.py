@@ -35,6 +35,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 import rig
+from helpers import rand_bytes
 
 sys.path.insert(0, str(Path(rig.PROXY_SCRIPT).parent))
 import s3proxy  # noqa: E402
@@ -82,10 +83,6 @@ def client_error(exc):
     """(HTTP status, S3 error code) of a ClientError or pytest ExceptionInfo."""
     err = getattr(exc, "value", exc).response
     return err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"]
-
-
-def blob(size, seed):
-    return random.Random(seed).randbytes(size)
 
 
 # --------------------------------------------------------------------------
@@ -195,7 +192,7 @@ def test_canonical_uri_and_query_follow_s3():
 
 def test_put_get_list_head_through_proxy(proxy, s3, bucket):
     c = rig.boto3_client(proxy.url)
-    objects = {f"dir/obj{i}": blob(i * 1000, i) for i in range(5)}
+    objects = {f"dir/obj{i}": rand_bytes(i, i * 1000) for i in range(5)}
     for key, data in objects.items():
         c.put_object(Bucket=bucket, Key=key, Body=data,
                      Metadata={"mode": "33188"})
@@ -248,11 +245,11 @@ def multipart_etag(*parts):
 
 def test_multipart_copy_and_delete_through_proxy(proxy, s3, bucket):
     c = rig.boto3_client(proxy.url)
-    source = blob(5 * MiB + 300_000, 1)
+    source = rand_bytes(1, 5 * MiB + 300_000)
     c.put_object(Bucket=bucket, Key="src", Body=source)
 
-    part2 = blob(5 * MiB, 2)
-    part3 = blob(1234, 3)
+    part2 = rand_bytes(2, 5 * MiB)
+    part3 = rand_bytes(3, 1234)
     upload = c.create_multipart_upload(Bucket=bucket, Key="big/mp",
                                        ContentType="text/csv")["UploadId"]
     e1 = c.upload_part_copy(Bucket=bucket, Key="big/mp", UploadId=upload,
@@ -299,7 +296,7 @@ def test_multipart_copy_and_delete_through_proxy(proxy, s3, bucket):
 
 
 def test_64mib_object_streams_through_proxy(proxy, s3, bucket):
-    data = blob(64 * MiB, 64)
+    data = rand_bytes(64, 64 * MiB)
     digest = hashlib.sha256(data).hexdigest()
     c = rig.boto3_client(proxy.url, read_timeout=120)
     c.put_object(Bucket=bucket, Key="huge", Body=data)
@@ -616,7 +613,7 @@ def test_seeded_503_and_500_faults_replay_exactly(proxy, bucket):
 
 
 def test_reset_and_truncate_faults_cut_the_body(proxy, s3, bucket):
-    data = blob(MiB, 5)
+    data = rand_bytes(5, MiB)
     s3.put_object(Bucket=bucket, Key="obj", Body=data)
     path = f"/{bucket}/obj"
 
@@ -751,7 +748,7 @@ def test_s3server_stop_start_keeps_port_and_data(tmp_path):
 
 
 def test_ignore_range_fault_strips_the_range(proxy, s3, bucket):
-    data = blob(10_000, 9)
+    data = rand_bytes(9, 10_000)
     s3.put_object(Bucket=bucket, Key="r", Body=data)
     c = rig.boto3_client(proxy.url)
     assert c.get_object(Bucket=bucket, Key="r",
@@ -1106,7 +1103,7 @@ def test_copy_sources_like_aws(s3server, s3, bucket):
 
 
 def test_multipart_uploads_like_aws(s3server, s3, bucket):
-    p1, p2, p3 = blob(5 * MiB, 1), blob(5 * MiB, 2), blob(100, 3)
+    p1, p2, p3 = rand_bytes(1, 5 * MiB), rand_bytes(2, 5 * MiB), rand_bytes(3, 100)
     up = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
     tags = [s3.upload_part(Bucket=bucket, Key="mp", UploadId=up,
                            PartNumber=n, Body=p)["ETag"]

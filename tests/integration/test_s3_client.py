@@ -12,8 +12,8 @@ import pytest
 
 import rig
 
-from drive import clean_env, drive, kv, put_file, sha256
-from helpers import body
+from drive import clean_env, drive, kv, put_file
+from helpers import body, sha256
 
 
 def test_put_get_roundtrip(proxy, s3, bucket, tmp_path):

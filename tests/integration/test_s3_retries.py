@@ -5,7 +5,8 @@ a faulty connection arrives byte for byte."""
 import os
 import time
 
-from drive import clean_env, drive, kv, put_file, sha256
+from drive import clean_env, drive, kv, put_file
+from helpers import sha256
 
 MiB = 1024 * 1024
 
