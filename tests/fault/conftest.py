@@ -39,7 +39,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "integration"))
 
 import rig as rigmod  # noqa: E402
-from mount import Mount  # noqa: E402
+from helpers import delete_bucket  # noqa: E402
+from mount import Mount, unmount_all  # noqa: E402
 import workload  # noqa: E402
 
 PROXY_SEED = 4242
@@ -131,32 +132,14 @@ class FaultRig:
             self.proxy.config(**self._config)
 
     def close(self):
-        errors = []
-        for m in reversed(self.mounts):
-            try:
-                m.unmount()
-            except AssertionError as e:
-                errors.append(str(e))
-            finally:
-                m._kill()
+        errors = unmount_all(self.mounts)
         self.proxy.stop()
         if self.server.running:
             self.thaw()  # a scenario that froze it failed midway
         else:
             self.server.start()
         try:
-            for page in self.s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    self.s3.delete_objects(Bucket=self.bucket,
-                                           Delete={"Objects": keys})
-            for u in self.s3.list_multipart_uploads(
-                    Bucket=self.bucket).get("Uploads", []):
-                self.s3.abort_multipart_upload(Bucket=self.bucket,
-                                               Key=u["Key"],
-                                               UploadId=u["UploadId"])
-            self.s3.delete_bucket(Bucket=self.bucket)
+            delete_bucket(self.s3, self.bucket)
         except Exception as e:  # cleanup only
             print(f"cleanup of {self.bucket}: {e}")
         return errors

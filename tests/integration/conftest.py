@@ -14,6 +14,11 @@ Fixtures:
   s3        function boto3 client straight to s3server (no proxy)
   bucket    function name of a new, empty bucket made for this test with
                      `s3`; emptied and deleted afterwards (best effort)
+
+Shared helpers: mount.py (a pailfs mount: Mount, the mounter/mnt fixtures,
+files and processes through it), helpers.py (the bucket through `s3`, the
+proxy's counters and scripts, test data), drive.py (tests/s3drive). See
+tests/README.md.
 """
 
 import sys
@@ -24,6 +29,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import helpers  # noqa: E402
 import rig  # noqa: E402  (needs the sys.path entry above)
 
 SESSION_BUCKET = "pailfs-test"
@@ -58,10 +64,6 @@ def bucket(s3):
     s3.create_bucket(Bucket=name)
     yield name
     try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=name, Delete={"Objects": keys})
-        s3.delete_bucket(Bucket=name)
+        helpers.delete_bucket(s3, name)
     except Exception:  # the server may be down after an outage test
         pass

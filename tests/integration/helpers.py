@@ -37,6 +37,19 @@ def uploads(s3, bucket):
     return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def delete_bucket(s3, bucket):
+    """Empty the bucket (every object, every open multipart upload) and
+    delete it; raises what boto3 raises (teardown wraps it)."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if objects:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
+    for u in uploads(s3, bucket):
+        s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"],
+                                  UploadId=u["UploadId"])
+    s3.delete_bucket(Bucket=bucket)
+
+
 def put(s3, bucket, key, body, **kw):
     """PutObject of body under key; kw go to put_object (Metadata=...)."""
     s3.put_object(Bucket=bucket, Key=key, Body=body, **kw)

@@ -537,6 +537,21 @@ class Mount:
             self._kill()
 
 
+def unmount_all(mounts):
+    """Unmount every Mount, the last made first, each checked (exit 0, no
+    sanitizer report) and then killed whatever happened; returns the
+    failures' texts, so that a fixture reports them all at once."""
+    errors = []
+    for m in reversed(mounts):
+        try:
+            m.unmount()
+        except AssertionError as e:
+            errors.append(str(e))
+        finally:
+            m._kill()
+    return errors
+
+
 # --------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------
@@ -557,14 +572,7 @@ def mounter(proxy, bucket, tmp_path):
         return m
 
     yield make
-    errors = []
-    for m in reversed(made):
-        try:
-            m.unmount()
-        except AssertionError as e:
-            errors.append(str(e))
-        finally:
-            m._kill()
+    errors = unmount_all(made)
     if errors:
         pytest.fail("\n".join(errors), pytrace=False)
 
