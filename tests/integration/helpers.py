@@ -79,6 +79,55 @@ def spoil(proxy, op, count=50, **entry):
 
 
 # --------------------------------------------------------------------------
+# Scripted answers: S3 XML documents for a fail_next entry's "body"
+# --------------------------------------------------------------------------
+
+XML = {"Content-Type": "application/xml"}  # the entry's "headers"
+XMLNS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+
+
+def listing_page(bucket, prefix, contents, prefixes=(), delimiter="",
+                 encoding_type=None):
+    """A ListObjectsV2 page (one page: IsTruncated false) holding contents,
+    (key, ETag, size) each, and the common prefixes, whatever was asked
+    for. Every string goes into the XML as given, entities and all, so a
+    test can send text no honest server would."""
+    body = ['<?xml version="1.0" encoding="UTF-8"?>\n',
+            f'<ListBucketResult {XMLNS}><Name>{bucket}</Name>',
+            f'<Prefix>{prefix}</Prefix><KeyCount>{len(contents)}</KeyCount>',
+            '<MaxKeys>1000</MaxKeys>',
+            f'<Delimiter>{delimiter}</Delimiter>' if delimiter else '',
+            f'<EncodingType>{encoding_type}</EncodingType>'
+            if encoding_type else '',
+            '<IsTruncated>false</IsTruncated>']
+    for key, etag, size in contents:
+        body.append(f'<Contents><Key>{key}</Key><LastModified>'
+                    '2026-01-01T00:00:00.000Z</LastModified>'
+                    f'<ETag>{etag}</ETag>'
+                    f'<Size>{size}</Size><StorageClass>STANDARD</StorageClass>'
+                    '</Contents>')
+    for p in prefixes:
+        body.append(f'<CommonPrefixes><Prefix>{p}</Prefix></CommonPrefixes>')
+    body.append('</ListBucketResult>')
+    return "".join(body)
+
+
+def uploads_page(bucket, uploads):
+    """A ListMultipartUploads page; uploads: (key, upload id, Initiated
+    text or None for no element)."""
+    body = ['<?xml version="1.0" encoding="UTF-8"?>\n',
+            f'<ListMultipartUploadsResult {XMLNS}><Bucket>{bucket}</Bucket>',
+            '<IsTruncated>false</IsTruncated>']
+    for key, uid, initiated in uploads:
+        body.append(f'<Upload><Key>{key}</Key><UploadId>{uid}</UploadId>')
+        if initiated is not None:
+            body.append(f'<Initiated>{initiated}</Initiated>')
+        body.append('<StorageClass>STANDARD</StorageClass></Upload>')
+    body.append('</ListMultipartUploadsResult>')
+    return "".join(body)
+
+
+# --------------------------------------------------------------------------
 # Test data
 # --------------------------------------------------------------------------
 

@@ -20,49 +20,20 @@ import time
 
 import pytest
 
-from helpers import ops
+from helpers import XML, listing_page, ops, uploads_page
 from mount import mounter, wait_until  # noqa: F401
 
 OPTS = ["retries=1"]
-XML = {"Content-Type": "application/xml"}
-NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 
 
 def listing(bucket, prefix, keys, prefixes=(), delimiter=""):
     """A ListObjectsV2 page holding `keys` (names, or (name, ETag, size))
     and `prefixes`, whatever was asked for."""
-    body = ['<?xml version="1.0" encoding="UTF-8"?>\n',
-            f'<ListBucketResult {NS}><Name>{bucket}</Name>',
-            f'<Prefix>{prefix}</Prefix><KeyCount>{len(keys)}</KeyCount>',
-            '<MaxKeys>1000</MaxKeys>',
-            f'<Delimiter>{delimiter}</Delimiter>' if delimiter else '',
-            '<IsTruncated>false</IsTruncated>']
-    for k in keys:
-        k, etag, size = (k, '"x"', 1) if isinstance(k, str) else k
-        body.append(f'<Contents><Key>{k}</Key><LastModified>'
-                    '2026-01-01T00:00:00.000Z</LastModified>'
-                    f'<ETag>{etag.replace(chr(34), "&quot;")}</ETag>'
-                    f'<Size>{size}</Size><StorageClass>STANDARD</StorageClass>'
-                    '</Contents>')
-    for p in prefixes:
-        body.append(f'<CommonPrefixes><Prefix>{p}</Prefix></CommonPrefixes>')
-    body.append('</ListBucketResult>')
-    return "".join(body)
-
-
-def uploads_page(bucket, uploads):
-    """A ListMultipartUploads page; uploads: (key, upload id, Initiated
-    text or None for no element)."""
-    body = ['<?xml version="1.0" encoding="UTF-8"?>\n',
-            f'<ListMultipartUploadsResult {NS}><Bucket>{bucket}</Bucket>',
-            '<IsTruncated>false</IsTruncated>']
-    for key, uid, initiated in uploads:
-        body.append(f'<Upload><Key>{key}</Key><UploadId>{uid}</UploadId>')
-        if initiated is not None:
-            body.append(f'<Initiated>{initiated}</Initiated>')
-        body.append('<StorageClass>STANDARD</StorageClass></Upload>')
-    body.append('</ListMultipartUploadsResult>')
-    return "".join(body)
+    return listing_page(
+        bucket, prefix,
+        [(k, "&quot;x&quot;", 1) if isinstance(k, str)
+         else (k[0], k[1].replace('"', "&quot;"), k[2]) for k in keys],
+        prefixes, delimiter)
 
 
 def bucket_state(s3, bucket):

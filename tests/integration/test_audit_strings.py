@@ -13,29 +13,17 @@ import pytest
 
 import rig
 from drive import drive, kv
-from helpers import spoil
+from helpers import XML, listing_page, spoil
 from mount import errno_of, mounter, read  # noqa: F401
 
 OPTS = ["retries=1"]  # two attempts, both spoiled: each failure is quick
-XML = {"Content-Type": "application/xml"}
 
 
 def listing(bucket, prefix, contents, encoded=False):
     """A ListObjectsV2 page; contents are (key, etag) as they go in the XML
     text (so an entity such as &#13; is sent as written)."""
-    items = "".join(
-        f"<Contents><Key>{k}</Key><LastModified>2026-01-01T00:00:00.000Z"
-        f"</LastModified><ETag>{e}</ETag><Size>4</Size>"
-        "<StorageClass>STANDARD</StorageClass></Contents>"
-        for k, e in contents)
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult '
-            'xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-            f"<Name>{bucket}</Name><Prefix>{prefix}</Prefix>"
-            f"<KeyCount>{len(contents)}</KeyCount><MaxKeys>1000</MaxKeys>"
-            "<Delimiter>/</Delimiter>"
-            + ("<EncodingType>url</EncodingType>" if encoded else "")
-            + "<IsTruncated>false</IsTruncated>" + items
-            + "</ListBucketResult>")
+    return listing_page(bucket, prefix, [(k, e, 4) for k, e in contents],
+                        delimiter="/", encoding_type="url" if encoded else None)
 
 
 def sent_headers(proxy):
