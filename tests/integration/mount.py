@@ -17,6 +17,13 @@ Fixtures (import them into a test module: `from mount import mnt, mounter`):
   mounter  function  make mounts of the test's `bucket` through `proxy`:
                      mounter(**kw) -> a started Mount, unmounted at teardown
   mnt      function  mounter() with the defaults
+
+The helpers every mount test shares live here too: files through a mount
+(write, read, errno_of, expect_eio, call_with_timeout, wait_until), the
+pailfs process and the kernel's view of the mount (rss_bytes, proc_state,
+is_mounted, fusermount_unmount), and the pailfs command run as a user
+would (run_pailfs, base_opts, assert_nothing_left). What is checked outside
+pailfs (the bucket, the proxy) is in helpers.py; tests/README.md lists all.
 """
 
 import errno
