@@ -31,7 +31,6 @@
 #ifdef HAVE_ISAL
 #include <isa-l/crc.h>
 #endif
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -184,14 +183,9 @@ static void stamps_flush(struct cache *c, bool force)
 /* The first 128 bits of SHA-256 of `id`, in hex (32 characters). */
 static void id_hash(const char *id, size_t len, char *hex_out)
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_Digest(id, len, md, &n, EVP_sha256(), NULL);
-    for (int i = 0; i < 16; i++) {
-        hex_out[2 * i] = hex[md[i] >> 4];
-        hex_out[2 * i + 1] = hex[md[i] & 15];
-    }
+    char hex[65];
+    util_sha256_hex(id, len, hex);
+    memcpy(hex_out, hex, 32);
 }
 
 static void block_name(const char *id, uint64_t blockno, char *out)

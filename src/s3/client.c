@@ -505,7 +505,7 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
         if (c->unsigned_payload && strcmp(c->scheme, "https") == 0)
             snprintf(hash, sizeof(hash), "UNSIGNED-PAYLOAD");
         else
-            s3_sha256_hex(req->body ? req->body : "", req->body_len, hash);
+            util_sha256_hex(req->body ? req->body : "", req->body_len, hash);
         hdrs[nh++] = (struct s3_kv){"x-amz-date", date};
         hdrs[nh++] = (struct s3_kv){"x-amz-content-sha256", hash};
         if (cr.session_token)

@@ -45,8 +45,6 @@ int s3_sigv4_authorization(struct buf *out, const struct s3_sign_input *in, char
  * responses at once leaked its encoding table).  Called by s3_client_new. */
 void s3_xml_init(void);
 
-/* Hex SHA-256 of data into hex (65 bytes). */
-void s3_sha256_hex(const void *data, size_t len, char *hex);
 /* Base64 MD5 of data into b64 (25 bytes). */
 void s3_md5_base64(const void *data, size_t len, char *b64);
 /* The ETag S3 gives an object completed from `parts` (whose ETags are the

@@ -30,14 +30,6 @@ static void to_hex(const unsigned char *bin, size_t n, char *hex)
     hex[2 * n] = '\0';
 }
 
-void s3_sha256_hex(const void *data, size_t len, char *hex)
-{
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
-    to_hex(md, 32, hex);
-}
-
 void s3_md5_base64(const void *data, size_t len, char *b64)
 {
     unsigned char md[16];
@@ -241,7 +233,7 @@ int s3_sigv4_authorization(struct buf *out, const struct s3_sign_input *in, char
         goto out;
     memcpy(date, in->amz_date, 8);
     date[8] = '\0';
-    s3_sha256_hex(canon.data, canon.len, canon_hash);
+    util_sha256_hex(canon.data, canon.len, canon_hash);
     rc = buf_printf(&sts, "AWS4-HMAC-SHA256\n%s\n%s/%s/%s/aws4_request\n%s", in->amz_date, date,
                     in->region, in->service, canon_hash);
     if (!rc)

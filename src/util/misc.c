@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +14,39 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+int util_grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2)
+            return ENOMEM;
+        nc *= 2;
+    }
+    if (elem && nc > SIZE_MAX / elem)
+        return ENOMEM;
+    void *np = realloc(*p, nc * elem);
+    if (!np)
+        return ENOMEM;
+    *p = np;
+    *cap = nc;
+    return 0;
+}
+
+void util_sha256_hex(const void *data, size_t len, char out[65])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
+}
 
 uint64_t util_now_ms(void)
 {

@@ -1,7 +1,8 @@
-/* util.h — the helpers layer: logging, metrics, growable buffers, time and
- * small string helpers.  Knows only libc.  Every symbol carries a `util_`,
- * `log_`, `metrics_` or `buf_` prefix.  Functions return 0 or a positive
- * errno unless said. */
+/* util.h — the helpers layer: logging, metrics, growable buffers and
+ * arrays, time, hashing and small string helpers.  Knows only libc (and
+ * OpenSSL's EVP for the hash).  Every symbol carries a `util_`, `log_`,
+ * `metrics_` or `buf_` prefix.  Functions return 0 or a positive errno
+ * unless said. */
 #ifndef PAILFS_UTIL_H
 #define PAILFS_UTIL_H
 
@@ -158,6 +159,16 @@ void buf_free(struct buf *b);
  * Never NULL: an empty buffer yields "" (malloc'ed), or NULL on ENOMEM. */
 char *buf_steal(struct buf *b);
 
+/* ---- growable array ---------------------------------------------------- */
+
+/* Make the array *p of *cap elements of `elem` bytes hold at least `need`
+ * elements: nothing when it already does, else realloc to the capacity
+ * doubled (from 16) until it suffices.  The caller keeps its count of used
+ * elements; the first *cap elements are kept.  0, or ENOMEM (the memory
+ * failed, or need * elem would not fit in a size_t) with *p and *cap
+ * unchanged.  Call it as util_grow((void **)&arr, &cap, n + 1, sizeof(*arr)). */
+int util_grow(void **p, size_t *cap, size_t need, size_t elem);
+
 /* ---- threads ---------------------------------------------------------- */
 
 /* pthread_create(t, NULL, fn, arg), the new thread with SIGINT, SIGTERM,
@@ -180,6 +191,12 @@ void util_sleep_ms(uint64_t ms);
 int util_parse_iso8601(const char *s, int64_t *out);
 /* Parse an RFC 1123 HTTP date ("Fri, 24 May 2013 00:00:00 GMT"). 0 or EINVAL */
 int util_parse_http_date(const char *s, int64_t *out);
+
+/* ---- hashing ---------------------------------------------------------- */
+
+/* SHA-256 of `len` bytes of data, as 64 lower-case hex digits and a NUL
+ * into out.  Thread-safe (OpenSSL EVP). */
+void util_sha256_hex(const void *data, size_t len, char out[65]);
 
 /* ---- strings ---------------------------------------------------------- */
 

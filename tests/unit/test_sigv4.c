@@ -61,7 +61,7 @@ static void test_put_object(void **state)
     (void)state;
     const char *payload = "Welcome to Amazon S3.";
     char hash[65];
-    s3_sha256_hex(payload, strlen(payload), hash);
+    util_sha256_hex(payload, strlen(payload), hash);
     assert_string_equal(hash, "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
     /* the key is "test$file.text": '$' must be encoded once */
     struct buf uri = BUF_INIT, auth = BUF_INIT;

@@ -1,5 +1,5 @@
-/* test_util.c — buffers, time parsing, file reading, metrics and log files,
- * and private directories from src/util. */
+/* test_util.c — buffers, growable arrays, SHA-256 hex, time parsing, file
+ * reading, metrics and log files, and private directories from src/util. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -473,10 +473,75 @@ static void test_log_line_escaped(void **state)
     rmdir(dir);
 }
 
+/* util_grow: doubling from 16, the elements kept, a large jump at once. */
+static void test_grow(void **state)
+{
+    (void)state;
+    uint32_t *a = NULL;
+    size_t cap = 0;
+    assert_int_equal(util_grow((void **)&a, &cap, 0, sizeof(*a)), 0);
+    assert_null(a); /* nothing needed, nothing allocated */
+    assert_int_equal(cap, 0);
+    for (uint32_t i = 0; i < 1000; i++) {
+        assert_int_equal(util_grow((void **)&a, &cap, i + 1, sizeof(*a)), 0);
+        assert_true(cap >= i + 1);
+        a[i] = i * 7;
+    }
+    assert_int_equal(cap, 1024); /* 16, 32, ... 1024 */
+    for (uint32_t i = 0; i < 1000; i++)
+        assert_int_equal(a[i], i * 7);
+    uint32_t *before = a;
+    assert_int_equal(util_grow((void **)&a, &cap, 1024, sizeof(*a)), 0);
+    assert_ptr_equal(a, before); /* room enough: untouched */
+    assert_int_equal(util_grow((void **)&a, &cap, 5000, sizeof(*a)), 0);
+    assert_int_equal(cap, 8192); /* doubled until it holds 5000 */
+    assert_int_equal(a[999], 999 * 7);
+    free(a);
+}
+
+/* util_grow refuses a size that would wrap instead of allocating a small
+ * block, and leaves the array as it was. */
+static void test_grow_overflow(void **state)
+{
+    (void)state;
+    char *a = NULL;
+    size_t cap = 0;
+    assert_int_equal(util_grow((void **)&a, &cap, 10, 1), 0);
+    assert_int_equal(cap, 16);
+    char *before = a;
+    /* elements of 2^32 bytes: 2^32 of them would wrap a 64-bit size_t */
+    assert_int_equal(util_grow((void **)&a, &cap, (size_t)1 << 32, (size_t)1 << 32), ENOMEM);
+    assert_ptr_equal(a, before);
+    assert_int_equal(cap, 16);
+    /* a count whose doubling would wrap */
+    assert_int_equal(util_grow((void **)&a, &cap, SIZE_MAX, 1), ENOMEM);
+    assert_int_equal(util_grow((void **)&a, &cap, SIZE_MAX / 2 + 2, 1), ENOMEM);
+    assert_ptr_equal(a, before);
+    assert_int_equal(cap, 16);
+    free(a);
+}
+
+/* util_sha256_hex: the FIPS 180-2 vectors, lower case, NUL-terminated. */
+static void test_sha256_hex(void **state)
+{
+    (void)state;
+    char hex[65];
+    memset(hex, 'x', sizeof(hex));
+    util_sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    util_sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    util_sha256_hex("a\0b", 3, hex); /* bytes, not a C string */
+    assert_string_equal(hex, "59b271ae1bbcb1d31d41929817f4b16fb439eb4f31520b5ad1d5ce98920a7138");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_grow),
+        cmocka_unit_test(test_grow_overflow),
+        cmocka_unit_test(test_sha256_hex),
         cmocka_unit_test(test_dates),
         cmocka_unit_test(test_dates_with_offsets),
         cmocka_unit_test(test_read_file),
