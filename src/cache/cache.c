@@ -323,14 +323,9 @@ static int scan(struct cache *c)
         }
         if (!has_suffix(de->d_name, len, CACHE_SUFFIX))
             continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 256;
-            struct found *m = realloc(all, cap * sizeof(*m));
-            if (!m) {
-                rc = ENOMEM;
-                break;
-            }
-            all = m;
+        if (util_grow((void **)&all, &cap, n + 1, sizeof(*all))) {
+            rc = ENOMEM;
+            break;
         }
         struct entry *e = calloc(1, sizeof(*e));
         if (!e) {

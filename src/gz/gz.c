@@ -149,14 +149,8 @@ bool gz_is_gzip(const void *head, size_t len)
 
 static int ix_add(struct gz_index *ix, const struct gz_point *p)
 {
-    if (ix->n == ix->cap) {
-        size_t cap = ix->cap ? ix->cap * 2 : 16;
-        struct gz_point *np = realloc(ix->pts, cap * sizeof(*np));
-        if (!np)
-            return ENOMEM;
-        ix->pts = np;
-        ix->cap = cap;
-    }
+    if (util_grow((void **)&ix->pts, &ix->cap, ix->n + 1, sizeof(*ix->pts)))
+        return ENOMEM;
     ix->pts[ix->n++] = *p;
     return 0;
 }

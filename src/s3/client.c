@@ -307,14 +307,8 @@ static int parse_content_range(const char *v, struct s3_attempt *a)
 static int add_meta(struct s3_attempt *a, const char *name, const char *value)
 {
     struct s3_object_info *in = &a->info;
-    if (in->n_meta == a->meta_cap) {
-        size_t nc = a->meta_cap ? a->meta_cap * 2 : 8;
-        struct s3_meta *m = realloc(in->meta, nc * sizeof(*m));
-        if (!m)
-            return ENOMEM;
-        in->meta = m;
-        a->meta_cap = nc;
-    }
+    if (util_grow((void **)&in->meta, &a->meta_cap, in->n_meta + 1, sizeof(*in->meta)))
+        return ENOMEM;
     char *n = strdup(name), *v = strdup(value);
     if (!n || !v) {
         free(n);

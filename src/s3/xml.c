@@ -235,19 +235,6 @@ static int list_text(void *arg, const char *name, int depth, const char *text)
     return 0;
 }
 
-static int grow(void **arr, size_t *cap, size_t n, size_t elem)
-{
-    if (n < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 64;
-    void *p = realloc(*arr, nc * elem);
-    if (!p)
-        return ENOMEM;
-    *arr = p;
-    *cap = nc;
-    return 0;
-}
-
 static int list_end(void *arg, const char *name, int depth)
 {
     struct list_state *st = arg;
@@ -258,7 +245,8 @@ static int list_end(void *arg, const char *name, int depth)
         st->in_contents = false;
         if (!st->cur.key)
             return EPROTO;
-        if (grow((void **)&pg->entries, &st->cap_entries, pg->n_entries, sizeof(*pg->entries)))
+        if (util_grow((void **)&pg->entries, &st->cap_entries, pg->n_entries + 1,
+                      sizeof(*pg->entries)))
             return ENOMEM;
         pg->entries[pg->n_entries++] = st->cur;
         memset(&st->cur, 0, sizeof(st->cur));
@@ -266,8 +254,8 @@ static int list_end(void *arg, const char *name, int depth)
         st->in_prefixes = false;
         if (!st->cur_prefix)
             return 0;
-        if (grow((void **)&pg->prefixes, &st->cap_prefixes, pg->n_prefixes,
-                 sizeof(*pg->prefixes)))
+        if (util_grow((void **)&pg->prefixes, &st->cap_prefixes, pg->n_prefixes + 1,
+                      sizeof(*pg->prefixes)))
             return ENOMEM;
         pg->prefixes[pg->n_prefixes++] = st->cur_prefix;
         st->cur_prefix = NULL;
@@ -303,7 +291,7 @@ static int decode_in_place(char **s)
 static int skip_key(struct list_state *st, char *as_sent)
 {
     struct s3_list_page *pg = st->page;
-    if (grow((void **)&pg->skipped, &st->cap_skipped, pg->n_skipped, sizeof(*pg->skipped)))
+    if (util_grow((void **)&pg->skipped, &st->cap_skipped, pg->n_skipped + 1, sizeof(*pg->skipped)))
         return ENOMEM;
     pg->skipped[pg->n_skipped++] = as_sent;
     return 0;
@@ -548,7 +536,7 @@ static int uploads_end(void *arg, const char *name, int depth)
     st->in_upload = false;
     if (!st->cur.key || !st->cur.upload_id)
         return EPROTO;
-    if (grow((void **)&pg->uploads, &st->cap, pg->n_uploads, sizeof(*pg->uploads)))
+    if (util_grow((void **)&pg->uploads, &st->cap, pg->n_uploads + 1, sizeof(*pg->uploads)))
         return ENOMEM;
     pg->uploads[pg->n_uploads++] = st->cur;
     memset(&st->cur, 0, sizeof(st->cur));
