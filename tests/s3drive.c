@@ -24,6 +24,7 @@ static const char *errno_name(int e)
     case EPROTO: return "EPROTO";
     case EIO: return "EIO";
     case ENOMEM: return "ENOMEM";
+    case EFBIG: return "EFBIG";
     default: return strerror(e);
     }
 }
@@ -292,6 +293,46 @@ static int run(struct s3_client *c, int argc, char **argv)
         fprintf(stderr, "size=%llu etag=%s\n", (unsigned long long)info.size, info.etag);
         s3_object_info_clear(&info);
         return 0;
+    }
+    if ((strcmp(cmd, "get-buf") == 0 || strcmp(cmd, "get-mem") == 0) && argc >= 4) {
+        /* get-buf KEY OUT MAX [OFF [LEN [IF_MATCH]]]: s3_get_to_buf in two
+         * halves, the second GET appending to the first's bytes (as a
+         * shared gzip index is read); get-mem: s3_get_to_mem into MAX bytes.
+         * OUT is written only on success. */
+        size_t max = strtoull(argv[3], NULL, 10);
+        uint64_t off = argc > 4 ? strtoull(argv[4], NULL, 10) : 0;
+        uint64_t len = argc > 5 ? strtoull(argv[5], NULL, 10) : S3_TO_END;
+        const char *if_match = argc > 6 ? argv[6] : NULL;
+        struct buf b = BUF_INIT;
+        struct s3_object_info info;
+        if (argv[0][4] == 'b') {
+            uint64_t half = len == S3_TO_END ? 1000 : len / 2;
+            rc = s3_get_to_buf(c, argv[1], off, half, if_match, &b, max, &info, &err);
+            s3_object_info_clear(&info);
+            uint64_t rest = len == S3_TO_END ? S3_TO_END : len - half;
+            if (!rc && b.len == half)
+                rc = s3_get_to_buf(c, argv[1], off + half, rest, if_match, &b, max, &info, &err);
+            else if (!rc)
+                memset(&info, 0, sizeof(info));
+        } else {
+            size_t got = 0;
+            rc = max ? buf_reserve(&b, max) : 0;
+            if (!rc)
+                rc = s3_get_to_mem(c, argv[1], off, len, if_match, b.data, max, &got, &info, &err);
+            b.len = got;
+        }
+        printf("len=%zu\n", b.len);
+        if (rc) {
+            buf_free(&b);
+            return fail(cmd, rc, &err);
+        }
+        FILE *f = fopen(argv[2], "wb");
+        if (!f || fwrite(b.data ? b.data : "", 1, b.len, f) != b.len || fclose(f))
+            rc = EIO;
+        fprintf(stderr, "size=%llu etag=%s\n", (unsigned long long)info.size, info.etag);
+        s3_object_info_clear(&info);
+        buf_free(&b);
+        return rc ? 1 : 0;
     }
     if (strcmp(cmd, "head") == 0 && argc == 2) {
         struct s3_object_info info;

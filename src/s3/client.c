@@ -1055,6 +1055,67 @@ int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_
     return rc;
 }
 
+/* Where s3_get_to_buf and s3_get_to_mem put the body: appended to `b`, or
+ * copied to mem[len...] when b is NULL; never past `max` bytes in all.
+ * Too long a body stops the transfer with ECANCELED, which s3_execute
+ * neither retries nor logs as a failure (any other errno would come back
+ * as EIO), and `over` turns it into EFBIG for the caller. */
+struct get_sink {
+    struct buf *b;
+    char *mem;
+    size_t len;
+    size_t max;
+    bool over;
+};
+
+static int get_sink_fn(void *arg, const void *data, size_t len)
+{
+    struct get_sink *g = arg;
+    if (len > g->max - g->len) {
+        g->over = true;
+        return ECANCELED;
+    }
+    if (g->b) {
+        int rc = buf_append(g->b, data, len);
+        if (rc)
+            return rc;
+    } else {
+        memcpy(g->mem + g->len, data, len);
+    }
+    g->len += len;
+    return 0;
+}
+
+int s3_get_to_buf(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                  const char *if_match, struct buf *out, size_t max_len,
+                  struct s3_object_info *info, struct s3_error *err)
+{
+    size_t had = out->len;
+    if (had > max_len)
+        return EFBIG;
+    struct get_sink g = {.b = out, .len = had, .max = max_len};
+    int rc = s3_get_object(c, key, offset, length, if_match, get_sink_fn, &g, info, err);
+    if (g.over)
+        rc = EFBIG;
+    if (rc && out->data) { /* the bytes of a failed call are dropped */
+        out->len = had;
+        out->data[had] = '\0';
+    }
+    return rc;
+}
+
+int s3_get_to_mem(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                  const char *if_match, void *dst, size_t dst_len, size_t *got,
+                  struct s3_object_info *info, struct s3_error *err)
+{
+    struct get_sink g = {.mem = dst, .max = dst_len};
+    int rc = s3_get_object(c, key, offset, length, if_match, get_sink_fn, &g, info, err);
+    if (g.over)
+        rc = EFBIG;
+    *got = g.len;
+    return rc;
+}
+
 /* Headers for what a new object is created with. */
 static int put_opts_headers(struct s3_req *req, const struct s3_put_opts *o)
 {

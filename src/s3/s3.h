@@ -25,6 +25,7 @@
 #define PAILFS_S3_H
 
 #include "http/http.h"
+#include "util/util.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -158,6 +159,29 @@ typedef int (*s3_sink_fn)(void *arg, const void *data, size_t len);
  * whole object's size. */
 int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
                   const char *if_match, s3_sink_fn sink, void *sink_arg,
+                  struct s3_object_info *info, struct s3_error *err);
+
+/* s3_get_object() into memory, for the callers that want the bytes rather
+ * than a stream (a symbolic link's target, a shared gzip index, a part to
+ * copy, a gzip trailer).  The bytes are appended to *out, which may already
+ * hold some (a second GET continuing a first); the caller owns *out and
+ * frees it with buf_free(), on error too.  `max_len` bounds out->len after
+ * the call: a body that would make it longer fails with EFBIG, the bytes
+ * past it never stored (so asking for S3_TO_END is safe against an object
+ * larger than the caller accepts).  On any error out->len is what it was
+ * before the call.  0, EFBIG, ENOMEM, or an errno of s3_get_object (ESTALE
+ * when if_match no longer matches, ENOENT...).  Fewer bytes than asked (the
+ * object ends first) is 0: compare out->len when that matters. */
+int s3_get_to_buf(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                  const char *if_match, struct buf *out, size_t max_len,
+                  struct s3_object_info *info, struct s3_error *err);
+/* The same into memory the caller owns, dst_len bytes at dst, without a
+ * copy (a multi-GiB part's bytes go straight where they are used).  *got
+ * receives how many bytes were stored, on error too (then meaningless but
+ * never more than dst_len).  0, EFBIG (the body is longer than dst_len:
+ * nothing past dst + dst_len is written), or an errno of s3_get_object. */
+int s3_get_to_mem(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                  const char *if_match, void *dst, size_t dst_len, size_t *got,
                   struct s3_object_info *info, struct s3_error *err);
 
 /* PutObject of `len` bytes from memory.  etag_out (80 bytes, may be NULL)

@@ -202,6 +202,53 @@ def test_if_match_mismatch_is_estale(proxy, s3, bucket, tmp_path):
     assert r.returncode == 1 and "errno=ESTALE" in r.stderr
 
 
+def test_get_to_buf_bounded_and_appending(proxy, s3, bucket, tmp_path):
+    """s3_get_to_buf: the bytes asked for, appended across two GETs (as a
+    shared gzip index is read); a body that would pass max_len is EFBIG
+    with nothing kept; a failed second GET leaves the first's bytes."""
+    data = os.urandom(200000)
+    s3.put_object(Bucket=bucket, Key="b", Body=data)
+    etag = s3.head_object(Bucket=bucket, Key="b")["ETag"]
+    out = tmp_path / "out"
+    # the whole object, the second GET to the end, exactly at the bound
+    r = drive(proxy.url, bucket, "get-buf", "b", str(out), "200000", check=True)
+    assert out.read_bytes() == data and kv(r.stdout)["len"] == "200000"
+    assert "size=200000" in r.stderr
+    # a range, in two halves
+    drive(proxy.url, bucket, "get-buf", "b", str(out), "5000", "1000", "5000", etag,
+          check=True)
+    assert out.read_bytes() == data[1000:6000]
+    # one byte over the bound: refused; the second GET's bytes are dropped,
+    # the first's stay
+    out.unlink()
+    r = drive(proxy.url, bucket, "get-buf", "b", str(out), "199999")
+    assert r.returncode == 1 and "errno=EFBIG" in r.stderr, r.stderr
+    assert kv(r.stdout)["len"] == "1000" and not out.exists()
+    # a version that does not match: ESTALE, nothing kept
+    r = drive(proxy.url, bucket, "get-buf", "b", str(out), "200000", "0", "2000", '"0000"')
+    assert r.returncode == 1 and "errno=ESTALE" in r.stderr
+    assert kv(r.stdout)["len"] == "0"
+
+
+def test_get_to_mem_bounded(proxy, s3, bucket, tmp_path):
+    """s3_get_to_mem: exactly the range into the caller's memory; a longer
+    body is EFBIG, never written past the end."""
+    data = os.urandom(70000)
+    s3.put_object(Bucket=bucket, Key="m", Body=data)
+    out = tmp_path / "out"
+    drive(proxy.url, bucket, "get-mem", "m", str(out), "70000", check=True)
+    assert out.read_bytes() == data
+    drive(proxy.url, bucket, "get-mem", "m", str(out), "4", "69996", "4", check=True)
+    assert out.read_bytes() == data[-4:]
+    # the object ends before the room does: fewer bytes, no error
+    r = drive(proxy.url, bucket, "get-mem", "m", str(out), "100", "69990", check=True)
+    assert out.read_bytes() == data[69990:] and kv(r.stdout)["len"] == "10"
+    r = drive(proxy.url, bucket, "get-mem", "m", str(out), "69999")
+    assert r.returncode == 1 and "errno=EFBIG" in r.stderr
+    assert int(kv(r.stdout)["len"]) <= 69999
+    assert proxy.stats()["by_op"]["GetObject"] == 4  # EFBIG is not retried
+
+
 def test_abort_and_list_multipart_uploads(proxy, s3, bucket):
     ids = [kv(drive(proxy.url, bucket, "mpu-create", k, check=True).stdout)["upload_id"]
            for k in ("up/a", "up/b")]
