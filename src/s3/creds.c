@@ -250,6 +250,17 @@ char *s3_creds_default_region(const char *profile)
 
 /* ---- JSON (container, IMDS) -------------------------------------------- */
 
+int s3_creds_parse_sts(const char *xml, size_t len, struct s3_credentials *out,
+                       struct s3_error *err)
+{
+    int rc = s3_xml_parse_sts(xml, len, out, err);
+    if (rc == 0 && (!out->access_key || !out->secret_key))
+        rc = EPROTO;
+    if (rc)
+        s3_credentials_clear(out);
+    return rc;
+}
+
 int s3_creds_parse_json(const char *json, size_t len, struct s3_credentials *out)
 {
     memset(out, 0, sizeof(*out));

@@ -97,6 +97,13 @@ int s3_xml_parse_etag(const char *xml, size_t len, char *etag);
 int s3_xml_parse_delete_result(const char *xml, size_t len, const char *const *keys, size_t n,
                                int *errs);
 int s3_xml_parse_list_uploads(const char *xml, size_t len, struct s3_upload_page *page);
+struct s3_credentials; /* creds.c's; filled here as plain values */
+/* The values of an STS AssumeRoleWithWebIdentity answer into *out (zeroed
+ * first), unchecked: whether they make credentials is creds.c's to say
+ * (s3_creds_parse_sts).  0, EACCES (an <Error>, in *err when not NULL),
+ * EPROTO or ENOMEM; on every return *out may hold strings, which the
+ * caller frees with s3_credentials_clear. */
+int s3_xml_parse_sts(const char *xml, size_t len, struct s3_credentials *out, struct s3_error *err);
 
 /* ---- listings (client.c) ---------------------------------------------- */
 
@@ -141,7 +148,9 @@ int s3_creds_parse_profile(const char *credentials_text, const char *config_text
 /* Parse the JSON of the container endpoint or IMDS (AccessKeyId,
  * SecretAccessKey, Token, Expiration).  0 or EPROTO. */
 int s3_creds_parse_json(const char *json, size_t len, struct s3_credentials *out);
-/* Parse STS AssumeRoleWithWebIdentity XML. 0, EACCES (an <Error>) or EPROTO */
+/* Parse STS AssumeRoleWithWebIdentity XML (s3_xml_parse_sts) into
+ * credentials: 0, EACCES (an <Error>), EPROTO (unreadable, or without both
+ * keys) or ENOMEM; *out holds nothing on error. */
 int s3_creds_parse_sts(const char *xml, size_t len, struct s3_credentials *out,
                        struct s3_error *err);
 

@@ -5,7 +5,10 @@
  * One walker turns a document into three events — element start, element
  * text, element end — each with the element's depth; every parser below is a
  * small state machine over those events.  Nothing builds a DOM, so a large
- * listing costs memory only for what it returns. */
+ * listing costs memory only for what it returns.  Parsers fill plain values
+ * and judge nothing else: whether an STS answer makes usable credentials is
+ * creds.c's to say, so this file calls nothing of creds.c (and creds.c
+ * calls it). */
 #include "s3/s3_private.h"
 
 #include <errno.h>
@@ -618,18 +621,11 @@ static int sts_end(void *arg, const char *name, int depth)
     return 0;
 }
 
-int s3_creds_parse_sts(const char *xml, size_t len, struct s3_credentials *out,
-                       struct s3_error *err)
+int s3_xml_parse_sts(const char *xml, size_t len, struct s3_credentials *out, struct s3_error *err)
 {
     memset(out, 0, sizeof(*out));
     struct sts_state st = {.cr = out, .err = err};
     struct xml_events ev = {&st, sts_start, sts_text, sts_end};
     int rc = xml_walk(xml, len, &ev);
-    if (rc == 0 && st.is_error)
-        rc = EACCES;
-    else if (rc == 0 && (!out->access_key || !out->secret_key))
-        rc = EPROTO;
-    if (rc)
-        s3_credentials_clear(out);
-    return rc;
+    return rc == 0 && st.is_error ? EACCES : rc;
 }
