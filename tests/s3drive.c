@@ -257,7 +257,7 @@ static int run(struct s3_client *c, int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "head-bucket") == 0) {
-        if ((rc = s3_head_bucket(c, &err)))
+        if ((rc = s3_head_bucket_limited(c, NULL, &err)))
             return fail("head-bucket", rc, &err);
         printf("region=%s\n", s3_client_region(c));
         return 0;

@@ -748,11 +748,6 @@ static int write_block(int fd, const unsigned char *hdr, const void *data, size_
     return 0;
 }
 
-int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len)
-{
-    return cache_store(c, id, blockno, data, len, 0);
-}
-
 int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
                 unsigned flags)
 {

@@ -61,15 +61,12 @@ int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, 
 /* Store a block (replacing a copy already there).  0, ENOSPC (the disk is
  * full: the block is not kept, logged once), EFBIG (larger than the whole
  * cache, or than the 1018 pages of 4 KiB a block can hold), or another
- * errno.  Failures never affect what the cache holds. */
-int cache_put(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len);
-
-/* cache_put with flags.  CACHE_STORE_DIRECT: the block will not be read
- * again soon (a sequential reader's): write it around the page cache
- * (O_DIRECT) when data is page-aligned and len a multiple of 4 KiB,
- * which saves copying it and keeps the page cache for what is re-read;
- * otherwise, or where the filesystem refuses O_DIRECT, as cache_put does.
- * Same returns as cache_put. */
+ * errno.  Failures never affect what the cache holds.  flags 0, or
+ * CACHE_STORE_DIRECT: the block will not be read again soon (a sequential
+ * reader's): write it around the page cache (O_DIRECT) when data is
+ * page-aligned and len a multiple of 4 KiB, which saves copying it and
+ * keeps the page cache for what is re-read; otherwise, or where the
+ * filesystem refuses O_DIRECT, through the page cache as with 0. */
 #define CACHE_STORE_DIRECT 1u
 int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
                 unsigned flags);
@@ -81,8 +78,10 @@ int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *d
  * is 0x58e3fa20. */
 uint32_t cache_crc32c(const void *data, size_t len, uint32_t crc);
 
-/* Bytes the cache holds now, and its bound. */
+/* Bytes the cache holds now. */
 uint64_t cache_size(struct cache *c);
+/* Its bound, as cache_open set it.  Test-only: tests/unit/test_cache.c
+ * checks the bound it was given; nothing in pailfs calls it. */
 uint64_t cache_limit(struct cache *c);
 
 #endif

@@ -136,7 +136,6 @@ struct gz_reader {
     size_t check_pt;       /* SIZE_MAX: none */
     bool check_verify;
     uint32_t check_crc, check_done, check_want;
-    uint64_t inflated;
 };
 
 bool gz_is_gzip(const void *head, size_t len)
@@ -474,11 +473,6 @@ bool gz_reader_at(const struct gz_reader *r, uint64_t *pos)
 {
     *pos = r->out_pos;
     return r->live;
-}
-
-uint64_t gz_reader_inflated(const struct gz_reader *r)
-{
-    return r->inflated;
 }
 
 #ifdef HAVE_ISAL
@@ -994,7 +988,6 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
             got = want - st->avail_out;
         }
         r->out_pos += got;
-        r->inflated += got;
         metrics_add(&inflated_metric, (int64_t)got);
         if (rc == ISAL_INCORRECT_CHECKSUM) {
             r->out_pos -= got;
@@ -1056,7 +1049,6 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
         int zr = inflate(zs, r->want_block ? Z_BLOCK : Z_NO_FLUSH);
         size_t got = want - zs->avail_out;
         r->out_pos += got;
-        r->inflated += got;
         bool crc_failed = zr == Z_DATA_ERROR && zs->msg && strstr(zs->msg, "check");
         if (zr == Z_STREAM_END) {
             r->member_done = true;

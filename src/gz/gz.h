@@ -81,7 +81,5 @@ bool gz_reader_at(const struct gz_reader *r, uint64_t *pos);
 /* Register the layer's metric (bytes inflated by every reader) with
  * util's registry now rather than at the first reader.  Thread-safe. */
 void gz_metrics_init(void);
-/* Bytes of output inflated by this reader (for statistics). */
-uint64_t gz_reader_inflated(const struct gz_reader *r);
 
 #endif

@@ -988,11 +988,6 @@ void s3_client_credentials_info(struct s3_client *c, const char **source,
     *access_key_id = c->access_key_id_shown ? c->access_key_id_shown : "";
 }
 
-int s3_head_bucket(struct s3_client *c, struct s3_error *err)
-{
-    return s3_head_bucket_limited(c, NULL, err);
-}
-
 int s3_head_bucket_limited(struct s3_client *c, const struct s3_call_limits *limits,
                            struct s3_error *err)
 {

@@ -68,23 +68,18 @@ struct s3_error {
 
 /* Create a client: resolves credentials (see s3_credentials_describe for the
  * chain) and starts its HTTP engine.  Does not contact the bucket: call
- * s3_head_bucket() for that.  *out is freed with s3_client_free().
+ * s3_head_bucket_limited() for that.  *out is freed with s3_client_free().
  * 0, EINVAL (bad config; `err->message` says why), EACCES (no usable
  * credentials; message says which sources were tried), ENOMEM, EIO. */
 int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3_error *err);
 void s3_client_free(struct s3_client *c);
 
-/* The region requests are signed for (may change after s3_head_bucket). */
+/* The region requests are signed for (may change after a HeadBucket). */
 const char *s3_client_region(struct s3_client *c);
 /* Where the credentials came from ("passwd_file", "env", "profile:NAME",
  * "web-identity", "container", "imds", "none") and the access key id (never
  * the secret).  The strings live as long as the client. */
 void s3_client_credentials_info(struct s3_client *c, const char **source, const char **access_key_id);
-
-/* HeadBucket.  Learns the bucket's region from x-amz-bucket-region and from
- * 301 PermanentRedirect / 400 AuthorizationHeaderMalformed hints, and
- * re-signs for it.  ENOENT when the bucket does not exist. */
-int s3_head_bucket(struct s3_client *c, struct s3_error *err);
 
 /* Bounds for one call that must answer quickly, such as the check before
  * mounting.  A zero field keeps the client's setting. */
@@ -97,7 +92,10 @@ struct s3_call_limits {
                                * reports it in its own words */
 };
 
-/* s3_head_bucket() within `limits` (NULL: none).  With max_attempts 2 and
+/* HeadBucket within `limits` (NULL: none, the client's own settings).
+ * Learns the bucket's region from x-amz-bucket-region and from 301
+ * PermanentRedirect / 400 AuthorizationHeaderMalformed hints, and re-signs
+ * for it.  ENOENT when the bucket does not exist.  With max_attempts 2 and
  * attempt_timeout_ms 5000 it returns in about 10.5 s at most, even when the
  * endpoint never answers.  Following a region hint is not counted as an
  * attempt (it happens at most once, and only after the server answered). */

@@ -81,7 +81,7 @@ static int put_block(struct cache *c, const char *id, uint64_t no, size_t len)
     unsigned char *d = malloc(len ? len : 1);
     assert_non_null(d);
     fill(d, len, id, no);
-    int rc = cache_put(c, id, no, d, len);
+    int rc = cache_store(c, id, no, d, len, 0);
     free(d);
     return rc;
 }
@@ -401,7 +401,7 @@ static void *empty_id_thread(void *p)
     struct empty_id_arg *a = p;
     char buf[16];
     size_t len = 0;
-    a->rc = cache_put(a->c, "", 0, "empty", 5);
+    a->rc = cache_store(a->c, "", 0, "empty", 5, 0);
     if (!a->rc)
         a->rc = cache_get(a->c, "", 0, buf, sizeof(buf), &len);
     if (!a->rc && (len != 5 || memcmp(buf, "empty", 5) != 0))
@@ -440,8 +440,8 @@ static void test_put_replaces(void **state)
     struct fixture *f = *state;
     struct cache *c = NULL;
     assert_int_equal(cache_open(f->dir, 1 << 20, &c, NULL), 0);
-    assert_int_equal(cache_put(c, "obj", 0, "old bytes", 9), 0);
-    assert_int_equal(cache_put(c, "obj", 0, "the new bytes", 13), 0);
+    assert_int_equal(cache_store(c, "obj", 0, "old bytes", 9, 0), 0);
+    assert_int_equal(cache_store(c, "obj", 0, "the new bytes", 13, 0), 0);
     char buf[64];
     size_t len = 0;
     assert_int_equal(cache_get(c, "obj", 0, buf, sizeof(buf), &len), 0);
@@ -612,7 +612,7 @@ static void test_tmp_leftovers_removed_at_open(void **state)
     cache_close(c);
     char blk[256];
     blk_path(f->dir, 0, blk, sizeof(blk));
-    /* what a crash in the middle of cache_put leaves behind */
+    /* what a crash in the middle of cache_store leaves behind */
     const char *junk[] = {"0123456789abcdef0123456789abcdef-3.blk.tmp.1f2e3d",
                           "0123456789abcdef0123456789abcdef-4.blk.tmp.0", "x.tmp"};
     char path[256];
@@ -779,7 +779,7 @@ static void test_open_files_bounded_and_released(void **state)
     assert_int_equal(n, 0);
     /* a replaced block is read from its new file */
     assert_int_equal(get_block(c, "other", 5, DLEN), 0);
-    assert_int_equal(cache_put(c, "other", 5, "new bytes", 9), 0);
+    assert_int_equal(cache_store(c, "other", 5, "new bytes", 9, 0), 0);
     char buf[DLEN];
     size_t len = 0;
     assert_int_equal(cache_get(c, "other", 5, buf, sizeof(buf), &len), 0);
@@ -791,7 +791,7 @@ static void test_open_files_bounded_and_released(void **state)
     assert_int_equal(open_blocks(&deleted), 0);
 }
 
-/* CACHE_STORE_DIRECT stores the same bytes as cache_put: a page-aligned
+/* CACHE_STORE_DIRECT stores the same bytes as flags 0: a page-aligned
  * whole block (written around the page cache), and blocks it cannot write
  * that way (short, unaligned), which are written plainly. */
 static void test_store_direct(void **state)
@@ -1000,7 +1000,7 @@ static void *worker(void *p)
             a->wrong++;
         } else {
             fill(want, DLEN, id, no);
-            rc = cache_put(a->c, id, no, want, DLEN);
+            rc = cache_store(a->c, id, no, want, DLEN, 0);
             if (rc != 0)
                 a->wrong++;
         }
@@ -1045,7 +1045,7 @@ static void *writer(void *p)
     snprintf(id, sizeof(id), "w-%d", a->id);
     for (uint64_t no = 0; d && no < 150; no++) {
         fill(d, BIG, id, no);
-        if (cache_put(a->c, id, no, d, BIG) != 0)
+        if (cache_store(a->c, id, no, d, BIG, 0) != 0)
             a->wrong++;
     }
     free(d);
