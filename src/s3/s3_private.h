@@ -8,7 +8,7 @@
 
 #include <pthread.h>
 
-/* ---- SigV4 (sigv4.c) -------------------------------------------------- */
+/* ---- SigV4, hashes and dates (sigv4.c) ---------------------------------- */
 
 /* URI encoding and decoding are util_pct_encode / util_pct_decode. */
 
@@ -40,23 +40,12 @@ int s3_canonical_request(struct buf *out, const struct s3_sign_input *in);
  * signature_out (65 bytes, may be NULL) receives the hex signature. */
 int s3_sigv4_authorization(struct buf *out, const struct s3_sign_input *in, char *signature_out);
 
-/* libxml2's global state, set up once before any thread parses: its lazy
- * first-use setup is not thread-safe (two threads parsing their first
- * responses at once leaked its encoding table).  Called by s3_client_new. */
-void s3_xml_init(void);
-
 /* Base64 MD5 of data into b64 (25 bytes). */
 void s3_md5_base64(const void *data, size_t len, char *b64);
 /* The ETag S3 gives an object completed from `parts` (whose ETags are the
  * parts' MD5s): "md5(binary part MD5s)-N", with quotes, into out (80
  * bytes).  0, EINVAL (an ETag that is not an MD5), ENOMEM. */
 int s3_multipart_etag(const struct s3_part *parts, size_t n, char *out);
-/* Whether r can be a region name: 1 to 32 characters of [a-z0-9-], neither
- * end a hyphen ("us-east-1", "cn-northwest-1").  A region is put into the
- * endpoint's host name (s3.REGION.amazonaws.com) and the signature's scope,
- * so a hint from a server that is anything else ("evil.com/x",
- * "us-east-1.attacker") is refused, never followed. */
-bool s3_region_valid(const char *r);
 /* "YYYYMMDDTHHMMSSZ" for t into out (17 bytes). */
 void s3_amz_date(int64_t t, char *out);
 
@@ -74,6 +63,11 @@ void s3_metrics_attempt(unsigned op, long status, const char *code, size_t sent,
 void s3_metrics_received(size_t n);
 
 /* ---- XML (xml.c) ------------------------------------------------------ */
+
+/* libxml2's global state, set up once before any thread parses: its lazy
+ * first-use setup is not thread-safe (two threads parsing their first
+ * responses at once leaked its encoding table).  Called by s3_client_new. */
+void s3_xml_init(void);
 
 /* A size the server sent (decimal digits only) into *out: 0, or EPROTO
  * when it is not a number or exceeds S3_MAX_OBJECT_SIZE. */
@@ -105,8 +99,14 @@ struct s3_credentials; /* creds.c's; filled here as plain values */
  * caller frees with s3_credentials_clear. */
 int s3_xml_parse_sts(const char *xml, size_t len, struct s3_credentials *out, struct s3_error *err);
 
-/* ---- listings (client.c) ---------------------------------------------- */
+/* ---- region names and listings (client.c) ------------------------------ */
 
+/* Whether r can be a region name: 1 to 32 characters of [a-z0-9-], neither
+ * end a hyphen ("us-east-1", "cn-northwest-1").  A region is put into the
+ * endpoint's host name (s3.REGION.amazonaws.com) and the signature's scope,
+ * so a hint from a server that is anything else ("evil.com/x",
+ * "us-east-1.attacker") is refused, never followed. */
+bool s3_region_valid(const char *r);
 /* The first key or common prefix of `page` that does not begin with
  * `prefix`, or NULL when all do (always NULL for a NULL or "" prefix).  A
  * server that ignores the prefix it was asked for must not make callers
