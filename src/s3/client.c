@@ -451,105 +451,122 @@ static void attempt_clear(struct s3_attempt *a)
     s3_object_info_clear(&a->info);
 }
 
-static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attempt *a,
-                       struct s3_error *err)
-{
-    struct buf url = BUF_INIT, path = BUF_INIT, host = BUF_INIT, auth = BUF_INIT;
-    struct buf range = BUF_INIT;
-    struct curl_slist *list = NULL;
-    struct s3_credentials cr = {0};
+/* What one attempt sends, built in steps (wire_headers, wire_sign,
+ * wire_list) and freed by wire_free, which wipes the secret parts first. */
+struct s3_wire {
+    struct buf url, path, host, auth, range;
+    struct s3_credentials cr;
     struct s3_kv hdrs[MAX_HEADERS + 6];
-    size_t nh = 0;
+    size_t nh;
     char date[17], hash[65];
-    int rc;
+    struct curl_slist *list;
+};
 
-    memset(a, 0, sizeof(*a));
-    a->c = c;
-    a->req = req;
-    buf_clear(&req->resp);
-    if ((rc = build_target(c, req, &url, &path, &host)))
-        goto out;
-    hdrs[nh++] = (struct s3_kv){"host", host.data};
+static void wire_free(struct s3_wire *w)
+{
+    if (w->cr.secret_key)
+        s3_credentials_clear(&w->cr);
+    if (w->auth.data)
+        memset(w->auth.data, 0, w->auth.len);
+    curl_slist_free_all(w->list);
+    buf_free(&w->auth);
+    buf_free(&w->url);
+    buf_free(&w->path);
+    buf_free(&w->host);
+    buf_free(&w->range);
+}
+
+/* The headers the request itself asks for: host, the caller's, and for a
+ * GET the part of the window still wanted and the ETag it is pinned to. */
+static int wire_headers(const struct s3_req *req, struct s3_wire *w)
+{
+    w->hdrs[w->nh++] = (struct s3_kv){"host", w->host.data};
     for (size_t i = 0; i < req->n_headers; i++)
-        hdrs[nh++] = req->headers[i];
-    if (req->sink) {
-        uint64_t from = req->want_off + req->delivered;
-        if (req->ranged || req->delivered) {
-            if (req->want_len == S3_TO_END)
-                rc = buf_printf(&range, "bytes=%llu-", (unsigned long long)from);
-            else
-                rc = buf_printf(&range, "bytes=%llu-%llu", (unsigned long long)from,
-                                (unsigned long long)(req->want_off + req->want_len - 1));
-            if (rc)
-                goto out;
-            hdrs[nh++] = (struct s3_kv){"range", range.data};
-        }
-        if (req->pinned_etag[0])
-            hdrs[nh++] = (struct s3_kv){"if-match", req->pinned_etag};
+        w->hdrs[w->nh++] = req->headers[i];
+    if (!req->sink)
+        return 0;
+    uint64_t from = req->want_off + req->delivered;
+    if (req->ranged || req->delivered) {
+        int rc;
+        if (req->want_len == S3_TO_END)
+            rc = buf_printf(&w->range, "bytes=%llu-", (unsigned long long)from);
+        else
+            rc = buf_printf(&w->range, "bytes=%llu-%llu", (unsigned long long)from,
+                            (unsigned long long)(req->want_off + req->want_len - 1));
+        if (rc)
+            return rc;
+        w->hdrs[w->nh++] = (struct s3_kv){"range", w->range.data};
     }
+    if (req->pinned_etag[0])
+        w->hdrs[w->nh++] = (struct s3_kv){"if-match", req->pinned_etag};
+    return 0;
+}
+
+/* SigV4 (none for a public bucket): the date, corrected by the clock skew
+ * learnt from the server, the payload hash and the session token join the
+ * headers, and the Authorization value goes into w->auth. */
+static int wire_sign(struct s3_client *c, const struct s3_req *req, struct s3_wire *w,
+                     struct s3_error *err)
+{
     pthread_mutex_lock(&c->mutex);
     int64_t now = (int64_t)time(NULL) + c->clock_skew;
     char region[64];
     snprintf(region, sizeof(region), "%s", c->region);
     pthread_mutex_unlock(&c->mutex);
-    s3_amz_date(now, date);
-    if (!c->public_bucket) {
-        if ((rc = creds_snapshot(c, &cr, err)))
-            goto out;
-        if (c->unsigned_payload && strcmp(c->scheme, "https") == 0)
-            snprintf(hash, sizeof(hash), "UNSIGNED-PAYLOAD");
-        else
-            util_sha256_hex(req->body ? req->body : "", req->body_len, hash);
-        hdrs[nh++] = (struct s3_kv){"x-amz-date", date};
-        hdrs[nh++] = (struct s3_kv){"x-amz-content-sha256", hash};
-        if (cr.session_token)
-            hdrs[nh++] = (struct s3_kv){"x-amz-security-token", cr.session_token};
-        struct s3_sign_input in = {
-            .method = req->method,
-            .canonical_uri = path.data,
-            .query = req->query,
-            .n_query = req->n_query,
-            .headers = hdrs,
-            .n_headers = nh,
-            .payload_hash = hash,
-            .region = region,
-            .service = "s3",
-            .amz_date = date,
-            .access_key = cr.access_key,
-            .secret_key = cr.secret_key,
-        };
-        if ((rc = s3_sigv4_authorization(&auth, &in, NULL)))
-            goto out;
-    }
-    for (size_t i = 0; i < nh && !rc; i++)
-        if ((rc = add_header(&list, hdrs[i].name, hdrs[i].value)) == EINVAL)
+    s3_amz_date(now, w->date);
+    if (c->public_bucket)
+        return 0;
+    int rc = creds_snapshot(c, &w->cr, err);
+    if (rc)
+        return rc;
+    if (c->unsigned_payload && strcmp(c->scheme, "https") == 0)
+        snprintf(w->hash, sizeof(w->hash), "UNSIGNED-PAYLOAD");
+    else
+        util_sha256_hex(req->body ? req->body : "", req->body_len, w->hash);
+    w->hdrs[w->nh++] = (struct s3_kv){"x-amz-date", w->date};
+    w->hdrs[w->nh++] = (struct s3_kv){"x-amz-content-sha256", w->hash};
+    if (w->cr.session_token)
+        w->hdrs[w->nh++] = (struct s3_kv){"x-amz-security-token", w->cr.session_token};
+    struct s3_sign_input in = {
+        .method = req->method,
+        .canonical_uri = w->path.data,
+        .query = req->query,
+        .n_query = req->n_query,
+        .headers = w->hdrs,
+        .n_headers = w->nh,
+        .payload_hash = w->hash,
+        .region = region,
+        .service = "s3",
+        .amz_date = w->date,
+        .access_key = w->cr.access_key,
+        .secret_key = w->cr.secret_key,
+    };
+    return s3_sigv4_authorization(&w->auth, &in, NULL);
+}
+
+/* curl's header list: every header, each refused if it holds a control
+ * character (add_header), then Authorization and two headers curl would
+ * otherwise add on its own. */
+static int wire_list(const struct s3_req *req, struct s3_wire *w, struct s3_error *err)
+{
+    int rc = 0;
+    for (size_t i = 0; i < w->nh && !rc; i++)
+        if ((rc = add_header(&w->list, w->hdrs[i].name, w->hdrs[i].value)) == EINVAL)
             snprintf(err->message, sizeof(err->message),
                      "refused to send the %s header: its value holds a control character",
-                     hdrs[i].name);
-    if (!rc && auth.len)
-        rc = add_header(&list, "Authorization", auth.data);
+                     w->hdrs[i].name);
+    if (!rc && w->auth.len)
+        rc = add_header(&w->list, "Authorization", w->auth.data);
     if (!rc) /* no 100-continue round trip; S3 answers errors promptly anyway */
-        rc = add_header(&list, "Expect", "");
+        rc = add_header(&w->list, "Expect", "");
     if (!rc && strcmp(req->method, "POST") == 0 && !req->n_headers)
-        rc = add_header(&list, "Content-Type", "");
-    if (rc)
-        goto out;
+        rc = add_header(&w->list, "Content-Type", "");
+    return rc;
+}
 
-    struct http_request hr = {
-        .method = req->method,
-        .url = url.data,
-        .headers = list,
-        .body = req->body,
-        .body_len = req->body_len,
-        .on_header = on_header,
-        .on_body = on_body,
-        .arg = a,
-        .timeout_ms = req->limits.attempt_timeout_ms,
-    };
-    log_debug("%s %s %s", req->op, req->method, url.data);
-    a->sent = true;
-    int t = http_perform(c->http, &hr);
-    a->status = hr.status;
+/* What http_perform's `t` means for the window of a GET. */
+static int transfer_result(const struct s3_req *req, const struct s3_attempt *a, int t)
+{
     if (t == GOT_ALL_BYTES)
         t = 0; /* we stopped reading because we had every byte we wanted */
     if (t == 0 && a->to_sink && req->want_len != S3_TO_END &&
@@ -562,6 +579,29 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
         if (req->want_off + req->delivered < total)
             t = ECONNRESET;
     }
+    return t;
+}
+
+/* Send it; a transport failure is described in err.  0 or its errno. */
+static int wire_send(struct s3_client *c, struct s3_req *req, struct s3_attempt *a,
+                     const struct s3_wire *w, struct s3_error *err)
+{
+    struct http_request hr = {
+        .method = req->method,
+        .url = w->url.data,
+        .headers = w->list,
+        .body = req->body,
+        .body_len = req->body_len,
+        .on_header = on_header,
+        .on_body = on_body,
+        .arg = a,
+        .timeout_ms = req->limits.attempt_timeout_ms,
+    };
+    log_debug("%s %s %s", req->op, req->method, w->url.data);
+    a->sent = true;
+    int t = http_perform(c->http, &hr);
+    a->status = hr.status;
+    t = transfer_result(req, a, t);
     if (t && a->refused) {
         err->transport = t;
         snprintf(err->message, sizeof(err->message),
@@ -573,18 +613,29 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
                  : hr.error_text[0] ? hr.error_text
                                     : strerror(t));
     }
-    rc = t;
-out:
-    if (cr.secret_key)
-        s3_credentials_clear(&cr);
-    if (auth.data)
-        memset(auth.data, 0, auth.len);
-    curl_slist_free_all(list);
-    buf_free(&auth);
-    buf_free(&url);
-    buf_free(&path);
-    buf_free(&host);
-    buf_free(&range);
+    return t;
+}
+
+/* One try of the request: build its target and headers, sign, send. */
+static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attempt *a,
+                       struct s3_error *err)
+{
+    struct s3_wire w;
+    memset(&w, 0, sizeof(w));
+    memset(a, 0, sizeof(*a));
+    a->c = c;
+    a->req = req;
+    buf_clear(&req->resp);
+    int rc = build_target(c, req, &w.url, &w.path, &w.host);
+    if (!rc)
+        rc = wire_headers(req, &w);
+    if (!rc)
+        rc = wire_sign(c, req, &w, err);
+    if (!rc)
+        rc = wire_list(req, &w, err);
+    if (!rc)
+        rc = wire_send(c, req, a, &w, err);
+    wire_free(&w);
     return rc;
 }
 
@@ -670,6 +721,122 @@ static int unreadable(const struct s3_req *req, int rc, struct s3_error *err)
     return rc;
 }
 
+/* A 2xx answer: the object's metadata and ETag go to the caller. */
+static void take_answer(struct s3_req *req, struct s3_attempt *a)
+{
+    if (req->info) {
+        s3_object_info_clear(req->info);
+        *req->info = a->info;
+        memset(&a->info, 0, sizeof(a->info));
+        if (a->have_total)
+            req->info->size = a->range_total;
+        else if (a->have_length)
+            req->info->size = a->content_length;
+    }
+    snprintf(req->etag, sizeof(req->etag), "%s", a->info.etag[0] ? a->info.etag : req->etag);
+    if (req->info && !req->etag[0])
+        snprintf(req->etag, sizeof(req->etag), "%s", req->info->etag);
+}
+
+/* A 416 to a GET: nothing at or past that offset, an empty read. */
+static void take_empty_range(struct s3_req *req, struct s3_attempt *a)
+{
+    if (req->info) {
+        s3_object_info_clear(req->info);
+        *req->info = a->info;
+        memset(&a->info, 0, sizeof(a->info));
+        req->info->size = a->have_total ? a->range_total : 0;
+    }
+}
+
+/* An answer that is an error: its code, message and region hint into err
+ * (from the error document, else from the status), and the errno. */
+static int answer_errno(const struct s3_req *req, const struct s3_attempt *a, bool body_error,
+                        struct s3_error *err)
+{
+    if (!body_error && req->resp.len)
+        s3_xml_parse_error(req->resp.data, req->resp.len, err);
+    if (!err->code[0])
+        snprintf(err->code, sizeof(err->code), "%s", status_code_name(a->status));
+    if (!err->message[0])
+        snprintf(err->message, sizeof(err->message), "%s",
+                 strcmp(req->method, "HEAD") == 0 ? "(a HEAD response has no body)"
+                                                  : "(no error document)");
+    if (req->bucket_region[0] && !err->region[0])
+        snprintf(err->region, sizeof(err->region), "%s", req->bucket_region);
+    return body_error ? code_to_errno(err->code) : s3_status_to_errno(a->status, err->code);
+}
+
+enum region_step { REGION_AS_IS, REGION_RETRY, REGION_REFUSED };
+
+/* A region hint in a 301, 307 or 400: re-sign for the bucket's region,
+ * once (REGION_RETRY when it differs from ours), or refuse a hint that is
+ * no region name (REGION_REFUSED, logged). */
+static enum region_step follow_region(struct s3_client *c, const struct s3_req *req, long status,
+                                      const struct s3_error *err, bool *region_fixed)
+{
+    if (*region_fixed || !err->region[0] || (status != 301 && status != 400 && status != 307))
+        return REGION_AS_IS;
+    if (!s3_region_valid(err->region)) {
+        log_error("%s %s: refused the server's region hint \"%s\": not a region name "
+                  "(request id %s)",
+                  req->op, req->key ? req->key : "(bucket)", err->region,
+                  err->request_id[0] ? err->request_id : "none");
+        return REGION_REFUSED;
+    }
+    pthread_mutex_lock(&c->mutex);
+    bool differs = strcmp(c->region, err->region) != 0;
+    if (differs) {
+        log_info("bucket %s is in region %s (was signing for %s)", c->bucket, err->region,
+                 c->region);
+        set_region_locked(c, err->region);
+    }
+    pthread_mutex_unlock(&c->mutex);
+    *region_fixed = true;
+    return differs ? REGION_RETRY : REGION_AS_IS;
+}
+
+/* RequestTimeTooSkewed with the server's Date: sign with its clock from
+ * now on.  True when corrected (retry at once). */
+static bool fix_skew(struct s3_client *c, const struct s3_error *err, int64_t server_date)
+{
+    if (strcmp(err->code, "RequestTimeTooSkewed") != 0 || !server_date)
+        return false;
+    /* Copied under the lock: another thread meeting the same answer may be
+     * writing c->clock_skew at this moment. */
+    pthread_mutex_lock(&c->mutex);
+    int64_t skew = c->clock_skew = server_date - (int64_t)time(NULL);
+    pthread_mutex_unlock(&c->mutex);
+    log_warn("local clock is %lld s off the server's; correcting", (long long)-skew);
+    return true;
+}
+
+/* Whether a failed attempt is tried again: a retryable failure, attempts
+ * and the retry budget left; then waits the backoff.  False: give up. */
+static bool retry_wait(struct s3_client *c, const struct s3_req *req, int t, long status,
+                       const struct s3_error *err, unsigned attempt, unsigned max_attempts)
+{
+    if (t && t != ECONNREFUSED && t != ECONNRESET && t != ETIMEDOUT && t != EHOSTUNREACH)
+        return false; /* our own abort, a TLS refusal, a cancellation */
+    if (!s3_retryable(t ? 0 : status, err->code, t) || attempt >= max_attempts)
+        return false;
+    int cost =
+        (t == ETIMEDOUT || t == ECONNREFUSED) ? S3_BUDGET_TIMEOUT_COST : S3_BUDGET_RETRY_COST;
+    if (!s3_budget_take(&c->budget, cost)) {
+        log_debug("retry budget exhausted; not retrying %s", req->op);
+        return false;
+    }
+    uint64_t wait = s3_backoff_ms(&c->retry, attempt, util_random_u64());
+    log_debug("%s %s: attempt %u failed (%s%s%ld %s); retrying in %llu ms", req->op,
+              req->key ? req->key : "(bucket)", attempt, t ? strerror(t) : "", t ? " " : "HTTP ",
+              status, err->code, (unsigned long long)wait);
+    util_sleep_ms(wait);
+    return true;
+}
+
+/* The request, tried until it is answered, fails for good, or runs out
+ * of attempts; a region hint and a clock correction retry at once without
+ * counting as attempts. */
 static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *err_out)
 {
     struct s3_error local;
@@ -688,118 +855,46 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
         err->status = a.status;
         snprintf(err->request_id, sizeof(err->request_id), "%s", a.request_id);
         snprintf(req->request_id, sizeof(req->request_id), "%s", a.request_id);
-        bool body_error = false;
-        if (t == 0 && a.status >= 200 && a.status < 300 && req->body_may_be_error &&
-            req->resp.len && s3_xml_parse_error(req->resp.data, req->resp.len, err) == 0)
-            body_error = true; /* 200 OK with <Error>: CopyObject, Complete… */
-        if (t == 0 && a.status >= 200 && a.status < 300 && !body_error) {
-            if (req->info) {
-                s3_object_info_clear(req->info);
-                *req->info = a.info;
-                memset(&a.info, 0, sizeof(a.info));
-                if (a.have_total)
-                    req->info->size = a.range_total;
-                else if (a.have_length)
-                    req->info->size = a.content_length;
-            }
-            snprintf(req->etag, sizeof(req->etag), "%s", a.info.etag[0] ? a.info.etag
-                                                                           : req->etag);
-            if (req->info && !req->etag[0])
-                snprintf(req->etag, sizeof(req->etag), "%s", req->info->etag);
+        bool ok = t == 0 && a.status >= 200 && a.status < 300;
+        /* 200 OK with <Error>: CopyObject, Complete… */
+        bool body_error = ok && req->body_may_be_error && req->resp.len &&
+                          s3_xml_parse_error(req->resp.data, req->resp.len, err) == 0;
+        if ((ok && !body_error) || (t == 0 && a.status == 416 && req->sink)) {
+            if (ok)
+                take_answer(req, &a);
+            else
+                take_empty_range(req, &a);
             count_attempt(req, &a, NULL, attempt);
             attempt_clear(&a);
-            s3_budget_give(&c->budget, attempt > 1 ? S3_BUDGET_RETRY_COST : 1);
+            if (ok)
+                s3_budget_give(&c->budget, attempt > 1 ? S3_BUDGET_RETRY_COST : 1);
             return 0;
         }
-        if (t == 0 && a.status == 416 && req->sink) {
-            /* nothing at or past that offset: an empty read, not an error */
-            if (req->info) {
-                s3_object_info_clear(req->info);
-                *req->info = a.info;
-                memset(&a.info, 0, sizeof(a.info));
-                req->info->size = a.have_total ? a.range_total : 0;
-            }
-            count_attempt(req, &a, NULL, attempt);
-            attempt_clear(&a);
-            return 0;
-        }
-        if (t == 0) {
-            if (!body_error && req->resp.len)
-                s3_xml_parse_error(req->resp.data, req->resp.len, err);
-            if (!err->code[0])
-                snprintf(err->code, sizeof(err->code), "%s", status_code_name(a.status));
-            if (!err->message[0])
-                snprintf(err->message, sizeof(err->message), "%s",
-                         strcmp(req->method, "HEAD") == 0 ? "(a HEAD response has no body)"
-                                                           : "(no error document)");
-            if (req->bucket_region[0] && !err->region[0])
-                snprintf(err->region, sizeof(err->region), "%s", req->bucket_region);
-            rc = body_error ? code_to_errno(err->code) : s3_status_to_errno(a.status, err->code);
-        } else {
+        if (t == 0)
+            rc = answer_errno(req, &a, body_error, err);
+        else
             rc = t == EPROTO || t == ENOMEM || t == ECANCELED ? t : EIO;
-            if (req->sink && req->delivered && !req->pinned_etag[0] && a.info.etag[0])
-                snprintf(req->pinned_etag, sizeof(req->pinned_etag), "%s", a.info.etag);
-        }
         count_attempt(req, &a, err->code, attempt);
         /* Pin a GET to the ETag of the first response, whatever happened. */
         if (req->sink && !req->pinned_etag[0] && a.info.etag[0] && req->delivered)
             snprintf(req->pinned_etag, sizeof(req->pinned_etag), "%s", a.info.etag);
-        int64_t server_date = a.server_date;
         attempt_clear(&a);
-
-        /* A region hint: re-sign for the bucket's region, once. */
-        if (!region_fixed && err->region[0] &&
-            (a.status == 301 || a.status == 400 || a.status == 307) &&
-            !s3_region_valid(err->region)) {
-            log_error("%s %s: refused the server's region hint \"%s\": not a region name "
-                      "(request id %s)",
-                      req->op, req->key ? req->key : "(bucket)", err->region,
-                      err->request_id[0] ? err->request_id : "none");
+        enum region_step r = follow_region(c, req, a.status, err, &region_fixed);
+        if (r == REGION_REFUSED) {
             rc = EPROTO;
             break;
         }
-        if (!region_fixed && err->region[0] &&
-            (a.status == 301 || a.status == 400 || a.status == 307)) {
-            pthread_mutex_lock(&c->mutex);
-            bool differs = strcmp(c->region, err->region) != 0;
-            if (differs) {
-                log_info("bucket %s is in region %s (was signing for %s)", c->bucket,
-                         err->region, c->region);
-                set_region_locked(c, err->region);
-            }
-            pthread_mutex_unlock(&c->mutex);
-            region_fixed = true;
-            if (differs) {
-                attempt--;
-                continue;
-            }
+        if (r == REGION_RETRY) {
+            attempt--;
+            continue;
         }
-        if (!skew_fixed && strcmp(err->code, "RequestTimeTooSkewed") == 0 && server_date) {
-            /* Copied under the lock: another thread meeting the same
-             * answer may be writing c->clock_skew at this moment. */
-            pthread_mutex_lock(&c->mutex);
-            int64_t skew = c->clock_skew = server_date - (int64_t)time(NULL);
-            pthread_mutex_unlock(&c->mutex);
-            log_warn("local clock is %lld s off the server's; correcting", (long long)-skew);
+        if (!skew_fixed && fix_skew(c, err, a.server_date)) {
             skew_fixed = true;
             attempt--;
             continue;
         }
-        if (t && t != ECONNREFUSED && t != ECONNRESET && t != ETIMEDOUT && t != EHOSTUNREACH)
-            break; /* our own abort, a TLS refusal, a cancellation */
-        if (!s3_retryable(t ? 0 : a.status, err->code, t) || attempt >= max_attempts)
+        if (!retry_wait(c, req, t, a.status, err, attempt, max_attempts))
             break;
-        int cost = (t == ETIMEDOUT || t == ECONNREFUSED) ? S3_BUDGET_TIMEOUT_COST
-                                                         : S3_BUDGET_RETRY_COST;
-        if (!s3_budget_take(&c->budget, cost)) {
-            log_debug("retry budget exhausted; not retrying %s", req->op);
-            break;
-        }
-        uint64_t wait = s3_backoff_ms(&c->retry, attempt, util_random_u64());
-        log_debug("%s %s: attempt %u failed (%s%s%ld %s); retrying in %llu ms", req->op,
-                  req->key ? req->key : "(bucket)", attempt, t ? strerror(t) : "",
-                  t ? " " : "HTTP ", a.status, err->code, (unsigned long long)wait);
-        util_sleep_ms(wait);
     }
     if (!req->limits.quiet)
         log_failure(req, rc, err);
@@ -864,6 +959,68 @@ void s3_object_info_clear(struct s3_object_info *info)
     memset(info, 0, sizeof(*info));
 }
 
+/* Where requests go: the region (configured, else the profile's or the
+ * environment's, else us-east-1), the endpoint (configured, else AWS's for
+ * that region) and path or virtual-host addressing.  0, EINVAL (a bad
+ * endpoint; err says why) or ENOMEM. */
+static int client_target(struct s3_client *c, const struct s3_config *cfg, struct s3_error *err)
+{
+    char *region =
+        cfg->region && *cfg->region ? strdup(cfg->region) : s3_creds_default_region(cfg->profile);
+    set_region_locked(c, region ? region : "us-east-1");
+    free(region);
+
+    if (cfg->endpoint && *cfg->endpoint) {
+        int rc = parse_endpoint(c, cfg->endpoint, err);
+        if (rc)
+            return rc;
+    } else {
+        c->endpoint_from_region = true;
+        c->scheme = strdup("https");
+        c->host = strdup("s3.amazonaws.com");
+        c->base_path = strdup("");
+        set_region_locked(c, c->region);
+        if (!c->scheme || !c->host || !c->base_path || !c->region_host)
+            return ENOMEM;
+    }
+    switch (cfg->addressing) {
+    case S3_ADDR_PATH: c->path_style = true; break;
+    case S3_ADDR_VIRTUAL: c->path_style = false; break;
+    default:
+        c->path_style = (!c->endpoint_from_region && host_is_ip_or_localhost(c->host)) ||
+                        !dns_safe_bucket(c->bucket);
+    }
+    return 0;
+}
+
+/* The credentials, through the provider chain (none for a public bucket),
+ * and what refreshing them later needs.  0, ENOMEM, or the chain's errno
+ * with err->message saying what was tried. */
+static int client_credentials(struct s3_client *c, const struct s3_config *cfg,
+                              struct s3_error *err)
+{
+    c->creds_rq.http = c->http;
+    c->creds_rq.bucket = c->bucket;
+    if (cfg->passwd_file && !(c->creds_rq.passwd_file = strdup(cfg->passwd_file)))
+        return ENOMEM;
+    if (cfg->profile && !(c->creds_rq.profile = strdup(cfg->profile)))
+        return ENOMEM;
+    if (!(c->creds_rq.region = strdup(c->region)))
+        return ENOMEM;
+    if (c->public_bucket) {
+        snprintf(c->creds_source, sizeof(c->creds_source), "none");
+        return 0;
+    }
+    char why[768];
+    int rc = s3_creds_resolve(&c->creds_rq, &c->creds, c->creds_source, sizeof(c->creds_source),
+                              why, sizeof(why));
+    if (rc) {
+        snprintf(err->message, sizeof(err->message), "%s", why);
+        return rc;
+    }
+    return (c->access_key_id_shown = strdup(c->creds.access_key)) ? 0 : ENOMEM;
+}
+
 int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3_error *err_out)
 {
     s3_xml_init();
@@ -886,34 +1043,11 @@ int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3
     c->retry.cap_ms = cfg->retry_cap_ms ? cfg->retry_cap_ms : 20000;
     c->public_bucket = cfg->public_bucket;
     c->unsigned_payload = cfg->unsigned_payload;
-    int rc = ENOMEM;
-    if (!(c->bucket = strdup(cfg->bucket)))
+    int rc = (c->bucket = strdup(cfg->bucket)) ? 0 : ENOMEM;
+    if (!rc)
+        rc = client_target(c, cfg, err);
+    if (rc)
         goto fail;
-
-    char *region = cfg->region && *cfg->region ? strdup(cfg->region)
-                                               : s3_creds_default_region(cfg->profile);
-    set_region_locked(c, region ? region : "us-east-1");
-    free(region);
-
-    if (cfg->endpoint && *cfg->endpoint) {
-        if ((rc = parse_endpoint(c, cfg->endpoint, err)))
-            goto fail;
-    } else {
-        c->endpoint_from_region = true;
-        c->scheme = strdup("https");
-        c->host = strdup("s3.amazonaws.com");
-        c->base_path = strdup("");
-        set_region_locked(c, c->region);
-        if (!c->scheme || !c->host || !c->base_path || !c->region_host)
-            goto fail;
-    }
-    switch (cfg->addressing) {
-    case S3_ADDR_PATH: c->path_style = true; break;
-    case S3_ADDR_VIRTUAL: c->path_style = false; break;
-    default:
-        c->path_style = (!c->endpoint_from_region && host_is_ip_or_localhost(c->host)) ||
-                        !dns_safe_bucket(c->bucket);
-    }
     if (cfg->http.no_verify_ssl)
         log_warn("TLS certificate verification is OFF (no_verify_ssl): anyone on the path "
                  "can read and change your data");
@@ -922,30 +1056,8 @@ int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3
                  strerror(rc));
         goto fail;
     }
-    c->creds_rq.http = c->http;
-    c->creds_rq.bucket = c->bucket;
-    rc = ENOMEM;
-    if (cfg->passwd_file && !(c->creds_rq.passwd_file = strdup(cfg->passwd_file)))
+    if ((rc = client_credentials(c, cfg, err)))
         goto fail;
-    if (cfg->profile && !(c->creds_rq.profile = strdup(cfg->profile)))
-        goto fail;
-    if (!(c->creds_rq.region = strdup(c->region)))
-        goto fail;
-    if (c->public_bucket) {
-        snprintf(c->creds_source, sizeof(c->creds_source), "none");
-    } else {
-        char why[768];
-        rc = s3_creds_resolve(&c->creds_rq, &c->creds, c->creds_source, sizeof(c->creds_source),
-                              why, sizeof(why));
-        if (rc) {
-            snprintf(err->message, sizeof(err->message), "%s", why);
-            goto fail;
-        }
-        if (!(c->access_key_id_shown = strdup(c->creds.access_key))) {
-            rc = ENOMEM;
-            goto fail;
-        }
-    }
     *out = c;
     return 0;
 fail:
