@@ -829,6 +829,106 @@ static int unknown_flag(struct parse *p, char c)
 
 /* ---- argv ----------------------------------------------------------------- */
 
+/* One word that is a cluster of short options: -f, -fd, -o opts, -oopts,
+ * -fo opts.  An -o ending the word takes the next one, argv[++*i]. */
+static int short_options(struct parse *p, int argc, char *const argv[], int *i)
+{
+    struct options *opts = p->o;
+    int rc = 0;
+    for (const char *c = argv[*i] + 1; *c && !rc && !opts->action; c++) {
+        switch (*c) {
+        case 'h': opts->action = OPTIONS_HELP; break;
+        case 'V': opts->action = OPTIONS_VERSION; break;
+        case 'f': opts->foreground = true; break;
+        case 's': opts->single_thread = true; break;
+        case 'd':
+            opts->foreground = true;
+            opts->log_level = LOG_LVL_DEBUG;
+            opts->log_level_given = true;
+            break;
+        case 'o':
+            if (c[1]) {
+                rc = apply_o(p, c + 1);
+            } else if (*i + 1 < argc) {
+                rc = apply_o(p, argv[++*i]);
+            } else {
+                set_err(p, "pailfs: option -o needs an argument (-o opt[=val],...)");
+                rc = EINVAL;
+            }
+            c += strlen(c) - 1; /* the rest of the word was its value */
+            break;
+        default: rc = unknown_flag(p, *c);
+        }
+    }
+    return rc;
+}
+
+/* The words of argv in order, until --help or --version: options applied,
+ * the others (BUCKET[:/PREFIX] and MOUNTPOINT) kept in pos. */
+static int parse_words(struct parse *p, int argc, char *const argv[], const char *pos[2], int *npos)
+{
+    struct options *opts = p->o;
+    bool only_positional = false;
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *a = argv[i];
+        if (only_positional || a[0] != '-' || a[1] == '\0') {
+            if (*npos == 2) {
+                set_err(p,
+                        "pailfs: unexpected argument '%s' (usage: pailfs [options] "
+                        "BUCKET[:/PREFIX] MOUNTPOINT)",
+                        a);
+                rc = EINVAL;
+            } else {
+                pos[(*npos)++] = a;
+            }
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_positional = true;
+        } else if (strcmp(a, "--help") == 0) {
+            opts->action = OPTIONS_HELP;
+            break;
+        } else if (strcmp(a, "--version") == 0) {
+            opts->action = OPTIONS_VERSION;
+            break;
+        } else if (a[1] == '-') {
+            set_err(p, "pailfs: unknown option %s", a);
+            rc = EINVAL;
+        } else {
+            rc = short_options(p, argc, argv, &i);
+            if (opts->action)
+                break;
+        }
+    }
+    return rc;
+}
+
+/* A mount's two words: the bucket and prefix, the mount point; then the
+ * layers' configs. */
+static int mount_words(struct parse *p, const char *const pos[2], int npos, const char *argv0)
+{
+    if (npos < 2) {
+        set_err(p,
+                "pailfs: missing %s (usage: pailfs [options] BUCKET[:/PREFIX] "
+                "MOUNTPOINT; see pailfs --help)",
+                npos == 0 ? "BUCKET and MOUNTPOINT" : "MOUNTPOINT");
+        return EINVAL;
+    }
+    if (!pos[1][0]) {
+        set_err(p, "pailfs: empty mount point");
+        return EINVAL;
+    }
+    int rc = split_bucket(p, pos[0]);
+    if (rc)
+        return rc;
+    if (!(p->o->mountpoint = strdup(pos[1]))) {
+        set_err(p, "pailfs: out of memory");
+        return ENOMEM;
+    }
+    return finish(p, argv0);
+}
+
 int options_parse(int argc, char *const argv[], struct options *opts, char *errbuf, size_t errlen)
 {
     memset(opts, 0, sizeof(*opts));
@@ -848,83 +948,9 @@ int options_parse(int argc, char *const argv[], struct options *opts, char *errb
 
     const char *pos[2];
     int npos = 0;
-    bool only_positional = false;
-    int rc = 0;
-    for (int i = 1; i < argc && !rc; i++) {
-        const char *a = argv[i];
-        if (only_positional || a[0] != '-' || a[1] == '\0') {
-            if (npos == 2) {
-                set_err(&p,
-                        "pailfs: unexpected argument '%s' (usage: pailfs [options] "
-                        "BUCKET[:/PREFIX] MOUNTPOINT)",
-                        a);
-                rc = EINVAL;
-            } else {
-                pos[npos++] = a;
-            }
-            continue;
-        }
-        if (strcmp(a, "--") == 0) {
-            only_positional = true;
-        } else if (strcmp(a, "--help") == 0) {
-            opts->action = OPTIONS_HELP;
-            break;
-        } else if (strcmp(a, "--version") == 0) {
-            opts->action = OPTIONS_VERSION;
-            break;
-        } else if (a[1] == '-') {
-            set_err(&p, "pailfs: unknown option %s", a);
-            rc = EINVAL;
-        } else {
-            /* a cluster of short options: -f, -fd, -o opts, -oopts, -fo opts */
-            for (const char *c = a + 1; *c && !rc && !opts->action; c++) {
-                switch (*c) {
-                case 'h': opts->action = OPTIONS_HELP; break;
-                case 'V': opts->action = OPTIONS_VERSION; break;
-                case 'f': opts->foreground = true; break;
-                case 's': opts->single_thread = true; break;
-                case 'd':
-                    opts->foreground = true;
-                    opts->log_level = LOG_LVL_DEBUG;
-                    opts->log_level_given = true;
-                    break;
-                case 'o':
-                    if (c[1]) {
-                        rc = apply_o(&p, c + 1);
-                    } else if (i + 1 < argc) {
-                        rc = apply_o(&p, argv[++i]);
-                    } else {
-                        set_err(&p, "pailfs: option -o needs an argument (-o opt[=val],...)");
-                        rc = EINVAL;
-                    }
-                    c += strlen(c) - 1; /* the rest of the word was its value */
-                    break;
-                default: rc = unknown_flag(&p, *c);
-                }
-            }
-            if (opts->action)
-                break;
-        }
-    }
-    if (!rc && opts->action == OPTIONS_MOUNT) {
-        if (npos < 2) {
-            set_err(&p,
-                    "pailfs: missing %s (usage: pailfs [options] BUCKET[:/PREFIX] "
-                    "MOUNTPOINT; see pailfs --help)",
-                    npos == 0 ? "BUCKET and MOUNTPOINT" : "MOUNTPOINT");
-            rc = EINVAL;
-        } else if (!pos[1][0]) {
-            set_err(&p, "pailfs: empty mount point");
-            rc = EINVAL;
-        } else if (!(rc = split_bucket(&p, pos[0]))) {
-            if (!(opts->mountpoint = strdup(pos[1]))) {
-                set_err(&p, "pailfs: out of memory");
-                rc = ENOMEM;
-            } else {
-                rc = finish(&p, argc > 0 ? argv[0] : NULL);
-            }
-        }
-    }
+    int rc = parse_words(&p, argc, argv, pos, &npos);
+    if (!rc && opts->action == OPTIONS_MOUNT)
+        rc = mount_words(&p, pos, npos, argc > 0 ? argv[0] : NULL);
     if (rc) {
         options_free(opts);
         return rc;
