@@ -393,7 +393,6 @@ static void detach(void)
 
 /* ---- serving ---------------------------------------------------------------- */
 
-/* 0 when the loop ended by unmount or signal, else a negative errno. */
 /* The kernel reads ahead at most 128 KiB on a FUSE mount unless told
  * otherwise, which caps every read request at 128 KiB.  Raise it to 1 MiB
  * through the mount's bdi (root only; best effort).  The device number
@@ -421,6 +420,7 @@ static void raise_kernel_readahead(const char *mnt)
         log_debug("kernel read-ahead of the mount raised to 1 MiB (%s)", path);
 }
 
+/* 0 when the loop ended by unmount or signal, else a negative errno. */
 static int serve(struct fuse_session *se, const struct options *o)
 {
     int rc;
@@ -438,105 +438,141 @@ static int serve(struct fuse_session *se, const struct options *o)
     return rc > 0 ? 0 : rc; /* a positive value is the signal that ended it */
 }
 
-/* Check, mount, serve, clean up.  Returns the exit status. */
-static int run(struct options *o, int status_fd)
+/* What a mount holds while it runs, taken down by unmount_all in the
+ * reverse order. */
+struct mount {
+    struct s3_client *s3;
+    struct fs *fs;
+    struct fuse_session *se;
+    bool handlers, mounted;
+    char *mnt; /* the mount point, resolved */
+};
+
+/* The filesystem over the checked client; its failure said in one line. */
+static int start_fs(struct options *o, struct mount *m)
 {
-    struct s3_client *s3 = NULL;
-    struct fs *fs = NULL;
-    struct fuse_session *se = NULL;
-    bool handlers = false, mounted = false;
-    char *mnt = NULL;
-    int status = 1, rc;
+    int rc = fs_new(&o->fs, m->s3, &m->fs);
+    if (rc == ENOMEM)
+        fprintf(stderr, "pailfs: cannot start the filesystem: %s\n", strerror(rc));
+    else if (rc == EBUSY)
+        fprintf(stderr,
+                "pailfs: the block cache of bucket %s in %s is in use by another pailfs; "
+                "give each mount of the same bucket its own -o cache_dir=\n",
+                o->fs.bucket, o->fs.cache_dir);
+    else if (rc)
+        fprintf(stderr, "pailfs: cannot use cache directory %s: %s\n", o->fs.cache_dir,
+                strerror(rc));
+    return rc;
+}
 
-    if (check_mountpoint(o->mountpoint, &mnt) || check_fuse(o) || check_bucket(o, &s3))
-        goto out;
-    if ((rc = fs_new(&o->fs, s3, &fs))) {
-        if (rc == ENOMEM)
-            fprintf(stderr, "pailfs: cannot start the filesystem: %s\n", strerror(rc));
-        else if (rc == EBUSY)
-            fprintf(stderr,
-                    "pailfs: the block cache of bucket %s in %s is in use by another pailfs; "
-                    "give each mount of the same bucket its own -o cache_dir=\n",
-                    o->fs.bucket, o->fs.cache_dir);
-        else
-            fprintf(stderr, "pailfs: cannot use cache directory %s: %s\n", o->fs.cache_dir,
-                    strerror(rc));
-        goto out;
-    }
-
+/* The FUSE session and its signal handlers (SIGHUP reopens a log file
+ * instead of unmounting).  0, or 1 with the failure said. */
+static int start_session(struct options *o, struct mount *m)
+{
     fuse_capture_start();
     errno = 0;
-    se = fuse_session_new(&o->fuse_args, fs_lowlevel_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+    m->se =
+        fuse_session_new(&o->fuse_args, fs_lowlevel_ops(), sizeof(struct fuse_lowlevel_ops), m->fs);
     const char *why = fuse_capture_end(errno);
-    if (!se) {
+    if (!m->se) {
         fprintf(stderr, "pailfs: cannot start FUSE: %s\n", why);
-        goto out;
+        return 1;
     }
-    fs_set_session(fs, se);
-    if (fuse_set_signal_handlers(se) != 0) {
+    fs_set_session(m->fs, m->se);
+    if (fuse_set_signal_handlers(m->se) != 0) {
         fprintf(stderr, "pailfs: cannot install signal handlers\n");
-        goto out;
+        return 1;
     }
-    handlers = true;
+    m->handlers = true;
+    int rc;
     /* With a log file, SIGHUP is logrotate's "reopen", not an unmount. */
     if (o->logfile && (rc = log_reopen_on_signal(SIGHUP)) != 0) {
         fprintf(stderr, "pailfs: cannot install the SIGHUP handler: %s\n", strerror(rc));
-        goto out;
+        return 1;
     }
+    return 0;
+}
+
+/* Mount, saying why not in the words of fusermount3 when it spoke.  0 or 1. */
+static int mount_session(const struct options *o, struct mount *m)
+{
     struct stderr_catch caught;
     char helper_said[1024];
     stderr_catch_start(&caught);
     fuse_capture_start();
     errno = 0;
-    rc = fuse_session_mount(se, mnt);
-    why = fuse_capture_end(errno);
+    int rc = fuse_session_mount(m->se, m->mnt);
+    const char *why = fuse_capture_end(errno);
     stderr_catch_end(&caught, rc != 0 ? helper_said : NULL, sizeof(helper_said));
     if (rc != 0) {
         fprintf(stderr, "pailfs: cannot mount on %s: %s\n", o->mountpoint,
                 helper_said[0] ? helper_said : why);
-        goto out;
+        return 1;
     }
-    mounted = true;
-    raise_kernel_readahead(mnt);
-    const char *source, *akid;
-    s3_client_credentials_info(s3, &source, &akid);
-    log_info("mounted bucket %s%s%s on %s (region %s, credentials from %s)", o->bucket,
-             o->prefix[0] ? ":/" : "", o->prefix, mnt, s3_client_region(s3), source);
+    m->mounted = true;
+    return 0;
+}
 
-    bool background = status_fd >= 0;
-    report_status(&status_fd, 0);
+/* Mounted: report success (and leave the terminal), serve until unmounted,
+ * finish the uploads.  The exit status. */
+static int serve_mounted(const struct options *o, struct mount *m, int *status_fd)
+{
+    raise_kernel_readahead(m->mnt);
+    const char *source, *akid;
+    s3_client_credentials_info(m->s3, &source, &akid);
+    log_info("mounted bucket %s%s%s on %s (region %s, credentials from %s)", o->bucket,
+             o->prefix[0] ? ":/" : "", o->prefix, m->mnt, s3_client_region(m->s3), source);
+
+    bool background = *status_fd >= 0;
+    report_status(status_fd, 0);
     if (background)
         detach();
+    int rc;
     if (o->metrics_file &&
         (rc = metrics_writer_start(o->metrics_file, o->metrics_interval_s)) != 0)
         log_error("cannot start writing metrics to %s: %s", o->metrics_file, strerror(rc));
 
-    rc = serve(se, o);
-    status = 0;
+    rc = serve(m->se, o);
+    int status = 0;
     if (rc < 0) {
         log_error("the FUSE session failed: %s", strerror(-rc));
         status = 1;
     }
-    if (fs_shutdown(fs) != 0) {
+    if (fs_shutdown(m->fs) != 0) {
         log_error("some files could not be stored in bucket %s (see the lines above)", o->bucket);
         status = 1;
     }
     metrics_writer_stop(); /* after the last uploads: their figures count */
-    log_info("unmounting %s", mnt);
-out:
+    log_info("unmounting %s", m->mnt);
+    return status;
+}
+
+static void unmount_all(struct mount *m)
+{
+    if (m->handlers)
+        fuse_remove_signal_handlers(m->se);
+    if (m->mounted)
+        fuse_session_unmount(m->se);
+    if (m->se)
+        fuse_session_destroy(m->se);
+    if (m->fs)
+        fs_free(m->fs);
+    s3_client_free(m->s3);
+    free(m->mnt);
+}
+
+/* Check, mount, serve, clean up.  Returns the exit status. */
+static int run(struct options *o, int status_fd)
+{
+    struct mount m = {0};
+    int status = 1;
+    if (!check_mountpoint(o->mountpoint, &m.mnt) && !check_fuse(o) && !check_bucket(o, &m.s3) &&
+        !start_fs(o, &m) && !start_session(o, &m) && !mount_session(o, &m))
+        status = serve_mounted(o, &m, &status_fd);
     report_status(&status_fd, 1); /* only if nothing was reported yet */
     metrics_writer_stop();
     log_reopen_stop();
-    if (handlers)
-        fuse_remove_signal_handlers(se);
-    if (mounted)
-        fuse_session_unmount(se);
-    if (se)
-        fuse_session_destroy(se);
-    if (fs)
-        fs_free(fs);
-    s3_client_free(s3);
-    free(mnt);
+    unmount_all(&m);
     return status;
 }
 
