@@ -748,6 +748,98 @@ static int write_block(int fd, const unsigned char *hdr, const void *data, size_
     return 0;
 }
 
+/* Index entry e (its name and bytes set), replacing an entry of the same
+ * name and evicting the least recently used until it fits: its bytes are
+ * counted before its file exists, so the bound holds.  Its name is copied
+ * to `name` under the lock (e may be evicted as soon as it is released);
+ * returns its generation. */
+static uint64_t reserve(struct cache *c, struct entry *e, char name[CACHE_NAME_MAX])
+{
+    pthread_mutex_lock(&c->lock);
+    struct entry *old;
+    HASH_FIND_STR(c->by_name, e->name, old);
+    if (old) /* replaced: the new bytes win */
+        drop_locked(c, old);
+    while (c->lru && c->bytes + e->bytes > c->limit) {
+        drop_locked(c, c->lru);
+        metrics_add(&metrics[M_EVICTIONS], 1);
+    }
+    c->bytes += e->bytes;
+    bytes_changed_locked(c);
+    e->gen = ++c->gen;
+    uint64_t gen = e->gen;
+    HASH_ADD_STR(c->by_name, name, e);
+    DL_APPEND(c->lru, e);
+    memcpy(name, e->name, CACHE_NAME_MAX);
+    pthread_mutex_unlock(&c->lock);
+    return gen;
+}
+
+/* The header of a block of len bytes: magic, length, page size and count,
+ * each page's CRC-32C, then the CRC of the header itself. */
+static void block_header(unsigned char hdr[CACHE_HDR], const void *data, size_t len)
+{
+    uint32_t pages = (uint32_t)((len + CACHE_PAGE - 1) / CACHE_PAGE);
+    memcpy(hdr, CACHE_MAGIC, 8);
+    put_u32(hdr + 12, (uint32_t)len);
+    put_u32(hdr + 16, CACHE_PAGE);
+    put_u32(hdr + 20, pages);
+    for (uint32_t p = 0; p < pages; p++)
+        put_u32(hdr + 24 + 4 * p, cache_crc32c((const unsigned char *)data + (size_t)p * CACHE_PAGE,
+                                               page_len((uint32_t)len, p), 0));
+    put_u32(hdr + 8, cache_crc32c(hdr + 12, CACHE_HDR - 12, 0));
+}
+
+/* The block, header first, into a new file at `tmp`.  0 or errno. */
+static int write_tmp(const char *tmp, const void *data, size_t len, unsigned flags)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno;
+    _Alignas(CACHE_PAGE) unsigned char hdr[CACHE_HDR] = {0};
+    block_header(hdr, data, len);
+    int rc = write_block(fd, hdr, data, len, flags & CACHE_STORE_DIRECT);
+    if (close(fd) < 0 && !rc)
+        rc = errno;
+    return rc;
+}
+
+/* Rename tmp to final, stamped as the newest block, under the lock and
+ * only if the entry is still generation `gen`, not evicted (or replaced)
+ * while its file was written: the directory never holds a block the index
+ * does not count.  *current says which; 0 or the errno of the rename. */
+static int publish(struct cache *c, const char *name, uint64_t gen, const char *tmp,
+                   const char *final, bool *current)
+{
+    int rc = 0;
+    pthread_mutex_lock(&c->lock);
+    struct entry *now;
+    HASH_FIND_STR(c->by_name, name, now);
+    *current = now && now->gen == gen;
+    struct timespec stamp[2] = {{0, UTIME_OMIT}, next_stamp_locked(c)};
+    if (*current &&
+        (utimensat(AT_FDCWD, tmp, stamp, AT_SYMLINK_NOFOLLOW) < 0 || rename(tmp, final) < 0))
+        rc = errno;
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+/* A block that could not be stored: its file and its entry go.  A full
+ * disk is ENOSPC, said once; any other errno is said each time. */
+static int store_failed(struct cache *c, const char *name, uint64_t gen, const char *tmp, int rc)
+{
+    if (tmp)
+        unlink(tmp);
+    forget(c, name, gen);
+    if (rc == ENOSPC || rc == EDQUOT) {
+        if (!atomic_exchange(&c->warned_full, true))
+            log_warn("block cache %s: the disk is full; reads go on without caching", c->dir);
+        return ENOSPC;
+    }
+    log_warn("block cache %s: cannot store a block: %s", c->dir, strerror(rc));
+    return rc;
+}
+
 int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
                 unsigned flags)
 {
@@ -759,80 +851,22 @@ int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *d
         return ENOMEM;
     block_name(id, blockno, e->name);
     e->bytes = need;
-    pthread_mutex_lock(&c->lock);
-    struct entry *old;
-    HASH_FIND_STR(c->by_name, e->name, old);
-    if (old) /* replaced: the new bytes win */
-        drop_locked(c, old);
-    while (c->lru && c->bytes + need > c->limit) {
-        drop_locked(c, c->lru);
-        metrics_add(&metrics[M_EVICTIONS], 1);
-    }
-    c->bytes += need; /* reserved before the file exists: the bound holds */
-    bytes_changed_locked(c);
-    e->gen = ++c->gen;
-    uint64_t gen = e->gen;
-    HASH_ADD_STR(c->by_name, name, e);
-    DL_APPEND(c->lru, e);
     char name[CACHE_NAME_MAX];
-    memcpy(name, e->name, sizeof(name));
-    pthread_mutex_unlock(&c->lock);
+    uint64_t gen = reserve(c, e, name);
 
     struct buf tmp = BUF_INIT;
     buf_printf(&tmp, "%s/%s.tmp.%llx", c->dir, name, (unsigned long long)util_random_u64());
     char *final = path_of(c, name);
     int rc = tmp.data && final ? 0 : ENOMEM;
-    int fd = rc ? -1 : open(tmp.data, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (!rc && fd < 0)
-        rc = errno;
-    if (!rc) {
-        _Alignas(CACHE_PAGE) unsigned char hdr[CACHE_HDR] = {0};
-        uint32_t pages = (uint32_t)((len + CACHE_PAGE - 1) / CACHE_PAGE);
-        memcpy(hdr, CACHE_MAGIC, 8);
-        put_u32(hdr + 12, (uint32_t)len);
-        put_u32(hdr + 16, CACHE_PAGE);
-        put_u32(hdr + 20, pages);
-        for (uint32_t p = 0; p < pages; p++)
-            put_u32(hdr + 24 + 4 * p,
-                    cache_crc32c((const unsigned char *)data + (size_t)p * CACHE_PAGE,
-                                 page_len((uint32_t)len, p), 0));
-        put_u32(hdr + 8, cache_crc32c(hdr + 12, CACHE_HDR - 12, 0));
-        rc = write_block(fd, hdr, data, len, flags & CACHE_STORE_DIRECT);
-    }
-    if (fd >= 0 && close(fd) < 0 && !rc)
-        rc = errno;
-    if (!rc) {
-        /* Published under the lock, and only if the entry was not evicted
-         * (or replaced) while its file was written: the directory never
-         * holds a block the index does not count. */
-        pthread_mutex_lock(&c->lock);
-        struct entry *now;
-        HASH_FIND_STR(c->by_name, name, now);
-        bool current = now && now->gen == gen;
-        struct timespec stamp[2] = {{0, UTIME_OMIT}, next_stamp_locked(c)};
-        if (current && (utimensat(AT_FDCWD, tmp.data, stamp, AT_SYMLINK_NOFOLLOW) < 0 ||
-                        rename(tmp.data, final) < 0))
-            rc = errno;
-        pthread_mutex_unlock(&c->lock);
-        if (!current) {
-            unlink(tmp.data);
-            buf_free(&tmp);
-            free(final);
-            return 0; /* evicted before it was even stored: as if stored and evicted */
-        }
-    }
-    if (rc) {
-        if (tmp.data)
-            unlink(tmp.data);
-        forget(c, name, gen);
-        if (rc == ENOSPC || rc == EDQUOT) {
-            rc = ENOSPC;
-            if (!atomic_exchange(&c->warned_full, true))
-                log_warn("block cache %s: the disk is full; reads go on without caching", c->dir);
-        } else {
-            log_warn("block cache %s: cannot store a block: %s", c->dir, strerror(rc));
-        }
-    }
+    if (!rc)
+        rc = write_tmp(tmp.data, data, len, flags);
+    bool current = true;
+    if (!rc)
+        rc = publish(c, name, gen, tmp.data, final, &current);
+    if (!current)
+        unlink(tmp.data); /* evicted before it was even stored: as if stored and evicted */
+    else if (rc)
+        rc = store_failed(c, name, gen, tmp.data, rc);
     buf_free(&tmp);
     free(final);
     return rc;
