@@ -6,8 +6,9 @@
  * and its number, so a block of a replaced object can never be served for
  * the new one: the new ETag names other files.  Each file carries a CRC32C
  * of every 4 KiB page of its bytes; a read checks the pages it returns, and
- * a block that fails is deleted and reported as missing.  Files are written under a temporary name and
- * renamed, so a crash leaves whole blocks or none.
+ * a block that fails is deleted and reported as missing.  Files are
+ * written under a temporary name and renamed, so a crash leaves whole
+ * blocks or none.
  *
  * The total size is bounded: inserting evicts the least recently used
  * blocks first (use is written to the files' mtimes every 30 seconds and

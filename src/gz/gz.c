@@ -1124,7 +1124,8 @@ int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *go
                     have += n;
                 }
                 if (off < from + have) {
-                    size_t k = (size_t)(from + have - off) < len ? (size_t)(from + have - off) : len;
+                    size_t k =
+                        (size_t)(from + have - off) < len ? (size_t)(from + have - off) : len;
                     memcpy(dst, r->scratch + (off - from), k);
                     *got = k;
                     if (end && *got < len)

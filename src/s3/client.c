@@ -1308,7 +1308,8 @@ int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n, in
     req.body_len = body.len;
     rc = s3_execute(c, &req, err);
     if (!rc && req.resp.len)
-        rc = unreadable(&req, s3_xml_parse_delete_result(req.resp.data, req.resp.len, keys, n, errs), err);
+        rc = unreadable(
+            &req, s3_xml_parse_delete_result(req.resp.data, req.resp.len, keys, n, errs), err);
     req_free(&req);
     buf_free(&body);
     return rc;

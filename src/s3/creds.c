@@ -278,10 +278,12 @@ int s3_creds_parse_json(const char *json, size_t len, struct s3_credentials *out
     const char *names[] = {"AccessKeyId", "SecretAccessKey", "Token"};
     char **dst[] = {&out->access_key, &out->secret_key, &out->session_token};
     for (int i = 0; i < 3 && !rc; i++)
-        if (json_object_object_get_ex(root, names[i], &v) && json_object_is_type(v, json_type_string))
+        if (json_object_object_get_ex(root, names[i], &v) &&
+            json_object_is_type(v, json_type_string))
             if (!(*dst[i] = strdup(json_object_get_string(v))))
                 rc = ENOMEM;
-    if (json_object_object_get_ex(root, "Expiration", &v) && json_object_is_type(v, json_type_string))
+    if (json_object_object_get_ex(root, "Expiration", &v) &&
+        json_object_is_type(v, json_type_string))
         util_parse_iso8601(json_object_get_string(v), &out->expiration);
     json_object_put(root);
     if (!rc && (!out->access_key || !out->secret_key))

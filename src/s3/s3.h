@@ -79,7 +79,8 @@ const char *s3_client_region(struct s3_client *c);
 /* Where the credentials came from ("passwd_file", "env", "profile:NAME",
  * "web-identity", "container", "imds", "none") and the access key id (never
  * the secret).  The strings live as long as the client. */
-void s3_client_credentials_info(struct s3_client *c, const char **source, const char **access_key_id);
+void s3_client_credentials_info(struct s3_client *c, const char **source,
+                                const char **access_key_id);
 
 /* Bounds for one call that must answer quickly, such as the check before
  * mounting.  A zero field keeps the client's setting. */
