@@ -50,35 +50,6 @@ int fs_make_dirs(const char *path, mode_t mode)
     return rc;
 }
 
-struct metrics_series fs_metrics[FS_M_COUNT] = {
-    [FS_M_READ_BYTES] = {.name = "pailfs_fuse_read_bytes_total",
-                         .help = "Bytes returned to read requests of the mount.",
-                         .kind = METRICS_COUNTER},
-    [FS_M_WRITTEN_BYTES] = {.name = "pailfs_fuse_written_bytes_total",
-                            .help = "Bytes accepted from write requests to the mount.",
-                            .kind = METRICS_COUNTER},
-    [FS_M_MEM_READ] = {.name = "pailfs_memory_bytes",
-                       .help = "Memory counted against max_memory, by use (read: blocks of "
-                               "the read path; write: parts of files being written).",
-                       .kind = METRICS_GAUGE,
-                       .labels = "use=\"read\""},
-    [FS_M_MEM_WRITE] = {.name = "pailfs_memory_bytes",
-                        .help = "Memory counted against max_memory, by use (read: blocks of "
-                                "the read path; write: parts of files being written).",
-                        .kind = METRICS_GAUGE,
-                        .labels = "use=\"write\""},
-    [FS_M_MEM_LIMIT] = {.name = "pailfs_memory_limit_bytes",
-                        .help = "The memory bound of each of the read and write paths "
-                                "(max_memory).",
-                        .kind = METRICS_GAUGE},
-    [FS_M_PARTS_INFLIGHT] = {.name = "pailfs_upload_parts_in_flight",
-                             .help = "Multipart upload parts queued or being sent.",
-                             .kind = METRICS_GAUGE},
-    [FS_M_GZ_VIEWS] = {.name = "pailfs_gzip_views_opened_total",
-                       .help = "Opens (by programs) of decompressed views of gzip objects.",
-                       .kind = METRICS_COUNTER},
-};
-
 /* cache_dir and what the fs keeps in it (the block caches check their own
  * directories), all private: another user who could write there could
  * plant staged data, gzip indexes or blocks.  A gzindex directory is made
@@ -152,24 +123,6 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     return 0;
 }
 
-void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *))
-{
-    o->free_fn = free_fn;
-    pthread_mutex_lock(&fs->lock);
-    o->next = fs->handles.next;
-    o->prev = &fs->handles;
-    o->next->prev = o;
-    fs->handles.next = o;
-    pthread_mutex_unlock(&fs->lock);
-}
-
-void fs_open_untrack(struct fs *fs, struct fs_open *o)
-{
-    pthread_mutex_lock(&fs->lock);
-    o->prev->next = o->next;
-    o->next->prev = o->prev;
-    pthread_mutex_unlock(&fs->lock);
-}
 
 void fs_set_session(struct fs *fs, struct fuse_session *se)
 {

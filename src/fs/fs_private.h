@@ -342,6 +342,13 @@ int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t si
  * last is not private: logged). */
 int fs_make_dirs(const char *path, mode_t mode);
 
+/* Shared by the operation files (moved from ns.c; renamed next). */
+bool local_truth(const struct fs_inode *in);
+char *inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr, bool *fresh);
+void inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *xattr,
+                  bool with_xattr);
+void view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a);
+
 /* Put a new handle on fs->handles / take it off (they take fs->lock). */
 void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *));
 void fs_open_untrack(struct fs *fs, struct fs_open *o);
@@ -360,6 +367,10 @@ struct fs_dir {
 };
 
 int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d);
+/* Warn once per key about names that cannot be shown (also dir_rename.c;
+ * renamed next). */
+#define NUL_NAME "its name holds a NUL byte once decoded"
+void warn_skipped(struct fs *fs, const char *key, const char *why);
 void fs_dir_free(struct fs_dir *d);
 int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty);
 int fs_rename_dir(struct fs *fs, const char *src, const char *dst);
@@ -462,6 +473,9 @@ void fs_gz_close(struct fs_gzhandle *g);
  * else UINT64_MAX.  0, EIO (damaged stream, server failure), ENOMEM. */
 int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, size_t *got,
                uint64_t *exact_size);
+/* Store the complete index `ix` of version `etag` of the object at
+ * raw_path where a mount finds it (pailfs gzindex).  0 or ENOMEM. */
+int fs_gz_index_store(struct fs *fs, const char *raw_path, const char *etag, struct gz_index *ix);
 /* At unmount: every index still in memory. */
 void fs_gz_free_all(struct fs *fs);
 

@@ -945,119 +945,12 @@ void fs_gz_free_all(struct fs *fs)
     }
 }
 
-/* ---- pailfs gzindex: building an index without a mount ----------------- */
-
-#define GZ_BUILD_CHUNK (8u << 20)
-
-struct s3src {
-    struct fs *fs;
-    const char *key;
-    const char *etag;
-    uint64_t size;
-    char *buf;
-    uint64_t buf_off;
-    size_t buf_len;
-    void (*progress)(void *, uint64_t, uint64_t);
-    void *arg;
-};
-
-static int s3src_sink(void *arg, const void *data, size_t len)
+int fs_gz_index_store(struct fs *fs, const char *raw_path, const char *etag, struct gz_index *ix)
 {
-    struct s3src *s = arg;
-    if (s->buf_len + len > GZ_BUILD_CHUNK)
-        return EIO;
-    memcpy(s->buf + s->buf_len, data, len);
-    s->buf_len += len;
-    return 0;
-}
-
-/* Compressed bytes straight from S3, 8 MiB GETs in order. */
-static int s3src_read(void *arg, uint64_t off, void *out, size_t len, size_t *got)
-{
-    struct s3src *s = arg;
-    *got = 0;
-    while (*got < len && off + *got < s->size) {
-        uint64_t pos = off + *got;
-        if (pos < s->buf_off || pos >= s->buf_off + s->buf_len) {
-            s->buf_off = pos;
-            s->buf_len = 0;
-            int rc = s3_get_object(s->fs->s3, s->key, pos, GZ_BUILD_CHUNK, s->etag, s3src_sink,
-                                   s, NULL, NULL);
-            if (rc)
-                return rc == ESTALE ? EIO : rc;
-            if (!s->buf_len)
-                break;
-            if (s->progress)
-                s->progress(s->arg, pos + s->buf_len, s->size);
-        }
-        size_t k = (size_t)(s->buf_off + s->buf_len - pos);
-        if (k > len - *got)
-            k = len - *got;
-        memcpy((char *)out + *got, s->buf + (pos - s->buf_off), k);
-        *got += k;
-    }
-    return 0;
-}
-
-int fs_gzindex_build(const struct fs_config *cfg, struct s3_client *s3, const char *key,
-                     void (*progress)(void *arg, uint64_t done, uint64_t total), void *arg,
-                     uint64_t *size_out, size_t *points_out, size_t *index_bytes_out)
-{
-    struct fs fs = {.cfg = *cfg, .s3 = s3, .key_prefix = ""};
-    pthread_mutex_init(&fs.gz_lock, NULL);
-    struct s3_object_info info = {0};
-    int rc = fs_make_dirs(cfg->cache_dir, 0700);
-    if (rc)
-        log_error("cannot make %s: %s", cfg->cache_dir, strerror(rc));
-    if (!rc)
-        rc = s3_head_object(s3, key, &info, NULL);
-    struct s3src src = {.fs = &fs, .key = key, .etag = info.etag, .size = info.size,
-                        .buf = malloc(GZ_BUILD_CHUNK), .progress = progress, .arg = arg};
-    struct fs_gzobj o = {0};
-    struct gz_reader *r = NULL;
-    char *scratch = malloc(4u << 20);
-    if (!rc && (!src.buf || !scratch))
-        rc = ENOMEM;
-    if (!rc) {
-        unsigned char head[3];
-        size_t got = 0;
-        rc = s3src_read(&src, 0, head, sizeof(head), &got);
-        if (!rc && !gz_is_gzip(head, got)) {
-            log_error("%s is not gzip", key);
-            rc = EIO;
-        }
-    }
-    if (!rc && !(o.id = gz_id(&fs, key, info.etag)))
-        rc = ENOMEM;
-    if (!rc)
-        rc = gz_index_new(info.size, cfg->gz_span, &o.ix);
-    if (!rc)
-        rc = gz_reader_new(o.ix, s3src_read, &src, &r);
-    for (uint64_t off = 0; !rc;) {
-        size_t got = 0;
-        rc = gz_read(r, off, scratch, 4u << 20, &got);
-        if (!got)
-            break;
-        off += got;
-    }
-    uint64_t size = 0;
-    if (!rc && !gz_index_size(o.ix, &size))
-        rc = EIO;
-    if (!rc) {
-        struct buf data = BUF_INIT;
-        if (gz_index_save(o.ix, &data) == 0)
-            *index_bytes_out = data.len;
-        buf_free(&data);
-        index_write(&fs, &o, false);
-        *size_out = size;
-        *points_out = gz_index_points(o.ix);
-    }
-    gz_reader_free(r);
-    gz_index_free(o.ix);
+    struct fs_gzobj o = {.id = gz_id(fs, raw_path, etag), .ix = ix};
+    if (!o.id)
+        return ENOMEM;
+    index_write(fs, &o, false);
     free(o.id);
-    free(scratch);
-    free(src.buf);
-    s3_object_info_clear(&info);
-    pthread_mutex_destroy(&fs.gz_lock);
-    return rc;
+    return 0;
 }

@@ -1,12 +1,10 @@
-/* inode.c — the inode table, and turning S3 objects into attributes.
+/* inode.c — the inode table: numbers handed to the kernel, the paths they
+ * stand for, their attributes and how long those are trusted, and the
+ * open handles of the mount.
  *
- * A path is resolved against S3 in at most two requests: a one-key listing
- * of "path/" says whether a directory of that name exists (implicitly, by
- * keys under it, or by a "path/" marker, whose metadata a HEAD then reads),
- * and only when there is none does a HEAD of "path" look for an object.  So
- * a directory always wins over an object of the same name.  What is learnt
- * is kept on the inode for attr_ttl; the mount's own changes update it at
- * once, and files created or written here are the truth until uploaded. */
+ * What is learnt about a path (resolve.c, listings) is kept on its inode
+ * for attr_ttl; the mount's own changes update it at once, and files
+ * created or written here are the truth until uploaded. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -15,30 +13,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define FS_COPY_SINGLE_MAX (5ULL << 30)      /* CopyObject's limit */
-#define FS_COPY_PART_MIN (512ULL << 20)
-
-char *fs_key(struct fs *fs, const char *path, bool dir)
-{
-    struct buf b = BUF_INIT;
-    buf_puts(&b, fs->key_prefix);
-    buf_puts(&b, path);
-    if (dir && *path)
-        buf_puts(&b, "/");
-    return buf_steal(&b);
-}
-
-char *fs_child_path(const char *parent, const char *name)
-{
-    struct buf b = BUF_INIT;
-    if (*parent) {
-        buf_puts(&b, parent);
-        buf_puts(&b, "/");
-    }
-    buf_puts(&b, name);
-    return buf_steal(&b);
-}
-
 struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino)
 {
     struct fs_inode *in;
@@ -46,130 +20,64 @@ struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino)
     return in;
 }
 
-static char *dup_meta(const struct s3_object_info *info, const char *name)
+bool local_truth(const struct fs_inode *in)
 {
-    const char *v = fs_meta_get(info, name);
-    return v ? strdup(v) : NULL;
+    return in->local || (in->wf && in->wf->dirty);
 }
 
-/* Is there a directory called `path`?  0 (and *a), ENOENT, or an errno. */
-static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
+/* A copy of the inode's path and attributes (NULL path: unknown inode). */
+char *inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr,
+                            bool *fresh)
 {
-    char *key = fs_key(fs, path, true);
-    if (!key)
-        return ENOMEM;
-    struct s3_list_params p = {.prefix = key, .max_keys = 1};
-    struct s3_list_page page = {0};
-    int rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
-    if (rc == 0 && page.n_entries == 0 && page.n_prefixes == 0 && page.n_skipped == 0)
-        rc = ENOENT; /* a key we cannot show still makes the directory */
-    if (rc == 0) {
-        bool marker = page.n_entries && strcmp(page.entries[0].key, key) == 0;
-        int64_t mtime = page.n_entries ? page.entries[0].mtime : fs->mount_time.tv_sec;
-        fs_attr_from_listing(&fs->cfg, true, 0, mtime, NULL, a);
-        if (marker) {
-            struct s3_object_info info = {0};
-            if (s3_head_object(fs->s3, key, &info, NULL) == 0) {
-                fs_attr_from_head(&fs->cfg, &info, true, a);
-                if (xattr)
-                    *xattr = dup_meta(&info, "xattr");
-            }
-            a->marker = true;
-            s3_object_info_clear(&info);
-        }
-    }
-    s3_list_page_free(&page);
-    free(key);
-    return rc;
-}
-
-/* A gzip object shown decompressed: read-only, sized by gzview.c. */
-static void make_view(struct fs *fs, const char *raw_path, bool suffix, struct fs_attr *a)
-{
-    a->gz = true;
-    a->gz_suffix = suffix;
-    a->comp_size = a->size;
-    a->mode &= (mode_t)~0222;
-    fs_gz_size(fs, raw_path, a);
-}
-
-static int resolve_object(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
-{
-    char *key = fs_key(fs, path, false);
-    if (!key)
-        return ENOMEM;
-    struct s3_object_info info = {0};
-    int rc = s3_head_object(fs->s3, key, &info, NULL);
-    if (rc == 0) {
-        fs_attr_from_head(&fs->cfg, &info, false, a);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    char *path = in ? strdup(in->path) : NULL;
+    if (in) {
+        *a = in->attr;
         if (xattr)
-            *xattr = dup_meta(&info, "xattr");
+            *xattr = in->xattr ? strdup(in->xattr) : NULL;
+        if (fresh)
+            *fresh = local_truth(in) || util_now_ms() < in->attr_expire_ms;
     }
-    bool gz = rc == 0 && fs->cfg.gunzip != FS_GUNZIP_OFF && S_ISREG(a->mode) &&
-              info.content_encoding && strcasecmp(info.content_encoding, "gzip") == 0;
-    s3_object_info_clear(&info);
-    free(key);
-    if (gz)
-        make_view(fs, path, false, a);
-    return rc;
+    pthread_mutex_unlock(&fs->lock);
+    return path;
 }
 
-char *fs_view_raw_path(const char *path, bool gz_suffix)
+/* Update inode `ino` with what S3 said, if it is still of that type. */
+void inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *xattr,
+                         bool with_xattr)
 {
-    struct buf b = BUF_INIT;
-    buf_puts(&b, path);
-    if (gz_suffix)
-        buf_puts(&b, ".gz");
-    return buf_steal(&b);
-}
-
-int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a)
-{
-    size_t n = strlen(path);
-    char *raw = fs_view_raw_path(path, true);
-    if (!raw)
-        return ENOMEM;
-    int rc = strlen(fs->key_prefix) + n + 3 > FS_MAX_KEY ? ENOENT : resolve_object(fs, raw, a, NULL);
-    if (!rc && !S_ISREG(a->mode))
-        rc = ENOENT;
-    if (!rc && !a->gz)
-        make_view(fs, raw, true, a);
-    else if (!rc)
-        a->gz_suffix = true;
-    free(raw);
-    return rc;
-}
-
-int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
-{
-    if (xattr)
-        *xattr = NULL;
-    size_t len = strlen(fs->key_prefix) + strlen(path);
-    if (len > FS_MAX_KEY)
-        return ENAMETOOLONG;
-    /* a key of the full 1,024 bytes has no room for "/...": only a file */
-    int rc = len == FS_MAX_KEY ? ENOENT : resolve_dir(fs, path, a, xattr);
-    if (rc == ENOENT)
-        rc = resolve_object(fs, path, a, xattr);
-    return rc;
-}
-
-int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, struct fs_attr *a,
-               char **xattr)
-{
-    if (xattr)
-        *xattr = NULL;
-    if (gz_suffix)
-        return fs_resolve_view(fs, path, a);
-    int rc = S_ISDIR(type) ? resolve_dir(fs, path, a, xattr) : resolve_object(fs, path, a, xattr);
-    if (rc == 0 && (a->mode & S_IFMT) != (type & S_IFMT)) {
-        if (xattr) {
-            free(*xattr);
-            *xattr = NULL;
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (in && !local_truth(in)) {
+        if (strcmp(in->attr.etag, a->etag) != 0) {
+            free(in->symlink);
+            in->symlink = NULL;
         }
-        rc = ENOENT;
+        in->attr = *a;
+        if (with_xattr) {
+            free(in->xattr);
+            in->xattr = xattr;
+            xattr = NULL;
+        }
+        if (ino != FUSE_ROOT_ID)
+            in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
     }
-    return rc;
+    pthread_mutex_unlock(&fs->lock);
+    free(xattr);
+}
+
+/* A view's size learnt (same version only). */
+void view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (in && strcmp(in->attr.etag, a->etag) == 0 && !in->attr.size_exact) {
+        in->attr.size = a->size;
+        in->attr.size_exact = a->size_exact;
+        in->attr.size_estimated = a->size_estimated;
+    }
+    pthread_mutex_unlock(&fs->lock);
 }
 
 void fs_entry_fill(struct fs *fs, struct fs_inode *in, struct fuse_entry_param *e)
@@ -302,110 +210,22 @@ void fs_inode_close_locked(struct fs *fs, struct fs_inode *in)
     inode_maybe_free(fs, in);
 }
 
-/* ---- copies and metadata changes ------------------------------------ */
 
-static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint64_t size,
-                          const char *src_etag, const struct s3_put_opts *opts, char *etag_out)
+void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *))
 {
-    uint64_t part = FS_COPY_PART_MIN;
-    while (size / part >= 10000)
-        part *= 2;
-    char *upload_id = NULL;
-    int rc = s3_create_multipart_upload(fs->s3, dst, opts, &upload_id, NULL);
-    if (rc)
-        return rc;
-    size_t n = (size_t)((size + part - 1) / part);
-    struct s3_part *parts = calloc(n, sizeof(*parts));
-    if (!parts)
-        rc = ENOMEM;
-    for (size_t i = 0; !rc && i < n; i++) {
-        uint64_t off = i * part, len = size - off < part ? size - off : part;
-        parts[i].number = (int)i + 1;
-        rc = s3_upload_part_copy(fs->s3, dst, upload_id, parts[i].number, src, off, len, src_etag,
-                                 parts[i].etag, NULL);
-    }
-    if (!rc)
-        rc = s3_complete_multipart_upload(fs->s3, dst, upload_id, parts, n, etag_out, NULL);
-    if (rc)
-        s3_abort_multipart_upload(fs->s3, dst, upload_id, NULL);
-    free(parts);
-    free(upload_id);
-    return rc;
+    o->free_fn = free_fn;
+    pthread_mutex_lock(&fs->lock);
+    o->next = fs->handles.next;
+    o->prev = &fs->handles;
+    o->next->prev = o;
+    fs->handles.next = o;
+    pthread_mutex_unlock(&fs->lock);
 }
 
-int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
-            const char *src_etag, const struct s3_put_opts *replace, char *etag_out)
+void fs_open_untrack(struct fs *fs, struct fs_open *o)
 {
-    if (size <= FS_COPY_SINGLE_MAX)
-        return s3_copy_object(fs->s3, src_key, dst_key, replace, src_etag, etag_out, NULL);
-    if (replace)
-        return copy_multipart(fs, src_key, dst_key, size, src_etag, replace, etag_out);
-    /* A multipart copy does not carry the metadata over: read it first. */
-    struct s3_object_info info = {0};
-    int rc = s3_head_object(fs->s3, src_key, &info, NULL);
-    if (rc == 0) {
-        struct s3_put_opts opts = {.content_type = info.content_type,
-                                   .content_encoding = info.content_encoding,
-                                   .meta = info.meta,
-                                   .n_meta = info.n_meta};
-        rc = copy_multipart(fs, src_key, dst_key, size, src_etag, &opts, etag_out);
-    }
-    s3_object_info_clear(&info);
-    return rc;
-}
-
-/* The metadata of `info` with ours (from *a) in place of the s3fs names. */
-static size_t merge_meta(const struct fs_attr *a, const char *xattr,
-                         const struct s3_object_info *info, struct s3_meta *out, size_t cap,
-                         struct buf *store)
-{
-    size_t n = fs_meta_build(a, xattr, out, store);
-    for (size_t i = 0; info && i < info->n_meta && n < cap; i++) {
-        const char *name = info->meta[i].name;
-        static const char *const ours[] = {"mode", "uid", "gid", "mtime", "atime", "ctime",
-                                           "xattr"};
-        bool mine = false;
-        for (size_t j = 0; j < 7; j++)
-            mine = mine || strcmp(name, ours[j]) == 0;
-        if (!mine)
-            out[n++] = info->meta[i];
-    }
-    return n;
-}
-
-int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, const char *xattr,
-                  char *etag_out)
-{
-    bool dir = S_ISDIR(a->mode);
-    if (dir && !*path && !*fs->key_prefix)
-        return EPERM; /* the bucket's root has no object to hold metadata */
-    char *key = fs_key(fs, path, dir);
-    if (!key)
-        return ENOMEM;
-    struct buf store = BUF_INIT;
-    struct s3_meta meta[64];
-    int rc;
-    for (int attempt = 0;; attempt++) {
-        struct s3_object_info info = {0};
-        rc = s3_head_object(fs->s3, key, &info, NULL);
-        if (rc == ENOENT && dir) {
-            /* An implicit directory: give it a marker to hold the attributes. */
-            size_t n = fs_meta_build(a, xattr, meta, &store);
-            struct s3_put_opts o = {.content_type = FS_DIR_CONTENT_TYPE, .meta = meta, .n_meta = n};
-            rc = s3_put_object(fs->s3, key, "", 0, &o, etag_out, NULL);
-        } else if (rc == 0) {
-            size_t n = merge_meta(a, xattr, &info, meta, 64, &store);
-            struct s3_put_opts o = {.content_type = info.content_type,
-                                    .content_encoding = info.content_encoding,
-                                    .meta = meta,
-                                    .n_meta = n};
-            rc = fs_copy(fs, key, key, info.size, info.etag, &o, etag_out);
-        }
-        s3_object_info_clear(&info);
-        if (rc != ESTALE || attempt == 2)
-            break; /* ESTALE: the object changed between HEAD and copy */
-    }
-    buf_free(&store);
-    free(key);
-    return rc;
+    pthread_mutex_lock(&fs->lock);
+    o->prev->next = o->next;
+    o->next->prev = o->prev;
+    pthread_mutex_unlock(&fs->lock);
 }

@@ -22,12 +22,6 @@ static struct fs *fs_of(fuse_req_t req)
     return fuse_req_userdata(req);
 }
 
-void fs_reply_err(fuse_req_t req, int rc)
-{
-    if (rc == EPROTO || rc == EBADMSG || rc == ECANCELED)
-        rc = EIO;
-    fuse_reply_err(req, rc);
-}
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {

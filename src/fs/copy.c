@@ -1,0 +1,121 @@
+/* copy.c — server-side copies: an object copied to a new key (rename),
+ * or onto itself with new metadata (chmod, chown, utimens, xattrs).
+ *
+ * CopyObject up to 5 GiB; above that UploadPartCopy in parts of at least
+ * 512 MiB, so no byte travels through the mount.  Metadata not changed
+ * here (x-amz-meta-* of other tools) is kept. */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define FS_COPY_SINGLE_MAX (5ULL << 30)      /* CopyObject's limit */
+#define FS_COPY_PART_MIN (512ULL << 20)
+
+static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint64_t size,
+                          const char *src_etag, const struct s3_put_opts *opts, char *etag_out)
+{
+    uint64_t part = FS_COPY_PART_MIN;
+    while (size / part >= 10000)
+        part *= 2;
+    char *upload_id = NULL;
+    int rc = s3_create_multipart_upload(fs->s3, dst, opts, &upload_id, NULL);
+    if (rc)
+        return rc;
+    size_t n = (size_t)((size + part - 1) / part);
+    struct s3_part *parts = calloc(n, sizeof(*parts));
+    if (!parts)
+        rc = ENOMEM;
+    for (size_t i = 0; !rc && i < n; i++) {
+        uint64_t off = i * part, len = size - off < part ? size - off : part;
+        parts[i].number = (int)i + 1;
+        rc = s3_upload_part_copy(fs->s3, dst, upload_id, parts[i].number, src, off, len, src_etag,
+                                 parts[i].etag, NULL);
+    }
+    if (!rc)
+        rc = s3_complete_multipart_upload(fs->s3, dst, upload_id, parts, n, etag_out, NULL);
+    if (rc)
+        s3_abort_multipart_upload(fs->s3, dst, upload_id, NULL);
+    free(parts);
+    free(upload_id);
+    return rc;
+}
+
+int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
+            const char *src_etag, const struct s3_put_opts *replace, char *etag_out)
+{
+    if (size <= FS_COPY_SINGLE_MAX)
+        return s3_copy_object(fs->s3, src_key, dst_key, replace, src_etag, etag_out, NULL);
+    if (replace)
+        return copy_multipart(fs, src_key, dst_key, size, src_etag, replace, etag_out);
+    /* A multipart copy does not carry the metadata over: read it first. */
+    struct s3_object_info info = {0};
+    int rc = s3_head_object(fs->s3, src_key, &info, NULL);
+    if (rc == 0) {
+        struct s3_put_opts opts = {.content_type = info.content_type,
+                                   .content_encoding = info.content_encoding,
+                                   .meta = info.meta,
+                                   .n_meta = info.n_meta};
+        rc = copy_multipart(fs, src_key, dst_key, size, src_etag, &opts, etag_out);
+    }
+    s3_object_info_clear(&info);
+    return rc;
+}
+
+/* The metadata of `info` with ours (from *a) in place of the s3fs names. */
+static size_t merge_meta(const struct fs_attr *a, const char *xattr,
+                         const struct s3_object_info *info, struct s3_meta *out, size_t cap,
+                         struct buf *store)
+{
+    size_t n = fs_meta_build(a, xattr, out, store);
+    for (size_t i = 0; info && i < info->n_meta && n < cap; i++) {
+        const char *name = info->meta[i].name;
+        static const char *const ours[] = {"mode", "uid", "gid", "mtime", "atime", "ctime",
+                                           "xattr"};
+        bool mine = false;
+        for (size_t j = 0; j < 7; j++)
+            mine = mine || strcmp(name, ours[j]) == 0;
+        if (!mine)
+            out[n++] = info->meta[i];
+    }
+    return n;
+}
+
+int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, const char *xattr,
+                  char *etag_out)
+{
+    bool dir = S_ISDIR(a->mode);
+    if (dir && !*path && !*fs->key_prefix)
+        return EPERM; /* the bucket's root has no object to hold metadata */
+    char *key = fs_key(fs, path, dir);
+    if (!key)
+        return ENOMEM;
+    struct buf store = BUF_INIT;
+    struct s3_meta meta[64];
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        struct s3_object_info info = {0};
+        rc = s3_head_object(fs->s3, key, &info, NULL);
+        if (rc == ENOENT && dir) {
+            /* An implicit directory: give it a marker to hold the attributes. */
+            size_t n = fs_meta_build(a, xattr, meta, &store);
+            struct s3_put_opts o = {.content_type = FS_DIR_CONTENT_TYPE, .meta = meta, .n_meta = n};
+            rc = s3_put_object(fs->s3, key, "", 0, &o, etag_out, NULL);
+        } else if (rc == 0) {
+            size_t n = merge_meta(a, xattr, &info, meta, 64, &store);
+            struct s3_put_opts o = {.content_type = info.content_type,
+                                    .content_encoding = info.content_encoding,
+                                    .meta = meta,
+                                    .n_meta = n};
+            rc = fs_copy(fs, key, key, info.size, info.etag, &o, etag_out);
+        }
+        s3_object_info_clear(&info);
+        if (rc != ESTALE || attempt == 2)
+            break; /* ESTALE: the object changed between HEAD and copy */
+    }
+    buf_free(&store);
+    free(key);
+    return rc;
+}

@@ -1,0 +1,186 @@
+/* op_xattr.c — the FUSE operations on extended attributes.
+ *
+ * user.* attributes are stored as s3fs stores them, in the object's
+ * x-amz-meta-xattr (meta.c encodes them); changing one rewrites the
+ * object's metadata in place (copy.c), or only the inode while the file
+ * is still local.  Every one replies exactly once through fs_reply_err. */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+static struct fs *fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+static bool user_xattr(const char *name)
+{
+    return strncmp(name, "user.", 5) == 0 && name[5];
+}
+
+/* The inode's xattr value, re-read from S3 unless known fresh from a HEAD. */
+static int current_xattr(struct fs *fs, fuse_ino_t ino, char **xattr)
+{
+    struct fs_attr a;
+    bool fresh = false;
+    char *path = inode_snapshot(fs, ino, &a, xattr, &fresh);
+    if (!path)
+        return ENOENT;
+    int rc = 0;
+    if (!(fresh && (a.has_meta || *xattr))) {
+        free(*xattr);
+        *xattr = NULL;
+        char *x = NULL;
+        rc = fs_refresh(fs, path, a.mode & S_IFMT, a.gz_suffix, &a, &x);
+        if (rc == ENOENT && S_ISDIR(a.mode))
+            rc = 0; /* the root of a bucket, or a directory without a marker */
+        else if (!rc) {
+            *xattr = x ? strdup(x) : NULL;
+            inode_update(fs, ino, &a, x, true);
+        }
+        if (rc == 0 && S_ISDIR(a.mode) && !*xattr) {
+            pthread_mutex_lock(&fs->lock);
+            struct fs_inode *in = fs_inode_get(fs, ino);
+            *xattr = in && in->xattr ? strdup(in->xattr) : NULL;
+            pthread_mutex_unlock(&fs->lock);
+        }
+    }
+    free(path);
+    return rc;
+}
+
+static void reply_value(fuse_req_t req, size_t size, const char *val, size_t len)
+{
+    if (size == 0)
+        fuse_reply_xattr(req, len);
+    else if (size < len)
+        fs_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, val, len);
+}
+
+/* The mount root's FS_STATS_XATTR: the metrics text, for `pailfs --stats`.
+ * A getxattr is what any process can do on a path it can see, needs no
+ * socket or file of ours, and reaches exactly the pailfs serving it. */
+static bool stats_xattr(fuse_ino_t ino, const char *name)
+{
+    return ino == FUSE_ROOT_ID && strcmp(name, FS_STATS_XATTR) == 0;
+}
+
+static void reply_stats(fuse_req_t req, size_t size)
+{
+    struct buf text = BUF_INIT;
+    int rc = metrics_format(&text);
+    if (rc)
+        fs_reply_err(req, rc);
+    else
+        reply_value(req, size, text.data ? text.data : "", text.len);
+    buf_free(&text);
+}
+
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct fs *fs = fs_of(req);
+    if (!user_xattr(name)) { /* security.*, system.*: none are kept */
+        fs_reply_err(req, ENODATA);
+        return;
+    }
+    if (stats_xattr(ino, name)) {
+        reply_stats(req, size);
+        return;
+    }
+    char *xattr = NULL, *val = NULL;
+    size_t len = 0;
+    int rc = current_xattr(fs, ino, &xattr);
+    if (!rc)
+        rc = fs_xattr_get(xattr, name, &val, &len);
+    if (rc == EINVAL)
+        rc = EIO; /* a corrupt x-amz-meta-xattr */
+    if (rc)
+        fs_reply_err(req, rc);
+    else
+        reply_value(req, size, val, len);
+    free(val);
+    free(xattr);
+}
+
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct fs *fs = fs_of(req);
+    char *xattr = NULL, *names = NULL;
+    size_t len = 0;
+    int rc = current_xattr(fs, ino, &xattr);
+    if (!rc)
+        rc = fs_xattr_list(xattr, &names, &len);
+    if (rc == EINVAL)
+        rc = EIO;
+    if (rc)
+        fs_reply_err(req, rc);
+    else
+        reply_value(req, size, names, len);
+    free(names);
+    free(xattr);
+}
+
+static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                         size_t size, int flags)
+{
+    struct fs *fs = fs_of(req);
+    int rc = fs->cfg.read_only          ? EROFS
+             : !user_xattr(name)        ? ENOTSUP
+             : stats_xattr(ino, name)   ? EPERM /* reserved: the figures are not stored */
+                                        : 0;
+    char *xattr = NULL, *updated = NULL;
+    if (!rc)
+        rc = current_xattr(fs, ino, &xattr);
+    if (!rc)
+        rc = fs_xattr_set(xattr, name, value, size, flags, &updated);
+    if (rc) {
+        free(xattr);
+        fs_reply_err(req, rc == EINVAL ? EIO : rc);
+        return;
+    }
+    struct fs_attr a;
+    char *path = inode_snapshot(fs, ino, &a, NULL, NULL);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    bool local = in && local_truth(in);
+    pthread_mutex_unlock(&fs->lock);
+    char etag[80] = "";
+    if (!path)
+        rc = ENOENT;
+    else if (!local)
+        rc = fs_store_meta(fs, path, &a, updated, etag);
+    if (!rc) {
+        pthread_mutex_lock(&fs->lock);
+        if ((in = fs_inode_get(fs, ino))) {
+            free(in->xattr);
+            in->xattr = updated;
+            updated = NULL;
+            if (*etag && !S_ISDIR(in->attr.mode))
+                snprintf(in->attr.etag, sizeof(in->attr.etag), "%s", etag);
+            if (S_ISDIR(in->attr.mode) && !local)
+                in->attr.marker = true;
+        }
+        pthread_mutex_unlock(&fs->lock);
+    }
+    free(path);
+    free(xattr);
+    free(updated);
+    fs_reply_err(req, rc);
+}
+
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                    size_t size, int flags)
+{
+    change_xattr(req, ino, name, value, size, flags);
+}
+
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    change_xattr(req, ino, name, NULL, 0, 0);
+}

@@ -1,0 +1,132 @@
+/* resolve.c — turning S3 objects into attributes: resolution and refresh.
+ *
+ * A path is resolved against S3 in at most two requests: a one-key listing
+ * of "path/" says whether a directory of that name exists (implicitly, by
+ * keys under it, or by a "path/" marker, whose metadata a HEAD then reads),
+ * and only when there is none does a HEAD of "path" look for an object.  So
+ * a directory always wins over an object of the same name.  What is learnt
+ * is kept on the inode for attr_ttl; the mount's own changes update it at
+ * once, and files created or written here are the truth until uploaded. */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static char *dup_meta(const struct s3_object_info *info, const char *name)
+{
+    const char *v = fs_meta_get(info, name);
+    return v ? strdup(v) : NULL;
+}
+
+/* Is there a directory called `path`?  0 (and *a), ENOENT, or an errno. */
+static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
+{
+    char *key = fs_key(fs, path, true);
+    if (!key)
+        return ENOMEM;
+    struct s3_list_params p = {.prefix = key, .max_keys = 1};
+    struct s3_list_page page = {0};
+    int rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
+    if (rc == 0 && page.n_entries == 0 && page.n_prefixes == 0 && page.n_skipped == 0)
+        rc = ENOENT; /* a key we cannot show still makes the directory */
+    if (rc == 0) {
+        bool marker = page.n_entries && strcmp(page.entries[0].key, key) == 0;
+        int64_t mtime = page.n_entries ? page.entries[0].mtime : fs->mount_time.tv_sec;
+        fs_attr_from_listing(&fs->cfg, true, 0, mtime, NULL, a);
+        if (marker) {
+            struct s3_object_info info = {0};
+            if (s3_head_object(fs->s3, key, &info, NULL) == 0) {
+                fs_attr_from_head(&fs->cfg, &info, true, a);
+                if (xattr)
+                    *xattr = dup_meta(&info, "xattr");
+            }
+            a->marker = true;
+            s3_object_info_clear(&info);
+        }
+    }
+    s3_list_page_free(&page);
+    free(key);
+    return rc;
+}
+
+/* A gzip object shown decompressed: read-only, sized by gzview.c. */
+static void make_view(struct fs *fs, const char *raw_path, bool suffix, struct fs_attr *a)
+{
+    a->gz = true;
+    a->gz_suffix = suffix;
+    a->comp_size = a->size;
+    a->mode &= (mode_t)~0222;
+    fs_gz_size(fs, raw_path, a);
+}
+
+static int resolve_object(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
+{
+    char *key = fs_key(fs, path, false);
+    if (!key)
+        return ENOMEM;
+    struct s3_object_info info = {0};
+    int rc = s3_head_object(fs->s3, key, &info, NULL);
+    if (rc == 0) {
+        fs_attr_from_head(&fs->cfg, &info, false, a);
+        if (xattr)
+            *xattr = dup_meta(&info, "xattr");
+    }
+    bool gz = rc == 0 && fs->cfg.gunzip != FS_GUNZIP_OFF && S_ISREG(a->mode) &&
+              info.content_encoding && strcasecmp(info.content_encoding, "gzip") == 0;
+    s3_object_info_clear(&info);
+    free(key);
+    if (gz)
+        make_view(fs, path, false, a);
+    return rc;
+}
+
+int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a)
+{
+    size_t n = strlen(path);
+    char *raw = fs_view_raw_path(path, true);
+    if (!raw)
+        return ENOMEM;
+    int rc = strlen(fs->key_prefix) + n + 3 > FS_MAX_KEY ? ENOENT : resolve_object(fs, raw, a, NULL);
+    if (!rc && !S_ISREG(a->mode))
+        rc = ENOENT;
+    if (!rc && !a->gz)
+        make_view(fs, raw, true, a);
+    else if (!rc)
+        a->gz_suffix = true;
+    free(raw);
+    return rc;
+}
+
+int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
+{
+    if (xattr)
+        *xattr = NULL;
+    size_t len = strlen(fs->key_prefix) + strlen(path);
+    if (len > FS_MAX_KEY)
+        return ENAMETOOLONG;
+    /* a key of the full 1,024 bytes has no room for "/...": only a file */
+    int rc = len == FS_MAX_KEY ? ENOENT : resolve_dir(fs, path, a, xattr);
+    if (rc == ENOENT)
+        rc = resolve_object(fs, path, a, xattr);
+    return rc;
+}
+
+int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, struct fs_attr *a,
+               char **xattr)
+{
+    if (xattr)
+        *xattr = NULL;
+    if (gz_suffix)
+        return fs_resolve_view(fs, path, a);
+    int rc = S_ISDIR(type) ? resolve_dir(fs, path, a, xattr) : resolve_object(fs, path, a, xattr);
+    if (rc == 0 && (a->mode & S_IFMT) != (type & S_IFMT)) {
+        if (xattr) {
+            free(*xattr);
+            *xattr = NULL;
+        }
+        rc = ENOENT;
+    }
+    return rc;
+}
