@@ -29,34 +29,13 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->gz_span = 8ULL << 20;
 }
 
-int fs_make_dirs(const char *path, mode_t mode)
-{
-    char *p = strdup(path);
-    if (!p)
-        return ENOMEM;
-    int rc = 0;
-    /* The parents, if missing; the last one is checked as well. */
-    for (char *s = strchr(p + 1, '/'); s && s[1]; s = strchr(s + 1, '/')) {
-        *s = '\0';
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
-            rc = errno;
-        *s = '/';
-        if (rc)
-            break;
-    }
-    if (!rc)
-        rc = util_private_dir(p, true);
-    free(p);
-    return rc;
-}
-
 /* cache_dir and what the fs keeps in it (the block caches check their own
  * directories), all private: another user who could write there could
  * plant staged data, gzip indexes or blocks.  A gzindex directory is made
  * when the first index is stored. */
 static int make_cache_dirs(const char *cache_dir)
 {
-    int rc = fs_make_dirs(cache_dir, 0700);
+    int rc = util_make_dirs(cache_dir, 0700);
     struct buf b = BUF_INIT;
     if (!rc)
         rc = buf_printf(&b, "%s/staging", cache_dir) ? ENOMEM : util_private_dir(b.data, true);

@@ -336,12 +336,6 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
 int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
             const char *src_etag, const struct s3_put_opts *replace, char *etag_out);
 
-/* mkdir -p (for the cache directory): missing parents made with `mode`,
- * the last directory checked (or made) by util_private_dir().  0, or the
- * errno (ENOTDIR when a part is not a directory; EPERM or ELOOP when the
- * last is not private: logged). */
-int fs_make_dirs(const char *path, mode_t mode);
-
 /* Shared by the operation files (moved from ns.c; renamed next). */
 bool local_truth(const struct fs_inode *in);
 char *inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr, bool *fresh);

@@ -71,7 +71,7 @@ int fs_gzindex_build(const struct fs_config *cfg, struct s3_client *s3, const ch
     struct fs fs = {.cfg = *cfg, .s3 = s3, .key_prefix = ""};
     pthread_mutex_init(&fs.gz_lock, NULL);
     struct s3_object_info info = {0};
-    int rc = fs_make_dirs(cfg->cache_dir, 0700);
+    int rc = util_make_dirs(cfg->cache_dir, 0700);
     if (rc)
         log_error("cannot make %s: %s", cfg->cache_dir, strerror(rc));
     if (!rc)

@@ -368,3 +368,24 @@ int util_private_dir(const char *path, bool make)
     free(p);
     return rc;
 }
+
+int util_make_dirs(const char *path, mode_t mode)
+{
+    char *p = strdup(path);
+    if (!p)
+        return ENOMEM;
+    int rc = 0;
+    /* The parents, if missing; the last one is checked as well. */
+    for (char *s = strchr(p + 1, '/'); s && s[1]; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+            rc = errno;
+        *s = '/';
+        if (rc)
+            break;
+    }
+    if (!rc)
+        rc = util_private_dir(p, true);
+    free(p);
+    return rc;
+}

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* ---- logging ---------------------------------------------------------- */
 
@@ -252,5 +253,10 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len_out);
  * group or others); ENOENT (missing, without `make`); or the errno of
  * mkdir or lstat. */
 int util_private_dir(const char *path, bool make);
+/* mkdir -p (for the cache directory): missing parents made with `mode`,
+ * the last directory checked (or made) by util_private_dir().  0, or the
+ * errno (ENOTDIR when a part is not a directory; EPERM or ELOOP when the
+ * last is not private: logged). */
+int util_make_dirs(const char *path, mode_t mode);
 
 #endif
