@@ -22,7 +22,7 @@ struct name_seen {
 };
 
 /* Warn once per key about names that cannot be shown. */
-void warn_skipped(struct fs *fs, const char *key, const char *why)
+void fs_dir_warn_skipped(struct fs *fs, const char *key, const char *why)
 {
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static struct fs_hidden *warned; /* a set of keys, bounded */
@@ -155,7 +155,7 @@ int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
             break;
         pthread_mutex_lock(&fs->lock);
         for (size_t i = 0; i < page.n_skipped; i++)
-            warn_skipped(fs, page.skipped[i], NUL_NAME);
+            fs_dir_warn_skipped(fs, page.skipped[i], FS_NUL_NAME);
         for (size_t i = 0; i < page.n_entries && !rc; i++) {
             const struct s3_list_entry *le = &page.entries[i];
             const char *name = le->key + plen;
@@ -163,7 +163,7 @@ int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
             if (len == 0)
                 continue; /* the directory's own marker */
             if (!fs_name_valid(name, len)) {
-                warn_skipped(fs, le->key, "not a valid file name");
+                fs_dir_warn_skipped(fs, le->key, "not a valid file name");
                 continue;
             }
             if (is_hidden(fs, path, name, len))
@@ -181,7 +181,7 @@ int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
             if (len)
                 len--; /* the trailing '/' */
             if (!fs_name_valid(name, len)) {
-                warn_skipped(fs, page.prefixes[i], "not a valid directory name");
+                fs_dir_warn_skipped(fs, page.prefixes[i], "not a valid directory name");
                 continue;
             }
             if (fs->cfg.gz_index_shared && plen == 0 && len == 7 &&

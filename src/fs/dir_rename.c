@@ -57,7 +57,7 @@ static int list_all(struct fs *fs, const char *prefix, struct s3_list_entry **ou
         free(token);
         token = NULL;
         for (size_t i = 0; !rc && i < page.n_skipped; i++)
-            warn_skipped(fs, page.skipped[i], NUL_NAME " (left where it is)");
+            fs_dir_warn_skipped(fs, page.skipped[i], FS_NUL_NAME " (left where it is)");
         if (!rc && page.n_entries) {
             struct s3_list_entry *m = realloc(all, (n + page.n_entries) * sizeof(*m));
             if (!m) {

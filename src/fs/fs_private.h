@@ -32,7 +32,7 @@
 #define FS_DIR_CONTENT_TYPE "application/x-directory"
 #define FS_GZ_SHARED_PREFIX ".pailfs/gzindex/" /* gz_index=shared, at the bucket root */
 
-/* ---- metrics (fs.c) ------------------------------------------------------ */
+/* ---- metrics.c ------------------------------------------------------------ */
 
 /* The filesystem's series, registered by fs_new; bumped with metrics_add. */
 enum fs_metric {
@@ -283,31 +283,40 @@ void fs_blkmap_free(struct fs_blkmap *m);
 int fs_blkmap_runs(const struct fs_blkmap *m, uint64_t size, uint64_t block, uint64_t copy_blocks,
                    struct fs_run **out, size_t *n_out);
 
-/* ---- inode.c: the inode table and metadata -------------------------- */
+/* ---- path.c: path arithmetic (pure) -------------------------------- */
 
 /* The S3 key of a path ("" → the prefix itself), with a trailing '/' when
  * `dir`.  Caller frees.  NULL on ENOMEM. */
 char *fs_key(struct fs *fs, const char *path, bool dir);
 /* parent path + "/" + name (or name for the root).  Caller frees. */
 char *fs_child_path(const char *parent, const char *name);
+/* The path of the object a view at `path` shows: path + ".gz" when
+ * gz_suffix, else path itself.  Caller frees; NULL on ENOMEM. */
+char *fs_view_raw_path(const char *path, bool gz_suffix);
+
+/* ---- inode.c: the inode table and the open handles ------------------- */
 
 /* Find an inode by number and take nothing; NULL if unknown.  Call with
  * fs->lock held. */
 struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino);
-/* Look `path` up in S3: a directory (prefix or marker) wins over an object
- * of the same name.  0 and *a filled, ENOENT, or the S3 errno. */
-int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr);
-/* Re-read the attributes of `path` known to be of type `mode` (a view of
- * path + ".gz" when gz_suffix).  Same returns as fs_resolve(); ENOENT also
- * when it is now of another type. */
-int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, struct fs_attr *a,
-               char **xattr);
-/* gunzip=view/replace: is `path` the view of an object path + ".gz"?
- * 0 and *a, ENOENT, or the S3 errno. */
-int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a);
-/* The path of the object a view at `path` shows: path + ".gz" when
- * gz_suffix, else path itself.  Caller frees; NULL on ENOMEM. */
-char *fs_view_raw_path(const char *path, bool gz_suffix);
+/* Whether the inode's own state is the truth, not the bucket's: created
+ * here and not stored yet, or written and not stored yet (fs->lock held). */
+bool fs_inode_local_truth(const struct fs_inode *in);
+/* A copy of the inode's path (NULL: unknown inode; caller frees), its
+ * attributes, its xattr value (if `xattr`; caller frees) and whether they
+ * are fresh (if `fresh`). */
+char *fs_inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr,
+                        bool *fresh);
+/* Update inode `ino` with what S3 said, unless its local state is the
+ * truth; the xattr value too when `with_xattr` (taking `xattr`, freed
+ * otherwise). */
+void fs_inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *xattr,
+                     bool with_xattr);
+/* A gzip view's size learnt (same object version only). */
+void fs_inode_view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a);
+/* The inode's attributes stop being trusted now: the next lookup or open
+ * reads them again (the read path saw the object replaced). */
+void fs_inode_expire(struct fs *fs, fuse_ino_t ino);
 /* Publish what was learnt about `path`: find or make its inode (a new one
  * when the type changed), set its attributes, count one lookup when
  * `count_lookup`, and fill *e for the kernel.  Takes fs->lock itself when
@@ -326,6 +335,26 @@ void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path);
  * holds it any more.  With fs->lock held. */
 void fs_inode_forget_locked(struct fs *fs, struct fs_inode *in, uint64_t n);
 void fs_inode_close_locked(struct fs *fs, struct fs_inode *in);
+/* Put a new handle on fs->handles / take it off (they take fs->lock). */
+void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *));
+void fs_open_untrack(struct fs *fs, struct fs_open *o);
+
+/* ---- resolve.c: what a path is in S3 --------------------------------- */
+
+/* Look `path` up in S3: a directory (prefix or marker) wins over an object
+ * of the same name.  0 and *a filled, ENOENT, or the S3 errno. */
+int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr);
+/* Re-read the attributes of `path` known to be of type `mode` (a view of
+ * path + ".gz" when gz_suffix).  Same returns as fs_resolve(); ENOENT also
+ * when it is now of another type. */
+int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, struct fs_attr *a,
+               char **xattr);
+/* gunzip=view/replace: is `path` the view of an object path + ".gz"?
+ * 0 and *a, ENOENT, or the S3 errno. */
+int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a);
+
+/* ---- copy.c: server-side copies -------------------------------------- */
+
 /* Write the attributes of an object that exists in the bucket: CopyObject
  * onto itself with metadata REPLACE (a marker for directories, created when
  * the directory is implicit).  *a is the new state. */
@@ -336,18 +365,7 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
 int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
             const char *src_etag, const struct s3_put_opts *replace, char *etag_out);
 
-/* Shared by the operation files (moved from ns.c; renamed next). */
-bool local_truth(const struct fs_inode *in);
-char *inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr, bool *fresh);
-void inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *xattr,
-                  bool with_xattr);
-void view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a);
-
-/* Put a new handle on fs->handles / take it off (they take fs->lock). */
-void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *));
-void fs_open_untrack(struct fs *fs, struct fs_open *o);
-
-/* ---- dir.c ----------------------------------------------------------- */
+/* ---- dir.c: listings; dir_rename.c: renaming a directory ------------- */
 
 struct fs_dirent {
     char *name;
@@ -361,15 +379,16 @@ struct fs_dir {
 };
 
 int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d);
-/* Warn once per key about names that cannot be shown (also dir_rename.c;
- * renamed next). */
-#define NUL_NAME "its name holds a NUL byte once decoded"
-void warn_skipped(struct fs *fs, const char *key, const char *why);
 void fs_dir_free(struct fs_dir *d);
 int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty);
+/* Warn once per key about a key that cannot be shown as a name (dir.c;
+ * also used by dir_rename.c). */
+#define FS_NUL_NAME "its name holds a NUL byte once decoded"
+void fs_dir_warn_skipped(struct fs *fs, const char *key, const char *why);
+/* dir_rename.c */
 int fs_rename_dir(struct fs *fs, const char *src, const char *dst);
 
-/* ---- file.c: open files (the simple data path) ---------------------- */
+/* ---- op_file.c: open files ----------------------------------------- */
 
 /* A file handle (fuse_file_info.fh). */
 struct fs_handle {
@@ -447,7 +466,7 @@ int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
 /* Everything still open and dirty, stored (for unmount). */
 int fs_upload_all(struct fs *fs);
 
-/* ---- gzview.c: decompressed views of gzip objects -------------------- */
+/* ---- gzview.c: decompressed views of gzip objects; gzindex_cmd.c ----- */
 
 /* Fill a->size (and a->size_exact) of a view whose object is raw_path:
  * exact from a known index, else read whole now (small objects, or

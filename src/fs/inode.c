@@ -20,14 +20,15 @@ struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino)
     return in;
 }
 
-bool local_truth(const struct fs_inode *in)
+/* Whether the bucket's view may replace what the inode holds: not while it
+ * is the mount's own unsaved work. */
+bool fs_inode_local_truth(const struct fs_inode *in)
 {
     return in->local || (in->wf && in->wf->dirty);
 }
 
 /* A copy of the inode's path and attributes (NULL path: unknown inode). */
-char *inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr,
-                            bool *fresh)
+char *fs_inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr, bool *fresh)
 {
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
@@ -37,19 +38,19 @@ char *inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xa
         if (xattr)
             *xattr = in->xattr ? strdup(in->xattr) : NULL;
         if (fresh)
-            *fresh = local_truth(in) || util_now_ms() < in->attr_expire_ms;
+            *fresh = fs_inode_local_truth(in) || util_now_ms() < in->attr_expire_ms;
     }
     pthread_mutex_unlock(&fs->lock);
     return path;
 }
 
 /* Update inode `ino` with what S3 said, if it is still of that type. */
-void inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *xattr,
-                         bool with_xattr)
+void fs_inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *xattr,
+                     bool with_xattr)
 {
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
-    if (in && !local_truth(in)) {
+    if (in && !fs_inode_local_truth(in)) {
         if (strcmp(in->attr.etag, a->etag) != 0) {
             free(in->symlink);
             in->symlink = NULL;
@@ -68,7 +69,7 @@ void inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *
 }
 
 /* A view's size learnt (same version only). */
-void view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a)
+void fs_inode_view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a)
 {
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
@@ -92,11 +93,13 @@ void fs_entry_fill(struct fs *fs, struct fs_inode *in, struct fuse_entry_param *
         e->attr_timeout = 0; /* a listed view's size: getattr estimates it */
 }
 
-/* Whether the bucket's view may replace what the inode holds: not while it
- * is the mount's own unsaved work. */
-static bool inode_is_local_truth(const struct fs_inode *in)
+void fs_inode_expire(struct fs *fs, fuse_ino_t ino)
 {
-    return in->local || (in->wf && in->wf->dirty);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (in)
+        in->attr_expire_ms = 0;
+    pthread_mutex_unlock(&fs->lock);
 }
 
 struct fs_inode *fs_inode_publish(struct fs *fs, const char *path, const struct fs_attr *a,
@@ -109,10 +112,10 @@ struct fs_inode *fs_inode_publish(struct fs *fs, const char *path, const struct 
     HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
     /* A listing cannot tell a symlink or the s3fs metadata: an inode that
      * knows more about the same object version keeps what it knows. */
-    bool keep = in && (inode_is_local_truth(in) ||
-                       (from_listing && (in->attr.has_meta || in->attr.gz) &&
-                        (S_ISDIR(a->mode) ? S_ISDIR(in->attr.mode)
-                                          : strcmp(in->attr.etag, a->etag) == 0)));
+    bool keep =
+        in && (fs_inode_local_truth(in) ||
+               (from_listing && (in->attr.has_meta || in->attr.gz) &&
+                (S_ISDIR(a->mode) ? S_ISDIR(in->attr.mode) : strcmp(in->attr.etag, a->etag) == 0)));
     if (in && !keep && (in->attr.mode & S_IFMT) != (a->mode & S_IFMT)) {
         fs_inode_unlink_locked(fs, in); /* a new thing under the old name */
         in = NULL;
@@ -140,7 +143,7 @@ struct fs_inode *fs_inode_publish(struct fs *fs, const char *path, const struct 
             in->xattr = xattr ? strdup(xattr) : NULL;
         }
     }
-    if (!inode_is_local_truth(in))
+    if (!fs_inode_local_truth(in))
         in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
     if (count_lookup)
         in->nlookup++;

@@ -69,7 +69,7 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct fs_hidden *hid;
     HASH_FIND_STR(fs->hidden, path, hid);
     HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
-    if (!hid && in && (local_truth(in) || util_now_ms() < in->attr_expire_ms)) {
+    if (!hid && in && (fs_inode_local_truth(in) || util_now_ms() < in->attr_expire_ms)) {
         in->nlookup++;
         fs_entry_fill(fs, in, &e);
         pthread_mutex_unlock(&fs->lock);
@@ -122,16 +122,16 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct fs_attr a;
     char *xattr = NULL;
     bool fresh = false;
-    char *path = inode_snapshot(fs, ino, &a, NULL, &fresh);
+    char *path = fs_inode_snapshot(fs, ino, &a, NULL, &fresh);
     int rc = path ? 0 : ENOENT;
     if (!rc && !fresh) {
         rc = fs_refresh(fs, path, a.mode & S_IFMT, a.gz_suffix, &a, &xattr);
         if (!rc)
-            inode_update(fs, ino, &a, xattr, true);
+            fs_inode_update(fs, ino, &a, xattr, true);
         else
             free(xattr);
         free(path);
-        path = inode_snapshot(fs, ino, &a, NULL, NULL);
+        path = fs_inode_snapshot(fs, ino, &a, NULL, NULL);
     } else if (!rc && a.gz && !a.size_exact && !a.size_estimated) {
         /* a view seen in a listing only: its size now (no HEAD needed) */
         char *raw = fs_view_raw_path(path, a.gz_suffix);
@@ -139,7 +139,7 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fs_gz_size(fs, raw, &a);
             if (!a.size_exact)
                 a.size_estimated = true;
-            view_size_update(fs, ino, &a);
+            fs_inode_view_size_update(fs, ino, &a);
             free(raw);
         }
     }
@@ -186,7 +186,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
     pthread_mutex_lock(&fs->lock);
     struct fs_attr a = in->attr;
     char *path = strdup(in->path), *xattr = in->xattr ? strdup(in->xattr) : NULL;
-    bool local = local_truth(in);
+    bool local = fs_inode_local_truth(in);
     pthread_mutex_unlock(&fs->lock);
     if (to_set & FUSE_SET_ATTR_MODE)
         a.mode = (a.mode & S_IFMT) | (attr->st_mode & 07777);
@@ -456,7 +456,7 @@ static int node_at(struct fs *fs, const char *path, struct node_info *ni)
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in;
     HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
-    if (in && (local_truth(in) || util_now_ms() < in->attr_expire_ms)) {
+    if (in && (fs_inode_local_truth(in) || util_now_ms() < in->attr_expire_ms)) {
         ni->type = in->attr.mode & S_IFMT;
         ni->local = in->local;
         ni->size = in->attr.size;

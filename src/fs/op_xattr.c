@@ -27,7 +27,7 @@ static int current_xattr(struct fs *fs, fuse_ino_t ino, char **xattr)
 {
     struct fs_attr a;
     bool fresh = false;
-    char *path = inode_snapshot(fs, ino, &a, xattr, &fresh);
+    char *path = fs_inode_snapshot(fs, ino, &a, xattr, &fresh);
     if (!path)
         return ENOENT;
     int rc = 0;
@@ -40,7 +40,7 @@ static int current_xattr(struct fs *fs, fuse_ino_t ino, char **xattr)
             rc = 0; /* the root of a bucket, or a directory without a marker */
         else if (!rc) {
             *xattr = x ? strdup(x) : NULL;
-            inode_update(fs, ino, &a, x, true);
+            fs_inode_update(fs, ino, &a, x, true);
         }
         if (rc == 0 && S_ISDIR(a.mode) && !*xattr) {
             pthread_mutex_lock(&fs->lock);
@@ -145,10 +145,10 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
         return;
     }
     struct fs_attr a;
-    char *path = inode_snapshot(fs, ino, &a, NULL, NULL);
+    char *path = fs_inode_snapshot(fs, ino, &a, NULL, NULL);
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
-    bool local = in && local_truth(in);
+    bool local = in && fs_inode_local_truth(in);
     pthread_mutex_unlock(&fs->lock);
     char etag[80] = "";
     if (!path)

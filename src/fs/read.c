@@ -852,11 +852,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     if (rc == ESTALE) {
         /* The object was replaced: this handle cannot go on without mixing
          * versions.  Make the next lookup or open see the new one. */
-        pthread_mutex_lock(&fs->lock);
-        struct fs_inode *in = fs_inode_get(fs, r->ino);
-        if (in)
-            in->attr_expire_ms = 0;
-        pthread_mutex_unlock(&fs->lock);
+        fs_inode_expire(fs, r->ino);
         rc = EIO;
     }
     if (rc)
