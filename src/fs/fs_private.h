@@ -466,6 +466,34 @@ int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
 /* Everything still open and dirty, stored (for unmount). */
 int fs_upload_all(struct fs *fs);
 
+/* Shared by write.c, multipart.c and upload_pool.c (moved from write.c;
+ * renamed next). */
+enum wjob_kind { WJ_MEM, WJ_FD, WJ_COPY, WJ_FETCH };
+uint64_t wmem_take(struct fs_wpool *wp, uint64_t n);
+void wmem_give(struct fs_wpool *wp, uint64_t n);
+int get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const char *etag,
+              char *dst);
+int read_all(int fd, char *p, size_t len, uint64_t off);
+int up_submit(struct fs *fs, struct fs_wfile *wf, enum wjob_kind kind, int number, char *data,
+              uint64_t off, uint64_t len, uint64_t reserved);
+bool part_copy_works(struct fs *fs, struct fs_wfile *wf);
+char *wf_key(struct fs *fs, struct fs_inode *in, bool *gone);
+uint64_t local_part_cap(struct fs *fs);
+void up_reset(struct fs *fs, struct fs_wfile *wf, bool abort);
+int up_copy_range(struct fs *fs, struct fs_wfile *wf, uint64_t off, uint64_t len);
+/* The metadata a new object of `in` is stored with, taken now. */
+struct put_meta {
+    struct fs_attr a;
+    char *xattr;
+    struct buf store;
+    struct s3_meta meta[FS_META_MAX];
+    struct s3_put_opts opts;
+};
+void put_meta_take(struct fs *fs, struct fs_inode *in, struct put_meta *m);
+void put_meta_free(struct put_meta *m);
+int up_create(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf);
+int up_complete(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag);
+
 /* ---- gzview.c: decompressed views of gzip objects; gzindex_cmd.c ----- */
 
 /* Fill a->size (and a->size_exact) of a view whose object is raw_path:
