@@ -431,7 +431,7 @@ struct fs_read_reply {
 int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_read_reply *rep);
 void fs_read_reply_done(struct fs_read_reply *rep);
 
-/* ---- write.c: the write path ------------------------------------------ */
+/* ---- write.c: files open for writing (the stream and staged modes) ---- */
 
 /* Start / stop the upload threads (and, at mount, the sweep of stale
  * multipart uploads).  new: 0, ENOMEM, EAGAIN. */
@@ -466,33 +466,62 @@ int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
 /* Everything still open and dirty, stored (for unmount). */
 int fs_upload_all(struct fs *fs);
 
-/* Shared by write.c, multipart.c and upload_pool.c (moved from write.c;
- * renamed next). */
-enum wjob_kind { WJ_MEM, WJ_FD, WJ_COPY, WJ_FETCH };
-uint64_t wmem_take(struct fs_wpool *wp, uint64_t n);
-void wmem_give(struct fs_wpool *wp, uint64_t n);
-int get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const char *etag,
-              char *dst);
-int read_all(int fd, char *p, size_t len, uint64_t off);
-int up_submit(struct fs *fs, struct fs_wfile *wf, enum wjob_kind kind, int number, char *data,
-              uint64_t off, uint64_t len, uint64_t reserved);
-bool part_copy_works(struct fs *fs, struct fs_wfile *wf);
-char *wf_key(struct fs *fs, struct fs_inode *in, bool *gone);
-uint64_t local_part_cap(struct fs *fs);
-void up_reset(struct fs *fs, struct fs_wfile *wf, bool abort);
-int up_copy_range(struct fs *fs, struct fs_wfile *wf, uint64_t off, uint64_t len);
+/* ---- upload_pool.c: the upload threads and their memory bound ------- */
+
+/* What a queued part holds: bytes in memory (owned by the job), a range of
+ * the staging file, or a range of the old object to copy server-side or,
+ * where the server cannot, to fetch and send again. */
+enum fs_wjob_kind { FS_WJ_MEM, FS_WJ_FD, FS_WJ_COPY, FS_WJ_FETCH };
+/* Count n bytes against max_memory, waiting for memory given back (at most
+ * 10 s, then over the bound with one warning).  Returns n. */
+uint64_t fs_wmem_take(struct fs_wpool *wp, uint64_t n);
+void fs_wmem_give(struct fs_wpool *wp, uint64_t n);
+/* Exactly [off, off+len) of version `etag` ("" any) of `key` into dst.
+ * 0, EIO (short, or the object changed: logged), or the S3 errno. */
+int fs_get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const char *etag,
+                 char *dst);
+/* pread of exactly len bytes at off (zeros past the end of the file).
+ * 0 or the errno. */
+int fs_read_all(int fd, char *p, size_t len, uint64_t off);
+/* Queue part `number` of wf's upload; waits while the file has
+ * max_inflight parts in flight.  `data` (FS_WJ_MEM) becomes the job's;
+ * `reserved` bytes of the memory bound go back when the job ends.  0, the
+ * upload's first error, or ENOMEM. */
+int fs_up_submit(struct fs *fs, struct fs_wfile *wf, enum fs_wjob_kind kind, int number, char *data,
+                 uint64_t off, uint64_t len, uint64_t reserved);
+/* Whether UploadPartCopy works on this server: learnt once per mount by
+ * copying one byte of the old object as part 1 (call before any part of
+ * the upload is submitted). */
+bool fs_part_copy_works(struct fs *fs, struct fs_wfile *wf);
+
+/* ---- multipart.c: one file's multipart upload ------------------------ */
+
+/* The file's key now (it may have been renamed; *gone: unlinked).  Caller
+ * frees; NULL on ENOMEM. */
+char *fs_wf_key(struct fs *fs, struct fs_inode *in, bool *gone);
+/* The largest part made of local bytes: part_size, at least 2 x 5 MiB. */
+uint64_t fs_local_part_cap(struct fs *fs);
+/* Begin the multipart upload of the file, with its current metadata. */
+int fs_up_create(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf);
+/* Queue parts for the old object's [off, off+len) (len >= FS_MIN_PART
+ * unless it ends the object).  0, EFBIG (too many parts), or an error. */
+int fs_up_copy_range(struct fs *fs, struct fs_wfile *wf, uint64_t off, uint64_t len);
+/* Complete the upload once every part landed (then the rename and metadata
+ * fixes); the new ETag into etag.  On failure the upload is aborted. */
+int fs_up_complete(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag);
+/* Forget the upload, after its parts in flight (aborting it on the server
+ * when `abort`). */
+void fs_up_reset(struct fs *fs, struct fs_wfile *wf, bool abort);
 /* The metadata a new object of `in` is stored with, taken now. */
-struct put_meta {
+struct fs_put_meta {
     struct fs_attr a;
     char *xattr;
     struct buf store;
     struct s3_meta meta[FS_META_MAX];
     struct s3_put_opts opts;
 };
-void put_meta_take(struct fs *fs, struct fs_inode *in, struct put_meta *m);
-void put_meta_free(struct put_meta *m);
-int up_create(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf);
-int up_complete(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag);
+void fs_put_meta_take(struct fs *fs, struct fs_inode *in, struct fs_put_meta *m);
+void fs_put_meta_free(struct fs_put_meta *m);
 
 /* ---- gzview.c: decompressed views of gzip objects; gzindex_cmd.c ----- */
 
@@ -520,7 +549,25 @@ int fs_gz_index_store(struct fs *fs, const char *raw_path, const char *etag, str
 /* At unmount: every index still in memory. */
 void fs_gz_free_all(struct fs *fs);
 
-/* ---- the operations (ns.c: names and attributes; file.c: data) ------ */
+/* ---- reply.c: the reply of a failed operation ---------------------- */
+
+/* Replies to req with errno rc (0: success) as a program should see it.
+ * The layers below use EPROTO/EBADMSG for an answer the server garbled
+ * (unreadable XML, a listing that never ends, oversized headers) and
+ * ECANCELED for their own cancellations: to a program all of those are
+ * EIO, the error it knows how to handle; the log line has the details. */
+void fs_reply_err(fuse_req_t req, int rc);
+
+/* ---- release.c: the last hold on a file ----------------------------- */
+
+/* Give back one hold on `in` (an open handle's, or an operation's such as
+ * setattr's; fs->lock not held).  The last one stores what was written
+ * and not stored yet, frees the write state, and deletes the object of a
+ * file unlinked while open.  0, or the error of the file's writes (logged)
+ * when it is the last. */
+int fs_inode_put(struct fs *fs, struct fs_inode *in);
+
+/* ---- the operations (op_names.c, op_dir.c, op_xattr.c, op_file.c) --- */
 
 void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
 void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
@@ -544,19 +591,6 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
                     size_t size, int flags);
 void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
-/* Replies to req with errno rc (0: success) as a program should see it.
- * The layers below use EPROTO/EBADMSG for an answer the server garbled
- * (unreadable XML, a listing that never ends, oversized headers) and
- * ECANCELED for their own cancellations: to a program all of those are
- * EIO, the error it knows how to handle; the log line has the details. */
-void fs_reply_err(fuse_req_t req, int rc);
-
-/* Give back one hold on `in` (an open handle's, or an operation's such as
- * setattr's; fs->lock not held).  The last one stores what was written
- * and not stored yet, frees the write state, and deletes the object of a
- * file unlinked while open.  0, or the error of the file's writes (logged)
- * when it is the last. */
-int fs_inode_put(struct fs *fs, struct fs_inode *in);
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                   struct fuse_file_info *fi);
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);

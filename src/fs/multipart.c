@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 /* The file's key now (it may have been renamed); caller frees. */
-char *wf_key(struct fs *fs, struct fs_inode *in, bool *gone)
+char *fs_wf_key(struct fs *fs, struct fs_inode *in, bool *gone)
 {
     pthread_mutex_lock(&fs->lock);
     char *key = fs_key(fs, in->path, false);
@@ -28,7 +28,7 @@ char *wf_key(struct fs *fs, struct fs_inode *in, bool *gone)
     return key;
 }
 
-uint64_t local_part_cap(struct fs *fs)
+uint64_t fs_local_part_cap(struct fs *fs)
 {
     uint64_t p = fs->cfg.part_size;
     return p < 2 * FS_MIN_PART ? 2 * FS_MIN_PART : p;
@@ -46,7 +46,7 @@ static int up_drain(struct fs_wfile *wf)
 }
 
 /* Forget the upload (aborting it on the server when `abort`). */
-void up_reset(struct fs *fs, struct fs_wfile *wf, bool abort)
+void fs_up_reset(struct fs *fs, struct fs_wfile *wf, bool abort)
 {
     up_drain(wf);
     if (abort && wf->up.id) {
@@ -67,10 +67,10 @@ void up_reset(struct fs *fs, struct fs_wfile *wf, bool abort)
 /* Queue parts for the old object's [off, off+len) (len >= FS_MIN_PART
  * unless it ends the object): server-side copies, or downloads and uploads
  * where the server cannot copy. */
-int up_copy_range(struct fs *fs, struct fs_wfile *wf, uint64_t off, uint64_t len)
+int fs_up_copy_range(struct fs *fs, struct fs_wfile *wf, uint64_t off, uint64_t len)
 {
-    bool copy = part_copy_works(fs, wf);
-    uint64_t cap = copy ? FS_MAX_PART : local_part_cap(fs);
+    bool copy = fs_part_copy_works(fs, wf);
+    uint64_t cap = copy ? FS_MAX_PART : fs_local_part_cap(fs);
     uint64_t n = (len + cap - 1) / cap;
     if (wf->up.next + n > FS_MAX_PARTS)
         return EFBIG;
@@ -79,15 +79,15 @@ int up_copy_range(struct fs *fs, struct fs_wfile *wf, uint64_t off, uint64_t len
         uint64_t a = len * i / n, b = len * (i + 1) / n;
         int number = (int)++wf->up.next;
         if (copy)
-            rc = up_submit(fs, wf, WJ_COPY, number, NULL, off + a, b - a, 0);
+            rc = fs_up_submit(fs, wf, FS_WJ_COPY, number, NULL, off + a, b - a, 0);
         else
-            rc = up_submit(fs, wf, WJ_FETCH, number, NULL, off + a, b - a,
-                           wmem_take(fs->wp, b - a));
+            rc = fs_up_submit(fs, wf, FS_WJ_FETCH, number, NULL, off + a, b - a,
+                              fs_wmem_take(fs->wp, b - a));
     }
     return rc;
 }
 
-void put_meta_take(struct fs *fs, struct fs_inode *in, struct put_meta *m)
+void fs_put_meta_take(struct fs *fs, struct fs_inode *in, struct fs_put_meta *m)
 {
     pthread_mutex_lock(&fs->lock);
     m->a = in->attr;
@@ -98,20 +98,20 @@ void put_meta_take(struct fs *fs, struct fs_inode *in, struct put_meta *m)
                                    .n_meta = fs_meta_build(&m->a, m->xattr, m->meta, &m->store)};
 }
 
-void put_meta_free(struct put_meta *m)
+void fs_put_meta_free(struct fs_put_meta *m)
 {
     buf_free(&m->store);
     free(m->xattr);
 }
 
 /* Begin the multipart upload of the file, with its current metadata. */
-int up_create(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
+int fs_up_create(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
 {
-    char *key = wf_key(fs, in, NULL);
+    char *key = fs_wf_key(fs, in, NULL);
     if (!key)
         return ENOMEM;
-    struct put_meta m;
-    put_meta_take(fs, in, &m);
+    struct fs_put_meta m;
+    fs_put_meta_take(fs, in, &m);
     char *id = NULL;
     int rc = s3_create_multipart_upload(fs->s3, key, &m.opts, &id, NULL);
     buf_free(&m.store);
@@ -155,7 +155,7 @@ static int fix_meta(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, cha
 }
 
 /* CompleteMultipartUpload of parts 1..up.next, after they all landed. */
-int up_complete(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag)
+int fs_up_complete(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag)
 {
     int rc = up_drain(wf);
     size_t n = wf->up.next;
@@ -167,11 +167,11 @@ int up_complete(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *e
                                           NULL);
     if (rc) {
         log_error("upload of %s failed: %s", wf->up.key, strerror(rc));
-        up_reset(fs, wf, true);
+        fs_up_reset(fs, wf, true);
         return rc;
     }
     bool gone;
-    char *key = wf_key(fs, in, &gone);
+    char *key = fs_wf_key(fs, in, &gone);
     if (key && strcmp(key, wf->up.key) != 0 && !gone) {
         /* renamed while being written: the upload was bound to the old key */
         rc = fs_copy(fs, wf->up.key, key, wf->size, etag, NULL, etag);
@@ -181,6 +181,6 @@ int up_complete(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *e
     free(key);
     if (!rc)
         rc = fix_meta(fs, in, wf, etag);
-    up_reset(fs, wf, false);
+    fs_up_reset(fs, wf, false);
     return rc;
 }

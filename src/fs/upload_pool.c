@@ -26,12 +26,12 @@
 struct wjob {
     struct wjob *next;
     struct fs_wfile *wf;
-    enum wjob_kind kind;
+    enum fs_wjob_kind kind;
     int number;
-    char *data;        /* WJ_MEM: the part (owned, freed by the job) */
-    uint64_t off, len; /* WJ_FD/COPY/FETCH: the range */
+    char *data;        /* FS_WJ_MEM: the part (owned, freed by the job) */
+    uint64_t off, len; /* FS_WJ_FD/COPY/FETCH: the range */
     uint64_t reserved; /* bytes of the memory bound the job gives back */
-    int fd;            /* WJ_FD */
+    int fd;            /* FS_WJ_FD */
     char *key, *upload_id;
     char src_etag[80];
 };
@@ -52,7 +52,7 @@ struct fs_wpool {
     int part_copy;            /* 1 works, -1 refused, 0 unknown; protected by lock */
 };
 
-uint64_t wmem_take(struct fs_wpool *wp, uint64_t n)
+uint64_t fs_wmem_take(struct fs_wpool *wp, uint64_t n)
 {
     pthread_mutex_lock(&wp->lock);
     uint64_t deadline = util_now_ms() + FS_WMEM_WAIT_MS;
@@ -81,7 +81,7 @@ uint64_t wmem_take(struct fs_wpool *wp, uint64_t n)
     return n;
 }
 
-void wmem_give(struct fs_wpool *wp, uint64_t n)
+void fs_wmem_give(struct fs_wpool *wp, uint64_t n)
 {
     if (!n)
         return;
@@ -108,8 +108,8 @@ static int mem_sink_fn(void *arg, const void *data, size_t len)
 }
 
 /* Exactly [off, off+len) of version `etag` of `key` into dst. */
-int get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const char *etag,
-                     char *dst)
+int fs_get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const char *etag,
+                 char *dst)
 {
     struct mem_sink m = {.data = dst, .cap = len};
     int rc = s3_get_object(fs->s3, key, off, len, *etag ? etag : NULL, mem_sink_fn, &m, NULL,
@@ -121,7 +121,7 @@ int get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const ch
     return rc == ESTALE ? EIO : rc;
 }
 
-int read_all(int fd, char *p, size_t len, uint64_t off)
+int fs_read_all(int fd, char *p, size_t len, uint64_t off)
 {
     size_t done = 0;
     while (done < len) {
@@ -141,16 +141,16 @@ int read_all(int fd, char *p, size_t len, uint64_t off)
 
 static int wjob_body(struct fs *fs, struct wjob *j, char *etag)
 {
-    if (j->kind == WJ_COPY)
+    if (j->kind == FS_WJ_COPY)
         return s3_upload_part_copy(fs->s3, j->key, j->upload_id, j->number, j->key, j->off,
                                    j->len, j->src_etag, etag, NULL);
     int rc = 0;
-    if (j->kind != WJ_MEM) {
+    if (j->kind != FS_WJ_MEM) {
         j->data = malloc(j->len ? j->len : 1);
         if (!j->data)
             return ENOMEM;
-        rc = j->kind == WJ_FD ? read_all(j->fd, j->data, j->len, j->off)
-                              : get_range(fs, j->key, j->off, j->len, j->src_etag, j->data);
+        rc = j->kind == FS_WJ_FD ? fs_read_all(j->fd, j->data, j->len, j->off)
+                                 : fs_get_range(fs, j->key, j->off, j->len, j->src_etag, j->data);
         j->off = 0;
     }
     if (!rc)
@@ -172,7 +172,7 @@ static void wjob_run(struct fs *fs, struct wjob *j)
     int rc = wjob_body(fs, j, etag);
     free(j->data);
     j->data = NULL;
-    wmem_give(fs->wp, j->reserved);
+    fs_wmem_give(fs->wp, j->reserved);
     struct fs_wfile *wf = j->wf;
     pthread_mutex_lock(&wf->lock);
     struct s3_part *p = &wf->up.parts[j->number - 1];
@@ -339,10 +339,10 @@ static int up_grow(struct fs_wfile *wf, size_t need)
 }
 
 /* Queue part `number`; waits while the file has max_inflight parts in
- * flight.  `data` (WJ_MEM) becomes the job's; `reserved` bytes of the
+ * flight.  `data` (FS_WJ_MEM) becomes the job's; `reserved` bytes of the
  * memory bound go back when the job ends. */
-int up_submit(struct fs *fs, struct fs_wfile *wf, enum wjob_kind kind, int number,
-                     char *data, uint64_t off, uint64_t len, uint64_t reserved)
+int fs_up_submit(struct fs *fs, struct fs_wfile *wf, enum fs_wjob_kind kind, int number, char *data,
+                 uint64_t off, uint64_t len, uint64_t reserved)
 {
     struct wjob *j = calloc(1, sizeof(*j));
     int rc = up_grow(wf, (size_t)number);
@@ -350,7 +350,7 @@ int up_submit(struct fs *fs, struct fs_wfile *wf, enum wjob_kind kind, int numbe
         if (j)
             wjob_free(j);
         free(data);
-        wmem_give(fs->wp, reserved);
+        fs_wmem_give(fs->wp, reserved);
         return ENOMEM;
     }
     j->wf = wf;
@@ -387,7 +387,7 @@ int up_submit(struct fs *fs, struct fs_wfile *wf, enum wjob_kind kind, int numbe
 /* Whether UploadPartCopy works on this server: learnt once per mount by
  * copying one byte of `src` as part 1 (overwritten by the real part 1, so
  * it must be called before any part of the upload is submitted). */
-bool part_copy_works(struct fs *fs, struct fs_wfile *wf)
+bool fs_part_copy_works(struct fs *fs, struct fs_wfile *wf)
 {
     struct fs_wpool *wp = fs->wp;
     pthread_mutex_lock(&wp->lock);

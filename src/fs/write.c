@@ -110,7 +110,7 @@ static int stick(struct fs_wfile *wf, int rc)
 static void buf_drop(struct fs *fs, struct fs_wfile *wf)
 {
     free(wf->buf);
-    wmem_give(fs->wp, wf->buf_reserved);
+    fs_wmem_give(fs->wp, wf->buf_reserved);
     wf->buf = NULL;
     wf->buf_len = wf->buf_cap = 0;
     wf->buf_reserved = 0;
@@ -132,7 +132,7 @@ static int buf_grow(struct fs *fs, struct fs_wfile *wf, size_t want)
      * part and send it, so writers waiting for room always see it come. */
     uint64_t need = cap > target ? cap : target;
     if (need > wf->buf_reserved)
-        wf->buf_reserved += wmem_take(fs->wp, need - wf->buf_reserved);
+        wf->buf_reserved += fs_wmem_take(fs->wp, need - wf->buf_reserved);
     char *nb = realloc(wf->buf, cap);
     if (!nb)
         return ENOMEM;
@@ -147,9 +147,9 @@ static int stream_send(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
 {
     int rc = 0;
     if (!wf->up.id) {
-        rc = up_create(fs, in, wf);
+        rc = fs_up_create(fs, in, wf);
         if (!rc && wf->base_len)
-            rc = up_copy_range(fs, wf, 0, wf->base_len);
+            rc = fs_up_copy_range(fs, wf, 0, wf->base_len);
         if (rc)
             return rc;
     }
@@ -162,7 +162,7 @@ static int stream_send(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
     wf->buf_len = wf->buf_cap = 0;
     wf->buf_reserved = 0;
     wf->sent += len;
-    return up_submit(fs, wf, WJ_MEM, (int)++wf->up.next, data, 0, len, reserved);
+    return fs_up_submit(fs, wf, FS_WJ_MEM, (int)++wf->up.next, data, 0, len, reserved);
 }
 
 static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, const char *p,
@@ -199,13 +199,13 @@ static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf
 static int put_whole(struct fs *fs, struct fs_inode *in, const char *data, size_t len,
                      char *etag)
 {
-    char *key = wf_key(fs, in, NULL);
-    struct put_meta m;
-    put_meta_take(fs, in, &m);
+    char *key = fs_wf_key(fs, in, NULL);
+    struct fs_put_meta m;
+    fs_put_meta_take(fs, in, &m);
     int rc = key ? s3_put_object(fs->s3, key, data, len, &m.opts, etag, NULL) : ENOMEM;
     if (rc) /* without a key (ENOMEM) no name: in->path is fs->lock's */
         log_error("upload of %s failed: %s", key ? key : "a file", strerror(rc));
-    put_meta_free(&m);
+    fs_put_meta_free(&m);
     free(key);
     return rc;
 }
@@ -221,9 +221,9 @@ static int stream_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf
     if (!wf->up.id || wf->buf_len)
         rc = stream_send(fs, in, wf);
     if (!rc)
-        rc = up_complete(fs, in, wf, etag);
+        rc = fs_up_complete(fs, in, wf, etag);
     else
-        up_reset(fs, wf, true);
+        fs_up_reset(fs, wf, true);
     if (rc)
         return rc;
     snprintf(wf->base_etag, sizeof(wf->base_etag), "%s", etag);
@@ -251,10 +251,10 @@ static int stream_pull_base(struct fs *fs, struct fs_inode *in, struct fs_wfile 
 {
     if (!wf->base_len || wf->base_len >= FS_MIN_PART || wf->up.id)
         return 0;
-    char *key = wf_key(fs, in, NULL);
+    char *key = fs_wf_key(fs, in, NULL);
     int rc = key ? buf_grow(fs, wf, (size_t)wf->base_len) : ENOMEM;
     if (!rc)
-        rc = get_range(fs, key, 0, (size_t)wf->base_len, wf->base_etag, wf->buf);
+        rc = fs_get_range(fs, key, 0, (size_t)wf->base_len, wf->base_etag, wf->buf);
     free(key);
     if (rc)
         return rc;
@@ -284,9 +284,9 @@ static int stage_fetch(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, 
         end = wf->base_len;
     int rc = 0;
     if (end > start) {
-        char *key = wf_key(fs, in, NULL);
+        char *key = fs_wf_key(fs, in, NULL);
         char *data = malloc((size_t)(end - start));
-        rc = key && data ? get_range(fs, key, start, (size_t)(end - start), wf->base_etag, data)
+        rc = key && data ? fs_get_range(fs, key, start, (size_t)(end - start), wf->base_etag, data)
                          : ENOMEM;
         if (!rc)
             rc = write_all(wf->fd, data, (size_t)(end - start), start);
@@ -332,7 +332,7 @@ static int to_staged(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
         if (rc)
             return rc;
         if (log_get_level() >= LOG_LVL_DEBUG) {
-            char *key = wf_key(fs, in, NULL); /* in->path is fs->lock's: a rename frees it */
+            char *key = fs_wf_key(fs, in, NULL); /* in->path is fs->lock's: a rename frees it */
             log_debug("%s: written out of order after parts were sent; stored what was "
                       "written so far and staged the rest",
                       key ? key : "a file");
@@ -443,47 +443,47 @@ static int stage_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf,
     struct fs_part_plan *plan = NULL;
     size_t np = 0;
     if (!rc)
-        rc = fs_plan_parts(runs, nr, FS_MIN_PART, local_part_cap(fs), &plan, &np);
+        rc = fs_plan_parts(runs, nr, FS_MIN_PART, fs_local_part_cap(fs), &plan, &np);
     free(runs);
     if (rc)
         return rc == E2BIG ? EFBIG : rc == EINVAL ? EIO : rc;
     bool any_copy = false;
     for (size_t i = 0; i < np; i++)
         any_copy |= plan[i].copy;
-    if (!any_copy && wf->size <= local_part_cap(fs)) {
+    if (!any_copy && wf->size <= fs_local_part_cap(fs)) {
         /* small: one PutObject of the whole file */
         char *data = malloc(wf->size ? (size_t)wf->size : 1);
         rc = data ? stage_fetch_range(fs, in, wf, 0, wf->size) : ENOMEM;
         if (!rc)
-            rc = read_all(wf->fd, data, (size_t)wf->size, 0);
+            rc = fs_read_all(wf->fd, data, (size_t)wf->size, 0);
         if (!rc)
             rc = put_whole(fs, in, data, (size_t)wf->size, etag);
         free(data);
         free(plan);
         return rc;
     }
-    rc = up_create(fs, in, wf);
+    rc = fs_up_create(fs, in, wf);
     /* Learn whether the server copies before any part is sent: the probe
      * copies one byte into part 1, and would overwrite a local part 1
      * already in flight (CompleteMultipartUpload then fails: InvalidPart). */
     if (!rc && any_copy)
-        (void)part_copy_works(fs, wf);
+        (void)fs_part_copy_works(fs, wf);
     for (size_t i = 0; !rc && i < np; i++) {
         if (plan[i].copy) {
-            rc = up_copy_range(fs, wf, plan[i].off, plan[i].len);
+            rc = fs_up_copy_range(fs, wf, plan[i].off, plan[i].len);
             continue;
         }
         rc = stage_fetch_range(fs, in, wf, plan[i].off, plan[i].len);
         if (!rc)
-            rc = up_submit(fs, wf, WJ_FD, (int)++wf->up.next, NULL, plan[i].off, plan[i].len,
-                           wmem_take(fs->wp, plan[i].len));
+            rc = fs_up_submit(fs, wf, FS_WJ_FD, (int)++wf->up.next, NULL, plan[i].off, plan[i].len,
+                              fs_wmem_take(fs->wp, plan[i].len));
     }
     free(plan);
     if (rc) {
-        up_reset(fs, wf, true);
+        fs_up_reset(fs, wf, true);
         return rc;
     }
-    return up_complete(fs, in, wf, etag);
+    return fs_up_complete(fs, in, wf, etag);
 }
 
 /* ---- the file's interface ---------------------------------------------- */
@@ -514,7 +514,7 @@ void fs_wfile_free(struct fs *fs, struct fs_wfile *wf)
 {
     if (!wf)
         return;
-    up_reset(fs, wf, true); /* an upload nobody completed */
+    fs_up_reset(fs, wf, true); /* an upload nobody completed */
     buf_drop(fs, wf);
     if (wf->fd >= 0)
         close(wf->fd);
@@ -586,7 +586,7 @@ int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, 
             rc = stream_append(fs, in, wf, p, n);
         rc = stick(wf, rc);
         if (rc && wf->up.id)
-            up_reset(fs, wf, true); /* the old object stays; drop the parts now */
+            fs_up_reset(fs, wf, true); /* the old object stays; drop the parts now */
     } else {
         rc = stage_write(fs, in, wf, p, n, off);
         rc = stick(wf, rc == EDQUOT ? ENOSPC : rc); /* store none of the edit */
@@ -626,7 +626,7 @@ int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t
     if (wf->mode == FS_W_STAGED) {
         rc = stage_fetch_range(fs, in, wf, off, size);
         if (!rc)
-            rc = read_all(wf->fd, out, size, off);
+            rc = fs_read_all(wf->fd, out, size, off);
     } else {
         if (wf->mode == FS_W_STREAM && off < wf->sent && off + size > wf->base_len) {
             /* bytes in parts already sent cannot be read back: store them */
@@ -636,8 +636,8 @@ int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t
         if (from_base > size)
             from_base = size;
         if (!rc && from_base) {
-            char *key = wf_key(fs, in, NULL);
-            rc = key ? get_range(fs, key, off, (size_t)from_base, wf->base_etag, out) : ENOMEM;
+            char *key = fs_wf_key(fs, in, NULL);
+            rc = key ? fs_get_range(fs, key, off, (size_t)from_base, wf->base_etag, out) : ENOMEM;
             free(key);
         }
         if (!rc && from_base < size) {
@@ -668,9 +668,9 @@ int fs_upload(struct fs *fs, struct fs_inode *in)
     if (rc || !wf->dirty)
         goto out;
     bool gone;
-    free(wf_key(fs, in, &gone));
+    free(fs_wf_key(fs, in, &gone));
     if (gone) { /* unlinked while open: nothing to store */
-        up_reset(fs, wf, true);
+        fs_up_reset(fs, wf, true);
         wf->dirty = false;
         goto out;
     }
@@ -713,7 +713,7 @@ int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
     bool changed = size != wf->size || (size == 0 && wf->base_len);
     if (!rc && size == 0 && wf->mode != FS_W_STAGED) {
         /* nothing of the old bytes is needed: a fresh stream */
-        up_reset(fs, wf, true);
+        fs_up_reset(fs, wf, true);
         buf_drop(fs, wf);
         wf->mode = FS_W_STREAM;
         wf->size = wf->sent = wf->base_len = 0;
