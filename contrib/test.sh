@@ -1,6 +1,7 @@
 #!/bin/sh
 # test.sh — install what is needed, build pailfs three times (a plain -Werror
 # build, an ASan+UBSan build, and one without ISA-L, inflating with zlib),
+# check that calls between source files go one way (contrib/layers.txt),
 # and run every test: the cmocka unit tests of all three builds (with the
 # fuzz targets replayed over their corpora and regression inputs), the pytest
 # integration suite (against a real local S3 server behind the
@@ -35,6 +36,10 @@ build build-zlib --without-isal
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 status=0
+# Calls between source files go one way (contrib/layers.txt); one test.
+echo "== layers (contrib/check-layers.py over build)"
+/usr/bin/python3 contrib/check-layers.py build >build/check-layers.log 2>&1 || status=1
+cat build/check-layers.log
 for dir in build build-asan build-zlib; do
     echo "== unit tests ($dir)"
     (cd "$dir" && make -s -j"$jobs" check >/dev/null 2>&1) || status=1
@@ -52,7 +57,8 @@ PAILFS_BUILD_DIR="$top/build-zlib" /usr/bin/python3 -m pytest -q -p no:cacheprov
     tests/integration/test_mount_gzip.py 2>&1 | tee build-zlib/pytest.log || status=1
 
 # One summary over both runners.
-/usr/bin/python3 - build/tests/unit/*.log build-asan/tests/unit/*.log build-zlib/tests/unit/*.log \
+/usr/bin/python3 - build/check-layers.log \
+    build/tests/unit/*.log build-asan/tests/unit/*.log build-zlib/tests/unit/*.log \
     build/tests/fuzz/replay.log build-asan/tests/fuzz/replay.log build-zlib/tests/fuzz/replay.log \
     build-asan/pytest.log build-zlib/pytest.log <<'PY'
 import re, sys
