@@ -1,4 +1,6 @@
-/* fs.c — making, shutting down and freeing a filesystem. */
+/* fs.c — making, shutting down and freeing a filesystem: the mount's
+ * configuration defaults, its cache directories, and starting and stopping
+ * the engines (the read path, the upload pool, gzip views) in order. */
 #include "fs/fs_private.h"
 
 #include <errno.h>

@@ -87,7 +87,7 @@ struct fs_blkmap {
 /* A file open for writing (write.c; see there for the modes). */
 enum fs_wmode { FS_W_CLEAN, FS_W_STREAM, FS_W_STAGED };
 
-/* A multipart upload in progress. */
+/* A multipart upload in progress (multipart.c). */
 struct fs_upload_state {
     char *key;              /* the key it was begun for */
     char *id;               /* NULL when no upload is in progress */

@@ -1,10 +1,11 @@
-/* file.c — open files: the FUSE operations on file handles.
+/* op_file.c — open files: the FUSE operations on file handles.
  *
  * Reads go through the handle's reader (read.c: blocks, read-ahead, the
  * disk cache), pinned to the object version seen at open, unless the file
  * was written here (write.c then knows the bytes).  Writes, flush and fsync
  * hand off to write.c: streamed multipart uploads or staged edits, stored
- * at flush/fsync, whose result close() returns. */
+ * at flush/fsync, whose result close() returns.  The last close is
+ * release.c's. */
 #include "fs/fs_private.h"
 
 #include <errno.h>

@@ -4,8 +4,11 @@
  * are files, key prefixes are directories, "dir/" markers make empty
  * directories, and s3fs-fuse's metadata gives modes, owners, times and
  * symlinks.  Every operation below is a short function handing off to the
- * file that owns the work: ns.c (names, attributes, directories, xattrs),
- * file.c (open files and their data), inode.c (the inode table).
+ * file that owns the work: op_names.c (names and attributes), op_dir.c
+ * (reading directories), op_xattr.c (extended attributes), op_file.c (open
+ * files and their data), inode.c (the inode table).  Those call down into
+ * the engines (read.c, write.c, gzview.c, dir.c, resolve.c ...) and never
+ * back up: contrib/layers.txt holds the order.
  *
  * Deliberately not supported: hard links (EPERM: S3 has no second name for
  * one object), devices, FIFOs and sockets (EPERM), RENAME_EXCHANGE (EINVAL:

@@ -1,5 +1,6 @@
-/* reply.c — how an error reaches a program: the one reply of a failed
- * FUSE operation.  Every operation file calls it; it calls only libfuse. */
+/* reply.c — how an error reaches a program: the errno an operation replies
+ * with (fs_reply_err, also the reply of success for operations that return
+ * no data).  Every operation file calls it; it calls only libfuse. */
 #include "fs/fs_private.h"
 
 #include <errno.h>

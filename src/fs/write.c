@@ -32,7 +32,11 @@
  * Locking: a file's operations (write, read, truncate, flush) are one at a
  * time — `busy` is held across their S3 requests and waits; wf->lock only
  * guards the fields upload threads touch (the upload's parts, in-flight
- * count and error) and `busy` itself.  fs->lock is never held across I/O. */
+ * count and error) and `busy` itself.  fs->lock is never held across I/O.
+ *
+ * Beside this file: multipart.c (one file's multipart upload), upload_pool.c
+ * (the upload threads and the memory bound), plan.c (the staged block map
+ * and the plan of parts), release.c (what the last close stores). */
 #include "fs/fs_private.h"
 
 #include <errno.h>
