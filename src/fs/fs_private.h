@@ -433,10 +433,6 @@ void fs_read_reply_done(struct fs_read_reply *rep);
 
 /* ---- write.c: files open for writing (the stream and staged modes) ---- */
 
-/* Start / stop the upload threads (and, at mount, the sweep of stale
- * multipart uploads).  new: 0, ENOMEM, EAGAIN. */
-int fs_wpool_new(struct fs *fs);
-void fs_wpool_free(struct fs *fs);
 /* Give `in` its write state (fs->lock held): a new file streams, an
  * existing object starts clean; a state `in` has already is shared.  It
  * lives until the last hold on `in` is given back (fs_inode_put), and
@@ -468,6 +464,10 @@ int fs_upload_all(struct fs *fs);
 
 /* ---- upload_pool.c: the upload threads and their memory bound ------- */
 
+/* Start / stop the upload threads (and, at mount, the sweep of stale
+ * multipart uploads).  new: 0, ENOMEM, EAGAIN. */
+int fs_wpool_new(struct fs *fs);
+void fs_wpool_free(struct fs *fs);
 /* What a queued part holds: bytes in memory (owned by the job), a range of
  * the staging file, or a range of the old object to copy server-side or,
  * where the server cannot, to fetch and send again. */
@@ -549,7 +549,7 @@ int fs_gz_index_store(struct fs *fs, const char *raw_path, const char *etag, str
 /* At unmount: every index still in memory. */
 void fs_gz_free_all(struct fs *fs);
 
-/* ---- reply.c: the reply of a failed operation ---------------------- */
+/* ---- reply.c: the errno an operation replies with ------------------ */
 
 /* Replies to req with errno rc (0: success) as a program should see it.
  * The layers below use EPROTO/EBADMSG for an answer the server garbled
@@ -557,6 +557,11 @@ void fs_gz_free_all(struct fs *fs);
  * ECANCELED for their own cancellations: to a program all of those are
  * EIO, the error it knows how to handle; the log line has the details. */
 void fs_reply_err(fuse_req_t req, int rc);
+/* The filesystem a request is for (every operation file). */
+static inline struct fs *fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
 
 /* ---- release.c: the last hold on a file ----------------------------- */
 

@@ -10,11 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct fs *fs_of(fuse_req_t req)
-{
-    return fuse_req_userdata(req);
-}
-
 struct dir_handle {
     struct fs_open open; /* first: the handle is freed through it */
     char *path;

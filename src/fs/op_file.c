@@ -16,11 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static struct fs *fs_of(fuse_req_t req)
-{
-    return fuse_req_userdata(req);
-}
-
 static void now_ts(struct timespec *t)
 {
     clock_gettime(CLOCK_REALTIME, t);

@@ -21,11 +21,6 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
-static struct fs *fs_of(fuse_req_t req)
-{
-    return fuse_req_userdata(req);
-}
-
 static void now_ts(struct timespec *t)
 {
     clock_gettime(CLOCK_REALTIME, t);

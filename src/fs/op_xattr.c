@@ -12,11 +12,6 @@
 #include <string.h>
 #include <sys/xattr.h>
 
-static struct fs *fs_of(fuse_req_t req)
-{
-    return fuse_req_userdata(req);
-}
-
 static bool user_xattr(const char *name)
 {
     return strncmp(name, "user.", 5) == 0 && name[5];

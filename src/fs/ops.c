@@ -20,12 +20,6 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
-static struct fs *fs_of(fuse_req_t req)
-{
-    return fuse_req_userdata(req);
-}
-
-
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     /* `ls -l` must cost listings only: always hand attributes with names. */
