@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GZ_BUILD_CHUNK (8u << 20)
+#define BUILD_CHUNK (8u << 20)
 
 struct s3src {
     struct fs *fs;
@@ -29,7 +29,7 @@ struct s3src {
 static int s3src_sink(void *arg, const void *data, size_t len)
 {
     struct s3src *s = arg;
-    if (s->buf_len + len > GZ_BUILD_CHUNK)
+    if (s->buf_len + len > BUILD_CHUNK)
         return EIO;
     memcpy(s->buf + s->buf_len, data, len);
     s->buf_len += len;
@@ -46,7 +46,7 @@ static int s3src_read(void *arg, uint64_t off, void *out, size_t len, size_t *go
         if (pos < s->buf_off || pos >= s->buf_off + s->buf_len) {
             s->buf_off = pos;
             s->buf_len = 0;
-            int rc = s3_get_object(s->fs->s3, s->key, pos, GZ_BUILD_CHUNK, s->etag, s3src_sink,
+            int rc = s3_get_object(s->fs->s3, s->key, pos, BUILD_CHUNK, s->etag, s3src_sink,
                                    s, NULL, NULL);
             if (rc)
                 return rc == ESTALE ? EIO : rc;
@@ -77,7 +77,7 @@ int fs_gzindex_build(const struct fs_config *cfg, struct s3_client *s3, const ch
     if (!rc)
         rc = s3_head_object(s3, key, &info, NULL);
     struct s3src src = {.fs = &fs, .key = key, .etag = info.etag, .size = info.size,
-                        .buf = malloc(GZ_BUILD_CHUNK), .progress = progress, .arg = arg};
+                        .buf = malloc(BUILD_CHUNK), .progress = progress, .arg = arg};
     struct gz_index *ix = NULL;
     struct gz_reader *r = NULL;
     char *scratch = malloc(4u << 20);

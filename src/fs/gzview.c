@@ -30,22 +30,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define GZ_SMALL (1ULL << 20)
-#define GZ_SRC_STEP (4u << 20)
+#define VIEW_SMALL (1ULL << 20)
+#define VIEW_SRC_STEP (4u << 20)
 /* An index file is read whole into memory: never more than this, whatever
  * gz_index_max_bytes allows for a very large object. */
-#define GZ_INDEX_FILE_MAX (1ULL << 30)
+#define VIEW_INDEX_FILE_MAX (1ULL << 30)
 /* The first GET of a shared index asks for at most this much: its answer
  * tells the whole size, so a longer index than its object allows is
  * refused having cost no more (most indexes come whole in it). */
-#define GZ_SHARED_FIRST (1u << 20)
+#define VIEW_SHARED_FIRST (1u << 20)
 /* How long "the bucket has no usable index of this version" is believed:
  * another node may share one meanwhile. */
-#define GZ_SHARED_MISS_MS (10 * 60 * 1000ULL)
+#define VIEW_SHARED_MISS_MS (10 * 60 * 1000ULL)
 
-#define GZ_AHEAD (4u << 20)
-#define GZ_PAR_MAX (16u << 20)
-#define GZ_WORKERS_MAX 4
+#define VIEW_AHEAD (4u << 20)
+#define VIEW_PAR_MAX (16u << 20)
+#define VIEW_WORKERS_MAX 4
 enum { AHEAD_EMPTY, AHEAD_FILLING, AHEAD_READY };
 
 struct fs_gzhandle;
@@ -53,7 +53,7 @@ struct fs_gzhandle;
 /* One inflating cursor of a handle: worker 0 is the handle's own (its
  * reader and raw reader, used by direct reads while no fill runs); the
  * others have their own, so that they can inflate other spans at once. */
-struct gz_worker {
+struct view_worker {
     struct fs_gzhandle *g;
     pthread_t thread;
     bool thread_started;
@@ -62,7 +62,7 @@ struct gz_worker {
 };
 
 /* A chunk of decompressed output [off, end) filled ahead of the reader. */
-struct gz_slot {
+struct view_slot {
     char *buf;
     size_t cap;
     uint64_t off, end;
@@ -79,14 +79,14 @@ struct gz_slot {
  * inflated on several cores at once.  Past the index's frontier no point
  * lies ahead, and only the worker whose cursor stands at the next chunk
  * may take it: one core, as inflating from the start requires. */
-struct gz_ahead {
+struct view_ahead {
     bool started, stop;
     bool active;          /* filling ahead of a sequential reader */
     bool at_end;          /* a fill reached the end of the data, or failed */
     uint64_t claim_pos;   /* where the next chunk starts */
     unsigned nw, ns;      /* workers, slots */
-    struct gz_worker w[GZ_WORKERS_MAX];
-    struct gz_slot s[GZ_WORKERS_MAX + 1];
+    struct view_worker w[VIEW_WORKERS_MAX];
+    struct view_slot s[VIEW_WORKERS_MAX + 1];
 };
 
 /* The index of one object version, shared by its open views.  The first
@@ -179,7 +179,7 @@ struct fs_gzhandle {
     bool passthrough;     /* not gzip after all: the raw bytes */
     uint64_t last_end;    /* where the previous read ended */
     unsigned streak;      /* reads that continued the previous one */
-    struct gz_ahead ah;
+    struct view_ahead ah;
 };
 
 static char *gz_id(struct fs *fs, const char *raw_path, const char *etag)
@@ -241,13 +241,13 @@ static int grow_sink_fn(void *arg, const void *data, size_t len)
 static uint64_t index_file_max(uint64_t comp_size)
 {
     uint64_t max = gz_index_max_bytes(comp_size);
-    return max < GZ_INDEX_FILE_MAX ? max : GZ_INDEX_FILE_MAX;
+    return max < VIEW_INDEX_FILE_MAX ? max : VIEW_INDEX_FILE_MAX;
 }
 
 /* The shared index of a version of comp_size bytes, from the bucket.  It
  * is anyone's who may write there, so it is not read whole unless its
  * object could have an index that long (index_file_max): the first GET
- * asks for at most GZ_SHARED_FIRST bytes and its answer gives the whole
+ * asks for at most VIEW_SHARED_FIRST bytes and its answer gives the whole
  * size; the rest, if any, comes in a second GET pinned to the first's
  * ETag.  0 and the bytes in *data (caller frees) and *len, or an errno
  * (ENOENT: there is none; EFBIG: longer than allowed, logged). */
@@ -258,7 +258,7 @@ static int shared_fetch(struct fs *fs, const char *raw_path, const char *id, uin
     uint64_t max = index_file_max(comp_size);
     struct grow_sink g = {.b = BUF_INIT, .max = max};
     struct s3_object_info info = {0};
-    uint64_t first = max < GZ_SHARED_FIRST ? max : GZ_SHARED_FIRST;
+    uint64_t first = max < VIEW_SHARED_FIRST ? max : VIEW_SHARED_FIRST;
     int rc = key ? s3_get_object(fs->s3, key, 0, first, NULL, grow_sink_fn, &g, &info, NULL)
                  : ENOMEM;
     if (!rc && info.size > max) {
@@ -362,10 +362,10 @@ static void index_save_local(struct fs *fs, struct fs_gzobj *o)
 /* Compressed bytes for one worker's cursor, through its own raw reader. */
 static int raw_source(void *arg, uint64_t off, void *buf, size_t len, size_t *got)
 {
-    struct gz_worker *w = arg;
+    struct view_worker *w = arg;
     *got = 0;
     while (*got < len && off + *got < w->g->comp_size) {
-        size_t step = len - *got < GZ_SRC_STEP ? len - *got : GZ_SRC_STEP;
+        size_t step = len - *got < VIEW_SRC_STEP ? len - *got : VIEW_SRC_STEP;
         struct fs_read_reply rep;
         int rc = fs_reader_read(w->raw, off + *got, step, &rep);
         if (rc)
@@ -400,8 +400,8 @@ static struct gz_index *index_find(struct fs *fs, const char *raw_path, const ch
     free(data);
     free(file);
     /* a missing or refused shared index is asked for again only after
-     * GZ_SHARED_MISS_MS (another node may have shared one since) */
-    if (ix || !fs->cfg.gz_index_shared || noted(fs, id, 'x', GZ_SHARED_MISS_MS))
+     * VIEW_SHARED_MISS_MS (another node may have shared one since) */
+    if (ix || !fs->cfg.gz_index_shared || noted(fs, id, 'x', VIEW_SHARED_MISS_MS))
         return ix;
     data = NULL;
     int rc = shared_fetch(fs, raw_path, id, comp_size, &data, &len);
@@ -414,7 +414,7 @@ static struct gz_index *index_find(struct fs *fs, const char *raw_path, const ch
     /* absent, unreadable to us or refused: noted; a failure that may pass
      * (retries exhausted, the index replaced meanwhile) is not */
     if (rc == ENOENT || rc == EACCES || rc == EFBIG || rc == EINVAL)
-        note_once(fs, id, 'x', GZ_SHARED_MISS_MS);
+        note_once(fs, id, 'x', VIEW_SHARED_MISS_MS);
     *from_bucket = ix != NULL;
     return ix;
 }
@@ -511,7 +511,7 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
     g->raw_path = strdup(raw_path);
     g->raw = g->raw_path ? fs_reader_new(fs, ino, raw_path, &g->raw_attr) : NULL;
     g->obj = g->raw ? obj_get(fs, raw_path, a->etag, a->comp_size) : NULL;
-    struct gz_worker *w0 = &g->ah.w[0];
+    struct view_worker *w0 = &g->ah.w[0];
     w0->g = g;
     w0->raw = g->raw;
     int rc = g->obj ? gz_reader_new(g->obj->ix, raw_source, w0, &g->r) : ENOMEM;
@@ -536,12 +536,12 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
 
 /* The next chunk worker w may fill, claimed into an empty slot (g->lock
  * held); NULL when there is none for it now. */
-static struct gz_slot *ahead_claim(struct fs_gzhandle *g, struct gz_worker *w)
+static struct view_slot *ahead_claim(struct fs_gzhandle *g, struct view_worker *w)
 {
-    struct gz_ahead *ah = &g->ah;
+    struct view_ahead *ah = &g->ah;
     if (!ah->active || ah->at_end)
         return NULL;
-    struct gz_slot *sl = NULL;
+    struct view_slot *sl = NULL;
     for (unsigned i = 0; i < ah->ns && !sl; i++)
         if (ah->s[i].state == AHEAD_EMPTY)
             sl = &ah->s[i];
@@ -553,8 +553,8 @@ static struct gz_slot *ahead_claim(struct fs_gzhandle *g, struct gz_worker *w)
     bool mine = gz_reader_at(w->r, &here) && here == at;
     if (!mine && !gz_index_is_point(ix, at))
         return NULL;
-    uint64_t end = at + GZ_AHEAD;
-    if (ah->nw > 1 && gz_index_next_point(ix, at, &next) && next - at <= GZ_PAR_MAX)
+    uint64_t end = at + VIEW_AHEAD;
+    if (ah->nw > 1 && gz_index_next_point(ix, at, &next) && next - at <= VIEW_PAR_MAX)
         end = next; /* a whole span: the chunk after it starts at a point */
     if (sl->cap < end - at) {
         char *nb = realloc(sl->buf, end - at);
@@ -574,12 +574,12 @@ static struct gz_slot *ahead_claim(struct fs_gzhandle *g, struct gz_worker *w)
 
 static void *ahead_main(void *arg)
 {
-    struct gz_worker *w = arg;
+    struct view_worker *w = arg;
     struct fs_gzhandle *g = w->g;
-    struct gz_ahead *ah = &g->ah;
+    struct view_ahead *ah = &g->ah;
     pthread_mutex_lock(&g->lock);
     for (;;) {
-        struct gz_slot *sl = NULL;
+        struct view_slot *sl = NULL;
         while (!ah->stop && !(sl = ahead_claim(g, w)))
             pthread_cond_wait(&g->cond, &g->lock);
         if (ah->stop)
@@ -603,7 +603,7 @@ static void *ahead_main(void *arg)
  * cursor is then free, the handle's own for a direct read. */
 static void ahead_quiesce(struct fs_gzhandle *g)
 {
-    struct gz_ahead *ah = &g->ah;
+    struct view_ahead *ah = &g->ah;
     /* The wait lets go of g->lock: another read of this handle may
      * meanwhile have read directly and started filling again, and a worker
      * may have claimed any slot, one already looked at included.  So stop
@@ -624,24 +624,24 @@ static void ahead_quiesce(struct fs_gzhandle *g)
 }
 
 /* Extra workers, each with its own cursor and raw reader, up to one per
- * core but one, or gz_workers (g->lock held).  Spans larger than GZ_PAR_MAX, or
+ * core but one, or gz_workers (g->lock held).  Spans larger than VIEW_PAR_MAX, or
  * chunks that would take more than a quarter of max_memory, leave fewer. */
 static void ahead_add_workers(struct fs_gzhandle *g)
 {
-    struct gz_ahead *ah = &g->ah;
+    struct view_ahead *ah = &g->ah;
     /* one core is left to the program reading (and the kernel's copies) */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN) - 1;
-    unsigned want = cpus > GZ_WORKERS_MAX ? GZ_WORKERS_MAX : cpus > 1 ? (unsigned)cpus : 1;
+    unsigned want = cpus > VIEW_WORKERS_MAX ? VIEW_WORKERS_MAX : cpus > 1 ? (unsigned)cpus : 1;
     if (g->fs->cfg.gz_workers)
         want = g->fs->cfg.gz_workers;
-    if (g->fs->cfg.gz_span > GZ_PAR_MAX)
+    if (g->fs->cfg.gz_span > VIEW_PAR_MAX)
         want = 1;
     /* (workers + 1) span-sized chunks: at most a quarter of max_memory */
     uint64_t chunk = (g->fs->cfg.gz_span ? g->fs->cfg.gz_span : 8ULL << 20) + (1u << 20);
     while (want > 1 && (want + 1) * chunk > g->fs->cfg.max_memory / 4)
         want--;
     while (ah->nw < want) {
-        struct gz_worker *w = &ah->w[ah->nw];
+        struct view_worker *w = &ah->w[ah->nw];
         w->g = g;
         w->raw = fs_reader_new(g->fs, g->ino, g->raw_path, &g->raw_attr);
         if (!w->raw || gz_reader_new(g->obj->ix, raw_source, w, &w->r) ||
@@ -660,7 +660,7 @@ static void ahead_add_workers(struct fs_gzhandle *g)
  * reads stay direct. */
 static bool ahead_start(struct fs_gzhandle *g, uint64_t pos)
 {
-    struct gz_ahead *ah = &g->ah;
+    struct view_ahead *ah = &g->ah;
     if (!ah->started) {
         if (util_thread_start(&ah->w[0].thread, ahead_main, &ah->w[0]))
             return false;
@@ -684,16 +684,16 @@ static bool ahead_start(struct fs_gzhandle *g, uint64_t pos)
 static void ahead_serve(struct fs_gzhandle *g, uint64_t off, char *dst, size_t size, size_t *got,
                         bool *eof, int *rc)
 {
-    struct gz_ahead *ah = &g->ah;
+    struct view_ahead *ah = &g->ah;
     *got = 0;
     *eof = false;
     *rc = 0;
     while (*got < size && ah->active) {
         uint64_t pos = off + *got;
-        struct gz_slot *hit = NULL;
+        struct view_slot *hit = NULL;
         bool wait = false;
         for (unsigned i = 0; i < ah->ns; i++) {
-            struct gz_slot *sl = &ah->s[i];
+            struct view_slot *sl = &ah->s[i];
             if (sl->state == AHEAD_EMPTY || pos < sl->off || pos >= sl->end)
                 continue;
             if (sl->state == AHEAD_FILLING)
@@ -730,13 +730,13 @@ void fs_gz_close(struct fs_gzhandle *g)
 {
     if (!g)
         return;
-    struct gz_ahead *ah = &g->ah;
+    struct view_ahead *ah = &g->ah;
     pthread_mutex_lock(&g->lock);
     ah->stop = true;
     pthread_cond_broadcast(&g->cond);
     pthread_mutex_unlock(&g->lock);
-    for (unsigned i = 0; i < GZ_WORKERS_MAX; i++) {
-        struct gz_worker *w = &ah->w[i];
+    for (unsigned i = 0; i < VIEW_WORKERS_MAX; i++) {
+        struct view_worker *w = &ah->w[i];
         if (w->thread_started)
             pthread_join(w->thread, NULL);
         if (i > 0) {
@@ -744,7 +744,7 @@ void fs_gz_close(struct fs_gzhandle *g)
             fs_reader_free(w->raw);
         }
     }
-    for (unsigned i = 0; i <= GZ_WORKERS_MAX; i++)
+    for (unsigned i = 0; i <= VIEW_WORKERS_MAX; i++)
         free(ah->s[i].buf);
     gz_reader_free(g->r);
     if (g->obj)
@@ -884,7 +884,7 @@ void fs_gz_size(struct fs *fs, const char *raw_path, struct fs_attr *a)
     uint64_t size = 0;
     bool known = size_known(fs, raw_path, a, true, &size);
     a->size_exact = false;
-    if (!known && (a->comp_size <= GZ_SMALL || fs->cfg.gz_size_exact)) {
+    if (!known && (a->comp_size <= VIEW_SMALL || fs->cfg.gz_size_exact)) {
         /* read it whole now: its index (and exact size) is then known */
         struct fs_gzhandle *g;
         if (fs_gz_open(fs, 0, raw_path, a, &g) == 0) {
