@@ -23,7 +23,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,14 +193,10 @@ static char *gz_id(struct fs *fs, const char *raw_path, const char *etag)
 
 static char *index_file(struct fs *fs, const char *id)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-    EVP_Digest(id, strlen(id), md, &n, EVP_sha256(), NULL);
+    char hex[65];
+    util_sha256_hex(id, strlen(id), hex);
     struct buf p = BUF_INIT;
-    buf_printf(&p, "%s/gzindex/", fs->cfg.cache_dir);
-    for (unsigned i = 0; i < 16; i++)
-        buf_printf(&p, "%02x", md[i]);
-    buf_puts(&p, ".gzx");
+    buf_printf(&p, "%s/gzindex/%.32s.gzx", fs->cfg.cache_dir, hex);
     return buf_steal(&p);
 }
 
@@ -209,17 +204,13 @@ static char *index_file(struct fs *fs, const char *id)
  * at the bucket's root whatever the mount's prefix (caller frees). */
 static char *shared_key(struct fs *fs, const char *id)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
+    char hex[65];
     /* the endpoint is left out: every node names the same object alike */
     const char *nl = strchr(id, '\n');
     const char *rest = nl ? nl + 1 : id;
-    EVP_Digest(rest, strlen(rest), md, &n, EVP_sha256(), NULL);
+    util_sha256_hex(rest, strlen(rest), hex);
     struct buf k = BUF_INIT;
-    buf_puts(&k, FS_GZ_SHARED_PREFIX);
-    for (unsigned i = 0; i < 16; i++)
-        buf_printf(&k, "%02x", md[i]);
-    buf_puts(&k, ".gzx");
+    buf_printf(&k, "%s%.32s.gzx", FS_GZ_SHARED_PREFIX, hex);
     (void)fs;
     return buf_steal(&k);
 }
