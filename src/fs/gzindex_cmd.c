@@ -26,16 +26,6 @@ struct s3src {
     void *arg;
 };
 
-static int s3src_sink(void *arg, const void *data, size_t len)
-{
-    struct s3src *s = arg;
-    if (s->buf_len + len > BUILD_CHUNK)
-        return EIO;
-    memcpy(s->buf + s->buf_len, data, len);
-    s->buf_len += len;
-    return 0;
-}
-
 /* Compressed bytes straight from S3, 8 MiB GETs in order. */
 static int s3src_read(void *arg, uint64_t off, void *out, size_t len, size_t *got)
 {
@@ -46,10 +36,13 @@ static int s3src_read(void *arg, uint64_t off, void *out, size_t len, size_t *go
         if (pos < s->buf_off || pos >= s->buf_off + s->buf_len) {
             s->buf_off = pos;
             s->buf_len = 0;
-            int rc = s3_get_object(s->fs->s3, s->key, pos, BUILD_CHUNK, s->etag, s3src_sink,
-                                   s, NULL, NULL);
-            if (rc)
-                return rc == ESTALE ? EIO : rc;
+            int rc = s3_get_to_mem(s->fs->s3, s->key, pos, BUILD_CHUNK, s->etag, s->buf,
+                                   BUILD_CHUNK, &s->buf_len, NULL, NULL);
+            if (rc) {
+                s->buf_len = 0;
+                /* changed since its HEAD, or longer than asked for */
+                return rc == ESTALE || rc == EFBIG ? EIO : rc;
+            }
             if (!s->buf_len)
                 break;
             if (s->progress)

@@ -215,19 +215,6 @@ static char *shared_key(struct fs *fs, const char *id)
     return buf_steal(&k);
 }
 
-struct grow_sink {
-    struct buf b;
-    size_t max;
-};
-
-static int grow_sink_fn(void *arg, const void *data, size_t len)
-{
-    struct grow_sink *g = arg;
-    if (g->b.len + len > g->max)
-        return EFBIG;
-    return buf_append(&g->b, data, len);
-}
-
 /* The longest index file of an object of comp_size bytes worth reading. */
 static uint64_t index_file_max(uint64_t comp_size)
 {
@@ -246,12 +233,12 @@ static int shared_fetch(struct fs *fs, const char *raw_path, const char *id, uin
                         char **data, size_t *len)
 {
     char *key = shared_key(fs, id);
-    uint64_t max = index_file_max(comp_size);
-    struct grow_sink g = {.b = BUF_INIT, .max = max};
+    uint64_t max = index_file_max(comp_size); /* at most VIEW_INDEX_FILE_MAX: a size_t */
+    struct buf b = BUF_INIT;
     struct s3_object_info info = {0};
     uint64_t first = max < VIEW_SHARED_FIRST ? max : VIEW_SHARED_FIRST;
-    int rc = key ? s3_get_object(fs->s3, key, 0, first, NULL, grow_sink_fn, &g, &info, NULL)
-                 : ENOMEM;
+    int rc =
+        key ? s3_get_to_buf(fs->s3, key, 0, first, NULL, &b, (size_t)max, &info, NULL) : ENOMEM;
     if (!rc && info.size > max) {
         log_warn("%s: the shared gzip index in the bucket (%s) is %llu bytes, more than an "
                  "index of this %llu-byte object can be (%llu): refused, unread; building it "
@@ -260,17 +247,17 @@ static int shared_fetch(struct fs *fs, const char *raw_path, const char *id, uin
                  (unsigned long long)max);
         rc = EFBIG;
     }
-    if (!rc && g.b.len < info.size)
-        rc = s3_get_object(fs->s3, key, g.b.len, info.size - g.b.len, info.etag, grow_sink_fn,
-                           &g, NULL, NULL);
+    if (!rc && b.len < info.size)
+        rc = s3_get_to_buf(fs->s3, key, b.len, info.size - b.len, info.etag, &b, (size_t)max, NULL,
+                           NULL);
     s3_object_info_clear(&info);
     free(key);
     if (rc) {
-        buf_free(&g.b);
+        buf_free(&b);
         return rc;
     }
-    *len = g.b.len;
-    *data = buf_steal(&g.b);
+    *len = b.len;
+    *data = buf_steal(&b);
     return *data ? 0 : ENOMEM;
 }
 
@@ -818,21 +805,6 @@ int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, si
     return 0;
 }
 
-struct tail {
-    unsigned char b[4];
-    size_t n;
-};
-
-static int tail_sink(void *arg, const void *data, size_t len)
-{
-    struct tail *t = arg;
-    if (t->n + len > sizeof(t->b))
-        return EIO;
-    memcpy(t->b + t->n, data, len);
-    t->n += len;
-    return 0;
-}
-
 /* The size an index known here records (in memory or on disk), and with
  * `fetch` and gz_index=shared one in the bucket (one GET at most). */
 static bool size_known(struct fs *fs, const char *raw_path, const struct fs_attr *a, bool fetch,
@@ -901,13 +873,15 @@ void fs_gz_size(struct fs *fs, const char *raw_path, struct fs_attr *a)
     }
     /* ISIZE: the last member's length modulo 2^32 */
     char *key = fs_key(fs, raw_path, false);
-    struct tail t = {.n = 0};
+    unsigned char t[4];
+    size_t got = 0;
     uint64_t est = a->comp_size;
     if (key && a->comp_size >= 18 &&
-        s3_get_object(fs->s3, key, a->comp_size - 4, 4, a->etag, tail_sink, &t, NULL, NULL) == 0 &&
-        t.n == 4) {
-        uint64_t isize = (uint64_t)t.b[0] | (uint64_t)t.b[1] << 8 | (uint64_t)t.b[2] << 16 |
-                         (uint64_t)t.b[3] << 24;
+        s3_get_to_mem(fs->s3, key, a->comp_size - 4, 4, a->etag, t, sizeof(t), &got, NULL, NULL) ==
+            0 &&
+        got == 4) {
+        uint64_t isize =
+            (uint64_t)t[0] | (uint64_t)t[1] << 8 | (uint64_t)t[2] << 16 | (uint64_t)t[3] << 24;
         /* raised to at least the compressed size in whole 4 GiB steps, at
          * once: a size near 2^64 once made a `+= 4 GiB` loop wrap and spin
          * (issue 17 item 9; the s3 layer now refuses sizes past S3's largest object) */
