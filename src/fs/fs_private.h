@@ -293,6 +293,13 @@ char *fs_child_path(const char *parent, const char *name);
 /* The path of the object a view at `path` shows: path + ".gz" when
  * gz_suffix, else path itself.  Caller frees; NULL on ENOMEM. */
 char *fs_view_raw_path(const char *path, bool gz_suffix);
+/* Append to *out the name of one version of an object: "endpoint\nbucket\n
+ * key\netag" ("" for no endpoint).  What is kept about a version is found
+ * by it, and it is hashed into names on disk and in the bucket: its bytes
+ * never change.  Without `endpoint` its first line is left out, so that
+ * every node names the version alike (the shared gzip index).  0, or
+ * ENOMEM with *out freed (out->data NULL: never half a name). */
+int fs_version_id(struct fs *fs, struct buf *out, const char *key, const char *etag, bool endpoint);
 
 /* ---- inode.c: the inode table and the open handles ------------------- */
 

@@ -96,7 +96,9 @@ struct view_ahead {
  * loading failed, for want of memory). */
 struct fs_gzobj {
     UT_hash_handle hh;
-    char *id;
+    char *id;             /* fs_version_id(key, etag): fs->gzobjs' key */
+    char *key;            /* the object's S3 key */
+    char etag[80];        /* the version's ETag */
     struct gz_index *ix;  /* protected by fs->gz_lock while loading */
     unsigned refs;        /* protected by fs->gz_lock */
     bool saved;           /* protected by fs->gz_lock */
@@ -181,13 +183,20 @@ struct fs_gzhandle {
     struct view_ahead ah;
 };
 
-static char *gz_id(struct fs *fs, const char *raw_path, const char *etag)
+/* The id of the version `etag` of the object at raw_path, and (when `key`
+ * is not NULL) its key: both for the caller to free, NULL on ENOMEM. */
+static char *version_id(struct fs *fs, const char *raw_path, const char *etag, char **key)
 {
-    char *key = fs_key(fs, raw_path, false);
+    char *k = fs_key(fs, raw_path, false);
     struct buf id = BUF_INIT;
-    buf_printf(&id, "%s\n%s\n%s\n%s", fs->cfg.endpoint ? fs->cfg.endpoint : "", fs->cfg.bucket,
-               key ? key : "", etag);
-    free(key);
+    if (!k || fs_version_id(fs, &id, k, etag, true)) {
+        free(k);
+        return NULL;
+    }
+    if (key)
+        *key = k;
+    else
+        free(k);
     return buf_steal(&id);
 }
 
@@ -202,16 +211,17 @@ static char *index_file(struct fs *fs, const char *id)
 
 /* gz_index=shared: where the index of a version is kept in the bucket,
  * at the bucket's root whatever the mount's prefix (caller frees). */
-static char *shared_key(struct fs *fs, const char *id)
+static char *shared_key(struct fs *fs, const struct fs_gzobj *o)
 {
     char hex[65];
+    struct buf id = BUF_INIT;
     /* the endpoint is left out: every node names the same object alike */
-    const char *nl = strchr(id, '\n');
-    const char *rest = nl ? nl + 1 : id;
-    util_sha256_hex(rest, strlen(rest), hex);
+    if (fs_version_id(fs, &id, o->key, o->etag, false))
+        return NULL;
+    util_sha256_hex(id.data, id.len, hex);
+    buf_free(&id);
     struct buf k = BUF_INIT;
     buf_printf(&k, "%s%.32s.gzx", FS_GZ_SHARED_PREFIX, hex);
-    (void)fs;
     return buf_steal(&k);
 }
 
@@ -229,10 +239,10 @@ static uint64_t index_file_max(uint64_t comp_size)
  * size; the rest, if any, comes in a second GET pinned to the first's
  * ETag.  0 and the bytes in *data (caller frees) and *len, or an errno
  * (ENOENT: there is none; EFBIG: longer than allowed, logged). */
-static int shared_fetch(struct fs *fs, const char *raw_path, const char *id, uint64_t comp_size,
-                        char **data, size_t *len)
+static int shared_fetch(struct fs *fs, const char *raw_path, const struct fs_gzobj *o,
+                        uint64_t comp_size, char **data, size_t *len)
 {
-    char *key = shared_key(fs, id);
+    char *key = shared_key(fs, o);
     uint64_t max = index_file_max(comp_size); /* at most VIEW_INDEX_FILE_MAX: a size_t */
     struct buf b = BUF_INIT;
     struct s3_object_info info = {0};
@@ -314,7 +324,7 @@ static void index_write(struct fs *fs, struct fs_gzobj *o, bool local_only)
                  strerror(rc));
     }
     if (fs->cfg.gz_index_shared && !fs->cfg.read_only && !local_only) {
-        char *key = shared_key(fs, o->id);
+        char *key = shared_key(fs, o);
         int prc = key ? s3_put_object(fs->s3, key, data.data, data.len, NULL, NULL, NULL) : ENOMEM;
         if (prc)
             log_warn("cannot store a gzip index in the bucket (%s): %s", key ? key : "",
@@ -364,9 +374,10 @@ static int raw_source(void *arg, uint64_t off, void *buf, size_t len, size_t *go
 /* The complete index of a version kept in cache_dir or, with
  * gz_index=shared, in the bucket; NULL when neither has a usable one.
  * *from_bucket: it came from the bucket (and is not in cache_dir yet). */
-static struct gz_index *index_find(struct fs *fs, const char *raw_path, const char *id,
+static struct gz_index *index_find(struct fs *fs, const char *raw_path, const struct fs_gzobj *o,
                                    uint64_t comp_size, bool *from_bucket)
 {
+    const char *id = o->id;
     struct gz_index *ix = NULL;
     char *file = index_file(fs, id);
     char *data = NULL;
@@ -382,7 +393,7 @@ static struct gz_index *index_find(struct fs *fs, const char *raw_path, const ch
     if (ix || !fs->cfg.gz_index_shared || noted(fs, id, 'x', VIEW_SHARED_MISS_MS))
         return ix;
     data = NULL;
-    int rc = shared_fetch(fs, raw_path, id, comp_size, &data, &len);
+    int rc = shared_fetch(fs, raw_path, o, comp_size, &data, &len);
     if (!rc && gz_index_load(data, len, comp_size, &ix) != 0) {
         log_warn("%s: the shared gzip index in the bucket is not usable; building it again",
                  raw_path);
@@ -402,6 +413,7 @@ static void obj_free(struct fs_gzobj *o)
     gz_index_free(o->ix);
     pthread_cond_destroy(&o->loaded);
     free(o->id);
+    free(o->key);
     free(o);
 }
 
@@ -421,7 +433,8 @@ static void obj_put(struct fs *fs, struct fs_gzobj *o)
 static struct fs_gzobj *obj_get(struct fs *fs, const char *raw_path, const char *etag,
                                 uint64_t comp_size)
 {
-    char *id = gz_id(fs, raw_path, etag);
+    char *key = NULL;
+    char *id = version_id(fs, raw_path, etag, &key);
     if (!id)
         return NULL;
     pthread_mutex_lock(&fs->gz_lock);
@@ -434,6 +447,7 @@ static struct fs_gzobj *obj_get(struct fs *fs, const char *raw_path, const char 
         bool ok = o->ix != NULL;
         pthread_mutex_unlock(&fs->gz_lock);
         free(id);
+        free(key);
         if (!ok) {
             obj_put(fs, o);
             return NULL;
@@ -444,9 +458,12 @@ static struct fs_gzobj *obj_get(struct fs *fs, const char *raw_path, const char 
     if (!o) {
         pthread_mutex_unlock(&fs->gz_lock);
         free(id);
+        free(key);
         return NULL;
     }
     o->id = id;
+    o->key = key;
+    snprintf(o->etag, sizeof(o->etag), "%s", etag);
     o->refs = 1;
     o->loading = true;
     pthread_cond_init(&o->loaded, NULL);
@@ -454,7 +471,7 @@ static struct fs_gzobj *obj_get(struct fs *fs, const char *raw_path, const char 
     pthread_mutex_unlock(&fs->gz_lock);
 
     bool from_bucket = false;
-    struct gz_index *ix = index_find(fs, raw_path, id, comp_size, &from_bucket);
+    struct gz_index *ix = index_find(fs, raw_path, o, comp_size, &from_bucket);
     bool found = ix != NULL;
     if (!ix && gz_index_new(comp_size, fs->cfg.gz_span, &ix))
         ix = NULL;
@@ -810,7 +827,7 @@ int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, si
 static bool size_known(struct fs *fs, const char *raw_path, const struct fs_attr *a, bool fetch,
                        uint64_t *size)
 {
-    char *id = gz_id(fs, raw_path, a->etag);
+    char *id = version_id(fs, raw_path, a->etag, NULL);
     if (!id)
         return false;
     pthread_mutex_lock(&fs->gz_lock);
@@ -912,10 +929,13 @@ void fs_gz_free_all(struct fs *fs)
 
 int fs_gz_index_store(struct fs *fs, const char *raw_path, const char *etag, struct gz_index *ix)
 {
-    struct fs_gzobj o = {.id = gz_id(fs, raw_path, etag), .ix = ix};
+    struct fs_gzobj o = {.ix = ix};
+    o.id = version_id(fs, raw_path, etag, &o.key);
     if (!o.id)
         return ENOMEM;
+    snprintf(o.etag, sizeof(o.etag), "%s", etag);
     index_write(fs, &o, false);
     free(o.id);
+    free(o.key);
     return 0;
 }

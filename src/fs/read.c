@@ -667,8 +667,7 @@ struct fs_reader *fs_reader_new(struct fs *fs, fuse_ino_t ino, const char *path,
     struct fs_reader *r = calloc(1, sizeof(*r));
     char *key = fs_key(fs, path, false);
     struct buf id = BUF_INIT;
-    buf_printf(&id, "%s\n%s\n%s\n%s", fs->cfg.endpoint ? fs->cfg.endpoint : "", fs->cfg.bucket,
-               key ? key : "", a->etag);
+    fs_version_id(fs, &id, key ? key : "", a->etag, true);
     if (!r || !key || !id.data) {
         free(r);
         free(key);
