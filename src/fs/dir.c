@@ -21,24 +21,11 @@ struct name_seen {
     UT_hash_handle hh;
 };
 
-/* Warn once per key about names that cannot be shown. */
+/* Warn once per key and mount about names that cannot be shown. */
 void fs_dir_warn_skipped(struct fs *fs, const char *key, const char *why)
 {
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    static struct fs_hidden *warned; /* a set of keys, bounded */
-    static unsigned n_warned;
-    (void)fs;
-    pthread_mutex_lock(&lock);
-    struct fs_hidden *w;
-    HASH_FIND_STR(warned, key, w);
-    if (!w && n_warned < 10000 && (w = calloc(1, sizeof(*w))) && (w->path = strdup(key))) {
-        HASH_ADD_KEYPTR(hh, warned, w->path, strlen(w->path), w);
-        n_warned++;
+    if (fs_once(fs, 'k', key, UINT64_MAX))
         log_warn("listing: skipping key \"%s\": %s", key, why);
-    } else if (w && !w->path) {
-        free(w);
-    }
-    pthread_mutex_unlock(&lock);
 }
 
 static int dir_add(struct fs_dir *d, size_t *cap, const char *name, size_t len,

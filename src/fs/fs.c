@@ -93,6 +93,7 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     fs->next_ino = FUSE_ROOT_ID + 1;
     fs->handles.next = fs->handles.prev = &fs->handles;
     pthread_mutex_init(&fs->gz_lock, NULL);
+    fs_once_init(&fs->once);
     rc = fs_readpool_new(fs);
     if (!rc)
         rc = fs_wpool_new(fs);
@@ -149,6 +150,7 @@ void fs_free(struct fs *fs)
     fs_wpool_free(fs);    /* after the write states: their uploads use it */
     free(fs->key_prefix);
     pthread_mutex_destroy(&fs->gz_lock);
+    fs_once_free(&fs->once);
     pthread_mutex_destroy(&fs->lock);
     free(fs);
 }

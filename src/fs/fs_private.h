@@ -157,6 +157,16 @@ struct fs_open {
     void (*free_fn)(struct fs_open *);
 };
 
+/* What a mount said or found once (once.c). */
+struct fs_note;
+struct fs_once {
+    pthread_mutex_t lock;
+    struct fs_note *notes; /* protected by lock */
+    unsigned n;            /* notes; protected by lock */
+    bool swept;            /* protected by lock */
+    uint64_t swept_ms;     /* when the set was last swept; protected by lock */
+};
+
 struct fs_readpool;
 struct fs_wpool;
 struct fs_gzobj;
@@ -183,8 +193,7 @@ struct fs {
     struct fuse_session *se;   /* for notifications to the kernel */
     pthread_mutex_t gz_lock;
     struct fs_gzobj *gzobjs;   /* indexes of open gzip views; protected by gz_lock */
-    struct fs_gztold *gztold;  /* what was logged or found about which object
-                                * version (gzview.c); protected by gz_lock */
+    struct fs_once once;       /* what was said or found once (once.c) */
     bool warned_conflict;      /* protected by lock */
 };
 
@@ -282,6 +291,17 @@ void fs_blkmap_free(struct fs_blkmap *m);
  * frees).  0, EINVAL (the map does not cover exactly `size` bytes), ENOMEM. */
 int fs_blkmap_runs(const struct fs_blkmap *m, uint64_t size, uint64_t block, uint64_t copy_blocks,
                    struct fs_run **out, size_t *n_out);
+
+/* ---- once.c: what a mount says or finds once ------------------------ */
+
+void fs_once_init(struct fs_once *o);
+void fs_once_free(struct fs_once *o);
+/* Note `what` (a kind: one byte) about `subject`, to hold for max_age_ms
+ * (UINT64_MAX: for ever): true when no note of it holds already, i.e. say
+ * it now.  Thread-safe. */
+bool fs_once(struct fs *fs, char what, const char *subject, uint64_t max_age_ms);
+/* Whether a note of `what` about `subject` holds now. */
+bool fs_once_noted(struct fs *fs, char what, const char *subject);
 
 /* ---- path.c: path arithmetic (pure) -------------------------------- */
 

@@ -63,6 +63,7 @@ int fs_gzindex_build(const struct fs_config *cfg, struct s3_client *s3, const ch
 {
     struct fs fs = {.cfg = *cfg, .s3 = s3, .key_prefix = ""};
     pthread_mutex_init(&fs.gz_lock, NULL);
+    fs_once_init(&fs.once);
     struct s3_object_info info = {0};
     int rc = util_make_dirs(cfg->cache_dir, 0700);
     if (rc)
@@ -114,5 +115,6 @@ int fs_gzindex_build(const struct fs_config *cfg, struct s3_client *s3, const ch
     free(src.buf);
     s3_object_info_clear(&info);
     pthread_mutex_destroy(&fs.gz_lock);
+    fs_once_free(&fs.once);
     return rc;
 }

@@ -106,64 +106,19 @@ struct fs_gzobj {
     pthread_cond_t loaded;
 };
 
-/* A thing said or found once per object version and mount ("d" damage,
- * "n" not gzip, "x" the bucket has no usable shared index; then the
- * object's id): views come and go, the log stays short and a missing
- * index is not asked for again at every stat. */
-struct fs_gztold {
-    UT_hash_handle hh;
-    uint64_t at_ms; /* when it was noted */
-    char what[];
+/* Notes kept about an object version, its id the subject (once.c): the
+ * log stays short as views come and go, and a missing shared index is not
+ * asked for again at every stat. */
+enum {
+    NOTE_DAMAGE = 'd',    /* said: the data is damaged */
+    NOTE_NOT_GZIP = 'n',  /* said: not gzip after all */
+    NOTE_NO_SHARED = 'x', /* found: the bucket has no usable shared index */
 };
-
-/* Note `what` about the object version `id`: true when it was not noted
- * before (or its note is older than max_age_ms, then renewed). */
-static bool note_once(struct fs *fs, const char *id, char what, uint64_t max_age_ms)
-{
-    size_t n = strlen(id) + 2;
-    struct fs_gztold *t = malloc(sizeof(*t) + n);
-    if (!t)
-        return true; /* said twice rather than not at all */
-    t->at_ms = util_now_ms();
-    t->what[0] = what;
-    memcpy(t->what + 1, id, n - 1);
-    struct fs_gztold *had;
-    pthread_mutex_lock(&fs->gz_lock);
-    HASH_FIND_STR(fs->gztold, t->what, had);
-    bool fresh = had && t->at_ms - had->at_ms < max_age_ms;
-    if (had && !fresh)
-        had->at_ms = t->at_ms;
-    else if (!had)
-        HASH_ADD_STR(fs->gztold, what, t);
-    pthread_mutex_unlock(&fs->gz_lock);
-    if (had)
-        free(t);
-    return !fresh;
-}
-
-/* Whether `what` was noted about `id` less than max_age_ms ago. */
-static bool noted(struct fs *fs, const char *id, char what, uint64_t max_age_ms)
-{
-    size_t n = strlen(id) + 2;
-    char *k = malloc(n);
-    if (!k)
-        return false;
-    k[0] = what;
-    memcpy(k + 1, id, n - 1);
-    struct fs_gztold *had;
-    uint64_t now = util_now_ms();
-    pthread_mutex_lock(&fs->gz_lock);
-    HASH_FIND_STR(fs->gztold, k, had);
-    bool fresh = had && now - had->at_ms < max_age_ms;
-    pthread_mutex_unlock(&fs->gz_lock);
-    free(k);
-    return fresh;
-}
 
 /* Whether to say `what` about object o now (true the first time only). */
 static bool tell_once(struct fs *fs, const struct fs_gzobj *o, char what)
 {
-    return note_once(fs, o->id, what, UINT64_MAX);
+    return fs_once(fs, what, o->id, UINT64_MAX);
 }
 
 struct fs_gzhandle {
@@ -390,7 +345,7 @@ static struct gz_index *index_find(struct fs *fs, const char *raw_path, const st
     free(file);
     /* a missing or refused shared index is asked for again only after
      * VIEW_SHARED_MISS_MS (another node may have shared one since) */
-    if (ix || !fs->cfg.gz_index_shared || noted(fs, id, 'x', VIEW_SHARED_MISS_MS))
+    if (ix || !fs->cfg.gz_index_shared || fs_once_noted(fs, NOTE_NO_SHARED, id))
         return ix;
     data = NULL;
     int rc = shared_fetch(fs, raw_path, o, comp_size, &data, &len);
@@ -403,7 +358,7 @@ static struct gz_index *index_find(struct fs *fs, const char *raw_path, const st
     /* absent, unreadable to us or refused: noted; a failure that may pass
      * (retries exhausted, the index replaced meanwhile) is not */
     if (rc == ENOENT || rc == EACCES || rc == EFBIG || rc == EINVAL)
-        note_once(fs, id, 'x', VIEW_SHARED_MISS_MS);
+        fs_once(fs, NOTE_NO_SHARED, id, VIEW_SHARED_MISS_MS);
     *from_bucket = ix != NULL;
     return ix;
 }
@@ -517,7 +472,7 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
         rc = raw_source(w0, 0, head, sizeof(head), &got);
         if (!rc && !gz_is_gzip(head, got)) {
             g->passthrough = true;
-            if (tell_once(fs, g->obj, 'n'))
+            if (tell_once(fs, g->obj, NOTE_NOT_GZIP))
                 log_warn("%s is not gzip: shown as it is stored", raw_path);
         }
     }
@@ -754,7 +709,7 @@ void fs_gz_close(struct fs_gzhandle *g)
 /* gz.c has said why; this says which object, once. */
 static void tell_damage(struct fs_gzhandle *g, uint64_t at)
 {
-    if (tell_once(g->fs, g->obj, 'd'))
+    if (tell_once(g->fs, g->obj, NOTE_DAMAGE))
         log_error("%s: the gzip stream is damaged: its decompressed bytes end at offset %llu; "
                   "reads from there fail with EIO (the raw object reads as stored)",
                   g->raw_path, (unsigned long long)at);
@@ -913,12 +868,6 @@ void fs_gz_size(struct fs *fs, const char *raw_path, struct fs_attr *a)
 
 void fs_gz_free_all(struct fs *fs)
 {
-    struct fs_gztold *t, *ttmp;
-    HASH_ITER(hh, fs->gztold, t, ttmp)
-    {
-        HASH_DEL(fs->gztold, t);
-        free(t);
-    }
     struct fs_gzobj *o, *tmp;
     HASH_ITER(hh, fs->gzobjs, o, tmp)
     {
