@@ -1,5 +1,6 @@
 /* test_fs_meta.c — s3fs-compatible metadata, xattr encoding and name
- * checks of src/fs (meta.c). */
+ * checks of src/fs (meta.c); the name of an object version (path.c) and
+ * the per-mount notes (once.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -176,14 +177,62 @@ static void test_xattr(void **state)
     free(enc);
 }
 
+/* The bytes of a version id are hashed into the names of gzip index files
+ * on disk and in the bucket: they must never change. */
+static void test_version_id(void **state)
+{
+    (void)state;
+    struct fs fs = {0};
+    fs.cfg.endpoint = "http://e";
+    fs.cfg.bucket = "b";
+    struct buf id = BUF_INIT, shared = BUF_INIT;
+    assert_int_equal(fs_version_id(&fs, &id, "pre/a.gz", "\"t1\"", true), 0);
+    assert_string_equal(id.data, "http://e\nb\npre/a.gz\n\"t1\"");
+    assert_int_equal(fs_version_id(&fs, &shared, "pre/a.gz", "\"t1\"", false), 0);
+    assert_string_equal(shared.data, "b\npre/a.gz\n\"t1\"");
+    char hex[65];
+    util_sha256_hex(id.data, id.len, hex);
+    assert_memory_equal(hex, "e3807406b189c6cbb1cf32e4af488e81", 32);
+    util_sha256_hex(shared.data, shared.len, hex);
+    assert_memory_equal(hex, "4787d722b9e00607fe425c2a354711fa", 32);
+    buf_free(&id);
+    fs.cfg.endpoint = NULL; /* no endpoint: an empty first line */
+    assert_int_equal(fs_version_id(&fs, &id, "k", "e", true), 0);
+    assert_string_equal(id.data, "\nb\nk\ne");
+    buf_free(&id);
+    buf_free(&shared);
+}
+
+static void test_once(void **state)
+{
+    (void)state;
+    struct fs a = {0}, b = {0};
+    fs_once_init(&a.once);
+    fs_once_init(&b.once);
+    /* once per subject, kind and mount */
+    assert_true(fs_once(&a, 'k', "x//y", UINT64_MAX));
+    assert_false(fs_once(&a, 'k', "x//y", UINT64_MAX));
+    assert_true(fs_once(&a, 'd', "x//y", UINT64_MAX));
+    assert_true(fs_once(&b, 'k', "x//y", UINT64_MAX));
+    assert_true(fs_once_noted(&a, 'k', "x//y"));
+    assert_false(fs_once_noted(&a, 'n', "x//y"));
+    /* a note that has run out is said again, and renewed */
+    assert_true(fs_once(&a, 'x', "v", 0));
+    assert_false(fs_once_noted(&a, 'x', "v"));
+    assert_true(fs_once(&a, 'x', "v", 60000));
+    assert_true(fs_once_noted(&a, 'x', "v"));
+    assert_false(fs_once(&a, 'x', "v", 60000));
+    fs_once_free(&a.once);
+    fs_once_free(&b.once);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_time),
-        cmocka_unit_test(test_name_valid),
-        cmocka_unit_test(test_attr_from_head),
-        cmocka_unit_test(test_meta_build_roundtrip),
-        cmocka_unit_test(test_xattr),
+        cmocka_unit_test(test_parse_time),     cmocka_unit_test(test_name_valid),
+        cmocka_unit_test(test_attr_from_head), cmocka_unit_test(test_meta_build_roundtrip),
+        cmocka_unit_test(test_xattr),          cmocka_unit_test(test_version_id),
+        cmocka_unit_test(test_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
