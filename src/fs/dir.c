@@ -31,14 +31,8 @@ void fs_dir_warn_skipped(struct fs *fs, const char *key, const char *why)
 static int dir_add(struct fs_dir *d, size_t *cap, const char *name, size_t len,
                    const struct fs_attr *a)
 {
-    if (d->n == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 64;
-        struct fs_dirent *n = realloc(d->ents, ncap * sizeof(*n));
-        if (!n)
-            return ENOMEM;
-        d->ents = n;
-        *cap = ncap;
-    }
+    if (util_grow((void **)&d->ents, cap, d->n + 1, sizeof(*d->ents)))
+        return ENOMEM;
     if (!(d->ents[d->n].name = util_strndup(name, len)))
         return ENOMEM;
     d->ents[d->n].attr = *a;

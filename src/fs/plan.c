@@ -57,14 +57,8 @@ struct plan {
 
 static int plan_add(struct plan *p, uint64_t off, uint64_t len, bool copy)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 16;
-        struct fs_part_plan *np = realloc(p->parts, cap * sizeof(*np));
-        if (!np)
-            return ENOMEM;
-        p->parts = np;
-        p->cap = cap;
-    }
+    if (util_grow((void **)&p->parts, &p->cap, p->n + 1, sizeof(*p->parts)))
+        return ENOMEM;
     p->parts[p->n++] = (struct fs_part_plan){.off = off, .len = len, .copy = copy};
     return 0;
 }
@@ -169,21 +163,6 @@ enum fs_blk fs_blkmap_get(const struct fs_blkmap *m, uint64_t b, uint64_t *run_e
     return m->runs[i].state;
 }
 
-static int blkmap_reserve(struct fs_blkmap *m, size_t need)
-{
-    if (need <= m->cap)
-        return 0;
-    size_t cap = m->cap ? m->cap * 2 : 8;
-    if (cap < need)
-        cap = need;
-    struct fs_blkrun *nr = realloc(m->runs, cap * sizeof(*nr));
-    if (!nr)
-        return ENOMEM;
-    m->runs = nr;
-    m->cap = cap;
-    return 0;
-}
-
 int fs_blkmap_set(struct fs_blkmap *m, uint64_t from, uint64_t to, enum fs_blk state)
 {
     if (from >= to) /* nothing to set; the map still grows to `to` */
@@ -211,7 +190,7 @@ int fs_blkmap_set(struct fs_blkmap *m, uint64_t from, uint64_t to, enum fs_blk s
         }
     }
     size_t n = lo + n_mid + (m->n - rest);
-    if (blkmap_reserve(m, n))
+    if (util_grow((void **)&m->runs, &m->cap, n, sizeof(*m->runs)))
         return ENOMEM;
     memmove(m->runs + lo + n_mid, m->runs + rest, (m->n - rest) * sizeof(*m->runs));
     memcpy(m->runs + lo, mid, n_mid * sizeof(*mid));

@@ -324,18 +324,13 @@ static int up_grow(struct fs_wfile *wf, size_t need)
 {
     if (need <= wf->up.cap)
         return 0;
-    size_t cap = wf->up.cap ? wf->up.cap : 64;
-    while (cap < need)
-        cap *= 2;
-    pthread_mutex_lock(&wf->lock);
-    struct s3_part *np = realloc(wf->up.parts, cap * sizeof(*np));
-    if (np) {
-        memset(np + wf->up.cap, 0, (cap - wf->up.cap) * sizeof(*np));
-        wf->up.parts = np;
-        wf->up.cap = cap;
-    }
+    pthread_mutex_lock(&wf->lock); /* the upload threads write parts[] */
+    size_t old = wf->up.cap;
+    int rc = util_grow((void **)&wf->up.parts, &wf->up.cap, need, sizeof(*wf->up.parts));
+    if (!rc) /* a part not yet finished has number 0 */
+        memset(wf->up.parts + old, 0, (wf->up.cap - old) * sizeof(*wf->up.parts));
     pthread_mutex_unlock(&wf->lock);
-    return np ? 0 : ENOMEM;
+    return rc;
 }
 
 /* Queue part `number`; waits while the file has max_inflight parts in

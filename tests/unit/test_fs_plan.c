@@ -293,7 +293,7 @@ static void test_blkmap_far_write_is_small(void **state)
     assert_int_equal(fs_blkmap_set(&m, far, far + 1, FS_BLK_DIRTY), 0);
     assert_int_equal(m.n_blk, far + 1);
     assert_int_equal(m.n, 2); /* the hole is DIRTY like the byte: one run */
-    assert_true(m.cap <= 8);
+    assert_true(m.cap <= 16); /* util_grow's first size, not a run per block */
     uint64_t end;
     assert_int_equal(fs_blkmap_get(&m, far / 2, &end), FS_BLK_DIRTY);
     assert_int_equal(end, far + 1);
