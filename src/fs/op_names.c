@@ -311,11 +311,6 @@ void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const ch
     make_object(req, parent, name, S_IFLNK | 0777, link);
 }
 
-static int buf_sink(void *arg, const void *data, size_t len)
-{
-    return buf_append(arg, data, len);
-}
-
 void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
     struct fs *fs = fs_of(req);
@@ -330,14 +325,9 @@ void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
     int rc = !in ? ENOENT : !is_link ? EINVAL : 0;
     if (!rc && !target) {
         struct buf b = BUF_INIT;
-        rc = buf_reserve(&b, 4097);
-        struct s3_object_info info = {0};
-        if (!rc) {
-            /* The target is the body; PATH_MAX bounds it. */
-            rc = s3_get_object(fs->s3, key, 0, 4096, *etag ? etag : NULL,
-                               buf_sink, &b, &info, NULL);
-        }
-        s3_object_info_clear(&info);
+        /* The target is the body; PATH_MAX bounds it. */
+        rc = key ? s3_get_to_buf(fs->s3, key, 0, 4096, *etag ? etag : NULL, &b, 4096, NULL, NULL)
+                 : ENOMEM;
         if (!rc) {
             target = buf_steal(&b);
             pthread_mutex_lock(&fs->lock);

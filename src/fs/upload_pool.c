@@ -92,33 +92,18 @@ void fs_wmem_give(struct fs_wpool *wp, uint64_t n)
     pthread_mutex_unlock(&wp->lock);
 }
 
-struct mem_sink {
-    char *data;
-    size_t len, cap;
-};
-
-static int mem_sink_fn(void *arg, const void *data, size_t len)
-{
-    struct mem_sink *m = arg;
-    if (m->len + len > m->cap)
-        return EIO; /* more than was asked for */
-    memcpy(m->data + m->len, data, len);
-    m->len += len;
-    return 0;
-}
-
 /* Exactly [off, off+len) of version `etag` of `key` into dst. */
 int fs_get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const char *etag,
                  char *dst)
 {
-    struct mem_sink m = {.data = dst, .cap = len};
-    int rc = s3_get_object(fs->s3, key, off, len, *etag ? etag : NULL, mem_sink_fn, &m, NULL,
-                           NULL);
+    size_t got = 0;
+    int rc = s3_get_to_mem(fs->s3, key, off, len, *etag ? etag : NULL, dst, len, &got, NULL, NULL);
     if (rc == ESTALE)
         log_error("%s changed in the bucket while open for writing", key);
-    if (!rc && m.len != len)
+    /* Fewer bytes (the object ends first) or more (EFBIG) than asked: EIO. */
+    if (!rc && got != len)
         rc = EIO;
-    return rc == ESTALE ? EIO : rc;
+    return rc == ESTALE || rc == EFBIG ? EIO : rc;
 }
 
 int fs_read_all(int fd, char *p, size_t len, uint64_t off)
