@@ -111,7 +111,8 @@ static int stick(struct fs_wfile *wf, int rc)
 
 /* ---- stream mode ------------------------------------------------------- */
 
-static void buf_drop(struct fs *fs, struct fs_wfile *wf)
+/* Free the part being filled and give its memory back to the bound. */
+static void part_drop(struct fs *fs, struct fs_wfile *wf)
 {
     free(wf->buf);
     fs_wmem_give(fs->wp, wf->buf_reserved);
@@ -121,7 +122,7 @@ static void buf_drop(struct fs *fs, struct fs_wfile *wf)
 }
 
 /* Room for `want` bytes in the part being filled. */
-static int buf_grow(struct fs *fs, struct fs_wfile *wf, size_t want)
+static int part_grow(struct fs *fs, struct fs_wfile *wf, size_t want)
 {
     if (want <= wf->buf_cap)
         return 0;
@@ -183,7 +184,7 @@ static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf
             continue;
         }
         size_t k = (size_t)(target - wf->buf_len) < n ? (size_t)(target - wf->buf_len) : n;
-        int rc = buf_grow(fs, wf, wf->buf_len + k);
+        int rc = part_grow(fs, wf, wf->buf_len + k);
         if (rc)
             return rc;
         if (p)
@@ -256,7 +257,7 @@ static int stream_pull_base(struct fs *fs, struct fs_inode *in, struct fs_wfile 
     if (!wf->base_len || wf->base_len >= FS_MIN_PART || wf->up.id)
         return 0;
     char *key = fs_wf_key(fs, in, NULL);
-    int rc = key ? buf_grow(fs, wf, (size_t)wf->base_len) : ENOMEM;
+    int rc = key ? part_grow(fs, wf, (size_t)wf->base_len) : ENOMEM;
     if (!rc)
         rc = fs_get_range(fs, key, 0, (size_t)wf->base_len, wf->base_etag, wf->buf);
     free(key);
@@ -379,7 +380,7 @@ static int to_staged(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
         if (rc)
             return rc;
     }
-    buf_drop(fs, wf);
+    part_drop(fs, wf);
     wf->mode = FS_W_STAGED;
     return 0;
 }
@@ -519,7 +520,7 @@ void fs_wfile_free(struct fs *fs, struct fs_wfile *wf)
     if (!wf)
         return;
     fs_up_reset(fs, wf, true); /* an upload nobody completed */
-    buf_drop(fs, wf);
+    part_drop(fs, wf);
     if (wf->fd >= 0)
         close(wf->fd);
     fs_blkmap_free(&wf->blk);
@@ -718,7 +719,7 @@ int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
     if (!rc && size == 0 && wf->mode != FS_W_STAGED) {
         /* nothing of the old bytes is needed: a fresh stream */
         fs_up_reset(fs, wf, true);
-        buf_drop(fs, wf);
+        part_drop(fs, wf);
         wf->mode = FS_W_STREAM;
         wf->size = wf->sent = wf->base_len = 0;
         wf->base_etag[0] = '\0';
