@@ -16,11 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void now_ts(struct timespec *t)
-{
-    clock_gettime(CLOCK_REALTIME, t);
-}
-
 /* ---- operations ------------------------------------------------------- */
 
 static void handle_free(struct fs_open *o)
@@ -89,7 +84,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     a.mode = S_IFREG | (mode & 07777);
     a.uid = ctx->uid;
     a.gid = ctx->gid;
-    now_ts(&a.mtime);
+    clock_gettime(CLOCK_REALTIME, &a.mtime);
     a.atime = a.ctime = a.mtime;
     a.has_meta = true;
     struct fs_inode *old;

@@ -21,12 +21,6 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
-static void now_ts(struct timespec *t)
-{
-    clock_gettime(CLOCK_REALTIME, t);
-}
-
-
 /* The path of `parent`/`name`, checked: 0, ENOENT (unknown parent),
  * ENAMETOOLONG, ENOMEM.  *path is malloc'ed. */
 static int child_path(struct fs *fs, fuse_ino_t parent, const char *name, char **path)
@@ -177,7 +171,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
     if (!(to_set & meta_bits))
         goto out;
     struct timespec now;
-    now_ts(&now);
+    clock_gettime(CLOCK_REALTIME, &now);
     pthread_mutex_lock(&fs->lock);
     struct fs_attr a = in->attr;
     char *path = strdup(in->path), *xattr = in->xattr ? strdup(in->xattr) : NULL;
@@ -254,7 +248,7 @@ static void make_object(fuse_req_t req, fuse_ino_t parent, const char *name, mod
     a.uid = ctx->uid;
     a.gid = ctx->gid;
     a.size = body ? strlen(body) : 0;
-    now_ts(&a.mtime);
+    clock_gettime(CLOCK_REALTIME, &a.mtime);
     a.atime = a.ctime = a.mtime;
     a.has_meta = true;
     a.marker = dir;
