@@ -5,8 +5,9 @@
  * and the "path/" marker itself is skipped.  A name that is both a key and
  * a prefix is shown once, as the directory.  Keys that cannot be POSIX
  * names ("a//b", ".", "..", over 255 bytes, a NUL byte once %-decoded) are
- * skipped with one warning each.  A listing of N keys costs ⌈N/1000⌉ requests and no HEAD: entries
- * carry what the listing says (size, LastModified, ETag).
+ * skipped with one warning each.  A listing of N keys costs ⌈N/1000⌉
+ * requests and no HEAD: entries carry what the listing says (size,
+ * LastModified, ETag).
  * Renaming a whole directory is dir_rename.c. */
 #include "fs/fs_private.h"
 

@@ -8,8 +8,9 @@
  *    every small file.  So the size doubles every 1,000 parts: with an
  *    8 MiB first part, parts 1-1000 are 8 MiB (7.8 GiB), 1001-2000 are
  *    16 MiB, ... and 10,000 parts hold 1023 x 1000 x 8 MiB = 8 TiB (S3's
- *    own limit, 10,000 parts of 5 GiB, needs 5 GiB parts from the first).  Memory follows the file: a writer
- *    holds 8 MiB parts until its file passes 7.8 GiB.
+ *    own limit, 10,000 parts of 5 GiB, needs 5 GiB parts from the first).
+ *    Memory follows the file: a writer holds 8 MiB parts until its file
+ *    passes 7.8 GiB.
  *
  * 2. An edited object: which parts are copied server-side from the old
  *    version (UploadPartCopy) and which are uploaded?  The caller describes

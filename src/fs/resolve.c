@@ -88,7 +88,8 @@ int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a)
     char *raw = fs_view_raw_path(path, true);
     if (!raw)
         return ENOMEM;
-    int rc = strlen(fs->key_prefix) + n + 3 > FS_MAX_KEY ? ENOENT : resolve_object(fs, raw, a, NULL);
+    bool too_long = strlen(fs->key_prefix) + n + 3 > FS_MAX_KEY; /* raw's key */
+    int rc = too_long ? ENOENT : resolve_object(fs, raw, a, NULL);
     if (!rc && !S_ISREG(a->mode))
         rc = ENOENT;
     if (!rc && !a->gz)
