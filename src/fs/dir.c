@@ -42,25 +42,50 @@ static int dir_add(struct fs_dir *d, size_t *cap, const char *name, size_t len,
     return 0;
 }
 
-static int add_local_children(struct fs *fs, const char *path, struct fs_dir *d, size_t *cap,
-                              struct name_seen **seen)
+/* A listing being built: its entries, and the index of each name among
+ * them, so that a name met again (a prefix that is also a key, a view
+ * beside a real file) is found without a scan. */
+struct listing {
+    struct fs *fs;
+    const char *path; /* the directory */
+    size_t plen;      /* the length of its key prefix */
+    struct fs_dir *d;
+    size_t cap; /* of d->ents */
+    struct name_seen *seen;
+};
+
+/* Add an entry and remember its name (a name not remembered for want of
+ * memory is only not found again). */
+static int list_add(struct listing *l, const char *name, size_t len, const struct fs_attr *a)
 {
+    int rc = dir_add(l->d, &l->cap, name, len, a);
+    struct name_seen *s;
+    if (!rc && (s = calloc(1, sizeof(*s)))) {
+        s->idx = l->d->n - 1;
+        HASH_ADD_KEYPTR(hh, l->seen, l->d->ents[s->idx].name, len, s);
+    }
+    return rc;
+}
+
+static int add_local_children(struct listing *l)
+{
+    struct fs *fs = l->fs;
     int rc = 0;
-    size_t plen = strlen(path);
+    size_t plen = strlen(l->path);
     pthread_mutex_lock(&fs->lock);
     for (struct fs_inode *in = fs->by_path; in && !rc && fs->n_local; in = in->hh_path.next) {
         if (!in->local)
             continue;
         const char *p = in->path;
-        if (plen && (strncmp(p, path, plen) != 0 || p[plen] != '/'))
+        if (plen && (strncmp(p, l->path, plen) != 0 || p[plen] != '/'))
             continue;
         const char *name = plen ? p + plen + 1 : p;
         if (strchr(name, '/'))
             continue;
         struct name_seen *s;
-        HASH_FIND_STR(*seen, name, s);
+        HASH_FIND_STR(l->seen, name, s);
         if (!s)
-            rc = dir_add(d, cap, name, strlen(name), &in->attr);
+            rc = dir_add(l->d, &l->cap, name, strlen(name), &in->attr);
     }
     pthread_mutex_unlock(&fs->lock);
     return rc;
@@ -84,47 +109,100 @@ static bool is_hidden(struct fs *fs, const char *dir, const char *name, size_t l
  * exists; gunzip=replace: K.gz is shown only as K.  A view's size is exact
  * when its index is known on this machine, else the compressed size (see
  * docs/SEMANTICS.md); no request is made per entry. */
-static int add_views(struct fs *fs, const char *path, struct fs_dir *d, size_t *cap,
-                     struct name_seen **seen)
+static int add_views(struct listing *l)
 {
-    size_t n = d->n;
+    struct fs *fs = l->fs;
+    size_t n = l->d->n;
     bool replace = fs->cfg.gunzip == FS_GUNZIP_REPLACE;
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {
-        struct fs_dirent *de = &d->ents[i];
+        struct fs_dirent *de = &l->d->ents[i];
         size_t len = strlen(de->name);
         if (len <= 3 || strcmp(de->name + len - 3, ".gz") != 0 || !S_ISREG(de->attr.mode))
             continue;
         struct name_seen *s;
-        HASH_FIND(hh, *seen, de->name, len - 3, s);
+        HASH_FIND(hh, l->seen, de->name, len - 3, s);
         if (s)
             continue; /* the real K wins */
         struct fs_attr a = de->attr;
         a.gz = a.gz_suffix = true;
         a.comp_size = a.size;
         a.mode &= (mode_t)~0222;
-        char *raw = fs_child_path(path, de->name);
+        char *raw = fs_child_path(l->path, de->name);
         if (!raw)
             return ENOMEM;
         fs_gz_size_known(fs, raw, &a);
         free(raw);
         de->hidden = replace; /* dropped once the listing is complete */
-        if (!(rc = dir_add(d, cap, de->name, len - 3, &a)) && (s = calloc(1, sizeof(*s)))) {
-            s->idx = d->n - 1;
-            HASH_ADD_KEYPTR(hh, *seen, d->ents[s->idx].name, len - 3, s);
-        }
+        rc = list_add(l, de->name, len - 3, &a); /* de may move: not used after */
     }
     return rc;
 }
 
-int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
+/* The files of one page (fs->lock held): each key under the prefix whose
+ * rest is a valid name. */
+static int list_keys(struct listing *l, const struct s3_list_page *page)
 {
-    memset(d, 0, sizeof(*d));
-    char *prefix = fs_key(fs, path, true);
-    if (!prefix)
-        return ENOMEM;
-    size_t plen = strlen(prefix), cap = 0;
-    struct name_seen *seen = NULL, *s, *tmp;
+    struct fs *fs = l->fs;
+    int rc = 0;
+    for (size_t i = 0; i < page->n_entries && !rc; i++) {
+        const struct s3_list_entry *le = &page->entries[i];
+        const char *name = le->key + l->plen;
+        size_t len = strlen(name);
+        if (len == 0)
+            continue; /* the directory's own marker */
+        if (!fs_name_valid(name, len)) {
+            fs_dir_warn_skipped(fs, le->key, "not a valid file name");
+            continue;
+        }
+        if (is_hidden(fs, l->path, name, len))
+            continue;
+        struct fs_attr a;
+        fs_attr_from_listing(&fs->cfg, false, le->size, le->mtime, le->etag, &a);
+        rc = list_add(l, name, len, &a);
+    }
+    return rc;
+}
+
+/* The subdirectories of one page (fs->lock held).  A name that is a key
+ * too is shown once, as the directory. */
+static int list_prefixes(struct listing *l, const struct s3_list_page *page)
+{
+    struct fs *fs = l->fs;
+    int rc = 0;
+    for (size_t i = 0; i < page->n_prefixes && !rc; i++) {
+        const char *name = page->prefixes[i] + l->plen;
+        size_t len = strlen(name);
+        if (len)
+            len--; /* the trailing '/' */
+        if (!fs_name_valid(name, len)) {
+            fs_dir_warn_skipped(fs, page->prefixes[i], "not a valid directory name");
+            continue;
+        }
+        if (fs->cfg.gz_index_shared && l->plen == 0 && len == 7 && memcmp(name, ".pailfs", 7) == 0)
+            continue; /* shared gzip indexes: not part of the data */
+        struct fs_attr a;
+        fs_attr_from_listing(&fs->cfg, true, 0, fs->mount_time.tv_sec, NULL, &a);
+        struct name_seen *s;
+        HASH_FIND(hh, l->seen, name, len, s);
+        if (s) {
+            if (!fs->warned_conflict)
+                log_warn("key \"%.*s\" and prefix \"%s\" both exist: showing the directory "
+                         "(logged once per mount)",
+                         (int)(l->plen + len), page->prefixes[i], page->prefixes[i]);
+            fs->warned_conflict = true;
+            l->d->ents[s->idx].attr = a;
+            continue;
+        }
+        rc = list_add(l, name, len, &a);
+    }
+    return rc;
+}
+
+/* Every page of ListObjectsV2 under `prefix` with delimiter "/". */
+static int list_pages(struct listing *l, const char *prefix)
+{
+    struct fs *fs = l->fs;
     struct s3_list_page page = {0};
     char *token = NULL;
     int rc = 0;
@@ -138,69 +216,33 @@ int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
         pthread_mutex_lock(&fs->lock);
         for (size_t i = 0; i < page.n_skipped; i++)
             fs_dir_warn_skipped(fs, page.skipped[i], FS_NUL_NAME);
-        for (size_t i = 0; i < page.n_entries && !rc; i++) {
-            const struct s3_list_entry *le = &page.entries[i];
-            const char *name = le->key + plen;
-            size_t len = strlen(name);
-            if (len == 0)
-                continue; /* the directory's own marker */
-            if (!fs_name_valid(name, len)) {
-                fs_dir_warn_skipped(fs, le->key, "not a valid file name");
-                continue;
-            }
-            if (is_hidden(fs, path, name, len))
-                continue;
-            struct fs_attr a;
-            fs_attr_from_listing(&fs->cfg, false, le->size, le->mtime, le->etag, &a);
-            if (!(rc = dir_add(d, &cap, name, len, &a)) && (s = calloc(1, sizeof(*s)))) {
-                s->idx = d->n - 1;
-                HASH_ADD_KEYPTR(hh, seen, d->ents[s->idx].name, len, s);
-            }
-        }
-        for (size_t i = 0; i < page.n_prefixes && !rc; i++) {
-            const char *name = page.prefixes[i] + plen;
-            size_t len = strlen(name);
-            if (len)
-                len--; /* the trailing '/' */
-            if (!fs_name_valid(name, len)) {
-                fs_dir_warn_skipped(fs, page.prefixes[i], "not a valid directory name");
-                continue;
-            }
-            if (fs->cfg.gz_index_shared && plen == 0 && len == 7 &&
-                memcmp(name, ".pailfs", 7) == 0)
-                continue; /* shared gzip indexes: not part of the data */
-            struct fs_attr a;
-            fs_attr_from_listing(&fs->cfg, true, 0, fs->mount_time.tv_sec, NULL, &a);
-            HASH_FIND(hh, seen, name, len, s);
-            if (s) {
-                if (!fs->warned_conflict)
-                    log_warn("key \"%.*s\" and prefix \"%s\" both exist: showing the directory "
-                             "(logged once per mount)",
-                             (int)(plen + len), page.prefixes[i], page.prefixes[i]);
-                fs->warned_conflict = true;
-                d->ents[s->idx].attr = a;
-                continue;
-            }
-            if (!(rc = dir_add(d, &cap, name, len, &a)) && (s = calloc(1, sizeof(*s)))) {
-                s->idx = d->n - 1;
-                HASH_ADD_KEYPTR(hh, seen, d->ents[s->idx].name, len, s);
-            }
-        }
+        rc = list_keys(l, &page);
+        if (!rc)
+            rc = list_prefixes(l, &page);
         pthread_mutex_unlock(&fs->lock);
         if (page.truncated && page.next_token)
             token = strdup(page.next_token);
         s3_list_page_free(&page);
         memset(&page, 0, sizeof(page));
     } while (!rc && token);
-    if (!rc && (fs->cfg.gunzip == FS_GUNZIP_VIEW || fs->cfg.gunzip == FS_GUNZIP_REPLACE))
-        rc = add_views(fs, path, d, &cap, &seen);
-    if (!rc)
-        rc = add_local_children(fs, path, d, &cap, &seen);
-    HASH_ITER(hh, seen, s, tmp)
+    free(token);
+    return rc;
+}
+
+/* Forget the names (they point into the entries: before drop_hidden). */
+static void seen_free(struct name_seen **seen)
+{
+    struct name_seen *s, *tmp;
+    HASH_ITER(hh, *seen, s, tmp)
     {
-        HASH_DEL(seen, s);
+        HASH_DEL(*seen, s);
         free(s);
     }
+}
+
+/* The entries marked hidden (K.gz under gunzip=replace) leave. */
+static void drop_hidden(struct fs_dir *d)
+{
     size_t kept = 0;
     for (size_t i = 0; i < d->n; i++) {
         if (d->ents[i].hidden)
@@ -209,7 +251,22 @@ int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
             d->ents[kept++] = d->ents[i];
     }
     d->n = kept;
-    free(token);
+}
+
+int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
+{
+    memset(d, 0, sizeof(*d));
+    char *prefix = fs_key(fs, path, true);
+    if (!prefix)
+        return ENOMEM;
+    struct listing l = {.fs = fs, .path = path, .plen = strlen(prefix), .d = d};
+    int rc = list_pages(&l, prefix);
+    if (!rc && (fs->cfg.gunzip == FS_GUNZIP_VIEW || fs->cfg.gunzip == FS_GUNZIP_REPLACE))
+        rc = add_views(&l);
+    if (!rc)
+        rc = add_local_children(&l);
+    seen_free(&l.seen);
+    drop_hidden(d);
     free(prefix);
     if (rc)
         fs_dir_free(d);
