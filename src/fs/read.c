@@ -59,15 +59,26 @@
 
 enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
 
-struct rbuf { /* a pooled block buffer (its first bytes) */
+/* Which lock guards what, below: "rp->lock" fields are read and written
+ * only with rp->lock held; "fixed" fields are set when the thing is made,
+ * before another thread can reach it, and never change (so they are read
+ * without the lock). */
+
+/* A pooled block buffer (its first bytes); protected by rp->lock. */
+struct rbuf {
     struct rbuf *next;
 };
 
 struct rblock {
-    struct robj *o;             /* the table holding it; NULL once dropped */
-    uint64_t no;
+    uint64_t no; /* fixed */
+    /* The bytes, and how many: written without the lock by the block's one
+     * job while it is FETCHING (len under rp->lock when they come from the
+     * disk cache); read, without the lock too, only once it is READY, when
+     * they no longer change.  The buffer itself is fixed. */
     char *data;
     size_t len;
+    /* the rest: protected by rp->lock, but for `transient`, fixed */
+    struct robj *o;             /* the table holding it; NULL once dropped */
     enum rb_state state;
     int error;
     unsigned pins;              /* reads waiting on it and its job */
@@ -82,37 +93,54 @@ struct rblock {
 
 /* An object version being read, shared by every open file reading it. */
 struct robj {
+    /* fixed (read by workers and storers without the lock) */
     char *key;
     char *id;                   /* cache identity: endpoint, bucket, key, ETag */
     char etag[80];
     uint64_t size;
+    /* protected by rp->lock */
     struct rblock *blocks;      /* by block number */
     unsigned readers;           /* open files reading it */
     unsigned refs;              /* readers and jobs */
     UT_hash_handle hh;          /* rp->objs, by id */
 };
 
+/* One open file's reader.  Reads of one handle may run at the same time on
+ * several FUSE threads: they share its window. */
 struct fs_reader {
+    /* fixed (o: a reference of its own to the object) */
     struct fs *fs;
     struct robj *o;
     fuse_ino_t ino;
+    /* protected by rp->lock */
     uint64_t next_off;          /* where a sequential read would go on */
     uint64_t ra_next;           /* the first block the read-ahead has not asked for */
     uint64_t window;
     unsigned streak;            /* reads in a row that went on where one ended */
 };
 
+/* A run of blocks to fetch.  Made and queued with rp->lock held; once a
+ * worker has taken it off rp->queue, o, blocks and n belong to that worker
+ * (then to the storer it hands it to) and are read without the lock. */
 struct rjob {
     struct robj *o;
     struct rblock **blocks;
     size_t n;
+    /* on rp->queue or rp->stores; protected by rp->lock */
     struct rjob *next;
 };
 
 struct fs_readpool {
     pthread_mutex_t lock;
     pthread_cond_t cond;        /* blocks done, memory freed, jobs queued */
-    uint64_t mem_used, mem_limit, reserve; /* mem_used: blocks in tables or pinned */
+    pthread_cond_t store_cond;  /* stores queued, or stop_store */
+    /* fixed: set by fs_readpool_new before the threads start */
+    uint64_t mem_limit, reserve;
+    struct cache *cache;
+    struct s3_client *s3;
+    unsigned n_storers;         /* storers started before any worker */
+    /* protected by rp->lock */
+    uint64_t mem_used;          /* blocks in tables or pinned */
     struct rbuf *pool;          /* buffers to reuse; pool_n + mem_used stays within mem_limit */
     unsigned pool_n;
     struct rblock *lru;
@@ -120,14 +148,11 @@ struct fs_readpool {
     struct rjob *queue;
     struct rjob *stores;        /* fetched, for the storers to write to the disk cache */
     unsigned store_blocks;      /* blocks of the jobs in stores or being stored */
-    pthread_cond_t store_cond;  /* stores queued, or stop_store */
     bool stop, stop_store;
+    /* only touched by the thread that makes and frees the pool */
     pthread_t *threads;
     unsigned n_threads;
     pthread_t storers[RD_STORERS];
-    unsigned n_storers;
-    struct cache *cache;
-    struct s3_client *s3;
 };
 
 /* ---- blocks (rp->lock held) ------------------------------------------ */
