@@ -509,6 +509,8 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
     return no; /* the first block not asked for */
 }
 
+/* ---- one read: the reader's window, the blocks, the read-ahead ---------- */
+
 /* A read [off, end) by a random reader, with a disk cache: blocks in
  * memory are read there; of the others, only the pages asked for are read
  * from the disk cache (into rep->buf), and only blocks the disk cache does
@@ -578,6 +580,109 @@ static void drop_unread_ahead(struct fs_readpool *rp, struct robj *o, uint64_t f
         if (b && !b->used && !b->transient && b->pins == (b->job ? 1u : 0u))
             block_drop(rp, b);
     }
+}
+
+/* Whether the read [off, end) goes on sequentially, by the reader's window
+ * and streak, which it updates; a sequential read drops the blocks behind
+ * it, a seek the read-ahead no read used (rp->lock held). */
+static bool reader_track(struct fs_readpool *rp, struct fs_reader *r, uint64_t off, uint64_t end)
+{
+    uint64_t b0 = off / RD_BLOCK, max_ra = r->fs->cfg.max_readahead;
+    /* Sequential: a reader that has twice in a row gone on where it left
+     * off.  The kernel's read-ahead sends several reads at once and they
+     * may arrive out of order, so once a reader is sequential, reads a
+     * little behind or ahead keep it so: behind by as much as the kernel
+     * has in flight at once (up to max_background reads of max_read each,
+     * 12 MiB at the defaults), within the window.  Anything else is a seek. */
+    uint64_t behind = r->window < 16 * (uint64_t)RD_BLOCK ? r->window : 16 * (uint64_t)RD_BLOCK;
+    if (behind < 2 * (uint64_t)RD_BLOCK)
+        behind = 2 * (uint64_t)RD_BLOCK;
+    uint64_t ahead = r->window > RD_BLOCK ? r->window : RD_BLOCK;
+    bool near = r->next_off > 0 && off + behind >= r->next_off && off <= r->next_off + ahead;
+    bool goes_on = r->next_off > 0 && off >= r->next_off && off - r->next_off <= (128u << 10);
+    r->streak = goes_on || (near && r->streak >= 2) ? r->streak + 1 : 0;
+    bool seq = r->streak >= 2;
+    struct rblock *b, *tmp;
+    if (seq) {
+        if (r->window < max_ra && end > r->next_off)
+            r->window *= 2;
+        /* Behind the read: consumed, or (not read yet) left behind by
+         * more than reads arrive out of order. */
+        HASH_ITER(hh, r->o->blocks, b, tmp)
+        if (b->state != RB_FETCHING &&
+            ((b->used && b->no + 2 < b0) || (b->no + 1) * RD_BLOCK + behind <= off))
+            block_drop(rp, b);
+    } else {
+        /* A seek: no read-ahead.  Blocks already here stay while memory
+         * allows (random readers come back to them); the least recently
+         * used go first when a read needs room.  But the read-ahead this
+         * reader asked for and no read has touched is let go (its GETs
+         * stop, as at close): a reader that keeps seeking would otherwise
+         * fill max_memory with blocks nobody reads. */
+        if (r->ra_next && !near)
+            drop_unread_ahead(rp, r->o, r->next_off / RD_BLOCK, r->ra_next);
+        r->window = RD_BLOCK;
+    }
+    if (!near || end > r->next_off)
+        r->next_off = end;
+    return seq;
+}
+
+/* A sequential reader's read-ahead: fetches of the blocks after the read
+ * up to its window, while memory spares them (rp->lock held). */
+static void read_ahead(struct fs_readpool *rp, struct fs_reader *r, uint64_t end,
+                       uint64_t part_blocks)
+{
+    uint64_t n_blocks = (r->o->size + RD_BLOCK - 1) / RD_BLOCK;
+    uint64_t want = (end + r->window + RD_BLOCK - 1) / RD_BLOCK;
+    if (want > n_blocks)
+        want = n_blocks;
+    /* GETs as long as the window while it is small, then part_size:
+     * a short sequential read costs little. */
+    uint64_t chunk = r->window / RD_BLOCK < part_blocks ? r->window / RD_BLOCK : part_blocks;
+    if (chunk == 0)
+        chunk = 1;
+    while (r->ra_next < want) {
+        uint64_t last = r->ra_next + chunk - 1;
+        if (last >= n_blocks)
+            last = n_blocks - 1;
+        uint64_t got = request(rp, r->o, r->ra_next, last, false, false, part_blocks, NULL);
+        bool all = got > last;
+        r->ra_next = got;
+        if (!all)
+            break; /* no memory to spare: the next read goes on */
+    }
+}
+
+/* Wait for the blocks of the read [off, end) pinned in rep and point
+ * rep->iov into them; they stay pinned until the reply is sent, which
+ * points into them (no copy).  0, the fetch's errno, or EIO (rp->lock
+ * held). */
+static int wait_blocks(struct fs_readpool *rp, uint64_t off, uint64_t end,
+                       struct fs_read_reply *rep)
+{
+    uint64_t b0 = off / RD_BLOCK, b1 = (end - 1) / RD_BLOCK;
+    for (size_t i = 0; i < rep->n; i++) {
+        struct rblock *blk = rep->pinned[i];
+        uint64_t no = b0 + i;
+        if (!blk)
+            continue; /* read from the disk cache into rep->buf */
+        while (blk->state == RB_FETCHING)
+            pthread_cond_wait(&rp->cond, &rp->lock);
+        if (blk->state == RB_ERROR) {
+            int rc = blk->error;
+            block_drop(rp, blk); /* a later read tries again */
+            return rc;
+        }
+        uint64_t from = no == b0 ? off - no * RD_BLOCK : 0;
+        uint64_t to = no == b1 ? end - no * RD_BLOCK : RD_BLOCK;
+        if (to > blk->len)
+            return EIO; /* the object is shorter than it said */
+        blk->used = true;
+        rep->iov[i].iov_base = blk->data + from;
+        rep->iov[i].iov_len = to - from;
+    }
+    return 0;
 }
 
 /* ---- the interface --------------------------------------------------- */
@@ -775,46 +880,9 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     if (b1 - b0 + 1 > FS_READ_MAX_IOV)
         return EINVAL; /* the kernel never asks for that much at once */
     uint64_t part_blocks = fs->cfg.part_size / RD_BLOCK ? fs->cfg.part_size / RD_BLOCK : 1;
-    uint64_t max_ra = fs->cfg.max_readahead;
 
     pthread_mutex_lock(&rp->lock);
-    /* Sequential: a reader that has twice in a row gone on where it left
-     * off.  The kernel's read-ahead sends several reads at once and they
-     * may arrive out of order, so once a reader is sequential, reads a
-     * little behind or ahead keep it so: behind by as much as the kernel
-     * has in flight at once (up to max_background reads of max_read each,
-     * 12 MiB at the defaults), within the window.  Anything else is a seek. */
-    uint64_t behind = r->window < 16 * (uint64_t)RD_BLOCK ? r->window : 16 * (uint64_t)RD_BLOCK;
-    if (behind < 2 * (uint64_t)RD_BLOCK)
-        behind = 2 * (uint64_t)RD_BLOCK;
-    uint64_t ahead = r->window > RD_BLOCK ? r->window : RD_BLOCK;
-    bool near = r->next_off > 0 && off + behind >= r->next_off && off <= r->next_off + ahead;
-    bool goes_on = r->next_off > 0 && off >= r->next_off && off - r->next_off <= (128u << 10);
-    r->streak = goes_on || (near && r->streak >= 2) ? r->streak + 1 : 0;
-    bool seq = r->streak >= 2;
-    struct rblock *b, *tmp;
-    if (seq) {
-        if (r->window < max_ra && end > r->next_off)
-            r->window *= 2;
-        /* Behind the read: consumed, or (not read yet) left behind by
-         * more than reads arrive out of order. */
-        HASH_ITER(hh, r->o->blocks, b, tmp)
-        if (b->state != RB_FETCHING &&
-            ((b->used && b->no + 2 < b0) || (b->no + 1) * RD_BLOCK + behind <= off))
-            block_drop(rp, b);
-    } else {
-        /* A seek: no read-ahead.  Blocks already here stay while memory
-         * allows (random readers come back to them); the least recently
-         * used go first when a read needs room.  But the read-ahead this
-         * reader asked for and no read has touched is let go (its GETs
-         * stop, as at close): a reader that keeps seeking would otherwise
-         * fill max_memory with blocks nobody reads. */
-        if (r->ra_next && !near)
-            drop_unread_ahead(rp, r->o, r->next_off / RD_BLOCK, r->ra_next);
-        r->window = RD_BLOCK;
-    }
-    if (!near || end > r->next_off)
-        r->next_off = end;
+    bool seq = reader_track(rp, r, off, end);
     rep->rp = rp;
     int rc = 0;
     if (!seq && rp->cache) {
@@ -827,51 +895,10 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     }
     if (!seq || r->ra_next <= b1)
         r->ra_next = b1 + 1;
-    if (seq) {
-        uint64_t n_blocks = (r->o->size + RD_BLOCK - 1) / RD_BLOCK;
-        uint64_t want = (end + r->window + RD_BLOCK - 1) / RD_BLOCK;
-        if (want > n_blocks)
-            want = n_blocks;
-        /* GETs as long as the window while it is small, then part_size:
-         * a short sequential read costs little. */
-        uint64_t chunk = r->window / RD_BLOCK < part_blocks ? r->window / RD_BLOCK : part_blocks;
-        if (chunk == 0)
-            chunk = 1;
-        while (r->ra_next < want) {
-            uint64_t last = r->ra_next + chunk - 1;
-            if (last >= n_blocks)
-                last = n_blocks - 1;
-            uint64_t got = request(rp, r->o, r->ra_next, last, false, false, part_blocks, NULL);
-            bool all = got > last;
-            r->ra_next = got;
-            if (!all)
-                break; /* no memory to spare: the next read goes on */
-        }
-    }
-    /* Wait for the blocks; they stay pinned until the reply is sent, which
-     * points into them (no copy). */
-    for (size_t i = 0; i < rep->n && !rc; i++) {
-        struct rblock *blk = rep->pinned[i];
-        uint64_t no = b0 + i;
-        if (!blk)
-            continue; /* read from the disk cache into rep->buf */
-        while (blk->state == RB_FETCHING)
-            pthread_cond_wait(&rp->cond, &rp->lock);
-        if (blk->state == RB_ERROR) {
-            rc = blk->error;
-            block_drop(rp, blk); /* a later read tries again */
-            break;
-        }
-        uint64_t from = no == b0 ? off - no * RD_BLOCK : 0;
-        uint64_t to = no == b1 ? end - no * RD_BLOCK : RD_BLOCK;
-        if (to > blk->len) {
-            rc = EIO; /* the object is shorter than it said */
-            break;
-        }
-        blk->used = true;
-        rep->iov[i].iov_base = blk->data + from;
-        rep->iov[i].iov_len = to - from;
-    }
+    if (seq)
+        read_ahead(rp, r, end, part_blocks);
+    if (!rc)
+        rc = wait_blocks(rp, off, end, rep);
     pthread_mutex_unlock(&rp->lock);
     if (rc == ESTALE) {
         /* The object was replaced: this handle cannot go on without mixing
