@@ -334,11 +334,12 @@ bool fs_inode_local_truth(const struct fs_inode *in);
  * are fresh (if `fresh`). */
 char *fs_inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr,
                         bool *fresh);
-/* Update inode `ino` with what S3 said, unless its local state is the
- * truth; the xattr value too when `with_xattr` (taking `xattr`, freed
- * otherwise). */
-void fs_inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *xattr,
-                     bool with_xattr);
+/* Keep on inode `ino` what S3 answered (*a and the xattr value, taken:
+ * freed when not kept) to a request sent when the inode's ETag was `seen`;
+ * not while a write state is attached or the file is local, nor when this
+ * mount stored a version since (see inode.c).  fs_inode_refresh uses it. */
+void fs_inode_update(struct fs *fs, fuse_ino_t ino, const char *seen, const struct fs_attr *a,
+                     char *xattr);
 /* A gzip view's size learnt (same object version only). */
 void fs_inode_view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a);
 /* The inode's attributes stop being trusted now: the next lookup or open
@@ -376,6 +377,14 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
  * when it is now of another type. */
 int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, struct fs_attr *a,
                char **xattr);
+/* The one refresh of an inode: ask S3 again about inode `ino` when what it
+ * holds is stale (attr_ttl passed; with `need_head` also a regular file
+ * known only from a listing while gunzip is on, whose Content-Encoding is
+ * not known), and keep the answer (fs_inode_update).  Nothing is asked
+ * while the file is local or has a write state.  0 (*asked, if not NULL:
+ * whether S3 was asked), ENOENT (unknown inode, or gone or of another type
+ * now), ENOMEM, or the S3 errno. */
+int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked);
 /* gunzip=view/replace: is `path` the view of an object path + ".gz"?
  * 0 and *a, ENOENT, or the S3 errno. */
 int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a);

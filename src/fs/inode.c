@@ -4,7 +4,8 @@
  *
  * What is learnt about a path (resolve.c, listings) is kept on its inode
  * for attr_ttl; the mount's own changes update it at once, and files
- * created or written here are the truth until uploaded. */
+ * created or written here are the truth until uploaded, and a refresh
+ * (fs_inode_update) leaves a file open for writing as it is. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -44,23 +45,34 @@ char *fs_inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char *
     return path;
 }
 
-/* Update inode `ino` with what S3 said, if it is still of that type. */
-void fs_inode_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a, char *xattr,
-                     bool with_xattr)
+/* Whether an answer of S3 to a request sent when the inode's ETag was
+ * `seen` may replace its attributes (fs->lock held).  Not while a write
+ * state is attached, even one with nothing written yet: it builds on the
+ * version it was attached at (base_etag, size), which is the version the
+ * open file reads and the one it will replace; another version's size or
+ * metadata on the inode would describe a file nobody has open here.  And
+ * not when this mount stored a version since the request was sent (the
+ * ETag is no longer `seen`: a truncate stored and done, a flush): that
+ * version is newer than the answer. */
+static bool answer_may_replace(const struct fs_inode *in, const char *seen)
+{
+    return !in->local && !in->wf && strcmp(in->attr.etag, seen) == 0;
+}
+
+void fs_inode_update(struct fs *fs, fuse_ino_t ino, const char *seen, const struct fs_attr *a,
+                     char *xattr)
 {
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
-    if (in && !fs_inode_local_truth(in)) {
+    if (in && answer_may_replace(in, seen)) {
         if (strcmp(in->attr.etag, a->etag) != 0) {
             free(in->symlink);
             in->symlink = NULL;
         }
         in->attr = *a;
-        if (with_xattr) {
-            free(in->xattr);
-            in->xattr = xattr;
-            xattr = NULL;
-        }
+        free(in->xattr);
+        in->xattr = xattr;
+        xattr = NULL;
         if (ino != FUSE_ROOT_ID)
             in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
     }

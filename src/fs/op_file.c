@@ -143,41 +143,10 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     in->opens++; /* hold it while S3 is asked */
-    /* Close-to-open: an open after the TTL sees the bucket's current version. */
-    bool stale = !(in->local || in->wf) &&
-                 (util_now_ms() >= in->attr_expire_ms ||
-                  /* only listed so far: its Content-Encoding is not known */
-                  (!in->attr.headed && !in->attr.gz && S_ISREG(in->attr.mode) &&
-                   fs->cfg.gunzip != FS_GUNZIP_OFF));
-    char *path = stale ? strdup(in->path) : NULL;
-    char seen[sizeof(in->attr.etag)];
-    snprintf(seen, sizeof(seen), "%s", in->attr.etag);
-    mode_t type = in->attr.mode & S_IFMT;
-    bool gz_suffix = in->attr.gz_suffix;
     pthread_mutex_unlock(&fs->lock);
-    int rc = 0;
-    if (stale) {
-        struct fs_attr a;
-        char *xattr = NULL;
-        rc = path ? fs_refresh(fs, path, type, gz_suffix, &a, &xattr) : ENOMEM;
-        pthread_mutex_lock(&fs->lock);
-        /* Unless this mount stored a version meanwhile (a truncate of the
-         * file, stored and done): that one is newer than the answer. */
-        if (!rc && !(in->local || in->wf) && strcmp(in->attr.etag, seen) == 0) {
-            if (strcmp(a.etag, in->attr.etag) != 0) {
-                free(in->symlink);
-                in->symlink = NULL;
-            }
-            in->attr = a;
-            free(in->xattr);
-            in->xattr = xattr;
-            xattr = NULL;
-            in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
-        }
-        pthread_mutex_unlock(&fs->lock);
-        free(xattr);
-        free(path);
-    }
+    /* Close-to-open: an open after the TTL sees the bucket's current
+     * version (and a listed file's Content-Encoding). */
+    int rc = fs_inode_refresh(fs, ino, true, NULL);
     struct fs_handle *h = NULL;
     pthread_mutex_lock(&fs->lock);
     if (!rc && write && in->attr.gz)

@@ -109,19 +109,12 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
     struct fs_attr a;
-    char *xattr = NULL;
-    bool fresh = false;
-    char *path = fs_inode_snapshot(fs, ino, &a, NULL, &fresh);
-    int rc = path ? 0 : ENOENT;
-    if (!rc && !fresh) {
-        rc = fs_refresh(fs, path, a.mode & S_IFMT, a.gz_suffix, &a, &xattr);
-        if (!rc)
-            fs_inode_update(fs, ino, &a, xattr, true);
-        else
-            free(xattr);
-        free(path);
-        path = fs_inode_snapshot(fs, ino, &a, NULL, NULL);
-    } else if (!rc && a.gz && !a.size_exact && !a.size_estimated) {
+    bool asked = false;
+    int rc = fs_inode_refresh(fs, ino, false, &asked);
+    char *path = rc ? NULL : fs_inode_snapshot(fs, ino, &a, NULL, NULL);
+    if (!rc && !path)
+        rc = ENOENT;
+    if (!rc && !asked && a.gz && !a.size_exact && !a.size_estimated) {
         /* a view seen in a listing only: its size now (no HEAD needed) */
         char *raw = fs_view_raw_path(path, a.gz_suffix);
         if (raw) {

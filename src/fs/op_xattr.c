@@ -29,13 +29,14 @@ static int current_xattr(struct fs *fs, fuse_ino_t ino, char **xattr)
     if (!(fresh && (a.has_meta || *xattr))) {
         free(*xattr);
         *xattr = NULL;
-        char *x = NULL;
+        char *x = NULL, seen[sizeof(a.etag)];
+        snprintf(seen, sizeof(seen), "%s", a.etag);
         rc = fs_refresh(fs, path, a.mode & S_IFMT, a.gz_suffix, &a, &x);
         if (rc == ENOENT && S_ISDIR(a.mode))
             rc = 0; /* the root of a bucket, or a directory without a marker */
         else if (!rc) {
             *xattr = x ? strdup(x) : NULL;
-            fs_inode_update(fs, ino, &a, x, true);
+            fs_inode_update(fs, ino, seen, &a, x);
         }
         if (rc == 0 && S_ISDIR(a.mode) && !*xattr) {
             pthread_mutex_lock(&fs->lock);

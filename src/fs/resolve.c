@@ -6,7 +6,8 @@
  * and only when there is none does a HEAD of "path" look for an object.  So
  * a directory always wins over an object of the same name.  What is learnt
  * is kept on the inode for attr_ttl; the mount's own changes update it at
- * once, and files created or written here are the truth until uploaded. */
+ * once; files created or written here are the truth until uploaded, and
+ * a refresh (fs_inode_refresh) leaves a file open for writing as it is. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -129,5 +130,37 @@ int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, str
         }
         rc = ENOENT;
     }
+    return rc;
+}
+
+int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (!in) {
+        pthread_mutex_unlock(&fs->lock);
+        return ENOENT;
+    }
+    /* only listed so far: its Content-Encoding is not known */
+    bool unheaded = !in->attr.headed && !in->attr.gz && S_ISREG(in->attr.mode) &&
+                    fs->cfg.gunzip != FS_GUNZIP_OFF;
+    /* Close-to-open: after the TTL, the bucket's current version. */
+    bool stale =
+        !(in->local || in->wf) && (util_now_ms() >= in->attr_expire_ms || (need_head && unheaded));
+    char *path = stale ? strdup(in->path) : NULL;
+    struct fs_attr seen = in->attr;
+    pthread_mutex_unlock(&fs->lock);
+    if (asked)
+        *asked = stale;
+    if (!stale)
+        return 0;
+    struct fs_attr a;
+    char *xattr = NULL;
+    int rc = path ? fs_refresh(fs, path, seen.mode & S_IFMT, seen.gz_suffix, &a, &xattr) : ENOMEM;
+    if (!rc)
+        fs_inode_update(fs, ino, seen.etag, &a, xattr); /* takes xattr */
+    else
+        free(xattr);
+    free(path);
     return rc;
 }
