@@ -127,71 +127,99 @@ out:
     fuse_reply_create(req, &e, fi);
 }
 
-void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Hold inode `ino` for an open (one of in->opens, given back with
+ * fs_inode_put); NULL when the inode is unknown. */
+static struct fs_inode *open_hold(struct fs *fs, fuse_ino_t ino)
 {
-    struct fs *fs = fs_of(req);
-    bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
-    if (write && fs->cfg.read_only) {
-        fs_reply_err(req, EROFS);
-        return;
-    }
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
-    if (!in) {
-        pthread_mutex_unlock(&fs->lock);
-        fs_reply_err(req, ENOENT);
-        return;
-    }
-    in->opens++; /* hold it while S3 is asked */
+    if (in)
+        in->opens++; /* hold it while S3 is asked */
     pthread_mutex_unlock(&fs->lock);
-    /* Close-to-open: an open after the TTL sees the bucket's current
-     * version (and a listed file's Content-Encoding). */
-    int rc = fs_inode_refresh(fs, ino, true, NULL);
-    struct fs_handle *h = NULL;
+    return in;
+}
+
+/* The handle of an open of `in` (held), with the write state attached when
+ * `write`; *view: the attributes opened, and *raw the path of a view's
+ * object (caller frees).  0, EACCES (a decompressed view cannot be
+ * written), ENOMEM. */
+static int open_handle(struct fs *fs, struct fs_inode *in, bool write, struct fs_handle **out,
+                       struct fs_attr *view, char **raw)
+{
+    int rc = 0;
     pthread_mutex_lock(&fs->lock);
-    if (!rc && write && in->attr.gz)
-        rc = EACCES; /* a decompressed view cannot be written */
+    if (write && in->attr.gz)
+        rc = EACCES;
     if (!rc && write)
         rc = fs_wfile_attach_locked(fs, in);
-    if (!rc && !(h = handle_new(fs, in, write)))
+    if (!rc && !(*out = handle_new(fs, in, write)))
         rc = ENOMEM;
-    if (rc) {
-        pthread_mutex_unlock(&fs->lock);
-        fs_inode_put(fs, in); /* frees a write state nobody else holds */
-        fs_reply_err(req, rc);
-        return;
-    }
-    struct fs_wfile *wf = write ? in->wf : NULL;
-    struct fs_attr view = in->attr;
-    char *raw = view.gz ? fs_view_raw_path(in->path, view.gz_suffix) : NULL;
+    *view = in->attr;
+    *raw = !rc && view->gz ? fs_view_raw_path(in->path, view->gz_suffix) : NULL;
     pthread_mutex_unlock(&fs->lock);
-    if (view.gz) {
-        rc = raw ? fs_gz_open(fs, ino, raw, &view, &h->gz) : ENOMEM;
-        free(raw);
-        if (rc)
-            goto out_drop;
-        /* counted here, not in fs_gz_open: a stat reading a small view
-         * whole is no open by anyone */
-        metrics_add(&fs_metrics[FS_M_GZ_VIEWS], 1);
-    }
-    if (wf && (fi->flags & O_TRUNC) && (rc = fs_truncate(fs, in, 0)))
-        goto out_drop;
-    fs_open_track(fs, &h->open, handle_free);
-    fi->fh = (uintptr_t)h;
+    return rc;
+}
+
+/* What the kernel may keep of the file's pages (fs->lock taken here). */
+static void open_cache_flags(struct fs *fs, struct fs_inode *in, const struct fs_attr *view,
+                             bool truncated, struct fuse_file_info *fi)
+{
     pthread_mutex_lock(&fs->lock);
-    fi->keep_cache = !(wf && (fi->flags & O_TRUNC)) && keep_page_cache(in);
-    if (view.gz && !view.size_exact) {
+    fi->keep_cache = !truncated && keep_page_cache(in);
+    if (view->gz && !view->size_exact) {
         /* size unknown yet: the kernel must read to our EOF, not its i_size */
         fi->direct_io = 1;
         fi->keep_cache = 0;
         in->kcache_etag[0] = '\0';
     }
     pthread_mutex_unlock(&fs->lock);
+}
+
+void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
+    bool truncate = write && (fi->flags & O_TRUNC);
+    struct fs_inode *in = NULL;
+    struct fs_handle *h = NULL;
+    struct fs_attr view;
+    char *raw = NULL;
+    int rc = 0;
+    if (write && fs->cfg.read_only) {
+        rc = EROFS;
+        goto out_err;
+    }
+    if (!(in = open_hold(fs, ino))) {
+        rc = ENOENT;
+        goto out_err;
+    }
+    /* Close-to-open: an open after the TTL sees the bucket's current
+     * version (and a listed file's Content-Encoding). */
+    rc = fs_inode_refresh(fs, ino, true, NULL);
+    if (!rc)
+        rc = open_handle(fs, in, write, &h, &view, &raw);
+    if (!rc && view.gz) {
+        rc = raw ? fs_gz_open(fs, ino, raw, &view, &h->gz) : ENOMEM;
+        /* counted here, not in fs_gz_open: a stat reading a small view
+         * whole is no open by anyone */
+        if (!rc)
+            metrics_add(&fs_metrics[FS_M_GZ_VIEWS], 1);
+    }
+    free(raw);
+    if (!rc && truncate)
+        rc = fs_truncate(fs, in, 0);
+    if (rc)
+        goto out_err;
+    fs_open_track(fs, &h->open, handle_free);
+    fi->fh = (uintptr_t)h;
+    open_cache_flags(fs, in, &view, truncate, fi);
     fuse_reply_open(req, fi);
     return;
-out_drop: /* the handle was made: give back the open it holds */
-    fs_inode_put(fs, in);
-    handle_free(&h->open);
+out_err:
+    if (in) /* give back the open held (and a write state nobody else holds) */
+        fs_inode_put(fs, in);
+    if (h)
+        handle_free(&h->open);
     fs_reply_err(req, rc);
 }
 
