@@ -53,25 +53,16 @@ static bool keep_page_cache(struct fs_inode *in)
     return same;
 }
 
-void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                  struct fuse_file_info *fi)
+/* Make the inode of a new file `name` in `parent`, local and open for
+ * writing, and its handle (fs->lock held): *e and *h filled.  0, ENOENT
+ * (unknown parent), ENAMETOOLONG, ENOMEM. */
+static int create_locked(struct fs *fs, const struct fuse_ctx *ctx, fuse_ino_t parent,
+                         const char *name, mode_t mode, struct fuse_entry_param *e,
+                         struct fs_handle **h)
 {
-    struct fs *fs = fs_of(req);
-    const struct fuse_ctx *ctx = fuse_req_ctx(req);
-    struct fuse_entry_param e;
-    struct fs_handle *h = NULL;
-    int rc = 0;
-    if (fs->cfg.read_only) {
-        fs_reply_err(req, EROFS);
-        return;
-    }
-    if (strlen(name) > FS_MAX_NAME) {
-        fs_reply_err(req, ENAMETOOLONG);
-        return;
-    }
-    pthread_mutex_lock(&fs->lock);
     struct fs_inode *dir = fs_inode_get(fs, parent), *in = NULL;
     char *path = dir ? fs_child_path(dir->path, name) : NULL;
+    int rc = 0;
     if (!dir)
         rc = ENOENT;
     else if (!path)
@@ -91,7 +82,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     HASH_FIND(hh_path, fs->by_path, path, strlen(path), old);
     if (old && !old->local)
         fs_inode_unlink_locked(fs, old);
-    in = fs_inode_publish(fs, path, &a, NULL, false, true, true, &e);
+    in = fs_inode_publish(fs, path, &a, NULL, false, true, true, e);
     if (!in) {
         rc = ENOMEM;
         goto out;
@@ -101,7 +92,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
         fs->n_local++;
     }
     rc = fs_wfile_attach_locked(fs, in);
-    if (!rc && !(h = handle_new(fs, in, true)))
+    if (!rc && !(*h = handle_new(fs, in, true)))
         rc = ENOMEM;
     if (rc) {
         if (!in->opens && in->wf) { /* made just now: no upload, no I/O to free it */
@@ -114,17 +105,38 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     in->wf->dirty = true; /* even empty, it is stored at close */
     in->opens++;
     fs_dir_known_extend_locked(fs, dir->path);
-    fi->fh = (uintptr_t)h;
-    fi->keep_cache = 0;
 out:
-    pthread_mutex_unlock(&fs->lock);
     free(path);
-    if (rc) {
-        fs_reply_err(req, rc);
-        return;
+    return rc;
+}
+
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                  struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fuse_entry_param e;
+    struct fs_handle *h = NULL;
+    int rc = 0;
+    if (fs->cfg.read_only)
+        rc = EROFS;
+    else if (strlen(name) > FS_MAX_NAME)
+        rc = ENAMETOOLONG;
+    if (rc)
+        goto out_err;
+    pthread_mutex_lock(&fs->lock);
+    rc = create_locked(fs, fuse_req_ctx(req), parent, name, mode, &e, &h);
+    if (!rc) {
+        fi->fh = (uintptr_t)h;
+        fi->keep_cache = 0;
     }
+    pthread_mutex_unlock(&fs->lock);
+    if (rc)
+        goto out_err;
     fs_open_track(fs, &h->open, handle_free);
     fuse_reply_create(req, &e, fi);
+    return;
+out_err:
+    fs_reply_err(req, rc);
 }
 
 /* Hold inode `ino` for an open (one of in->opens, given back with
