@@ -687,31 +687,11 @@ static int wait_blocks(struct fs_readpool *rp, uint64_t off, uint64_t end,
 
 /* ---- the interface --------------------------------------------------- */
 
-int fs_readpool_new(struct fs *fs)
+/* The disk cache of blocks, unless cache_size=0: 0 (rp->cache set, or
+ * NULL without a cache), or the errno of opening it (EBUSY: another
+ * process holds it). */
+static int open_block_cache(struct fs *fs, struct fs_readpool *rp)
 {
-    struct fs_readpool *rp = calloc(1, sizeof(*rp));
-    if (!rp)
-        return ENOMEM;
-    pthread_mutex_init(&rp->lock, NULL);
-    pthread_cond_init(&rp->cond, NULL);
-    pthread_cond_init(&rp->store_cond, NULL);
-    /* Blocks are 1 MiB: have malloc map and unmap each one, so memory given
-     * back is given back to the system (glibc would otherwise raise its
-     * threshold after the first free and keep freed blocks in its arenas,
-     * and the process would grow past max_memory). */
-    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-    /* The block cache keeps the files of blocks open between reads, up to
-     * a quarter of this limit: a random reader's hit is then one preadv.
-     * The soft limit is often 1024 where the hard one is far higher. */
-    struct rlimit nofile;
-    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max &&
-        nofile.rlim_cur < 8192) {
-        nofile.rlim_cur = nofile.rlim_max < 8192 ? nofile.rlim_max : 8192;
-        setrlimit(RLIMIT_NOFILE, &nofile);
-    }
-    rp->s3 = fs->s3;
-    rp->mem_limit = fs->cfg.max_memory < 4 * RD_BLOCK ? 4 * RD_BLOCK : fs->cfg.max_memory;
-    rp->reserve = rp->mem_limit / 4 < 32 * RD_BLOCK ? rp->mem_limit / 4 : 32 * RD_BLOCK;
     int rc = 0;
     struct buf dir = BUF_INIT;
     uint64_t limit = fs->cfg.cache_size;
@@ -737,6 +717,35 @@ int fs_readpool_new(struct fs *fs)
                      strerror(rc), (long)owner);
     }
     buf_free(&dir);
+    return rc;
+}
+
+int fs_readpool_new(struct fs *fs)
+{
+    struct fs_readpool *rp = calloc(1, sizeof(*rp));
+    if (!rp)
+        return ENOMEM;
+    pthread_mutex_init(&rp->lock, NULL);
+    pthread_cond_init(&rp->cond, NULL);
+    pthread_cond_init(&rp->store_cond, NULL);
+    /* Blocks are 1 MiB: have malloc map and unmap each one, so memory given
+     * back is given back to the system (glibc would otherwise raise its
+     * threshold after the first free and keep freed blocks in its arenas,
+     * and the process would grow past max_memory). */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    /* The block cache keeps the files of blocks open between reads, up to
+     * a quarter of this limit: a random reader's hit is then one preadv.
+     * The soft limit is often 1024 where the hard one is far higher. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max &&
+        nofile.rlim_cur < 8192) {
+        nofile.rlim_cur = nofile.rlim_max < 8192 ? nofile.rlim_max : 8192;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    rp->s3 = fs->s3;
+    rp->mem_limit = fs->cfg.max_memory < 4 * RD_BLOCK ? 4 * RD_BLOCK : fs->cfg.max_memory;
+    rp->reserve = rp->mem_limit / 4 < 32 * RD_BLOCK ? rp->mem_limit / 4 : 32 * RD_BLOCK;
+    int rc = open_block_cache(fs, rp);
     unsigned n = fs->cfg.read_parallel ? fs->cfg.read_parallel : 8;
     rp->threads = rc ? NULL : calloc(n, sizeof(*rp->threads));
     if (!rc && !rp->threads)
