@@ -528,8 +528,7 @@ static int serve_mounted(const struct options *o, struct mount *m, int *status_f
     if (background)
         detach();
     int rc;
-    if (o->metrics_file &&
-        (rc = metrics_writer_start(o->metrics_file, o->metrics_interval_s)) != 0)
+    if (o->metrics_file && (rc = metrics_writer_start(o->metrics_file, o->metrics_interval_s)) != 0)
         log_error("cannot start writing metrics to %s: %s", o->metrics_file, strerror(rc));
 
     rc = serve(m->se, o);
@@ -640,8 +639,8 @@ static int gzindex_main(int argc, char **argv)
         for (int i = 0; i < nkeys; i++) {
             uint64_t size = 0;
             size_t points = 0, bytes = 0;
-            int rc = fs_gzindex_build(&o.fs, s3, keys[i], gzindex_progress, (void *)keys[i],
-                                      &size, &points, &bytes);
+            int rc = fs_gzindex_build(&o.fs, s3, keys[i], gzindex_progress, (void *)keys[i], &size,
+                                      &points, &bytes);
             if (isatty(STDERR_FILENO))
                 fputc('\n', stderr);
             if (rc) {

@@ -53,19 +53,19 @@
 #define CACHE_SUFFIX ".blk2"
 #define CACHE_OLD_SUFFIX ".blk" /* format 1 */
 #define CACHE_NAME_MAX 64
-#define CACHE_OPEN_MAX 1024   /* block files kept open between reads, at most */
-#define CACHE_STAMP_EVERY 30  /* seconds between writes of use times to mtimes */
+#define CACHE_OPEN_MAX 1024  /* block files kept open between reads, at most */
+#define CACHE_STAMP_EVERY 30 /* seconds between writes of use times to mtimes */
 
 struct ofile;
 
 struct entry {
-    char name[CACHE_NAME_MAX];  /* the file's name */
-    uint64_t bytes;             /* file size, header included */
-    uint64_t gen;               /* tells a re-made entry of the same name apart */
-    struct entry *prev, *next;  /* LRU: least recently used first */
-    struct timespec used;       /* last use, not yet written to the mtime when `stamp` */
+    char name[CACHE_NAME_MAX]; /* the file's name */
+    uint64_t bytes;            /* file size, header included */
+    uint64_t gen;              /* tells a re-made entry of the same name apart */
+    struct entry *prev, *next; /* LRU: least recently used first */
+    struct timespec used;      /* last use, not yet written to the mtime when `stamp` */
     bool stamp;
-    struct ofile *of;           /* its file, open, or NULL */
+    struct ofile *of; /* its file, open, or NULL */
     UT_hash_handle hh;
 };
 
@@ -75,13 +75,13 @@ struct entry {
  * replaced, damaged) lets go of its file, closed once no read uses it,
  * so unlinked files do not linger. */
 struct ofile {
-    struct entry *e;            /* whose file it is; NULL once gone */
+    struct entry *e; /* whose file it is; NULL once gone */
     int fd;
-    unsigned users;             /* reads using fd now */
-    bool gone;                  /* its entry let go: close when unused */
+    unsigned users; /* reads using fd now */
+    bool gone;      /* its entry let go: close when unused */
     uint32_t dlen;
-    struct ofile *prev, *next;  /* c->open, least recently used first */
-    unsigned char hdr[];        /* the header up to its last page CRC */
+    struct ofile *prev, *next; /* c->open, least recently used first */
+    unsigned char hdr[];       /* the header up to its last page CRC */
 };
 
 struct cache {
@@ -89,15 +89,15 @@ struct cache {
     uint64_t limit;
     int lock_fd;
     pthread_mutex_t lock;
-    struct entry *by_name;   /* protected by lock */
-    struct entry *lru;       /* protected by lock */
-    uint64_t bytes;          /* protected by lock */
-    uint64_t gen;            /* protected by lock */
-    struct timespec stamp;   /* the last use recorded; protected by lock */
-    struct ofile *open;      /* protected by lock */
-    unsigned n_open;         /* protected by lock */
-    unsigned open_max;       /* files kept open, at most */
-    time_t stamped;          /* when use times were last written; protected by lock */
+    struct entry *by_name; /* protected by lock */
+    struct entry *lru;     /* protected by lock */
+    uint64_t bytes;        /* protected by lock */
+    uint64_t gen;          /* protected by lock */
+    struct timespec stamp; /* the last use recorded; protected by lock */
+    struct ofile *open;    /* protected by lock */
+    unsigned n_open;       /* protected by lock */
+    unsigned open_max;     /* files kept open, at most */
+    time_t stamped;        /* when use times were last written; protected by lock */
     atomic_bool warned_full;
 };
 
@@ -479,8 +479,8 @@ static void crc32c_init(void)
     }
     for (uint32_t n = 0; n < 256; n++)
         for (int t = 1; t < 8; t++)
-            crc32c_table[t][n] = (crc32c_table[t - 1][n] >> 8) ^
-                                 crc32c_table[0][crc32c_table[t - 1][n] & 0xff];
+            crc32c_table[t][n] =
+                (crc32c_table[t - 1][n] >> 8) ^ crc32c_table[0][crc32c_table[t - 1][n] & 0xff];
 }
 
 uint32_t cache_crc32c(const void *data, size_t len, uint32_t crc)
@@ -623,8 +623,8 @@ static int ofile_open(struct cache *c, const char *name, struct ofile **out)
 /* The common part of cache_get and cache_read: bytes [off, off + len) of
  * the block, clipped at its end; with `whole`, the block must fit in len
  * (else it counts as damaged, as a block bigger than any block is). */
-static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off,
-                      size_t len, bool whole, void *buf, size_t *got)
+static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
+                      bool whole, void *buf, size_t *got)
 {
     char name[CACHE_NAME_MAX];
     block_name(id, blockno, name);
@@ -708,8 +708,7 @@ static int counted(int rc)
     return rc;
 }
 
-int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap,
-              size_t *len)
+int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap, size_t *len)
 {
     return counted(block_read(c, id, blockno, 0, cap, true, buf, len));
 }
@@ -724,8 +723,7 @@ int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, 
  * O_DIRECT when data and len allow it (page-aligned, whole pages), so the
  * bytes go from data to the disk with no copy into the page cache; else,
  * or when the filesystem refuses it, by an ordinary write.  0 or errno. */
-static int write_block(int fd, const unsigned char *hdr, const void *data, size_t len,
-                       bool direct)
+static int write_block(int fd, const unsigned char *hdr, const void *data, size_t len, bool direct)
 {
     struct iovec iov[2] = {{(void *)hdr, CACHE_HDR}, {(void *)data, len}};
     ssize_t need = (ssize_t)(CACHE_HDR + len);

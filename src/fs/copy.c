@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define FS_COPY_SINGLE_MAX (5ULL << 30)      /* CopyObject's limit */
+#define FS_COPY_SINGLE_MAX (5ULL << 30) /* CopyObject's limit */
 #define FS_COPY_PART_MIN (512ULL << 20)
 
 static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint64_t size,
@@ -72,8 +72,8 @@ static size_t merge_meta(const struct fs_attr *a, const char *xattr,
     size_t n = fs_meta_build(a, xattr, out, store);
     for (size_t i = 0; info && i < info->n_meta && n < cap; i++) {
         const char *name = info->meta[i].name;
-        static const char *const ours[] = {"mode", "uid", "gid", "mtime", "atime", "ctime",
-                                           "xattr"};
+        static const char *const ours[] = {"mode",  "uid",   "gid",  "mtime",
+                                           "atime", "ctime", "xattr"};
         bool mine = false;
         for (size_t j = 0; j < 7; j++)
             mine = mine || strcmp(name, ours[j]) == 0;

@@ -133,7 +133,7 @@ static int add_views(struct listing *l)
             return ENOMEM;
         fs_gz_size_known(fs, raw, &a);
         free(raw);
-        de->hidden = replace; /* dropped once the listing is complete */
+        de->hidden = replace;                    /* dropped once the listing is complete */
         rc = list_add(l, de->name, len - 3, &a); /* de may move: not used after */
     }
     return rc;

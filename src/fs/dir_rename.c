@@ -97,8 +97,8 @@ int fs_rename_dir(struct fs *fs, const char *src, const char *dst)
         rc = s3_put_object(fs->s3, dst_prefix, "", 0, &o, NULL, NULL);
         goto out;
     }
-    struct move_job job = {.fs = fs, .keys = keys, .n = n, .src_len = strlen(src_prefix),
-                           .dst_prefix = dst_prefix};
+    struct move_job job = {
+        .fs = fs, .keys = keys, .n = n, .src_len = strlen(src_prefix), .dst_prefix = dst_prefix};
     atomic_init(&job.next, 0);
     atomic_init(&job.error, 0);
     unsigned nthreads = fs->cfg.rename_parallel ? fs->cfg.rename_parallel : 8;

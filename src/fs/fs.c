@@ -105,7 +105,6 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     return 0;
 }
 
-
 void fs_set_session(struct fs *fs, struct fuse_session *se)
 {
     fs->se = se;

@@ -22,43 +22,43 @@
 struct fs;
 
 struct fs_config {
-    const char *bucket;      /* for messages */
-    const char *prefix;      /* "" or "some/prefix" (no leading or trailing '/') */
-    bool read_only;          /* every change fails with EROFS */
+    const char *bucket; /* for messages */
+    const char *prefix; /* "" or "some/prefix" (no leading or trailing '/') */
+    bool read_only;     /* every change fails with EROFS */
 
     /* What objects without s3fs metadata look like. */
-    uid_t uid;               /* default owner: the mounting user */
+    uid_t uid; /* default owner: the mounting user */
     gid_t gid;
-    bool force_uid;          /* uid= given: every object shows `uid` */
-    bool force_gid;          /* gid= given: every object shows `gid` */
-    mode_t file_mode;        /* permission bits of files, default 0644 */
-    mode_t dir_mode;         /* permission bits of directories, default 0755 */
-    mode_t umask;            /* cleared from every mode shown, default 0 */
+    bool force_uid;   /* uid= given: every object shows `uid` */
+    bool force_gid;   /* gid= given: every object shows `gid` */
+    mode_t file_mode; /* permission bits of files, default 0644 */
+    mode_t dir_mode;  /* permission bits of directories, default 0755 */
+    mode_t umask;     /* cleared from every mode shown, default 0 */
 
-    double attr_ttl;         /* seconds attributes and entries stay valid (1) */
-    double neg_ttl;          /* seconds a missing name stays missing (1) */
+    double attr_ttl; /* seconds attributes and entries stay valid (1) */
+    double neg_ttl;  /* seconds a missing name stays missing (1) */
 
-    const char *cache_dir;   /* staging of files being written, and the block cache */
+    const char *cache_dir;    /* staging of files being written, and the block cache */
     unsigned rename_parallel; /* copies in flight during a directory rename (8) */
 
     /* The read path. */
-    const char *endpoint;    /* names cached blocks with the bucket ("" → AWS) */
-    uint64_t cache_size;     /* bound of the disk block cache; 0 turns it off */
-    bool cache_size_set;     /* false: the default (cache_default_limit()) */
-    uint64_t max_memory;     /* all read buffers of the mount (256 MiB) */
-    uint64_t part_size;      /* bytes per ranged GET of the read-ahead (8 MiB) */
-    uint64_t max_readahead;  /* read-ahead window of one open file (64 MiB) */
-    unsigned read_parallel;  /* ranged GETs in flight for reads (8) */
-    unsigned max_inflight;   /* parts of one file uploading at once (8) */
+    const char *endpoint;         /* names cached blocks with the bucket ("" → AWS) */
+    uint64_t cache_size;          /* bound of the disk block cache; 0 turns it off */
+    bool cache_size_set;          /* false: the default (cache_default_limit()) */
+    uint64_t max_memory;          /* all read buffers of the mount (256 MiB) */
+    uint64_t part_size;           /* bytes per ranged GET of the read-ahead (8 MiB) */
+    uint64_t max_readahead;       /* read-ahead window of one open file (64 MiB) */
+    unsigned read_parallel;       /* ranged GETs in flight for reads (8) */
+    unsigned max_inflight;        /* parts of one file uploading at once (8) */
     uint64_t abort_stale_uploads; /* seconds; 0: never (86400) */
 
     /* gzip views. */
     enum fs_gunzip { FS_GUNZIP_OFF, FS_GUNZIP_ENCODING, FS_GUNZIP_VIEW, FS_GUNZIP_REPLACE } gunzip;
-    uint64_t gz_span;        /* output bytes between access points (8 MiB) */
-    unsigned gz_workers;     /* inflating workers of a sequential view reader;
-                              * 0: one per core but one, 1 to 4 */
-    bool gz_size_exact;      /* stat of a view of unknown size builds its index */
-    bool gz_index_shared;    /* indexes are also kept in the bucket */
+    uint64_t gz_span;     /* output bytes between access points (8 MiB) */
+    unsigned gz_workers;  /* inflating workers of a sequential view reader;
+                           * 0: one per core but one, 1 to 4 */
+    bool gz_size_exact;   /* stat of a view of unknown size builds its index */
+    bool gz_index_shared; /* indexes are also kept in the bucket */
 };
 
 /* Fill *cfg with the defaults above (uid/gid: the calling process's). */

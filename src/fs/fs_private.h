@@ -28,7 +28,7 @@
 #include <uthash.h>
 
 #define FS_MAX_NAME 255
-#define FS_MAX_KEY 1024        /* S3's limit on a key, in bytes */
+#define FS_MAX_KEY 1024 /* S3's limit on a key, in bytes */
 #define FS_DIR_CONTENT_TYPE "application/x-directory"
 #define FS_GZ_SHARED_PREFIX ".pailfs/gzindex/" /* gz_index=shared, at the bucket root */
 
@@ -36,33 +36,33 @@
 
 /* The filesystem's series, registered by fs_new; bumped with metrics_add. */
 enum fs_metric {
-    FS_M_READ_BYTES,    /* bytes answered to FUSE reads */
-    FS_M_WRITTEN_BYTES, /* bytes accepted from FUSE writes */
-    FS_M_MEM_READ,      /* gauge: read path blocks and their reuse pool */
-    FS_M_MEM_WRITE,     /* gauge: write buffers (parts) */
-    FS_M_MEM_LIMIT,     /* gauge: max_memory */
+    FS_M_READ_BYTES,     /* bytes answered to FUSE reads */
+    FS_M_WRITTEN_BYTES,  /* bytes accepted from FUSE writes */
+    FS_M_MEM_READ,       /* gauge: read path blocks and their reuse pool */
+    FS_M_MEM_WRITE,      /* gauge: write buffers (parts) */
+    FS_M_MEM_LIMIT,      /* gauge: max_memory */
     FS_M_PARTS_INFLIGHT, /* gauge: upload parts queued or being sent */
-    FS_M_GZ_VIEWS,      /* gzip views opened */
+    FS_M_GZ_VIEWS,       /* gzip views opened */
     FS_M_COUNT
 };
 extern struct metrics_series fs_metrics[FS_M_COUNT];
 
 /* What is known about one object or directory, as read from S3. */
 struct fs_attr {
-    mode_t mode;            /* type bits and permission bits */
+    mode_t mode; /* type bits and permission bits */
     uid_t uid;
     gid_t gid;
     uint64_t size;
     struct timespec mtime, atime, ctime;
-    char etag[80];          /* "" for implicit directories */
-    bool has_meta;          /* mode/uid/gid came from x-amz-meta-* (a HEAD) */
-    bool marker;            /* directory: a "path/" object exists */
-    bool gz;                /* a decompressed view of a gzip object (read-only) */
-    bool gz_suffix;         /* ... whose object is path + ".gz" (gunzip=view/replace) */
-    bool size_exact;        /* gz: size is known, not estimated */
-    bool size_estimated;    /* gz: size is an estimate (ISIZE), not a listing's */
-    bool headed;            /* learnt from a HEAD (Content-Encoding is known) */
-    uint64_t comp_size;     /* gz: the stored object's size */
+    char etag[80];       /* "" for implicit directories */
+    bool has_meta;       /* mode/uid/gid came from x-amz-meta-* (a HEAD) */
+    bool marker;         /* directory: a "path/" object exists */
+    bool gz;             /* a decompressed view of a gzip object (read-only) */
+    bool gz_suffix;      /* ... whose object is path + ".gz" (gunzip=view/replace) */
+    bool size_exact;     /* gz: size is known, not estimated */
+    bool size_estimated; /* gz: size is an estimate (ISIZE), not a listing's */
+    bool headed;         /* learnt from a HEAD (Content-Encoding is known) */
+    uint64_t comp_size;  /* gz: the stored object's size */
 };
 
 /* What each block of a staged file holds (write.c): the old object's
@@ -89,14 +89,14 @@ enum fs_wmode { FS_W_CLEAN, FS_W_STREAM, FS_W_STAGED };
 
 /* A multipart upload in progress (multipart.c). */
 struct fs_upload_state {
-    char *key;              /* the key it was begun for */
-    char *id;               /* NULL when no upload is in progress */
-    struct s3_part *parts;  /* parts[n-1] is part n; protected by wf->lock */
+    char *key;             /* the key it was begun for */
+    char *id;              /* NULL when no upload is in progress */
+    struct s3_part *parts; /* parts[n-1] is part n; protected by wf->lock */
     size_t cap;
-    unsigned next;          /* part numbers handed out: 1..next */
-    unsigned inflight;      /* protected by wf->lock */
-    int error;              /* first failed part; protected by wf->lock */
-    mode_t sent_mode;       /* the metadata it was begun with */
+    unsigned next;     /* part numbers handed out: 1..next */
+    unsigned inflight; /* protected by wf->lock */
+    int error;         /* first failed part; protected by wf->lock */
+    mode_t sent_mode;  /* the metadata it was begun with */
     uid_t sent_uid;
     gid_t sent_gid;
     char *sent_xattr;
@@ -104,22 +104,22 @@ struct fs_upload_state {
 
 struct fs_wfile {
     pthread_mutex_t lock;
-    pthread_cond_t cond;    /* a part finished, or busy was cleared */
-    bool busy;              /* an operation runs; protected by lock */
+    pthread_cond_t cond; /* a part finished, or busy was cleared */
+    bool busy;           /* an operation runs; protected by lock */
     /* the rest belongs to the operation holding busy */
     enum fs_wmode mode;
-    bool dirty;             /* differs from the object in the bucket */
-    int error;              /* sticky: every later write and flush fails with it */
+    bool dirty; /* differs from the object in the bucket */
+    int error;  /* sticky: every later write and flush fails with it */
     uint64_t size;
-    char base_etag[80];     /* the object version the file's first base_len */
-    uint64_t base_len;      /* bytes come from ("" and 0: none) */
+    char base_etag[80]; /* the object version the file's first base_len */
+    uint64_t base_len;  /* bytes come from ("" and 0: none) */
     struct fs_upload_state up;
-    uint64_t sent;          /* stream: bytes [0, sent) are in parts */
-    char *buf;              /* stream: bytes [sent, size) */
+    uint64_t sent; /* stream: bytes [0, sent) are in parts */
+    char *buf;     /* stream: bytes [sent, size) */
     size_t buf_len, buf_cap;
-    uint64_t buf_reserved;  /* of the memory bound, for buf */
-    int fd;                 /* staged: the staging file, or -1 */
-    struct fs_blkmap blk;   /* staged: what each block of it holds */
+    uint64_t buf_reserved; /* of the memory bound, for buf */
+    int fd;                /* staged: the staging file, or -1 */
+    struct fs_blkmap blk;  /* staged: what each block of it holds */
 };
 
 struct fs_inode {
@@ -129,18 +129,18 @@ struct fs_inode {
 
     /* protected by fs->lock */
     char *path;
-    bool linked;            /* reachable by path (false once unlinked/replaced) */
-    uint64_t nlookup;       /* the kernel's references */
-    unsigned opens;         /* open file handles */
+    bool linked;      /* reachable by path (false once unlinked/replaced) */
+    uint64_t nlookup; /* the kernel's references */
+    unsigned opens;   /* open file handles */
     struct fs_attr attr;
-    uint64_t attr_expire_ms;/* util_now_ms() after which attr is re-read */
-    bool local;             /* created here, not yet stored in the bucket */
-    bool delete_at_release; /* unlinked while open: delete at last release */
-    char *symlink;          /* target, once read */
-    char *xattr;            /* the x-amz-meta-xattr value as stored, or NULL */
-    char kcache_etag[80];   /* the version the kernel's page cache holds */
-    uint64_t known_until_ms;/* dir made here: until then every child is in the table */
-    struct fs_wfile *wf;    /* while open for writing */
+    uint64_t attr_expire_ms; /* util_now_ms() after which attr is re-read */
+    bool local;              /* created here, not yet stored in the bucket */
+    bool delete_at_release;  /* unlinked while open: delete at last release */
+    char *symlink;           /* target, once read */
+    char *xattr;             /* the x-amz-meta-xattr value as stored, or NULL */
+    char kcache_etag[80];    /* the version the kernel's page cache holds */
+    uint64_t known_until_ms; /* dir made here: until then every child is in the table */
+    struct fs_wfile *wf;     /* while open for writing */
 };
 
 /* A name that was unlinked while open: hidden from listings until the
@@ -177,24 +177,24 @@ struct rblock;
 struct fs {
     struct fs_config cfg;
     struct s3_client *s3;
-    char *key_prefix;          /* "" or "prefix/" */
+    char *key_prefix; /* "" or "prefix/" */
     uint64_t attr_ttl_ms;
     struct timespec mount_time;
 
     pthread_mutex_t lock;
-    struct fs_inode *by_ino;   /* protected by lock */
-    struct fs_inode *by_path;  /* protected by lock */
-    struct fs_hidden *hidden;  /* protected by lock */
-    fuse_ino_t next_ino;       /* protected by lock */
-    unsigned n_local;          /* local inodes; protected by lock */
-    struct fs_open handles;    /* list head; protected by lock */
-    struct fs_readpool *rp;    /* the read path's workers, memory and cache */
-    struct fs_wpool *wp;       /* the write path's upload threads and memory */
-    struct fuse_session *se;   /* for notifications to the kernel */
+    struct fs_inode *by_ino;  /* protected by lock */
+    struct fs_inode *by_path; /* protected by lock */
+    struct fs_hidden *hidden; /* protected by lock */
+    fuse_ino_t next_ino;      /* protected by lock */
+    unsigned n_local;         /* local inodes; protected by lock */
+    struct fs_open handles;   /* list head; protected by lock */
+    struct fs_readpool *rp;   /* the read path's workers, memory and cache */
+    struct fs_wpool *wp;      /* the write path's upload threads and memory */
+    struct fuse_session *se;  /* for notifications to the kernel */
     pthread_mutex_t gz_lock;
-    struct fs_gzobj *gzobjs;   /* indexes of open gzip views; protected by gz_lock */
-    struct fs_once once;       /* what was said or found once (once.c) */
-    bool warned_conflict;      /* protected by lock */
+    struct fs_gzobj *gzobjs; /* indexes of open gzip views; protected by gz_lock */
+    struct fs_once once;     /* what was said or found once (once.c) */
+    bool warned_conflict;    /* protected by lock */
 };
 
 /* ---- meta.c: s3fs-compatible metadata (pure functions) ---------------- */
@@ -243,7 +243,7 @@ bool fs_name_valid(const char *name, size_t len);
 
 /* ---- plan.c: how a file becomes multipart parts (pure functions) ----- */
 
-#define FS_MIN_PART (5ULL << 20)  /* S3: every part but the last */
+#define FS_MIN_PART (5ULL << 20) /* S3: every part but the last */
 #define FS_MAX_PART (5ULL << 30)
 #define FS_MAX_PARTS 10000
 
@@ -406,7 +406,7 @@ int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t si
 struct fs_dirent {
     char *name;
     struct fs_attr attr;
-    bool hidden;            /* gunzip=replace: a K.gz shown as K */
+    bool hidden; /* gunzip=replace: a K.gz shown as K */
 };
 
 struct fs_dir {
@@ -428,9 +428,9 @@ int fs_rename_dir(struct fs *fs, const char *src, const char *dst);
 
 /* A file handle (fuse_file_info.fh). */
 struct fs_handle {
-    struct fs_open open;    /* first: the handle is freed through it */
+    struct fs_open open; /* first: the handle is freed through it */
     struct fs_inode *in;
-    char etag[80];          /* the object version read, for If-Match */
+    char etag[80]; /* the object version read, for If-Match */
     bool write;
     struct fs_reader *reader; /* reads of the object version opened */
     struct fs_gzhandle *gz;   /* a gzip view: reads inflate through it */
@@ -485,8 +485,8 @@ int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, 
 /* read(2) of a file open for writing.  *data is malloc'ed (caller frees)
  * with *got bytes.  EAGAIN: nothing was written, read the object version
  * `etag` (the handle's) through its reader. Else 0 or an errno. */
-int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t off,
-                  size_t size, char **data, size_t *got);
+int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t off, size_t size,
+                  char **data, size_t *got);
 /* flush/fsync: store what was written.  0 only when the object in the
  * bucket holds every byte written; else the sticky error (EIO, ENOSPC). */
 int fs_upload(struct fs *fs, struct fs_inode *in);

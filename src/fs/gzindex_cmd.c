@@ -70,8 +70,13 @@ int fs_gzindex_build(const struct fs_config *cfg, struct s3_client *s3, const ch
         log_error("cannot make %s: %s", cfg->cache_dir, strerror(rc));
     if (!rc)
         rc = s3_head_object(s3, key, &info, NULL);
-    struct s3src src = {.fs = &fs, .key = key, .etag = info.etag, .size = info.size,
-                        .buf = malloc(BUILD_CHUNK), .progress = progress, .arg = arg};
+    struct s3src src = {.fs = &fs,
+                        .key = key,
+                        .etag = info.etag,
+                        .size = info.size,
+                        .buf = malloc(BUILD_CHUNK),
+                        .progress = progress,
+                        .arg = arg};
     struct gz_index *ix = NULL;
     struct gz_reader *r = NULL;
     char *scratch = malloc(4u << 20);

@@ -65,7 +65,7 @@ struct view_slot {
     char *buf;
     size_t cap;
     uint64_t off, end;
-    size_t len;       /* what the fill produced: < end - off at the end of the data */
+    size_t len; /* what the fill produced: < end - off at the end of the data */
     int rc;
     int state;
 };
@@ -80,10 +80,10 @@ struct view_slot {
  * may take it: one core, as inflating from the start requires. */
 struct view_ahead {
     bool started, stop;
-    bool active;          /* filling ahead of a sequential reader */
-    bool at_end;          /* a fill reached the end of the data, or failed */
-    uint64_t claim_pos;   /* where the next chunk starts */
-    unsigned nw, ns;      /* workers, slots */
+    bool active;        /* filling ahead of a sequential reader */
+    bool at_end;        /* a fill reached the end of the data, or failed */
+    uint64_t claim_pos; /* where the next chunk starts */
+    unsigned nw, ns;    /* workers, slots */
     struct view_worker w[VIEW_WORKERS_MAX];
     struct view_slot s[VIEW_WORKERS_MAX + 1];
 };
@@ -96,13 +96,13 @@ struct view_ahead {
  * loading failed, for want of memory). */
 struct fs_gzobj {
     UT_hash_handle hh;
-    char *id;             /* fs_version_id(key, etag): fs->gzobjs' key */
-    char *key;            /* the object's S3 key */
-    char etag[80];        /* the version's ETag */
-    struct gz_index *ix;  /* protected by fs->gz_lock while loading */
-    unsigned refs;        /* protected by fs->gz_lock */
-    bool saved;           /* protected by fs->gz_lock */
-    bool loading;         /* protected by fs->gz_lock */
+    char *id;            /* fs_version_id(key, etag): fs->gzobjs' key */
+    char *key;           /* the object's S3 key */
+    char etag[80];       /* the version's ETag */
+    struct gz_index *ix; /* protected by fs->gz_lock while loading */
+    unsigned refs;       /* protected by fs->gz_lock */
+    bool saved;          /* protected by fs->gz_lock */
+    bool loading;        /* protected by fs->gz_lock */
     pthread_cond_t loaded;
 };
 
@@ -126,15 +126,15 @@ struct fs_gzhandle {
     pthread_cond_t cond;  /* a fill finished, or a slot was freed */
     struct fs *fs;
     struct fs_gzobj *obj;
-    struct gz_reader *r;  /* the cursor: used by one thread at a time */
+    struct gz_reader *r; /* the cursor: used by one thread at a time */
     struct fs_reader *raw;
     fuse_ino_t ino;
     char *raw_path;
     struct fs_attr raw_attr;
     uint64_t comp_size;
-    bool passthrough;     /* not gzip after all: the raw bytes */
-    uint64_t last_end;    /* where the previous read ended */
-    unsigned streak;      /* reads that continued the previous one */
+    bool passthrough;  /* not gzip after all: the raw bytes */
+    uint64_t last_end; /* where the previous read ended */
+    unsigned streak;   /* reads that continued the previous one */
     struct view_ahead ah;
 };
 
@@ -275,8 +275,7 @@ static void index_write(struct fs *fs, struct fs_gzobj *o, bool local_only)
     if (rc) {
         if (tmp.data)
             unlink(tmp.data);
-        log_warn("cannot store a gzip index in %s/gzindex: %s", fs->cfg.cache_dir,
-                 strerror(rc));
+        log_warn("cannot store a gzip index in %s/gzindex: %s", fs->cfg.cache_dir, strerror(rc));
     }
     if (fs->cfg.gz_index_shared && !fs->cfg.read_only && !local_only) {
         char *key = shared_key(fs, o);

@@ -225,7 +225,6 @@ void fs_inode_close_locked(struct fs *fs, struct fs_inode *in)
     inode_maybe_free(fs, in);
 }
 
-
 void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *))
 {
     o->free_fn = free_fn;

@@ -53,7 +53,8 @@ void fs_up_reset(struct fs *fs, struct fs_wfile *wf, bool abort)
         int rc = s3_abort_multipart_upload(fs->s3, wf->up.key, wf->up.id, NULL);
         if (rc == ENOSYS || rc == ENOTSUP)
             log_info("the server refuses AbortMultipartUpload: the parts of the failed upload "
-                     "of %s stay until the server drops them", wf->up.key);
+                     "of %s stay until the server drops them",
+                     wf->up.key);
         else if (rc && rc != ENOENT)
             log_warn("abort of the upload of %s failed: %s", wf->up.key, strerror(rc));
     }

@@ -72,10 +72,9 @@ void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         if (i >= 2 && plus) {
             /* readdirplus hands the kernel an entry: that counts as a lookup. */
             char *path = fs_child_path(dh->path, name);
-            struct fs_inode *in =
-                path ? fs_inode_publish(fs, path, &dh->d.ents[i - 2].attr, NULL, true, true, true,
-                                        &e)
-                     : NULL;
+            struct fs_inode *in = path ? fs_inode_publish(fs, path, &dh->d.ents[i - 2].attr, NULL,
+                                                          true, true, true, &e)
+                                       : NULL;
             free(path);
             if (!in)
                 break;

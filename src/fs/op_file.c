@@ -265,8 +265,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
         return;
     }
     /* Written here: write.c knows the bytes, unless nothing was written. */
-    int rc = fs_wfile_read(fs, h->in, h->reader ? h->etag : NULL, (uint64_t)off, size, &data,
-                           &got);
+    int rc = fs_wfile_read(fs, h->in, h->reader ? h->etag : NULL, (uint64_t)off, size, &data, &got);
     if (rc == EAGAIN && !h->reader)
         rc = EIO; /* cannot happen: a handle without a reader is of a file written here */
     /* Nothing of the handle is touched after the reply: once the kernel has

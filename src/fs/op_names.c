@@ -44,7 +44,6 @@ static int child_path(struct fs *fs, fuse_ino_t parent, const char *name, char *
     return 0;
 }
 
-
 void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);

@@ -126,10 +126,10 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
                          size_t size, int flags)
 {
     struct fs *fs = fs_of(req);
-    int rc = fs->cfg.read_only          ? EROFS
-             : !user_xattr(name)        ? ENOTSUP
-             : stats_xattr(ino, name)   ? EPERM /* reserved: the figures are not stored */
-                                        : 0;
+    int rc = fs->cfg.read_only        ? EROFS
+             : !user_xattr(name)      ? ENOTSUP
+             : stats_xattr(ino, name) ? EPERM /* reserved: the figures are not stored */
+                                      : 0;
     char *xattr = NULL, *updated = NULL;
     if (!rc)
         rc = current_xattr(fs, ino, &xattr);

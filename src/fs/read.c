@@ -25,11 +25,10 @@
  * job keeps its blocks pinned, and in max_memory, until they are stored).
  *
  * Memory: every block in memory counts against max_memory for the whole
- * mount, and so do the few freed buffers kept for reuse.  Read-ahead takes memory only while some is free (leaving a
- * reserve for blocks a read is waiting for); a block a read needs may wait
- * for memory, and takes it back from the least recently used finished
- * blocks no read is using.  So readers share the bound by back-pressure and
- * never fail for want of memory.
+ * mount, and so do the few freed buffers kept for reuse.  Read-ahead takes memory only while some
+ * is free (leaving a reserve for blocks a read is waiting for); a block a read needs may wait for
+ * memory, and takes it back from the least recently used finished blocks no read is using.  So
+ * readers share the bound by back-pressure and never fail for want of memory.
  *
  * Locking: one mutex (rp->lock) guards the objects, their block tables,
  * the readers' windows and the job queue; data of a block is written only
@@ -78,31 +77,31 @@ struct rblock {
     char *data;
     size_t len;
     /* the rest: protected by rp->lock, but for `transient`, fixed */
-    struct robj *o;             /* the table holding it; NULL once dropped */
+    struct robj *o; /* the table holding it; NULL once dropped */
     enum rb_state state;
     int error;
-    unsigned pins;              /* reads waiting on it and its job */
-    bool used;                  /* a read has had bytes from it */
-    bool transient;             /* a random reader's: dropped once stored and unpinned */
-    bool stored;                /* the disk cache holds it */
-    bool job;                   /* a job holds it (and so its object) */
+    unsigned pins;  /* reads waiting on it and its job */
+    bool used;      /* a read has had bytes from it */
+    bool transient; /* a random reader's: dropped once stored and unpinned */
+    bool stored;    /* the disk cache holds it */
+    bool job;       /* a job holds it (and so its object) */
     bool in_lru;
     struct rblock *lru_prev, *lru_next; /* reclaimable: ready, in a table, unpinned */
-    UT_hash_handle hh;          /* o->blocks */
+    UT_hash_handle hh;                  /* o->blocks */
 };
 
 /* An object version being read, shared by every open file reading it. */
 struct robj {
     /* fixed (read by workers and storers without the lock) */
     char *key;
-    char *id;                   /* cache identity: endpoint, bucket, key, ETag */
+    char *id; /* cache identity: endpoint, bucket, key, ETag */
     char etag[80];
     uint64_t size;
     /* protected by rp->lock */
-    struct rblock *blocks;      /* by block number */
-    unsigned readers;           /* open files reading it */
-    unsigned refs;              /* readers and jobs */
-    UT_hash_handle hh;          /* rp->objs, by id */
+    struct rblock *blocks; /* by block number */
+    unsigned readers;      /* open files reading it */
+    unsigned refs;         /* readers and jobs */
+    UT_hash_handle hh;     /* rp->objs, by id */
 };
 
 /* One open file's reader.  Reads of one handle may run at the same time on
@@ -113,10 +112,10 @@ struct fs_reader {
     struct robj *o;
     fuse_ino_t ino;
     /* protected by rp->lock */
-    uint64_t next_off;          /* where a sequential read would go on */
-    uint64_t ra_next;           /* the first block the read-ahead has not asked for */
+    uint64_t next_off; /* where a sequential read would go on */
+    uint64_t ra_next;  /* the first block the read-ahead has not asked for */
     uint64_t window;
-    unsigned streak;            /* reads in a row that went on where one ended */
+    unsigned streak; /* reads in a row that went on where one ended */
 };
 
 /* A run of blocks to fetch.  Made and queued with rp->lock held; once a
@@ -132,22 +131,22 @@ struct rjob {
 
 struct fs_readpool {
     pthread_mutex_t lock;
-    pthread_cond_t cond;        /* blocks done, memory freed, jobs queued */
-    pthread_cond_t store_cond;  /* stores queued, or stop_store */
+    pthread_cond_t cond;       /* blocks done, memory freed, jobs queued */
+    pthread_cond_t store_cond; /* stores queued, or stop_store */
     /* fixed: set by fs_readpool_new before the threads start */
     uint64_t mem_limit, reserve;
     struct cache *cache;
     struct s3_client *s3;
-    unsigned n_storers;         /* storers started before any worker */
+    unsigned n_storers; /* storers started before any worker */
     /* protected by rp->lock */
-    uint64_t mem_used;          /* blocks in tables or pinned */
-    struct rbuf *pool;          /* buffers to reuse; pool_n + mem_used stays within mem_limit */
+    uint64_t mem_used; /* blocks in tables or pinned */
+    struct rbuf *pool; /* buffers to reuse; pool_n + mem_used stays within mem_limit */
     unsigned pool_n;
     struct rblock *lru;
-    struct robj *objs;          /* by id */
+    struct robj *objs; /* by id */
     struct rjob *queue;
-    struct rjob *stores;        /* fetched, for the storers to write to the disk cache */
-    unsigned store_blocks;      /* blocks of the jobs in stores or being stored */
+    struct rjob *stores;   /* fetched, for the storers to write to the disk cache */
+    unsigned store_blocks; /* blocks of the jobs in stores or being stored */
     bool stop, stop_store;
     /* only touched by the thread that makes and frees the pool */
     pthread_t *threads;
@@ -172,7 +171,8 @@ static void lru_update(struct fs_readpool *rp, struct rblock *b)
 /* The memory gauge follows mem_used and the pool (rp->lock held). */
 static void mem_changed_locked(struct fs_readpool *rp)
 {
-    metrics_set(&fs_metrics[FS_M_MEM_READ], (int64_t)(rp->mem_used + (uint64_t)rp->pool_n * RD_BLOCK));
+    metrics_set(&fs_metrics[FS_M_MEM_READ],
+                (int64_t)(rp->mem_used + (uint64_t)rp->pool_n * RD_BLOCK));
 }
 
 static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
@@ -223,8 +223,8 @@ static void block_unpin(struct fs_readpool *rp, struct rblock *b)
 /* A new FETCHING block in o's table (or the one another thread made while
  * this one waited), or NULL: without `wait` when memory
  * beyond the reserve is used up; with `wait` after reclaiming or waiting. */
-static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t no,
-                                bool wait, bool transient)
+static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t no, bool wait,
+                                bool transient)
 {
     for (;;) {
         uint64_t limit = wait ? rp->mem_limit : rp->mem_limit - rp->reserve;
@@ -278,8 +278,8 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
 
 struct fill {
     struct fs_readpool *rp;
-    struct rblock **blocks;     /* the gap being fetched */
-    size_t n, i;                /* blocks; the one being filled */
+    struct rblock **blocks; /* the gap being fetched */
+    size_t n, i;            /* blocks; the one being filled */
 };
 
 static int fill_sink(void *arg, const void *data, size_t len)
@@ -458,9 +458,8 @@ static void *worker(void *arg)
  * is also pinned for the caller and stored in pin[no - first].  Blocks
  * made here are `transient` as asked.  Returns the first block not asked
  * for (last + 1 when all were). */
-static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first,
-                        uint64_t last, bool wait, bool transient, uint64_t part_blocks,
-                        struct rblock **pin)
+static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first, uint64_t last,
+                        bool wait, bool transient, uint64_t part_blocks, struct rblock **pin)
 {
     struct rjob *j = NULL;
     uint64_t no = first;
@@ -571,8 +570,7 @@ static int read_random(struct fs_readpool *rp, struct robj *o, uint64_t off, uin
 
 /* Drop the blocks [first, end) of o that read-ahead brought or is
  * bringing and no read has used or holds (only the job's pin, if any). */
-static void drop_unread_ahead(struct fs_readpool *rp, struct robj *o, uint64_t first,
-                              uint64_t end)
+static void drop_unread_ahead(struct fs_readpool *rp, struct robj *o, uint64_t first, uint64_t end)
 {
     for (uint64_t no = first; no < end; no++) {
         struct rblock *b;
@@ -714,7 +712,7 @@ static int open_block_cache(struct fs *fs, struct fs_readpool *rp)
         /* The caller says what failed; the log has the directory's name. */
         if (rc)
             log_debug("block cache %s: %s (held by pid %ld)", dir.data ? dir.data : "",
-                     strerror(rc), (long)owner);
+                      strerror(rc), (long)owner);
     }
     buf_free(&dir);
     return rc;

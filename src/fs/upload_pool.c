@@ -44,12 +44,12 @@ struct fs_wpool {
     bool stop;                /* protected by lock */
     uint64_t mem_used;        /* protected by lock */
     uint64_t mem_limit;
-    bool warned_mem;          /* protected by lock */
+    bool warned_mem; /* protected by lock */
     pthread_t *threads;
     unsigned n_threads;
-    pthread_t stale;          /* the stale-upload sweep at mount */
+    pthread_t stale; /* the stale-upload sweep at mount */
     bool stale_started;
-    int part_copy;            /* 1 works, -1 refused, 0 unknown; protected by lock */
+    int part_copy; /* 1 works, -1 refused, 0 unknown; protected by lock */
 };
 
 uint64_t fs_wmem_take(struct fs_wpool *wp, uint64_t n)
@@ -127,8 +127,8 @@ int fs_read_all(int fd, char *p, size_t len, uint64_t off)
 static int wjob_body(struct fs *fs, struct wjob *j, char *etag)
 {
     if (j->kind == FS_WJ_COPY)
-        return s3_upload_part_copy(fs->s3, j->key, j->upload_id, j->number, j->key, j->off,
-                                   j->len, j->src_etag, etag, NULL);
+        return s3_upload_part_copy(fs->s3, j->key, j->upload_id, j->number, j->key, j->off, j->len,
+                                   j->src_etag, etag, NULL);
     int rc = 0;
     if (j->kind != FS_WJ_MEM) {
         j->data = malloc(j->len ? j->len : 1);
@@ -210,8 +210,8 @@ static void *stale_main(void *arg)
     unsigned aborted = 0, unknown_age = 0;
     for (;;) {
         struct s3_upload_page page;
-        int rc = s3_list_multipart_uploads(fs->s3, fs->key_prefix, key_marker, id_marker, &page,
-                                           NULL);
+        int rc =
+            s3_list_multipart_uploads(fs->s3, fs->key_prefix, key_marker, id_marker, &page, NULL);
         if (rc) {
             if (rc == ENOSYS || rc == ENOTSUP)
                 log_info("the server does not list multipart uploads: stale uploads are not "
@@ -247,8 +247,7 @@ static void *stale_main(void *arg)
         log_info("aborted %u multipart upload(s) older than %llu s", aborted,
                  (unsigned long long)fs->cfg.abort_stale_uploads);
     if (unknown_age)
-        log_info("left %u multipart upload(s) alone: when they began is unknown",
-                 unknown_age);
+        log_info("left %u multipart upload(s) alone: when they began is unknown", unknown_age);
     return NULL;
 }
 
@@ -376,8 +375,8 @@ bool fs_part_copy_works(struct fs *fs, struct fs_wfile *wf)
     if (known)
         return known > 0;
     char etag[80];
-    int rc = s3_upload_part_copy(fs->s3, wf->up.key, wf->up.id, 1, wf->up.key, 0, 1,
-                                 wf->base_etag, etag, NULL);
+    int rc = s3_upload_part_copy(fs->s3, wf->up.key, wf->up.id, 1, wf->up.key, 0, 1, wf->base_etag,
+                                 etag, NULL);
     bool refused = rc == ENOSYS || rc == ENOTSUP; /* 501 NotImplemented, 405 */
     if (rc && !refused)
         return true; /* some other failure: the real copy will report it */

@@ -201,8 +201,7 @@ static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf
 }
 
 /* The whole file as one PutObject, with the inode's metadata now. */
-static int put_whole(struct fs *fs, struct fs_inode *in, const char *data, size_t len,
-                     char *etag)
+static int put_whole(struct fs *fs, struct fs_inode *in, const char *data, size_t len, char *etag)
 {
     char *key = fs_wf_key(fs, in, NULL);
     struct fs_put_meta m;
@@ -303,8 +302,8 @@ static int stage_fetch(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, 
     return rc;
 }
 
-static int stage_fetch_range(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf,
-                             uint64_t off, uint64_t len)
+static int stage_fetch_range(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, uint64_t off,
+                             uint64_t len)
 {
     if (!len)
         return 0;
@@ -351,8 +350,7 @@ static int to_staged(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
     int fd = mkstemp(tmpl.data);
     if (fd < 0) {
         rc = errno;
-        log_error("cannot make a staging file in %s/staging: %s", fs->cfg.cache_dir,
-                  strerror(rc));
+        log_error("cannot make a staging file in %s/staging: %s", fs->cfg.cache_dir, strerror(rc));
     } else {
         unlink(tmpl.data);
     }
@@ -603,8 +601,8 @@ out:
     return rc;
 }
 
-int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t off,
-                  size_t size, char **data, size_t *got)
+int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t off, size_t size,
+                  char **data, size_t *got)
 {
     pthread_mutex_lock(&fs->lock);
     struct fs_wfile *wf = in->wf;

@@ -95,8 +95,8 @@ struct gz_point {
      * window */
     unsigned char *state;
     uint32_t state_len;
-    uint32_t check;       /* crc32 of the first check_len bytes after the point */
-    uint32_t check_len;   /* 0: not known yet */
+    uint32_t check;     /* crc32 of the first check_len bytes after the point */
+    uint32_t check_len; /* 0: not known yet */
 };
 
 struct gz_index {
@@ -116,24 +116,24 @@ struct gz_reader {
     void *arg;
 #ifdef HAVE_ISAL
     struct inflate_state *st;
-    int st_error;          /* isal_inflate's error, reported once the bytes
-                            * it decoded before the damage are out; 0: none */
+    int st_error; /* isal_inflate's error, reported once the bytes
+                   * it decoded before the damage are out; 0: none */
 #else
     z_stream zs;
-    bool zs_ready;         /* inflateInit2 done */
-    bool raw_member;       /* resumed mid-member: raw deflate, trailer skipped */
-    bool member_done;      /* the current member's deflate stream ended */
-    bool want_block;       /* stop at the next block boundary for a point */
+    bool zs_ready;    /* inflateInit2 done */
+    bool raw_member;  /* resumed mid-member: raw deflate, trailer skipped */
+    bool member_done; /* the current member's deflate stream ended */
+    bool want_block;  /* stop at the next block boundary for a point */
 #endif
     bool live;
-    uint64_t out_pos;      /* decompressed offset of the next byte out */
+    uint64_t out_pos; /* decompressed offset of the next byte out */
     unsigned char *in;
-    uint64_t in_off;       /* compressed offset of in[0] */
+    uint64_t in_off; /* compressed offset of in[0] */
     size_t in_len;
     bool in_eof;
     unsigned char *scratch;
     /* the check of one point: filled when recording, compared when used */
-    size_t check_pt;       /* SIZE_MAX: none */
+    size_t check_pt; /* SIZE_MAX: none */
     bool check_verify;
     uint32_t check_crc, check_done, check_want;
 };
@@ -351,8 +351,8 @@ int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_in
 {
     const unsigned char *p = data, *end = p + len;
     if (len < 48 || len > gz_index_max_bytes(comp_size) || memcmp(p, GZ_MAGIC, 8) != 0 ||
-        get32(end - 4) != (uint32_t)crc32(0, p, (uInt)(len - 4)) ||
-        get32(p + 8) != GZ_ENGINE_TAG || get64(p + 16) != comp_size)
+        get32(end - 4) != (uint32_t)crc32(0, p, (uInt)(len - 4)) || get32(p + 8) != GZ_ENGINE_TAG ||
+        get64(p + 16) != comp_size)
         return EINVAL;
     uint64_t size = get64(p + 24), span = get64(p + 32);
     uint32_t n = get32(p + 40);
@@ -383,8 +383,8 @@ int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_in
                               : pt.out_off > ix->pts[ix->n - 1].out_off &&
                                     pt.in_off >= ix->pts[ix->n - 1].in_off;
         if (pt.kind > GZP_STATE || (size_t)(end - p) < pt.state_len || !ordered ||
-            pt.state_len > compressBound(GZ_STATE_RAW) ||
-            pt.in_off > comp_size || pt.out_off > size || pt.check_len > GZ_CHECK_LEN ||
+            pt.state_len > compressBound(GZ_STATE_RAW) || pt.in_off > comp_size ||
+            pt.out_off > size || pt.check_len > GZ_CHECK_LEN ||
             (pt.kind == GZP_STATE) != (pt.state_len > 0)) {
             rc = EINVAL;
             break;
@@ -646,8 +646,8 @@ static bool isal_state_ok(const struct inflate_state *st)
         return false;
     if (b == ISAL_BLOCK_TYPE0 && (st->type0_block_len < 0 || st->type0_block_len > 65535))
         return false;
-    if (st->tmp_in_size < 0 || (b == ISAL_BLOCK_HDR ? st->tmp_in_size > ISAL_DEF_MAX_HDR_SIZE
-                                                    : st->tmp_in_size != 0))
+    if (st->tmp_in_size < 0 ||
+        (b == ISAL_BLOCK_HDR ? st->tmp_in_size > ISAL_DEF_MAX_HDR_SIZE : st->tmp_in_size != 0))
         return false;
     if (st->tmp_out_processed < 0 || st->tmp_out_processed > st->tmp_out_valid ||
         (size_t)st->tmp_out_valid > sizeof(st->tmp_out_buffer))
@@ -662,8 +662,8 @@ static int restore(struct gz_reader *r, const struct gz_point *p)
     r->st_error = 0;
     if (p->kind == GZP_STATE) {
         uLongf n = sizeof(*r->st);
-        if (uncompress((Bytef *)r->st, &n, p->state, p->state_len) != Z_OK ||
-            n != sizeof(*r->st) || !isal_state_ok(r->st))
+        if (uncompress((Bytef *)r->st, &n, p->state, p->state_len) != Z_OK || n != sizeof(*r->st) ||
+            !isal_state_ok(r->st))
             return EIO;
         r->st->crc_flag = ISAL_GZIP;
     } else {
@@ -725,8 +725,11 @@ static void add_state_point(struct gz_reader *r, const void *raw, size_t raw_len
     uLongf n = compressBound(raw_len);
     unsigned char *z = malloc(n);
     if (z && compress2(z, &n, raw, raw_len, 6) == Z_OK) {
-        struct gz_point p = {.in_off = in_pos(r), .out_off = r->out_pos, .kind = GZP_STATE,
-                             .state = z, .state_len = (uint32_t)n};
+        struct gz_point p = {.in_off = in_pos(r),
+                             .out_off = r->out_pos,
+                             .kind = GZP_STATE,
+                             .state = z,
+                             .state_len = (uint32_t)n};
         pthread_mutex_lock(&r->ix->lock);
         bool frontier = r->out_pos > r->ix->pts[r->ix->n - 1].out_off;
         if (frontier && ix_add(r->ix, &p) == 0) {

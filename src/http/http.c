@@ -38,7 +38,10 @@ struct http_engine {
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_result;
 
-static void curl_global(void) { curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT); }
+static void curl_global(void)
+{
+    curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 /* ---- callbacks from libcurl (engine thread) --------------------------- */
 
@@ -115,32 +118,24 @@ static int cb_seek(void *userp, curl_off_t offset, int origin)
 static int curl_code_to_errno(CURLcode code)
 {
     switch (code) {
-    case CURLE_OK:
-        return 0;
-    case CURLE_COULDNT_CONNECT:
-        return ECONNREFUSED;
+    case CURLE_OK: return 0;
+    case CURLE_COULDNT_CONNECT: return ECONNREFUSED;
     case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        return EHOSTUNREACH;
-    case CURLE_OPERATION_TIMEDOUT:
-        return ETIMEDOUT;
+    case CURLE_COULDNT_RESOLVE_PROXY: return EHOSTUNREACH;
+    case CURLE_OPERATION_TIMEDOUT: return ETIMEDOUT;
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
     case CURLE_PARTIAL_FILE:
     case CURLE_GOT_NOTHING:
     case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-        return ECONNRESET;
+    case CURLE_HTTP2_STREAM: return ECONNRESET;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CIPHER:
-        return EPROTO;
-    case CURLE_OUT_OF_MEMORY:
-        return ENOMEM;
-    default:
-        return EIO;
+    case CURLE_SSL_CIPHER: return EPROTO;
+    case CURLE_OUT_OF_MEMORY: return ENOMEM;
+    default: return EIO;
     }
 }
 

@@ -19,11 +19,11 @@ struct curl_slist;
 struct http_engine;
 
 struct http_engine_options {
-    unsigned max_connections;  /* total open connections; 0 → 64 */
-    long connect_timeout_ms;   /* 0 → 10,000 */
-    long stall_timeout_s;      /* abort a transfer that moves < 1 B/s this long; 0 → 30 */
-    const char *cafile;        /* CA bundle for TLS peer verification, or NULL */
-    bool no_verify_ssl;        /* turn TLS verification off (loudly) */
+    unsigned max_connections; /* total open connections; 0 → 64 */
+    long connect_timeout_ms;  /* 0 → 10,000 */
+    long stall_timeout_s;     /* abort a transfer that moves < 1 B/s this long; 0 → 30 */
+    const char *cafile;       /* CA bundle for TLS peer verification, or NULL */
+    bool no_verify_ssl;       /* turn TLS verification off (loudly) */
 };
 
 struct http_request;
@@ -48,20 +48,20 @@ struct http_request {
     struct curl_slist *headers; /* "Name: value" lines; owned by the submitter */
     const void *body;           /* request body, or NULL */
     size_t body_len;
-    http_header_fn on_header;   /* may be NULL */
-    http_body_fn on_body;       /* may be NULL: the body is discarded */
-    http_done_fn on_done;       /* required for http_submit */
-    void *arg;                  /* for the callbacks */
-    long timeout_ms;            /* the whole request, connecting included, ends
-                                 * with ETIMEDOUT after this long; 0 → only the
-                                 * engine's connect and stall timeouts */
+    http_header_fn on_header; /* may be NULL */
+    http_body_fn on_body;     /* may be NULL: the body is discarded */
+    http_done_fn on_done;     /* required for http_submit */
+    void *arg;                /* for the callbacks */
+    long timeout_ms;          /* the whole request, connecting included, ends
+                               * with ETIMEDOUT after this long; 0 → only the
+                               * engine's connect and stall timeouts */
 
     /* out, valid in on_done */
-    long status;                /* HTTP status, 0 if none was received */
-    int error;                  /* 0 once a whole response arrived, else an errno
-                                 * (see http_perform for the values) */
-    char error_text[256];       /* libcurl's words for `error` */
-    uint64_t body_bytes;        /* response body bytes received */
+    long status;          /* HTTP status, 0 if none was received */
+    int error;            /* 0 once a whole response arrived, else an errno
+                           * (see http_perform for the values) */
+    char error_text[256]; /* libcurl's words for `error` */
+    uint64_t body_bytes;  /* response body bytes received */
 
     /* private to the engine */
     size_t upload_off;

@@ -29,9 +29,9 @@
 
 struct s3_client {
     struct http_engine *http;
-    char *scheme;     /* "http" or "https" */
-    char *host;       /* "host[:port]" of the endpoint */
-    char *base_path;  /* path prefix of the endpoint, "" usually */
+    char *scheme;    /* "http" or "https" */
+    char *host;      /* "host[:port]" of the endpoint */
+    char *base_path; /* path prefix of the endpoint, "" usually */
     bool endpoint_from_region;
     char *bucket;
     bool path_style;
@@ -41,48 +41,48 @@ struct s3_client {
     struct s3_retry_budget budget;
     struct s3_creds_request creds_rq; /* strings owned here */
     char creds_source[64];
-    char *access_key_id_shown;        /* for messages; never the secret */
+    char *access_key_id_shown; /* for messages; never the secret */
     atomic_bool warned_range;
 
     pthread_mutex_t mutex;
     pthread_cond_t refreshed;
-    char region[64];                  /* protected by mutex */
-    char *region_host;                /* protected by mutex (default endpoint) */
-    struct s3_credentials creds;      /* protected by mutex */
-    bool refreshing;                  /* protected by mutex */
-    uint64_t last_refresh_try_ms;     /* protected by mutex */
-    int64_t clock_skew;               /* server minus local, seconds; protected by mutex */
+    char region[64];              /* protected by mutex */
+    char *region_host;            /* protected by mutex (default endpoint) */
+    struct s3_credentials creds;  /* protected by mutex */
+    bool refreshing;              /* protected by mutex */
+    uint64_t last_refresh_try_ms; /* protected by mutex */
+    int64_t clock_skew;           /* server minus local, seconds; protected by mutex */
 };
 
 /* One logical request, possibly several attempts. */
 struct s3_req {
     const char *op;
-    unsigned op_index;                /* for metrics: s3_metrics_op(op) */
+    unsigned op_index; /* for metrics: s3_metrics_op(op) */
     const char *method;
-    const char *key;                  /* NULL: the bucket itself */
+    const char *key; /* NULL: the bucket itself */
     struct s3_kv query[MAX_QUERY];
     size_t n_query;
     struct s3_kv headers[MAX_HEADERS];
     size_t n_headers;
-    char *owned[MAX_HEADERS];         /* header names we allocated */
+    char *owned[MAX_HEADERS]; /* header names we allocated */
     size_t n_owned;
     const void *body;
     size_t body_len;
-    bool body_may_be_error;           /* a 200 may carry an <Error> */
-    struct s3_call_limits limits;     /* zero: the client's settings */
+    bool body_may_be_error;       /* a 200 may carry an <Error> */
+    struct s3_call_limits limits; /* zero: the client's settings */
 
     /* GET: the window of the object wanted, delivered to sink */
     s3_sink_fn sink;
     void *sink_arg;
-    uint64_t want_off, want_len;      /* want_len S3_TO_END: to the end */
+    uint64_t want_off, want_len; /* want_len S3_TO_END: to the end */
     uint64_t delivered;
-    char pinned_etag[80];             /* ETag of the first response */
+    char pinned_etag[80]; /* ETag of the first response */
     bool ranged;
 
     /* results */
-    struct buf resp;                  /* body of a non-GET or error response */
-    char request_id[96];              /* of the last attempt's answer */
-    struct s3_object_info *info;      /* filled from headers, may be NULL */
+    struct buf resp;             /* body of a non-GET or error response */
+    char request_id[96];         /* of the last attempt's answer */
+    struct s3_object_info *info; /* filled from headers, may be NULL */
     char etag[80];
     char bucket_region[64];
 };
@@ -97,14 +97,14 @@ struct s3_attempt {
     bool have_length;
     uint64_t range_start, range_total;
     bool have_range, have_total;
-    bool size_refused;                /* a size beyond S3_MAX_OBJECT_SIZE */
-    uint64_t pos;                     /* object offset of the next body byte */
+    bool size_refused; /* a size beyond S3_MAX_OBJECT_SIZE */
+    uint64_t pos;      /* object offset of the next body byte */
     bool to_sink;
     struct s3_object_info info;
     size_t meta_cap;
     char request_id[96];
-    bool sent;                        /* it reached http_perform: count it */
-    const char *refused;              /* a header whose value we refused */
+    bool sent;           /* it reached http_perform: count it */
+    const char *refused; /* a header whose value we refused */
 };
 
 /* ---- endpoint and addressing ------------------------------------------- */
@@ -232,8 +232,7 @@ static int creds_snapshot(struct s3_client *c, struct s3_credentials *out, struc
     pthread_mutex_lock(&c->mutex);
     for (;;) {
         int64_t now = (int64_t)time(NULL);
-        bool expiring = c->creds.expiration &&
-                        c->creds.expiration - now < CREDS_REFRESH_BEFORE_S;
+        bool expiring = c->creds.expiration && c->creds.expiration - now < CREDS_REFRESH_BEFORE_S;
         bool expired = c->creds.expiration && c->creds.expiration <= now;
         if (expiring && !c->refreshing &&
             (expired || util_now_ms() - c->last_refresh_try_ms >= CREDS_REFRESH_RETRY_MS)) {
@@ -267,8 +266,7 @@ static int creds_snapshot(struct s3_client *c, struct s3_credentials *out, struc
     out->secret_key = strdup(c->creds.secret_key);
     if (c->creds.session_token)
         out->session_token = strdup(c->creds.session_token);
-    if (!out->access_key || !out->secret_key ||
-        (c->creds.session_token && !out->session_token))
+    if (!out->access_key || !out->secret_key || (c->creds.session_token && !out->session_token))
         rc = ENOMEM;
     pthread_mutex_unlock(&c->mutex);
     if (rc) {
@@ -407,9 +405,9 @@ static int on_body(struct http_request *hr, const void *data, size_t len)
         a->to_sink = req->sink && (a->status == 200 || a->status == 206);
         if (a->to_sink) {
             a->pos = a->status == 206 && a->have_range ? a->range_start : 0;
-            if (req->ranged && (a->status == 200 || (a->have_range &&
-                                                      a->range_start != req->want_off +
-                                                                            req->delivered)) &&
+            if (req->ranged &&
+                (a->status == 200 ||
+                 (a->have_range && a->range_start != req->want_off + req->delivered)) &&
                 !atomic_exchange(&a->c->warned_range, true))
                 log_warn("the server did not honour a Range request exactly (asked from byte "
                          "%llu, got %s from %llu); using only the bytes asked for",
@@ -569,13 +567,12 @@ static int transfer_result(const struct s3_req *req, const struct s3_attempt *a,
 {
     if (t == GOT_ALL_BYTES)
         t = 0; /* we stopped reading because we had every byte we wanted */
-    if (t == 0 && a->to_sink && req->want_len != S3_TO_END &&
-        req->delivered < req->want_len) {
+    if (t == 0 && a->to_sink && req->want_len != S3_TO_END && req->delivered < req->want_len) {
         /* the body ended early but curl saw no error: the object is shorter
          * than the range (fine) unless the headers promised more */
-        uint64_t total = a->have_total ? a->range_total
-                                       : (a->status == 200 && a->have_length ? a->content_length
-                                                                             : 0);
+        uint64_t total = a->have_total
+                             ? a->range_total
+                             : (a->status == 200 && a->have_length ? a->content_length : 0);
         if (req->want_off + req->delivered < total)
             t = ECONNRESET;
     }
@@ -609,7 +606,7 @@ static int wire_send(struct s3_client *c, struct s3_req *req, struct s3_attempt 
     } else if (t) {
         err->transport = t;
         snprintf(err->message, sizeof(err->message), "%s",
-                 a->size_refused ? "the answer gives a size beyond S3's largest object: refused"
+                 a->size_refused    ? "the answer gives a size beyond S3's largest object: refused"
                  : hr.error_text[0] ? hr.error_text
                                     : strerror(t));
     }
@@ -672,8 +669,8 @@ static const char *status_code_name(long status)
     }
 }
 
-static void count_attempt(const struct s3_req *req, const struct s3_attempt *a,
-                          const char *code, unsigned attempt)
+static void count_attempt(const struct s3_req *req, const struct s3_attempt *a, const char *code,
+                          unsigned attempt)
 {
     if (a->sent)
         s3_metrics_attempt(req->op_index, a->status, code, req->body_len, attempt > 1);
@@ -1442,9 +1439,8 @@ int s3_list_objects_v2(struct s3_client *c, const struct s3_list_params *p,
     return rc;
 }
 
-int s3_create_multipart_upload(struct s3_client *c, const char *key,
-                               const struct s3_put_opts *opts, char **upload_id,
-                               struct s3_error *err)
+int s3_create_multipart_upload(struct s3_client *c, const char *key, const struct s3_put_opts *opts,
+                               char **upload_id, struct s3_error *err)
 {
     struct s3_req req;
     req_init(&req, "CreateMultipartUpload", "POST", key);
@@ -1526,7 +1522,8 @@ static bool complete_landed(struct s3_client *c, const char *key, const struct s
     s3_object_info_clear(&info);
     if (landed) {
         log_info("%s: CompleteMultipartUpload answered NoSuchUpload, but the object with "
-                 "its parts' ETag is there: an earlier attempt completed it", key);
+                 "its parts' ETag is there: an earlier attempt completed it",
+                 key);
         if (etag_out)
             snprintf(etag_out, 80, "%s", want);
     }

@@ -369,8 +369,8 @@ static int web_identity(const struct s3_creds_request *rq, const char *role_arn,
         rc = append_form(&form, "RoleSessionName", session_name ? session_name : "pailfs");
     if (!rc)
         rc = append_form(&form, "WebIdentityToken", token);
-    struct curl_slist *h = curl_slist_append(NULL,
-                                             "Content-Type: application/x-www-form-urlencoded");
+    struct curl_slist *h =
+        curl_slist_append(NULL, "Content-Type: application/x-www-form-urlencoded");
     long status = 0;
     if (!rc && h)
         rc = fetch(rq->http, "POST", url.data, h, form.data, &body, &status, why, why_len,
@@ -379,14 +379,14 @@ static int web_identity(const struct s3_creds_request *rq, const char *role_arn,
         struct s3_error err = {0};
         rc = s3_creds_parse_sts(body.data, body.len, out, &err);
         if (rc)
-            snprintf(why, why_len, "web identity: STS refused role %s: %s %s", role_arn,
-                     err.code, err.message);
+            snprintf(why, why_len, "web identity: STS refused role %s: %s %s", role_arn, err.code,
+                     err.message);
     } else if (status && body.len) {
         struct s3_error err = {0};
         if (s3_xml_parse_error(body.data, body.len, &err) == 0 ||
             s3_creds_parse_sts(body.data, body.len, out, &err) == EACCES)
-            snprintf(why, why_len, "web identity: STS refused role %s: HTTP %ld %s %s",
-                     role_arn, status, err.code, err.message);
+            snprintf(why, why_len, "web identity: STS refused role %s: HTTP %ld %s %s", role_arn,
+                     status, err.code, err.message);
     }
     curl_slist_free_all(h);
     util_wipe_free(token);
@@ -485,8 +485,8 @@ static int imds(const struct s3_creds_request *rq, struct s3_credentials *out, c
     }
     buf_clear(&url);
     if (!rc)
-        rc = buf_printf(&url, "%.*s/latest/meta-data/iam/security-credentials/%s", (int)blen,
-                        base, role);
+        rc = buf_printf(&url, "%.*s/latest/meta-data/iam/security-credentials/%s", (int)blen, base,
+                        role);
     if (!rc)
         rc = fetch(rq->http, "GET", url.data, h, NULL, &body, &status, why, why_len,
                    "instance metadata (role credentials)");
@@ -507,8 +507,8 @@ static int imds(const struct s3_creds_request *rq, struct s3_credentials *out, c
 static int imds_quick(const struct s3_creds_request *rq, struct s3_credentials *out, char *why,
                       size_t why_len)
 {
-    struct http_engine_options o = {.max_connections = 2, .connect_timeout_ms = 1000,
-                                    .stall_timeout_s = 2};
+    struct http_engine_options o = {
+        .max_connections = 2, .connect_timeout_ms = 1000, .stall_timeout_s = 2};
     struct http_engine *eng;
     int rc = http_engine_new(&o, &eng);
     if (rc)
@@ -583,8 +583,8 @@ int s3_creds_refresh(const struct s3_creds_request *rq, const char *source,
     return EINVAL;
 }
 
-int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out,
-                     char *source, size_t source_len, char *why, size_t why_len)
+int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out, char *source,
+                     size_t source_len, char *why, size_t why_len)
 {
     memset(out, 0, sizeof(*out));
     why[0] = '\0';
@@ -618,8 +618,8 @@ int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *o
     }
     if (rc == 0 && p.role_arn && p.web_identity_token_file) {
         snprintf(source, source_len, "profile-web-identity:%s", profile);
-        rc = web_identity(rq, p.role_arn, p.web_identity_token_file, p.role_session_name, out,
-                          why, why_len);
+        rc = web_identity(rq, p.role_arn, p.web_identity_token_file, p.role_session_name, out, why,
+                          why_len);
         s3_profile_clear(&p);
         return rc;
     }

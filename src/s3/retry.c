@@ -21,10 +21,8 @@ bool s3_retryable(long status, const char *code, int transport)
         case ECONNREFUSED:
         case ECONNRESET:
         case ETIMEDOUT:
-        case EHOSTUNREACH:
-            return true;
-        default: /* TLS refusals, cancellations, our own aborts */
-            return false;
+        case EHOSTUNREACH: return true;
+        default: /* TLS refusals, cancellations, our own aborts */ return false;
         }
     }
     if (code && (strcmp(code, "InternalError") == 0 || strcmp(code, "SlowDown") == 0 ||
@@ -75,24 +73,16 @@ int s3_status_to_errno(long status, const char *code)
     if (status >= 200 && status < 300)
         return 0;
     switch (status) {
-    case 404:
-        return ENOENT;
-    case 403:
-        return EACCES;
-    case 412:
-        return ESTALE;
-    case 501:
-        return ENOSYS;
-    case 405:
-        return ENOTSUP;
+    case 404: return ENOENT;
+    case 403: return EACCES;
+    case 412: return ESTALE;
+    case 501: return ENOSYS;
+    case 405: return ENOTSUP;
     case 400:
     case 409:
     case 411:
     case 413:
-    case 416:
-        return EINVAL;
-    default:
-        (void)code;
-        return EIO;
+    case 416: return EINVAL;
+    default: (void)code; return EIO;
     }
 }

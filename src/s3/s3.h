@@ -41,29 +41,29 @@ enum s3_addressing {
 };
 
 struct s3_config {
-    const char *endpoint;     /* "http://127.0.0.1:9000"; NULL → AWS by region */
-    const char *region;       /* NULL → env, profile, else us-east-1 (then discovered) */
-    const char *bucket;       /* required */
+    const char *endpoint; /* "http://127.0.0.1:9000"; NULL → AWS by region */
+    const char *region;   /* NULL → env, profile, else us-east-1 (then discovered) */
+    const char *bucket;   /* required */
     enum s3_addressing addressing;
-    const char *profile;      /* NULL → $AWS_PROFILE, else "default" */
-    const char *passwd_file;  /* s3fs-style ACCESS:SECRET file, or NULL */
-    bool public_bucket;       /* send unsigned requests */
-    bool unsigned_payload;    /* UNSIGNED-PAYLOAD instead of the body's hash
-                               * (honoured over https only) */
-    unsigned max_attempts;    /* tries per request, first included; 0 → 5 */
-    unsigned retry_base_ms;   /* 0 → 200 */
-    unsigned retry_cap_ms;    /* 0 → 20,000 */
+    const char *profile;     /* NULL → $AWS_PROFILE, else "default" */
+    const char *passwd_file; /* s3fs-style ACCESS:SECRET file, or NULL */
+    bool public_bucket;      /* send unsigned requests */
+    bool unsigned_payload;   /* UNSIGNED-PAYLOAD instead of the body's hash
+                              * (honoured over https only) */
+    unsigned max_attempts;   /* tries per request, first included; 0 → 5 */
+    unsigned retry_base_ms;  /* 0 → 200 */
+    unsigned retry_cap_ms;   /* 0 → 20,000 */
     struct http_engine_options http;
 };
 
 /* Details of a failed request, for messages.  All strings NUL-terminated. */
 struct s3_error {
-    long status;              /* HTTP status; 0 when none arrived */
-    int transport;            /* errno of the transport failure, or 0 */
-    char code[64];            /* S3 error code, e.g. "NoSuchKey" */
-    char message[768];        /* S3's message, libcurl's words, or ours */
+    long status;       /* HTTP status; 0 when none arrived */
+    int transport;     /* errno of the transport failure, or 0 */
+    char code[64];     /* S3 error code, e.g. "NoSuchKey" */
+    char message[768]; /* S3's message, libcurl's words, or ours */
     char request_id[96];
-    char region[64];          /* a region hint from the server, if any */
+    char region[64]; /* a region hint from the server, if any */
 };
 
 /* Create a client: resolves credentials (see s3_credentials_describe for the
@@ -85,12 +85,12 @@ void s3_client_credentials_info(struct s3_client *c, const char **source,
 /* Bounds for one call that must answer quickly, such as the check before
  * mounting.  A zero field keeps the client's setting. */
 struct s3_call_limits {
-    unsigned max_attempts;    /* tries, first included; never more than the
-                               * client's own max_attempts */
-    long attempt_timeout_ms;  /* each attempt, connecting included; a slower
-                               * one fails with err->transport ETIMEDOUT */
-    bool quiet;               /* do not log the final failure: the caller
-                               * reports it in its own words */
+    unsigned max_attempts;   /* tries, first included; never more than the
+                              * client's own max_attempts */
+    long attempt_timeout_ms; /* each attempt, connecting included; a slower
+                              * one fails with err->transport ETIMEDOUT */
+    bool quiet;              /* do not log the final failure: the caller
+                              * reports it in its own words */
 };
 
 /* HeadBucket within `limits` (NULL: none, the client's own settings).
@@ -106,16 +106,16 @@ int s3_head_bucket_limited(struct s3_client *c, const struct s3_call_limits *lim
 /* ---- objects ---------------------------------------------------------- */
 
 struct s3_meta {
-    char *name;  /* lower case, without "x-amz-meta-" */
+    char *name; /* lower case, without "x-amz-meta-" */
     char *value;
 };
 
 struct s3_object_info {
     uint64_t size;
-    char etag[80];           /* with its quotes, as the server sent it */
-    int64_t mtime;           /* Last-Modified, seconds since the epoch */
-    char *content_type;      /* or NULL */
-    char *content_encoding;  /* or NULL */
+    char etag[80];          /* with its quotes, as the server sent it */
+    int64_t mtime;          /* Last-Modified, seconds since the epoch */
+    char *content_type;     /* or NULL */
+    char *content_encoding; /* or NULL */
     struct s3_meta *meta;
     size_t n_meta;
 };
@@ -226,15 +226,15 @@ struct s3_list_entry {
 struct s3_list_page {
     struct s3_list_entry *entries;
     size_t n_entries;
-    char **prefixes;          /* common prefixes */
+    char **prefixes; /* common prefixes */
     size_t n_prefixes;
     bool truncated;
-    char *next_token;         /* continuation token when truncated */
-    char **skipped;           /* keys and prefixes left out of the two lists
-                               * above because their decoding holds a NUL
-                               * byte, which no C string (no name, no key we
-                               * could ask for) can hold; as the server sent
-                               * them, still %-encoded, for messages */
+    char *next_token; /* continuation token when truncated */
+    char **skipped;   /* keys and prefixes left out of the two lists
+                       * above because their decoding holds a NUL
+                       * byte, which no C string (no name, no key we
+                       * could ask for) can hold; as the server sent
+                       * them, still %-encoded, for messages */
     size_t n_skipped;
 };
 void s3_list_page_free(struct s3_list_page *page);
@@ -252,14 +252,13 @@ int s3_list_objects_v2(struct s3_client *c, const struct s3_list_params *params,
 /* ---- multipart -------------------------------------------------------- */
 
 struct s3_part {
-    int number;       /* 1 … 10000 */
+    int number; /* 1 … 10000 */
     char etag[80];
 };
 
 /* CreateMultipartUpload; *upload_id is malloc'ed (caller frees). */
-int s3_create_multipart_upload(struct s3_client *c, const char *key,
-                               const struct s3_put_opts *opts, char **upload_id,
-                               struct s3_error *err);
+int s3_create_multipart_upload(struct s3_client *c, const char *key, const struct s3_put_opts *opts,
+                               char **upload_id, struct s3_error *err);
 /* UploadPart; etag_out is 80 bytes. */
 int s3_upload_part(struct s3_client *c, const char *key, const char *upload_id, int part_number,
                    const void *data, size_t len, char *etag_out, struct s3_error *err);

@@ -19,15 +19,15 @@ struct s3_kv {
 
 struct s3_sign_input {
     const char *method;
-    const char *canonical_uri;   /* the encoded path exactly as sent */
-    const struct s3_kv *query;   /* raw (unencoded) names and values */
+    const char *canonical_uri; /* the encoded path exactly as sent */
+    const struct s3_kv *query; /* raw (unencoded) names and values */
     size_t n_query;
     const struct s3_kv *headers; /* every header to sign, any case, raw values */
     size_t n_headers;
-    const char *payload_hash;    /* hex SHA-256 or "UNSIGNED-PAYLOAD" */
+    const char *payload_hash; /* hex SHA-256 or "UNSIGNED-PAYLOAD" */
     const char *region;
-    const char *service;         /* "s3" */
-    const char *amz_date;        /* "20130524T000000Z" */
+    const char *service;  /* "s3" */
+    const char *amz_date; /* "20130524T000000Z" */
     const char *access_key;
     const char *secret_key;
 };
@@ -120,8 +120,8 @@ const char *s3_upload_page_outside(const struct s3_upload_page *page, const char
 struct s3_credentials {
     char *access_key;
     char *secret_key;
-    char *session_token;  /* or NULL */
-    int64_t expiration;   /* seconds since the epoch; 0 = does not expire */
+    char *session_token; /* or NULL */
+    int64_t expiration;  /* seconds since the epoch; 0 = does not expire */
 };
 void s3_credentials_clear(struct s3_credentials *cr);
 
@@ -162,11 +162,11 @@ struct s3_creds_request {
     const char *passwd_file;
     const char *bucket;
     const char *profile;
-    const char *region;       /* for the STS endpoint, may be NULL */
+    const char *region; /* for the STS endpoint, may be NULL */
     struct http_engine *http;
 };
-int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out,
-                     char *source, size_t source_len, char *why, size_t why_len);
+int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out, char *source,
+                     size_t source_len, char *why, size_t why_len);
 /* Fetch fresh credentials from the same refreshable source (web-identity,
  * container, imds).  0, or an errno with `why` set. */
 int s3_creds_refresh(const struct s3_creds_request *rq, const char *source,
@@ -196,7 +196,7 @@ uint64_t s3_backoff_ms(const struct s3_retry_policy *p, unsigned retry, uint64_t
  * each success puts some back.  When empty, failures are not retried. */
 struct s3_retry_budget {
     pthread_mutex_t mutex;
-    int tokens;        /* protected by mutex */
+    int tokens; /* protected by mutex */
     int max_tokens;
 };
 #define S3_BUDGET_MAX 500

@@ -20,7 +20,6 @@
 
 static const char hexlow[] = "0123456789abcdef";
 
-
 static void to_hex(const unsigned char *bin, size_t n, char *hex)
 {
     for (size_t i = 0; i < n; i++) {

@@ -30,9 +30,8 @@ static int xml_walk(const char *xml, size_t len, const struct xml_events *ev)
 {
     if (len > INT32_MAX)
         return EPROTO;
-    xmlTextReaderPtr r = xmlReaderForMemory(xml, (int)len, NULL, NULL,
-                                            XML_PARSE_NONET | XML_PARSE_NOERROR |
-                                                XML_PARSE_NOWARNING);
+    xmlTextReaderPtr r = xmlReaderForMemory(
+        xml, (int)len, NULL, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
     if (!r)
         return EPROTO;
     char stack[XML_MAX_DEPTH][64];
@@ -97,7 +96,6 @@ static void copy_field(char *dst, size_t n, const char *src)
 {
     snprintf(dst, n, "%s", src);
 }
-
 
 void s3_xml_init(void)
 {

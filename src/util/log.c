@@ -29,14 +29,20 @@ static _Atomic int log_level = LOG_LVL_WARN;
 static _Atomic bool log_to_syslog = false;
 static _Atomic int log_fd = -1; /* the log file, or -1: stderr or syslog */
 static pthread_mutex_t file_lock = PTHREAD_MUTEX_INITIALIZER; /* serialises reopens */
-static char *file_path;                                        /* protected by file_lock */
+static char *file_path;                                       /* protected by file_lock */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const int syslog_priorities[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
 
-void log_set_level(enum log_level level) { atomic_store(&log_level, (int)level); }
+void log_set_level(enum log_level level)
+{
+    atomic_store(&log_level, (int)level);
+}
 
-enum log_level log_get_level(void) { return (enum log_level)atomic_load(&log_level); }
+enum log_level log_get_level(void)
+{
+    return (enum log_level)atomic_load(&log_level);
+}
 
 int log_level_parse(const char *name, enum log_level *out)
 {
@@ -86,9 +92,10 @@ void log_msg(enum log_level level, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ pailfs %s: ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
+    int n = snprintf(line, sizeof(line),
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ pailfs %s: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, level_names[level]);
     util_escape(line + n, sizeof(line) - (size_t)n - 1, msg);
     size_t len = strlen(line);
     line[len++] = '\n';

@@ -35,8 +35,7 @@ void log_use_syslog(bool on);
 /* Print one line, prefixed with time, level and "pailfs", to the log file
  * (log_use_file), else to syslog (log_use_syslog), else to stderr.
  * Never pass a secret to it: nothing here can redact. */
-void log_msg(enum log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Write lines to the file at `path` (appended to, created 0640) instead of
  * stderr or syslog, each with its time stamp.  A symbolic link at `path` is
@@ -60,10 +59,10 @@ void log_reopen_stop(void);
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
-#define log_debug(...)                                                         \
-    do {                                                                       \
-        if (log_get_level() >= LOG_LVL_DEBUG)                                  \
-            log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                               \
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_get_level() >= LOG_LVL_DEBUG)                                                      \
+            log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                                                   \
     } while (0)
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -82,8 +81,8 @@ enum metrics_kind { METRICS_COUNTER, METRICS_GAUGE };
 struct buf;
 
 struct metrics_series {
-    const char *name;   /* [a-zA-Z_:][a-zA-Z0-9_:]*; one name, one help and kind */
-    const char *help;   /* one line, no backslash */
+    const char *name; /* [a-zA-Z_:][a-zA-Z0-9_:]*; one name, one help and kind */
+    const char *help; /* one line, no backslash */
     enum metrics_kind kind;
     const char *labels; /* NULL, or `op="GetObject",status="200"` (no braces) */
     bool sparse;        /* not printed while 0: one of many label combinations */
@@ -143,15 +142,17 @@ struct buf {
     size_t cap;
 };
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Make room for `extra` more bytes (plus the NUL).  0 or ENOMEM. */
 int buf_reserve(struct buf *b, size_t extra);
 /* Append bytes / a C string / formatted text.  0 or ENOMEM. */
 int buf_append(struct buf *b, const void *data, size_t len);
 int buf_puts(struct buf *b, const char *s);
-int buf_printf(struct buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Forget the contents, keep the memory. */
 void buf_clear(struct buf *b);
 /* Release the memory; the buffer is empty and reusable afterwards. */
