@@ -40,6 +40,16 @@ status=0
 echo "== layers (contrib/check-layers.py over build)"
 /usr/bin/python3 contrib/check-layers.py build >build/check-layers.log 2>&1 || status=1
 cat build/check-layers.log
+# The layout .clang-format fixes, over all of src; one test.
+echo "== layout (clang-format --dry-run -Werror over src)"
+if clang-format --dry-run -Werror src/*.[ch] src/*/*.[ch] >build/clang-format.log 2>&1; then
+    echo "clang-format: [  PASSED  ] 1 test(s)." >>build/clang-format.log
+else
+    status=1
+    echo "clang-format: [  FAILED  ] 1 test(s). (run clang-format -i on the files named)" \
+        >>build/clang-format.log
+fi
+cat build/clang-format.log
 for dir in build build-asan build-zlib; do
     echo "== unit tests ($dir)"
     (cd "$dir" && make -s -j"$jobs" check >/dev/null 2>&1) || status=1
@@ -57,7 +67,7 @@ PAILFS_BUILD_DIR="$top/build-zlib" /usr/bin/python3 -m pytest -q -p no:cacheprov
     tests/integration/test_mount_gzip.py 2>&1 | tee build-zlib/pytest.log || status=1
 
 # One summary over both runners.
-/usr/bin/python3 - build/check-layers.log \
+/usr/bin/python3 - build/check-layers.log build/clang-format.log \
     build/tests/unit/*.log build-asan/tests/unit/*.log build-zlib/tests/unit/*.log \
     build/tests/fuzz/replay.log build-asan/tests/fuzz/replay.log build-zlib/tests/fuzz/replay.log \
     build-asan/pytest.log build-zlib/pytest.log <<'PY'
