@@ -250,7 +250,8 @@ bool fs_name_valid(const char *name, size_t len);
 /* The size of part `number` (1-based) of a stream whose first parts are
  * `first` bytes: doubling every 1,000 parts, at most FS_MAX_PART. */
 uint64_t fs_part_size(uint64_t first, unsigned number);
-/* The longest stream FS_MAX_PARTS parts of that schedule hold. */
+/* The longest stream FS_MAX_PARTS parts of that schedule hold.  Test-only:
+ * test_fs_plan.c checks the schedule reaches S3's sizes with it. */
 uint64_t fs_stream_max_size(uint64_t first);
 
 /* A piece of a new version of an object: bytes [off, off+len) that are
