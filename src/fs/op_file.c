@@ -235,6 +235,37 @@ out_err:
     fs_reply_err(req, rc);
 }
 
+/* A read of a decompressed view: 0 and the bytes in *data (caller frees)
+ * and *got.  *learnt: the read reached the end, and the view's exact size,
+ * now recorded, differs from what the kernel was told. */
+static int read_view(struct fs *fs, struct fs_handle *h, size_t size, off_t off, char **data,
+                     size_t *got, bool *learnt)
+{
+    uint64_t exact;
+    int rc = fs_gz_read(h->gz, (uint64_t)off, size, data, got, &exact);
+    struct fs_inode *in = h->in;
+    if (!rc && exact != UINT64_MAX) {
+        pthread_mutex_lock(&fs->lock);
+        *learnt = !in->attr.size_exact || in->attr.size != exact;
+        in->attr.size = exact;
+        in->attr.size_exact = true;
+        pthread_mutex_unlock(&fs->lock);
+    }
+    return rc;
+}
+
+/* The reply to a read whose bytes are in one buffer (freed here). */
+static void reply_bytes(fuse_req_t req, struct fs *fs, int rc, char *data, size_t got)
+{
+    if (rc) {
+        fs_reply_err(req, rc);
+    } else {
+        metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)got);
+        fuse_reply_buf(req, data, got);
+    }
+    free(data);
+}
+
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
@@ -242,24 +273,9 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
     char *data = NULL;
     size_t got = 0;
     if (h->gz) {
-        uint64_t exact;
-        int rc = fs_gz_read(h->gz, (uint64_t)off, size, &data, &got, &exact);
-        struct fs_inode *in = h->in;
         bool learnt = false;
-        if (!rc && exact != UINT64_MAX) {
-            pthread_mutex_lock(&fs->lock);
-            learnt = !in->attr.size_exact || in->attr.size != exact;
-            in->attr.size = exact;
-            in->attr.size_exact = true;
-            pthread_mutex_unlock(&fs->lock);
-        }
-        if (rc) {
-            fs_reply_err(req, rc);
-        } else {
-            metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)got);
-            fuse_reply_buf(req, data, got);
-        }
-        free(data);
+        int rc = read_view(fs, h, size, off, &data, &got, &learnt);
+        reply_bytes(req, fs, rc, data, got);
         if (learnt && fs->se) /* the kernel's attributes hold the estimate */
             fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
         return;
@@ -283,13 +299,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
             return;
         }
     }
-    if (rc) {
-        fs_reply_err(req, rc);
-    } else {
-        metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)got);
-        fuse_reply_buf(req, data, got);
-    }
-    free(data);
+    reply_bytes(req, fs, rc, data, got);
 }
 
 void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
