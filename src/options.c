@@ -773,6 +773,7 @@ static int build_fuse_args(struct parse *p, const char *argv0)
         goto out;
     if (p->allow_other && add_fuse_opt(&list, "allow_other"))
         goto out;
+    o->fs.multi_user = p->allow_other;
     if (p->allow_root && add_fuse_opt(&list, "allow_root"))
         goto out;
     if (o->fuse_debug && add_fuse_opt(&list, "debug"))

@@ -47,8 +47,9 @@ static int dir_add(struct fs_dir *d, size_t *cap, const char *name, size_t len,
  * beside a real file) is found without a scan. */
 struct listing {
     struct fs *fs;
-    const char *path; /* the directory */
-    size_t plen;      /* the length of its key prefix */
+    const char *path;   /* the directory */
+    size_t plen;        /* the length of its key prefix */
+    unsigned max_pages; /* 0: all */
     struct fs_dir *d;
     size_t cap; /* of d->ents */
     struct name_seen *seen;
@@ -149,8 +150,12 @@ static int list_keys(struct listing *l, const struct s3_list_page *page)
         const struct s3_list_entry *le = &page->entries[i];
         const char *name = le->key + l->plen;
         size_t len = strlen(name);
-        if (len == 0)
-            continue; /* the directory's own marker */
+        if (i == 0 && !l->d->exists)
+            l->d->first_mtime = le->mtime;
+        if (len == 0) {
+            l->d->marker = true; /* the directory's own marker: not a name */
+            continue;
+        }
         if (!fs_name_valid(name, len)) {
             fs_dir_warn_skipped(fs, le->key, "not a valid file name");
             continue;
@@ -206,6 +211,7 @@ static int list_pages(struct listing *l, const char *prefix)
     struct s3_list_page page = {0};
     char *token = NULL;
     int rc = 0;
+    unsigned pages = 0;
     do {
         struct s3_list_params p = {.prefix = prefix, .delimiter = "/", .continuation_token = token};
         rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
@@ -220,11 +226,15 @@ static int list_pages(struct listing *l, const char *prefix)
         if (!rc)
             rc = list_prefixes(l, &page);
         pthread_mutex_unlock(&fs->lock);
+        /* a key we cannot show still makes the directory */
+        l->d->exists |= page.n_entries || page.n_prefixes || page.n_skipped;
         if (page.truncated && page.next_token)
             token = strdup(page.next_token);
         s3_list_page_free(&page);
         memset(&page, 0, sizeof(page));
-    } while (!rc && token);
+        pages++;
+    } while (!rc && token && (!l->max_pages || pages < l->max_pages));
+    l->d->whole = !rc && !token;
     free(token);
     return rc;
 }
@@ -253,13 +263,15 @@ static void drop_hidden(struct fs_dir *d)
     d->n = kept;
 }
 
-int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d)
+int fs_dir_list(struct fs *fs, const char *path, unsigned max_pages, struct fs_dir *d)
 {
     memset(d, 0, sizeof(*d));
+    d->first_mtime = fs->mount_time.tv_sec;
     char *prefix = fs_key(fs, path, true);
     if (!prefix)
         return ENOMEM;
-    struct listing l = {.fs = fs, .path = path, .plen = strlen(prefix), .d = d};
+    struct listing l = {
+        .fs = fs, .path = path, .plen = strlen(prefix), .max_pages = max_pages, .d = d};
     int rc = list_pages(&l, prefix);
     if (!rc && (fs->cfg.gunzip == FS_GUNZIP_VIEW || fs->cfg.gunzip == FS_GUNZIP_REPLACE))
         rc = add_views(&l);
@@ -278,8 +290,7 @@ void fs_dir_free(struct fs_dir *d)
     for (size_t i = 0; i < d->n; i++)
         free(d->ents[i].name);
     free(d->ents);
-    d->ents = NULL;
-    d->n = 0;
+    memset(d, 0, sizeof(*d));
 }
 
 int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty)

@@ -87,6 +87,7 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     root->nlookup = 1;
     fs_attr_from_listing(&fs->cfg, true, 0, fs->mount_time.tv_sec, NULL, &root->attr);
     root->attr.mtime = root->attr.atime = root->attr.ctime = fs->mount_time;
+    root->attr.headed = true; /* the mount's own: nothing to ask */
     root->attr_expire_ms = UINT64_MAX;
     HASH_ADD(hh, fs->by_ino, ino, sizeof(root->ino), root);
     HASH_ADD_KEYPTR(hh_path, fs->by_path, root->path, 0, root);

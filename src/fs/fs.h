@@ -25,6 +25,9 @@ struct fs_config {
     const char *bucket; /* for messages */
     const char *prefix; /* "" or "some/prefix" (no leading or trailing '/') */
     bool read_only;     /* every change fails with EROFS */
+    bool multi_user;    /* allow_other: the kernel checks other users'
+                         * permissions against the modes and owners shown,
+                         * so a listing's defaults are never shown as valid */
 
     /* What objects without s3fs metadata look like. */
     uid_t uid; /* default owner: the mounting user */

@@ -139,7 +139,9 @@ struct fs_inode {
     char *symlink;           /* target, once read */
     char *xattr;             /* the x-amz-meta-xattr value as stored, or NULL */
     char kcache_etag[80];    /* the version the kernel's page cache holds */
-    uint64_t known_until_ms; /* dir made here: until then every child is in the table */
+    uint64_t known_until_ms; /* dir: until then, every child is in the table or in
+                              * `known` (a complete listing, or made here) */
+    struct fs_known *known;  /* dir: names learnt from listings (known.c) */
     struct fs_wfile *wf;     /* while open for writing */
 };
 
@@ -195,6 +197,8 @@ struct fs {
     struct fs_gzobj *gzobjs; /* indexes of open gzip views; protected by gz_lock */
     struct fs_once once;     /* what was said or found once (once.c) */
     bool warned_conflict;    /* protected by lock */
+    uint64_t names_gen;      /* names removed here so far; protected by lock */
+    size_t n_known;          /* entries of every inode's `known`; protected by lock */
 };
 
 /* ---- meta.c: s3fs-compatible metadata (pure functions) ---------------- */
@@ -210,6 +214,10 @@ void fs_attr_from_listing(const struct fs_config *cfg, bool is_dir, uint64_t siz
                           const char *etag, struct fs_attr *a);
 /* Apply the config's forced owner and umask to *a. */
 void fs_attr_apply_config(const struct fs_config *cfg, struct fs_attr *a);
+/* Whether *a holds what the object itself says (a HEAD, a directory's
+ * resolution, this mount's own making), not a listing's default mode and
+ * owner. */
+bool fs_attr_verified(const struct fs_attr *a);
 void fs_attr_to_stat(const struct fs_attr *a, fuse_ino_t ino, struct stat *st);
 
 /* The x-amz-meta-* headers that describe *a, plus the xattr value (may be
@@ -330,6 +338,14 @@ struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino);
 /* Whether the inode's own state is the truth, not the bucket's: created
  * here and not stored yet, or written and not stored yet (fs->lock held). */
 bool fs_inode_local_truth(const struct fs_inode *in);
+/* Whether the inode's attributes are this mount's own, which no answer of
+ * S3 replaces: created here and not stored yet, or open for writing
+ * (written to or not: the write state builds on the version it was
+ * opened at).  (fs->lock held.) */
+bool fs_inode_mine(const struct fs_inode *in);
+/* Whether the inode's attributes may be used without asking S3: its own,
+ * or within attr_ttl (fs->lock held). */
+bool fs_inode_trusted(const struct fs_inode *in);
 /* A copy of the inode's path (NULL: unknown inode; caller frees), its
  * attributes, its xattr value (if `xattr`; caller frees) and whether they
  * are fresh (if `fresh`). */
@@ -357,9 +373,6 @@ struct fs_inode *fs_inode_publish(struct fs *fs, const char *path, const struct 
 void fs_entry_fill(struct fs *fs, struct fs_inode *in, struct fuse_entry_param *e);
 /* Take `in` out of the path table (unlink, or replaced by a rename). */
 void fs_inode_unlink_locked(struct fs *fs, struct fs_inode *in);
-/* A name was made in directory `path` here (fs->lock held): a directory
- * this mount made keeps knowing all its names for neg_ttl more. */
-void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path);
 /* Drop `n` kernel references / one open; frees the inode when nothing
  * holds it any more.  With fs->lock held. */
 void fs_inode_forget_locked(struct fs *fs, struct fs_inode *in, uint64_t n);
@@ -368,11 +381,58 @@ void fs_inode_close_locked(struct fs *fs, struct fs_inode *in);
 void fs_open_track(struct fs *fs, struct fs_open *o, void (*free_fn)(struct fs_open *));
 void fs_open_untrack(struct fs *fs, struct fs_open *o);
 
+/* ---- known.c: what listings taught about a directory's names -------- */
+
+/* Entries kept in the whole mount at most (about 280 bytes each). */
+#define FS_KNOWN_MAX 100000
+
+struct fs_known;
+struct fs_dir;
+enum fs_known_answer { FS_KNOWN_NOTHING, FS_KNOWN_PRESENT, FS_KNOWN_ABSENT };
+
+/* The count of names removed so far, to give fs_known_store (takes fs->lock). */
+uint64_t fs_known_gen(struct fs *fs);
+/* Keep `d`, a complete listing of directory `dir_path` (inode `dir_ino`)
+ * begun at util_now_ms() `listed_ms` when fs_known_gen() was `gen`, as
+ * what the directory holds: each name for attr_ttl, the absence of every
+ * other for neg_ttl.  Nothing is kept when a name was removed here since
+ * `gen`, the directory moved, or the mount would pass FS_KNOWN_MAX.  Takes
+ * fs->lock. */
+void fs_known_store(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
+                    uint64_t listed_ms, const struct fs_dir *d);
+/* What the knowledge of the directory holding `path` says of it (fs->lock
+ * held): PRESENT with *a and the time it stops being trusted, ABSENT, or
+ * NOTHING.  The inode table comes first: ask only about a name no trusted
+ * inode holds, and never take ABSENT for a name an inode holds. */
+enum fs_known_answer fs_known_lookup_locked(struct fs *fs, const char *path, struct fs_attr *a,
+                                            uint64_t *expire_ms);
+/* A name this mount removes or moves away (fs->lock held). */
+void fs_known_forget_locked(struct fs *fs, const char *path);
+/* Directories at or below `path` forget their listings (a directory
+ * rename; fs->lock held). */
+void fs_known_forget_below_locked(struct fs *fs, const char *path);
+/* Inode `in` leaves the table: what it knows stays as its parent's entry
+ * (fs->lock held). */
+void fs_known_keep_locked(struct fs *fs, const struct fs_inode *in);
+/* A name was made in directory `path` here (fs->lock held): a directory
+ * that knows all its names (made here, or listed whole) goes on knowing
+ * them for neg_ttl more. */
+void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path);
+/* Free a directory's knowledge (fs->lock held). */
+void fs_known_free_locked(struct fs *fs, struct fs_inode *dir);
+
 /* ---- resolve.c: what a path is in S3 --------------------------------- */
 
+struct fs_dir;
+
 /* Look `path` up in S3: a directory (prefix or marker) wins over an object
- * of the same name.  0 and *a filled, ENOENT, or the S3 errno. */
-int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr);
+ * of the same name.  The answer for a directory is the first page of its
+ * listing, which `kids` (may be NULL) receives: its names, with
+ * kids->whole when that page was all of them (the caller frees it with
+ * fs_dir_free; on error it holds nothing).  0 and *a filled, ENOENT, or
+ * the S3 errno. */
+int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
+               struct fs_dir *kids);
 /* Re-read the attributes of `path` known to be of type `mode` (a view of
  * path + ".gz" when gz_suffix).  Same returns as fs_resolve(); ENOENT also
  * when it is now of another type. */
@@ -413,9 +473,18 @@ struct fs_dirent {
 struct fs_dir {
     struct fs_dirent *ents;
     size_t n;
+    bool whole;          /* every page was read: ents are all the names */
+    bool exists;         /* some key is under the prefix (shown or not) */
+    bool marker;         /* the "path/" marker object is one of them */
+    int64_t first_mtime; /* LastModified of the first key, or the mount's time */
 };
 
-int fs_dir_list(struct fs *fs, const char *path, struct fs_dir *d);
+/* The listing of directory `path` (ListObjectsV2, delimiter "/"), at most
+ * `max_pages` pages of 1,000 keys (0: all of them; d->whole says whether
+ * it got them all), with the views of gunzip=view/replace and the files
+ * made here and not stored yet.  0 or the S3 errno; *d is freed on error,
+ * else the caller frees it with fs_dir_free. */
+int fs_dir_list(struct fs *fs, const char *path, unsigned max_pages, struct fs_dir *d);
 void fs_dir_free(struct fs_dir *d);
 int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty);
 /* Warn once per key about a key that cannot be shown as a name (dir.c;

@@ -28,6 +28,16 @@ bool fs_inode_local_truth(const struct fs_inode *in)
     return in->local || (in->wf && in->wf->dirty);
 }
 
+bool fs_inode_mine(const struct fs_inode *in)
+{
+    return in->local || in->wf;
+}
+
+bool fs_inode_trusted(const struct fs_inode *in)
+{
+    return fs_inode_mine(in) || util_now_ms() < in->attr_expire_ms;
+}
+
 /* A copy of the inode's path and attributes (NULL path: unknown inode). */
 char *fs_inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char **xattr, bool *fresh)
 {
@@ -39,7 +49,7 @@ char *fs_inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char *
         if (xattr)
             *xattr = in->xattr ? strdup(in->xattr) : NULL;
         if (fresh)
-            *fresh = fs_inode_local_truth(in) || util_now_ms() < in->attr_expire_ms;
+            *fresh = fs_inode_trusted(in);
     }
     pthread_mutex_unlock(&fs->lock);
     return path;
@@ -103,14 +113,19 @@ void fs_entry_fill(struct fs *fs, struct fs_inode *in, struct fuse_entry_param *
     e->entry_timeout = fs->cfg.attr_ttl;
     if (in->attr.gz && !in->attr.size_exact && !in->attr.size_estimated)
         e->attr_timeout = 0; /* a listed view's size: getattr estimates it */
+    if (fs->cfg.multi_user && !fs_attr_verified(&in->attr))
+        e->attr_timeout = 0; /* other users' permission checks: getattr reads the metadata */
 }
 
 void fs_inode_expire(struct fs *fs, fuse_ino_t ino)
 {
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
-    if (in)
+    if (in) {
         in->attr_expire_ms = 0;
+        if (in->linked) /* nor may its parent's listing answer for it */
+            fs_known_forget_locked(fs, in->path);
+    }
     pthread_mutex_unlock(&fs->lock);
 }
 
@@ -125,7 +140,7 @@ struct fs_inode *fs_inode_publish(struct fs *fs, const char *path, const struct 
     /* A listing cannot tell a symlink or the s3fs metadata: an inode that
      * knows more about the same object version keeps what it knows. */
     bool keep =
-        in && (fs_inode_local_truth(in) ||
+        in && (fs_inode_mine(in) ||
                (from_listing && (in->attr.has_meta || in->attr.gz) &&
                 (S_ISDIR(a->mode) ? S_ISDIR(in->attr.mode) : strcmp(in->attr.etag, a->etag) == 0)));
     if (in && !keep && (in->attr.mode & S_IFMT) != (a->mode & S_IFMT)) {
@@ -155,7 +170,7 @@ struct fs_inode *fs_inode_publish(struct fs *fs, const char *path, const struct 
             in->xattr = xattr ? strdup(xattr) : NULL;
         }
     }
-    if (!fs_inode_local_truth(in))
+    if (!fs_inode_mine(in))
         in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
     if (count_lookup)
         in->nlookup++;
@@ -172,25 +187,8 @@ void fs_inode_unlink_locked(struct fs *fs, struct fs_inode *in)
     if (in->linked) {
         HASH_DELETE(hh_path, fs->by_path, in);
         in->linked = false;
+        fs_known_forget_locked(fs, in->path);
     }
-}
-
-/* The inode of the directory holding `path`, or NULL (fs->lock held). */
-static struct fs_inode *parent_of(struct fs *fs, const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    size_t n = slash ? (size_t)(slash - path) : 0;
-    struct fs_inode *dir;
-    HASH_FIND(hh_path, fs->by_path, path, n, dir);
-    return dir;
-}
-
-void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path)
-{
-    struct fs_inode *dir;
-    HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
-    if (dir && dir->known_until_ms > util_now_ms())
-        dir->known_until_ms = util_now_ms() + (uint64_t)(fs->cfg.neg_ttl * 1000);
 }
 
 static void inode_maybe_free(struct fs *fs, struct fs_inode *in)
@@ -198,12 +196,12 @@ static void inode_maybe_free(struct fs *fs, struct fs_inode *in)
     if (in->nlookup || in->opens || in->ino == FUSE_ROOT_ID)
         return;
     if (in->linked) {
-        /* a child leaving the table: its directory no longer knows all */
-        struct fs_inode *dir = parent_of(fs, in->path);
-        if (dir)
-            dir->known_until_ms = 0;
+        /* a child leaving the table: what it knew stays with its directory */
+        fs_known_keep_locked(fs, in);
+        HASH_DELETE(hh_path, fs->by_path, in);
+        in->linked = false;
     }
-    fs_inode_unlink_locked(fs, in);
+    fs_known_free_locked(fs, in);
     HASH_DELETE(hh, fs->by_ino, in);
     if (in->local)
         fs->n_local--;

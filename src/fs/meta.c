@@ -105,6 +105,11 @@ void fs_attr_from_listing(const struct fs_config *cfg, bool is_dir, uint64_t siz
     fs_attr_apply_config(cfg, a);
 }
 
+bool fs_attr_verified(const struct fs_attr *a)
+{
+    return a->headed || a->has_meta;
+}
+
 void fs_attr_from_head(const struct fs_config *cfg, const struct s3_object_info *info, bool is_dir,
                        struct fs_attr *a)
 {

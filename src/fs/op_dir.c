@@ -3,7 +3,9 @@
  *
  * opendir takes one listing of the directory (dir.c) and keeps it on the
  * handle; readdir hands its entries out from there, so a directory read
- * in several calls sees one consistent listing. */
+ * in several calls sees one consistent listing.  The listing is also kept
+ * as what the directory holds (known.c), so the lookups that follow it
+ * (`ls -l`, `cat` of its files, `rm dir/f`) ask S3 nothing. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -33,7 +35,10 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (dh && in)
         dh->path = strdup(in->path);
     pthread_mutex_unlock(&fs->lock);
-    int rc = !in ? ENOENT : !dh || !dh->path ? ENOMEM : fs_dir_list(fs, dh->path, &dh->d);
+    uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
+    int rc = !in ? ENOENT : !dh || !dh->path ? ENOMEM : fs_dir_list(fs, dh->path, 0, &dh->d);
+    if (!rc) /* the names answer lookups too, for as long as they are trusted */
+        fs_known_store(fs, ino, dh->path, gen, listed_ms, &dh->d);
     if (rc) {
         if (dh)
             free(dh->path);

@@ -44,64 +44,87 @@ static int child_path(struct fs *fs, fuse_ino_t parent, const char *name, char *
     return 0;
 }
 
+/* A lookup answered by what this mount knows (fs->lock taken here): the
+ * inode table first (a trusted inode), then what a listing of the parent
+ * said.  0 and *e, ENOENT (hidden, or known absent), EAGAIN (S3 must be
+ * asked), ENOMEM. */
+static int lookup_known(struct fs *fs, const char *path, struct fuse_entry_param *e)
+{
+    int rc = EAGAIN;
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in;
+    struct fs_hidden *hid;
+    HASH_FIND_STR(fs->hidden, path, hid);
+    HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+    struct fs_attr a;
+    uint64_t expire_ms;
+    if (hid) {
+        rc = ENOENT; /* unlinked while open: gone for everyone but its holders */
+    } else if (in && fs_inode_trusted(in)) {
+        in->nlookup++;
+        fs_entry_fill(fs, in, e);
+        rc = 0;
+    } else {
+        switch (fs_known_lookup_locked(fs, path, &a, &expire_ms)) {
+        case FS_KNOWN_PRESENT:
+            in = fs_inode_publish(fs, path, &a, NULL, true, true, true, e);
+            if (in && !fs_inode_mine(in))
+                in->attr_expire_ms = expire_ms; /* the listing's trust, no more */
+            rc = in ? 0 : ENOMEM;
+            break;
+        case FS_KNOWN_ABSENT:
+            rc = in ? EAGAIN : ENOENT; /* an inode says it was there: ask */
+            break;
+        case FS_KNOWN_NOTHING: break;
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+/* A lookup S3 answers: a directory (with the first page of its listing,
+ * kept as what it holds when that was all of it), an object, or, with
+ * gunzip=view/replace, the view of path + ".gz".  0 and *e, ENOENT, or an
+ * errno. */
+static int lookup_bucket(struct fs *fs, const char *path, struct fuse_entry_param *e)
+{
+    uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
+    struct fs_attr a;
+    struct fs_dir kids;
+    char *xattr = NULL;
+    int rc = fs_resolve(fs, path, &a, &xattr, &kids);
+    if (rc == ENOENT && (fs->cfg.gunzip == FS_GUNZIP_VIEW || fs->cfg.gunzip == FS_GUNZIP_REPLACE))
+        rc = fs_resolve_view(fs, path, &a);
+    struct fs_inode *in = NULL;
+    if (!rc && !(in = fs_inode_publish(fs, path, &a, xattr, false, true, false, e)))
+        rc = ENOMEM;
+    if (in && kids.whole)
+        fs_known_store(fs, e->ino, path, gen, listed_ms, &kids);
+    fs_dir_free(&kids);
+    free(xattr);
+    return rc;
+}
+
 void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);
     struct fuse_entry_param e;
     char *path = NULL;
     int rc = child_path(fs, parent, name, &path);
-    if (rc)
-        goto out_err;
-    pthread_mutex_lock(&fs->lock);
-    struct fs_inode *in;
-    struct fs_hidden *hid;
-    HASH_FIND_STR(fs->hidden, path, hid);
-    HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
-    if (!hid && in && (fs_inode_local_truth(in) || util_now_ms() < in->attr_expire_ms)) {
-        in->nlookup++;
-        fs_entry_fill(fs, in, &e);
-        pthread_mutex_unlock(&fs->lock);
-        free(path);
-        fuse_reply_entry(req, &e);
-        return;
-    }
-    struct fs_inode *dir = fs_inode_get(fs, parent);
-    bool known_absent = !in && dir && dir->known_until_ms > util_now_ms();
-    pthread_mutex_unlock(&fs->lock);
-    if (known_absent) { /* a directory made here, whose names are all known */
+    if (!rc)
+        rc = lookup_known(fs, path, &e);
+    if (rc == EAGAIN)
+        rc = lookup_bucket(fs, path, &e);
+    free(path);
+    if (rc == ENOENT) { /* the kernel keeps the miss for neg_ttl */
         memset(&e, 0, sizeof(e));
         e.entry_timeout = fs->cfg.neg_ttl;
-        free(path);
-        fuse_reply_entry(req, &e);
-        return;
-    }
-    struct fs_attr a;
-    char *xattr = NULL;
-    rc = hid ? ENOENT : fs_resolve(fs, path, &a, &xattr);
-    if (rc == ENOENT && !hid &&
-        (fs->cfg.gunzip == FS_GUNZIP_VIEW || fs->cfg.gunzip == FS_GUNZIP_REPLACE))
-        rc = fs_resolve_view(fs, path, &a);
-    if (rc == ENOENT) {
-        memset(&e, 0, sizeof(e));
-        e.entry_timeout = fs->cfg.neg_ttl; /* the kernel keeps the miss */
-        free(path);
-        fuse_reply_entry(req, &e);
-        return;
+        rc = 0;
     }
     if (rc)
-        goto out_err;
-    in = fs_inode_publish(fs, path, &a, xattr, false, true, false, &e);
-    free(xattr);
-    if (!in) {
-        rc = ENOMEM;
-        goto out_err;
-    }
-    free(path);
-    fuse_reply_entry(req, &e);
-    return;
-out_err:
-    free(path);
-    fs_reply_err(req, rc);
+        fs_reply_err(req, rc);
+    else
+        fuse_reply_entry(req, &e);
 }
 
 void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -377,6 +400,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
         if (in)
             fs_inode_unlink_locked(fs, in);
+        fs_known_forget_locked(fs, path); /* also when no inode held it */
         pthread_mutex_unlock(&fs->lock);
     }
 out:
@@ -405,6 +429,7 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
         if (in)
             fs_inode_unlink_locked(fs, in);
+        fs_known_forget_locked(fs, path); /* also when no inode held it */
         pthread_mutex_unlock(&fs->lock);
     }
     free(path);
@@ -427,17 +452,24 @@ static int node_at(struct fs *fs, const char *path, struct node_info *ni)
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in;
     HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
-    if (in && (fs_inode_local_truth(in) || util_now_ms() < in->attr_expire_ms)) {
-        ni->type = in->attr.mode & S_IFMT;
+    struct fs_attr a;
+    uint64_t expire_ms;
+    enum fs_known_answer k = FS_KNOWN_NOTHING;
+    bool trusted = in && fs_inode_trusted(in);
+    if (trusted) {
+        a = in->attr;
         ni->local = in->local;
-        ni->size = in->attr.size;
-        snprintf(ni->etag, sizeof(ni->etag), "%s", in->attr.etag);
-        pthread_mutex_unlock(&fs->lock);
-        return 0;
+    } else {
+        k = fs_known_lookup_locked(fs, path, &a, &expire_ms);
+        if (k == FS_KNOWN_ABSENT && in)
+            k = FS_KNOWN_NOTHING; /* an inode says it was there: ask */
     }
     pthread_mutex_unlock(&fs->lock);
-    struct fs_attr a;
-    int rc = fs_resolve(fs, path, &a, NULL);
+    int rc = 0;
+    if (k == FS_KNOWN_ABSENT)
+        return 0;
+    if (!trusted && k == FS_KNOWN_NOTHING)
+        rc = fs_resolve(fs, path, &a, NULL, NULL);
     if (rc == ENOENT)
         return 0;
     if (rc == 0) {
@@ -455,6 +487,11 @@ static void rename_in_table(struct fs *fs, const char *src, const char *dst)
     size_t slen = strlen(src);
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in, *tmp, *moved = NULL;
+    /* what listings said of both names, and below them, is history now */
+    fs_known_forget_below_locked(fs, src);
+    fs_known_forget_below_locked(fs, dst);
+    fs_known_forget_locked(fs, src);
+    fs_known_forget_locked(fs, dst);
     HASH_FIND(hh_path, fs->by_path, dst, strlen(dst), in);
     if (in)
         fs_inode_unlink_locked(fs, in);

@@ -1,10 +1,12 @@
 /* resolve.c — turning S3 objects into attributes: resolution and refresh.
  *
- * A path is resolved against S3 in at most two requests: a one-key listing
- * of "path/" says whether a directory of that name exists (implicitly, by
- * keys under it, or by a "path/" marker, whose metadata a HEAD then reads),
- * and only when there is none does a HEAD of "path" look for an object.  So
- * a directory always wins over an object of the same name.  What is learnt
+ * A path is resolved against S3 in at most two requests: the first page
+ * of the listing of "path/" says whether a directory of that name exists
+ * (implicitly, by keys under it, or by a "path/" marker, whose metadata a
+ * HEAD then reads), and only when there is none does a HEAD of "path" look
+ * for an object.  So a directory always wins over an object of the same
+ * name.  The page costs what a one-key listing costs, and when it holds
+ * the whole directory its names answer the lookups that follow (known.c).  What is learnt
  * is kept on the inode for attr_ttl; the mount's own changes update it at
  * once; files created or written here are the truth until uploaded, and
  * a refresh (fs_inode_refresh) leaves a file open for writing as it is. */
@@ -21,34 +23,42 @@ static char *dup_meta(const struct s3_object_info *info, const char *name)
     return v ? strdup(v) : NULL;
 }
 
-/* Is there a directory called `path`?  0 (and *a), ENOENT, or an errno. */
-static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
+/* A directory marker "path/" holds the directory's metadata: one HEAD. */
+static void resolve_marker(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
 {
     char *key = fs_key(fs, path, true);
-    if (!key)
-        return ENOMEM;
-    struct s3_list_params p = {.prefix = key, .max_keys = 1};
-    struct s3_list_page page = {0};
-    int rc = s3_list_objects_v2(fs->s3, &p, &page, NULL);
-    if (rc == 0 && page.n_entries == 0 && page.n_prefixes == 0 && page.n_skipped == 0)
-        rc = ENOENT; /* a key we cannot show still makes the directory */
-    if (rc == 0) {
-        bool marker = page.n_entries && strcmp(page.entries[0].key, key) == 0;
-        int64_t mtime = page.n_entries ? page.entries[0].mtime : fs->mount_time.tv_sec;
-        fs_attr_from_listing(&fs->cfg, true, 0, mtime, NULL, a);
-        if (marker) {
-            struct s3_object_info info = {0};
-            if (s3_head_object(fs->s3, key, &info, NULL) == 0) {
-                fs_attr_from_head(&fs->cfg, &info, true, a);
-                if (xattr)
-                    *xattr = dup_meta(&info, "xattr");
-            }
-            a->marker = true;
-            s3_object_info_clear(&info);
-        }
+    struct s3_object_info info = {0};
+    if (key && s3_head_object(fs->s3, key, &info, NULL) == 0) {
+        fs_attr_from_head(&fs->cfg, &info, true, a);
+        if (xattr)
+            *xattr = dup_meta(&info, "xattr");
     }
-    s3_list_page_free(&page);
+    a->marker = true;
+    s3_object_info_clear(&info);
     free(key);
+}
+
+/* Is there a directory called `path`?  0 (and *a), ENOENT, or an errno.
+ * The question is the first page of its listing: a page costs what a
+ * one-key listing costs, and its names then answer the lookups that
+ * follow (kids, may be NULL). */
+static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
+                       struct fs_dir *kids)
+{
+    struct fs_dir d;
+    int rc = fs_dir_list(fs, path, 1, &d);
+    if (rc == 0 && !d.exists)
+        rc = ENOENT;
+    if (rc == 0) {
+        fs_attr_from_listing(&fs->cfg, true, 0, d.first_mtime, NULL, a);
+        a->headed = true; /* all there is to know, but for a marker's metadata */
+        if (d.marker)
+            resolve_marker(fs, path, a, xattr);
+    }
+    if (rc == 0 && kids)
+        *kids = d;
+    else if (rc == 0)
+        fs_dir_free(&d);
     return rc;
 }
 
@@ -101,15 +111,18 @@ int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a)
     return rc;
 }
 
-int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
+int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
+               struct fs_dir *kids)
 {
     if (xattr)
         *xattr = NULL;
+    if (kids)
+        memset(kids, 0, sizeof(*kids));
     size_t len = strlen(fs->key_prefix) + strlen(path);
     if (len > FS_MAX_KEY)
         return ENAMETOOLONG;
     /* a key of the full 1,024 bytes has no room for "/...": only a file */
-    int rc = len == FS_MAX_KEY ? ENOENT : resolve_dir(fs, path, a, xattr);
+    int rc = len == FS_MAX_KEY ? ENOENT : resolve_dir(fs, path, a, xattr, kids);
     if (rc == ENOENT)
         rc = resolve_object(fs, path, a, xattr);
     return rc;
@@ -122,7 +135,8 @@ int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, str
         *xattr = NULL;
     if (gz_suffix)
         return fs_resolve_view(fs, path, a);
-    int rc = S_ISDIR(type) ? resolve_dir(fs, path, a, xattr) : resolve_object(fs, path, a, xattr);
+    int rc =
+        S_ISDIR(type) ? resolve_dir(fs, path, a, xattr, NULL) : resolve_object(fs, path, a, xattr);
     if (rc == 0 && (a->mode & S_IFMT) != (type & S_IFMT)) {
         if (xattr) {
             free(*xattr);
@@ -144,9 +158,12 @@ int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked)
     /* only listed so far: its Content-Encoding is not known */
     bool unheaded = !in->attr.headed && !in->attr.gz && S_ISREG(in->attr.mode) &&
                     fs->cfg.gunzip != FS_GUNZIP_OFF;
+    /* with allow_other, a listing's default mode and owner are never
+     * handed to the kernel's permission checks */
+    bool defaults = fs->cfg.multi_user && !fs_attr_verified(&in->attr);
     /* Close-to-open: after the TTL, the bucket's current version. */
-    bool stale =
-        !(in->local || in->wf) && (util_now_ms() >= in->attr_expire_ms || (need_head && unheaded));
+    bool stale = !fs_inode_mine(in) &&
+                 (util_now_ms() >= in->attr_expire_ms || (need_head && unheaded) || defaults);
     char *path = stale ? strdup(in->path) : NULL;
     struct fs_attr seen = in->attr;
     pthread_mutex_unlock(&fs->lock);

@@ -1,0 +1,208 @@
+/* known.c — what listings taught about a directory's names, and for how long.
+ *
+ * A listing of a directory answers more than readdir: for as long as its
+ * names are trusted, it says which children exist (with the listing's size,
+ * ETag and mtime) and, when it is complete, that every other name does not.
+ * A lookup answered from it costs no request, which is most of what a
+ * real network charges for `cat dir/f`, `rm dir/f` or `stat dir/missing`.
+ *
+ * A directory's knowledge is its inode's `known`: entries by name, each
+ * trusted until its own time (attr_ttl after the listing, or what the inode
+ * it came from had left), and `known_until_ms`, until which the names
+ * present in the inode table or in `known` are all the names there are
+ * (neg_ttl after a complete listing, or after the directory was made here).
+ * The inode table always comes first: an entry only speaks for a name no
+ * inode holds, so what this mount creates or writes wins at once.
+ *
+ * Keeping it true is three rules.  A name this mount removes (unlink,
+ * rmdir, rename) leaves its entry and bumps fs->names_gen, so a listing
+ * that was in flight meanwhile (and may still hold the name) is not
+ * stored.  An inode leaving the table leaves what it knew as its parent's
+ * entry (fs_known_keep_locked).  A directory rename forgets all knowledge
+ * below the names it moved.  Memory: at most FS_KNOWN_MAX entries in the
+ * whole mount; a listing that would pass it is not kept (readdir works as
+ * before, lookups ask S3). */
+#include "fs/fs_private.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct known_ent {
+    char *name;
+    struct fs_attr attr;
+    uint64_t expire_ms; /* util_now_ms() after which it says nothing */
+    UT_hash_handle hh;
+};
+
+struct fs_known {
+    struct known_ent *ents; /* by name */
+    size_t n;
+};
+
+static void ent_free(struct fs_known *k, struct known_ent *e)
+{
+    HASH_DEL(k->ents, e);
+    k->n--;
+    free(e->name);
+    free(e);
+}
+
+static void known_clear(struct fs *fs, struct fs_inode *dir)
+{
+    struct fs_known *k = dir->known;
+    if (!k)
+        return;
+    struct known_ent *e, *tmp;
+    HASH_ITER(hh, k->ents, e, tmp)
+    {
+        ent_free(k, e);
+        fs->n_known--;
+    }
+    free(k);
+    dir->known = NULL;
+}
+
+void fs_known_free_locked(struct fs *fs, struct fs_inode *dir)
+{
+    known_clear(fs, dir);
+}
+
+/* Set or replace the entry of `name` (fs->lock held).  0 or ENOMEM. */
+static int ent_set(struct fs *fs, struct fs_inode *dir, const char *name, const struct fs_attr *a,
+                   uint64_t expire_ms)
+{
+    if (!dir->known && !(dir->known = calloc(1, sizeof(*dir->known))))
+        return ENOMEM;
+    struct fs_known *k = dir->known;
+    struct known_ent *e;
+    HASH_FIND_STR(k->ents, name, e);
+    if (!e) {
+        if (fs->n_known >= FS_KNOWN_MAX)
+            return ENOMEM;
+        if (!(e = calloc(1, sizeof(*e))) || !(e->name = strdup(name))) {
+            free(e);
+            return ENOMEM;
+        }
+        HASH_ADD_KEYPTR(hh, k->ents, e->name, strlen(e->name), e);
+        k->n++;
+        fs->n_known++;
+    }
+    e->attr = *a;
+    e->expire_ms = expire_ms;
+    return 0;
+}
+
+/* The directory inode holding `path` and the child's name in it, or NULL
+ * (fs->lock held). */
+static struct fs_inode *parent_of(struct fs *fs, const char *path, const char **name)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    *name = slash ? slash + 1 : path;
+    struct fs_inode *dir;
+    HASH_FIND(hh_path, fs->by_path, path, n, dir);
+    return dir && S_ISDIR(dir->attr.mode) ? dir : NULL;
+}
+
+uint64_t fs_known_gen(struct fs *fs)
+{
+    pthread_mutex_lock(&fs->lock);
+    uint64_t gen = fs->names_gen;
+    pthread_mutex_unlock(&fs->lock);
+    return gen;
+}
+
+void fs_known_store(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
+                    uint64_t listed_ms, const struct fs_dir *d)
+{
+    uint64_t names_until = listed_ms + fs->attr_ttl_ms;
+    uint64_t absent_until = listed_ms + (uint64_t)(fs->cfg.neg_ttl * 1000);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *dir;
+    HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
+    /* A name removed here while the listing was in flight may be in it;
+     * and the path may be another inode's now (a rename). */
+    bool usable = dir && dir->ino == dir_ino && S_ISDIR(dir->attr.mode) && gen == fs->names_gen &&
+                  fs->n_known - (dir->known ? dir->known->n : 0) + d->n <= FS_KNOWN_MAX;
+    if (usable) {
+        known_clear(fs, dir);
+        int rc = 0;
+        for (size_t i = 0; i < d->n && !rc; i++)
+            rc = ent_set(fs, dir, d->ents[i].name, &d->ents[i].attr, names_until);
+        if (rc)
+            known_clear(fs, dir); /* partial knowledge would claim absences */
+        else if (dir->known_until_ms < absent_until)
+            dir->known_until_ms = absent_until;
+    }
+    pthread_mutex_unlock(&fs->lock);
+}
+
+enum fs_known_answer fs_known_lookup_locked(struct fs *fs, const char *path, struct fs_attr *a,
+                                            uint64_t *expire_ms)
+{
+    const char *name;
+    struct fs_inode *dir = parent_of(fs, path, &name);
+    if (!dir)
+        return FS_KNOWN_NOTHING;
+    uint64_t now = util_now_ms();
+    struct known_ent *e = NULL;
+    if (dir->known)
+        HASH_FIND_STR(dir->known->ents, name, e);
+    if (e && now < e->expire_ms) {
+        *a = e->attr;
+        *expire_ms = e->expire_ms;
+        return FS_KNOWN_PRESENT;
+    }
+    /* an expired entry: the name was there, whether it still is is not
+     * known; and gunzip=replace lists K.gz as K only, though K.gz opens */
+    size_t len = strlen(name);
+    bool unlisted = fs->cfg.gunzip == FS_GUNZIP_REPLACE && len > 3 &&
+                    strcmp(name + len - 3, ".gz") == 0;
+    if (!e && !unlisted && now < dir->known_until_ms)
+        return FS_KNOWN_ABSENT;
+    return FS_KNOWN_NOTHING;
+}
+
+void fs_known_forget_locked(struct fs *fs, const char *path)
+{
+    fs->names_gen++;
+    const char *name;
+    struct fs_inode *dir = parent_of(fs, path, &name);
+    struct known_ent *e = NULL;
+    if (dir && dir->known)
+        HASH_FIND_STR(dir->known->ents, name, e);
+    if (e) {
+        ent_free(dir->known, e);
+        fs->n_known--;
+    }
+}
+
+void fs_known_forget_below_locked(struct fs *fs, const char *path)
+{
+    size_t n = strlen(path);
+    for (struct fs_inode *in = fs->by_path; in; in = in->hh_path.next)
+        if (in->known && (n == 0 || (strncmp(in->path, path, n) == 0 &&
+                                     (in->path[n] == '\0' || in->path[n] == '/'))))
+            known_clear(fs, in);
+}
+
+void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path)
+{
+    struct fs_inode *dir;
+    HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
+    if (dir && dir->known_until_ms > util_now_ms())
+        dir->known_until_ms = util_now_ms() + (uint64_t)(fs->cfg.neg_ttl * 1000);
+}
+
+void fs_known_keep_locked(struct fs *fs, const struct fs_inode *in)
+{
+    const char *name;
+    struct fs_inode *dir = parent_of(fs, in->path, &name);
+    if (!dir)
+        return;
+    /* Not yet stored, or written here: the bucket does not hold what the
+     * inode says, and nothing else will tell the name exists. */
+    if (in->local || in->wf || ent_set(fs, dir, name, &in->attr, in->attr_expire_ms))
+        dir->known_until_ms = 0;
+}
