@@ -157,8 +157,8 @@ enum fs_known_answer fs_known_lookup_locked(struct fs *fs, const char *path, str
     /* an expired entry: the name was there, whether it still is is not
      * known; and gunzip=replace lists K.gz as K only, though K.gz opens */
     size_t len = strlen(name);
-    bool unlisted = fs->cfg.gunzip == FS_GUNZIP_REPLACE && len > 3 &&
-                    strcmp(name + len - 3, ".gz") == 0;
+    bool unlisted =
+        fs->cfg.gunzip == FS_GUNZIP_REPLACE && len > 3 && strcmp(name + len - 3, ".gz") == 0;
     if (!e && !unlisted && now < dir->known_until_ms)
         return FS_KNOWN_ABSENT;
     return FS_KNOWN_NOTHING;
