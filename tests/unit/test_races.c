@@ -11,12 +11,15 @@
  * test scripts it; the FUSE requests are fake ones (struct fake_req), whose
  * replies the wrapped fuse_reply_* record.
  *
- * - Item 10 (src/fs/release.c, before: src/fs/file.c fs_op_release): the
- *   last close of a file whose store failed logs the file's name.  The old
- *   code passed in->path, which fs->lock guards and a rename frees, after
- *   unlocking.  The wrapped log_msg renames the file (rename(2) through the
- *   operations table) after the caller passed the name and before it is
- *   formatted; under ASan the old code is a heap-use-after-free every time.
+ * - Item 10: two places logged a file's name by passing in->path without
+ *   fs->lock, which guards it (a rename frees it under the lock): the last
+ *   close of a file whose store failed (src/fs/release.c; before:
+ *   fs_op_release in src/fs/file.c) and a stream turning staged
+ *   (to_staged, src/fs/write.c).
+ *   The wrapped log_msg renames the file (rename(2) through the operations
+ *   table) after the caller passed the name and before it is formatted;
+ *   the old code is then a heap-use-after-free every time (ASan; without
+ *   ASan the line shows a freed name).
  * - Item 11 (src/s3/client.c fix_skew): after a RequestTimeTooSkewed answer
  *   the client stores the clock skew under c->mutex and logs it.  The old
  *   code read c->clock_skew again after unlocking.  The wrapped unlock lets
@@ -399,6 +402,82 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
     return remove(path);
 }
 
+/* An fs over the test's server, as FUSE would see it; no block cache, no
+ * sweep of stale uploads. */
+struct mount {
+    struct server srv;
+    struct s3_client *s3;
+    char endpoint[64];
+    char dir[32];
+    char cache_dir[64];
+};
+
+static void mount_start(struct mount *m, answer_fn answer)
+{
+    server_start(&m->srv, answer);
+    m->s3 = client_new(&m->srv, m->endpoint, sizeof(m->endpoint));
+    snprintf(m->dir, sizeof(m->dir), "/tmp/test_races-XXXXXX");
+    assert_non_null(mkdtemp(m->dir));
+    snprintf(m->cache_dir, sizeof(m->cache_dir), "%s/cache", m->dir);
+    struct fs_config cfg;
+    fs_config_defaults(&cfg);
+    cfg.bucket = "bucket";
+    cfg.prefix = "";
+    cfg.endpoint = m->endpoint;
+    cfg.cache_dir = m->cache_dir;
+    cfg.cache_size = 0;
+    cfg.cache_size_set = true;
+    cfg.abort_stale_uploads = 0;
+    cfg.part_size = 5 << 20; /* S3's smallest part */
+    assert_int_equal(fs_new(&cfg, m->s3, &the_fs), 0);
+    lines_reset();
+}
+
+static void mount_stop(struct mount *m)
+{
+    (void)fs_shutdown(the_fs);
+    fs_free(the_fs);
+    the_fs = NULL;
+    s3_client_free(m->s3);
+    server_stop(&m->srv);
+    nftw(m->dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* create(2) of a new file "a" in the root, open for writing: its inode,
+ * and *fi its handle. */
+static fuse_ino_t create_a(struct fuse_file_info *fi)
+{
+    struct fake_req create = {0};
+    *fi = (struct fuse_file_info){.flags = O_WRONLY | O_CREAT | O_TRUNC};
+    fs_lowlevel_ops()->create((fuse_req_t)&create, FUSE_ROOT_ID, "a", S_IFREG | 0644, fi);
+    assert_true(create.replied);
+    assert_int_equal(create.err, 0);
+    *fi = create.fi;
+    return create.e.ino;
+}
+
+/* Arm the log hook: the next message whose format holds `what` renames
+ * a -> b before it is formatted. */
+static void rename_when_logged(const char *what)
+{
+    memset(&the_rename, 0, sizeof(the_rename));
+    pthread_mutex_init(&the_rename.lock, NULL);
+    pthread_cond_init(&the_rename.cond, NULL);
+    log_hook = rename_now;
+    atomic_store(&log_hook_on, what);
+}
+
+/* The hook ran, and the rename succeeded. */
+static void rename_done(void)
+{
+    assert_null(atomic_load(&log_hook_on));
+    pthread_join(rename_thread, NULL);
+    assert_true(the_rename.req.replied);
+    assert_int_equal(the_rename.req.err, 0);
+    pthread_mutex_destroy(&the_rename.lock);
+    pthread_cond_destroy(&the_rename.cond);
+}
+
 /* Item 10.  A new file "a" is written; its store is refused, so its last
  * close (release) logs "a: data written was not stored".  Just as that
  * message is formatted, "a" is renamed to "b" (a new file is renamed in
@@ -410,64 +489,104 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 static void test_release_log_races_rename(void **state)
 {
     (void)state;
-    struct server srv;
-    server_start(&srv, answer_refusing_stores);
-    char endpoint[64], dir[] = "/tmp/test_races-XXXXXX";
-    struct s3_client *s3 = client_new(&srv, endpoint, sizeof(endpoint));
-    assert_non_null(mkdtemp(dir));
-    char cache_dir[96];
-    snprintf(cache_dir, sizeof(cache_dir), "%s/cache", dir);
-    struct fs_config cfg;
-    fs_config_defaults(&cfg);
-    cfg.bucket = "bucket";
-    cfg.prefix = "";
-    cfg.endpoint = endpoint;
-    cfg.cache_dir = cache_dir;
-    cfg.cache_size = 0; /* no block cache */
-    cfg.cache_size_set = true;
-    cfg.abort_stale_uploads = 0;
-    assert_int_equal(fs_new(&cfg, s3, &the_fs), 0);
+    struct mount m;
+    mount_start(&m, answer_refusing_stores);
     const struct fuse_lowlevel_ops *ops = fs_lowlevel_ops();
-    lines_reset();
-
-    struct fake_req create = {0};
-    struct fuse_file_info fi = {.flags = O_WRONLY | O_CREAT | O_TRUNC};
-    ops->create((fuse_req_t)&create, FUSE_ROOT_ID, "a", S_IFREG | 0644, &fi);
-    assert_true(create.replied);
-    assert_int_equal(create.err, 0);
-    fuse_ino_t ino = create.e.ino;
-    fi = create.fi;
+    struct fuse_file_info fi;
+    fuse_ino_t ino = create_a(&fi);
     struct fake_req write = {0};
     ops->write((fuse_req_t)&write, ino, "some bytes", 10, 0, &fi);
     assert_int_equal(write.err, 0);
 
-    memset(&the_rename, 0, sizeof(the_rename));
-    pthread_mutex_init(&the_rename.lock, NULL);
-    pthread_cond_init(&the_rename.cond, NULL);
-    log_hook = rename_now;
-    atomic_store(&log_hook_on, "data written was not stored");
+    rename_when_logged("data written was not stored");
     struct fake_req release = {0};
     ops->release((fuse_req_t)&release, ino, &fi); /* stores (refused) and logs */
     assert_true(release.replied);
-    assert_null(atomic_load(&log_hook_on)); /* the hook ran */
-    pthread_join(rename_thread, NULL);
-    assert_true(the_rename.req.replied);
-    assert_int_equal(the_rename.req.err, 0);
+    rename_done();
     char line[512];
     line_find(ROLE_NONE, ": data written was not stored", line, sizeof(line));
     char *end = strstr(line, ": data written was not stored");
     assert_non_null(end);
     *end = '\0';
     assert_string_equal(line, "a"); /* the file's name when the close began */
+    mount_stop(&m);
+}
 
-    pthread_mutex_destroy(&the_rename.lock);
-    pthread_cond_destroy(&the_rename.cond);
-    (void)fs_shutdown(the_fs);
-    fs_free(the_fs);
-    the_fs = NULL;
-    s3_client_free(s3);
-    server_stop(&srv);
-    nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
+/* A server that takes multipart uploads and copies, and has no object
+ * (every GET of an object and HEAD is 404; a listing is empty). */
+static void answer_multipart(const char *method, const char *target, struct answer *a, char *extra,
+                             size_t size)
+{
+    (void)extra, (void)size;
+    static const char etag[] = "ETag: \"0123456789abcdef0123456789abcdef-2\"\r\n";
+    if (strcmp(method, "POST") == 0 && strstr(target, "?uploads")) {
+        a->status = 200;
+        a->body = "<?xml version=\"1.0\"?><InitiateMultipartUploadResult><Bucket>bucket"
+                  "</Bucket><Key>a</Key><UploadId>up-1</UploadId></InitiateMultipartUploadResult>";
+    } else if (strcmp(method, "PUT") == 0 && strstr(target, "partNumber=")) {
+        a->status = 200;
+        a->extra = "ETag: \"0123456789abcdef0123456789abcdef\"\r\n";
+    } else if (strcmp(method, "POST") == 0 && strstr(target, "uploadId=")) {
+        a->status = 200;
+        a->body = "<?xml version=\"1.0\"?><CompleteMultipartUploadResult><Bucket>bucket"
+                  "</Bucket><Key>a</Key><ETag>\"0123456789abcdef0123456789abcdef-2\"</ETag>"
+                  "</CompleteMultipartUploadResult>";
+    } else if (strcmp(method, "PUT") == 0) { /* a copy (the rename) or a whole object */
+        a->status = 200;
+        a->extra = etag;
+        a->body = "<?xml version=\"1.0\"?><CopyObjectResult><LastModified>"
+                  "2026-12-07T00:00:00.000Z</LastModified><ETag>"
+                  "\"0123456789abcdef0123456789abcdef-2\"</ETag></CopyObjectResult>";
+    } else if (strcmp(method, "DELETE") == 0) {
+        a->status = 204;
+    } else {
+        answer_refusing_stores(method, target, a, extra, size);
+    }
+}
+
+/* Item 10, the write path.  A new file "a" streams its first 5 MiB part
+ * to a multipart upload, then is written before what was sent: to_staged
+ * completes the upload as a checkpoint and logs (at debug level) that it
+ * did, naming the file.  Just as that message is formatted, "a" is renamed
+ * to "b" (a copy and a delete, then rename_in_table frees in->path).
+ * Before: to_staged passed in->path without fs->lock (ASan:
+ * heap-use-after-free in the printf of the log).  Now it passes a key
+ * taken under the lock: the line names "a". */
+static void test_staging_log_races_rename(void **state)
+{
+    (void)state;
+    struct mount m;
+    mount_start(&m, answer_multipart);
+    const struct fuse_lowlevel_ops *ops = fs_lowlevel_ops();
+    struct fuse_file_info fi;
+    fuse_ino_t ino = create_a(&fi);
+    size_t len = 6 << 20;
+    char *data = malloc(len);
+    assert_non_null(data);
+    memset(data, 'x', len);
+    struct fake_req write = {0};
+    ops->write((fuse_req_t)&write, ino, data, len, 0, &fi); /* part 1 goes */
+    assert_int_equal(write.err, 0);
+
+    enum log_level level = log_get_level();
+    log_set_level(LOG_LVL_DEBUG);
+    rename_when_logged("written out of order after parts were sent");
+    struct fake_req back = {0};
+    ops->write((fuse_req_t)&back, ino, "y", 1, 0, &fi); /* before what was sent */
+    log_set_level(level);
+    rename_done();
+    char line[512];
+    line_find(ROLE_NONE, ": written out of order", line, sizeof(line));
+    char *end = strstr(line, ": written out of order");
+    assert_non_null(end);
+    *end = '\0';
+    assert_string_equal(line, "a"); /* the file's name when the write began */
+
+    struct fake_req release = {0};
+    ops->release((fuse_req_t)&release, ino, &fi);
+    assert_true(release.replied);
+    free(data);
+    mount_stop(&m);
 }
 
 /* ---- item 11: two threads correcting the clock skew at once ------------ */
@@ -618,12 +737,17 @@ static void test_skew_log_races_another_skew(void **state)
     server_stop(&srv);
 }
 
-int main(void)
+/* An argument runs only the tests whose names match it (cmocka's pattern,
+ * e.g. "*skew*"): under ASan a report ends the program. */
+int main(int argc, char **argv)
 {
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
     signal(SIGPIPE, SIG_IGN);
     log_set_level(LOG_LVL_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_release_log_races_rename),
+        cmocka_unit_test(test_staging_log_races_rename),
         cmocka_unit_test(test_skew_log_races_another_skew),
     };
     return cmocka_run_group_tests_name("races", tests, NULL, NULL);
