@@ -1,15 +1,17 @@
 """harness.py: one benchmark run from start to end.
 
   1. install what is missing; build pailfs if there is no binary
-  2. start the rig's s3rver on loopback with a fresh data directory (and,
-     with --wan, the shaping proxy in front of it)
+  2. start the rig's s3rver on loopback with a fresh data directory and
+     its request counter (reqcount.py; and, with --wan, the shaping proxy
+     in front of it)
   3. make the fixtures and upload them with boto3, straight to the server
   4. for each contender in turn: for each group of workloads, mount on a
      fresh, empty cache directory, run the group, unmount. A fresh mount per
      group means no workload is helped by a cache an earlier one filled,
      except "seq read, warm", which follows "seq read, cold" on purpose.
      Peak RSS (VmHWM) and the cache/staging directory's peak size are kept
-     over all of a contender's mounts.
+     over all of a contender's mounts. The requests the server saw are
+     counted around each workload, its checks excepted.
   5. write the report (markdown + PNG chart) and clean up
 """
 
@@ -28,6 +30,7 @@ from . import contenders as C
 from . import deps
 from . import fixtures as F
 from . import report
+from . import reqcount
 from . import workloads as W
 from .util import DiskSampler, detail, fuse_abort, human_bytes, log, \
     mount_entry, reset_hwm, run, set_log_file, vm_hwm
@@ -90,6 +93,13 @@ class Ctx:
         self._direct_presigner = None
         self.raw_best_width = 4
         self.pailfs_warm_note = ""
+        self.counting = False     # the server counts requests (reqcount.js loaded)
+
+    def counts(self):
+        """The server's request counters once it has been quiet a moment
+        (requests a workload's filesystem sends late are the workload's);
+        None when the server does not count."""
+        return reqcount.quiet(self.server.url) if self.counting else None
 
     def presign(self, key, direct=False):
         c = self._direct_presigner if direct else self._presigner
@@ -204,6 +214,7 @@ def run_fs_contender(ctx, c, row, workloads):
 def run_one(ctx, c, wid, mnt):
     w = W.BY_ID[wid]
     log(f"{c.key}: {w.title} ...")
+    before = ctx.counts()
     try:
         if c.is_fs:
             if not mount_entry(mnt) or c.pid is None:
@@ -215,6 +226,10 @@ def run_one(ctx, c, wid, mnt):
     except Exception as e:  # a broken harness step must not stop the run
         detail(f"{c.key} {wid}: {type(e).__name__}: {e}")
         res = W.Result(status="ERROR", why=f"{type(e).__name__}: {str(e)[:200]}")
+    if res.requests is None and res.status != "n/a":
+        res.requests = reqcount.diff(before, ctx.counts())
+    detail(f"{c.key} {wid}: requests {reqcount.text(res.requests)}; "
+           f"{reqcount.ops_text(res.requests)}")
     log(f"{c.key}: {w.title}: {report.cell_text(w, res)}"
         + (f"  [{res.why or res.note}]" if (res.why or res.note) else ""))
     return res
@@ -372,9 +387,15 @@ def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
     load_start = os.getloadavg()
     try:
         ctx.fx = F.build(workdir, os.path.join(BENCH_DIR, ".cache"), sizes)
-        ctx.server = rig.S3Server(server_dir, buckets=[F.BUCKET])
+        with reqcount.preloaded():
+            ctx.server = rig.S3Server(server_dir, buckets=[F.BUCKET])
+        ctx.counting = reqcount.snapshot(ctx.server.url) is not None
+        if not ctx.counting:
+            log("bench: the server does not count requests (reqcount.js not loaded)")
+        # The harness's own requests (fixtures, checks) are marked, never counted.
         ctx.client = rig.boto3_client(ctx.server.url, retries=2, read_timeout=300,
-                                      max_pool_connections=32)
+                                      max_pool_connections=32,
+                                      user_agent_extra=reqcount.HARNESS_AGENT)
         ctx._direct_presigner = rig.boto3_client(ctx.server.url)
         t = time.monotonic()
         F.upload_all(ctx.client, ctx.fx)

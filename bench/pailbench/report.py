@@ -5,6 +5,9 @@ word FAIL, TIMEOUT or ERROR and a numbered note saying why. Ratios compare
 each contender with pailfs as speeds (higher is faster than pailfs): time
 taken by pailfs / time taken by the contender, IOPS / pailfs's IOPS, pailfs's
 latency / the contender's latency.
+
+Beside the times: the requests the server saw for each workload (total in
+the main table's cells, by type in the table under it).
 """
 
 import datetime
@@ -14,6 +17,7 @@ import platform
 import subprocess
 from dataclasses import dataclass
 
+from . import reqcount
 from . import workloads as W
 from .util import human_bytes, log, run, which
 
@@ -137,6 +141,10 @@ def write(rows, meta, md_path, png_path, workdir):
                         text += f" (×{ratio:.2f})" if ratio >= 0.1 else f" (×{ratio:.2g})"
                 if r.note:
                     text += " " + footnote(r.note)
+                if r.requests is not None:
+                    text += f"; {reqcount.total(r.requests):,} req"
+            elif r and r.status == "n/a" and not r.why:
+                text = "n/a"
             elif r:
                 text = f"**{r.status}** " + footnote(f"{row.c.label}, {w.title}: {r.why}")
             cells.append(text)
@@ -151,6 +159,7 @@ def write(rows, meta, md_path, png_path, workdir):
             cells += ["—", "—", "—"]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
+    counts = requests_by_type(rows, cols, titles)
 
     mode = "quick (`--quick`)" if meta.quick else "full"
     if meta.wan:
@@ -185,8 +194,16 @@ def write(rows, meta, md_path, png_path, workdir):
         "(×N) is the contender's speed relative to pailfs: above 1 is faster than pailfs "
         "(for writes acknowledged before the data was in the bucket, the time until it was "
         "there counts). "
-        "FAIL means the result check failed and no time is shown.",
+        "FAIL means the result check failed and no time is shown. "
+        "\"N req\": the requests the server saw for that workload.",
         "",
+    ]
+    if counts:
+        out += ["Requests the server saw, by type, in each workload (the harness's own "
+                "uploads and checks not counted): GET, HEAD, LIST, PUT (PutObject, "
+                "UploadPart, CopyObject), DELETE (DeleteObject, DeleteObjects), other "
+                "(multipart create/complete/abort, bucket requests).", "", counts, ""]
+    out += [
         "## Notes",
         "",
     ]
@@ -238,6 +255,24 @@ def write(rows, meta, md_path, png_path, workdir):
     with open(md_path, "w") as f:
         f.write(text)
     return text
+
+
+def requests_by_type(rows, cols, titles):
+    """Contenders by workloads, each cell the requests by type; '' when
+    nothing was counted."""
+    cells = {(row.c.key, w.id): row.results[w.id].requests for row in rows
+             for w in cols if w.id in row.results}
+    if not any(v is not None for v in cells.values()):
+        return ""
+    lines = ["| contender | " + " | ".join(titles[w.id] for w in cols) + " |",
+             "|" + "---|" * (len(cols) + 1)]
+    for row in rows:
+        if row.missing:
+            continue
+        lines.append(f"| **{row.c.label}** | " + " | ".join(
+            reqcount.text(cells.get((row.c.key, w.id))) if (row.c.key, w.id) in cells
+            else "—" for w in cols) + " |")
+    return "\n".join(lines)
 
 
 def make_chart(rows, cols, titles, png_path, workdir, meta):

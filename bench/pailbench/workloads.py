@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from . import fixtures as F
+from . import reqcount
 from .util import detail, drop_caches, run
 
 OPS = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops.py")]
@@ -40,6 +41,7 @@ class Result:
     in_bucket: float = None  # writes: seconds from the start until the bucket had it all
     why: str = ""           # why not ok
     note: str = ""          # how it was measured, when that differs
+    requests: dict = None   # reqcount.diff of what the server saw (the harness fills it)
 
     @property
     def ok(self):
@@ -105,7 +107,8 @@ def wait_object(ctx, key, size, timeout):
 
 def remote_sha(ctx, key):
     url = ctx.presign(key, direct=True)
-    ran = run(f"curl -sS --fail {q(url)} | openssl dgst -sha256 -r", timeout=ctx.t.read)
+    ran = run(f"curl -sS --fail -A {reqcount.HARNESS_AGENT} {q(url)} | openssl dgst -sha256 -r",
+              timeout=ctx.t.read)
     return sha_of(ran) if ran.rc == 0 else f"(GET failed: {ran.err.strip()[:100]})"
 
 
