@@ -13,10 +13,15 @@ defaults except what is needed to reach the server: no tuning.
   rclone-writes  rclone mount --vfs-cache-mode writes (writes are staged
                  on disk and uploaded after close: see the write notes)
   raw            no filesystem: the limit of the server itself
+
+The request table (workload "requests") mounts with short_ttl=True: names
+and attributes trusted for 1 s, in each tool's own terms (SHORT_TTL of each
+class), so that the table's "after the TTL ran out" rows take seconds.
 """
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -37,12 +42,16 @@ class Contender:
     key = ""
     label = ""
     is_fs = True
+    SHORT_TTL = ""  # the options of short_ttl=True, as the report states them
 
     def __init__(self):
         self.proc = None
         self.mnt = None
         self.cache_dir = None
         self.devnum = None
+        self.bucket = BUCKET
+        self.short_ttl = False
+        self._mounted_with = None  # mount()'s arguments, for remount()
 
     # -- what the report says about it
     def missing(self):
@@ -68,8 +77,13 @@ class Contender:
                    AWS_REGION=REGION, AWS_DEFAULT_REGION=REGION)
         return env
 
-    def mount(self, endpoint, mnt, cache_dir, workdir, log_path, timeout=30):
+    def mount(self, endpoint, mnt, cache_dir, workdir, log_path, timeout=30,
+              bucket=BUCKET, short_ttl=False):
+        """Mount bucket on mnt; short_ttl: trust names and attributes for
+        1 s only (the request table's setting)."""
         self.mnt, self.cache_dir = mnt, cache_dir
+        self.bucket, self.short_ttl = bucket, short_ttl
+        self._mounted_with = (endpoint, mnt, cache_dir, workdir, log_path)
         os.makedirs(mnt, exist_ok=True)
         os.makedirs(cache_dir, exist_ok=True)
         argv = self.argv(endpoint, mnt, cache_dir, workdir)
@@ -92,6 +106,15 @@ class Contender:
             time.sleep(0.05)
         self.kill()
         raise MountError(f"not mounted after {timeout} s: {self.log_tail()}")
+
+    def remount(self, timeout=300, **kw):
+        """Unmount, empty the cache directory and mount again: a fresh
+        mount with nothing known, same endpoint; kw as for mount()."""
+        took, clean = self.unmount(timeout)
+        endpoint, mnt, cache_dir, workdir, log_path = self._mounted_with
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        self.mount(endpoint, mnt, cache_dir, workdir, log_path, **kw)
+        return clean
 
     def log_tail(self, lines=3):
         try:
@@ -150,6 +173,7 @@ def _first_line(cmd):
 class Pailfs(Contender):
     key = "pailfs"
     label = "pailfs"
+    SHORT_TTL = "attr_ttl=1,neg_ttl=1"
 
     def __init__(self, binary):
         super().__init__()
@@ -192,12 +216,18 @@ class Pailfs(Contender):
         opts = f"endpoint={endpoint},path_style,cache_dir={cache_dir}"
         if self.has_gzip_view():
             opts += ",gunzip=view"
-        return [self.binary, "-f", "-o", opts, BUCKET, mnt]
+        if self.short_ttl:
+            opts += "," + self.SHORT_TTL
+        return [self.binary, "-f", "-o", opts, self.bucket, mnt]
 
 
 class S3fs(Contender):
     key = "s3fs"
     label = "s3fs-fuse"
+    # Its stat cache (which also holds missing names: the noobj cache, on by
+    # default) for 1 s; libfuse's own defaults already give the kernel 1 s
+    # for entries and attributes.
+    SHORT_TTL = "stat_cache_expire=1"
 
     def missing(self):
         return None if which("s3fs") else "not installed (apt-get install s3fs)"
@@ -217,11 +247,16 @@ class S3fs(Contender):
         os.chmod(passwd, 0o600)
         opts = (f"url={endpoint},use_path_request_style,passwd_file={passwd},"
                 f"endpoint={REGION},use_cache={cache_dir},dbglevel=warn")
-        return ["s3fs", BUCKET, mnt, "-f", "-o", opts]
+        if self.short_ttl:
+            opts += "," + self.SHORT_TTL
+        return ["s3fs", self.bucket, mnt, "-f", "-o", opts]
 
 
 class Rclone(Contender):
     label = "rclone mount"
+    # Its directory cache answers lookups, present and missing names alike
+    # (default 5 min); --attr-timeout is the kernel's (1 s already).
+    SHORT_TTL = "--dir-cache-time 1s --attr-timeout 1s"
 
     def __init__(self, mode):
         super().__init__()
@@ -245,9 +280,10 @@ class Rclone(Contender):
                     f"access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n"
                     f"endpoint = {endpoint}\nregion = {REGION}\nforce_path_style = true\n")
         os.chmod(conf, 0o600)
-        return ["rclone", "--config", conf, "mount", f"bench:{BUCKET}", mnt,
+        argv = ["rclone", "--config", conf, "mount", f"bench:{self.bucket}", mnt,
                 "--vfs-cache-mode", self.mode, "--cache-dir", cache_dir,
                 "--log-level", "NOTICE"]
+        return argv + (self.SHORT_TTL.split() if self.short_ttl else [])
 
 
 class Raw(Contender):

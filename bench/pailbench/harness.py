@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 # Each group gets a fresh mount with an empty cache directory.
 GROUPS = [["firstbyte"], ["read_cold", "read_warm"], ["rand1"], ["rand8"], ["gzip"],
-          ["write"], ["small_create"], ["small_cat"], ["small_rm"], ["ls"], ["find"]]
+          ["write"], ["small_create"], ["small_cat"], ["small_rm"], ["ls"], ["find"],
+          ["requests"]]
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Ctx:
         self.raw_best_width = 4
         self.pailfs_warm_note = ""
         self.counting = False     # the server counts requests (reqcount.js loaded)
+        self.req_fixtures = False  # the request table's bucket is uploaded
 
     def counts(self):
         """The server's request counters once it has been quiet a moment

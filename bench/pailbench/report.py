@@ -7,7 +7,8 @@ taken by pailfs / time taken by the contender, IOPS / pailfs's IOPS, pailfs's
 latency / the contender's latency.
 
 Beside the times: the requests the server saw for each workload (total in
-the main table's cells, by type in the table under it).
+the main table's cells, by type in the table under it), and the request
+table of the "requests" workload, its rows against the fewest S3 allows.
 """
 
 import datetime
@@ -18,6 +19,7 @@ import subprocess
 from dataclasses import dataclass
 
 from . import reqcount
+from . import reqtable
 from . import workloads as W
 from .util import human_bytes, log, run, which
 
@@ -43,7 +45,7 @@ def speed(w, r):
     """One number per result, higher is better; None when not ok. For a
     write that close() acknowledged before the data reached the bucket, the
     time until it was in the bucket counts."""
-    if not r or not r.ok:
+    if not r or not r.ok or w.kind == "requests":
         return None
     if w.kind == "iops":
         return r.iops
@@ -65,6 +67,8 @@ def cell_text(w, r):
         return f"{r.iops:.0f} IOPS, p99 {r.p99_ms:.1f} ms"
     if w.kind == "latency":
         return f"{r.median_ms:.1f} ms"
+    if w.kind == "requests":
+        return f"{reqcount.total(r.requests) or 0:,} requests (fewest {reqtable.FEWEST_TOTAL})"
     return f"{r.seconds:.2f} s, {r.count / r.seconds:.0f}/s{tail}"
 
 
@@ -118,6 +122,7 @@ def write(rows, meta, md_path, png_path, workdir):
         "ls": f"ls -l ({sz.ls_count})",
         "find": f"find ({sz.tree_dirs * (sz.tree_files + 1)})",
         "firstbyte": f"first byte (median of {sz.firstbyte_n})",
+        "requests": "request table (total)",
     }
     header = ["contender"] + [titles[w.id] for w in cols] + \
         ["peak RSS", "peak RSS, seq read", "cache/staging peak"]
@@ -141,7 +146,7 @@ def write(rows, meta, md_path, png_path, workdir):
                         text += f" (×{ratio:.2f})" if ratio >= 0.1 else f" (×{ratio:.2g})"
                 if r.note:
                     text += " " + footnote(r.note)
-                if r.requests is not None:
+                if r.requests is not None and w.kind != "requests":
                     text += f"; {reqcount.total(r.requests):,} req"
             elif r and r.status == "n/a" and not r.why:
                 text = "n/a"
@@ -159,7 +164,8 @@ def write(rows, meta, md_path, png_path, workdir):
             cells += ["—", "—", "—"]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    counts = requests_by_type(rows, cols, titles)
+    counts = requests_by_type(rows, [w for w in cols if w.kind != "requests"], titles)
+    req_table = request_table(rows, footnote) if "requests" in meta.workloads else ""
 
     mode = "quick (`--quick`)" if meta.quick else "full"
     if meta.wan:
@@ -203,6 +209,8 @@ def write(rows, meta, md_path, png_path, workdir):
                 "uploads and checks not counted): GET, HEAD, LIST, PUT (PutObject, "
                 "UploadPart, CopyObject), DELETE (DeleteObject, DeleteObjects), other "
                 "(multipart create/complete/abort, bucket requests).", "", counts, ""]
+    if req_table:
+        out += [req_table, ""]
     out += [
         "## Notes",
         "",
@@ -275,9 +283,49 @@ def requests_by_type(rows, cols, titles):
     return "\n".join(lines)
 
 
+def _table_cell(r, footnote):
+    """One operation of the request table: 'N: types, time', or why not."""
+    if not r.ran:
+        return "not run"
+    text = f"{reqcount.text(r.counts)}" + (f", {r.seconds * 1000:.0f} ms" if r.seconds else "")
+    if r.why:
+        text = f"**FAIL** {footnote(r.why)}" + (f" ({text})" if r.counts else "")
+    elif r.note:
+        text += " " + footnote(r.note)
+    return text
+
+
+def request_table(rows, footnote):
+    """The "requests" workload: one line per operation, one column per
+    filesystem, and the fewest S3 allows beside them."""
+    done = [row for row in rows if row.results.get("requests") and
+            row.results["requests"].table]
+    if not done:
+        return ""
+    head = ["operation"] + [row.c.label for row in done] + ["fewest needed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, spec in enumerate(reqtable.ROWS):
+        cells = [spec.title]
+        for row in done:
+            r = row.results["requests"].table[i]
+            cells.append(_table_cell(r, lambda why: footnote(f"{row.c.label}, {spec.title}: "
+                                                             f"{why}")))
+        cells.append(f"{spec.fewest}" + (f" ({spec.gloss})" if spec.gloss else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    totals = [reqtable.total(row.results["requests"].table) for row in done]
+    lines.append("| all of the above | " + " | ".join(reqcount.text(t) for t in totals) +
+                 f" | {reqtable.FEWEST_TOTAL} |")
+    opts = "; ".join(f"{row.c.label} `{row.c.SHORT_TTL}`" for row in done)
+    intro = ("Request table (workload `requests`, bench/README.md says what each row does): "
+             "requests the server saw for each operation, by type, and the operation's time, "
+             f"on a mount that trusts names and attributes for 1 s ({opts}).")
+    return intro + "\n\n" + "\n".join(lines)
+
+
 def make_chart(rows, cols, titles, png_path, workdir, meta):
     """Grouped bars: each contender's speed as a fraction of the fastest
     contender in that workload (the raw limit included)."""
+    cols = [w for w in cols if w.kind != "requests"]
     live = [r for r in rows if not r.missing]
     if not live:
         return False

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from . import fixtures as F
 from . import reqcount
+from . import reqtable
 from .util import detail, drop_caches, run
 
 OPS = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops.py")]
@@ -42,6 +43,7 @@ class Result:
     why: str = ""           # why not ok
     note: str = ""          # how it was measured, when that differs
     requests: dict = None   # reqcount.diff of what the server saw (the harness fills it)
+    table: list = None      # the request table's rows (reqtable.RowResult)
 
     @property
     def ok(self):
@@ -603,6 +605,20 @@ def find_raw(ctx, c):
 
 
 # --------------------------------------------------------------------------
+# 9. the request table (reqtable.py)
+# --------------------------------------------------------------------------
+
+def requests_fs(ctx, c, mnt):
+    """Every row of reqtable.ROWS; FAIL when a row's check failed (the
+    table still shows every row's counts). Its request count is the rows'
+    sum, not the prep listings' or the remounts'."""
+    rows = reqtable.run_table(ctx, c, mnt)
+    bad = [f"{r.title}: {r.why}" for r in rows if r.why]
+    return Result(status="FAIL" if bad else "ok", why="; ".join(bad), table=rows,
+                  seconds=sum(r.seconds or 0 for r in rows), requests=reqtable.total(rows))
+
+
+# --------------------------------------------------------------------------
 # The table's columns, in the issue's order; run order is RUN_ORDER.
 # --------------------------------------------------------------------------
 
@@ -619,10 +635,11 @@ WORKLOADS = [
     Workload("ls", "ls -l", "entries", ls_fs, ls_raw),
     Workload("find", "find", "entries", find_fs, find_raw),
     Workload("firstbyte", "first byte", "latency", firstbyte_fs, firstbyte_raw),
+    Workload("requests", "request table", "requests", requests_fs),
 ]
 
 # First byte runs first, on a big object nothing has read yet through this
 # mount; then the reads, so a cache filled by one read shows in the next.
 RUN_ORDER = ["firstbyte", "read_cold", "read_warm", "rand1", "rand8", "gzip", "write",
-             "small_create", "small_cat", "small_rm", "ls", "find"]
+             "small_create", "small_cat", "small_rm", "ls", "find", "requests"]
 BY_ID = {w.id: w for w in WORKLOADS}
