@@ -306,8 +306,8 @@ def _late_notes(prep, listed_at, seconds):
     """Where the 1 s TTL ran out during the row, the counts may include
     lookups made again: a row meant to run within a listing's TTL that
     ended after it (a loaded machine), or a command that took longer than
-    the TTL (s3rver takes about a second per 1,000-key page of many/; S3
-    well under 0.1 s)."""
+    the TTL (s3rver answers a 1,000-key page of many/ in about a second
+    here; S3 in a fraction of that)."""
     notes = []
     if prep in ("listed", "after") and listed_at is not None:
         age = time.monotonic() - listed_at
