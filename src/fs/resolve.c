@@ -13,6 +13,7 @@
 #include "fs/fs_private.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -111,6 +112,36 @@ int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a)
     return rc;
 }
 
+/* The HEAD of an object sent beside the listing of its name as a
+ * directory, on a thread of its own, so that both take one round trip. */
+struct side_head {
+    struct fs *fs;
+    const char *path;
+    struct fs_attr a;
+    char *xattr;
+    int rc;
+    pthread_t thread;
+};
+
+static void *side_head_run(void *arg)
+{
+    struct side_head *h = arg;
+    h->rc = resolve_object(h->fs, h->path, &h->a, &h->xattr);
+    return NULL;
+}
+
+/* Whether the name looks like a file's: an extension ("data.csv",
+ * "part-0001.json.gz").  Such a name is an object far more often than a
+ * directory, so its HEAD goes out with the listing instead of after it; a
+ * directory of such a name costs a HEAD that finds nothing. */
+static bool looks_like_file(const char *path)
+{
+    const char *name = strrchr(path, '/');
+    name = name ? name + 1 : path;
+    const char *dot = strrchr(name, '.');
+    return dot && dot > name && dot[1];
+}
+
 int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
                struct fs_dir *kids)
 {
@@ -122,9 +153,25 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
     if (len > FS_MAX_KEY)
         return ENAMETOOLONG;
     /* a key of the full 1,024 bytes has no room for "/...": only a file */
-    int rc = len == FS_MAX_KEY ? ENOENT : resolve_dir(fs, path, a, xattr, kids);
-    if (rc == ENOENT)
+    if (len == FS_MAX_KEY)
+        return resolve_object(fs, path, a, xattr);
+    struct side_head h = {.fs = fs, .path = path};
+    bool side = looks_like_file(path) && util_thread_start(&h.thread, side_head_run, &h) == 0;
+    int rc = resolve_dir(fs, path, a, xattr, kids);
+    if (side)
+        pthread_join(h.thread, NULL);
+    if (rc == ENOENT && side) {
+        rc = h.rc;
+        *a = h.a;
+        if (xattr)
+            *xattr = h.xattr;
+        else
+            free(h.xattr);
+    } else if (rc == ENOENT) {
         rc = resolve_object(fs, path, a, xattr);
+    } else if (side) {
+        free(h.xattr); /* a directory wins over an object of the same name */
+    }
     return rc;
 }
 

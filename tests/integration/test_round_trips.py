@@ -252,3 +252,27 @@ def test_allow_other_permission_checks_see_the_stored_mode(public_dir, proxy,
     r = _as_nobody(m.p("dir", "tool"))
     assert r.returncode != 0 and "Permission denied" in r.stderr, r
     assert stat.S_IMODE(os.stat(m.p("dir", "secret")).st_mode) == 0o600
+
+
+def test_cold_lookup_of_a_file_takes_one_round_trip(proxy, s3, bucket,
+                                                    mounter):
+    """A name with an extension in a directory no listing answers for (the
+    mount's root here): its HEAD goes out with the listing of `name/`, so
+    the lookup waits one answer, not two; a directory still wins."""
+    put(s3, bucket, "data.csv", b"a,b\n")
+    put(s3, bucket, "v1.2/inside", b"in a dotted directory")
+    m = mounter(attr_ttl=1, neg_ttl=1)
+    proxy.config(latency_ms=300)
+    proxy.reset()
+    t = time.monotonic()
+    st = os.stat(m.p("data.csv"))
+    took = time.monotonic() - t
+    by_op = ops(proxy)
+    proxy.config(latency_ms=0)
+    assert st.st_size == 4 and stat.S_ISREG(st.st_mode)
+    assert by_op == {"ListObjectsV2": 1, "HeadObject": 1}, by_op
+    assert took < 0.55, took  # one 300 ms answer, not two
+    proxy.reset()
+    assert stat.S_ISDIR(os.stat(m.p("v1.2")).st_mode)
+    assert ops(proxy) == {"ListObjectsV2": 1, "HeadObject": 1}, ops(proxy)
+    assert open(m.p("v1.2", "inside"), "rb").read() == b"in a dotted directory"
