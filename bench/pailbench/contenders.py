@@ -137,13 +137,15 @@ class Contender:
         clean = True
         r = run(["fusermount3", "-u", self.mnt], timeout=60)
         if r.rc != 0:
+            # still mounted (busy): the process will not end by itself
             log(f"unmount {self.key}: fusermount3 -u failed ({r.err.strip()}); forcing")
             clean = False
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log(f"unmount {self.key}: process still running after {timeout} s; killing")
-            clean = False
+        else:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"unmount {self.key}: process still running after {timeout} s; killing")
+                clean = False
         self.kill()
         return time.monotonic() - t, clean and self.proc.returncode == 0
 
