@@ -276,3 +276,37 @@ def test_cold_lookup_of_a_file_takes_one_round_trip(proxy, s3, bucket,
     assert stat.S_ISDIR(os.stat(m.p("v1.2")).st_mode)
     assert ops(proxy) == {"ListObjectsV2": 1, "HeadObject": 1}, ops(proxy)
     assert open(m.p("v1.2", "inside"), "rb").read() == b"in a dotted directory"
+
+
+def _cross_mount(mounter, ttl):
+    """Two mounts of one bucket with attr_ttl=neg_ttl=ttl: what one changes
+    in a directory the other has listed shows there once ttl has passed
+    (docs/SEMANTICS.md, Caching and consistency across mounts)."""
+    a = mounter(attr_ttl=ttl, neg_ttl=ttl)
+    b = mounter(attr_ttl=ttl, neg_ttl=ttl)
+    os.makedirs(a.p("shared"))
+    for name in ("keep", "gone", "changed"):
+        with open(a.p("shared", name), "wb") as f:
+            f.write(b"v1 " + name.encode())
+    # b has not looked yet: it sees what a stored at once
+    assert sorted(os.listdir(b.p("shared"))) == ["changed", "gone", "keep"]
+    assert open(b.p("shared", "changed"), "rb").read() == b"v1 changed"
+    with open(a.p("shared", "new"), "wb") as f:
+        f.write(b"made on a")
+    os.unlink(a.p("shared", "gone"))
+    with open(a.p("shared", "changed"), "wb") as f:
+        f.write(b"v2, longer than before")
+    time.sleep(ttl + 0.5)
+    assert open(b.p("shared", "new"), "rb").read() == b"made on a"
+    assert not os.path.exists(b.p("shared", "gone"))
+    assert open(b.p("shared", "changed"), "rb").read() == \
+        b"v2, longer than before"
+    assert sorted(os.listdir(b.p("shared"))) == ["changed", "keep", "new"]
+
+
+def test_cross_mount_visibility_with_ttl_1(proxy, s3, bucket, mounter):
+    _cross_mount(mounter, 1)
+
+
+def test_cross_mount_visibility_with_ttl_60(proxy, s3, bucket, mounter):
+    _cross_mount(mounter, 60)
