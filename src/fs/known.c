@@ -18,7 +18,8 @@
  * rmdir, rename) leaves its entry and bumps fs->names_gen, so a listing
  * that was in flight meanwhile (and may still hold the name) is not
  * stored.  An inode leaving the table leaves what it knew as its parent's
- * entry (fs_known_keep_locked).  A directory rename forgets all knowledge
+ * entry (fs_known_keep_locked), which a listing begun before that does not
+ * overwrite.  A directory rename forgets all knowledge
  * below the names it moved.  Memory: at most FS_KNOWN_MAX entries in the
  * whole mount; a listing that would pass it is not kept (readdir works as
  * before, lookups ask S3). */
@@ -32,6 +33,7 @@ struct known_ent {
     char *name;
     struct fs_attr attr;
     uint64_t expire_ms; /* util_now_ms() after which it says nothing */
+    uint64_t learnt_ms; /* when: a listing's start, or an inode's leaving */
     UT_hash_handle hh;
 };
 
@@ -70,7 +72,7 @@ void fs_known_free_locked(struct fs *fs, struct fs_inode *dir)
 
 /* Set or replace the entry of `name` (fs->lock held).  0 or ENOMEM. */
 static int ent_set(struct fs *fs, struct fs_inode *dir, const char *name, const struct fs_attr *a,
-                   uint64_t expire_ms)
+                   uint64_t expire_ms, uint64_t learnt_ms)
 {
     if (!dir->known && !(dir->known = calloc(1, sizeof(*dir->known))))
         return ENOMEM;
@@ -90,6 +92,7 @@ static int ent_set(struct fs *fs, struct fs_inode *dir, const char *name, const 
     }
     e->attr = *a;
     e->expire_ms = expire_ms;
+    e->learnt_ms = learnt_ms;
     return 0;
 }
 
@@ -105,6 +108,56 @@ static struct fs_inode *parent_of(struct fs *fs, const char *path, const char **
     return dir && S_ISDIR(dir->attr.mode) ? dir : NULL;
 }
 
+/* Copies of the directory's entries learnt after `since` (fs->lock held):
+ * *out (caller frees each name and the array), *n.  0 or ENOMEM. */
+static int newer_than(const struct fs_inode *dir, uint64_t since, struct known_ent **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!dir->known)
+        return 0;
+    struct known_ent *e, *tmp;
+    size_t cap = 0;
+    HASH_ITER(hh, dir->known->ents, e, tmp)
+    {
+        if (e->learnt_ms <= since)
+            continue;
+        if (util_grow((void **)out, &cap, *n + 1, sizeof(**out)))
+            return ENOMEM;
+        (*out)[*n] = *e;
+        if (!((*out)[*n].name = strdup(e->name)))
+            return ENOMEM;
+        (*n)++;
+    }
+    return 0;
+}
+
+/* The directory's names become the listing's (fs->lock held).  What an
+ * inode that left the table since the listing began knew is newer than
+ * the listing (a file this mount wrote meanwhile), and stays. */
+static void replace_names(struct fs *fs, struct fs_inode *dir, const struct fs_dir *d,
+                          uint64_t listed_ms)
+{
+    struct known_ent *newer;
+    size_t n_newer;
+    int rc = newer_than(dir, listed_ms, &newer, &n_newer);
+    known_clear(fs, dir);
+    uint64_t names_until = listed_ms + fs->attr_ttl_ms;
+    for (size_t i = 0; i < d->n && !rc; i++)
+        rc = ent_set(fs, dir, d->ents[i].name, &d->ents[i].attr, names_until, listed_ms);
+    for (size_t i = 0; i < n_newer && !rc; i++)
+        rc =
+            ent_set(fs, dir, newer[i].name, &newer[i].attr, newer[i].expire_ms, newer[i].learnt_ms);
+    for (size_t i = 0; i < n_newer; i++)
+        free(newer[i].name);
+    free(newer);
+    uint64_t absent_until = listed_ms + (uint64_t)(fs->cfg.neg_ttl * 1000);
+    if (rc)
+        known_clear(fs, dir); /* partial knowledge would claim absences */
+    else if (dir->known_until_ms < absent_until)
+        dir->known_until_ms = absent_until;
+}
+
 uint64_t fs_known_gen(struct fs *fs)
 {
     pthread_mutex_lock(&fs->lock);
@@ -116,8 +169,6 @@ uint64_t fs_known_gen(struct fs *fs)
 void fs_known_store(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
                     uint64_t listed_ms, const struct fs_dir *d)
 {
-    uint64_t names_until = listed_ms + fs->attr_ttl_ms;
-    uint64_t absent_until = listed_ms + (uint64_t)(fs->cfg.neg_ttl * 1000);
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *dir;
     HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
@@ -125,16 +176,8 @@ void fs_known_store(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uin
      * and the path may be another inode's now (a rename). */
     bool usable = dir && dir->ino == dir_ino && S_ISDIR(dir->attr.mode) && gen == fs->names_gen &&
                   fs->n_known - (dir->known ? dir->known->n : 0) + d->n <= FS_KNOWN_MAX;
-    if (usable) {
-        known_clear(fs, dir);
-        int rc = 0;
-        for (size_t i = 0; i < d->n && !rc; i++)
-            rc = ent_set(fs, dir, d->ents[i].name, &d->ents[i].attr, names_until);
-        if (rc)
-            known_clear(fs, dir); /* partial knowledge would claim absences */
-        else if (dir->known_until_ms < absent_until)
-            dir->known_until_ms = absent_until;
-    }
+    if (usable)
+        replace_names(fs, dir, d, listed_ms);
     pthread_mutex_unlock(&fs->lock);
 }
 
@@ -203,6 +246,6 @@ void fs_known_keep_locked(struct fs *fs, const struct fs_inode *in)
         return;
     /* Not yet stored, or written here: the bucket does not hold what the
      * inode says, and nothing else will tell the name exists. */
-    if (in->local || in->wf || ent_set(fs, dir, name, &in->attr, in->attr_expire_ms))
+    if (in->local || in->wf || ent_set(fs, dir, name, &in->attr, in->attr_expire_ms, util_now_ms()))
         dir->known_until_ms = 0;
 }
