@@ -133,6 +133,7 @@ void fs_free(struct fs *fs)
             HASH_DELETE(hh_path, fs->by_path, in);
         HASH_DELETE(hh, fs->by_ino, in);
         fs_wfile_free(fs, in->wf);
+        fs_known_free_locked(fs, in); /* no other thread is left */
         free(in->path);
         free(in->symlink);
         free(in->xattr);
