@@ -671,6 +671,10 @@ static inline struct fs *fs_of(fuse_req_t req)
 
 /* ---- release.c: the last hold on a file ----------------------------- */
 
+/* Hold inode `ino` (fs->lock not held): it and its write state stay while
+ * an operation talks to S3 without the lock, as an open handle holds them.
+ * Given back with fs_inode_put; NULL when the inode is unknown. */
+struct fs_inode *fs_inode_hold(struct fs *fs, fuse_ino_t ino);
 /* Give back one hold on `in` (an open handle's, or an operation's such as
  * setattr's; fs->lock not held).  The last one stores what was written
  * and not stored yet, frees the write state, and deletes the object of a

@@ -139,18 +139,6 @@ out_err:
     fs_reply_err(req, rc);
 }
 
-/* Hold inode `ino` for an open (one of in->opens, given back with
- * fs_inode_put); NULL when the inode is unknown. */
-static struct fs_inode *open_hold(struct fs *fs, fuse_ino_t ino)
-{
-    pthread_mutex_lock(&fs->lock);
-    struct fs_inode *in = fs_inode_get(fs, ino);
-    if (in)
-        in->opens++; /* hold it while S3 is asked */
-    pthread_mutex_unlock(&fs->lock);
-    return in;
-}
-
 /* The handle of an open of `in` (held), with the write state attached when
  * `write`; *view: the attributes opened, and *raw the path of a view's
  * object (caller frees).  0, EACCES (a decompressed view cannot be
@@ -201,7 +189,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         rc = EROFS;
         goto out_err;
     }
-    if (!(in = open_hold(fs, ino))) {
+    if (!(in = fs_inode_hold(fs, ino))) { /* held while S3 is asked */
         rc = ENOENT;
         goto out_err;
     }

@@ -157,84 +157,97 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_attr(req, &st, fs->cfg.attr_ttl);
 }
 
-void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-                   struct fuse_file_info *fi)
+/* The attributes setattr asks for (`to_set` of `attr`) over *a. */
+static void setattr_build(struct fs_attr *a, const struct stat *attr, int to_set)
 {
-    struct fs *fs = fs_of(req);
-    int rc = 0;
-    if (fs->cfg.read_only) {
-        fs_reply_err(req, EROFS);
-        return;
-    }
-    pthread_mutex_lock(&fs->lock);
-    struct fs_inode *in = fs_inode_get(fs, ino);
-    if (in)
-        in->opens++; /* hold it across the requests below */
-    pthread_mutex_unlock(&fs->lock);
-    if (!in) {
-        fs_reply_err(req, ENOENT);
-        return;
-    }
-    if (to_set & FUSE_SET_ATTR_SIZE) {
-        rc = S_ISDIR(in->attr.mode) ? EISDIR : fs_truncate(fs, in, (uint64_t)attr->st_size);
-        if (rc)
-            goto out;
-    }
-    const int meta_bits = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
-                          FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
-                          FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME;
-    if (!(to_set & meta_bits))
-        goto out;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
+    if (to_set & FUSE_SET_ATTR_MODE)
+        a->mode = (a->mode & S_IFMT) | (attr->st_mode & 07777);
+    if (to_set & FUSE_SET_ATTR_UID)
+        a->uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID)
+        a->gid = attr->st_gid;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+        a->atime = now;
+    else if (to_set & FUSE_SET_ATTR_ATIME)
+        a->atime = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+        a->mtime = now;
+    else if (to_set & FUSE_SET_ATTR_MTIME)
+        a->mtime = attr->st_mtim;
+    a->ctime = (to_set & FUSE_SET_ATTR_CTIME) ? attr->st_ctim : now;
+    a->has_meta = true;
+}
+
+/* Keep the attributes *a stored (`local`: on the inode only) on `in`,
+ * held (etag: the copy's, "" for none). */
+static void setattr_publish(struct fs *fs, struct fs_inode *in, struct fs_attr *a, bool local,
+                            const char *etag)
+{
+    pthread_mutex_lock(&fs->lock);
+    if (S_ISDIR(a->mode) && !local)
+        a->marker = true;
+    if (*etag && !S_ISDIR(a->mode))
+        snprintf(a->etag, sizeof(a->etag), "%s", etag);
+    in->attr = *a;
+    if (!local)
+        in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
+    pthread_mutex_unlock(&fs->lock);
+}
+
+/* chmod, chown, utimens of `in` (held): stored in the object's metadata
+ * (a copy onto itself), or only on the inode while the file's own state
+ * is the truth (not stored yet).  0, ENOMEM, or the S3 errno. */
+static int setattr_meta(struct fs *fs, struct fs_inode *in, const struct stat *attr, int to_set)
+{
     pthread_mutex_lock(&fs->lock);
     struct fs_attr a = in->attr;
     char *path = strdup(in->path), *xattr = in->xattr ? strdup(in->xattr) : NULL;
     bool local = fs_inode_local_truth(in);
     pthread_mutex_unlock(&fs->lock);
-    if (to_set & FUSE_SET_ATTR_MODE)
-        a.mode = (a.mode & S_IFMT) | (attr->st_mode & 07777);
-    if (to_set & FUSE_SET_ATTR_UID)
-        a.uid = attr->st_uid;
-    if (to_set & FUSE_SET_ATTR_GID)
-        a.gid = attr->st_gid;
-    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
-        a.atime = now;
-    else if (to_set & FUSE_SET_ATTR_ATIME)
-        a.atime = attr->st_atim;
-    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-        a.mtime = now;
-    else if (to_set & FUSE_SET_ATTR_MTIME)
-        a.mtime = attr->st_mtim;
-    a.ctime = (to_set & FUSE_SET_ATTR_CTIME) ? attr->st_ctim : now;
-    a.has_meta = true;
     char etag[80] = "";
-    if (!path)
-        rc = ENOMEM;
-    else if (!local)
-        rc = fs_store_meta(fs, path, &a, xattr, etag);
-    if (!rc) {
-        pthread_mutex_lock(&fs->lock);
-        if (S_ISDIR(a.mode) && !local)
-            a.marker = true;
-        if (*etag && !S_ISDIR(a.mode))
-            snprintf(a.etag, sizeof(a.etag), "%s", etag);
-        in->attr = a;
-        if (!local)
-            in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
-        pthread_mutex_unlock(&fs->lock);
-    }
+    setattr_build(&a, attr, to_set);
+    int rc = !path ? ENOMEM : local ? 0 : fs_store_meta(fs, path, &a, xattr, etag);
+    if (!rc)
+        setattr_publish(fs, in, &a, local, etag);
     free(path);
     free(xattr);
-out:
+    return rc;
+}
+
+/* Give back setattr's hold on `in` with *st, its attributes now.  The last
+ * hold stores what a truncate left: its error is the truncate's. */
+static int setattr_done(struct fs *fs, struct fs_inode *in, fuse_ino_t ino, int to_set, int rc,
+                        struct stat *st)
+{
     pthread_mutex_lock(&fs->lock);
-    struct stat st;
-    fs_attr_to_stat(&in->attr, ino, &st);
+    fs_attr_to_stat(&in->attr, ino, st);
     pthread_mutex_unlock(&fs->lock);
-    /* the last hold stores (and frees) what a truncate left */
     int put = fs_inode_put(fs, in);
+    return !rc && (to_set & FUSE_SET_ATTR_SIZE) ? put : rc;
+}
+
+#define SETATTR_META                                                                               \
+    (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_ATIME |            \
+     FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW |                     \
+     FUSE_SET_ATTR_CTIME)
+
+void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                   struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *in = NULL;
+    struct stat st;
+    int rc = fs->cfg.read_only ? EROFS : 0;
+    if (!rc && !(in = fs_inode_hold(fs, ino))) /* held across the requests below */
+        rc = ENOENT;
     if (!rc && (to_set & FUSE_SET_ATTR_SIZE))
-        rc = put;
+        rc = S_ISDIR(in->attr.mode) ? EISDIR : fs_truncate(fs, in, (uint64_t)attr->st_size);
+    if (!rc && (to_set & SETATTR_META))
+        rc = setattr_meta(fs, in, attr, to_set);
+    if (in)
+        rc = setattr_done(fs, in, ino, to_set, rc, &st);
     if (rc)
         fs_reply_err(req, rc);
     else

@@ -1,7 +1,8 @@
 /* release.c — the last hold on a file: what was written and not stored yet
  * is stored, the write state freed, and the object of a file unlinked
  * while open deleted (unless it was replaced meanwhile).  An open handle
- * holds its inode, and so do operations such as setattr's truncate. */
+ * holds its inode (fs_inode_hold), and so do operations such as setattr's
+ * truncate. */
 #include "fs/fs_private.h"
 
 #include <stdio.h>
@@ -30,6 +31,16 @@ static void delete_deferred(struct fs *fs, const char *path, const char *etag)
         free(hid);
     }
     pthread_mutex_unlock(&fs->lock);
+}
+
+struct fs_inode *fs_inode_hold(struct fs *fs, fuse_ino_t ino)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (in)
+        in->opens++;
+    pthread_mutex_unlock(&fs->lock);
+    return in;
 }
 
 int fs_inode_put(struct fs *fs, struct fs_inode *in)
