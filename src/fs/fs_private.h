@@ -560,6 +560,12 @@ int fs_wfile_read(struct fs *fs, struct fs_inode *in, const char *etag, uint64_t
 /* flush/fsync: store what was written.  0 only when the object in the
  * bucket holds every byte written; else the sticky error (EIO, ENOSPC). */
 int fs_upload(struct fs *fs, struct fs_inode *in);
+/* The object of `in` (held by the caller; fs->lock not held) was copied
+ * onto itself to store new metadata, making version `to` of version `from`
+ * with the same bytes: a write state that builds on `from` builds on `to`
+ * from now (taking the file's turn, after any write running).  A write
+ * that fetched old bytes between the copy and this call fails (EIO). */
+void fs_wfile_meta_stored(struct fs *fs, struct fs_inode *in, const char *from, const char *to);
 /* Set the size of a file, held by the caller (an open handle, or the
  * operation's own hold).  A file not open for writing gets a write state
  * and is stored at once; the last hold frees the state (fs_inode_put).

@@ -181,9 +181,9 @@ static void setattr_build(struct fs_attr *a, const struct stat *attr, int to_set
 }
 
 /* Keep the attributes *a stored (`local`: on the inode only) on `in`,
- * held (etag: the copy's, "" for none). */
+ * held, whose version was `from` (etag: the copy's, "" for none). */
 static void setattr_publish(struct fs *fs, struct fs_inode *in, struct fs_attr *a, bool local,
-                            const char *etag)
+                            const char *from, const char *etag)
 {
     pthread_mutex_lock(&fs->lock);
     if (S_ISDIR(a->mode) && !local)
@@ -194,6 +194,8 @@ static void setattr_publish(struct fs *fs, struct fs_inode *in, struct fs_attr *
     if (!local)
         in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
     pthread_mutex_unlock(&fs->lock);
+    if (!local)
+        fs_wfile_meta_stored(fs, in, from, etag);
 }
 
 /* chmod, chown, utimens of `in` (held): stored in the object's metadata
@@ -206,11 +208,12 @@ static int setattr_meta(struct fs *fs, struct fs_inode *in, const struct stat *a
     char *path = strdup(in->path), *xattr = in->xattr ? strdup(in->xattr) : NULL;
     bool local = fs_inode_local_truth(in);
     pthread_mutex_unlock(&fs->lock);
-    char etag[80] = "";
+    char from[sizeof(a.etag)], etag[80] = "";
+    snprintf(from, sizeof(from), "%s", a.etag);
     setattr_build(&a, attr, to_set);
     int rc = !path ? ENOMEM : local ? 0 : fs_store_meta(fs, path, &a, xattr, etag);
     if (!rc)
-        setattr_publish(fs, in, &a, local, etag);
+        setattr_publish(fs, in, &a, local, from, etag);
     free(path);
     free(xattr);
     return rc;

@@ -122,51 +122,59 @@ void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     free(xattr);
 }
 
+/* Store `updated`, the new xattr value of `in` (held; taken): in the
+ * object's metadata (a copy onto itself), or only on the inode while the
+ * file's own state is the truth.  0, ENOMEM, or the S3 errno. */
+static int xattr_store(struct fs *fs, struct fs_inode *in, char *updated)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_attr a = in->attr;
+    char *path = strdup(in->path);
+    bool local = fs_inode_local_truth(in);
+    pthread_mutex_unlock(&fs->lock);
+    char etag[80] = "";
+    int rc = !path ? ENOMEM : local ? 0 : fs_store_meta(fs, path, &a, updated, etag);
+    if (!rc) {
+        pthread_mutex_lock(&fs->lock);
+        free(in->xattr);
+        in->xattr = updated;
+        updated = NULL;
+        if (*etag && !S_ISDIR(in->attr.mode))
+            snprintf(in->attr.etag, sizeof(in->attr.etag), "%s", etag);
+        if (S_ISDIR(in->attr.mode) && !local)
+            in->attr.marker = true;
+        pthread_mutex_unlock(&fs->lock);
+        if (!local)
+            fs_wfile_meta_stored(fs, in, a.etag, etag);
+    }
+    free(path);
+    free(updated);
+    return rc;
+}
+
 static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                          size_t size, int flags)
 {
     struct fs *fs = fs_of(req);
+    struct fs_inode *in = NULL;
     int rc = fs->cfg.read_only        ? EROFS
              : !user_xattr(name)      ? ENOTSUP
              : stats_xattr(ino, name) ? EPERM /* reserved: the figures are not stored */
                                       : 0;
+    if (!rc && !(in = fs_inode_hold(fs, ino))) /* held across the requests below */
+        rc = ENOENT;
     char *xattr = NULL, *updated = NULL;
     if (!rc)
         rc = current_xattr(fs, ino, &xattr);
     if (!rc)
         rc = fs_xattr_set(xattr, name, value, size, flags, &updated);
-    if (rc) {
-        free(xattr);
-        fs_reply_err(req, rc == EINVAL ? EIO : rc);
-        return;
-    }
-    struct fs_attr a;
-    char *path = fs_inode_snapshot(fs, ino, &a, NULL, NULL);
-    pthread_mutex_lock(&fs->lock);
-    struct fs_inode *in = fs_inode_get(fs, ino);
-    bool local = in && fs_inode_local_truth(in);
-    pthread_mutex_unlock(&fs->lock);
-    char etag[80] = "";
-    if (!path)
-        rc = ENOENT;
-    else if (!local)
-        rc = fs_store_meta(fs, path, &a, updated, etag);
-    if (!rc) {
-        pthread_mutex_lock(&fs->lock);
-        if ((in = fs_inode_get(fs, ino))) {
-            free(in->xattr);
-            in->xattr = updated;
-            updated = NULL;
-            if (*etag && !S_ISDIR(in->attr.mode))
-                snprintf(in->attr.etag, sizeof(in->attr.etag), "%s", etag);
-            if (S_ISDIR(in->attr.mode) && !local)
-                in->attr.marker = true;
-        }
-        pthread_mutex_unlock(&fs->lock);
-    }
-    free(path);
+    if (rc == EINVAL)
+        rc = EIO; /* a corrupt x-amz-meta-xattr */
+    if (!rc)
+        rc = xattr_store(fs, in, updated);
+    if (in)
+        (void)fs_inode_put(fs, in); /* what the last hold stores is logged there */
     free(xattr);
-    free(updated);
     fs_reply_err(req, rc);
 }
 

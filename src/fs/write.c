@@ -697,6 +697,22 @@ out:
     return rc;
 }
 
+void fs_wfile_meta_stored(struct fs *fs, struct fs_inode *in, const char *from, const char *to)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_wfile *wf = in->wf;
+    pthread_mutex_unlock(&fs->lock);
+    if (!wf || !*from || !*to)
+        return;
+    /* The copy has the bytes of `from`: old bytes the file still needs
+     * (a staged fetch, a server-side copy at upload) are there, and no
+     * longer under `from`, whose ETag the bucket has stopped answering. */
+    wf_begin(wf);
+    if (strcmp(wf->base_etag, from) == 0)
+        snprintf(wf->base_etag, sizeof(wf->base_etag), "%s", to);
+    wf_end(wf);
+}
+
 int fs_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
 {
     if (size > S3_MAX_OBJECT_SIZE)

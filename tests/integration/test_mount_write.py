@@ -239,6 +239,55 @@ def test_chmod_of_external_object_keeps_body(s3, bucket, mounter):
     assert h["ContentType"] == "text/csv"
 
 
+def put_multipart(s3, bucket, key, data, part=5 * 1024 * 1024):
+    """An object uploaded in parts: its ETag ("md5-N") is not its bytes'
+    MD5, so a copy onto itself (what a chmod does) changes it."""
+    up = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    parts = []
+    for n, off in enumerate(range(0, len(data), part), 1):
+        r = s3.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=n,
+                           Body=data[off:off + part])
+        parts.append({"PartNumber": n, "ETag": r["ETag"]})
+    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up,
+                                 MultipartUpload={"Parts": parts})
+
+
+@pytest.mark.parametrize("change", ["fchmod", "utime", "setxattr"])
+def test_metadata_change_of_file_open_for_writing_keeps_its_edit(
+        s3, bucket, mounter, change):
+    """A chmod (utime, setxattr) of a file open for writing but not written
+    yet is stored at once by a copy onto itself, which gives the object a
+    new ETag; a later edit still builds on the old bytes, and close
+    stores them with the change and the new metadata."""
+    data = bytearray(os.urandom(6 * 1024 * 1024 + 7))
+    put_multipart(s3, bucket, "open.bin", bytes(data))
+    etag = head(s3, bucket, "open.bin")["ETag"]
+    m = mounter()
+    p = m.p("open.bin")
+    fd = os.open(p, os.O_RDWR)
+    try:
+        if change == "fchmod":
+            os.fchmod(fd, 0o600)
+        elif change == "utime":
+            os.utime(p, ns=(1_400_000_000_000_000_000, 1_500_000_000_000_000_000))
+        else:
+            os.setxattr(p, "user.k", b"v")
+        assert head(s3, bucket, "open.bin")["ETag"] != etag  # the premise
+        os.pwrite(fd, b"patched", 3 * 1024 * 1024 + 11)
+        data[3 * 1024 * 1024 + 11:3 * 1024 * 1024 + 18] = b"patched"
+    finally:
+        os.close(fd)  # raises on an error of the upload
+    assert body(s3, bucket, "open.bin") == bytes(data)
+    md = meta(s3, bucket, "open.bin")
+    if change == "fchmod":
+        assert md["mode"] == str(stat.S_IFREG | 0o600), md
+    elif change == "utime":
+        assert "mtime" in md, md  # the write's own mtime: later than the utime
+    else:
+        assert s3fs_xattrs(md) == {"user.k": b"v"}, md
+    assert read(p) == bytes(data)
+
+
 def test_symlinks(s3, bucket, mounter):
     s3.put_object(Bucket=bucket, Key="extlink", Body=b"target",
                   Metadata={"mode": str(stat.S_IFLNK | 0o777)})
