@@ -521,7 +521,9 @@ void fs_reader_free(struct fs_reader *r);
 /* What a read hands to fuse_reply_iov: one piece per block, either in the
  * block in memory (pinned[i], kept from being freed until
  * fs_read_reply_done()) or, for bytes read straight from the disk cache,
- * in `buf` (pinned[i] NULL; freed by fs_read_reply_done()). */
+ * in `buf` (pinned[i] NULL; freed by fs_read_reply_done()).  A reply of
+ * bytes that are in one buffer already (rp NULL, nothing pinned) is that
+ * buffer as `buf` and one piece. */
 #define FS_READ_MAX_IOV 8
 struct fs_read_reply {
     struct iovec iov[FS_READ_MAX_IOV];

@@ -223,14 +223,29 @@ out_err:
     fs_reply_err(req, rc);
 }
 
-/* A read of a decompressed view: 0 and the bytes in *data (caller frees)
- * and *got.  *learnt: the read reached the end, and the view's exact size,
- * now recorded, differs from what the kernel was told. */
-static int read_view(struct fs *fs, struct fs_handle *h, size_t size, off_t off, char **data,
-                     size_t *got, bool *learnt)
+/* Make *rep the reply of the `len` bytes at `data` (taken: freed by
+ * fs_read_reply_done). */
+static void reply_of_buf(struct fs_read_reply *rep, char *data, size_t len)
 {
+    memset(rep, 0, sizeof(*rep));
+    rep->buf = data;
+    if (len) {
+        rep->iov[0].iov_base = data;
+        rep->iov[0].iov_len = len;
+        rep->n = 1;
+    }
+}
+
+/* A read of a decompressed view: 0 and the bytes in *rep, or an errno.
+ * *learnt: the read reached the end, and the view's exact size, now
+ * recorded, differs from what the kernel was told. */
+static int read_view(struct fs *fs, struct fs_handle *h, size_t size, off_t off,
+                     struct fs_read_reply *rep, bool *learnt)
+{
+    char *data = NULL;
+    size_t got = 0;
     uint64_t exact;
-    int rc = fs_gz_read(h->gz, (uint64_t)off, size, data, got, &exact);
+    int rc = fs_gz_read(h->gz, (uint64_t)off, size, &data, &got, &exact);
     struct fs_inode *in = h->in;
     if (!rc && exact != UINT64_MAX) {
         pthread_mutex_lock(&fs->lock);
@@ -239,55 +254,54 @@ static int read_view(struct fs *fs, struct fs_handle *h, size_t size, off_t off,
         in->attr.size_exact = true;
         pthread_mutex_unlock(&fs->lock);
     }
+    if (rc)
+        free(data);
+    else
+        reply_of_buf(rep, data, got);
     return rc;
 }
 
-/* The reply to a read whose bytes are in one buffer (freed here). */
-static void reply_bytes(fuse_req_t req, struct fs *fs, int rc, char *data, size_t got)
+/* A read of a file: from write.c when it was written here, else from the
+ * handle's reader.  0 and the bytes in *rep (fs_read_reply_done after the
+ * reply), or an errno. */
+static int read_file(struct fs *fs, struct fs_handle *h, size_t size, off_t off,
+                     struct fs_read_reply *rep)
 {
-    if (rc) {
-        fs_reply_err(req, rc);
-    } else {
-        metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)got);
-        fuse_reply_buf(req, data, got);
-    }
-    free(data);
+    char *data = NULL;
+    size_t got = 0;
+    int rc = fs_wfile_read(fs, h->in, h->reader ? h->etag : NULL, (uint64_t)off, size, &data, &got);
+    if (rc == EAGAIN && !h->reader)
+        rc = EIO; /* cannot happen: a handle without a reader is of a file written here */
+    if (rc == EAGAIN)
+        return fs_reader_read(h->reader, (uint64_t)off, size, rep);
+    if (rc)
+        free(data);
+    else
+        reply_of_buf(rep, data, got);
+    return rc;
 }
 
 void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
     struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
-    char *data = NULL;
-    size_t got = 0;
-    if (h->gz) {
-        bool learnt = false;
-        int rc = read_view(fs, h, size, off, &data, &got, &learnt);
-        reply_bytes(req, fs, rc, data, got);
-        if (learnt && fs->se) /* the kernel's attributes hold the estimate */
-            fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
-        return;
-    }
-    /* Written here: write.c knows the bytes, unless nothing was written. */
-    int rc = fs_wfile_read(fs, h->in, h->reader ? h->etag : NULL, (uint64_t)off, size, &data, &got);
-    if (rc == EAGAIN && !h->reader)
-        rc = EIO; /* cannot happen: a handle without a reader is of a file written here */
+    struct fs_read_reply rep = {0};
+    bool learnt = false;
+    int rc = h->gz ? read_view(fs, h, size, off, &rep, &learnt) : read_file(fs, h, size, off, &rep);
     /* Nothing of the handle is touched after the reply: once the kernel has
      * the data, a RELEASE may free the handle on another thread at once. */
-    if (rc == EAGAIN) {
-        struct fs_read_reply rep;
-        rc = fs_reader_read(h->reader, (uint64_t)off, size, &rep);
-        if (!rc) {
-            size_t n = 0;
-            for (size_t i = 0; i < rep.n; i++)
-                n += rep.iov[i].iov_len;
-            metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)n);
-            fuse_reply_iov(req, rep.iov, (int)rep.n);
-            fs_read_reply_done(&rep);
-            return;
-        }
+    if (rc) {
+        fs_reply_err(req, rc);
+    } else {
+        size_t n = 0;
+        for (size_t i = 0; i < rep.n; i++)
+            n += rep.iov[i].iov_len;
+        metrics_add(&fs_metrics[FS_M_READ_BYTES], (int64_t)n);
+        fuse_reply_iov(req, rep.iov, (int)rep.n);
     }
-    reply_bytes(req, fs, rc, data, got);
+    fs_read_reply_done(&rep);
+    if (learnt && fs->se) /* the kernel's attributes hold the estimate */
+        fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 }
 
 void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,

@@ -920,9 +920,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
 
 void fs_read_reply_done(struct fs_read_reply *rep)
 {
-    if (!rep->rp)
-        return;
-    bool any = false;
+    bool any = false; /* none without rp: a reply made of one buffer */
     for (size_t i = 0; i < rep->n; i++)
         any |= rep->pinned[i] != NULL;
     if (any) {
