@@ -17,33 +17,45 @@ static bool user_xattr(const char *name)
     return strncmp(name, "user.", 5) == 0 && name[5];
 }
 
-/* The inode's xattr value, re-read from S3 unless known fresh from a HEAD. */
-static int current_xattr(struct fs *fs, fuse_ino_t ino, char **xattr)
+/* Read the metadata of inode `ino` (at `path`, seen as *seen) now,
+ * whatever its TTL: its xattr value was never read.  The answer is kept as
+ * a refresh's is (fs_inode_update); *xattr is the value answered (caller
+ * frees), which a file open for writing does not keep. */
+static int read_meta(struct fs *fs, fuse_ino_t ino, const char *path, const struct fs_attr *seen,
+                     char **xattr)
 {
     struct fs_attr a;
-    bool fresh = false;
-    char *path = fs_inode_snapshot(fs, ino, &a, xattr, &fresh);
-    if (!path)
-        return ENOENT;
-    int rc = 0;
-    if (!(fresh && (a.has_meta || *xattr))) {
+    char *x = NULL;
+    int rc = fs_refresh(fs, path, seen->mode & S_IFMT, seen->gz_suffix, &a, &x);
+    if (!rc) {
+        *xattr = x ? strdup(x) : NULL;
+        fs_inode_update(fs, ino, seen->etag, &a, x); /* takes x */
+    }
+    return rc;
+}
+
+/* The inode's xattr value (caller frees).  Stale attributes are read again
+ * by the one refresh (fs_inode_refresh: after attr_ttl, never while the
+ * file is local or open for writing).  A value never read (a name only
+ * listed; an object whose HEAD found no s3fs metadata) is read now. */
+static int current_xattr(struct fs *fs, fuse_ino_t ino, char **xattr)
+{
+    bool asked = false;
+    int rc = fs_inode_refresh(fs, ino, false, &asked);
+    struct fs_attr a;
+    char *path = fs_inode_snapshot(fs, ino, &a, xattr, NULL);
+    if (!path) {
         free(*xattr);
         *xattr = NULL;
-        char *x = NULL, seen[sizeof(a.etag)];
-        snprintf(seen, sizeof(seen), "%s", a.etag);
-        rc = fs_refresh(fs, path, a.mode & S_IFMT, a.gz_suffix, &a, &x);
-        if (rc == ENOENT && S_ISDIR(a.mode))
-            rc = 0; /* the root of a bucket, or a directory without a marker */
-        else if (!rc) {
-            *xattr = x ? strdup(x) : NULL;
-            fs_inode_update(fs, ino, seen, &a, x);
-        }
-        if (rc == 0 && S_ISDIR(a.mode) && !*xattr) {
-            pthread_mutex_lock(&fs->lock);
-            struct fs_inode *in = fs_inode_get(fs, ino);
-            *xattr = in && in->xattr ? strdup(in->xattr) : NULL;
-            pthread_mutex_unlock(&fs->lock);
-        }
+        return ENOENT;
+    }
+    if (!rc && !asked && !a.has_meta && !*xattr)
+        rc = read_meta(fs, ino, path, &a, xattr);
+    if (rc == ENOENT && S_ISDIR(a.mode))
+        rc = 0; /* the root of a bucket, or a directory without a marker */
+    if (rc) {
+        free(*xattr);
+        *xattr = NULL;
     }
     free(path);
     return rc;

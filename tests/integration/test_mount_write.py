@@ -482,6 +482,28 @@ def test_xattrs_of_external_s3fs_object(s3, bucket, mounter):
     assert os.getxattr(m.p("ext"), "user.k") == b"v1"
 
 
+def test_xattrs_of_names_only_listed(s3, bucket, proxy, mounter):
+    """A listing carries no metadata: the xattrs of a name known only from
+    it are read at the first getxattr (one HEAD), whatever the TTL; then
+    they are known until it passes."""
+    value = "%7B%22user.k%22%3A%22" + base64.b64encode(b"v1").decode() + \
+        "%22%7D"
+    s3.put_object(Bucket=bucket, Key="ext", Body=b"e",
+                  Metadata={"xattr": value})
+    s3.put_object(Bucket=bucket, Key="d/", Body=b"",
+                  Metadata={"xattr": value})
+    m = mounter(attr_ttl=60)
+    assert sorted(os.listdir(m.path)) == ["d", "ext"]
+    proxy.reset()
+    assert os.getxattr(m.p("ext"), "user.k") == b"v1"
+    assert os.getxattr(m.p("d"), "user.k") == b"v1"
+    heads = proxy.stats()["by_op"].get("HeadObject", 0)
+    assert 2 <= heads <= 3, proxy.stats()["by_op"]  # the directory may list too
+    assert os.getxattr(m.p("ext"), "user.k") == b"v1"
+    assert os.listxattr(m.p("d")) == ["user.k"]
+    assert proxy.stats()["by_op"].get("HeadObject", 0) == heads
+
+
 def test_non_user_xattr_namespace_refused(s3, bucket, mnt):
     write(mnt.p("f"), b"x")
     assert errno_of(os.setxattr, mnt.p("f"), "trusted.pailfs", b"v") in \
