@@ -583,51 +583,57 @@ int s3_creds_refresh(const struct s3_creds_request *rq, const char *source,
     return EINVAL;
 }
 
-int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out, char *source,
-                     size_t source_len, char *why, size_t why_len)
+/* The keys of the environment, when AWS_ACCESS_KEY_ID and
+ * AWS_SECRET_ACCESS_KEY are set (*found): 0 or ENOMEM. */
+static int from_env(struct s3_credentials *out, bool *found)
 {
-    memset(out, 0, sizeof(*out));
-    why[0] = '\0';
-    if (rq->passwd_file) {
-        snprintf(source, source_len, "passwd_file");
-        return from_passwd_file(rq->passwd_file, rq->bucket, out, why, why_len);
-    }
     const char *ak = env("AWS_ACCESS_KEY_ID"), *sk = env("AWS_SECRET_ACCESS_KEY");
-    if (ak && sk) {
-        snprintf(source, source_len, "env");
-        out->access_key = strdup(ak);
-        out->secret_key = strdup(sk);
-        const char *tok = env("AWS_SESSION_TOKEN");
-        if (tok)
-            out->session_token = strdup(tok);
-        if (!out->access_key || !out->secret_key || (tok && !out->session_token)) {
-            s3_credentials_clear(out);
-            return ENOMEM;
-        }
+    *found = ak && sk;
+    if (!*found)
         return 0;
+    out->access_key = strdup(ak);
+    out->secret_key = strdup(sk);
+    const char *tok = env("AWS_SESSION_TOKEN");
+    if (tok)
+        out->session_token = strdup(tok);
+    if (!out->access_key || !out->secret_key || (tok && !out->session_token)) {
+        s3_credentials_clear(out);
+        return ENOMEM;
     }
-    const char *profile = profile_name(rq->profile);
+    return 0;
+}
+
+/* Profile `profile` of the shared files, when it has keys or a web
+ * identity role (*found): 0 or the web identity's errno. */
+static int from_profile(const struct s3_creds_request *rq, const char *profile,
+                        struct s3_credentials *out, char *source, size_t source_len, char *why,
+                        size_t why_len, bool *found)
+{
     struct s3_profile p;
     int rc = load_profile(profile, &p);
+    *found = false;
     if (rc == 0 && p.creds.access_key && p.creds.secret_key) {
+        *found = true;
         snprintf(source, source_len, "profile:%s", profile);
         *out = p.creds;
         memset(&p.creds, 0, sizeof(p.creds));
-        s3_profile_clear(&p);
-        return 0;
-    }
-    if (rc == 0 && p.role_arn && p.web_identity_token_file) {
+    } else if (rc == 0 && p.role_arn && p.web_identity_token_file) {
+        *found = true;
         snprintf(source, source_len, "profile-web-identity:%s", profile);
         rc = web_identity(rq, p.role_arn, p.web_identity_token_file, p.role_session_name, out, why,
                           why_len);
-        s3_profile_clear(&p);
-        return rc;
     }
     s3_profile_clear(&p);
-    if (rq->profile && *rq->profile) {
-        snprintf(why, why_len, "profile %s has no credentials in the shared files", profile);
-        return EACCES;
-    }
+    return *found ? rc : 0;
+}
+
+/* What the platform gives, in order: a web identity or a container's
+ * credentials named by the environment, then the instance metadata
+ * (unless disabled).  EACCES with *why naming every source tried. */
+static int from_platform(const struct s3_creds_request *rq, const char *profile,
+                         struct s3_credentials *out, char *source, size_t source_len, char *why,
+                         size_t why_len)
+{
     if (env("AWS_WEB_IDENTITY_TOKEN_FILE") && env("AWS_ROLE_ARN")) {
         snprintf(source, source_len, "web-identity");
         return web_identity(rq, env("AWS_ROLE_ARN"), env("AWS_WEB_IDENTITY_TOKEN_FILE"),
@@ -656,4 +662,30 @@ int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *o
              "and container (not configured); instance metadata is disabled",
              profile);
     return EACCES;
+}
+
+int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out, char *source,
+                     size_t source_len, char *why, size_t why_len)
+{
+    memset(out, 0, sizeof(*out));
+    why[0] = '\0';
+    if (rq->passwd_file) {
+        snprintf(source, source_len, "passwd_file");
+        return from_passwd_file(rq->passwd_file, rq->bucket, out, why, why_len);
+    }
+    bool found;
+    int rc = from_env(out, &found);
+    if (found) {
+        snprintf(source, source_len, "env");
+        return rc;
+    }
+    const char *profile = profile_name(rq->profile);
+    rc = from_profile(rq, profile, out, source, source_len, why, why_len, &found);
+    if (found)
+        return rc;
+    if (rq->profile && *rq->profile) {
+        snprintf(why, why_len, "profile %s has no credentials in the shared files", profile);
+        return EACCES;
+    }
+    return from_platform(rq, profile, out, source, source_len, why, why_len);
 }
