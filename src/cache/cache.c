@@ -297,13 +297,13 @@ static bool has_suffix(const char *name, size_t len, const char *suffix)
     return len > n && strcmp(name + len - n, suffix) == 0;
 }
 
-static int scan(struct cache *c)
+/* The blocks of directory `d` (the cache's), each with its mtime, into
+ * *all[0..*n) (caller frees the array and each entry); leftovers (a write
+ * cut short by a crash, blocks of format 1) are removed on the way.  0 or
+ * ENOMEM (what was found so far is in *all). */
+static int scan_dir(struct cache *c, DIR *d, struct found **all, size_t *n)
 {
-    DIR *d = opendir(c->dir);
-    if (!d)
-        return errno;
-    struct found *all = NULL;
-    size_t n = 0, cap = 0, old = 0;
+    size_t cap = 0, old = 0;
     int rc = 0;
     struct dirent *de;
     while (!rc && (de = readdir(d))) {
@@ -323,7 +323,7 @@ static int scan(struct cache *c)
         }
         if (!has_suffix(de->d_name, len, CACHE_SUFFIX))
             continue;
-        if (util_grow((void **)&all, &cap, n + 1, sizeof(*all))) {
+        if (util_grow((void **)all, &cap, *n + 1, sizeof(**all))) {
             rc = ENOMEM;
             break;
         }
@@ -334,23 +334,44 @@ static int scan(struct cache *c)
         }
         memcpy(e->name, de->d_name, len + 1);
         e->bytes = (uint64_t)st.st_size;
-        all[n].e = e;
-        all[n++].mtime = st.st_mtim;
+        (*all)[*n].e = e;
+        (*all)[(*n)++].mtime = st.st_mtim;
     }
-    closedir(d);
     if (old)
         log_info("block cache %s: removed %zu blocks of an older format", c->dir, old);
+    return rc;
+}
+
+/* Take the blocks found into the table, the least recently written first
+ * in the LRU (as they were used before the restart, near enough). */
+static void adopt_oldest_first(struct cache *c, struct found *all, size_t n)
+{
     if (n)
         qsort(all, n, sizeof(*all), by_mtime);
     for (size_t i = 0; i < n; i++) {
         struct entry *e = all[i].e;
-        if (rc) {
-            free(e);
-            continue;
-        }
         HASH_ADD_STR(c->by_name, name, e);
         DL_APPEND(c->lru, e);
         c->bytes += e->bytes;
+    }
+}
+
+/* What the cache directory holds when the cache opens: its blocks, trimmed
+ * to the bound.  0, ENOMEM (nothing taken), or the errno of opendir. */
+static int scan(struct cache *c)
+{
+    DIR *d = opendir(c->dir);
+    if (!d)
+        return errno;
+    struct found *all = NULL;
+    size_t n = 0;
+    int rc = scan_dir(c, d, &all, &n);
+    closedir(d);
+    if (rc) {
+        for (size_t i = 0; i < n; i++)
+            free(all[i].e);
+    } else {
+        adopt_oldest_first(c, all, n);
     }
     free(all);
     bytes_changed_locked(c);
@@ -620,14 +641,11 @@ static int ofile_open(struct cache *c, const char *name, struct ofile **out)
     return 0;
 }
 
-/* The common part of cache_get and cache_read: bytes [off, off + len) of
- * the block, clipped at its end; with `whole`, the block must fit in len
- * (else it counts as damaged, as a block bigger than any block is). */
-static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
-                      bool whole, void *buf, size_t *got)
+/* Count a read of block `name` (most recently used now).  *of: its open
+ * file, with this read counted among its users, or NULL; *gen: the
+ * entry's generation.  0, or ENOENT when the cache has no such block. */
+static int block_use(struct cache *c, const char *name, struct ofile **of, uint64_t *gen)
 {
-    char name[CACHE_NAME_MAX];
-    block_name(id, blockno, name);
     pthread_mutex_lock(&c->lock);
     struct entry *e;
     HASH_FIND_STR(c->by_name, name, e);
@@ -639,36 +657,70 @@ static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_
     DL_APPEND(c->lru, e);
     e->used = next_stamp_locked(c);
     e->stamp = true;
-    uint64_t gen = e->gen;
-    struct ofile *of = e->of;
-    if (of) {
-        of->users++;
-        DL_DELETE(c->open, of);
-        DL_APPEND(c->open, of);
+    *gen = e->gen;
+    *of = e->of;
+    if (*of) {
+        (*of)->users++;
+        DL_DELETE(c->open, *of);
+        DL_APPEND(c->open, *of);
     }
     bool flush = time(NULL) - c->stamped >= CACHE_STAMP_EVERY;
     pthread_mutex_unlock(&c->lock);
     if (flush)
         stamps_flush(c, false);
+    return 0;
+}
 
-    int rc = 0;
-    if (!of) {
-        rc = ofile_open(c, name, &of);
-        if (!rc) { /* keep it open for the next read, if the entry is still the one */
-            pthread_mutex_lock(&c->lock);
-            HASH_FIND_STR(c->by_name, name, e);
-            if (e && e->gen == gen && !e->of) {
-                e->of = of;
-                of->e = e;
-                DL_APPEND(c->open, of);
-                if (++c->n_open > c->open_max)
-                    ofile_release_locked(c, c->open);
-            } else {
-                of->gone = true;
-            }
-            pthread_mutex_unlock(&c->lock);
-        }
+/* Open block `name` for a read (*of, one user), and keep it open for the
+ * next read if its entry is still the one of generation `gen`.  0 or the
+ * errno of ofile_open. */
+static int block_open(struct cache *c, const char *name, uint64_t gen, struct ofile **of)
+{
+    int rc = ofile_open(c, name, of);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&c->lock);
+    struct entry *e;
+    HASH_FIND_STR(c->by_name, name, e);
+    if (e && e->gen == gen && !e->of) {
+        e->of = *of;
+        (*of)->e = e;
+        DL_APPEND(c->open, *of);
+        if (++c->n_open > c->open_max)
+            ofile_release_locked(c, c->open);
+    } else {
+        (*of)->gone = true;
     }
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+/* The end of a read of `of`: its last user closes a file no longer kept. */
+static void ofile_done(struct cache *c, struct ofile *of)
+{
+    pthread_mutex_lock(&c->lock);
+    if (!--of->users && of->gone) {
+        close(of->fd);
+        free(of);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* The common part of cache_get and cache_read: bytes [off, off + len) of
+ * the block, clipped at its end; with `whole`, the block must fit in len
+ * (else it counts as damaged, as a block bigger than any block is). */
+static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
+                      bool whole, void *buf, size_t *got)
+{
+    char name[CACHE_NAME_MAX];
+    block_name(id, blockno, name);
+    struct ofile *of;
+    uint64_t gen;
+    int rc = block_use(c, name, &of, &gen);
+    if (rc)
+        return rc;
+    if (!of)
+        rc = block_open(c, name, gen, &of);
     size_t n = 0;
     if (!rc && whole && of->dlen > len)
         rc = EBADMSG;
@@ -677,14 +729,8 @@ static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_
         if (n)
             rc = data_read(of->fd, of->hdr, of->dlen, off, n, buf);
     }
-    if (of) {
-        pthread_mutex_lock(&c->lock);
-        if (!--of->users && of->gone) {
-            close(of->fd);
-            free(of);
-        }
-        pthread_mutex_unlock(&c->lock);
-    }
+    if (of)
+        ofile_done(c, of);
     if (rc == ENOENT) /* still being written, or removed by hand */
         return ENOENT;
     if (rc == EBADMSG) {
