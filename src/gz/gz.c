@@ -347,59 +347,80 @@ int gz_index_save(struct gz_index *ix, struct buf *out)
     return out->data ? 0 : ENOMEM;
 }
 
-int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_index **out)
+/* The header of a saved index (len bytes at p, its crc32 included) of an
+ * object of comp_size bytes: *size, *span, *n (its points).  0, or EINVAL
+ * (not ours, damaged, of another engine or another object). */
+static int load_header(const unsigned char *p, size_t len, uint64_t comp_size, uint64_t *size,
+                       uint64_t *span, uint32_t *n)
 {
-    const unsigned char *p = data, *end = p + len;
+    const unsigned char *end = p + len;
     if (len < 48 || len > gz_index_max_bytes(comp_size) || memcmp(p, GZ_MAGIC, 8) != 0 ||
         get32(end - 4) != (uint32_t)crc32(0, p, (uInt)(len - 4)) || get32(p + 8) != GZ_ENGINE_TAG ||
         get64(p + 16) != comp_size)
         return EINVAL;
-    uint64_t size = get64(p + 24), span = get64(p + 32);
-    uint32_t n = get32(p + 40);
+    *size = get64(p + 24);
+    *span = get64(p + 32);
+    *n = get32(p + 40);
     /* a size no stream of comp_size bytes can have (2^64-1 was taken) */
-    if (size > gz_size_max(comp_size))
+    if (*size > gz_size_max(comp_size))
         return EINVAL;
-    end -= 4;
-    p += 44;
+    return 0;
+}
+
+/* The saved point at *p (moved past it, before `end`), after `prev` (NULL
+ * for the first), in an object of comp_size bytes that inflate to `size`:
+ * *pt, its state malloc'ed.  0, EINVAL (out of order or out of bounds), or
+ * ENOMEM. */
+static int load_point(const unsigned char **p, const unsigned char *end,
+                      const struct gz_point *prev, uint64_t comp_size, uint64_t size,
+                      struct gz_point *pt)
+{
+    const unsigned char *q = *p;
+    if (end - q < 29)
+        return EINVAL;
+    pt->kind = q[0];
+    pt->in_off = get64(q + 1);
+    pt->out_off = get64(q + 9);
+    pt->check = get32(q + 17);
+    pt->check_len = get32(q + 21);
+    pt->state_len = get32(q + 25);
+    q += 29;
+    bool ordered = !prev ? pt->out_off == 0 && pt->in_off == 0
+                         : pt->out_off > prev->out_off && pt->in_off >= prev->in_off;
+    if (pt->kind > GZP_STATE || (size_t)(end - q) < pt->state_len || !ordered ||
+        pt->state_len > compressBound(GZ_STATE_RAW) || pt->in_off > comp_size ||
+        pt->out_off > size || pt->check_len > GZ_CHECK_LEN ||
+        (pt->kind == GZP_STATE) != (pt->state_len > 0))
+        return EINVAL;
+    if (pt->state_len) {
+        pt->state = malloc(pt->state_len);
+        if (!pt->state)
+            return ENOMEM;
+        memcpy(pt->state, q, pt->state_len);
+        q += pt->state_len;
+    }
+    *p = q;
+    return 0;
+}
+
+int gz_index_load(const void *data, size_t len, uint64_t comp_size, struct gz_index **out)
+{
+    uint64_t size, span;
+    uint32_t n;
+    int rc = load_header(data, len, comp_size, &size, &span, &n);
+    if (rc)
+        return rc;
+    const unsigned char *p = (const unsigned char *)data + 44;        /* the points */
+    const unsigned char *end = (const unsigned char *)data + len - 4; /* the crc32 */
     struct gz_index *ix;
-    int rc = gz_index_new(comp_size, span, &ix);
+    rc = gz_index_new(comp_size, span, &ix);
     if (rc)
         return rc;
     ix->n = 0; /* the points come from the file, the first included */
     for (uint32_t i = 0; i < n && !rc; i++) {
         struct gz_point pt = {0};
-        if (end - p < 29) {
-            rc = EINVAL;
-            break;
-        }
-        pt.kind = p[0];
-        pt.in_off = get64(p + 1);
-        pt.out_off = get64(p + 9);
-        pt.check = get32(p + 17);
-        pt.check_len = get32(p + 21);
-        pt.state_len = get32(p + 25);
-        p += 29;
-        bool ordered = i == 0 ? pt.out_off == 0 && pt.in_off == 0
-                              : pt.out_off > ix->pts[ix->n - 1].out_off &&
-                                    pt.in_off >= ix->pts[ix->n - 1].in_off;
-        if (pt.kind > GZP_STATE || (size_t)(end - p) < pt.state_len || !ordered ||
-            pt.state_len > compressBound(GZ_STATE_RAW) || pt.in_off > comp_size ||
-            pt.out_off > size || pt.check_len > GZ_CHECK_LEN ||
-            (pt.kind == GZP_STATE) != (pt.state_len > 0)) {
-            rc = EINVAL;
-            break;
-        }
-        if (pt.state_len) {
-            pt.state = malloc(pt.state_len);
-            if (!pt.state) {
-                rc = ENOMEM;
-                break;
-            }
-            memcpy(pt.state, p, pt.state_len);
-            p += pt.state_len;
-        }
-        rc = ix_add(ix, &pt);
-        if (rc)
+        rc = load_point(&p, end, i ? &ix->pts[ix->n - 1] : NULL, comp_size, size, &pt);
+        if (!rc && (rc = ix_add(ix, &pt)))
             free(pt.state);
     }
     if (!rc && (p != end || ix->n == 0))
@@ -1014,6 +1035,29 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
 }
 
 #else
+/* A member decoded to its end: on to the next one (*end: there is none).
+ * A member resumed in its middle was inflated raw, so its trailer (CRC and
+ * size, which cannot be checked) is skipped first. */
+static int member_after(struct gz_reader *r, bool *end)
+{
+    z_stream *zs = &r->zs;
+    if (r->raw_member) {
+        while (zs->avail_in < 8 && !r->in_eof) {
+            int rc = in_fill(r);
+            if (rc)
+                return rc;
+        }
+        if (zs->avail_in < 8) {
+            damaged(r, "the compressed object ends in the middle of the stream");
+            return EIO;
+        }
+        zs->next_in += 8;
+        zs->avail_in -= 8;
+        r->raw_member = false;
+    }
+    return member_next(r, end);
+}
+
 /* Inflate up to `want` bytes into buf.  *n bytes came out; *end: the
  * stream is over.  Handles refills and member boundaries. */
 static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *n, bool *end)
@@ -1023,21 +1067,7 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
     z_stream *zs = &r->zs;
     for (;;) {
         if (r->member_done) {
-            if (r->raw_member) { /* resumed mid-member: skip its CRC and size */
-                while (zs->avail_in < 8 && !r->in_eof) {
-                    int rc = in_fill(r);
-                    if (rc)
-                        return rc;
-                }
-                if (zs->avail_in < 8) {
-                    damaged(r, "the compressed object ends in the middle of the stream");
-                    return EIO;
-                }
-                zs->next_in += 8;
-                zs->avail_in -= 8;
-                r->raw_member = false;
-            }
-            int rc = member_next(r, end);
+            int rc = member_after(r, end);
             if (rc || *end)
                 return rc;
         }
@@ -1089,6 +1119,70 @@ static int decode(struct gz_reader *r, unsigned char *buf, size_t want, size_t *
 
 #endif
 
+/* Just restored to point `lo`: its first check_len bytes, decoded into
+ * scratch and checked before any is used; those at or after `off` go to
+ * dst (*got, at most len).  *end: the stream ended within them. */
+static int read_checked(struct gz_reader *r, size_t lo, uint32_t check_len, uint64_t off,
+                        unsigned char *dst, size_t len, size_t *got, bool *end)
+{
+    check_begin(r, lo, true, check_len);
+    uint64_t from = r->out_pos;
+    size_t have = 0;
+    *end = false;
+    while (r->check_pt != SIZE_MAX && !*end) {
+        size_t n;
+        int rc = decode(r, r->scratch + have, check_len - have, &n, end);
+        if (rc)
+            return rc;
+        have += n;
+    }
+    if (off < from + have) {
+        size_t k = (size_t)(from + have - off) < len ? (size_t)(from + have - off) : len;
+        memcpy(dst, r->scratch + (off - from), k);
+        *got = k;
+    }
+    return 0;
+}
+
+/* Restart the reader at the index point at or before `off`, unless it is
+ * where the reader already is or behind it; the point's checked bytes
+ * may already give some of the read (*got; *end: the stream ended). */
+static int seek_point(struct gz_reader *r, uint64_t off, unsigned char *dst, size_t len,
+                      size_t *got, bool *end)
+{
+    struct gz_index *ix = r->ix;
+    pthread_mutex_lock(&ix->lock);
+    size_t lo = point_at_or_before(ix, off);
+    struct gz_point p = ix->pts[lo];
+    pthread_mutex_unlock(&ix->lock);
+    if (r->live && off >= r->out_pos && p.out_off <= r->out_pos)
+        return 0; /* going on from where the reader is costs no more */
+    int rc = restore(r, &p);
+    if (rc) {
+        log_error("gzip index point at %llu is corrupt", (unsigned long long)p.out_off);
+        return rc;
+    }
+    r->check_pt = SIZE_MAX;
+    return p.check_len ? read_checked(r, lo, p.check_len, off, dst, len, got, end) : 0;
+}
+
+/* Decode up to `off`, dropping the bytes (and recording the index points
+ * passed).  *end: the stream ended first. */
+static int skip_to(struct gz_reader *r, uint64_t off, bool *end)
+{
+    while (r->out_pos < off) {
+        uint64_t gap = off - r->out_pos;
+        size_t n;
+        int rc = decode(r, r->scratch, point_room(r, gap < GZ_SCRATCH ? (size_t)gap : GZ_SCRATCH),
+                        &n, end);
+        if (rc || *end)
+            return rc;
+        if (wants_point(r, false))
+            point_wanted(r);
+    }
+    return 0;
+}
+
 int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *got)
 {
     struct gz_index *ix = r->ix;
@@ -1101,69 +1195,21 @@ int gz_read(struct gz_reader *r, uint64_t off, void *dst, size_t len, size_t *go
         return 0;
     if (off >= damage)
         return EIO;
-    if (!r->live || off < r->out_pos || off - r->out_pos > span) {
-        pthread_mutex_lock(&ix->lock);
-        size_t lo = point_at_or_before(ix, off);
-        struct gz_point p = ix->pts[lo];
-        pthread_mutex_unlock(&ix->lock);
-        if (!r->live || off < r->out_pos || p.out_off > r->out_pos) {
-            int rc = restore(r, &p);
-            if (rc) {
-                log_error("gzip index point at %llu is corrupt", (unsigned long long)p.out_off);
-                return rc;
-            }
-            r->check_pt = SIZE_MAX;
-            if (p.check_len) {
-                check_begin(r, lo, true, p.check_len);
-                /* the checked bytes first, into scratch, before any is used */
-                uint64_t from = r->out_pos;
-                size_t have = 0;
-                bool end = false;
-                while (r->check_pt != SIZE_MAX && !end) {
-                    size_t n;
-                    rc = decode(r, r->scratch + have, p.check_len - have, &n, &end);
-                    if (rc)
-                        return rc;
-                    have += n;
-                }
-                if (off < from + have) {
-                    size_t k =
-                        (size_t)(from + have - off) < len ? (size_t)(from + have - off) : len;
-                    memcpy(dst, r->scratch + (off - from), k);
-                    *got = k;
-                    if (end && *got < len)
-                        return 0;
-                }
-                if (end && off >= from + have)
-                    return 0;
-            }
-        }
-    }
     unsigned char *out = dst;
-    while (r->out_pos < off) { /* skip to off */
-        uint64_t gap = off - r->out_pos;
-        size_t n;
-        bool end;
-        int rc = decode(r, r->scratch, point_room(r, gap < GZ_SCRATCH ? (size_t)gap : GZ_SCRATCH),
-                        &n, &end);
-        if (rc)
-            return rc;
-        if (end)
-            return 0;
-        if (wants_point(r, false))
-            point_wanted(r);
-    }
-    while (*got < len) {
+    bool end = false;
+    int rc = 0;
+    if (!r->live || off < r->out_pos || off - r->out_pos > span)
+        rc = seek_point(r, off, out, len, got, &end);
+    if (!rc && !end)
+        rc = skip_to(r, off, &end);
+    while (!rc && !end && *got < len) {
         size_t want = point_room(r, len - *got < GZ_OUT_STEP ? len - *got : GZ_OUT_STEP), n;
-        bool end;
-        int rc = decode(r, out + *got, want, &n, &end);
+        rc = decode(r, out + *got, want, &n, &end);
         if (rc)
             return rc; /* the read that reaches damage fails as a whole */
         *got += n;
-        if (end)
-            break;
-        if (wants_point(r, false))
+        if (!end && wants_point(r, false))
             point_wanted(r);
     }
-    return 0;
+    return rc;
 }
