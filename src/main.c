@@ -583,22 +583,29 @@ static void gzindex_progress(void *arg, uint64_t done, uint64_t total)
                 (unsigned long long)(done >> 20), (unsigned long long)(total >> 20));
 }
 
-/* pailfs gzindex [-o OPTIONS] BUCKET KEY... | s3://BUCKET/KEY...: build and
- * store the gzip indexes of those objects ahead of time. */
-static int gzindex_main(int argc, char **argv)
-{
-    const char *bucket = NULL;
-    char *fargv[64];
-    int fargc = 0, nkeys = 0;
+/* What `pailfs gzindex` was given: -o options, passed on as a mount's, and
+ * a bucket with keys, or s3://BUCKET/KEY words of one bucket. */
+struct gzindex_args {
+    const char *bucket;
+    char *fargv[64]; /* the words options_parse reads */
+    int fargc;
     const char *keys[256];
-    char *owned[256];
-    int nowned = 0;
-    fargv[fargc++] = "pailfs";
+    int nkeys;
+    char *owned[256]; /* copies of the s3:// words, which bucket and keys point into */
+    int nowned;
+};
+
+/* Read the words of `pailfs gzindex` into *a (a->owned freed by the
+ * caller).  0, or 1 with the problem said on stderr. */
+static int gzindex_args(int argc, char **argv, struct gzindex_args *a)
+{
+    a->fargv[a->fargc++] = "pailfs";
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc && fargc < 60) {
-            fargv[fargc++] = argv[i];
-            fargv[fargc++] = argv[++i];
-        } else if (strncmp(argv[i], "s3://", 5) == 0 && nkeys < 256 && nowned < 256) {
+        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc && a->fargc < 60) {
+            a->fargv[a->fargc++] = argv[i];
+            a->fargv[a->fargc++] = argv[++i];
+        } else if (strncmp(argv[i], "s3://", 5) == 0 && a->nkeys < 256 && a->nowned < 256) {
+            const char *bucket = a->bucket;
             char *b = strdup(argv[i] + 5), *slash = b ? strchr(b, '/') : NULL;
             if (!slash || !slash[1] || (bucket && strncmp(bucket, b, (size_t)(slash - b)) != 0) ||
                 (bucket && bucket[slash - b])) {
@@ -608,56 +615,72 @@ static int gzindex_main(int argc, char **argv)
                 return 1;
             }
             *slash = '\0';
-            owned[nowned++] = b;
-            bucket = bucket ? bucket : b;
-            keys[nkeys++] = slash + 1;
-        } else if (!bucket) {
-            bucket = argv[i];
-        } else if (nkeys < 256) {
-            keys[nkeys++] = argv[i];
+            a->owned[a->nowned++] = b;
+            a->bucket = bucket ? bucket : b;
+            a->keys[a->nkeys++] = slash + 1;
+        } else if (!a->bucket) {
+            a->bucket = argv[i];
+        } else if (a->nkeys < 256) {
+            a->keys[a->nkeys++] = argv[i];
         }
     }
-    if (!bucket || !nkeys) {
+    if (!a->bucket || !a->nkeys) {
         fprintf(stderr, "usage: pailfs gzindex [-o OPTIONS] BUCKET KEY... | s3://BUCKET/KEY...\n");
         return 1;
     }
-    fargv[fargc++] = "-f";
-    fargv[fargc++] = (char *)bucket;
-    fargv[fargc++] = "/";
-    fargv[fargc] = NULL;
-    struct options o;
-    char err[1024];
-    if (options_parse(fargc, fargv, &o, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
-    log_set_level(o.log_level);
-    struct s3_client *s3 = NULL;
-    int status = 1;
-    if (check_bucket(&o, &s3) == 0) {
-        status = 0;
-        for (int i = 0; i < nkeys; i++) {
-            uint64_t size = 0;
-            size_t points = 0, bytes = 0;
-            int rc = fs_gzindex_build(&o.fs, s3, keys[i], gzindex_progress, (void *)keys[i], &size,
-                                      &points, &bytes);
-            if (isatty(STDERR_FILENO))
-                fputc('\n', stderr);
-            if (rc) {
-                fprintf(stderr, "pailfs gzindex: %s: %s\n", keys[i],
-                        rc == ENOENT ? "no such object" : strerror(rc));
-                status = 1;
-            } else {
-                printf("%s: %llu bytes decompressed, %zu access points, index %zu bytes%s\n",
-                       keys[i], (unsigned long long)size, points, bytes,
-                       o.fs.gz_index_shared ? " (stored in the bucket too)" : "");
-            }
+    a->fargv[a->fargc++] = "-f";
+    a->fargv[a->fargc++] = (char *)a->bucket;
+    a->fargv[a->fargc++] = "/";
+    a->fargv[a->fargc] = NULL;
+    return 0;
+}
+
+/* Build and store the index of each key, saying how each went.  0 when
+ * every one was built, else 1. */
+static int gzindex_build_all(struct options *o, struct s3_client *s3, const char *const *keys,
+                             int nkeys)
+{
+    int status = 0;
+    for (int i = 0; i < nkeys; i++) {
+        uint64_t size = 0;
+        size_t points = 0, bytes = 0;
+        int rc = fs_gzindex_build(&o->fs, s3, keys[i], gzindex_progress, (void *)keys[i], &size,
+                                  &points, &bytes);
+        if (isatty(STDERR_FILENO))
+            fputc('\n', stderr);
+        if (rc) {
+            fprintf(stderr, "pailfs gzindex: %s: %s\n", keys[i],
+                    rc == ENOENT ? "no such object" : strerror(rc));
+            status = 1;
+        } else {
+            printf("%s: %llu bytes decompressed, %zu access points, index %zu bytes%s\n", keys[i],
+                   (unsigned long long)size, points, bytes,
+                   o->fs.gz_index_shared ? " (stored in the bucket too)" : "");
         }
     }
-    s3_client_free(s3);
-    options_free(&o);
-    for (int i = 0; i < nowned; i++)
-        free(owned[i]);
+    return status;
+}
+
+/* pailfs gzindex [-o OPTIONS] BUCKET KEY... | s3://BUCKET/KEY...: build and
+ * store the gzip indexes of those objects ahead of time. */
+static int gzindex_main(int argc, char **argv)
+{
+    struct gzindex_args a = {0};
+    struct options o;
+    char err[1024];
+    int status = gzindex_args(argc, argv, &a);
+    if (!status && options_parse(a.fargc, a.fargv, &o, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        status = 1;
+    } else if (!status) {
+        log_set_level(o.log_level);
+        struct s3_client *s3 = NULL;
+        status = check_bucket(&o, &s3) == 0 ? gzindex_build_all(&o, s3, a.keys, a.nkeys) : 1;
+        s3_client_free(s3);
+        options_free(&o);
+    }
+    for (int i = 0; i < a.nowned; i++)
+        free(a.owned[i]);
     return status;
 }
 
