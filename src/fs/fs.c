@@ -1,6 +1,7 @@
 /* fs.c — making, shutting down and freeing a filesystem: the mount's
  * configuration defaults, its cache directories, and starting and stopping
- * the engines (the read path, the upload pool, gzip views) in order. */
+ * the engines (the read path, the upload pool, listings ahead, gzip views)
+ * in order. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -98,6 +99,8 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     rc = fs_readpool_new(fs);
     if (!rc)
         rc = fs_wpool_new(fs);
+    if (!rc)
+        rc = fs_ahead_new(fs);
     if (rc) {
         fs_free(fs);
         return rc;
@@ -113,6 +116,7 @@ void fs_set_session(struct fs *fs, struct fuse_session *se)
 
 int fs_shutdown(struct fs *fs)
 {
+    fs_ahead_stop(fs); /* no listing ahead once the mount is going */
     return fs_upload_all(fs);
 }
 
@@ -120,6 +124,7 @@ void fs_free(struct fs *fs)
 {
     if (!fs)
         return;
+    fs_ahead_free(fs); /* first: its workers use the inode table */
     while (fs->handles.next != &fs->handles) {
         struct fs_open *o = fs->handles.next;
         o->prev->next = o->next;

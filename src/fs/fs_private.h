@@ -171,6 +171,8 @@ struct fs_once {
 
 struct fs_readpool;
 struct fs_wpool;
+struct fs_ahead;
+struct fs_ahead_ent;
 struct fs_gzobj;
 struct fs_gzhandle;
 struct fs_reader;
@@ -199,6 +201,9 @@ struct fs {
     bool warned_conflict;    /* protected by lock */
     uint64_t names_gen;      /* names removed here so far; protected by lock */
     size_t n_known;          /* entries of every inode's `known`; protected by lock */
+    struct fs_ahead *ahead;  /* listings read ahead down trees (ahead.c) */
+    /* listings read ahead, in flight or held, by path; protected by lock */
+    struct fs_ahead_ent *ahead_ents;
 };
 
 /* ---- meta.c: s3fs-compatible metadata (pure functions) ---------------- */
@@ -420,6 +425,10 @@ void fs_known_keep_locked(struct fs *fs, const struct fs_inode *in);
 void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path);
 /* Free a directory's knowledge (fs->lock held). */
 void fs_known_free_locked(struct fs *fs, struct fs_inode *dir);
+/* The object at `path` was stored or its metadata changed here (fs->lock
+ * held): a listing of its directory read ahead before that is not taken
+ * (ahead.c).  Removing and making names says so by itself. */
+void fs_known_changed_locked(struct fs *fs, const char *path);
 
 /* ---- resolve.c: what a path is in S3 --------------------------------- */
 
@@ -493,6 +502,43 @@ int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty);
 void fs_dir_warn_skipped(struct fs *fs, const char *key, const char *why);
 /* dir_rename.c */
 int fs_rename_dir(struct fs *fs, const char *src, const char *dst);
+
+/* ---- ahead.c: listings read ahead down trees -------------------------- */
+
+/* A listing read ahead, in flight or held until an opendir takes it; on
+ * fs->ahead_ents by path, every field protected by fs->lock.  known.c sets
+ * `spoiled` when this mount makes, removes or stores a name in the
+ * directory, or renames a directory at or above it: a listing begun
+ * before that may lack the change, and is never taken. */
+struct fs_ahead_ent {
+    char *path; /* the directory */
+    UT_hash_handle hh;
+    bool done;         /* the listing arrived (d holds it) */
+    bool spoiled;      /* see above */
+    uint64_t begun_ms; /* util_now_ms() when its first request was sent */
+    uint64_t gen;      /* fs->names_gen then, for fs_known_store */
+    struct fs_dir d;
+    size_t bytes; /* what d holds, about */
+};
+
+/* Start / stop the workers of `fs` (read_parallel of them, at most 16).
+ * new: 0, ENOMEM or EAGAIN.  stop: no request is sent after it returns
+ * (called at shutdown, and again by free); free: everything held. */
+int fs_ahead_new(struct fs *fs);
+void fs_ahead_stop(struct fs *fs);
+void fs_ahead_free(struct fs *fs);
+/* opendir of `path`: the listing read ahead of it, waiting for one in
+ * flight, when it is still trusted (begun less than attr_ttl ago, not
+ * spoiled).  0 with *d (the caller frees it), *gen and *begun_ms as they
+ * were when it was begun; ENOENT when there is none to take (list it as
+ * usual).  Takes fs->lock. */
+int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *gen,
+                  uint64_t *begun_ms);
+/* opendir of `path` got listing `d` (`ahead`: taken from fs_ahead_take):
+ * when it is a subdirectory of the directory listed just before, that one
+ * is being walked, and the listings of its other subdirectories are begun
+ * ahead.  Takes fs->lock. */
+void fs_ahead_opened(struct fs *fs, const char *path, const struct fs_dir *d, bool ahead);
 
 /* ---- op_file.c: open files ----------------------------------------- */
 

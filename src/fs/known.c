@@ -22,7 +22,11 @@
  * overwrite.  A directory rename forgets all knowledge
  * below the names it moved.  Memory: at most FS_KNOWN_MAX entries in the
  * whole mount; a listing that would pass it is not kept (readdir works as
- * before, lookups ask S3). */
+ * before, lookups ask S3).
+ *
+ * The same changes spoil the listings read ahead (ahead.c) of the
+ * directories they touch, so that opendir never shows a listing older than
+ * this mount's own change. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -207,9 +211,32 @@ enum fs_known_answer fs_known_lookup_locked(struct fs *fs, const char *path, str
     return FS_KNOWN_NOTHING;
 }
 
+/* The listing read ahead of directory `dir_path` (the `n` bytes of it), if
+ * any, is never taken: a name in it changed here (fs->lock held). */
+static void ahead_spoil(struct fs *fs, const char *dir_path, size_t n)
+{
+    struct fs_ahead_ent *ae;
+    HASH_FIND(hh, fs->ahead_ents, dir_path, n, ae);
+    if (ae)
+        ae->spoiled = true;
+}
+
+/* ... and for the directory holding `path`. */
+static void ahead_spoil_parent(struct fs *fs, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    ahead_spoil(fs, path, slash ? (size_t)(slash - path) : 0);
+}
+
+void fs_known_changed_locked(struct fs *fs, const char *path)
+{
+    ahead_spoil_parent(fs, path);
+}
+
 void fs_known_forget_locked(struct fs *fs, const char *path)
 {
     fs->names_gen++;
+    ahead_spoil_parent(fs, path);
     const char *name;
     struct fs_inode *dir = parent_of(fs, path, &name);
     struct known_ent *e = NULL;
@@ -228,12 +255,17 @@ void fs_known_forget_below_locked(struct fs *fs, const char *path)
         if (in->known && (n == 0 || (strncmp(in->path, path, n) == 0 &&
                                      (in->path[n] == '\0' || in->path[n] == '/'))))
             known_clear(fs, in);
+    for (struct fs_ahead_ent *ae = fs->ahead_ents; ae; ae = ae->hh.next)
+        if (n == 0 ||
+            (strncmp(ae->path, path, n) == 0 && (ae->path[n] == '\0' || ae->path[n] == '/')))
+            ae->spoiled = true;
 }
 
 void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path)
 {
     struct fs_inode *dir;
     HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
+    ahead_spoil(fs, dir_path, strlen(dir_path));
     if (dir && dir->known_until_ms > util_now_ms())
         dir->known_until_ms = util_now_ms() + (uint64_t)(fs->cfg.neg_ttl * 1000);
 }

@@ -5,7 +5,9 @@
  * handle; readdir hands its entries out from there, so a directory read
  * in several calls sees one consistent listing.  The listing is also kept
  * as what the directory holds (known.c), so the lookups that follow it
- * (`ls -l`, `cat` of its files, `rm dir/f`) ask S3 nothing. */
+ * (`ls -l`, `cat` of its files, `rm dir/f`) ask S3 nothing.  When a tree is
+ * being walked, the listing may have been read ahead (ahead.c): opendir
+ * takes it, and tells ahead.c what it opened, which is how walks are seen. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -36,9 +38,15 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         dh->path = strdup(in->path);
     pthread_mutex_unlock(&fs->lock);
     uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
-    int rc = !in ? ENOENT : !dh || !dh->path ? ENOMEM : fs_dir_list(fs, dh->path, 0, &dh->d);
+    int rc = !in ? ENOENT : !dh || !dh->path ? ENOMEM : 0;
+    /* a walk down a tree may have listed it already (ahead.c) */
+    bool ahead = !rc && fs_ahead_take(fs, dh->path, &dh->d, &gen, &listed_ms) == 0;
+    if (!rc && !ahead)
+        rc = fs_dir_list(fs, dh->path, 0, &dh->d);
     if (!rc) /* the names answer lookups too, for as long as they are trusted */
         fs_known_store(fs, ino, dh->path, gen, listed_ms, &dh->d);
+    if (!rc)
+        fs_ahead_opened(fs, dh->path, &dh->d, ahead);
     if (rc) {
         if (dh)
             free(dh->path);

@@ -193,6 +193,8 @@ static void setattr_publish(struct fs *fs, struct fs_inode *in, struct fs_attr *
     in->attr = *a;
     if (!local)
         in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
+    if (!local && in->linked)
+        fs_known_changed_locked(fs, in->path); /* listings read ahead lack it */
     pthread_mutex_unlock(&fs->lock);
     if (!local)
         fs_wfile_meta_stored(fs, in, from, etag);

@@ -98,6 +98,8 @@ static void publish_stored(struct fs *fs, struct fs_inode *in, struct fs_wfile *
         fs->n_local--;
     }
     in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
+    if (in->linked)
+        fs_known_changed_locked(fs, in->path); /* listings read ahead lack it */
     pthread_mutex_unlock(&fs->lock);
 }
 
