@@ -290,6 +290,10 @@ static void *worker_main(void *arg)
             list_one_locked(fs, path);
             continue;
         }
+        if (!fs->ahead_ents) { /* nothing to sweep: sleep until work comes */
+            pthread_cond_wait(&ah->work, &fs->lock);
+            continue;
+        }
         /* woken by work or room; a while later anyway, to sweep */
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
