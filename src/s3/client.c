@@ -78,6 +78,9 @@ struct s3_req {
     uint64_t delivered;
     char pinned_etag[80]; /* ETag of the first response */
     bool ranged;
+    s3_info_fn on_info; /* told the headers once, before the body */
+    void *info_arg;
+    bool info_told;
 
     /* results */
     struct buf resp;             /* body of a non-GET or error response */
@@ -369,6 +372,25 @@ static int on_header(struct http_request *hr, const char *name, const char *valu
     return 0;
 }
 
+/* A 2xx answer's headers, told to the caller once (req->on_info): its
+ * metadata with the whole object's size.  From then on the request is
+ * pinned to the ETag told, so that a retry cannot bring another version's
+ * bytes under what was told. */
+static void tell_info(struct s3_attempt *a)
+{
+    struct s3_req *req = a->req;
+    if (!req->on_info || req->info_told)
+        return;
+    if (a->have_total)
+        a->info.size = a->range_total;
+    else if (a->have_length)
+        a->info.size = a->content_length;
+    req->info_told = true;
+    if (!req->pinned_etag[0] && a->info.etag[0])
+        snprintf(req->pinned_etag, sizeof(req->pinned_etag), "%s", a->info.etag);
+    req->on_info(req->info_arg, &a->info);
+}
+
 /* Deliver the part of [pos, pos+len) that lies inside the wanted window. */
 static int sink_window(struct s3_attempt *a, const char *data, size_t len)
 {
@@ -414,6 +436,7 @@ static int on_body(struct http_request *hr, const void *data, size_t len)
                          (unsigned long long)(req->want_off + req->delivered),
                          a->status == 200 ? "the whole object" : "a range",
                          (unsigned long long)a->pos);
+            tell_info(a);
         }
     }
     if (a->to_sink)
@@ -857,6 +880,8 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
         bool body_error = ok && req->body_may_be_error && req->resp.len &&
                           s3_xml_parse_error(req->resp.data, req->resp.len, err) == 0;
         if ((ok && !body_error) || (t == 0 && a.status == 416 && req->sink)) {
+            if (ok && req->sink)
+                tell_info(&a); /* an empty body: told here, on the caller's thread */
             if (ok)
                 take_answer(req, &a);
             else
@@ -1136,9 +1161,9 @@ int s3_head_object(struct s3_client *c, const char *key, struct s3_object_info *
     return rc;
 }
 
-int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
-                  const char *if_match, s3_sink_fn sink, void *sink_arg,
-                  struct s3_object_info *info, struct s3_error *err)
+static int get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                      const char *if_match, s3_info_fn on_info, void *info_arg, s3_sink_fn sink,
+                      void *sink_arg, struct s3_object_info *info, struct s3_error *err)
 {
     if (info)
         memset(info, 0, sizeof(*info));
@@ -1152,11 +1177,28 @@ int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_
     req.want_len = length;
     req.ranged = offset != 0 || length != S3_TO_END;
     req.info = info;
+    req.on_info = on_info;
+    req.info_arg = info_arg;
     if (if_match)
         snprintf(req.pinned_etag, sizeof(req.pinned_etag), "%s", if_match);
     int rc = s3_execute(c, &req, err);
     req_free(&req);
     return rc;
+}
+
+int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                  const char *if_match, s3_sink_fn sink, void *sink_arg,
+                  struct s3_object_info *info, struct s3_error *err)
+{
+    return get_object(c, key, offset, length, if_match, NULL, NULL, sink, sink_arg, info, err);
+}
+
+int s3_get_object_told(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                       const char *if_match, s3_info_fn on_info, void *info_arg, s3_sink_fn sink,
+                       void *sink_arg, struct s3_error *err)
+{
+    return get_object(c, key, offset, length, if_match, on_info, info_arg, sink, sink_arg, NULL,
+                      err);
 }
 
 /* Where s3_get_to_buf and s3_get_to_mem put the body: appended to `b`, or

@@ -160,6 +160,25 @@ int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_
                   const char *if_match, s3_sink_fn sink, void *sink_arg,
                   struct s3_object_info *info, struct s3_error *err);
 
+/* Told once, as soon as a 2xx answer's headers are all in: the object's
+ * metadata, info->size the whole object's size.  Runs on the HTTP engine
+ * thread (before the first body byte reaches the sink), or on the caller's
+ * when the body is empty: copy what is needed and return quickly; `info`
+ * is valid only during the call. */
+typedef void (*s3_info_fn)(void *arg, const struct s3_object_info *info);
+
+/* s3_get_object(), with the answer's headers told to `on_info` before the
+ * body arrives: a caller that wants the object's metadata (a HEAD's answer)
+ * need not wait for the bytes, which go on to `sink` meanwhile.  Once told,
+ * the request is pinned to the ETag told, across retries, whether or not
+ * `if_match` was given: the bytes are of the version told, or the call
+ * fails (ESTALE).  Nothing is told when the call fails before a 2xx answer
+ * (ESTALE for a 412, ENOENT...), nor for a range past the end (416, which
+ * returns 0 as s3_get_object does). */
+int s3_get_object_told(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
+                       const char *if_match, s3_info_fn on_info, void *info_arg, s3_sink_fn sink,
+                       void *sink_arg, struct s3_error *err);
+
 /* s3_get_object() into memory, for the callers that want the bytes rather
  * than a stream (a symbolic link's target, a shared gzip index, a part to
  * copy, a gzip trailer).  The bytes are appended to *out, which may already
