@@ -455,6 +455,12 @@ int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, str
  * whether S3 was asked), ENOENT (unknown inode, or gone or of another type
  * now), ENOMEM, or the S3 errno. */
 int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked);
+/* Whether fs_inode_refresh would ask S3 about `in` now (fs->lock held). */
+bool fs_inode_stale_locked(struct fs *fs, const struct fs_inode *in, bool need_head);
+/* Make *a, a HEAD's answer about the object at `path`, what a lookup
+ * makes of it: a decompressed view when it is gzip-encoded (`gzip`) and
+ * gunzip is on (its size learnt as fs_gz_size does). */
+void fs_attr_from_encoding(struct fs *fs, const char *path, bool gzip, struct fs_attr *a);
 /* gunzip=view/replace: is `path` the view of an object path + ".gz"?
  * 0 and *a, ENOENT, or the S3 errno. */
 int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a);
@@ -584,6 +590,32 @@ struct fs_read_reply {
  * opened). */
 int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_read_reply *rep);
 void fs_read_reply_done(struct fs_read_reply *rep);
+
+/* An open's first GET (instead of a HEAD): block 0 of the object at
+ * `path`, whose answer's headers are told to the open before the body
+ * arrives; `etag` is the version the inode knows, and with `pin` the GET
+ * is pinned to it (If-Match), else it takes whatever version is there now.
+ * When block 0 of `etag` is here already (in memory or the disk cache) and
+ * the object (`size` bytes, as known) is not small, the GET asks for one
+ * byte: its headers.  The caller (an open, holding the
+ * inode) waits for them with fs_first_wait, files the block under the
+ * version told with fs_first_adopt, and always lets go with
+ * fs_first_release (the GET then stops unless a reader has the block).
+ * start: 0 and *out, EAGAIN (no worker free at once, or no memory to
+ * spare: ask as before), ENOMEM. */
+struct fs_first;
+int fs_first_start(struct fs *fs, const char *path, const char *etag, uint64_t size, bool pin,
+                   struct fs_first **out);
+/* Wait for the answer's headers: 0 and what a HEAD would have said (*a as
+ * fs_attr_from_head makes it, *gzip: Content-Encoding gzip, *xattr the
+ * x-amz-meta-xattr value or NULL: the caller's), or the GET's errno
+ * (ESTALE: if_match failed; ENOENT...), or ENODATA (an answer without
+ * headers: a range past the end of an object emptied since). */
+int fs_first_wait(struct fs_first *g, struct fs_attr *a, bool *gzip, char **xattr);
+/* Put the block into r's object version, if it is the version told and has
+ * no block 0 yet: true when done. */
+bool fs_first_adopt(struct fs_first *g, struct fs_reader *r);
+void fs_first_release(struct fs_first *g);
 
 /* ---- write.c: files open for writing (the stream and staged modes) ---- */
 

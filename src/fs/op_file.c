@@ -1,5 +1,12 @@
 /* op_file.c — open files: the FUSE operations on file handles.
  *
+ * An open for reading of a file whose attributes S3 must confirm (known
+ * only from a listing, or past attr_ttl) asks no HEAD: the object's first
+ * GET, which the first read would send anyway, goes out at open, and its
+ * answer's headers do what the HEAD's did (the inode's attributes, a gzip
+ * view, a symlink found) while its body goes on into the read path.  So
+ * `cat` of a listed file costs one round trip, not two.
+ *
  * Reads go through the handle's reader (read.c: blocks, read-ahead, the
  * disk cache), pinned to the object version seen at open, unless the file
  * was written here (write.c then knows the bytes).  Writes, flush and fsync
@@ -139,6 +146,64 @@ out_err:
     fs_reply_err(req, rc);
 }
 
+/* What the first GET told about `path` (held by an open of inode `ino`,
+ * whose ETag was `seen`), kept on the inode as a HEAD's answer is: a
+ * regular file's attributes, a view's when gzip-encoded.  Anything else (a
+ * symlink: the listing could not tell) is kept too, and ESTALE returned:
+ * the kernel then looks the name up again (it finds the new type and
+ * drops its inode of the old one), and the file is never read as a
+ * regular one.  0, ESTALE. */
+static int open_first_keep(struct fs *fs, fuse_ino_t ino, const char *path, const char *seen,
+                           struct fs_attr *a, bool gzip, char *xattr)
+{
+    bool reg = S_ISREG(a->mode);
+    if (reg)
+        fs_attr_from_encoding(fs, path, gzip, a);
+    fs_inode_update(fs, ino, seen, a, xattr); /* takes xattr */
+    return reg ? 0 : ESTALE;
+}
+
+/* The open's refresh through its first GET rather than a HEAD, for a
+ * regular file open for reading whose attributes S3 must confirm: known
+ * only from a listing (the GET pinned to the listing's ETag while that is
+ * trusted), or past attr_ttl (not pinned: whatever version is there now,
+ * close-to-open).  The open waits for the answer's headers only; block 0
+ * goes on arriving into *pre, a reader of the version told (the caller
+ * frees it once its handle has its own reader).  0, ESTALE (no longer a
+ * regular file), EAGAIN (not done this way: refresh as before; also after
+ * a 412, so the name is looked up again by HEAD), or the GET's errno. */
+static int open_first_get(struct fs *fs, fuse_ino_t ino, struct fs_reader **pre)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    bool first = in && fs_inode_stale_locked(fs, in, true) && S_ISREG(in->attr.mode) &&
+                 !in->attr.gz && in->attr.size > 0;
+    bool trusted = first && util_now_ms() < in->attr_expire_ms;
+    char *path = first ? strdup(in->path) : NULL;
+    char seen[sizeof(in->attr.etag)];
+    snprintf(seen, sizeof(seen), "%s", in ? in->attr.etag : "");
+    uint64_t size = in ? in->attr.size : 0;
+    pthread_mutex_unlock(&fs->lock);
+    if (!first)
+        return EAGAIN;
+    struct fs_first *g = NULL;
+    int rc = path ? fs_first_start(fs, path, seen, size, trusted, &g) : ENOMEM;
+    struct fs_attr a;
+    bool gzip = false;
+    char *xattr = NULL;
+    if (!rc)
+        rc = fs_first_wait(g, &a, &gzip, &xattr);
+    if (!rc && S_ISREG(a.mode) && (*pre = fs_reader_new(fs, ino, path, &a)))
+        fs_first_adopt(g, *pre);
+    fs_first_release(g);
+    if (rc == ESTALE || rc == ENODATA)
+        rc = EAGAIN; /* changed since the listing (412), or emptied: look it up again */
+    else if (!rc)
+        rc = open_first_keep(fs, ino, path, seen, &a, gzip, xattr);
+    free(path);
+    return rc;
+}
+
 /* The handle of an open of `in` (held), with the write state attached when
  * `write`; *view: the attributes opened, and *raw the path of a view's
  * object (caller frees).  0, EACCES (a decompressed view cannot be
@@ -182,7 +247,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     bool truncate = write && (fi->flags & O_TRUNC);
     struct fs_inode *in = NULL;
     struct fs_handle *h = NULL;
-    struct fs_attr view;
+    struct fs_reader *pre = NULL;
+    struct fs_attr view, was;
     char *raw = NULL;
     int rc = 0;
     if (write && fs->cfg.read_only) {
@@ -193,9 +259,15 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         rc = ENOENT;
         goto out_err;
     }
+    pthread_mutex_lock(&fs->lock);
+    was = in->attr; /* what the kernel was told */
+    pthread_mutex_unlock(&fs->lock);
     /* Close-to-open: an open after the TTL sees the bucket's current
-     * version (and a listed file's Content-Encoding). */
-    rc = fs_inode_refresh(fs, ino, true, NULL);
+     * version (and a listed file's Content-Encoding and metadata), told
+     * by the first GET of a file opened for reading. */
+    rc = write ? EAGAIN : open_first_get(fs, ino, &pre);
+    if (rc == EAGAIN)
+        rc = fs_inode_refresh(fs, ino, true, NULL);
     if (!rc)
         rc = open_handle(fs, in, write, &h, &view, &raw);
     if (!rc && view.gz) {
@@ -206,6 +278,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             metrics_add(&fs_metrics[FS_M_GZ_VIEWS], 1);
     }
     free(raw);
+    fs_reader_free(pre); /* the handle's reader holds its blocks now */
+    pre = NULL;
     if (!rc && truncate)
         rc = fs_truncate(fs, in, 0);
     if (rc)
@@ -213,9 +287,16 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fs_open_track(fs, &h->open, handle_free);
     fi->fh = (uintptr_t)h;
     open_cache_flags(fs, in, &view, truncate, fi);
+    /* The open learnt another size (a new version, or a file listed as
+     * plain that is a view): the kernel may hold the old one, and would
+     * stop reading there.  Told before the reply (attributes only, no page
+     * is touched), so that no read comes first. */
+    if ((view.size != was.size || view.gz != was.gz) && fs->se)
+        fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
     fuse_reply_open(req, fi);
     return;
 out_err:
+    fs_reader_free(pre);
     if (in) /* give back the open held (and a write state nobody else holds) */
         fs_inode_put(fs, in);
     if (h)

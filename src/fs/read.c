@@ -24,6 +24,16 @@
  * RD_STORE_MAX blocks are on their way to the disk, then workers wait (the
  * job keeps its blocks pinned, and in max_memory, until they are stored).
  *
+ * An open that must learn the object's headers first (a file known only
+ * from a listing, or whose attributes expired) sends the object's first
+ * GET itself instead of a HEAD (fs_first_*): a worker fetches block 0 into
+ * a block of no object yet and tells the open the answer's headers as soon
+ * as they arrive; the open then files the block under the object version
+ * the headers name (fs_first_adopt), so the program's first read finds its
+ * bytes there or arriving.  Until then the block belongs to no object, so
+ * no reader of another version can see its bytes; once the open lets go, a
+ * block nobody adopted, or one dropped unread, stops its GET.
+ *
  * Memory: every block in memory counts against max_memory for the whole
  * mount, and so do the few freed buffers kept for reuse.  Read-ahead takes memory only while some
  * is free (leaving a reserve for blocks a read is waiting for); a block a read needs may wait for
@@ -41,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <utlist.h>
 
@@ -55,6 +66,10 @@
  * windows, so that the peak RSS of a sequential read stays put. */
 #define RD_STORE_MAX RD_POOL_MAX
 #define RD_STORERS 2
+/* An open's first GET asks for block 0 even when it is here already if the
+ * object is at most this long: on a changed object that saves the read's
+ * round trip, and unchanged it costs little more than the headers. */
+#define RD_FIRST_SMALL (128u << 10)
 
 enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
 
@@ -122,11 +137,34 @@ struct fs_reader {
  * worker has taken it off rp->queue, o, blocks and n belong to that worker
  * (then to the storer it hands it to) and are read without the lock. */
 struct rjob {
-    struct robj *o;
+    struct robj *o; /* NULL for an open's first GET until its block is adopted */
     struct rblock **blocks;
     size_t n;
+    struct fs_first *first; /* fixed: an open's first GET (one block), or NULL */
     /* on rp->queue or rp->stores; protected by rp->lock */
     struct rjob *next;
+};
+
+/* An open's first GET (see the top); its job's `first`. */
+struct fs_first {
+    /* fixed */
+    struct fs_readpool *rp;
+    const struct fs_config *cfg;
+    char *key;
+    char if_match[80]; /* "" for none */
+    struct rblock *b;  /* block 0: pinned by the job, and by the open until it lets go */
+    bool headers_only; /* b NULL: block 0 is here already, the GET asks for one byte */
+    /* protected by rp->lock */
+    struct rjob *job; /* while its GET runs; NULL after */
+    unsigned refs;    /* the open's and the job's */
+    bool open_pin;    /* the open still pins b */
+    bool released;    /* the open let go: b unread unless adopted */
+    bool told;        /* the answer's headers are in attr, gzip and xattr */
+    bool done;        /* the GET ended, with rc */
+    int rc;
+    struct fs_attr attr;
+    bool gzip;
+    char *xattr;
 };
 
 struct fs_readpool {
@@ -148,6 +186,7 @@ struct fs_readpool {
     struct rjob *stores;   /* fetched, for the storers to write to the disk cache */
     unsigned store_blocks; /* blocks of the jobs in stores or being stored */
     bool stop, stop_store;
+    unsigned idle; /* workers waiting for a job */
     /* only touched by the thread that makes and frees the pool */
     pthread_t *threads;
     unsigned n_threads;
@@ -221,7 +260,7 @@ static void block_unpin(struct fs_readpool *rp, struct rblock *b)
 }
 
 /* A new FETCHING block in o's table (or the one another thread made while
- * this one waited), or NULL: without `wait` when memory
+ * this one waited; with o NULL, in no table), or NULL: without `wait` when memory
  * beyond the reserve is used up; with `wait` after reclaiming or waiting. */
 static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t no, bool wait,
                                 bool transient)
@@ -246,8 +285,9 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
             return NULL;
         } else {
             pthread_cond_wait(&rp->cond, &rp->lock);
-            struct rblock *b; /* another reader may have made it meanwhile */
-            HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
+            struct rblock *b = NULL; /* another reader may have made it meanwhile */
+            if (o)
+                HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
             if (b)
                 return b;
         }
@@ -270,7 +310,8 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
     b->no = no;
     b->state = RB_FETCHING;
     b->transient = transient;
-    HASH_ADD(hh, o->blocks, no, sizeof(b->no), b);
+    if (o)
+        HASH_ADD(hh, o->blocks, no, sizeof(b->no), b);
     return b;
 }
 
@@ -385,6 +426,7 @@ static void store_job(struct fs_readpool *rp, struct rjob *j)
 }
 
 static void obj_unref_locked(struct fs_readpool *rp, struct robj *o);
+static void first_unref_locked(struct fs_readpool *rp, struct fs_first *g);
 
 /* The job is over: its blocks and its object go free (rp->lock held). */
 static void job_end_locked(struct fs_readpool *rp, struct rjob *j)
@@ -393,9 +435,122 @@ static void job_end_locked(struct fs_readpool *rp, struct rjob *j)
         j->blocks[i]->job = false;
         block_unpin(rp, j->blocks[i]);
     }
-    obj_unref_locked(rp, j->o);
+    if (j->o)
+        obj_unref_locked(rp, j->o);
+    if (j->first) {
+        j->first->job = NULL;
+        first_unref_locked(rp, j->first);
+    }
     free(j->blocks);
     free(j);
+}
+
+/* ---- an open's first GET --------------------------------------------- */
+
+static void first_unref_locked(struct fs_readpool *rp, struct fs_first *g)
+{
+    (void)rp;
+    if (--g->refs)
+        return;
+    free(g->key);
+    free(g->xattr);
+    free(g);
+}
+
+/* The answer's headers, on the HTTP thread: what a HEAD would have said. */
+static void first_told(void *arg, const struct s3_object_info *info)
+{
+    struct fs_first *g = arg;
+    struct fs_attr a;
+    fs_attr_from_head(g->cfg, info, false, &a);
+    const char *x = fs_meta_get(info, "xattr");
+    char *xattr = x ? strdup(x) : NULL;
+    bool gzip = info->content_encoding && strcasecmp(info->content_encoding, "gzip") == 0;
+    pthread_mutex_lock(&g->rp->lock);
+    g->attr = a;
+    g->gzip = gzip;
+    g->xattr = xattr;
+    g->told = true;
+    pthread_cond_broadcast(&g->rp->cond);
+    pthread_mutex_unlock(&g->rp->lock);
+}
+
+/* Block 0's bytes, on the HTTP thread, as fill_sink; stops the transfer
+ * once nobody will read them (the open let go and the block is in no
+ * object's table: never adopted, or dropped since). */
+static int first_sink(void *arg, const void *data, size_t len)
+{
+    struct fs_first *g = arg;
+    struct rblock *b = g->b; /* the job's pin keeps it */
+    if (!b)
+        return 0; /* headers only: the byte asked for is dropped */
+    pthread_mutex_lock(&g->rp->lock);
+    bool unread = g->released && !b->o;
+    pthread_mutex_unlock(&g->rp->lock);
+    if (unread)
+        return ECANCELED;
+    if (len > RD_BLOCK - b->len)
+        return EIO; /* more than asked for */
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    if (b->len == RD_BLOCK) {
+        pthread_mutex_lock(&g->rp->lock);
+        b->state = RB_READY;
+        pthread_cond_broadcast(&g->rp->cond);
+        pthread_mutex_unlock(&g->rp->lock);
+    }
+    return 0;
+}
+
+/* The first GET: block 0, its headers told to the open on the way. */
+static void run_first(struct fs_readpool *rp, struct rjob *j)
+{
+    struct fs_first *g = j->first;
+    struct rblock *b = g->b;
+    int rc =
+        s3_get_object_told(rp->s3, g->key, 0, b ? RD_BLOCK : 1, *g->if_match ? g->if_match : NULL,
+                           first_told, g, first_sink, g, NULL);
+    pthread_mutex_lock(&rp->lock);
+    g->done = true;
+    g->rc = rc;
+    if (b && b->state == RB_FETCHING) {
+        uint64_t want = g->attr.size < RD_BLOCK ? g->attr.size : RD_BLOCK;
+        if (!rc && g->told && b->len == want) {
+            b->state = RB_READY; /* the short last block */
+        } else {
+            b->state = RB_ERROR;
+            b->error = rc && rc != ECANCELED ? rc : EIO;
+        }
+    }
+    pthread_cond_broadcast(&rp->cond);
+    pthread_mutex_unlock(&rp->lock);
+    if (rc == ESTALE && g->told)
+        log_error("read of %s: the object changed since it was opened", g->key);
+}
+
+/* Keep block b of o in the disk cache, though its job is over: a store
+ * job of its own, when the storers have room (rp->lock held). */
+static void store_later_locked(struct fs_readpool *rp, struct robj *o, struct rblock *b)
+{
+    if (!rp->n_storers || b->state != RB_READY || b->stored || rp->store_blocks >= RD_STORE_MAX)
+        return;
+    struct rjob *j = calloc(1, sizeof(*j));
+    struct rblock **blocks = calloc(1, sizeof(*blocks));
+    if (!j || !blocks) {
+        free(j);
+        free(blocks);
+        return;
+    }
+    blocks[0] = b;
+    j->blocks = blocks;
+    j->n = 1;
+    j->o = o;
+    o->refs++;
+    b->pins++;
+    b->job = true;
+    LL_APPEND(rp->stores, j);
+    rp->store_blocks++;
+    pthread_cond_signal(&rp->store_cond);
 }
 
 static void *storer(void *arg)
@@ -425,17 +580,24 @@ static void *worker(void *arg)
     struct fs_readpool *rp = arg;
     pthread_mutex_lock(&rp->lock);
     for (;;) {
+        rp->idle++;
         while (!rp->queue && !rp->stop)
             pthread_cond_wait(&rp->cond, &rp->lock);
+        rp->idle--;
         if (rp->stop)
             break;
         struct rjob *j = rp->queue;
         rp->queue = j->next;
         pthread_mutex_unlock(&rp->lock);
-        run_job(rp, j);
+        if (j->first)
+            run_first(rp, j);
+        else
+            run_job(rp, j);
         pthread_mutex_lock(&rp->lock);
+        if (j->first)
+            j->first->job = NULL; /* adopted from now on, it is not stored with the job */
         bool store = false;
-        for (size_t i = 0; rp->n_storers && i < j->n; i++)
+        for (size_t i = 0; rp->n_storers && j->o && i < j->n; i++)
             store |= j->blocks[i]->state == RB_READY && !j->blocks[i]->stored;
         if (!store) {
             job_end_locked(rp, j);
@@ -916,6 +1078,144 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     if (rc)
         fs_read_reply_done(rep);
     return rc;
+}
+
+/* Whether block 0 of version `id` is here already, in memory or in the
+ * disk cache: then the first GET asks for its headers only. */
+static bool block0_here(struct fs_readpool *rp, const char *id)
+{
+    uint64_t no = 0;
+    struct rblock *b = NULL;
+    struct robj *o;
+    pthread_mutex_lock(&rp->lock);
+    HASH_FIND_STR(rp->objs, id, o);
+    if (o)
+        HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
+    bool here = b && b->state != RB_ERROR;
+    pthread_mutex_unlock(&rp->lock);
+    char byte;
+    size_t got = 0;
+    return here || (rp->cache && cache_read(rp->cache, id, 0, 0, 1, &byte, &got) == 0 && got);
+}
+
+int fs_first_start(struct fs *fs, const char *path, const char *etag, uint64_t size, bool pin,
+                   struct fs_first **out)
+{
+    struct fs_readpool *rp = fs->rp;
+    struct fs_first *g = calloc(1, sizeof(*g));
+    struct rjob *j = calloc(1, sizeof(*j));
+    struct rblock **blocks = calloc(1, sizeof(*blocks));
+    char *key = fs_key(fs, path, false);
+    struct buf id = BUF_INIT;
+    if (key)
+        fs_version_id(fs, &id, key, etag, true);
+    if (!g || !j || !blocks || !key || !id.data) {
+        free(g);
+        free(j);
+        free(blocks);
+        free(key);
+        buf_free(&id);
+        return ENOMEM;
+    }
+    g->rp = rp;
+    g->cfg = &fs->cfg;
+    g->key = key;
+    snprintf(g->if_match, sizeof(g->if_match), "%s", pin ? etag : "");
+    /* The version expected may have block 0 here already: its bytes are
+     * not fetched again (a changed object's are, by the read: a second
+     * round trip), unless they cost about what the headers do. */
+    g->headers_only = size > RD_FIRST_SMALL && block0_here(rp, id.data);
+    buf_free(&id);
+    pthread_mutex_lock(&rp->lock);
+    /* Only when a worker is free at once: an open must not queue behind
+     * other files' fetches, and a HEAD costs no more than this GET's
+     * headers.  Memory as read-ahead takes it: beyond the reserve, none. */
+    bool go = rp->idle && !rp->queue;
+    struct rblock *b = go && !g->headers_only ? block_new(rp, NULL, 0, false, false) : NULL;
+    if (!go || (!b && !g->headers_only)) {
+        pthread_mutex_unlock(&rp->lock);
+        free(g->key);
+        free(g);
+        free(j);
+        free(blocks);
+        return EAGAIN;
+    }
+    if (b) {
+        b->pins = 2; /* the job's and the open's */
+        b->job = true;
+        g->open_pin = true;
+        blocks[j->n++] = b;
+    }
+    g->b = b;
+    g->job = j;
+    g->refs = 2;
+    j->blocks = blocks;
+    j->first = g;
+    LL_PREPEND(rp->queue, j);
+    pthread_cond_broadcast(&rp->cond);
+    pthread_mutex_unlock(&rp->lock);
+    *out = g;
+    return 0;
+}
+
+int fs_first_wait(struct fs_first *g, struct fs_attr *a, bool *gzip, char **xattr)
+{
+    struct fs_readpool *rp = g->rp;
+    pthread_mutex_lock(&rp->lock);
+    while (!g->told && !g->done && !rp->stop)
+        pthread_cond_wait(&rp->cond, &rp->lock);
+    int rc = g->told ? 0 : g->done && g->rc ? g->rc : g->done ? ENODATA : EIO;
+    if (!rc) {
+        *a = g->attr;
+        *gzip = g->gzip;
+        *xattr = g->xattr;
+        g->xattr = NULL;
+    }
+    pthread_mutex_unlock(&rp->lock);
+    return rc;
+}
+
+bool fs_first_adopt(struct fs_first *g, struct fs_reader *r)
+{
+    struct fs_readpool *rp = g->rp;
+    struct robj *o = r->o;
+    struct rblock *b = g->b, *there;
+    uint64_t no = 0;
+    if (!b)
+        return false;
+    pthread_mutex_lock(&rp->lock);
+    HASH_FIND(hh, o->blocks, &no, sizeof(no), there);
+    /* Only under the version told: its bytes are that version's. */
+    bool adopt = g->told && g->open_pin && !b->o && b->state != RB_ERROR && !there &&
+                 strcmp(o->etag, g->attr.etag) == 0 && o->size == g->attr.size;
+    if (adopt) {
+        b->o = o;
+        HASH_ADD(hh, o->blocks, no, sizeof(b->no), b);
+        if (g->job) { /* stored with its job */
+            g->job->o = o;
+            o->refs++;
+        } else {
+            store_later_locked(rp, o, b);
+        }
+        lru_update(rp, b);
+    }
+    pthread_mutex_unlock(&rp->lock);
+    return adopt;
+}
+
+void fs_first_release(struct fs_first *g)
+{
+    if (!g)
+        return;
+    struct fs_readpool *rp = g->rp;
+    pthread_mutex_lock(&rp->lock);
+    g->released = true;
+    if (g->open_pin) {
+        g->open_pin = false;
+        block_unpin(rp, g->b);
+    }
+    first_unref_locked(rp, g);
+    pthread_mutex_unlock(&rp->lock);
 }
 
 void fs_read_reply_done(struct fs_read_reply *rep)

@@ -194,6 +194,25 @@ int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, str
     return rc;
 }
 
+bool fs_inode_stale_locked(struct fs *fs, const struct fs_inode *in, bool need_head)
+{
+    /* only listed so far: its Content-Encoding is not known */
+    bool unheaded = !in->attr.headed && !in->attr.gz && S_ISREG(in->attr.mode) &&
+                    fs->cfg.gunzip != FS_GUNZIP_OFF;
+    /* with allow_other, a listing's default mode and owner are never
+     * handed to the kernel's permission checks */
+    bool defaults = fs->cfg.multi_user && !fs_attr_verified(&in->attr);
+    /* Close-to-open: after the TTL, the bucket's current version. */
+    return !fs_inode_mine(in) &&
+           (util_now_ms() >= in->attr_expire_ms || (need_head && unheaded) || defaults);
+}
+
+void fs_attr_from_encoding(struct fs *fs, const char *path, bool gzip, struct fs_attr *a)
+{
+    if (gzip && fs->cfg.gunzip != FS_GUNZIP_OFF && S_ISREG(a->mode))
+        make_view(fs, path, false, a);
+}
+
 int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked)
 {
     pthread_mutex_lock(&fs->lock);
@@ -202,15 +221,7 @@ int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked)
         pthread_mutex_unlock(&fs->lock);
         return ENOENT;
     }
-    /* only listed so far: its Content-Encoding is not known */
-    bool unheaded = !in->attr.headed && !in->attr.gz && S_ISREG(in->attr.mode) &&
-                    fs->cfg.gunzip != FS_GUNZIP_OFF;
-    /* with allow_other, a listing's default mode and owner are never
-     * handed to the kernel's permission checks */
-    bool defaults = fs->cfg.multi_user && !fs_attr_verified(&in->attr);
-    /* Close-to-open: after the TTL, the bucket's current version. */
-    bool stale = !fs_inode_mine(in) &&
-                 (util_now_ms() >= in->attr_expire_ms || (need_head && unheaded) || defaults);
+    bool stale = fs_inode_stale_locked(fs, in, need_head);
     char *path = stale ? strdup(in->path) : NULL;
     struct fs_attr seen = in->attr;
     pthread_mutex_unlock(&fs->lock);

@@ -11,7 +11,9 @@ the new object after close and attr_ttl); the cache's size bound with
 concurrent readers; a damaged cached block (refetched, logged); a remount
 served from the cache with no GET; a full cache disk; cache_size=0; faults
 (503, resets, truncated bodies, ignored ranges); a second pailfs on the same
-bucket and cache directory; keep_cache.
+bucket and cache directory; keep_cache; the first GET of an open, which
+tells the object's headers instead of a HEAD (one request to cat a listed
+file, 412 after a replace, gzip and symlink objects seen only in a listing).
 
 The kernel's page cache would hide the filesystem: tests drop it for one
 file with posix_fadvise(POSIX_FADV_DONTNEED), which works on FUSE.
@@ -20,6 +22,7 @@ file with posix_fadvise(POSIX_FADV_DONTNEED), which works on FUSE.
 import ctypes
 import errno
 import glob
+import gzip
 import mmap
 import os
 import random
@@ -31,7 +34,7 @@ import time
 import pytest
 
 from drive import clean_env
-from helpers import put, rand_bytes, sha256
+from helpers import ops, put, rand_bytes, sha256
 from mount import (PAILFS, call_with_timeout, fusermount_unmount,  # noqa: F401
                    is_mounted, mounter, wait_until)
 
@@ -825,6 +828,8 @@ def test_random_reads_each_block_fetched_once(proxy, s3, bucket, mounter):
     blocks = []
     for g in get_records(proxy, "obj"):
         first, last = parse_range(g["range"])
+        if (first, last) == (0, 0):
+            continue  # an open after attr_ttl asking for the headers: block 0 is here
         assert first % MiB == 0 and last - first + 1 <= MiB, g["range"]
         blocks.append(first // MiB)
     assert len(blocks) == len(set(blocks)), sorted(blocks)
@@ -1089,6 +1094,167 @@ def test_keep_cache_only_for_the_same_version(proxy, s3, bucket, mounter):
             ("v2" if got == v2[2 * MiB:2 * MiB + 4096] else repr(got)[:60])
     finally:
         os.close(keeper)
+
+
+# --------------------------------------------------------------------------
+# The first GET of an open: the object's headers without a HEAD
+# --------------------------------------------------------------------------
+
+def ls_l(path):
+    """`ls -l` of a directory (readdirplus: the names get the listing's
+    attributes); its output."""
+    return subprocess.run(["ls", "-l", path], capture_output=True, text=True,
+                          timeout=30, check=True).stdout
+
+
+def cat(path):
+    return subprocess.run(["cat", path], capture_output=True, timeout=60,
+                          check=True).stdout
+
+
+def without_lookups(proxy, attempt, tries=3):
+    """Run attempt(i) (i = 0, 1, ...: each with its own objects), the proxy
+    reset by it, until one sends no LIST, and return the requests of that
+    one by operation.  A LIST means the kernel looked names up again:
+    something on the host dropped its dentries (a benchmark's
+    drop_caches), which is not what is counted here."""
+    seen = []
+    for i in range(tries):
+        attempt(i)
+        got = ops(proxy)
+        if "ListObjectsV2" not in got:
+            return got
+        seen.append(got)
+    raise AssertionError(f"names looked up again in every attempt: {seen}")
+
+
+def test_cat_after_listing_is_one_get(proxy, s3, bucket, mounter):
+    files = {f"d/f{i}": rand_bytes(300 + i, 3000 + i) for i in range(3)}
+    for key, data in files.items():
+        put(s3, bucket, key, data)
+    m = mounter(attr_ttl=30, neg_ttl=30)
+
+    def attempt(i):
+        assert "f2" in ls_l(m.p("d"))
+        proxy.reset()
+        assert cat(m.p(f"d/f{i}")) == files[f"d/f{i}"]
+        attempt.i = i
+
+    assert without_lookups(proxy, attempt) == {"GetObject": 1}
+    name = f"d/f{attempt.i}"
+    g = get_records(proxy, name)[0]
+    etag = s3.head_object(Bucket=bucket, Key=name)["ETag"]
+    assert dict((k.lower(), v) for k, v in g["headers"]).get("if-match") == etag, \
+        "the first GET is not pinned to the listing's ETag"
+    # the inode learnt what a HEAD would have told: nothing more is asked
+    proxy.reset()
+    assert cat(m.p(name)) == files[name]
+    assert os.stat(m.p(name)).st_size == len(files[name])
+    assert ops(proxy) == {}, ops(proxy)
+
+
+def force_getattr(path):
+    """statx(AT_STATX_FORCE_SYNC): the kernel asks pailfs for the attributes
+    even while its own are valid, and keeps the answer for attr_ttl from now."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)
+    AT_FDCWD, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS = -100, 0x2000, 0x7ff
+    if libc.statx(AT_FDCWD, os.fsencode(path), AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, buf):
+        raise OSError(ctypes.get_errno(), "statx")
+
+
+def test_reopen_after_attr_ttl_is_one_get(proxy, s3, bucket, mounter):
+    """After attr_ttl an open revalidates with its first GET (not pinned:
+    whatever version is there), not a HEAD.  Usually the kernel's own
+    attributes expire with pailfs's and its permission check (getattr)
+    asks first; an open finds pailfs's expired and the kernel's valid when
+    the kernel was answered later (here a forced getattr).  The open goes
+    through /proc/PID/fd, which the kernel does not look up again: what is
+    counted is the open and the read alone."""
+    old, new = rand_bytes(310, 5000), rand_bytes(311, 7000)
+    put(s3, bucket, "d/f", old)
+    ttl = 2
+    m = mounter(attr_ttl=ttl, neg_ttl=ttl)
+    keeper = os.open(m.p("d/f"), os.O_RDONLY)
+    again = f"/proc/{os.getpid()}/fd/{keeper}"
+    try:
+        assert os.pread(keeper, 10000, 0) == old
+        for want in (old, new):
+            if want is new:
+                put(s3, bucket, "d/f", new)
+            t = time.monotonic()
+            time.sleep(ttl / 2)
+            force_getattr(m.p("d/f"))  # pailfs's still fresh: the kernel's renewed
+            time.sleep(max(0, t + ttl * 1.25 - time.monotonic()))
+            proxy.reset()
+            # a new version is seen whole, the old one's pages and size dropped
+            assert cat(again) == want
+            assert ops(proxy) == {"GetObject": 1}, ops(proxy)
+            assert os.fstat(keeper).st_size == len(want)
+    finally:
+        os.close(keeper)
+
+
+@pytest.mark.parametrize("new_len", [2000, 9000])
+def test_object_replaced_between_listing_and_open(proxy, s3, bucket, mounter, new_len):
+    """The listing's ETag pins the first GET: a 412 makes the open look the
+    object up again (HEAD) and read the new version whole, never a mix."""
+    old = rand_bytes(320, 5000)
+    new = [rand_bytes(321 + i, new_len) for i in range(3)]
+    for i in range(3):
+        put(s3, bucket, f"d/f{i}", old)
+    m = mounter(attr_ttl=30, neg_ttl=30)
+
+    def attempt(i):
+        assert " 5000 " in ls_l(m.p("d"))
+        put(s3, bucket, f"d/f{i}", new[i])
+        proxy.reset()
+        assert cat(m.p(f"d/f{i}")) == new[i]
+        assert os.stat(m.p(f"d/f{i}")).st_size == new_len
+        attempt.i = i
+
+    assert without_lookups(proxy, attempt) == {"GetObject": 2, "HeadObject": 1}
+    assert [g["status"] for g in get_records(proxy, f"d/f{attempt.i}")] == [412, 206]
+
+
+def test_gzip_object_from_listing_opens_as_view(proxy, s3, bucket, mounter):
+    data = b"".join(b"line %d of a gzip-encoded object\n" % i for i in range(2000))
+    for i in range(3):
+        put(s3, bucket, f"d/enc{i}.json", gzip.compress(data), ContentEncoding="gzip")
+    m = mounter(attr_ttl=30, neg_ttl=30)
+
+    def attempt(i):
+        ls_l(m.p("d"))
+        proxy.reset()
+        assert cat(m.p(f"d/enc{i}.json")) == data
+        attempt.i = i
+
+    assert without_lookups(proxy, attempt) == {"GetObject": 1}
+    assert os.stat(m.p(f"d/enc{attempt.i}.json")).st_size == len(data)
+    with pytest.raises(OSError) as e:  # a view is read-only
+        os.open(m.p(f"d/enc{attempt.i}.json"), os.O_WRONLY)
+    assert e.value.errno == errno.EACCES
+
+
+def test_symlink_object_from_listing_is_no_regular_file(proxy, s3, bucket, mounter):
+    """A listing cannot tell a symlink (s3fs: x-amz-meta-mode S_IFLNK, the
+    target as the body): the open's first GET finds out and answers ESTALE,
+    the kernel looks the name up again and follows the link.  (The kernel
+    drops its inode of the old type; when its FORGET comes before the new
+    lookup, that lookup asks S3 again: the count is not fixed.)"""
+    put(s3, bucket, "d/target", b"the target's bytes")
+    put(s3, bucket, "d/link", b"target", Metadata={"mode": str(0o120777)})
+    m = mounter(attr_ttl=30, neg_ttl=30)
+    assert re.search(r"^-.* 6 .* link$", ls_l(m.p("d")), re.M)  # a file, as listed
+    proxy.reset()
+    with open(m.p("d/link"), "rb") as f:  # follows the link
+        assert f.read() == b"the target's bytes"
+    assert os.readlink(m.p("d/link")) == "target"
+    assert os.path.islink(m.p("d/link"))
+    # the link's own bytes were read as a link's target, never as a file's
+    # data: its first GET and readlink's, and the target's first GET
+    gets = [(g["key"], parse_range(g["range"])[0]) for g in get_records(proxy)]
+    assert sorted(gets) == [("d/link", 0), ("d/link", 0), ("d/target", 0)], gets
 
 
 # --------------------------------------------------------------------------
