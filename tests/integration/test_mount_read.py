@@ -1195,6 +1195,42 @@ def test_reopen_after_attr_ttl_is_one_get(proxy, s3, bucket, mounter):
         os.close(keeper)
 
 
+def test_reopen_after_attr_ttl_with_block_0_cached_asks_headers(proxy, s3, bucket, mounter):
+    """Block 0 of the version known is in the disk cache: the open's GET
+    after attr_ttl asks for one byte (its headers), not the block again.
+    A new version is then read by the read path, right."""
+    size = 2 * MiB + 100
+    old, new = rand_bytes(330, size), rand_bytes(331, size - 50)
+    put(s3, bucket, "big", old)
+    ttl = 2
+    m = mounter(attr_ttl=ttl, neg_ttl=ttl)
+    keeper = os.open(m.p("big"), os.O_RDONLY)
+    again = f"/proc/{os.getpid()}/fd/{keeper}"
+    try:
+        assert os.pread(keeper, size, 0) == old
+        assert wait_until(lambda: len(blk_files(cache_root(m))) == 3, 10)
+        for want in (old, new):
+            if want is new:
+                put(s3, bucket, "big", new)
+            t = time.monotonic()
+            time.sleep(ttl / 2)
+            force_getattr(m.p("big"))  # pailfs's still fresh: the kernel's renewed
+            time.sleep(max(0, t + ttl * 1.25 - time.monotonic()))
+            drop_fd_cache(keeper)
+            proxy.reset()
+            assert read_all(again) == want
+            assert "HeadObject" not in ops(proxy), ops(proxy)
+            ranges = [parse_range(g["range"]) for g in get_records(proxy, "big")]
+            assert ranges[0] == (0, 0), ranges  # the open's: headers only
+            if want is old:
+                assert ranges == [(0, 0)], ranges  # every block from the disk cache
+            else:  # the new version's blocks, each once, by the read path
+                got = sum(min(last, len(new) - 1) - first + 1 for first, last in ranges[1:])
+                assert got == len(new), ranges
+    finally:
+        os.close(keeper)
+
+
 @pytest.mark.parametrize("new_len", [2000, 9000])
 def test_object_replaced_between_listing_and_open(proxy, s3, bucket, mounter, new_len):
     """The listing's ETag pins the first GET: a 412 makes the open look the
