@@ -98,6 +98,8 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     fs_once_init(&fs->once);
     rc = fs_readpool_new(fs);
     if (!rc)
+        rc = fs_prefetch_new(fs);
+    if (!rc)
         rc = fs_wpool_new(fs);
     if (!rc)
         rc = fs_ahead_new(fs);
@@ -152,6 +154,7 @@ void fs_free(struct fs *fs)
         free(h);
     }
     fs_gz_free_all(fs);
+    fs_prefetch_free(fs); /* after the handles, before the read path it uses */
     fs_readpool_free(fs); /* after the handles: their readers use it */
     fs_wpool_free(fs);    /* after the write states: their uploads use it */
     free(fs->key_prefix);

@@ -204,6 +204,7 @@ struct fs {
     struct fs_ahead *ahead;  /* listings read ahead down trees (ahead.c) */
     /* listings read ahead, in flight or held, by path; protected by lock */
     struct fs_ahead_ent *ahead_ents;
+    struct fs_prefetch *pf; /* read-ahead across files (prefetch.c) */
 };
 
 /* ---- meta.c: s3fs-compatible metadata (pure functions) ---------------- */
@@ -423,6 +424,23 @@ void fs_known_keep_locked(struct fs *fs, const struct fs_inode *in);
  * that knows all its names (made here, or listed whole) goes on knowing
  * them for neg_ttl more. */
 void fs_dir_known_extend_locked(struct fs *fs, const char *dir_path);
+/* The regular files that follow `name` in the order of the last listing
+ * of directory `dir_path` (expired entries too), at most `max`, into
+ * out[] (names owned by the directory's knowledge: copy them before
+ * fs->lock is let go); *first: no regular file comes before `name`.
+ * Returns how many; 0 when `name` is not in that listing (fs->lock held). */
+struct fs_known_next {
+    const char *name;
+    struct fs_attr attr;
+};
+size_t fs_known_next_locked(struct fs *fs, const char *dir_path, const char *name, size_t max,
+                            struct fs_known_next *out, bool *first);
+/* A request proved that `path` still holds the version `etag` its
+ * directory's listing gave (the entry is trusted until `until_ms`), or no
+ * longer does (until_ms 0: the entry says nothing, and keeps its place in
+ * the listing's order).  fs->lock held; nothing when the entry is gone or
+ * of another version. */
+void fs_known_trust_locked(struct fs *fs, const char *path, const char *etag, uint64_t until_ms);
 /* Free a directory's knowledge (fs->lock held). */
 void fs_known_free_locked(struct fs *fs, struct fs_inode *dir);
 /* The object at `path` was stored or its metadata changed here (fs->lock
@@ -590,6 +608,39 @@ struct fs_read_reply {
  * opened). */
 int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_read_reply *rep);
 void fs_read_reply_done(struct fs_read_reply *rep);
+/* Fetch the whole object of r (1 byte to FS_READ_BLOCK) into r's block now,
+ * on the calling thread, with one GET pinned to the version's ETag; *info
+ * receives the answer's headers (clear it with s3_object_info_clear, on
+ * error too).  Memory is taken only where read-ahead may take it (never
+ * waited for).  The block stays while a reader of the version holds it.
+ * 0, EINVAL (empty, or larger than a block), EEXIST (the block is held or
+ * on its way already), ENOMEM (no memory to spare), ESTALE (the object
+ * changed), or the errno of the GET. */
+#define FS_READ_BLOCK (1u << 20)
+int fs_reader_fetch_whole(struct fs_reader *r, struct s3_object_info *info);
+
+/* ---- prefetch.c: read-ahead across files ----------------------------- */
+
+struct fs_prefetch;
+struct fs_prefetched;
+/* Start / stop the fetch threads (read_parallel of them) of a mount; free
+ * after the handles, before the read path.  new: 0, ENOMEM, EAGAIN. */
+int fs_prefetch_new(struct fs *fs);
+void fs_prefetch_free(struct fs *fs);
+/* An open of inode `ino` (held by the caller), before its refresh: follow
+ * the directory's pattern (fetch the next small files ahead, or drop what
+ * was fetched when the pattern broke), and when the file itself was
+ * fetched, of the version the inode holds, fill the inode with the GET's
+ * headers (as a HEAD would) and return the fetch, whose block the handle's
+ * reader then finds: give it to fs_prefetch_opened once the handle is
+ * made (or the open failed).  NULL: nothing to use (the open goes its own
+ * way).  Takes fs->lock itself; may wait for the file's fetch in flight. */
+struct fs_prefetched *fs_prefetch_open(struct fs *fs, fuse_ino_t ino, bool write);
+void fs_prefetch_opened(struct fs *fs, struct fs_prefetched *p);
+/* A lookup S3 would answer: when `path` is being fetched ahead, wait for
+ * that fetch (it refreshes the inode and the name's entry) and return
+ * true, so that the caller looks in what the mount knows again. */
+bool fs_prefetch_settle(struct fs *fs, const char *path);
 
 /* An open's first GET (instead of a HEAD): block 0 of the object at
  * `path`, whose answer's headers are told to the open before the body

@@ -38,16 +38,24 @@ struct known_ent {
     struct fs_attr attr;
     uint64_t expire_ms; /* util_now_ms() after which it says nothing */
     uint64_t learnt_ms; /* when: a listing's start, or an inode's leaving */
+    size_t pos;         /* in `order`, or SIZE_MAX: not from the last listing */
     UT_hash_handle hh;
 };
 
 struct fs_known {
     struct known_ent *ents; /* by name */
     size_t n;
+    /* The last listing's names in its order (S3's), NULL where one has
+     * gone since: what a program reading the directory in order opens
+     * next (fs_known_next_locked, for prefetch.c). */
+    struct known_ent **order;
+    size_t n_order;
 };
 
 static void ent_free(struct fs_known *k, struct known_ent *e)
 {
+    if (e->pos < k->n_order)
+        k->order[e->pos] = NULL;
     HASH_DEL(k->ents, e);
     k->n--;
     free(e->name);
@@ -65,6 +73,7 @@ static void known_clear(struct fs *fs, struct fs_inode *dir)
         ent_free(k, e);
         fs->n_known--;
     }
+    free(k->order);
     free(k);
     dir->known = NULL;
 }
@@ -90,6 +99,7 @@ static int ent_set(struct fs *fs, struct fs_inode *dir, const char *name, const 
             free(e);
             return ENOMEM;
         }
+        e->pos = SIZE_MAX;
         HASH_ADD_KEYPTR(hh, k->ents, e->name, strlen(e->name), e);
         k->n++;
         fs->n_known++;
@@ -97,6 +107,25 @@ static int ent_set(struct fs *fs, struct fs_inode *dir, const char *name, const 
     e->attr = *a;
     e->expire_ms = expire_ms;
     e->learnt_ms = learnt_ms;
+    return 0;
+}
+
+/* Keep the listing's order of the names just set from `d` (all of them
+ * in k).  0 or ENOMEM. */
+static int keep_order(struct fs_known *k, const struct fs_dir *d)
+{
+    if (!k || !d->n)
+        return 0;
+    if (!(k->order = calloc(d->n, sizeof(*k->order))))
+        return ENOMEM;
+    for (size_t i = 0; i < d->n; i++) {
+        struct known_ent *e;
+        HASH_FIND_STR(k->ents, d->ents[i].name, e);
+        if (e && e->pos == SIZE_MAX) {
+            e->pos = k->n_order;
+            k->order[k->n_order++] = e;
+        }
+    }
     return 0;
 }
 
@@ -149,6 +178,8 @@ static void replace_names(struct fs *fs, struct fs_inode *dir, const struct fs_d
     uint64_t names_until = listed_ms + fs->attr_ttl_ms;
     for (size_t i = 0; i < d->n && !rc; i++)
         rc = ent_set(fs, dir, d->ents[i].name, &d->ents[i].attr, names_until, listed_ms);
+    if (!rc)
+        rc = keep_order(dir->known, d);
     for (size_t i = 0; i < n_newer && !rc; i++)
         rc =
             ent_set(fs, dir, newer[i].name, &newer[i].attr, newer[i].expire_ms, newer[i].learnt_ms);
@@ -280,4 +311,45 @@ void fs_known_keep_locked(struct fs *fs, const struct fs_inode *in)
      * inode says, and nothing else will tell the name exists. */
     if (in->local || in->wf || ent_set(fs, dir, name, &in->attr, in->attr_expire_ms, util_now_ms()))
         dir->known_until_ms = 0;
+}
+
+size_t fs_known_next_locked(struct fs *fs, const char *dir_path, const char *name, size_t max,
+                            struct fs_known_next *out, bool *first)
+{
+    struct fs_inode *dir;
+    HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
+    struct fs_known *k = dir && S_ISDIR(dir->attr.mode) ? dir->known : NULL;
+    struct known_ent *e = NULL;
+    if (k)
+        HASH_FIND_STR(k->ents, name, e);
+    *first = false;
+    if (!e || e->pos >= k->n_order)
+        return 0;
+    /* Expired entries count too: the order is only a guess of what comes
+     * next, which a GET pinned to the entry's ETag checks. */
+    bool before = false;
+    for (size_t i = 0; i < e->pos && !before; i++)
+        before = k->order[i] && S_ISREG(k->order[i]->attr.mode);
+    *first = !before;
+    size_t n = 0;
+    for (size_t i = e->pos + 1; i < k->n_order && n < max; i++) {
+        struct known_ent *x = k->order[i];
+        if (!x || !S_ISREG(x->attr.mode))
+            continue;
+        out[n].name = x->name;
+        out[n].attr = x->attr;
+        n++;
+    }
+    return n;
+}
+
+void fs_known_trust_locked(struct fs *fs, const char *path, const char *etag, uint64_t until_ms)
+{
+    const char *name;
+    struct fs_inode *dir = parent_of(fs, path, &name);
+    struct known_ent *e = NULL;
+    if (dir && dir->known)
+        HASH_FIND_STR(dir->known->ents, name, e);
+    if (e && strcmp(e->attr.etag, etag) == 0)
+        e->expire_ms = until_ms;
 }

@@ -204,6 +204,26 @@ static int open_first_get(struct fs *fs, fuse_ino_t ino, struct fs_reader **pre)
     return rc;
 }
 
+/* What an open learns before it makes its handle (`in` held): *was, the
+ * attributes the kernel was told; then, cheapest first, what a file read
+ * ahead brought (*pf, for fs_prefetch_opened), what the first GET's
+ * headers tell (*pre, its block 0 arriving), or a HEAD, as far as the
+ * attributes need confirming (close-to-open: after the TTL, the bucket's
+ * current version; a listed file's Content-Encoding and metadata).
+ * 0 or an errno of fs_inode_refresh / open_first_get. */
+static int open_refresh(struct fs *fs, fuse_ino_t ino, struct fs_inode *in, bool write,
+                        struct fs_attr *was, struct fs_prefetched **pf, struct fs_reader **pre)
+{
+    pthread_mutex_lock(&fs->lock);
+    *was = in->attr;
+    pthread_mutex_unlock(&fs->lock);
+    *pf = fs_prefetch_open(fs, ino, write);
+    int rc = write ? EAGAIN : open_first_get(fs, ino, pre);
+    if (rc == EAGAIN)
+        rc = fs_inode_refresh(fs, ino, true, NULL);
+    return rc;
+}
+
 /* The handle of an open of `in` (held), with the write state attached when
  * `write`; *view: the attributes opened, and *raw the path of a view's
  * object (caller frees).  0, EACCES (a decompressed view cannot be
@@ -259,17 +279,11 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         rc = ENOENT;
         goto out_err;
     }
-    pthread_mutex_lock(&fs->lock);
-    was = in->attr; /* what the kernel was told */
-    pthread_mutex_unlock(&fs->lock);
-    /* Close-to-open: an open after the TTL sees the bucket's current
-     * version (and a listed file's Content-Encoding and metadata), told
-     * by the first GET of a file opened for reading. */
-    rc = write ? EAGAIN : open_first_get(fs, ino, &pre);
-    if (rc == EAGAIN)
-        rc = fs_inode_refresh(fs, ino, true, NULL);
+    struct fs_prefetched *pf = NULL;
+    rc = open_refresh(fs, ino, in, write, &was, &pf, &pre);
     if (!rc)
         rc = open_handle(fs, in, write, &h, &view, &raw);
+    fs_prefetch_opened(fs, pf); /* the handle's reader holds the block now */
     if (!rc && view.gz) {
         rc = raw ? fs_gz_open(fs, ino, raw, &view, &h->gz) : ENOMEM;
         /* counted here, not in fs_gz_open: a stat reading a small view

@@ -113,6 +113,8 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     int rc = child_path(fs, parent, name, &path);
     if (!rc)
         rc = lookup_known(fs, path, &e);
+    if (rc == EAGAIN && fs_prefetch_settle(fs, path))
+        rc = lookup_known(fs, path, &e); /* the fetch ahead of it answered */
     if (rc == EAGAIN)
         rc = lookup_bucket(fs, path, &e);
     free(path);

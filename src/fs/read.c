@@ -55,7 +55,7 @@
 #include <sys/resource.h>
 #include <utlist.h>
 
-#define RD_BLOCK (1u << 20)
+#define RD_BLOCK FS_READ_BLOCK
 /* Block buffers kept for reuse: a fresh 1 MiB buffer is a fresh mapping,
  * and faulting in its 256 pages and unmapping them again cost about a
  * third of the CPU of a read from the disk cache. */
@@ -1171,6 +1171,48 @@ int fs_first_wait(struct fs_first *g, struct fs_attr *a, bool *gzip, char **xatt
         *xattr = g->xattr;
         g->xattr = NULL;
     }
+    pthread_mutex_unlock(&rp->lock);
+    return rc;
+}
+
+int fs_reader_fetch_whole(struct fs_reader *r, struct s3_object_info *info)
+{
+    struct fs_readpool *rp = r->fs->rp;
+    struct robj *o = r->o;
+    if (o->size == 0 || o->size > RD_BLOCK)
+        return EINVAL;
+    uint64_t no = 0;
+    pthread_mutex_lock(&rp->lock);
+    struct rblock *b;
+    HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
+    /* Already here or on its way (another open reads it): its headers would
+     * need a request of their own, and its bytes need none. */
+    int rc = b ? EEXIST : 0;
+    if (!rc && !(b = block_new(rp, o, 0, false, false)))
+        rc = ENOMEM; /* no memory beyond the reserve: read-ahead waits for none */
+    if (!rc)
+        b->pins++; /* this fetch's: a read finds it FETCHING and waits */
+    pthread_mutex_unlock(&rp->lock);
+    if (rc)
+        return rc;
+    struct fill f = {.rp = rp, .blocks = &b, .n = 1};
+    rc = s3_get_object(rp->s3, o->key, 0, RD_BLOCK, *o->etag ? o->etag : NULL, fill_sink, &f, info,
+                       NULL);
+    pthread_mutex_lock(&rp->lock);
+    if (b->state == RB_FETCHING) {
+        if (!rc && b->len == o->size) {
+            b->state = RB_READY;
+        } else {
+            b->state = RB_ERROR;
+            b->error = rc && rc != ECANCELED ? rc : EIO;
+        }
+    }
+    if (!rc && b->state != RB_READY)
+        rc = EIO;
+    pthread_cond_broadcast(&rp->cond);
+    if (b->state == RB_ERROR)
+        block_drop(rp, b); /* a later read tries again */
+    block_unpin(rp, b);    /* and with no reader left, a ready one goes too */
     pthread_mutex_unlock(&rp->lock);
     return rc;
 }
