@@ -127,6 +127,7 @@ void fs_free(struct fs *fs)
     if (!fs)
         return;
     fs_ahead_free(fs); /* first: its workers use the inode table */
+    fs_prefetch_free(fs); /* first: a fetch in flight publishes to the inodes */
     while (fs->handles.next != &fs->handles) {
         struct fs_open *o = fs->handles.next;
         o->prev->next = o->next;
@@ -154,7 +155,6 @@ void fs_free(struct fs *fs)
         free(h);
     }
     fs_gz_free_all(fs);
-    fs_prefetch_free(fs); /* after the handles, before the read path it uses */
     fs_readpool_free(fs); /* after the handles: their readers use it */
     fs_wpool_free(fs);    /* after the write states: their uploads use it */
     free(fs->key_prefix);

@@ -624,7 +624,8 @@ int fs_reader_fetch_whole(struct fs_reader *r, struct s3_object_info *info);
 struct fs_prefetch;
 struct fs_prefetched;
 /* Start / stop the fetch threads (read_parallel of them) of a mount; free
- * after the handles, before the read path.  new: 0, ENOMEM, EAGAIN. */
+ * before the inodes and the read path, which a fetch uses.  new: 0,
+ * ENOMEM, EAGAIN. */
 int fs_prefetch_new(struct fs *fs);
 void fs_prefetch_free(struct fs *fs);
 /* An open of inode `ino` (held by the caller), before its refresh: follow

@@ -10,14 +10,15 @@
  *
  * The idea: the listing kept by known.c gives the order.  Per directory a
  * stream remembers the names that follow the last file opened there.  An
- * open for reading of a regular file that is one of those (or the first
- * regular file of the listing) goes on the pattern: the files after it
- * that are small (1 byte to FS_READ_BLOCK, 1 MiB: one block of the read
- * path, fetched by one GET whatever is read of it) are queued, 2 at the
- * first open and doubling with each open that follows, up to 2 x
- * read_parallel fetched or waiting in the whole mount; the file opened
- * itself, when nothing was fetched for it yet, is fetched on the open's
- * thread the same way.  An open of any other file in the directory breaks
+ * open for reading of a regular file that is the next of those (or one
+ * fetched ahead: the program skipped some) goes on the pattern: the files
+ * after it that are small (1 byte to FS_READ_BLOCK, 1 MiB: one block of
+ * the read path, fetched by one GET whatever is read of it) are queued, 2
+ * at the pattern's first step and doubling with each open that follows,
+ * up to 2 x read_parallel fetched or waiting in the whole mount.  The file
+ * opened itself, when it goes on the pattern or is the first regular file
+ * of the listing and nothing was fetched for it yet, is fetched on the
+ * open's thread the same way.  An open of any other file in the directory breaks
  * the pattern: what was fetched for it and not taken is dropped.
  *
  * A fetch is one GET of the whole object pinned with If-Match to the
@@ -52,7 +53,7 @@
 #define PF_STREAMS 8        /* directories followed at once */
 #define PF_KEEP_MAX_MS 5000 /* an entry not taken by then goes */
 #define PF_SWEEP_MS 500     /* how often idle threads drop old entries */
-#define PF_FIRST_WINDOW 2   /* files fetched ahead at the pattern's first open */
+#define PF_FIRST_WINDOW 2   /* files fetched ahead at the pattern's first step */
 
 struct pf_ent {
     /* fixed */
@@ -441,7 +442,10 @@ struct fs_prefetched *fs_prefetch_open(struct fs *fs, fuse_ino_t ino, bool write
     long at = s ? ahead_index(s, po.name) : -1;
     if (at > 0 && (size_t)at >= s->window)
         at = -1;
-    bool goes_on = at >= 0, start = goes_on || (po.first && po.n_next);
+    /* The listing's first file is fetched itself (its GET stands for the
+     * HEAD); the files after it only once the next one is opened: a
+     * single `cat dir/first` costs its one GET. */
+    bool goes_on = at >= 0, start = goes_on || po.first;
     struct pf_ent *e;
     HASH_FIND_STR(pf->ents, po.path, e);
     if (!e && start && small_file(&po.attr) && pf->n_ents < pf->max_ents)
@@ -456,8 +460,8 @@ struct fs_prefetched *fs_prefetch_open(struct fs *fs, fuse_ino_t ino, bool write
         s->hits = goes_on ? s->hits + 1 : 0;
     }
     size_t window = 0;
-    if (start) {
-        unsigned shift = s && s->hits < 8 ? s->hits : 8;
+    if (goes_on) {
+        unsigned shift = s && s->hits < 9 ? s->hits - 1 : 8; /* hits >= 1 here */
         window = (size_t)PF_FIRST_WINDOW << shift;
         queue_ahead_locked(pf, &po, window);
     }
