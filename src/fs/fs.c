@@ -126,8 +126,9 @@ void fs_free(struct fs *fs)
 {
     if (!fs)
         return;
-    fs_ahead_free(fs); /* first: its workers use the inode table */
-    fs_prefetch_free(fs); /* first: a fetch in flight publishes to the inodes */
+    /* first: their workers read and publish to the inode table */
+    fs_ahead_free(fs);
+    fs_prefetch_free(fs);
     while (fs->handles.next != &fs->handles) {
         struct fs_open *o = fs->handles.next;
         o->prev->next = o->next;
