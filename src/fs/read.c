@@ -1181,6 +1181,8 @@ int fs_reader_fetch_whole(struct fs_reader *r, struct s3_object_info *info)
     struct robj *o = r->o;
     if (o->size == 0 || o->size > RD_BLOCK)
         return EINVAL;
+    if (block0_here(rp, o->id))
+        return EEXIST; /* in the disk cache: read from there, no request */
     uint64_t no = 0;
     pthread_mutex_lock(&rp->lock);
     struct rblock *b;
@@ -1210,6 +1212,7 @@ int fs_reader_fetch_whole(struct fs_reader *r, struct s3_object_info *info)
     if (!rc && b->state != RB_READY)
         rc = EIO;
     pthread_cond_broadcast(&rp->cond);
+    store_later_locked(rp, o, b); /* a second cat reads it from the disk cache */
     if (b->state == RB_ERROR)
         block_drop(rp, b); /* a later read tries again */
     block_unpin(rp, b);    /* and with no reader left, a ready one goes too */

@@ -1249,8 +1249,14 @@ def test_object_replaced_between_listing_and_open(proxy, s3, bucket, mounter, ne
         assert os.stat(m.p(f"d/f{i}")).st_size == new_len
         attempt.i = i
 
-    assert without_lookups(proxy, attempt) == {"GetObject": 2, "HeadObject": 1}
-    assert [g["status"] for g in get_records(proxy, f"d/f{attempt.i}")] == [412, 206]
+    # the first file of a listing is fetched by the read-ahead across files
+    # (prefetch.c), whose 412 withdraws the name's trust: the open's own GET
+    # then asks for the object as it is (no HEAD); any other file by the
+    # open's first GET, pinned, whose 412 sends the HEAD path
+    by_op = without_lookups(proxy, attempt)
+    assert by_op in ({"GetObject": 2}, {"GetObject": 2, "HeadObject": 1}), by_op
+    statuses = [g["status"] for g in get_records(proxy, f"d/f{attempt.i}")]
+    assert statuses[0] == 412 and statuses[1] in (200, 206), statuses
 
 
 def test_gzip_object_from_listing_opens_as_view(proxy, s3, bucket, mounter):
@@ -1265,7 +1271,10 @@ def test_gzip_object_from_listing_opens_as_view(proxy, s3, bucket, mounter):
         assert cat(m.p(f"d/enc{i}.json")) == data
         attempt.i = i
 
-    assert without_lookups(proxy, attempt) == {"GetObject": 1}
+    # one GET; two when the read-ahead across files fetched it first (its
+    # headers say gzip: those bytes are not a view's, and are not used)
+    by_op = without_lookups(proxy, attempt)
+    assert by_op in ({"GetObject": 1}, {"GetObject": 2}), by_op
     assert os.stat(m.p(f"d/enc{attempt.i}.json")).st_size == len(data)
     with pytest.raises(OSError) as e:  # a view is read-only
         os.open(m.p(f"d/enc{attempt.i}.json"), os.O_WRONLY)
@@ -1289,8 +1298,11 @@ def test_symlink_object_from_listing_is_no_regular_file(proxy, s3, bucket, mount
     assert os.path.islink(m.p("d/link"))
     # the link's own bytes were read as a link's target, never as a file's
     # data: its first GET and readlink's, and the target's first GET
+    # data: its first GET (and the read-ahead's, when it came first) and
+    # readlink's, and the target's first GET
     gets = [(g["key"], parse_range(g["range"])[0]) for g in get_records(proxy)]
-    assert sorted(gets) == [("d/link", 0), ("d/link", 0), ("d/target", 0)], gets
+    assert sorted(gets) in ([("d/link", 0)] * 2 + [("d/target", 0)],
+                            [("d/link", 0)] * 3 + [("d/target", 0)]), gets
 
 
 # --------------------------------------------------------------------------
