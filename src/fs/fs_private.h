@@ -412,6 +412,12 @@ void fs_known_store(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uin
  * inode holds, and never take ABSENT for a name an inode holds. */
 enum fs_known_answer fs_known_lookup_locked(struct fs *fs, const char *path, struct fs_attr *a,
                                             uint64_t *expire_ms);
+/* The directory holding `path`, when its last listing was whole and one
+ * page long (FS_KNOWN_PAGE names at most): its path (caller frees) and
+ * *dir_ino, to list it again when that listing no longer answers for
+ * `path` (fs->lock held); NULL otherwise. */
+#define FS_KNOWN_PAGE 1000
+char *fs_known_relist_locked(struct fs *fs, const char *path, fuse_ino_t *dir_ino);
 /* A name this mount removes or moves away (fs->lock held). */
 void fs_known_forget_locked(struct fs *fs, const char *path);
 /* Directories at or below `path` forget their listings (a directory

@@ -50,6 +50,9 @@ struct fs_known {
      * next (fs_known_next_locked, for prefetch.c). */
     struct known_ent **order;
     size_t n_order;
+    /* The listing was whole and one page: when it expires, asking it again
+     * costs what one name's lookup would, and answers its siblings too. */
+    bool relist;
 };
 
 static void ent_free(struct fs_known *k, struct known_ent *e)
@@ -191,6 +194,8 @@ static void replace_names(struct fs *fs, struct fs_inode *dir, const struct fs_d
         known_clear(fs, dir); /* partial knowledge would claim absences */
     else if (dir->known_until_ms < absent_until)
         dir->known_until_ms = absent_until;
+    if (!rc && dir->known)
+        dir->known->relist = d->n <= FS_KNOWN_PAGE;
 }
 
 uint64_t fs_known_gen(struct fs *fs)
@@ -262,6 +267,16 @@ static void ahead_spoil_parent(struct fs *fs, const char *path)
 void fs_known_changed_locked(struct fs *fs, const char *path)
 {
     ahead_spoil_parent(fs, path);
+}
+
+char *fs_known_relist_locked(struct fs *fs, const char *path, fuse_ino_t *dir_ino)
+{
+    const char *name;
+    struct fs_inode *dir = parent_of(fs, path, &name);
+    if (!dir || !dir->known || !dir->known->relist)
+        return NULL;
+    *dir_ino = dir->ino;
+    return strdup(dir->path);
 }
 
 void fs_known_forget_locked(struct fs *fs, const char *path)

@@ -82,6 +82,31 @@ static int lookup_known(struct fs *fs, const char *path, struct fuse_entry_param
     return rc;
 }
 
+/* A name of a directory whose last listing, one page long, no longer
+ * answers for it (attr_ttl passed): list the directory again, one request
+ * that answers the name and its siblings (`rm -r`, a second `cat dir/f`),
+ * rather than the name's own listing and HEAD.  0 and *e, ENOENT,
+ * EAGAIN (not such a directory, or it did not answer: ask S3 for the
+ * name), ENOMEM. */
+static int lookup_relisted(struct fs *fs, const char *path, struct fuse_entry_param *e)
+{
+    fuse_ino_t dir_ino = 0;
+    pthread_mutex_lock(&fs->lock);
+    char *dir_path = fs_known_relist_locked(fs, path, &dir_ino);
+    pthread_mutex_unlock(&fs->lock);
+    if (!dir_path)
+        return EAGAIN;
+    uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
+    struct fs_dir d;
+    int rc = fs_dir_list(fs, dir_path, 1, &d);
+    if (!rc && d.whole)
+        fs_known_store(fs, dir_ino, dir_path, gen, listed_ms, &d);
+    if (!rc)
+        fs_dir_free(&d);
+    free(dir_path);
+    return rc ? EAGAIN : lookup_known(fs, path, e);
+}
+
 /* A lookup S3 answers: a directory (with the first page of its listing,
  * kept as what it holds when that was all of it), an object, or, with
  * gunzip=view/replace, the view of path + ".gz".  0 and *e, ENOENT, or an
@@ -115,6 +140,8 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         rc = lookup_known(fs, path, &e);
     if (rc == EAGAIN && fs_prefetch_settle(fs, path))
         rc = lookup_known(fs, path, &e); /* the fetch ahead of it answered */
+    if (rc == EAGAIN)
+        rc = lookup_relisted(fs, path, &e);
     if (rc == EAGAIN)
         rc = lookup_bucket(fs, path, &e);
     free(path);

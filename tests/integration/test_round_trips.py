@@ -310,3 +310,29 @@ def test_cross_mount_visibility_with_ttl_1(proxy, s3, bucket, mounter):
 
 def test_cross_mount_visibility_with_ttl_60(proxy, s3, bucket, mounter):
     _cross_mount(mounter, 60)
+
+
+def test_rm_r_outlasting_the_ttl_lists_again_instead_of_asking_each_name(
+        proxy, s3, bucket, mounter):
+    """`rm -r` of a directory takes longer than attr_ttl: once its listing
+    no longer answers, the next name's lookup lists the directory again
+    (one request answering every name left) instead of sending a listing
+    and a HEAD for each name."""
+    n = 60
+    for i in range(n):
+        put(s3, bucket, f"big/f{i:03d}", b"x")
+    m = mounter(attr_ttl=1, neg_ttl=1)
+    proxy.config(latency_ms=50)  # 60 DELETEs one after another: over 3 s
+    proxy.reset()
+    t = time.monotonic()
+    r = subprocess.run(["rm", "-r", m.p("big")], capture_output=True,
+                       text=True, timeout=120)
+    took = time.monotonic() - t
+    by_op = ops(proxy)
+    proxy.config(latency_ms=0)
+    assert r.returncode == 0, r.stderr
+    assert keys(s3, bucket, "big/") == []
+    assert by_op.get("DeleteObject", 0) == n + 1, by_op  # and the marker
+    assert by_op.get("HeadObject", 0) == 0, by_op
+    # the lookup and listing of big, then one listing per second or so
+    assert by_op.get("ListObjectsV2", 0) <= 4 + took, (by_op, took)
