@@ -261,14 +261,7 @@ static void *worker(void *arg)
         }
         if (pf->stop)
             break;
-        struct pf_ent *e = pf->queue;
-        DL_DELETE(pf->queue, e);
-        e->queued = false;
-        e->fetching = true;
-        pthread_mutex_unlock(&pf->lock);
-        fetch(fs, e);
-        pthread_mutex_lock(&pf->lock);
-        fetch_done_locked(pf, e);
+        fetch_here_locked(fs, pf, pf->queue);
     }
     pthread_mutex_unlock(&pf->lock);
     return NULL;
