@@ -13,7 +13,8 @@ import random
 import subprocess
 import time
 
-from helpers import ops, put
+from helpers import ops_of_mount as ops
+from helpers import put
 from mount import mounter  # noqa: F401
 
 STATS_XATTR = "user.pailfs.stats"

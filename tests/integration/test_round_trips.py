@@ -19,17 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers import body, keys, put
-from helpers import ops as all_ops
+from helpers import ops_of_mount as ops
 from mount import mounter  # noqa: F401
-
-
-def ops(proxy):
-    """The requests counted since the last reset, by operation, less the
-    mount's own sweep of stale multipart uploads, which runs once after
-    the mount starts and may land after a reset."""
-    by_op = all_ops(proxy)
-    by_op.pop("ListMultipartUploads", None)
-    return by_op
 
 
 def _seed(s3, bucket, prefix, n, size=3):
