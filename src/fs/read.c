@@ -48,6 +48,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,15 @@ struct rblock {
      * they no longer change.  The buffer itself is fixed. */
     char *data;
     size_t len;
+    /* While FETCHING, the bytes at the start of data a read may use
+     * already: stored by the job after it wrote them (release), loaded by a
+     * read (acquire), so a read is answered as soon as its own bytes are in
+     * rather than when the whole block is (a first byte from a 1 MiB GET).
+     * `awaited` is the least end a waiting read needs (0: none waits), set
+     * by the read with rp->lock held; the job, seeing `arrived` reach it,
+     * wakes the reads (under rp->lock, so no wakeup is lost). */
+    _Atomic size_t arrived;
+    _Atomic size_t awaited;
     /* the rest: protected by rp->lock, but for `transient`, fixed */
     struct robj *o; /* the table holding it; NULL once dropped */
     enum rb_state state;
@@ -317,6 +327,26 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
 
 /* ---- jobs ---------------------------------------------------------------- */
 
+/* Append bytes a GET brought to the FETCHING block b (its job's thread,
+ * without rp->lock): they become readable at once by a read waiting for
+ * them, and the block READY once whole (a short last block is made READY
+ * by the job when its GET ends).  len must fit in the block. */
+static void block_append(struct fs_readpool *rp, struct rblock *b, const void *data, size_t len)
+{
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    atomic_store(&b->arrived, b->len);
+    size_t want = atomic_load(&b->awaited);
+    if (b->len == RD_BLOCK || (want && b->len >= want)) {
+        pthread_mutex_lock(&rp->lock);
+        if (b->len == RD_BLOCK)
+            b->state = RB_READY;
+        atomic_store(&b->awaited, 0); /* the reads not served yet ask again */
+        pthread_cond_broadcast(&rp->cond);
+        pthread_mutex_unlock(&rp->lock);
+    }
+}
+
 struct fill {
     struct fs_readpool *rp;
     struct rblock **blocks; /* the gap being fetched */
@@ -332,14 +362,11 @@ static int fill_sink(void *arg, const void *data, size_t len)
             return EIO; /* more than asked for */
         struct rblock *b = f->blocks[f->i];
         size_t room = RD_BLOCK - b->len, take = len < room ? len : room;
-        memcpy(b->data + b->len, p, take);
-        b->len += take;
+        block_append(f->rp, b, p, take);
         p += take;
         len -= take;
         if (b->len == RD_BLOCK) {
             pthread_mutex_lock(&f->rp->lock);
-            b->state = RB_READY;
-            pthread_cond_broadcast(&f->rp->cond);
             /* Nobody wants the rest (the file was closed): stop here. */
             bool stop = !b->o && f->i + 1 < f->n && !f->blocks[f->i + 1]->o;
             pthread_mutex_unlock(&f->rp->lock);
@@ -491,14 +518,7 @@ static int first_sink(void *arg, const void *data, size_t len)
         return ECANCELED;
     if (len > RD_BLOCK - b->len)
         return EIO; /* more than asked for */
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    if (b->len == RD_BLOCK) {
-        pthread_mutex_lock(&g->rp->lock);
-        b->state = RB_READY;
-        pthread_cond_broadcast(&g->rp->cond);
-        pthread_mutex_unlock(&g->rp->lock);
-    }
+    block_append(g->rp, b, data, len);
     return 0;
 }
 
@@ -814,6 +834,20 @@ static void read_ahead(struct fs_readpool *rp, struct fs_reader *r, uint64_t end
     }
 }
 
+/* Whether the first `to` bytes of the FETCHING block b are in; if not,
+ * b's job is asked to wake the reads when they are (rp->lock held). */
+static bool block_arrived_locked(struct rblock *b, size_t to)
+{
+    if (atomic_load(&b->arrived) >= to)
+        return true;
+    size_t want = atomic_load(&b->awaited);
+    if (!want || to < want)
+        atomic_store(&b->awaited, to);
+    /* Again after the store: a job that appended past `to` before it could
+     * see the store is seen here (both are sequentially consistent). */
+    return atomic_load(&b->arrived) >= to;
+}
+
 /* Wait for the blocks of the read [off, end) pinned in rep and point
  * rep->iov into them; they stay pinned until the reply is sent, which
  * points into them (no copy).  0, the fetch's errno, or EIO (rp->lock
@@ -827,16 +861,16 @@ static int wait_blocks(struct fs_readpool *rp, uint64_t off, uint64_t end,
         uint64_t no = b0 + i;
         if (!blk)
             continue; /* read from the disk cache into rep->buf */
-        while (blk->state == RB_FETCHING)
+        uint64_t from = no == b0 ? off - no * RD_BLOCK : 0;
+        uint64_t to = no == b1 ? end - no * RD_BLOCK : RD_BLOCK;
+        while (blk->state == RB_FETCHING && !block_arrived_locked(blk, to))
             pthread_cond_wait(&rp->cond, &rp->lock);
         if (blk->state == RB_ERROR) {
             int rc = blk->error;
             block_drop(rp, blk); /* a later read tries again */
             return rc;
         }
-        uint64_t from = no == b0 ? off - no * RD_BLOCK : 0;
-        uint64_t to = no == b1 ? end - no * RD_BLOCK : RD_BLOCK;
-        if (to > blk->len)
+        if (blk->state == RB_READY && to > blk->len)
             return EIO; /* the object is shorter than it said */
         blk->used = true;
         rep->iov[i].iov_base = blk->data + from;

@@ -376,6 +376,33 @@ def test_head_of_file_costs_one_small_get(proxy, s3, bucket, mounter):
     assert last is not None and last - first + 1 <= MiB, gets[0]["range"]
 
 
+@pytest.mark.parametrize("where", ["first GET of the open", "read of a known file"])
+def test_read_answered_before_its_block_is_whole(proxy, s3, bucket, mounter, where):
+    """A read is answered as soon as its own bytes are in, not when the
+    whole 1 MiB block it falls in is: the answer's body pauses 3 s after
+    its first 512 KiB, and a 4 KiB read at the start comes back long before
+    (issue 19's first byte on a real network: the rest of a block takes
+    10 ms at 100 MB/s).  Both kinds of block: the one an open's first GET
+    fills, and one a read asks for."""
+    data = rand_bytes(31, 3 * MiB)
+    put(s3, bucket, "slow.bin", data)
+    m = mounter(opts={"cache_size": "0"})
+    proxy.config(stall_body={"after": 512 * KiB, "ms": 3000, "path_regex": "slow\\.bin"})
+    fd = os.open(m.p("slow.bin"), os.O_RDONLY)  # its first GET brings block 0
+    try:
+        off = 0 if where == "first GET of the open" else 2 * MiB
+        t = time.monotonic()
+        got = os.pread(fd, 4096, off)
+        took = time.monotonic() - t
+        assert got == data[off:off + 4096]
+        assert took < 2.0, f"the read waited {took:.1f} s for the rest of its block"
+        # The rest of the block arrives after the pause, right.
+        assert os.pread(fd, MiB, off) == data[off:off + MiB]
+    finally:
+        os.close(fd)
+        proxy.config(stall_body=None)
+
+
 # --------------------------------------------------------------------------
 # 3. A random reader fetches only the blocks it touches
 # --------------------------------------------------------------------------

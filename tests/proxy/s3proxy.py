@@ -23,7 +23,7 @@ legal in bucket names, so no clash with S3 paths):
   POST /__proxy__/config  JSON object with any of: p503 p500 preset ptruncate
                           ignore_range latency_ms pspike spike_ms seed
                           only_methods only_ops only_path_regex fail_next
-                          upstream_error
+                          upstream_error stall_body
   POST /__proxy__/reset   zero the counters and clear every fault
 
 Usage:
@@ -584,7 +584,7 @@ class ProxyState:
 
     CONFIG_KEYS = ("p503", "p500", "preset", "ptruncate", "ignore_range",
                    "latency_ms", "pspike", "spike_ms", "seed", "only_methods", "only_ops",
-                   "only_path_regex", "fail_next", "upstream_error")
+                   "only_path_regex", "fail_next", "upstream_error", "stall_body")
 
     def __init__(self, seed, recent_max=200):
         self.lock = threading.Lock()
@@ -603,6 +603,9 @@ class ProxyState:
             # what a client sees when the upstream is down: "reset" (the
             # connection is aborted) or "503" (SlowDown-style 503 answer)
             "upstream_error": "reset",
+            # {"after": N, "ms": M, "path_regex": R}: a GetObject answer
+            # whose path matches R pauses M ms once N body bytes are out
+            "stall_body": None,
         }
         self.path_re = None
         self.rng = random.Random(self.default_seed)
@@ -684,6 +687,15 @@ class ProxyState:
                 if new["upstream_error"] not in ("reset", "503"):
                     raise ValueError("upstream_error is 'reset' or '503'")
                 cfg["upstream_error"] = new["upstream_error"]
+            if "stall_body" in new:
+                stall = new["stall_body"]
+                if stall:
+                    stall = {"after": max(0, int(stall["after"])),
+                             "ms": max(0, int(stall["ms"])),
+                             "path_regex": stall.get("path_regex") or None}
+                    if stall["path_regex"]:
+                        re.compile(stall["path_regex"])
+                cfg["stall_body"] = stall or None
             if "seed" in new:
                 cfg["seed"] = new["seed"]
                 self.rng = random.Random(new["seed"])
@@ -1323,12 +1335,28 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if resp.will_close:
             self._close_upstream()
 
+    def _stall_point(self, rec):
+        """Body bytes after which this answer pauses (stall_body), the
+        pause in seconds; (None, 0) when it does not."""
+        stall = self.state.config.get("stall_body")
+        if not stall or rec["op"] != "GetObject":
+            return None, 0
+        if stall["path_regex"] and not re.search(stall["path_regex"], rec["path"]):
+            return None, 0
+        return stall["after"], stall["ms"] / 1000.0
+
     def _copy_body(self, resp, limit, rec):
         """Copy up to limit bytes of the upstream body downstream."""
         sent = 0
+        stall_at, stall_s = self._stall_point(rec)
         while sent < limit:
+            if stall_at is not None and sent >= stall_at:
+                self.wfile.flush()
+                time.sleep(stall_s)
+                stall_at = None
+            step = STREAM_CHUNK if stall_at is None else min(STREAM_CHUNK, stall_at - sent)
             try:
-                chunk = resp.read(min(STREAM_CHUNK, limit - sent))
+                chunk = resp.read(min(step, limit - sent))
             except (OSError, http.client.HTTPException):
                 break
             if not chunk:
