@@ -17,9 +17,12 @@ The raw limit (no filesystem):
                                    one kept-alive connection each; every block
                                    compared with LOCAL
   raw-put ENDPOINT KEY FILE        boto3 multipart upload (upload_file)
-  raw-small-put ENDPOINT PREFIX DIR   PUT every file under DIR, 16 threads
+  raw-small-put ENDPOINT PREFIX DIR [THREADS]   PUT every file under DIR, 16
+                                   threads (1: one after another, as cp sends them)
   raw-small-get ENDPOINT PREFIX DIR   GET them back, sha256 of the concatenation
-  raw-small-rm ENDPOINT PREFIX     list, then DeleteObjects
+  raw-small-rm ENDPOINT PREFIX [each]   list, then DeleteObjects (each: one
+                                   DeleteObject a key, one after another, as rm
+                                   sends them)
   raw-list ENDPOINT PREFIX [delim]  ListObjectsV2, every page (presigned, http.client)
 """
 
@@ -193,8 +196,9 @@ def _small_files(top):
     return sorted(files)
 
 
-def raw_small_put(endpoint, prefix, top):
+def raw_small_put(endpoint, prefix, top, threads=16):
     c = client(endpoint)
+    threads = int(threads)
     files = _small_files(top)
     bodies = {f: open(os.path.join(top, f), "rb").read() for f in files}
 
@@ -202,7 +206,7 @@ def raw_small_put(endpoint, prefix, top):
         c.put_object(Bucket=BUCKET, Key=f"{prefix}/{f}", Body=bodies[f])
 
     t = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
         list(ex.map(put, files))
     out({"seconds": time.perf_counter() - t, "count": len(files)})
 
@@ -224,15 +228,19 @@ def raw_small_get(endpoint, prefix, top):
     out({"seconds": seconds, "count": len(files), "sha256": h.hexdigest()})
 
 
-def raw_small_rm(endpoint, prefix):
+def raw_small_rm(endpoint, prefix, how="batch"):
     c = client(endpoint)
     t = time.perf_counter()
     keys = []
     for page in c.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/"):
         keys += [o["Key"] for o in page.get("Contents", [])]
-    for i in range(0, len(keys), 1000):
-        c.delete_objects(Bucket=BUCKET, Delete={
-            "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+    if how == "each":
+        for k in keys:
+            c.delete_object(Bucket=BUCKET, Key=k)
+    else:
+        for i in range(0, len(keys), 1000):
+            c.delete_objects(Bucket=BUCKET, Delete={
+                "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
     out({"seconds": time.perf_counter() - t, "count": len(keys)})
 
 
