@@ -32,7 +32,7 @@ from . import fixtures as F
 from . import report
 from . import reqcount
 from . import workloads as W
-from .util import DiskSampler, detail, fuse_abort, human_bytes, log, \
+from .util import DiskSampler, cpu_seconds, detail, fuse_abort, human_bytes, log, \
     mount_entry, reset_hwm, run, set_log_file, vm_hwm
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,7 +190,13 @@ def run_fs_contender(ctx, c, row, workloads):
             # The peak of this workload alone (the process may have grown
             # in the one before it on the same mount).
             fresh = c.pid and reset_hwm(c.pid)
+            cpu0 = cpu_seconds(c.pid) if c.pid else None
             row.results[wid] = run_one(ctx, c, wid, mnt)
+            cpu1 = cpu_seconds(c.pid) if c.pid else None
+            if cpu0 is not None and cpu1 is not None:
+                row.results[wid].cpu_s = cpu1 - cpu0
+                log(f"{c.key}: {W.BY_ID[wid].title}: {cpu1 - cpu0:.2f} core-s of the "
+                    f"filesystem process ({report.cpu_text(W.BY_ID[wid], row.results[wid])})")
             hwm = vm_hwm(c.pid) if fresh else None
             if hwm:
                 row.rss[wid] = hwm

@@ -165,6 +165,7 @@ def write(rows, meta, md_path, png_path, workdir):
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     counts = requests_by_type(rows, [w for w in cols if w.kind != "requests"], titles)
+    cpu = cpu_by_workload(rows, cols, titles)
     req_table = request_table(rows, footnote) if "requests" in meta.workloads else ""
 
     mode = "quick (`--quick`)" if meta.quick else "full"
@@ -209,6 +210,15 @@ def write(rows, meta, md_path, png_path, workdir):
                 "uploads and checks not counted): GET, HEAD, LIST, PUT (PutObject, "
                 "UploadPart, CopyObject), DELETE (DeleteObject, DeleteObjects), other "
                 "(multipart create/complete/abort, bucket requests).", "", counts, ""]
+    if cpu:
+        out += ["Core-seconds of the filesystem process (user + system time of all its "
+                "threads, from /proc) in each workload: per GiB read or written, per 1,000 "
+                "files or entries, or in all for random reads, first byte and the request "
+                "table. What the reading or writing program and the server spend is not "
+                "in it; the kernel's work for FUSE requests is charged to whichever side "
+                "makes the system call. It carries over to any machine, where wall-clock "
+                "times on this 2-core one (server, filesystem and reader share the cores) "
+                "do not.", "", cpu, ""]
     if req_table:
         out += [req_table, ""]
     out += [
@@ -280,6 +290,34 @@ def requests_by_type(rows, cols, titles):
         lines.append(f"| **{row.c.label}** | " + " | ".join(
             reqcount.text(cells.get((row.c.key, w.id))) if (row.c.key, w.id) in cells
             else "—" for w in cols) + " |")
+    return "\n".join(lines)
+
+
+def cpu_text(w, r):
+    """Core-seconds the filesystem process spent on one workload, per GiB
+    moved, per 1,000 files or entries, or in all (random reads, first
+    byte, the request table)."""
+    if r is None or not r.ok or r.cpu_s is None:
+        return "—"
+    if w.kind == "bytes" and r.nbytes:
+        return f"{r.cpu_s / (r.nbytes / (1 << 30)):.2f} /GiB"
+    if w.kind not in ("iops", "latency", "requests") and r.count:
+        return f"{r.cpu_s * 1000 / r.count:.2f} /1,000"
+    return f"{r.cpu_s:.2f} in all"
+
+
+def cpu_by_workload(rows, cols, titles):
+    """Filesystem contenders by workloads, each cell cpu_text(); '' when
+    nothing was measured."""
+    fs_rows = [row for row in rows if row.c.is_fs and not row.missing]
+    if not any(row.results.get(w.id) and row.results[w.id].cpu_s is not None
+               for row in fs_rows for w in cols):
+        return ""
+    lines = ["| contender | " + " | ".join(titles[w.id] for w in cols) + " |",
+             "|" + "---|" * (len(cols) + 1)]
+    for row in fs_rows:
+        lines.append(f"| **{row.c.label}** | " + " | ".join(
+            cpu_text(w, row.results.get(w.id)) for w in cols) + " |")
     return "\n".join(lines)
 
 

@@ -161,6 +161,18 @@ def force_unmount(mountpoint):
 # Processes
 # --------------------------------------------------------------------------
 
+def cpu_seconds(pid):
+    """User plus system CPU time of process pid, all its threads, in
+    seconds (/proc/PID/stat fields 14 and 15), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def vm_hwm(pid):
     """Peak resident set size (VmHWM) of pid in bytes, or None."""
     try:

@@ -44,6 +44,7 @@ class Result:
     note: str = ""          # how it was measured, when that differs
     requests: dict = None   # reqcount.diff of what the server saw (the harness fills it)
     table: list = None      # the request table's rows (reqtable.RowResult)
+    cpu_s: float = None     # core-seconds the filesystem process spent (the harness fills it)
 
     @property
     def ok(self):

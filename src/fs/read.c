@@ -16,13 +16,15 @@
  * Missing blocks are fetched by a pool of worker threads (read_parallel of
  * them): a job is a run of up to part_size consecutive blocks; it takes
  * what it can from the disk cache and fetches the rest with one ranged GET
- * per gap, pinned with If-Match to the ETag seen at open.  Blocks become
- * readable one by one as the bytes arrive, and are written to the disk
- * cache afterwards by one of RD_STORERS storer threads (never by the HTTP
- * thread; a sequential reader's with O_DIRECT, around the page cache), so
- * that the worker goes on fetching while the disk writes; at most
- * RD_STORE_MAX blocks are on their way to the disk, then workers wait (the
- * job keeps its blocks pinned, and in max_memory, until they are stored).
+ * per gap, pinned with If-Match to the ETag seen at open.  A read is
+ * answered as soon as its own bytes are in, while the rest of their block
+ * is still arriving (a first byte does not wait for a whole 1 MiB); whole
+ * blocks are written to the disk cache afterwards by one of RD_STORERS
+ * storer threads (never by the HTTP thread; a sequential reader's with
+ * O_DIRECT, around the page cache), so that the worker goes on fetching
+ * while the disk writes; at most RD_STORE_MAX blocks are on their way to
+ * the disk, then workers wait (the job keeps its blocks pinned, and in
+ * max_memory, until they are stored).
  *
  * An open that must learn the object's headers first (a file known only
  * from a listing, or whose attributes expired) sends the object's first
