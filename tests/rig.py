@@ -9,16 +9,23 @@ Two helper processes stand in for AWS S3:
   multipart uploads, ranges). It stores buckets under a directory of the
   test's choosing and can be stopped and started again on the same port and
   directory to simulate an outage.
-* Proxy: tests/proxy/s3proxy.py between the client under test and s3rver. It
-  judges SigV4 signatures like AWS does and injects faults on request; tests
-  configure it and read its counters through small methods here.
+* MotoServer: moto's `moto_server` (moto 5.x), an independent S3
+  implementation, in place of s3rver when PAILFS_TEST_SERVER=moto (see
+  server_kind() and start_server()). It keeps its data in memory, so a stop
+  loses the buckets; the suites' `core` tests (pytest -m core) are the ones
+  that run against it. moto_server() finds the program or says why not.
+* Proxy: tests/proxy/s3proxy.py between the client under test and the
+  server. It judges SigV4 signatures like AWS does and injects faults on
+  request; tests configure it and read its counters through small methods
+  here.
 
 Both are context managers and are also killed at interpreter exit (atexit),
 and, through PR_SET_PDEATHSIG, when the Python process that started them
 dies, so no stray node or python process outlives a test run.
 
 The keys below are s3rver's built-in account (lib/models/account.js); s3rver
-refuses any other access key, and the proxy accepts only these too.
+refuses any other access key, and the proxy accepts only these too. moto
+accepts any key, so the proxy alone judges signatures in front of it.
 """
 
 import atexit
@@ -29,7 +36,9 @@ import http.client
 import json
 import os
 import select
+import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -50,6 +59,9 @@ NODE = os.environ.get("PAILFS_TEST_NODE", "node")
 S3RVER_VERSION = "4.0.4"
 
 START_TIMEOUT = 30.0  # seconds to wait for a "PORT <n>" line
+SERVER_KINDS = ("s3rver", "moto")
+# Where a pyenv-installed moto lives when the PATH of the test run lacks it.
+MOTO_FALLBACKS = ("/root/.pyenv/shims/moto_server",)
 
 
 # --------------------------------------------------------------------------
@@ -214,6 +226,8 @@ class S3Server(_LocalService):
     the default: 5 MiB), for tests that want small multipart objects.
     """
 
+    proxy_fixups = ()  # aws-fixes.js already answers like AWS
+
     def __init__(self, tmpdir, buckets=(), port=0, keys=(), start=True,
                  refuse_abort=False, min_part_size=None):
         self.tmpdir = Path(tmpdir)
@@ -264,6 +278,176 @@ class S3Server(_LocalService):
 
 
 # --------------------------------------------------------------------------
+# moto, the second S3 implementation
+# --------------------------------------------------------------------------
+
+def server_kind():
+    """The S3 server the suites run against: PAILFS_TEST_SERVER, "s3rver"
+    (the default) or "moto"; anything else is a ValueError."""
+    kind = os.environ.get("PAILFS_TEST_SERVER", "") or "s3rver"
+    if kind not in SERVER_KINDS:
+        raise ValueError(f"PAILFS_TEST_SERVER={kind!r}: not one of "
+                         f"{', '.join(SERVER_KINDS)}")
+    return kind
+
+
+_moto_found = None
+
+
+def moto_server():
+    """(path, None) of a moto_server that runs, or (None, reason).
+
+    Looks on PATH, then in MOTO_FALLBACKS, and runs `moto_server --help`
+    once: a pyenv shim exists even when the selected Python lacks moto, and
+    only running it tells. The answer is kept for the process's life.
+    """
+    global _moto_found
+    if _moto_found is not None:
+        return _moto_found
+    tried = []
+    for path in [shutil.which("moto_server"), *MOTO_FALLBACKS]:
+        if not path or path in tried or not os.access(path, os.X_OK):
+            continue
+        tried.append(path)
+        try:
+            result = subprocess.run([path, "--help"], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if result.returncode == 0:
+            _moto_found = (path, None)
+            return _moto_found
+    where = "PATH and " + ", ".join(MOTO_FALLBACKS)
+    _moto_found = (None, f"moto_server not found on {where}" if not tried
+                   else f"moto_server at {', '.join(tried)} does not run")
+    return _moto_found
+
+
+def _free_port():
+    """A port nothing listens on now (moto_server wants one named)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_listening(proc, port, log_path, what):
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}) before "
+                               f"listening; log {log_path}:\n"
+                               f"{_tail(log_path)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} not listening on {port} after "
+                       f"{START_TIMEOUT}s; see {log_path}")
+
+
+class MotoServer(_LocalService):
+    """moto_server on 127.0.0.1, log in tmpdir/moto.log; S3Server's
+    interface where moto can give it.
+
+    MotoServer(tmpdir, buckets=["b"]) starts at once (start=False defers) and
+    creates the buckets. .url, .port; .directory is None: moto keeps
+    everything in memory, so .stop() and .start() again (same port) come
+    back empty but for the buckets named here. keys are accepted for
+    S3Server's sake and not needed: moto takes any access key.
+    """
+
+    directory = None
+    # What moto 5.2.1 answers unlike AWS and the proxy puts right (the
+    # others are listed in tests/README.md, "Two servers").
+    proxy_fixups = ("copy-source-if-match",)
+
+    def __init__(self, tmpdir, buckets=(), port=0, keys=(), start=True):
+        self.tmpdir = Path(tmpdir)
+        self.log_path = self.tmpdir / "moto.log"
+        self.buckets = list(buckets)
+        self.keys = list(keys)
+        self.port = port or None
+        self._proc = None
+        if start:
+            self.start()
+
+    def start(self):
+        if self.running:
+            return self
+        program, reason = moto_server()
+        if program is None:
+            raise RuntimeError(reason)
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        # The free port may be taken between the probe and moto's bind: try
+        # another (or, for a restart on a named port, the same one again).
+        for attempt in range(20):
+            port = self.port or _free_port()
+            log = open(self.log_path, "ab")
+            try:
+                proc = subprocess.Popen(
+                    [program, "-H", "127.0.0.1", "-p", str(port)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    env=dict(os.environ), preexec_fn=_die_with_parent)
+            finally:
+                log.close()
+            with _live_lock:
+                _live.add(proc)
+            try:
+                _wait_listening(proc, port, self.log_path, "moto_server")
+                break
+            except RuntimeError:
+                _kill(proc)
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
+        self._proc, self.port = proc, port
+        client = boto3_client(self.url)
+        for bucket in self.buckets:
+            client.create_bucket(Bucket=bucket)
+        return self
+
+    def stop(self):
+        if self._proc is not None:
+            _kill(self._proc)
+            self._proc = None
+
+
+def start_server(tmpdir, buckets=(), **kw):
+    """The server server_kind() names, started: S3Server(tmpdir, buckets,
+    **kw) or MotoServer(tmpdir, buckets)."""
+    if server_kind() == "moto":
+        return MotoServer(tmpdir, buckets=buckets, keys=kw.get("keys", ()))
+    return S3Server(tmpdir, buckets=buckets, **kw)
+
+
+# The pytest marker of the tests that run against moto too (see
+# tests/README.md, "Two servers"); both suites' conftest.py register it and
+# call select_for_server().
+CORE_MARKER = ("core: runs against moto as well as s3rver "
+               "(PAILFS_TEST_SERVER=moto pytest -m core)")
+NOT_CORE = "not in the core (pytest -m core): runs against s3rver only"
+
+
+def select_for_server(items, directory):
+    """pytest_collection_modifyitems for the suite in directory: under
+    PAILFS_TEST_SERVER=moto, skip its tests that are not marked core, and
+    all of them, with moto_server()'s reason, when moto cannot run."""
+    if server_kind() != "moto":
+        return
+    import pytest
+    _, reason = moto_server()
+    for item in items:
+        if Path(str(item.fspath)).parent != Path(directory):
+            continue
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+        elif item.get_closest_marker("core") is None:
+            item.add_marker(pytest.mark.skip(reason=NOT_CORE))
+
+
+# --------------------------------------------------------------------------
 # Signature-judging, fault-injecting proxy
 # --------------------------------------------------------------------------
 
@@ -279,12 +463,15 @@ class Proxy(_LocalService):
     ignore_range=True (or a probability) drops the Range header of ranged
     requests, so the server answers 200 with the whole object, as servers
     that ignore ranges do; counted under stats()["faults"]["ignore_range"].
+    fixups: the proxy's fix-ups of an upstream that deviates from AWS (pass
+    the server's .proxy_fixups).
     """
 
     def __init__(self, upstream_url, seed=0, region=REGION,
                  keys=((ACCESS_KEY, SECRET_KEY),), log_path=None, start=True,
-                 tls=None):
+                 tls=None, fixups=()):
         self.upstream_url = upstream_url
+        self.fixups = list(fixups)  # the upstream's .proxy_fixups
         self.tls = tls  # (cert.pem, key.pem): listen with TLS, .url https
         self.seed = seed
         self.region = region
@@ -310,6 +497,8 @@ class Proxy(_LocalService):
             argv += ["--access-key", access_key, "--secret-key", secret_key]
         if self.tls:
             argv += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+        for fixup in self.fixups:
+            argv += ["--fixup", fixup]
         self._proc, self.port = _spawn(argv, dict(os.environ), self.log_path,
                                        "s3proxy")
         return self

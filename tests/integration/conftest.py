@@ -1,14 +1,16 @@
 """Fixtures for the pailfs integration tests (pytest).
 
-The idea: one s3rver for the whole session, and for each test a fresh proxy
+The idea: one S3 server for the whole session (s3rver, or moto with
+PAILFS_TEST_SERVER=moto: see rig.start_server; then only the tests marked
+`core` run, the others are skipped), and for each test a fresh proxy
 (its own process, so counters and faults never leak between tests) and a
 fresh bucket (so tests never see each other's objects). Tests drive pailfs
 or a client through `proxy.url`, and check what really landed with `s3`,
 which talks to s3rver directly and so bypasses the proxy and its faults.
 
 Fixtures:
-  s3server  session  rig.S3Server with bucket "pailfs-test"; .url .port
-                     .directory .stop() .start()
+  s3server  session  rig.S3Server (or rig.MotoServer) with bucket
+                     "pailfs-test"; .url .port .directory .stop() .start()
   proxy     function rig.Proxy in front of s3server, seed 1234; .url
                      .config(**faults) .stats() .reset()
   s3        function boto3 client straight to s3server (no proxy)
@@ -34,12 +36,21 @@ import rig  # noqa: E402  (needs the sys.path entry above)
 
 SESSION_BUCKET = "pailfs-test"
 PROXY_SEED = 1234
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", rig.CORE_MARKER)
+
+
+def pytest_collection_modifyitems(config, items):
+    rig.select_for_server(items, HERE)
 
 
 @pytest.fixture(scope="session")
 def s3server(tmp_path_factory):
-    server = rig.S3Server(tmp_path_factory.mktemp("s3rver"),
-                          buckets=[SESSION_BUCKET])
+    server = rig.start_server(tmp_path_factory.mktemp(rig.server_kind()),
+                              buckets=[SESSION_BUCKET])
     with server:
         yield server
 
@@ -49,7 +60,8 @@ def proxy(s3server, tmp_path):
     if not s3server.running:  # a test that stopped it failed to restart it
         s3server.start()
     with rig.Proxy(s3server.url, seed=PROXY_SEED,
-                   log_path=tmp_path / "s3proxy.log") as p:
+                   log_path=tmp_path / "s3proxy.log",
+                   fixups=s3server.proxy_fixups) as p:
         yield p
 
 

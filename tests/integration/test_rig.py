@@ -1274,3 +1274,103 @@ def test_refuse_abort_mode_keeps_s3rver_refusals(tmp_path):
         assert done["ETag"] == multipart_etag(b"part1", b"part2")
         assert c.get_object(Bucket="refuse", Key="k")["Body"].read() == \
             b"part1part2"
+
+
+# --------------------------------------------------------------------------
+# the second server: moto (PAILFS_TEST_SERVER=moto runs the core against it)
+# --------------------------------------------------------------------------
+
+def test_server_kind_is_s3rver_or_moto(monkeypatch):
+    monkeypatch.delenv("PAILFS_TEST_SERVER", raising=False)
+    assert rig.server_kind() == "s3rver"
+    monkeypatch.setenv("PAILFS_TEST_SERVER", "moto")
+    assert rig.server_kind() == "moto"
+    monkeypatch.setenv("PAILFS_TEST_SERVER", "minio")
+    with pytest.raises(ValueError, match="'minio': not one of s3rver, moto"):
+        rig.server_kind()
+
+
+def test_moto_server_missing_or_broken_says_why(monkeypatch, tmp_path):
+    """What CI on a machine without moto sees: a reason, not a crash. A
+    pyenv shim whose Python lacks moto exists and fails: "does not run"."""
+    shim = tmp_path / "moto_server"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(rig, "MOTO_FALLBACKS", (str(shim),))
+    monkeypatch.setattr(rig, "_moto_found", None)
+    assert rig.moto_server() == (
+        None, f"moto_server not found on PATH and {shim}")
+    shim.write_text("#!/bin/sh\necho 'pyenv: moto_server: command not found'"
+                    " >&2\nexit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setattr(rig, "_moto_found", None)
+    assert rig.moto_server() == (None, f"moto_server at {shim} does not run")
+    with pytest.raises(RuntimeError, match="does not run"):
+        rig.MotoServer(tmp_path / "srv", buckets=["b"])
+
+
+def test_moto_behind_the_proxy(tmp_path):
+    """MotoServer makes its buckets; moto takes any key, the proxy in front
+    only the rig's; a restart keeps the port and loses the objects."""
+    program, reason = rig.moto_server()
+    if program is None:
+        pytest.skip(reason)
+    with rig.MotoServer(tmp_path, buckets=["rig-moto"]) as srv, \
+            rig.Proxy(srv.url, log_path=tmp_path / "proxy.log") as proxy:
+        rig.boto3_client(proxy.url).put_object(Bucket="rig-moto", Key="k",
+                                               Body=b"v")
+        direct = rig.boto3_client(srv.url, access_key="OTHER",
+                                  secret_key="other")
+        assert direct.get_object(Bucket="rig-moto", Key="k")[
+            "Body"].read() == b"v"
+        with pytest.raises(botocore.exceptions.ClientError) as exc:
+            rig.boto3_client(proxy.url, access_key="OTHER",
+                             secret_key="other").get_object(
+                Bucket="rig-moto", Key="k")
+        assert client_error(exc) == (403, "InvalidAccessKeyId")
+        port = srv.port
+        srv.stop()
+        srv.start()
+        assert srv.port == port
+        page = direct.list_objects_v2(Bucket="rig-moto")
+        assert page["KeyCount"] == 0
+
+
+def test_moto_copy_source_if_match_fixup(tmp_path):
+    """moto copies although x-amz-copy-source-if-match does not match;
+    behind a proxy with MotoServer's fix-up, CopyObject and UploadPartCopy
+    get AWS's 412 PreconditionFailed, and a matching ETag still copies."""
+    program, reason = rig.moto_server()
+    if program is None:
+        pytest.skip(reason)
+    assert rig.MotoServer.proxy_fixups == ("copy-source-if-match",)
+    with rig.MotoServer(tmp_path, buckets=["rig-moto"]) as srv, \
+            rig.Proxy(srv.url, log_path=tmp_path / "proxy.log",
+                      fixups=srv.proxy_fixups) as proxy:
+        direct, s3 = rig.boto3_client(srv.url), rig.boto3_client(proxy.url)
+        s3.put_object(Bucket="rig-moto", Key="src", Body=b"source")
+        etag = s3.head_object(Bucket="rig-moto", Key="src")["ETag"]
+        source = {"Bucket": "rig-moto", "Key": "src"}
+        # moto alone: copied regardless (the deviation).
+        direct.copy_object(Bucket="rig-moto", Key="moto", CopySource=source,
+                           CopySourceIfMatch='"0000"')
+        assert direct.get_object(Bucket="rig-moto", Key="moto")[
+            "Body"].read() == b"source"
+        with pytest.raises(botocore.exceptions.ClientError) as exc:
+            s3.copy_object(Bucket="rig-moto", Key="dst", CopySource=source,
+                           CopySourceIfMatch='"0000"')
+        assert client_error(exc) == (412, "PreconditionFailed")
+        up = s3.create_multipart_upload(Bucket="rig-moto", Key="mp")[
+            "UploadId"]
+        with pytest.raises(botocore.exceptions.ClientError) as exc:
+            s3.upload_part_copy(Bucket="rig-moto", Key="mp", UploadId=up,
+                                PartNumber=1, CopySource=source,
+                                CopySourceRange="bytes=0-1",
+                                CopySourceIfMatch='"0000"')
+        assert client_error(exc) == (412, "PreconditionFailed")
+        assert "dst" not in [o["Key"] for o in direct.list_objects_v2(
+            Bucket="rig-moto")["Contents"]]
+        s3.copy_object(Bucket="rig-moto", Key="dst", CopySource=source,
+                       CopySourceIfMatch=f'"x", {etag}')
+        assert direct.get_object(Bucket="rig-moto", Key="dst")[
+            "Body"].read() == b"source"
+        s3.abort_multipart_upload(Bucket="rig-moto", Key="mp", UploadId=up)

@@ -29,9 +29,18 @@ legal in bucket names, so no clash with S3 paths):
 Usage:
   /usr/bin/python3 s3proxy.py --upstream http://127.0.0.1:PORT --port 0 \\
       --access-key S3RVER --secret-key S3RVER [--region us-east-1] [--seed N]
+      [--fixup copy-source-if-match]
 Prints "PORT <n>" on stdout once listening. With --tls-cert and --tls-key
 (PEM files) it listens with TLS instead, for tests of certificate checks;
 a client that refuses the certificate never reaches the judge.
+
+Fix-ups make an upstream that deviates from AWS answer like AWS, where a
+test would otherwise pass for the wrong reason (tests/README.md, "Two
+servers"):
+  copy-source-if-match  moto copies although x-amz-copy-source-if-match
+              does not match (CopyObject, UploadPartCopy); AWS answers 412
+              PreconditionFailed. The proxy HEADs the source upstream first
+              (signed with its first key) and answers the 412 itself.
 
 How a request goes: signature judged (on headers only, so that with
 "Expect: 100-continue" a refused request never sends its body), body read
@@ -1125,12 +1134,48 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self._reply_error(500, "InternalError", "We encountered an "
                               "internal error. Please try again.", rec)
             return
+        # 3b. Fix-ups of an upstream that deviates from AWS.
+        if "copy-source-if-match" in self.fixups and \
+                self._copy_source_changed(method):
+            self._reply_error(412, "PreconditionFailed", "At least one of "
+                              "the pre-conditions you specified did not "
+                              "hold", rec, extra={
+                                  "Condition": "x-amz-copy-source-If-Match"})
+            return
         # 4. Forward; "reset" and "truncate" spoil the answer on its way back.
         rec["fault"] = fault
         if self.headers.get("Range") is not None and \
                 self.state.choose_ignore_range(method, op, target):
             rec["range_ignored"] = True
         self._forward(method, target, body, rec, fault)
+
+    def _copy_source_changed(self, method):
+        """True when this copy names an x-amz-copy-source-if-match that the
+        source's ETag (HEAD upstream) does not satisfy, as AWS judges it: one
+        of the listed ETags, or "*". A missing source is the upstream's to
+        report (NoSuchKey)."""
+        source = self.headers.get("x-amz-copy-source")
+        wanted = self.headers.get("x-amz-copy-source-if-match")
+        if method != "PUT" or source is None or wanted is None:
+            return False
+        path = "/" + source.partition("?")[0].lstrip("/")
+        access_key, secret = next(iter(self.secrets.items()))
+        url = "http://%s:%d%s" % (self.upstream + (path,))
+        req = AWSRequest(method="HEAD", url=url)
+        S3SigV4Auth(Credentials(access_key, secret), "s3",
+                    self.region or "us-east-1").add_auth(req)
+        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
+        try:
+            conn.request("HEAD", path, headers=dict(req.headers.items()))
+            resp = conn.getresponse()
+            resp.read()
+            etag = resp.getheader("ETag")
+        finally:
+            conn.close()
+        if resp.status != 200 or etag is None:
+            return False
+        listed = [t.strip() for t in wanted.split(",")]
+        return "*" not in listed and etag not in listed
 
     def _drain_body(self):
         """Read and drop a refused request's body; False if too big."""
@@ -1408,8 +1453,12 @@ class ProxyServer(http.server.ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+FIXUPS = ("copy-source-if-match",)
+
+
 def make_server(upstream_url, port, secrets, region=None, seed=0,
-                max_body=256 * 1024 * 1024, verbose=False, host="127.0.0.1"):
+                max_body=256 * 1024 * 1024, verbose=False, host="127.0.0.1",
+                fixups=()):
     """Build (not start) a proxy server; returns (server, state)."""
     parts = urlsplit(upstream_url)
     if parts.scheme != "http" or not parts.hostname:
@@ -1422,6 +1471,7 @@ def make_server(upstream_url, port, secrets, region=None, seed=0,
         "region": region,
         "max_body": max_body,
         "verbose": verbose,
+        "fixups": frozenset(fixups),
     })
     return ProxyServer((host, port), handler), state
 
@@ -1442,13 +1492,17 @@ def main(argv=None):
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--tls-cert", help="listen with TLS: certificate (PEM)")
     ap.add_argument("--tls-key", help="listen with TLS: private key (PEM)")
+    ap.add_argument("--fixup", action="append", default=[], choices=FIXUPS,
+                    help="make the upstream answer like AWS where it does "
+                         "not (repeatable)")
     args = ap.parse_args(argv)
     if len(args.access_key) != len(args.secret_key):
         ap.error("give one --secret-key per --access-key")
     server, _ = make_server(args.upstream, args.port,
                             dict(zip(args.access_key, args.secret_key)),
                             region=args.region, seed=args.seed,
-                            max_body=args.max_body, verbose=args.verbose)
+                            max_body=args.max_body, verbose=args.verbose,
+                            fixups=args.fixup)
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
