@@ -3,9 +3,12 @@ direct test (the workload meets them only when the timing is unlucky)."""
 
 import os
 
+import pytest
+
 from workload import MiB
 
 
+@pytest.mark.core
 def test_staged_new_file_with_a_hole(rig):
     """A new file whose first write lands more than one part past its end
     goes staged with no old object: the block map is empty, and staging
@@ -24,6 +27,7 @@ def test_staged_new_file_with_a_hole(rig):
     assert got == want
 
 
+@pytest.mark.core
 def test_copy_probe_precedes_the_first_part(rig):
     """An edit whose first part is local and whose later parts are copies:
     the once-per-mount check that the server implements UploadPartCopy
@@ -56,6 +60,7 @@ def test_copy_probe_precedes_the_first_part(rig):
         [("UploadPart", None)], ops
 
 
+@pytest.mark.core
 def test_failed_extending_staged_write_changes_nothing(rig):
     """A staged write that starts inside the old object and extends it by
     more than a block, whose fetch of the old bytes it partly overwrites

@@ -33,6 +33,7 @@ def big():
     return data, gzip.compress(data, 6)
 
 
+@pytest.mark.core
 def test_view_mode(s3, bucket, mounter, big):
     data, gz = big
     small = b"hello, gzip\n" * 1000
@@ -65,6 +66,7 @@ def test_view_mode(s3, bucket, mounter, big):
     assert read(m.p("d/small.txt")) == small + b"second member\n"
 
 
+@pytest.mark.core
 def test_encoding_mode(s3, bucket, mnt, big):
     data, gz = big
     put(s3, bucket, "enc.json", gz, ContentEncoding="gzip")
@@ -78,6 +80,7 @@ def test_encoding_mode(s3, bucket, mnt, big):
     assert sorted(os.listdir(mnt.p())) == ["enc.json", "plain.gz", "small-enc"]
 
 
+@pytest.mark.core
 def test_replace_mode(s3, bucket, mounter, big):
     data, gz = big
     put(s3, bucket, "a.json.gz", gz)
@@ -230,6 +233,7 @@ def test_compressors(s3, bucket, mounter, name, compress):
         assert f.read(1000) == data[2 * MiB + 5:2 * MiB + 1005]
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 def test_damaged_stream(s3, bucket, mounter, big, damage):
     data, gz = big
@@ -301,6 +305,7 @@ def test_five_gib_view(s3, bucket, mounter):
     assert tail.stdout == bytes(4096)
 
 
+@pytest.mark.core
 def test_gz_size_exact_and_mmap(s3, bucket, mounter):
     """Two members, 3 MiB compressed (above the read-whole-at-lookup size):
     the trailer's ISIZE is only the last member's, so by default the first

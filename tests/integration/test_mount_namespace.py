@@ -11,10 +11,13 @@ import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from helpers import body, keys
 from mount import errno_of, mnt, mounter  # noqa: F401
 
 
+@pytest.mark.core
 def test_external_objects_appear(s3, bucket, mounter):
     data = {"empty": b"", "small": b"hello world\n",
             "bin": os.urandom(300_001), "d/sub/deep.txt": b"deep"}
@@ -43,6 +46,7 @@ def test_external_objects_appear(s3, bucket, mounter):
     assert errno_of(os.stat, m.p("d", "nope")) == errno.ENOENT
 
 
+@pytest.mark.core
 def test_directory_markers(s3, bucket, mounter):
     s3.put_object(Bucket=bucket, Key="marked/", Body=b"",
                   ContentType="application/x-directory")
@@ -59,6 +63,7 @@ def test_directory_markers(s3, bucket, mounter):
     assert os.listdir(m.p("withkids")) == ["kid"]
 
 
+@pytest.mark.core
 def test_key_and_prefix_of_same_name_is_a_directory(s3, bucket, mounter):
     s3.put_object(Bucket=bucket, Key="a", Body=b"file-a")
     s3.put_object(Bucket=bucket, Key="a/x", Body=b"file-x")
@@ -71,6 +76,7 @@ def test_key_and_prefix_of_same_name_is_a_directory(s3, bucket, mounter):
     assert stat.S_ISREG(os.lstat(m.p("b")).st_mode)
 
 
+@pytest.mark.core
 def test_keys_that_are_not_posix_names_are_skipped(s3, bucket, mounter):
     bad = ["x//y", "./z", "../w", ".", "..", "p/./q", "p/../r",
            "n" * 256, "q/" + "n" * 300 + "/deep", "q/" + "m" * 256,
@@ -143,6 +149,7 @@ def ext_name(i, name):
     return twin if len(twin.encode()) <= 255 else f"ext-{i}"
 
 
+@pytest.mark.core
 def test_special_names_round_trip(s3, bucket, mnt):
     for i, name in enumerate(SPECIAL):
         assert len(name.encode()) <= 255
@@ -162,6 +169,7 @@ def test_special_names_round_trip(s3, bucket, mnt):
         {ext_name(i, n) for i, n in enumerate(SPECIAL)}
 
 
+@pytest.mark.core
 def test_name_of_256_bytes_is_too_long(s3, bucket, mnt):
     long_name = "N" * 256
     long_utf8 = "é" * 128  # 256 bytes
@@ -184,6 +192,7 @@ def test_statfs(mnt):
     assert st.f_frsize >= 0
 
 
+@pytest.mark.core
 def test_prefix_mount(s3, bucket, mounter):
     for k in ("pre/a", "pre/sub/b", "other/c", "prex/d", "pre.txt"):
         s3.put_object(Bucket=bucket, Key=k, Body=k.encode())
@@ -207,6 +216,7 @@ def test_prefix_mount(s3, bucket, mounter):
     assert "pre/a" not in keys(s3, bucket)
 
 
+@pytest.mark.core
 def test_prefix_mount_with_trailing_slash_and_depth(s3, bucket, mounter):
     s3.put_object(Bucket=bucket, Key="one/two/f", Body=b"deep")
     s3.put_object(Bucket=bucket, Key="one/g", Body=b"shallow")
@@ -215,6 +225,7 @@ def test_prefix_mount_with_trailing_slash_and_depth(s3, bucket, mounter):
     assert open(m.p("f"), "rb").read() == b"deep"
 
 
+@pytest.mark.core
 def test_uid_gid_and_modes_of_objects_without_metadata(s3, bucket, mounter):
     s3.put_object(Bucket=bucket, Key="plain", Body=b"p")
     s3.put_object(Bucket=bucket, Key="implicit/x", Body=b"x")

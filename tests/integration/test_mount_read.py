@@ -220,6 +220,7 @@ OBJECTS = {
 }
 
 
+@pytest.mark.core
 def test_random_preads_match_source(s3, bucket, mounter):
     datas = {k: rand_bytes(i + 1, n) for i, (k, n) in
              enumerate(OBJECTS.items())}
@@ -250,6 +251,7 @@ def test_random_preads_match_source(s3, bucket, mounter):
         assert read_all(path) == data, key
 
 
+@pytest.mark.core
 def test_empty_and_tiny_objects_need_no_get(proxy, s3, bucket, mounter):
     put(s3, bucket, "empty", b"")
     put(s3, bucket, "one", b"x")
@@ -280,6 +282,7 @@ def test_empty_and_tiny_objects_need_no_get(proxy, s3, bucket, mounter):
 # 2. Sequential reads: ranged GETs of at most part_size
 # --------------------------------------------------------------------------
 
+@pytest.mark.core
 def test_sequential_read_in_ranged_gets(proxy, s3, bucket, mounter):
     size = 40 * MiB + 4321
     data = rand_bytes(7, size)
@@ -359,6 +362,7 @@ def test_sequential_read_out_of_order_fetches_each_byte_once(proxy, s3, bucket, 
     assert fetched == size, f"{fetched - size} bytes fetched more than once"
 
 
+@pytest.mark.core
 def test_head_of_file_costs_one_small_get(proxy, s3, bucket, mounter):
     data = rand_bytes(8, 40 * MiB)
     put(s3, bucket, "big.bin", data)
@@ -486,6 +490,7 @@ def test_object_replaced_under_open_handle(proxy, s3, bucket, mounter):
     assert read_all(m.p("obj")) == new
 
 
+@pytest.mark.core
 def test_object_replaced_while_closed(proxy, s3, bucket, mounter):
     size = 5 * MiB + 1000
     old = rand_bytes(12, size)
@@ -866,6 +871,7 @@ def test_random_reads_each_block_fetched_once(proxy, s3, bucket, mounter):
 # 7. A remount reads from the cache
 # --------------------------------------------------------------------------
 
+@pytest.mark.core
 def test_remount_reads_from_cache(proxy, s3, bucket, mounter):
     size = 10 * MiB + 12345
     data = rand_bytes(50, size)
@@ -1155,6 +1161,7 @@ def without_lookups(proxy, attempt, tries=3):
     raise AssertionError(f"names looked up again in every attempt: {seen}")
 
 
+@pytest.mark.core
 def test_cat_after_listing_is_one_get(proxy, s3, bucket, mounter):
     files = {f"d/f{i}": rand_bytes(300 + i, 3000 + i) for i in range(3)}
     for key, data in files.items():
@@ -1258,6 +1265,7 @@ def test_reopen_after_attr_ttl_with_block_0_cached_asks_headers(proxy, s3, bucke
         os.close(keeper)
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("new_len", [2000, 9000])
 def test_object_replaced_between_listing_and_open(proxy, s3, bucket, mounter, new_len):
     """The listing's ETag pins the first GET: a 412 makes the open look the
@@ -1286,6 +1294,7 @@ def test_object_replaced_between_listing_and_open(proxy, s3, bucket, mounter, ne
     assert statuses[0] == 412 and statuses[1] in (200, 206), statuses
 
 
+@pytest.mark.core
 def test_gzip_object_from_listing_opens_as_view(proxy, s3, bucket, mounter):
     data = b"".join(b"line %d of a gzip-encoded object\n" % i for i in range(2000))
     for i in range(3):
@@ -1308,6 +1317,7 @@ def test_gzip_object_from_listing_opens_as_view(proxy, s3, bucket, mounter):
     assert e.value.errno == errno.EACCES
 
 
+@pytest.mark.core
 def test_symlink_object_from_listing_is_no_regular_file(proxy, s3, bucket, mounter):
     """A listing cannot tell a symlink (s3fs: x-amz-meta-mode S_IFLNK, the
     target as the body): the open's first GET finds out and answers ESTALE,

@@ -140,6 +140,7 @@ def test_fsync_checkpoint(s3, bucket, proxy, mounter):
     assert "GetObject" not in o, o
 
 
+@pytest.mark.core
 def test_append_copies_old_bytes(s3, bucket, proxy, mnt):
     old = os.urandom(12 * MiB)
     s3.put_object(Bucket=bucket, Key="log", Body=old)
@@ -201,6 +202,7 @@ def test_staged_edits_use_part_copy(s3, bucket, proxy, mounter):
     check("hole", 8 * MiB)
 
 
+@pytest.mark.core
 def test_seek_back_after_parts_sent(s3, bucket, mounter):
     """A header patched after the body streamed: a checkpoint, then a
     staged edit; the final object is exact."""

@@ -52,6 +52,7 @@ def exists(s3, bucket, key):
 # Files and directories
 # --------------------------------------------------------------------------
 
+@pytest.mark.core
 def test_new_file_bytes_and_metadata(s3, bucket, mnt):
     data = os.urandom(200_000)
     t0 = time.time()
@@ -73,6 +74,7 @@ def test_new_file_bytes_and_metadata(s3, bucket, mnt):
     assert meta(s3, bucket, "empty").get("mode") == str(stat.S_IFREG | 0o644)
 
 
+@pytest.mark.core
 def test_object_appears_only_at_close(s3, bucket, mnt):
     fd = os.open(mnt.p("pending"), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -87,6 +89,7 @@ def test_object_appears_only_at_close(s3, bucket, mnt):
     assert body(s3, bucket, "pending") == b"first half second half"
 
 
+@pytest.mark.core
 def test_fsync_publishes_what_was_written(s3, bucket, mnt):
     fd = os.open(mnt.p("synced"), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -100,6 +103,7 @@ def test_fsync_publishes_what_was_written(s3, bucket, mnt):
     assert body(s3, bucket, "synced") == b"part one;part two"
 
 
+@pytest.mark.core
 def test_mkdir_rmdir(s3, bucket, mnt):
     os.mkdir(mnt.p("d1"))
     h = head(s3, bucket, "d1/")
@@ -134,6 +138,7 @@ def test_rmdir_not_empty(s3, bucket, mounter):
     assert errno_of(os.rmdir, m.p("imp", "child")) == errno.ENOTDIR
 
 
+@pytest.mark.core
 def test_unlink(s3, bucket, mounter):
     s3.put_object(Bucket=bucket, Key="ext", Body=b"e")
     m = mounter()
@@ -148,6 +153,7 @@ def test_unlink(s3, bucket, mounter):
     assert errno_of(os.unlink, m.p("dir")) in (errno.EISDIR, errno.EPERM)
 
 
+@pytest.mark.core
 def test_overwrite_append_truncate(s3, bucket, mounter):
     base = os.urandom(150_000)
     s3.put_object(Bucket=bucket, Key="ext", Body=base)
@@ -189,6 +195,7 @@ def test_overwrite_append_truncate(s3, bucket, mounter):
     assert body(s3, bucket, "ext") == b"fresh"
 
 
+@pytest.mark.core
 def test_chmod_chown_utime_change_metadata_only(s3, bucket, mounter):
     data = os.urandom(50_000)
     m = mounter()
@@ -226,6 +233,7 @@ def test_chmod_chown_utime_change_metadata_only(s3, bucket, mounter):
     assert read(p) == data
 
 
+@pytest.mark.core
 def test_chmod_of_external_object_keeps_body(s3, bucket, mounter):
     data = os.urandom(10_000)
     s3.put_object(Bucket=bucket, Key="ext", Body=data, ContentType="text/csv")
@@ -288,6 +296,7 @@ def test_metadata_change_of_file_open_for_writing_keeps_its_edit(
     assert read(p) == bytes(data)
 
 
+@pytest.mark.core
 def test_symlinks(s3, bucket, mounter):
     s3.put_object(Bucket=bucket, Key="extlink", Body=b"target",
                   Metadata={"mode": str(stat.S_IFLNK | 0o777)})
@@ -331,6 +340,7 @@ def renameat2(old, new, flags):
     return 0 if rc == 0 else ctypes.get_errno()
 
 
+@pytest.mark.core
 def test_rename_file(s3, bucket, mnt):
     data = os.urandom(30_000)
     write(mnt.p("r1"), data, 0o644)
@@ -354,6 +364,7 @@ def test_rename_file(s3, bucket, mnt):
     assert body(s3, bucket, "sub/r3") == data
 
 
+@pytest.mark.core
 def test_rename_directory_moves_every_key(s3, bucket, mounter):
     objs = {}
     for i in range(20):
@@ -381,6 +392,7 @@ def test_rename_directory_moves_every_key(s3, bucket, mounter):
     assert os.listdir(m.p("dst", "empty")) == []
 
 
+@pytest.mark.core
 def test_rename_over_existing_file_replaces_it(s3, bucket, mnt):
     write(mnt.p("a"), b"from a")
     write(mnt.p("b"), b"old b, longer")
@@ -433,6 +445,7 @@ def s3fs_xattrs(md):
             for k, v in json.loads(unquote(md["xattr"])).items()}
 
 
+@pytest.mark.core
 def test_user_xattrs(s3, bucket, mounter):
     m = mounter()
     p = m.p("f")
