@@ -9,7 +9,13 @@
 # workload under injected faults, outages, a kill and a full cache disk; a
 # few minutes) with the sanitizer build, so a memory error anywhere under
 # real traffic fails the run, plus valgrind over the plain build, and the
-# gzip view tests again with the zlib build.
+# gzip view tests again with the zlib build. Then the core of both suites
+# (the tests marked `core`: namespace, reads, writes, gzip views, fault
+# regressions; about two minutes) runs a second time against moto, an
+# independent S3 implementation (`moto_server`, on PATH or in
+# /root/.pyenv/shims), behind the same proxy; where moto_server is absent
+# or does not run, that step is skipped and says why (tests/README.md, "Two
+# servers").
 # Ends with one line: "N passed, N failed".
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,11 +72,26 @@ echo "== gzip views inflated with zlib (build-zlib)"
 PAILFS_BUILD_DIR="$top/build-zlib" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
     tests/integration/test_mount_gzip.py 2>&1 | tee build-zlib/pytest.log || status=1
 
-# One summary over both runners.
+# The core again against moto (PAILFS_TEST_SERVER=moto, tests marked
+# `core`); -rs lists the tests skipped there and why.
+moto_log=
+rm -f build-asan/pytest-moto.log
+moto_missing=$(/usr/bin/python3 -c 'import sys; sys.path.insert(0, "tests"); import rig
+print(rig.moto_server()[1] or "")')
+if [ -n "$moto_missing" ]; then
+    echo "== core suite against moto: skipped: $moto_missing"
+else
+    echo "== core suite against moto (build-asan)"
+    moto_log=build-asan/pytest-moto.log
+    PAILFS_TEST_SERVER=moto PAILFS_BUILD_DIR="$top/build-asan" /usr/bin/python3 -m pytest -q \
+        -p no:cacheprovider -rs -m core tests/integration tests/fault 2>&1 | tee "$moto_log" || status=1
+fi
+
+# One summary over all runners.
 /usr/bin/python3 - build/check-layers.log build/clang-format.log \
     build/tests/unit/*.log build-asan/tests/unit/*.log build-zlib/tests/unit/*.log \
     build/tests/fuzz/replay.log build-asan/tests/fuzz/replay.log build-zlib/tests/fuzz/replay.log \
-    build-asan/pytest.log build-zlib/pytest.log <<'PY'
+    build-asan/pytest.log build-zlib/pytest.log $moto_log <<'PY'
 import re, sys
 passed = failed = 0
 for path in sys.argv[1:]:
