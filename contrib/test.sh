@@ -75,14 +75,14 @@ PAILFS_BUILD_DIR="$top/build-zlib" /usr/bin/python3 -m pytest -q -p no:cacheprov
 # The core again against moto (PAILFS_TEST_SERVER=moto, tests marked
 # `core`); -rs lists the tests skipped there and why.
 moto_log=
-rm -f build-asan/pytest-moto.log
+rm -f build-asan/moto-pytest.log
 moto_missing=$(/usr/bin/python3 -c 'import sys; sys.path.insert(0, "tests"); import rig
 print(rig.moto_server()[1] or "")')
 if [ -n "$moto_missing" ]; then
     echo "== core suite against moto: skipped: $moto_missing"
 else
     echo "== core suite against moto (build-asan)"
-    moto_log=build-asan/pytest-moto.log
+    moto_log=build-asan/moto-pytest.log
     PAILFS_TEST_SERVER=moto PAILFS_BUILD_DIR="$top/build-asan" /usr/bin/python3 -m pytest -q \
         -p no:cacheprovider -rs -m core tests/integration tests/fault 2>&1 | tee "$moto_log" || status=1
 fi
