@@ -23,6 +23,7 @@ struct parse {
     struct options *o;
     bool allow_other, allow_root;
     bool cache_dir_given;
+    bool mime_types_given;
     unsigned retries;
     double connect_timeout_s;
     unsigned stall_timeout_s;
@@ -520,6 +521,70 @@ static int o_sync(struct parse *p, const char *name, const char *v)
     return EALREADY;
 }
 
+/* ---- how new objects are stored (issue 20) ---------------------------------- */
+
+static int o_sse(struct parse *p, const char *name, const char *v)
+{
+    return s3_sse_valid(v) ? set_string(&p->o->sse, v) : EINVAL;
+}
+
+/* A KMS key id, alias or ARN: printable, no blank (it is a header value). */
+static int o_sse_kms_key_id(struct parse *p, const char *name, const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > 2048)
+        return EINVAL;
+    for (const char *c = v; *c; c++)
+        if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f)
+            return EINVAL;
+    return set_string(&p->o->sse_kms_key_id, v);
+}
+
+static int o_sse_bucket_key(struct parse *p, const char *name, const char *v)
+{
+    p->o->s3.policy.sse_bucket_key = true;
+    return 0;
+}
+
+static int o_storage_class(struct parse *p, const char *name, const char *v)
+{
+    return s3_storage_class_valid(v) ? set_string(&p->o->storage_class, v) : EINVAL;
+}
+
+static int o_requester_pays(struct parse *p, const char *name, const char *v)
+{
+    p->o->s3.requester_pays = true;
+    return 0;
+}
+
+/* "off", or the path of a mime.types file (read at mount). */
+static int o_mime_types(struct parse *p, const char *name, const char *v)
+{
+    if (!*v)
+        return EINVAL;
+    p->mime_types_given = true;
+    if (strcmp(v, "off") == 0) {
+        free(p->o->mime_types);
+        p->o->mime_types = NULL;
+        return 0;
+    }
+    return set_absolute_path(&p->o->mime_types, v);
+}
+
+/* The KMS settings need a KMS encryption: S3 refuses them otherwise, at
+ * the first write, long after the mount said nothing. */
+static int check_policy(struct parse *p)
+{
+    const char *kms_opt = p->o->sse_kms_key_id             ? "sse_kms_key_id"
+                          : p->o->s3.policy.sse_bucket_key ? "sse_bucket_key"
+                                                           : NULL;
+    if (kms_opt && !s3_sse_is_kms(p->o->sse)) {
+        set_err(p, "pailfs: option -o %s needs -o sse=aws:kms or -o sse=aws:kms:dsse", kms_opt);
+        return EINVAL;
+    }
+    return 0;
+}
+
 enum o_arg { O_FLAG, O_VALUE };
 
 struct o_option {
@@ -550,6 +615,16 @@ static const struct o_option o_table[] = {
     {"retries", O_VALUE, o_retries, "a whole number from 0 to 20"},
     {"connect_timeout", O_VALUE, o_connect_timeout, "a number of seconds above 0 and at most 300"},
     {"stall_timeout", O_VALUE, o_stall_timeout, "a whole number of seconds from 1 to 300"},
+    {"requester_pays", O_FLAG, o_requester_pays, NULL},
+    /* new objects */
+    {"sse", O_VALUE, o_sse, "AES256, aws:kms or aws:kms:dsse"},
+    {"sse_kms_key_id", O_VALUE, o_sse_kms_key_id,
+     "a KMS key id, alias or ARN (printable, no blanks, at most 2048 characters)"},
+    {"sse_bucket_key", O_FLAG, o_sse_bucket_key, NULL},
+    {"storage_class", O_VALUE, o_storage_class,
+     "an S3 storage class such as STANDARD, STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING, "
+     "GLACIER_IR, GLACIER or DEEP_ARCHIVE"},
+    {"mime_types", O_VALUE, o_mime_types, "off, or the path of a mime.types file"},
     /* ownership and modes */
     {"uid", O_VALUE, o_id, "a numeric user id"},
     {"gid", O_VALUE, o_id, "a numeric group id"},
@@ -804,6 +879,16 @@ static int finish(struct parse *p, const char *argv0)
     int rc;
     if (!p->cache_dir_given && (rc = default_cache_dir(p)))
         return rc;
+    if ((rc = check_policy(p)))
+        return rc;
+    if (!p->mime_types_given && !(o->mime_types = strdup(OPTIONS_DEFAULT_MIME_TYPES))) {
+        set_err(p, "pailfs: out of memory");
+        return ENOMEM;
+    }
+    o->s3.policy.sse = o->sse;
+    o->s3.policy.sse_kms_key_id = o->sse_kms_key_id;
+    o->s3.policy.storage_class = o->storage_class;
+    o->fs.mime_types = o->mime_types;
 
     o->s3.bucket = o->bucket;
     o->s3.endpoint = o->endpoint;
@@ -975,6 +1060,10 @@ void options_free(struct options *opts)
     free(opts->fuse_opts);
     free(opts->logfile);
     free(opts->metrics_file);
+    free(opts->sse);
+    free(opts->sse_kms_key_id);
+    free(opts->storage_class);
+    free(opts->mime_types);
     fuse_opt_free_args(&opts->fuse_args);
     memset(opts, 0, sizeof(*opts));
 }
@@ -1043,6 +1132,24 @@ void options_print_help(FILE *to)
           "                           (default 10)\n"
           "  -o stall_timeout=S       a request that moves no byte for S seconds is\n"
           "                           aborted and retried, 1 to 300 (default 30)\n"
+          "  -o requester_pays        send x-amz-request-payer: requester on every\n"
+          "                           request, for a requester-pays bucket (default off)\n"
+          "\n"
+          "new objects (copies keep the source's encryption and class, see pailfs(1)):\n"
+          "  -o sse=ALG               server-side encryption of new objects and copies:\n"
+          "                           AES256, aws:kms or aws:kms:dsse (default: none\n"
+          "                           asked, the bucket's default applies)\n"
+          "  -o sse_kms_key_id=ID     the KMS key (id, alias or ARN) for sse=aws:kms or\n"
+          "                           aws:kms:dsse (default: the AWS managed key)\n"
+          "  -o sse_bucket_key        ask for an S3 Bucket Key with SSE-KMS\n"
+          "  -o storage_class=CLASS   storage class of new objects: STANDARD_IA,\n"
+          "                           INTELLIGENT_TIERING, GLACIER_IR, ONEZONE_IA, ...\n"
+          "                           (default: none asked, STANDARD)\n"
+          "  -o mime_types=PATH       Content-Type of new files from their extension, by\n"
+          "                           this mime.types file (default /etc/mime.types;\n"
+          "                           application/octet-stream when not found); off:\n"
+          "                           send no Content-Type (S3 then says\n"
+          "                           binary/octet-stream)\n"
           "\n"
           "ownership and modes (modes are octal):\n"
           "  -o uid=N                 owner of every object, whatever its metadata says\n"

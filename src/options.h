@@ -38,6 +38,7 @@ enum options_action {
 #define OPTIONS_MAX_READ_PARALLEL 64
 #define OPTIONS_MAX_METRICS_INTERVAL_S 3600
 #define OPTIONS_DEFAULT_METRICS_INTERVAL_S 5
+#define OPTIONS_DEFAULT_MIME_TYPES "/etc/mime.types"
 
 /* Everything the command line says.  Filled by options_parse(), released by
  * options_free().  The const char * fields of s3 and fs point into strings
@@ -72,7 +73,9 @@ struct options {
     /* storage behind the pointers above */
     char *endpoint, *region, *profile, *passwd_file, *cache_dir, *cafile;
     char *fsname, *subtype;
-    char *fuse_opts; /* the pass-through options, comma-separated */
+    char *fuse_opts;                            /* the pass-through options, comma-separated */
+    char *sse, *sse_kms_key_id, *storage_class; /* NULL: not given */
+    char *mime_types;                           /* NULL: mime_types=off */
 };
 
 /* Parse `argc` arguments of argv (argv[0] the program name) into *opts.

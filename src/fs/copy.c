@@ -46,19 +46,26 @@ static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint6
 int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
             const char *src_etag, const struct s3_put_opts *replace, char *etag_out)
 {
-    if (size <= FS_COPY_SINGLE_MAX)
-        return s3_copy_object(fs->s3, src_key, dst_key, replace, src_etag, etag_out, NULL);
     if (replace)
-        return copy_multipart(fs, src_key, dst_key, size, src_etag, replace, etag_out);
-    /* A multipart copy does not carry the metadata over: read it first. */
+        return size <= FS_COPY_SINGLE_MAX
+                   ? s3_copy_object(fs->s3, src_key, dst_key, replace, src_etag, etag_out, NULL)
+                   : copy_multipart(fs, src_key, dst_key, size, src_etag, replace, etag_out);
+    /* S3 keeps neither the source's encryption nor its storage class unless
+     * the copy names them, and a multipart copy not even its metadata:
+     * read them first. */
     struct s3_object_info info = {0};
     int rc = s3_head_object(fs->s3, src_key, &info, NULL);
     if (rc == 0) {
+        struct s3_object_policy keep = s3_object_info_policy(&info);
         struct s3_put_opts opts = {.content_type = info.content_type,
                                    .content_encoding = info.content_encoding,
                                    .meta = info.meta,
-                                   .n_meta = info.n_meta};
-        rc = copy_multipart(fs, src_key, dst_key, size, src_etag, &opts, etag_out);
+                                   .n_meta = info.n_meta,
+                                   .keep = &keep,
+                                   .metadata_copied = size <= FS_COPY_SINGLE_MAX};
+        rc = size <= FS_COPY_SINGLE_MAX
+                 ? s3_copy_object(fs->s3, src_key, dst_key, &opts, src_etag, etag_out, NULL)
+                 : copy_multipart(fs, src_key, dst_key, size, src_etag, &opts, etag_out);
     }
     s3_object_info_clear(&info);
     return rc;
@@ -105,10 +112,12 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
             rc = s3_put_object(fs->s3, key, "", 0, &o, etag_out, NULL);
         } else if (rc == 0) {
             size_t n = merge_meta(a, xattr, &info, meta, 64, &store);
+            struct s3_object_policy keep = s3_object_info_policy(&info);
             struct s3_put_opts o = {.content_type = info.content_type,
                                     .content_encoding = info.content_encoding,
                                     .meta = meta,
-                                    .n_meta = n};
+                                    .n_meta = n,
+                                    .keep = &keep};
             rc = fs_copy(fs, key, key, info.size, info.etag, &o, etag_out);
         }
         s3_object_info_clear(&info);

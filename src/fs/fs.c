@@ -50,6 +50,18 @@ static int make_cache_dirs(const char *cache_dir)
     return rc;
 }
 
+/* The mime.types table, read once.  A missing or unreadable file is no
+ * reason to refuse the mount: new files are then application/octet-stream. */
+static void load_mime_types(struct fs *fs)
+{
+    if (!fs->cfg.mime_types)
+        return;
+    int rc = util_mime_load(fs->cfg.mime_types, &fs->mime);
+    if (rc)
+        log_warn("cannot read %s (%s): new files are stored as application/octet-stream",
+                 fs->cfg.mime_types, strerror(rc));
+}
+
 int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
 {
     struct fs *fs = calloc(1, sizeof(*fs));
@@ -83,6 +95,7 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
         free(fs);
         return rc;
     }
+    load_mime_types(fs);
     root->ino = FUSE_ROOT_ID;
     root->linked = true;
     root->nlookup = 1;
@@ -159,6 +172,7 @@ void fs_free(struct fs *fs)
     fs_readpool_free(fs); /* after the handles: their readers use it */
     fs_wpool_free(fs);    /* after the write states: their uploads use it */
     free(fs->key_prefix);
+    util_mime_free(fs->mime);
     pthread_mutex_destroy(&fs->gz_lock);
     fs_once_free(&fs->once);
     pthread_mutex_destroy(&fs->lock);

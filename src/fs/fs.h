@@ -62,6 +62,11 @@ struct fs_config {
                            * 0: one per core but one, 1 to 4 */
     bool gz_size_exact;   /* stat of a view of unknown size builds its index */
     bool gz_index_shared; /* indexes are also kept in the bucket */
+
+    /* New objects. */
+    const char *mime_types; /* a mime.types file: new files get the
+                             * Content-Type of their extension (else
+                             * application/octet-stream); NULL: none sent */
 };
 
 /* Fill *cfg with the defaults above (uid/gid: the calling process's). */

@@ -186,6 +186,7 @@ struct fs {
     struct timespec mount_time;
 
     pthread_mutex_t lock;
+    struct util_mime *mime;   /* cfg.mime_types read at mount; NULL: none or unreadable */
     struct fs_inode *by_ino;  /* protected by lock */
     struct fs_inode *by_path; /* protected by lock */
     struct fs_hidden *hidden; /* protected by lock */
@@ -234,6 +235,10 @@ size_t fs_meta_build(const struct fs_attr *a, const char *xattr, struct s3_meta 
                      struct buf *store);
 /* Find meta `name` (lower case, without x-amz-meta-) in info, or NULL. */
 const char *fs_meta_get(const struct s3_object_info *info, const char *name);
+/* The Content-Type a new file at `path` is stored with: its extension's
+ * type by cfg.mime_types, else application/octet-stream; NULL (none sent)
+ * when mime_types is off.  The string lives as long as the fs. */
+const char *fs_content_type(const struct fs *fs, const char *path);
 
 /* Parse "1700000000" or "1700000000.123456789" (seconds since the epoch).
  * 0 or EINVAL. */
@@ -769,8 +774,17 @@ struct fs_put_meta {
     struct buf store;
     struct s3_meta meta[FS_META_MAX];
     struct s3_put_opts opts;
+    struct s3_object_info kept;          /* fs_put_meta_keep's HEAD */
+    struct s3_object_policy kept_policy; /* points into kept */
 };
+/* Take the inode's metadata now; the Content-Type from its name
+ * (fs_content_type). */
 void fs_put_meta_take(struct fs *fs, struct fs_inode *in, struct fs_put_meta *m);
+/* The new object replaces `key` at version base_etag and copies some of
+ * its bytes (an append, a staged edit): keep that object's Content-Type,
+ * encryption and storage class (one HEAD).  When the HEAD fails or finds
+ * another version, nothing is kept (the mount's settings apply). */
+void fs_put_meta_keep(struct fs *fs, const char *key, const char *base_etag, struct fs_put_meta *m);
 void fs_put_meta_free(struct fs_put_meta *m);
 
 /* ---- gzview.c: decompressed views of gzip objects; gzindex_cmd.c ----- */

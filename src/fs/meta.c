@@ -58,6 +58,14 @@ int fs_parse_time(const char *s, struct timespec *out)
     return 0;
 }
 
+const char *fs_content_type(const struct fs *fs, const char *path)
+{
+    if (!fs->cfg.mime_types)
+        return NULL;
+    const char *t = util_mime_lookup(fs->mime, path);
+    return t ? t : "application/octet-stream";
+}
+
 const char *fs_meta_get(const struct s3_object_info *info, const char *name)
 {
     for (size_t i = 0; i < info->n_meta; i++)

@@ -93,16 +93,33 @@ void fs_put_meta_take(struct fs *fs, struct fs_inode *in, struct fs_put_meta *m)
     pthread_mutex_lock(&fs->lock);
     m->a = in->attr;
     m->xattr = in->xattr ? strdup(in->xattr) : NULL;
+    const char *type = fs_content_type(fs, in->path); /* the table's string, not the path's */
     pthread_mutex_unlock(&fs->lock);
     m->store = (struct buf)BUF_INIT;
-    m->opts = (struct s3_put_opts){.meta = m->meta,
+    memset(&m->kept, 0, sizeof(m->kept));
+    m->opts = (struct s3_put_opts){.content_type = type,
+                                   .meta = m->meta,
                                    .n_meta = fs_meta_build(&m->a, m->xattr, m->meta, &m->store)};
+}
+
+void fs_put_meta_keep(struct fs *fs, const char *key, const char *base_etag, struct fs_put_meta *m)
+{
+    s3_object_info_clear(&m->kept);
+    if (s3_head_object(fs->s3, key, &m->kept, NULL) || strcmp(m->kept.etag, base_etag) != 0) {
+        s3_object_info_clear(&m->kept);
+        return;
+    }
+    m->kept_policy = s3_object_info_policy(&m->kept);
+    m->opts.keep = &m->kept_policy;
+    if (m->kept.content_type) /* the stored type, as a copy keeps it */
+        m->opts.content_type = m->kept.content_type;
 }
 
 void fs_put_meta_free(struct fs_put_meta *m)
 {
     buf_free(&m->store);
     free(m->xattr);
+    s3_object_info_clear(&m->kept);
 }
 
 /* Begin the multipart upload of the file, with its current metadata. */
@@ -113,9 +130,12 @@ int fs_up_create(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
         return ENOMEM;
     struct fs_put_meta m;
     fs_put_meta_take(fs, in, &m);
+    if (wf->base_len && wf->base_etag[0]) /* an append or an edit: copies of the old bytes */
+        fs_put_meta_keep(fs, key, wf->base_etag, &m);
     char *id = NULL;
     int rc = s3_create_multipart_upload(fs->s3, key, &m.opts, &id, NULL);
     buf_free(&m.store);
+    s3_object_info_clear(&m.kept);
     if (rc) {
         log_error("cannot begin the upload of %s: %s", key, strerror(rc));
         free(key);

@@ -316,7 +316,10 @@ static void make_object(fuse_req_t req, fuse_ino_t parent, const char *name, mod
     a.marker = dir;
     struct buf store = BUF_INIT;
     struct s3_meta meta[FS_META_MAX];
-    struct s3_put_opts o = {.content_type = dir ? FS_DIR_CONTENT_TYPE : NULL,
+    /* a symbolic link (body) keeps no type, as before */
+    struct s3_put_opts o = {.content_type = dir    ? FS_DIR_CONTENT_TYPE
+                                            : body ? NULL
+                                                   : fs_content_type(fs, path),
                             .meta = meta,
                             .n_meta = fs_meta_build(&a, NULL, meta, &store)};
     key = fs_key(fs, path, dir);

@@ -202,12 +202,17 @@ static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf
     return 0;
 }
 
-/* The whole file as one PutObject, with the inode's metadata now. */
-static int put_whole(struct fs *fs, struct fs_inode *in, const char *data, size_t len, char *etag)
+/* The whole file as one PutObject, with the inode's metadata now; an
+ * edit of the object at version base_etag (or NULL) keeps its type,
+ * encryption and class. */
+static int put_whole(struct fs *fs, struct fs_inode *in, const char *data, size_t len,
+                     const char *base_etag, char *etag)
 {
     char *key = fs_wf_key(fs, in, NULL);
     struct fs_put_meta m;
     fs_put_meta_take(fs, in, &m);
+    if (key && base_etag && *base_etag)
+        fs_put_meta_keep(fs, key, base_etag, &m);
     int rc = key ? s3_put_object(fs->s3, key, data, len, &m.opts, etag, NULL) : ENOMEM;
     if (rc) /* without a key (ENOMEM) no name: in->path is fs->lock's */
         log_error("upload of %s failed: %s", key ? key : "a file", strerror(rc));
@@ -222,7 +227,7 @@ static int put_whole(struct fs *fs, struct fs_inode *in, const char *data, size_
 static int stream_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, char *etag)
 {
     if (!wf->up.id && !wf->base_len) /* the bytes stay in memory: the file is still all there */
-        return put_whole(fs, in, wf->buf, wf->buf_len, etag);
+        return put_whole(fs, in, wf->buf, wf->buf_len, NULL, etag);
     int rc = 0;
     if (!wf->up.id || wf->buf_len)
         rc = stream_send(fs, in, wf);
@@ -462,7 +467,8 @@ static int stage_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf,
         if (!rc)
             rc = fs_read_all(wf->fd, data, (size_t)wf->size, 0);
         if (!rc)
-            rc = put_whole(fs, in, data, (size_t)wf->size, etag);
+            rc = put_whole(fs, in, data, (size_t)wf->size, wf->base_len ? wf->base_etag : NULL,
+                           etag);
         free(data);
         free(plan);
         return rc;

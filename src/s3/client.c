@@ -22,7 +22,7 @@
 
 #define RESP_BODY_MAX (64u << 20) /* a listing page or an error document */
 #define MAX_QUERY 8
-#define MAX_HEADERS 40
+#define MAX_HEADERS 48 /* 32 metadata, the type, copy and policy headers */
 #define CREDS_REFRESH_BEFORE_S 300
 #define CREDS_REFRESH_RETRY_MS 10000
 #define GOT_ALL_BYTES EALREADY /* private: the sink window is full */
@@ -37,12 +37,16 @@ struct s3_client {
     bool path_style;
     bool public_bucket;
     bool unsigned_payload;
+    bool requester_pays;
+    struct s3_object_policy policy; /* strings owned here */
     struct s3_retry_policy retry;
     struct s3_retry_budget budget;
     struct s3_creds_request creds_rq; /* strings owned here */
     char creds_source[64];
     char *access_key_id_shown; /* for messages; never the secret */
     atomic_bool warned_range;
+    pthread_mutex_t archived_lock;
+    char *archived_told; /* the last key logged as archived; protected by archived_lock */
 
     pthread_mutex_t mutex;
     pthread_cond_t refreshed;
@@ -330,7 +334,26 @@ static int add_meta(struct s3_attempt *a, const char *name, const char *value)
 static bool header_kept(const char *name)
 {
     return strcasecmp(name, "ETag") == 0 || strcasecmp(name, "Content-Type") == 0 ||
-           strcasecmp(name, "Content-Encoding") == 0 || util_istarts(name, "x-amz-meta-");
+           strcasecmp(name, "Content-Encoding") == 0 || util_istarts(name, "x-amz-meta-") ||
+           util_istarts(name, "x-amz-server-side-encryption") ||
+           strcasecmp(name, "x-amz-storage-class") == 0;
+}
+
+/* The object's encryption and storage class, kept for its copies. */
+static int on_policy_header(struct s3_attempt *a, const char *name, const char *value)
+{
+    char **slot = strcasecmp(name, "x-amz-server-side-encryption") == 0 ? &a->info.sse
+                  : strcasecmp(name, "x-amz-server-side-encryption-aws-kms-key-id") == 0
+                      ? &a->info.sse_kms_key_id
+                  : strcasecmp(name, "x-amz-storage-class") == 0 ? &a->info.storage_class
+                                                                 : NULL;
+    if (strcasecmp(name, "x-amz-server-side-encryption-bucket-key-enabled") == 0)
+        a->info.sse_bucket_key = strcasecmp(value, "true") == 0;
+    if (!slot)
+        return 0;
+    free(*slot);
+    *slot = strdup(value);
+    return *slot ? 0 : ENOMEM;
 }
 
 static int on_header(struct http_request *hr, const char *name, const char *value)
@@ -338,9 +361,11 @@ static int on_header(struct http_request *hr, const char *name, const char *valu
     struct s3_attempt *a = hr->arg;
     a->status = hr->status;
     if (header_kept(name) && util_has_control(value)) {
-        a->refused = strcasecmp(name, "ETag") == 0       ? "ETag"
-                     : util_istarts(name, "x-amz-meta-") ? "x-amz-meta-*"
-                                                         : "Content-Type or -Encoding";
+        a->refused = strcasecmp(name, "ETag") == 0                        ? "ETag"
+                     : util_istarts(name, "x-amz-meta-")                  ? "x-amz-meta-*"
+                     : util_istarts(name, "x-amz-server-side-encryption") ? name
+                     : strcasecmp(name, "x-amz-storage-class") == 0       ? "x-amz-storage-class"
+                                                                    : "Content-Type or -Encoding";
         return EPROTO; /* the whole answer is refused: the operation fails */
     }
     if (strcasecmp(name, "ETag") == 0)
@@ -369,6 +394,8 @@ static int on_header(struct http_request *hr, const char *name, const char *valu
         snprintf(a->req->bucket_region, sizeof(a->req->bucket_region), "%s", value);
     else if (util_istarts(name, "x-amz-meta-"))
         return add_meta(a, name + 11, value);
+    else
+        return on_policy_header(a, name, value);
     return 0;
 }
 
@@ -477,7 +504,7 @@ static void attempt_clear(struct s3_attempt *a)
 struct s3_wire {
     struct buf url, path, host, auth, range;
     struct s3_credentials cr;
-    struct s3_kv hdrs[MAX_HEADERS + 6];
+    struct s3_kv hdrs[MAX_HEADERS + 8];
     size_t nh;
     char date[17], hash[65];
     struct curl_slist *list;
@@ -499,11 +526,15 @@ static void wire_free(struct s3_wire *w)
 
 /* The headers the request itself asks for: host, the caller's, and for a
  * GET the part of the window still wanted and the ETag it is pinned to. */
-static int wire_headers(const struct s3_req *req, struct s3_wire *w)
+static int wire_headers(const struct s3_client *c, const struct s3_req *req, struct s3_wire *w)
 {
     w->hdrs[w->nh++] = (struct s3_kv){"host", w->host.data};
     for (size_t i = 0; i < req->n_headers; i++)
         w->hdrs[w->nh++] = req->headers[i];
+    /* on every request, signed with the rest: a requester-pays bucket
+     * refuses any request that does not accept the charges */
+    if (c->requester_pays)
+        w->hdrs[w->nh++] = (struct s3_kv){"x-amz-request-payer", "requester"};
     if (!req->sink)
         return 0;
     uint64_t from = req->want_off + req->delivered;
@@ -648,7 +679,7 @@ static int run_attempt(struct s3_client *c, struct s3_req *req, struct s3_attemp
     buf_clear(&req->resp);
     int rc = build_target(c, req, &w.url, &w.path, &w.host);
     if (!rc)
-        rc = wire_headers(req, &w);
+        rc = wire_headers(c, req, &w);
     if (!rc)
         rc = wire_sign(c, req, &w, err);
     if (!rc)
@@ -668,6 +699,8 @@ static int code_to_errno(const char *code)
         return ENOENT;
     if (strcmp(code, "AccessDenied") == 0)
         return EACCES;
+    if (strcmp(code, "InvalidObjectState") == 0)
+        return ENODATA;
     if (strcmp(code, "PreconditionFailed") == 0)
         return ESTALE;
     if (strcmp(code, "NotImplemented") == 0)
@@ -714,6 +747,26 @@ static void log_failure(const struct s3_req *req, int rc, const struct s3_error 
                 err->message, err->request_id[0] ? err->request_id : "none");
     else
         log_msg(lvl, "%s %s: %s", req->op, req->key ? req->key : "(bucket)", err->message);
+}
+
+/* A GET of an archived object (403 InvalidObjectState): one line that says
+ * what to do, not repeated while the same key is asked again (a program
+ * retrying its read, the read-ahead's parallel GETs). */
+static void log_archived(struct s3_client *c, const struct s3_req *req, const struct s3_error *err)
+{
+    const char *key = req->key ? req->key : "(bucket)";
+    pthread_mutex_lock(&c->archived_lock);
+    bool told = c->archived_told && strcmp(c->archived_told, key) == 0;
+    if (!told) {
+        free(c->archived_told);
+        c->archived_told = strdup(key);
+    }
+    pthread_mutex_unlock(&c->archived_lock);
+    if (!told)
+        log_error("%s %s: the object is archived (InvalidObjectState) and must be restored "
+                  "before it can be read (aws s3api restore-object); reads fail with ENODATA "
+                  "(request id %s)",
+                  req->op, key, err->request_id[0] ? err->request_id : "none");
 }
 
 /* The answer came but its body could not be read (EPROTO from the XML
@@ -918,7 +971,9 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
         if (!retry_wait(c, req, t, a.status, err, attempt, max_attempts))
             break;
     }
-    if (!req->limits.quiet)
+    if (rc == ENODATA)
+        log_archived(c, req, err);
+    else if (!req->limits.quiet)
         log_failure(req, rc, err);
     return rc;
 }
@@ -973,6 +1028,9 @@ void s3_object_info_clear(struct s3_object_info *info)
 {
     free(info->content_type);
     free(info->content_encoding);
+    free(info->sse);
+    free(info->sse_kms_key_id);
+    free(info->storage_class);
     for (size_t i = 0; i < info->n_meta; i++) {
         free(info->meta[i].name);
         free(info->meta[i].value);
@@ -1043,6 +1101,30 @@ static int client_credentials(struct s3_client *c, const struct s3_config *cfg,
     return (c->access_key_id_shown = strdup(c->creds.access_key)) ? 0 : ENOMEM;
 }
 
+/* The mount's encryption and storage class, checked and copied.  0,
+ * EINVAL (err says which value) or ENOMEM. */
+static int client_policy(struct s3_client *c, const struct s3_object_policy *p,
+                         struct s3_error *err)
+{
+    const char *bad =
+        p->sse && !s3_sse_valid(p->sse)                                 ? "encryption"
+        : p->storage_class && !s3_storage_class_valid(p->storage_class) ? "storage class"
+        : p->sse_kms_key_id && !s3_sse_is_kms(p->sse) ? "KMS key id without aws:kms"
+        : p->sse_kms_key_id && (!*p->sse_kms_key_id || util_has_control(p->sse_kms_key_id))
+            ? "KMS key id"
+            : NULL;
+    if (bad) {
+        snprintf(err->message, sizeof(err->message), "bad %s for new objects", bad);
+        return EINVAL;
+    }
+    c->policy.sse_bucket_key = p->sse_bucket_key;
+    if ((p->sse && !(c->policy.sse = strdup(p->sse))) ||
+        (p->sse_kms_key_id && !(c->policy.sse_kms_key_id = strdup(p->sse_kms_key_id))) ||
+        (p->storage_class && !(c->policy.storage_class = strdup(p->storage_class))))
+        return ENOMEM;
+    return 0;
+}
+
 int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3_error *err_out)
 {
     s3_xml_init();
@@ -1065,7 +1147,11 @@ int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3
     c->retry.cap_ms = cfg->retry_cap_ms ? cfg->retry_cap_ms : 20000;
     c->public_bucket = cfg->public_bucket;
     c->unsigned_payload = cfg->unsigned_payload;
+    c->requester_pays = cfg->requester_pays;
+    pthread_mutex_init(&c->archived_lock, NULL);
     int rc = (c->bucket = strdup(cfg->bucket)) ? 0 : ENOMEM;
+    if (!rc)
+        rc = client_policy(c, &cfg->policy, err);
     if (!rc)
         rc = client_target(c, cfg, err);
     if (rc)
@@ -1102,6 +1188,11 @@ void s3_client_free(struct s3_client *c)
     free(c->base_path);
     free(c->region_host);
     free(c->bucket);
+    free((char *)c->policy.sse);
+    free((char *)c->policy.sse_kms_key_id);
+    free((char *)c->policy.storage_class);
+    free(c->archived_told);
+    pthread_mutex_destroy(&c->archived_lock);
     pthread_mutex_destroy(&c->mutex);
     pthread_cond_destroy(&c->refreshed);
     pthread_mutex_destroy(&c->budget.mutex);
@@ -1262,6 +1353,81 @@ int s3_get_to_mem(struct s3_client *c, const char *key, uint64_t offset, uint64_
     return rc;
 }
 
+/* ---- encryption and storage class of new objects ----------------------- */
+
+bool s3_sse_valid(const char *s)
+{
+    return s && (strcmp(s, "AES256") == 0 || s3_sse_is_kms(s));
+}
+
+bool s3_sse_is_kms(const char *s)
+{
+    return s && (strcmp(s, "aws:kms") == 0 || strcmp(s, "aws:kms:dsse") == 0);
+}
+
+bool s3_storage_class_valid(const char *s)
+{
+    /* the classes PutObject takes (OUTPOSTS and EXPRESS_ONEZONE belong to
+     * other kinds of bucket; REDUCED_REDUNDANCY is deprecated but taken) */
+    static const char *const classes[] = {
+        "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+        "GLACIER",  "DEEP_ARCHIVE",       "GLACIER_IR",  "SNOW",       "EXPRESS_ONEZONE",
+    };
+    for (size_t i = 0; s && i < sizeof(classes) / sizeof(classes[0]); i++)
+        if (strcmp(s, classes[i]) == 0)
+            return true;
+    return false;
+}
+
+struct s3_object_policy s3_object_info_policy(const struct s3_object_info *info)
+{
+    return (struct s3_object_policy){.sse = info->sse,
+                                     .sse_kms_key_id = info->sse_kms_key_id,
+                                     .sse_bucket_key = info->sse_bucket_key,
+                                     .storage_class = info->storage_class};
+}
+
+struct s3_object_policy s3_policy_effective(const struct s3_object_policy *mount,
+                                            const struct s3_object_policy *keep)
+{
+    struct s3_object_policy out = {0};
+    const char *kept_sse = keep && s3_sse_valid(keep->sse) ? keep->sse : NULL;
+    out.sse = mount->sse ? mount->sse : kept_sse;
+    bool same = out.sse && kept_sse && strcmp(out.sse, kept_sse) == 0;
+    if (s3_sse_is_kms(out.sse)) {
+        out.sse_kms_key_id = mount->sse_kms_key_id ? mount->sse_kms_key_id
+                             : same                ? keep->sse_kms_key_id
+                                                   : NULL;
+        out.sse_bucket_key =
+            (mount->sse && mount->sse_bucket_key) || (same && keep->sse_bucket_key);
+    }
+    if (keep) /* a kept STANDARD (no class said) stays STANDARD */
+        out.storage_class = keep->storage_class && strcmp(keep->storage_class, "STANDARD") != 0
+                                ? keep->storage_class
+                                : NULL;
+    else
+        out.storage_class = mount->storage_class;
+    return out;
+}
+
+/* The encryption and storage class headers of a PutObject,
+ * CreateMultipartUpload or CopyObject (s3_policy_effective).  A kept value
+ * was checked when its answer was read (no control character); one that is
+ * no encryption S3 takes is left out rather than sent back. */
+static void add_object_policy_headers(const struct s3_client *c, struct s3_req *req,
+                                      const struct s3_put_opts *o)
+{
+    struct s3_object_policy p = s3_policy_effective(&c->policy, o ? o->keep : NULL);
+    if (p.sse)
+        req_header(req, "x-amz-server-side-encryption", p.sse);
+    if (p.sse_kms_key_id)
+        req_header(req, "x-amz-server-side-encryption-aws-kms-key-id", p.sse_kms_key_id);
+    if (p.sse_bucket_key)
+        req_header(req, "x-amz-server-side-encryption-bucket-key-enabled", "true");
+    if (p.storage_class)
+        req_header(req, "x-amz-storage-class", p.storage_class);
+}
+
 /* Headers for what a new object is created with. */
 static int put_opts_headers(struct s3_req *req, const struct s3_put_opts *o)
 {
@@ -1272,7 +1438,7 @@ static int put_opts_headers(struct s3_req *req, const struct s3_put_opts *o)
     if (o->content_encoding)
         req_header(req, "content-encoding", o->content_encoding);
     for (size_t i = 0; i < o->n_meta; i++) {
-        if (req->n_owned == MAX_HEADERS - 8)
+        if (req->n_owned == MAX_HEADERS - 16)
             return EINVAL; /* more metadata than one request can carry here */
         struct buf name = BUF_INIT;
         if (buf_printf(&name, "x-amz-meta-%s", o->meta[i].name))
@@ -1291,6 +1457,7 @@ int s3_put_object(struct s3_client *c, const char *key, const void *data, size_t
     req.body = data;
     req.body_len = len;
     int rc = put_opts_headers(&req, opts);
+    add_object_policy_headers(c, &req, opts);
     if (!rc)
         rc = s3_execute(c, &req, err);
     if (!rc && etag_out)
@@ -1388,11 +1555,13 @@ int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key
     req.body_may_be_error = true;
     int rc = copy_source(&src, c, src_key);
     if (!rc) {
+        bool copied = !replace || replace->metadata_copied;
         req_header(&req, "x-amz-copy-source", src.data);
-        req_header(&req, "x-amz-metadata-directive", replace ? "REPLACE" : "COPY");
+        req_header(&req, "x-amz-metadata-directive", copied ? "COPY" : "REPLACE");
         if (src_if_match)
             req_header(&req, "x-amz-copy-source-if-match", src_if_match);
-        rc = put_opts_headers(&req, replace);
+        rc = copied ? 0 : put_opts_headers(&req, replace);
+        add_object_policy_headers(c, &req, replace);
     }
     if (!rc)
         rc = s3_execute(c, &req, err);
@@ -1488,6 +1657,7 @@ int s3_create_multipart_upload(struct s3_client *c, const char *key, const struc
     req_init(&req, "CreateMultipartUpload", "POST", key);
     req_query(&req, "uploads", "");
     int rc = put_opts_headers(&req, opts);
+    add_object_policy_headers(c, &req, opts);
     if (!rc)
         rc = s3_execute(c, &req, err);
     if (!rc)

@@ -74,7 +74,7 @@ int s3_status_to_errno(long status, const char *code)
         return 0;
     switch (status) {
     case 404: return ENOENT;
-    case 403: return EACCES;
+    case 403: return code && strcmp(code, "InvalidObjectState") == 0 ? ENODATA : EACCES;
     case 412: return ESTALE;
     case 501: return ENOSYS;
     case 405: return ENOTSUP;

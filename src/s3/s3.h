@@ -12,6 +12,10 @@
  *   ESTALE  412 PreconditionFailed (an If-Match did not hold)
  *   ENOSYS  501 NotImplemented
  *   ENOTSUP 405 MethodNotAllowed
+ *   ENODATA 403 InvalidObjectState: the object is archived (GLACIER,
+ *           DEEP_ARCHIVE, or an archive tier of INTELLIGENT_TIERING) and
+ *           must be restored before it can be read; logged as such, once
+ *           for a key asked again and again
  *   EPROTO  TLS failure (certificate refused), or a response we cannot parse
  *           or that gives a size beyond S3_MAX_OBJECT_SIZE
  *   EIO     retries exhausted (5xx, SlowDown, resets, timeouts, short
@@ -40,6 +44,28 @@ enum s3_addressing {
     S3_ADDR_VIRTUAL,
 };
 
+/* How new objects are stored: server-side encryption and storage class.
+ * A field NULL (false) asks nothing of S3: its default (the bucket's
+ * default encryption, STANDARD).  The strings are S3's own words:
+ *   sse            "AES256", "aws:kms" or "aws:kms:dsse"
+ *   sse_kms_key_id a KMS key id, alias or ARN (aws:kms and aws:kms:dsse only)
+ *   sse_bucket_key an S3 Bucket Key for SSE-KMS
+ *   storage_class  "STANDARD_IA", "INTELLIGENT_TIERING", "GLACIER_IR", …
+ * (checked by s3_sse_valid() / s3_storage_class_valid()). */
+struct s3_object_policy {
+    const char *sse;
+    const char *sse_kms_key_id;
+    bool sse_bucket_key;
+    const char *storage_class;
+};
+
+/* Whether s is an encryption S3 takes in x-amz-server-side-encryption, a
+ * storage class it takes in x-amz-storage-class for a new object, and
+ * whether the encryption `sse` takes a KMS key id. */
+bool s3_sse_valid(const char *s);
+bool s3_sse_is_kms(const char *s);
+bool s3_storage_class_valid(const char *s);
+
 struct s3_config {
     const char *endpoint; /* "http://127.0.0.1:9000"; NULL → AWS by region */
     const char *region;   /* NULL → env, profile, else us-east-1 (then discovered) */
@@ -54,6 +80,11 @@ struct s3_config {
     unsigned retry_base_ms;  /* 0 → 200 */
     unsigned retry_cap_ms;   /* 0 → 20,000 */
     struct http_engine_options http;
+    /* Every PutObject, CreateMultipartUpload and CopyObject asks for this
+     * (see s3_put_opts.keep for what a copy keeps of its source). */
+    struct s3_object_policy policy;
+    bool requester_pays; /* x-amz-request-payer: requester on every request
+                          * (signed): the bucket owner makes the reader pay */
 };
 
 /* Details of a failed request, for messages.  All strings NUL-terminated. */
@@ -118,16 +149,42 @@ struct s3_object_info {
     char *content_encoding; /* or NULL */
     struct s3_meta *meta;
     size_t n_meta;
+    /* How it is stored, as the answer says (NULL: not said; a HEAD of a
+     * STANDARD object names no class).  Values with a control character
+     * are refused as Content-Type is: they may be sent back on a copy. */
+    char *sse;            /* x-amz-server-side-encryption */
+    char *sse_kms_key_id; /* x-amz-server-side-encryption-aws-kms-key-id */
+    bool sse_bucket_key;  /* x-amz-server-side-encryption-bucket-key-enabled: true */
+    char *storage_class;  /* x-amz-storage-class */
 };
+/* The policy an object is stored with, pointing into *info (valid while
+ * info is): what a copy of it passes as s3_put_opts.keep. */
+struct s3_object_policy s3_object_info_policy(const struct s3_object_info *info);
 /* Free what an s3_object_info points to; the struct itself is the caller's. */
 void s3_object_info_clear(struct s3_object_info *info);
 
-/* What a new object is created with. Any field may be NULL/0. */
+/* What a new object is created with. Any field may be NULL/0.
+ *
+ * Encryption and storage class: a new object gets the client's policy
+ * (s3_config.policy).  An object that replaces or copies one whose policy
+ * is known passes it as `keep` (from a HEAD: s3_object_info_policy), and
+ * then (s3_policy_effective):
+ *   - the encryption is the client's sse when set (a bucket policy may
+ *     demand it), else the kept one: a copy never drops an object's SSE-KMS
+ *     because the mount names none.  The KMS key id is the client's when
+ *     set, else the kept one when the encryption is the same; the bucket
+ *     key is asked when either asks it (for the same encryption);
+ *   - the storage class is the kept one (NULL there: STANDARD, nothing
+ *     sent), not the client's: storage_class= is for new objects. */
 struct s3_put_opts {
     const char *content_type;
     const char *content_encoding;
     const struct s3_meta *meta;
     size_t n_meta;
+    const struct s3_object_policy *keep; /* NULL: a new object */
+    bool metadata_copied;                /* s3_copy_object only: directive COPY (the
+                                          * source's type, encoding and metadata kept; the
+                                          * three fields above unused), the policy sent */
 };
 
 /* HeadObject. Fills *info (clear it with s3_object_info_clear). */
@@ -217,10 +274,12 @@ int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n, in
                       struct s3_error *err);
 
 /* CopyObject src → dst inside the bucket (objects up to 5 GiB).  With
- * `replace` NULL the metadata is copied (directive COPY); otherwise it is
- * replaced by *replace (directive REPLACE), which is how metadata of an
- * object is changed in place.  `src_if_match` (may be NULL) guards the
- * source.  A 200 response with an <Error> body is an error. */
+ * `replace` NULL or replace->metadata_copied the metadata is copied
+ * (directive COPY); otherwise it is replaced by *replace (directive
+ * REPLACE), which is how metadata of an object is changed in place.  The
+ * encryption and storage class are sent either way (as for a new object
+ * given replace->keep): S3 does not keep the source's unless asked.  `src_if_match` (may be NULL)
+ * guards the source.  A 200 response with an <Error> body is an error. */
 int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key,
                    const struct s3_put_opts *replace, const char *src_if_match, char *etag_out,
                    struct s3_error *err);
@@ -281,7 +340,8 @@ int s3_create_multipart_upload(struct s3_client *c, const char *key, const struc
 /* UploadPart; etag_out is 80 bytes. */
 int s3_upload_part(struct s3_client *c, const char *key, const char *upload_id, int part_number,
                    const void *data, size_t len, char *etag_out, struct s3_error *err);
-/* UploadPartCopy of bytes [offset, offset+length) of src_key. */
+/* UploadPartCopy of bytes [offset, offset+length) of src_key.  (The new
+ * object's encryption and class are the upload's, set at its creation.) */
 int s3_upload_part_copy(struct s3_client *c, const char *key, const char *upload_id,
                         int part_number, const char *src_key, uint64_t offset, uint64_t length,
                         const char *src_if_match, char *etag_out, struct s3_error *err);

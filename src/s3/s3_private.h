@@ -99,6 +99,14 @@ struct s3_credentials; /* creds.c's; filled here as plain values */
  * caller frees with s3_credentials_clear. */
 int s3_xml_parse_sts(const char *xml, size_t len, struct s3_credentials *out, struct s3_error *err);
 
+/* ---- encryption and storage class (client.c) --------------------------- */
+
+/* What a new object is stored with, from the mount's policy and the kept
+ * one of the object it replaces or copies (NULL: none), by the rule told
+ * at struct s3_put_opts.  The strings point into *mount and *keep. */
+struct s3_object_policy s3_policy_effective(const struct s3_object_policy *mount,
+                                            const struct s3_object_policy *keep);
+
 /* ---- region names and listings (client.c) ------------------------------ */
 
 /* Whether r can be a region name: 1 to 32 characters of [a-z0-9-], neither

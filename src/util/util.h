@@ -241,6 +241,24 @@ int util_pct_decode(const char *s, char **out);
  * 0, ENOENT, EACCES, EFBIG (larger than max), or another errno. */
 int util_read_file(const char *path, size_t max, char **out, size_t *len_out);
 
+/* ---- file types (mime.c) ------------------------------------------------- */
+
+/* A mime.types table: "type ext ext…" lines, '#' comments.  Lines whose
+ * type is not "top/sub" of token characters, and extensions over 32
+ * bytes or with blanks or control characters, are skipped; the first line
+ * naming an extension wins.  *out is freed with util_mime_free.
+ * 0 or ENOMEM. */
+struct util_mime;
+int util_mime_parse(const char *text, size_t len, struct util_mime **out);
+/* util_mime_parse of a file of at most 4 MiB: 0, ENOMEM, or the errno of
+ * reading it (ENOENT, EACCES, EFBIG…). */
+int util_mime_load(const char *path, struct util_mime **out);
+/* The type of a file name (a path: its last component) by its extension,
+ * any case: "a/b.CSV" → "text/csv"; NULL when it has none or m is NULL.
+ * The string lives as long as m. */
+const char *util_mime_lookup(const struct util_mime *m, const char *name);
+void util_mime_free(struct util_mime *m);
+
 /* ---- private files ------------------------------------------------------ */
 
 /* Make sure `path` is a directory no other user can plant files in or

@@ -593,7 +593,8 @@ class ProxyState:
 
     CONFIG_KEYS = ("p503", "p500", "preset", "ptruncate", "ignore_range",
                    "latency_ms", "pspike", "spike_ms", "seed", "only_methods", "only_ops",
-                   "only_path_regex", "fail_next", "upstream_error", "stall_body")
+                   "only_path_regex", "fail_next", "upstream_error", "stall_body",
+                   "require_sse", "require_request_payer", "inject_headers")
 
     def __init__(self, seed, recent_max=200):
         self.lock = threading.Lock()
@@ -615,6 +616,9 @@ class ProxyState:
             # {"after": N, "ms": M, "path_regex": R}: a GetObject answer
             # whose path matches R pauses M ms once N body bytes are out
             "stall_body": None,
+            # the bucket policy (see POLICY below)
+            "require_sse": None, "require_request_payer": False,
+            "inject_headers": [],
         }
         self.path_re = None
         self.rng = random.Random(self.default_seed)
@@ -705,11 +709,48 @@ class ProxyState:
                     if stall["path_regex"]:
                         re.compile(stall["path_regex"])
                 cfg["stall_body"] = stall or None
+            if "require_sse" in new:
+                value = new["require_sse"]
+                if value is not None and not isinstance(value, str):
+                    raise ValueError("require_sse is an encryption name or null")
+                cfg["require_sse"] = value or None
+            if "require_request_payer" in new:
+                cfg["require_request_payer"] = bool(new["require_request_payer"])
+            if "inject_headers" in new:
+                entries = new["inject_headers"] or []
+                for e in entries:
+                    if not isinstance(e.get("headers"), dict):
+                        raise ValueError("inject_headers entries need headers")
+                    re.compile(e.get("path_regex") or "")
+                cfg["inject_headers"] = [dict(e) for e in entries]
             if "seed" in new:
                 cfg["seed"] = new["seed"]
                 self.rng = random.Random(new["seed"])
             self.config = cfg
             self.path_re = path_re
+
+    def policy_refusal(self, op, headers):
+        """The bucket policy's verdict on a request: None (allowed) or the
+        message of a 403 AccessDenied."""
+        cfg = self.config
+        if cfg["require_request_payer"] and \
+                (headers.get("x-amz-request-payer") or "").lower() != "requester":
+            return "requester pays: the request does not accept the charges"
+        want = cfg["require_sse"]
+        if want and op in SSE_POLICY_OPS and \
+                headers.get("x-amz-server-side-encryption") != want:
+            return f"bucket policy: {op} without x-amz-server-side-encryption: {want}"
+        return None
+
+    def injected_headers(self, method, op, target):
+        """Response headers to add to a forwarded answer (first match)."""
+        for e in self.config["inject_headers"]:
+            if e.get("ops") and op not in e["ops"]:
+                continue
+            if e.get("path_regex") and not re.search(e["path_regex"], target):
+                continue
+            return list(e["headers"].items())
+        return []
 
     def _matches_filter(self, method, op, target):
         cfg = self.config
@@ -857,6 +898,23 @@ class ProxyState:
 # --------------------------------------------------------------------------
 # HTTP handling
 # --------------------------------------------------------------------------
+
+# POLICY: the bucket policies the proxy can play, as config keys.
+#   require_sse  "aws:kms" (or any value): PutObject, CreateMultipartUpload
+#                and CopyObject without x-amz-server-side-encryption equal
+#                to it are refused, 403 AccessDenied (the policy AWS
+#                documents: Deny s3:PutObject unless the header is aws:kms;
+#                CopyObject and CreateMultipartUpload are s3:PutObject).
+#   require_request_payer  true: every request without
+#                x-amz-request-payer: requester is refused, 403 AccessDenied
+#                (a requester-pays bucket, asked by someone not its owner).
+#   inject_headers  list of {"path_regex", "ops", "headers": {name: value}}:
+#                the first matching entry's headers are added to a 2xx
+#                answer, to play what s3rver does not store (the object's
+#                x-amz-server-side-encryption, KMS key id, storage class).
+# Refusals count in stats()["sig_rejections"]["AccessDenied"].
+SSE_POLICY_OPS = ("PutObject", "CreateMultipartUpload", "CopyObject")
+
 
 def error_xml(code, message, request_id, extra=None):
     esc = xml.sax.saxutils.escape
@@ -1106,6 +1164,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self._reply_error(err.status, err.code, err.message, rec,
                               extra=err.extra)
             return
+        # 2c. The bucket policy (POLICY): a 403 AccessDenied as S3 gives.
+        refusal = self.state.policy_refusal(
+            op, {k.lower(): v for k, v in self.headers.items()})
+        if refusal:
+            rec["sig_error"] = "AccessDenied"
+            self._reply_error(403, "AccessDenied", refusal, rec)
+            return
         # 3. Scripted or random faults that replace the answer.
         fault, detail = self.state.choose_fault(method, op, target)
         rec["spike"] = self.state.choose_spike(method, op, target)
@@ -1315,6 +1380,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             if lname == "x-amz-request-id":
                 has_request_id = True
             out_headers.append((name, value))
+        if 200 <= resp.status < 300:
+            out_headers += self.state.injected_headers(method, rec["op"], target)
         if not has_request_id:
             out_headers.append(("x-amz-request-id", self._request_id))
             out_headers.append(("x-amz-id-2", self._request_id))
