@@ -359,6 +359,95 @@ static void test_s3_options(void **state)
     options_free(&o);
 }
 
+/* ---- how new objects are stored (issue 20) ----------------------------------- */
+
+static void test_object_policy_options(void **state)
+{
+    (void)state;
+    struct options o;
+    /* nothing asked by default; Content-Type from /etc/mime.types */
+    assert_int_equal(parse_o(&o, "ro"), 0);
+    assert_null(o.s3.policy.sse);
+    assert_null(o.s3.policy.sse_kms_key_id);
+    assert_false(o.s3.policy.sse_bucket_key);
+    assert_null(o.s3.policy.storage_class);
+    assert_false(o.s3.requester_pays);
+    assert_string_equal(o.fs.mime_types, "/etc/mime.types");
+    options_free(&o);
+
+    assert_int_equal(parse_o(&o, "sse=aws:kms,sse_kms_key_id=arn:aws:kms:us-east-1:1:key/ab-cd,"
+                                 "sse_bucket_key,storage_class=GLACIER_IR,requester_pays,"
+                                 "mime_types=off"),
+                     0);
+    assert_string_equal(o.s3.policy.sse, "aws:kms");
+    assert_string_equal(o.s3.policy.sse_kms_key_id, "arn:aws:kms:us-east-1:1:key/ab-cd");
+    assert_true(o.s3.policy.sse_bucket_key);
+    assert_string_equal(o.s3.policy.storage_class, "GLACIER_IR");
+    assert_true(o.s3.requester_pays);
+    assert_null(o.fs.mime_types);
+    options_free(&o);
+
+    assert_int_equal(parse_o(&o, "sse=AES256,storage_class=STANDARD_IA,mime_types=m.types"), 0);
+    assert_string_equal(o.s3.policy.sse, "AES256");
+    assert_string_equal(o.s3.policy.storage_class, "STANDARD_IA");
+    assert_true(o.fs.mime_types[0] == '/'); /* anchored to the working directory */
+    assert_non_null(strstr(o.fs.mime_types, "/m.types"));
+    options_free(&o);
+
+    assert_int_equal(parse_o(&o, "sse=aws:kms:dsse,sse_kms_key_id=alias/mine"), 0);
+    assert_string_equal(o.s3.policy.sse, "aws:kms:dsse");
+    assert_string_equal(o.s3.policy.sse_kms_key_id, "alias/mine");
+    options_free(&o);
+}
+
+static void test_object_policy_bad_values(void **state)
+{
+    (void)state;
+    assert_o_error(
+        "sse=aes256",
+        "pailfs: bad value 'aes256' for -o sse: expected AES256, aws:kms or aws:kms:dsse");
+    assert_o_error("sse=", "pailfs: bad value '' for -o sse: expected AES256, aws:kms or "
+                           "aws:kms:dsse");
+    assert_o_error("sse=aws:kms:", "pailfs: bad value 'aws:kms:' for -o sse: expected AES256, "
+                                   "aws:kms or aws:kms:dsse");
+    assert_o_error("sse_kms_key_id=a b",
+                   "pailfs: bad value 'a b' for -o sse_kms_key_id: expected a KMS key id, alias or "
+                   "ARN (printable, no blanks, at most 2048 characters)");
+    assert_o_error("sse_kms_key_id=",
+                   "pailfs: bad value '' for -o sse_kms_key_id: expected a KMS key id, alias or "
+                   "ARN (printable, no blanks, at most 2048 characters)");
+    assert_o_error("storage_class=standard_ia",
+                   "pailfs: bad value 'standard_ia' for -o storage_class: expected an S3 storage "
+                   "class such as STANDARD, STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING, "
+                   "GLACIER_IR, GLACIER or DEEP_ARCHIVE");
+    assert_o_error("mime_types=", "pailfs: bad value '' for -o mime_types: expected off, or the "
+                                  "path of a mime.types file");
+    assert_o_error("requester_pays=yes", "pailfs: option -o requester_pays takes no value");
+    assert_o_error("sse_bucket_key=1", "pailfs: option -o sse_bucket_key takes no value");
+    assert_o_error("sse", "pailfs: option -o sse needs a value (-o sse=VALUE)");
+    /* a KMS key or bucket key without a KMS encryption would be refused by
+     * S3 at the first write, long after mounting */
+    assert_o_error("sse_kms_key_id=k",
+                   "pailfs: option -o sse_kms_key_id needs -o sse=aws:kms or -o sse=aws:kms:dsse");
+    assert_o_error("sse=AES256,sse_kms_key_id=k",
+                   "pailfs: option -o sse_kms_key_id needs -o sse=aws:kms or -o sse=aws:kms:dsse");
+    assert_o_error("sse=AES256,sse_bucket_key",
+                   "pailfs: option -o sse_bucket_key needs -o sse=aws:kms or -o sse=aws:kms:dsse");
+    /* a key id with a control character never reaches a header */
+    struct options o;
+    assert_int_equal(parse_o(&o, "sse=aws:kms,sse_kms_key_id=a\x01b"), EINVAL);
+    assert_non_null(strstr(err, "for -o sse_kms_key_id"));
+    options_free(&o);
+    char longkey[2060];
+    memset(longkey, 'k', sizeof(longkey) - 1);
+    longkey[sizeof(longkey) - 1] = '\0';
+    struct buf b = BUF_INIT;
+    assert_int_equal(buf_printf(&b, "sse=aws:kms,sse_kms_key_id=%s", longkey), 0);
+    assert_int_equal(parse_o(&o, b.data), EINVAL);
+    options_free(&o);
+    buf_free(&b);
+}
+
 static void test_relative_paths_become_absolute(void **state)
 {
     (void)state;
@@ -463,7 +552,7 @@ static void test_write_options(void **state)
         const char *v;
         uint64_t s;
     } durations[] = {{"3600", 3600}, {"90m", 5400}, {"24h", 86400},
-                     {"7d", 604800}, {"2s", 2}, {"off", 0}};
+                     {"7d", 604800}, {"2s", 2},     {"off", 0}};
     for (size_t i = 0; i < sizeof(durations) / sizeof(*durations); i++) {
         char opt[64];
         snprintf(opt, sizeof(opt), "abort_stale_uploads=%s", durations[i].v);
@@ -471,10 +560,14 @@ static void test_write_options(void **state)
         assert_int_equal(o.fs.abort_stale_uploads, durations[i].s);
         options_free(&o);
     }
-    static const char *bad[] = {"abort_stale_uploads=0", "abort_stale_uploads=5x",
-                                "abort_stale_uploads=-1", "abort_stale_uploads=h",
-                                "abort_stale_uploads=99999d", "max_inflight=0",
-                                "max_inflight=65", "part_size=4095"};
+    static const char *bad[] = {"abort_stale_uploads=0",
+                                "abort_stale_uploads=5x",
+                                "abort_stale_uploads=-1",
+                                "abort_stale_uploads=h",
+                                "abort_stale_uploads=99999d",
+                                "max_inflight=0",
+                                "max_inflight=65",
+                                "part_size=4095"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
         assert_int_equal(parse_o(&o, bad[i]), EINVAL);
 }
@@ -793,6 +886,12 @@ static void test_help_text_lists_every_option(void **state)
         "retries=",
         "connect_timeout=",
         "stall_timeout=",
+        "requester_pays",
+        "sse=",
+        "sse_kms_key_id=",
+        "sse_bucket_key",
+        "storage_class=",
+        "mime_types=",
         "uid=",
         "gid=",
         "file_mode=",
@@ -849,6 +948,8 @@ int main(void)
         cmocka_unit_test_setup(test_help_version, setup_env),
         cmocka_unit_test_setup(test_fstab_form, setup_env),
         cmocka_unit_test_setup(test_s3_options, setup_env),
+        cmocka_unit_test_setup(test_object_policy_options, setup_env),
+        cmocka_unit_test_setup(test_object_policy_bad_values, setup_env),
         cmocka_unit_test_setup(test_relative_paths_become_absolute, setup_env),
         cmocka_unit_test_setup(test_mount_options, setup_env),
         cmocka_unit_test_setup(test_ownership_options, setup_env),

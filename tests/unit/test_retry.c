@@ -27,7 +27,7 @@ static void test_retryable(void **state)
     assert_false(s3_retryable(404, "NoSuchKey", 0));
     assert_false(s3_retryable(412, "PreconditionFailed", 0));
     assert_false(s3_retryable(400, "InvalidArgument", 0));
-    assert_false(s3_retryable(0, "", EPROTO));  /* TLS refusal */
+    assert_false(s3_retryable(0, "", EPROTO)); /* TLS refusal */
     assert_false(s3_retryable(0, "", ECANCELED));
 }
 
@@ -87,13 +87,66 @@ static void test_errno_mapping(void **state)
     assert_int_equal(s3_status_to_errno(500, ""), EIO);
 }
 
+/* 403 InvalidObjectState (an archived object) is ENODATA, not EACCES. */
+static void test_archived_errno(void **state)
+{
+    (void)state;
+    assert_int_equal(s3_status_to_errno(403, "InvalidObjectState"), ENODATA);
+    assert_int_equal(s3_status_to_errno(403, "AccessDenied"), EACCES);
+    assert_int_equal(s3_status_to_errno(403, ""), EACCES);
+}
+
+/* What a new object or a copy asks for: the rule of struct s3_put_opts. */
+static void test_policy_effective(void **state)
+{
+    (void)state;
+    const struct s3_object_policy none = {0};
+    const struct s3_object_policy kms = {.sse = "aws:kms",
+                                         .sse_kms_key_id = "K1",
+                                         .sse_bucket_key = true,
+                                         .storage_class = "STANDARD_IA"};
+    const struct s3_object_policy mount_kms = {.sse = "aws:kms", .storage_class = "GLACIER_IR"};
+    const struct s3_object_policy mount_aes = {.sse = "AES256"};
+    /* a new object: the mount's */
+    struct s3_object_policy p = s3_policy_effective(&mount_kms, NULL);
+    assert_string_equal(p.sse, "aws:kms");
+    assert_null(p.sse_kms_key_id);
+    assert_string_equal(p.storage_class, "GLACIER_IR");
+    /* no sse= on the mount: the source's encryption, key and class kept */
+    p = s3_policy_effective(&none, &kms);
+    assert_string_equal(p.sse, "aws:kms");
+    assert_string_equal(p.sse_kms_key_id, "K1");
+    assert_true(p.sse_bucket_key);
+    assert_string_equal(p.storage_class, "STANDARD_IA");
+    /* the mount's aws:kms without a key keeps the source's key; the
+     * source's class wins over the mount's (which is for new objects) */
+    p = s3_policy_effective(&mount_kms, &kms);
+    assert_string_equal(p.sse_kms_key_id, "K1");
+    assert_string_equal(p.storage_class, "STANDARD_IA");
+    /* another encryption on the mount: no key of the source's */
+    p = s3_policy_effective(&mount_aes, &kms);
+    assert_string_equal(p.sse, "AES256");
+    assert_null(p.sse_kms_key_id);
+    assert_false(p.sse_bucket_key);
+    /* a kept STANDARD, or none said, stays STANDARD: nothing sent */
+    const struct s3_object_policy std = {.storage_class = "STANDARD"};
+    assert_null(s3_policy_effective(&mount_kms, &std).storage_class);
+    assert_null(s3_policy_effective(&mount_kms, &none).storage_class);
+    /* a source's encryption that is no encryption S3 takes is not sent back */
+    const struct s3_object_policy odd = {.sse = "rot13", .sse_kms_key_id = "K"};
+    p = s3_policy_effective(&none, &odd);
+    assert_null(p.sse);
+    assert_null(p.sse_kms_key_id);
+    assert_true(s3_sse_valid("aws:kms:dsse") && !s3_sse_valid("AWS:KMS") && !s3_sse_valid(NULL));
+    assert_true(s3_storage_class_valid("DEEP_ARCHIVE") && !s3_storage_class_valid("standard"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_retryable),
-        cmocka_unit_test(test_backoff_full_jitter),
-        cmocka_unit_test(test_budget),
-        cmocka_unit_test(test_errno_mapping),
+        cmocka_unit_test(test_retryable),      cmocka_unit_test(test_backoff_full_jitter),
+        cmocka_unit_test(test_budget),         cmocka_unit_test(test_errno_mapping),
+        cmocka_unit_test(test_archived_errno), cmocka_unit_test(test_policy_effective),
     };
     return cmocka_run_group_tests_name("retry", tests, NULL, NULL);
 }

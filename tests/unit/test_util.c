@@ -185,11 +185,17 @@ static void test_pct_decode(void **state)
 /* ---- metrics ------------------------------------------------------------ */
 
 static struct metrics_series t_series[] = {
-    {.name = "t_requests_total", .help = "Requests.", .kind = METRICS_COUNTER,
-     .labels = "op=\"Get\"", .sparse = true},
+    {.name = "t_requests_total",
+     .help = "Requests.",
+     .kind = METRICS_COUNTER,
+     .labels = "op=\"Get\"",
+     .sparse = true},
     {.name = "t_bytes", .help = "Bytes held.", .kind = METRICS_GAUGE},
-    {.name = "t_requests_total", .help = "Requests.", .kind = METRICS_COUNTER,
-     .labels = "op=\"Put\"", .sparse = true},
+    {.name = "t_requests_total",
+     .help = "Requests.",
+     .kind = METRICS_COUNTER,
+     .labels = "op=\"Put\"",
+     .sparse = true},
 };
 
 static void test_metrics_format(void **state)
@@ -535,10 +541,44 @@ static void test_sha256_hex(void **state)
     assert_string_equal(hex, "59b271ae1bbcb1d31d41929817f4b16fb439eb4f31520b5ad1d5ce98920a7138");
 }
 
+/* mime.types: types by extension, any case, first line wins, bad lines
+ * and oversized extensions skipped. */
+static void test_mime_types(void **state)
+{
+    (void)state;
+    static const char text[] = "# comment\n"
+                               "text/csv\t\tcsv\n"
+                               "application/x-first  dup Two\n"
+                               "application/x-second dup\n"
+                               "not-a-type  bad\n"
+                               "text/\x01x  ctl\n"
+                               "a/b  this-extension-is-far-too-long-to-be-kept-here\n"
+                               "image/png png # trailing comment\n"
+                               "text/plain";
+    struct util_mime *m = NULL;
+    assert_int_equal(util_mime_parse(text, sizeof(text) - 1, &m), 0);
+    assert_string_equal(util_mime_lookup(m, "a.csv"), "text/csv");
+    assert_string_equal(util_mime_lookup(m, "dir.d/B.CSV"), "text/csv");
+    assert_string_equal(util_mime_lookup(m, "x.dup"), "application/x-first");
+    assert_string_equal(util_mime_lookup(m, "x.two"), "application/x-first");
+    assert_string_equal(util_mime_lookup(m, "p.png"), "image/png");
+    assert_null(util_mime_lookup(m, "x.bad"));
+    assert_null(util_mime_lookup(m, "x.ctl"));
+    assert_null(util_mime_lookup(m, "x.this-extension-is-far-too-long-to-be-kept-here"));
+    assert_null(util_mime_lookup(m, "noext"));
+    assert_null(util_mime_lookup(m, ".csv")); /* a dot file has no extension */
+    assert_null(util_mime_lookup(m, "a.csv/"));
+    assert_null(util_mime_lookup(m, "csv.d/file"));
+    assert_null(util_mime_lookup(NULL, "a.csv"));
+    util_mime_free(m);
+    assert_int_equal(util_mime_load("/nonexistent/mime.types", &m), ENOENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_mime_types),
         cmocka_unit_test(test_grow),
         cmocka_unit_test(test_grow_overflow),
         cmocka_unit_test(test_sha256_hex),
