@@ -185,7 +185,6 @@ def test_requester_pays_on_every_request(s3, bucket, proxy, mounter, tmp_path):
 
 
 def test_requester_pays_policy_refuses_without_the_option(bucket, proxy, mounter):
-    from mount import Mount
     proxy.config(require_request_payer=True)
     with pytest.raises(Exception):
         mounter(watchdog=60)
@@ -230,6 +229,8 @@ def test_archived_object_read_fails_enodata_with_one_log_line(s3, bucket, proxy,
     log = m.stderr_text()
     lines = [l for l in log.splitlines() if "must be restored" in l]
     assert len(lines) == 1, log
+    # and no other error line about it (one line, not one per layer)
+    assert [l for l in log.splitlines() if "frozen.csv" in l and " error" in l] == lines, log
     assert "frozen.csv" in lines[0] and "InvalidObjectState" in lines[0]
     assert "AccessDenied" not in log
 
