@@ -361,10 +361,11 @@ static int on_header(struct http_request *hr, const char *name, const char *valu
     struct s3_attempt *a = hr->arg;
     a->status = hr->status;
     if (header_kept(name) && util_has_control(value)) {
-        a->refused = strcasecmp(name, "ETag") == 0                        ? "ETag"
-                     : util_istarts(name, "x-amz-meta-")                  ? "x-amz-meta-*"
-                     : util_istarts(name, "x-amz-server-side-encryption") ? name
-                     : strcasecmp(name, "x-amz-storage-class") == 0       ? "x-amz-storage-class"
+        a->refused = strcasecmp(name, "ETag") == 0       ? "ETag"
+                     : util_istarts(name, "x-amz-meta-") ? "x-amz-meta-*"
+                     : util_istarts(name, "x-amz-server-side-encryption")
+                         ? "x-amz-server-side-encryption*"
+                     : strcasecmp(name, "x-amz-storage-class") == 0 ? "x-amz-storage-class"
                                                                     : "Content-Type or -Encoding";
         return EPROTO; /* the whole answer is refused: the operation fails */
     }

@@ -274,3 +274,18 @@ def test_content_type_from_a_given_file_and_off(s3, bucket, proxy, mounter, tmp_
     write(m2.p("n.csv"), b"1")
     (r,) = writes_of(proxy, "n.csv")
     assert hdr(r, "content-type") is None  # none sent: the server's default applies
+
+
+def test_kept_encryption_values_with_control_characters_are_refused(s3, bucket, proxy, mounter):
+    """An encryption header pailfs would send back on a copy is refused
+    when it holds a control character (it would end the header and start
+    another): the chmod fails, no copy is made, the object is unchanged."""
+    put(s3, bucket, "k.bin", b"abc")
+    m = mounter()
+    proxy.config(inject_headers=[{"ops": ["HeadObject"], "path_regex": r"/k\.bin$", "headers": {
+        "x-amz-server-side-encryption": "aws:kms",
+        "x-amz-server-side-encryption-aws-kms-key-id": "K\x01x-amz-acl: public-read"}}])
+    assert errno_of(os.chmod, m.p("k.bin"), 0o600) == errno.EIO
+    assert not [r for r in recent(proxy) if r["op"] == "CopyObject"]
+    assert "x-amz-server-side-encryption*" in m.stderr_text()
+    assert s3.get_object(Bucket=bucket, Key="k.bin")["Body"].read() == b"abc"
