@@ -113,14 +113,14 @@ def test_copies_keep_existing_kms_encryption_without_sse_option(s3, bucket, prox
     """An object stored with aws:kms (its HEAD says so: the proxy plays it)
     keeps its encryption, key, bucket key and storage class through
     chmod, rename, append and a staged edit of a mount with no sse=."""
-    for k in ("k.bin", "app.bin", "edit.bin"):
+    for k in ("k.bin", "app.bin", "edit.bin", "dd/x.bin", "dd/sub/y.bin"):
         put(s3, bucket, k, rand_bytes(4, 6 * MIB) if k == "app.bin" else b"abcdef")
     stored = {"x-amz-server-side-encryption": "aws:kms",
               "x-amz-server-side-encryption-aws-kms-key-id": OTHER_ARN,
               "x-amz-server-side-encryption-bucket-key-enabled": "true",
               "x-amz-storage-class": "STANDARD_IA"}
     proxy.config(inject_headers=[{"ops": ["HeadObject", "GetObject"],
-                                  "path_regex": r"/(k|k2|app|edit)\.bin$",
+                                  "path_regex": r"/(k|k2|app|edit|dd/x|dd/sub/y)\.bin$",
                                   "headers": stored}])
     m = mounter()
     proxy.config(require_sse="aws:kms")
@@ -131,11 +131,13 @@ def test_copies_keep_existing_kms_encryption_without_sse_option(s3, bucket, prox
     with open(m.p("edit.bin"), "r+b") as f:       # staged: PutObject of an edit
         f.seek(1)
         f.write(b"Z")
+    os.rename(m.p("dd"), m.p("ee"))               # CopyObject COPY of every key
     writes = writes_of(proxy)
     assert proxy.stats()["sig_rejections"].get("AccessDenied", 0) == 0
     seen = {(r["op"], r["key"]) for r in writes}
     assert {("CopyObject", "k.bin"), ("CopyObject", "k2.bin"),
-            ("CreateMultipartUpload", "app.bin"), ("PutObject", "edit.bin")} <= seen, seen
+            ("CreateMultipartUpload", "app.bin"), ("PutObject", "edit.bin"),
+            ("CopyObject", "ee/x.bin"), ("CopyObject", "ee/sub/y.bin")} <= seen, seen
     for r in writes:
         assert sse_of(r) == ("aws:kms", OTHER_ARN, "true"), (r["op"], r["key"], sse_of(r))
         assert hdr(r, "x-amz-storage-class") == "STANDARD_IA", (r["op"], r["key"])
@@ -208,6 +210,14 @@ def test_storage_class_of_new_objects(s3, bucket, proxy, mounter):
     (r,) = writes_of(proxy, "cold2.bin")
     assert hdr(r, "x-amz-storage-class") == "INTELLIGENT_TIERING"
     assert s3.head_object(Bucket=bucket, Key="cold2.bin")["StorageClass"] == "INTELLIGENT_TIERING"
+    # an object of another class keeps its own, not the mount's (s3rver
+    # stores the class and its HEAD tells it: no injection here)
+    put(s3, bucket, "ia.bin", b"ia", StorageClass="STANDARD_IA")
+    proxy.reset()
+    os.rename(m.p("ia.bin"), m.p("ia2.bin"))
+    (r,) = writes_of(proxy, "ia2.bin")
+    assert hdr(r, "x-amz-storage-class") == "STANDARD_IA"
+    assert s3.head_object(Bucket=bucket, Key="ia2.bin")["StorageClass"] == "STANDARD_IA"
 
 
 def test_archived_object_read_fails_enodata_with_one_log_line(s3, bucket, proxy, mounter):
