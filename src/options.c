@@ -24,6 +24,7 @@ struct parse {
     bool allow_other, allow_root;
     bool cache_dir_given;
     bool mime_types_given;
+    bool sse_c_cache; /* -o sse_c_cache: keep SSE-C objects' bytes on disk */
     unsigned retries;
     double connect_timeout_s;
     unsigned stall_timeout_s;
@@ -161,6 +162,60 @@ static int o_profile(struct parse *p, const char *name, const char *v)
 static int o_passwd_file(struct parse *p, const char *name, const char *v)
 {
     return *v ? set_absolute_path(&p->o->passwd_file, v) : EINVAL;
+}
+
+/* ---- SSE-C and checksums (issue 20) ---- */
+
+static int o_sse_c_key_file(struct parse *p, const char *name, const char *v)
+{
+    return *v ? set_absolute_path(&p->o->sse_c_key_file, v) : EINVAL;
+}
+
+static int o_sse_c_cache(struct parse *p, const char *name, const char *v)
+{
+    p->sse_c_cache = true;
+    return 0;
+}
+
+static int o_checksum(struct parse *p, const char *name, const char *v)
+{
+    static const struct {
+        const char *name;
+        enum s3_checksum algo;
+    } algos[] = {
+        {"crc32c", S3_CHECKSUM_CRC32C},
+        {"crc64nvme", S3_CHECKSUM_CRC64NVME},
+        {"sha256", S3_CHECKSUM_SHA256},
+        {"off", S3_CHECKSUM_OFF},
+    };
+    for (size_t i = 0; i < sizeof(algos) / sizeof(algos[0]); i++) {
+        if (strcmp(v, algos[i].name) == 0) {
+            p->o->s3.checksum = algos[i].algo;
+            return 0;
+        }
+    }
+    return EINVAL;
+}
+
+/* SSE-C objects are only readable with the key: unless -o sse_c_cache
+ * says otherwise, their plain bytes are not kept on disk by the mount (the
+ * block cache is off, gzip indexes, which hold 32 KiB windows of
+ * decompressed bytes, are not written to cache_dir).  Files being written
+ * are still staged there while open: they are the writer's own bytes. */
+static int finish_sse_c(struct parse *p)
+{
+    struct options *o = p->o;
+    if (p->sse_c_cache && !o->sse_c_key_file) {
+        set_err(p, "pailfs: option -o sse_c_cache needs -o sse_c_key_file");
+        return EINVAL;
+    }
+    o->s3.sse_c_key_file = o->sse_c_key_file;
+    if (o->sse_c_key_file && !p->sse_c_cache) {
+        o->fs.cache_size = 0;
+        o->fs.cache_size_set = true;
+        o->fs.gz_index_no_local = true;
+    }
+    return 0;
 }
 
 static int o_cafile(struct parse *p, const char *name, const char *v)
@@ -609,6 +664,9 @@ static const struct o_option o_table[] = {
     {"path_style", O_FLAG, o_path_style, NULL},
     {"profile", O_VALUE, o_profile, "a profile name"},
     {"passwd_file", O_VALUE, o_passwd_file, "a file path"},
+    {"sse_c_key_file", O_VALUE, o_sse_c_key_file, "a file path"},
+    {"sse_c_cache", O_FLAG, o_sse_c_cache, NULL},
+    {"checksum", O_VALUE, o_checksum, "crc32c, crc64nvme, sha256 or off"},
     {"public", O_FLAG, o_public, NULL},
     {"cafile", O_VALUE, o_cafile, "a file path of PEM certificates"},
     {"no_verify_ssl", O_FLAG, o_no_verify_ssl, NULL},
@@ -904,6 +962,8 @@ static int finish(struct parse *p, const char *argv0)
     o->fs.prefix = o->prefix;
     o->fs.cache_dir = o->cache_dir;
     o->fs.endpoint = o->endpoint ? o->endpoint : "";
+    if ((rc = finish_sse_c(p)))
+        return rc;
     return build_fuse_args(p, argv0);
 }
 
@@ -1053,6 +1113,7 @@ void options_free(struct options *opts)
     free(opts->region);
     free(opts->profile);
     free(opts->passwd_file);
+    free(opts->sse_c_key_file);
     free(opts->cafile);
     free(opts->cache_dir);
     free(opts->fsname);
@@ -1120,6 +1181,17 @@ void options_print_help(FILE *to)
           "                           (default: AWS_PROFILE, else default)\n"
           "  -o passwd_file=PATH      s3fs-style ACCESS_KEY:SECRET_KEY file, mode 600\n"
           "                           (default: none)\n"
+          "  -o sse_c_key_file=PATH   SSE-C: encrypt and decrypt every object with the\n"
+          "                           customer key in PATH (32 bytes, or their base64;\n"
+          "                           mode 600, owned by the mounting user); turns the\n"
+          "                           disk cache and local gzip indexes off (default:\n"
+          "                           no SSE-C)\n"
+          "  -o sse_c_cache           with sse_c_key_file: keep the disk cache and local\n"
+          "                           gzip indexes (decrypted bytes on local disk)\n"
+          "                           (default: off)\n"
+          "  -o checksum=ALGO         checksum sent with every upload and checked on\n"
+          "                           whole-object reads: crc32c, crc64nvme, sha256 or\n"
+          "                           off (default crc32c)\n"
           "  -o public                send unsigned requests, for public buckets\n"
           "                           (default: signed)\n"
           "  -o cafile=PATH           PEM file of the CA certificates to trust for an\n"

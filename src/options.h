@@ -72,6 +72,7 @@ struct options {
 
     /* storage behind the pointers above */
     char *endpoint, *region, *profile, *passwd_file, *cache_dir, *cafile;
+    char *sse_c_key_file;
     char *fsname, *subtype;
     char *fuse_opts;                            /* the pass-through options, comma-separated */
     char *sse, *sse_kms_key_id, *storage_class; /* NULL: not given */

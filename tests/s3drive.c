@@ -193,7 +193,7 @@ static int cmd_mpu(struct s3_client *c, const char *key, const char *file, size_
     for (size_t i = 0; i < nparts && !rc; i++) {
         size_t off = i * part_size, n = len - off < part_size ? len - off : part_size;
         parts[i].number = (int)i + 1;
-        rc = s3_upload_part(c, key, upload_id, (int)i + 1, data + off, n, parts[i].etag, &err);
+        rc = s3_upload_part(c, key, upload_id, (int)i + 1, data + off, n, &parts[i], &err);
     }
     char etag[80] = "";
     if (!rc)
@@ -229,8 +229,8 @@ static int cmd_mpu_copy(struct s3_client *c, const char *src, const char *dst, u
         uint64_t off = i * part_size;
         uint64_t n = info.size - off < part_size ? info.size - off : part_size;
         parts[i].number = (int)i + 1;
-        rc = s3_upload_part_copy(c, dst, upload_id, (int)i + 1, src, off, n, info.etag,
-                                 parts[i].etag, &err);
+        rc = s3_upload_part_copy(c, dst, upload_id, (int)i + 1, src, off, n, info.etag, &parts[i],
+                                 &err);
     }
     char etag[80] = "";
     if (!rc)
@@ -382,8 +382,7 @@ static int run(struct s3_client *c, int argc, char **argv)
     }
     if (strcmp(cmd, "list-uploads") == 0) {
         struct s3_upload_page page;
-        if ((rc = s3_list_multipart_uploads(c, argc > 1 ? argv[1] : NULL, NULL, NULL, &page,
-                                            &err)))
+        if ((rc = s3_list_multipart_uploads(c, argc > 1 ? argv[1] : NULL, NULL, NULL, &page, &err)))
             return fail("list-uploads", rc, &err);
         for (size_t i = 0; i < page.n_uploads; i++)
             printf("U %s\t%s\n", page.uploads[i].key, page.uploads[i].upload_id);
@@ -410,6 +409,8 @@ int main(int argc, char **argv)
         {"connect-timeout-ms", required_argument, NULL, 'c'},
         {"stall-timeout", required_argument, NULL, 's'},
         {"log-level", required_argument, NULL, 'l'},
+        {"checksum", required_argument, NULL, 'k'},
+        {"sse-c-key-file", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
     struct s3_config cfg = {0};
@@ -428,6 +429,13 @@ int main(int argc, char **argv)
         case 'B': cfg.retry_base_ms = (unsigned)atoi(optarg); break;
         case 'c': cfg.http.connect_timeout_ms = atol(optarg); break;
         case 's': cfg.http.stall_timeout_s = atol(optarg); break;
+        case 'k':
+            cfg.checksum = strcmp(optarg, "off") == 0         ? S3_CHECKSUM_OFF
+                           : strcmp(optarg, "sha256") == 0    ? S3_CHECKSUM_SHA256
+                           : strcmp(optarg, "crc64nvme") == 0 ? S3_CHECKSUM_CRC64NVME
+                                                              : S3_CHECKSUM_CRC32C;
+            break;
+        case 'K': cfg.sse_c_key_file = optarg; break;
         case 'l': {
             enum log_level lvl;
             if (log_level_parse(optarg, &lvl))

@@ -28,9 +28,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#ifdef HAVE_ISAL
-#include <isa-l/crc.h>
-#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -480,49 +477,10 @@ static void put_u32(unsigned char *p, uint32_t v)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
-#ifdef HAVE_ISAL
 uint32_t cache_crc32c(const void *data, size_t len, uint32_t crc)
 {
-    return crc32_iscsi((unsigned char *)data, (int)len, crc);
+    return util_crc32c(data, len, crc);
 }
-#else
-/* Slicing by 8: eight 256-entry tables, eight input bytes per step. */
-static uint32_t crc32c_table[8][256];
-static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
-
-static void crc32c_init(void)
-{
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-        crc32c_table[0][n] = c;
-    }
-    for (uint32_t n = 0; n < 256; n++)
-        for (int t = 1; t < 8; t++)
-            crc32c_table[t][n] =
-                (crc32c_table[t - 1][n] >> 8) ^ crc32c_table[0][crc32c_table[t - 1][n] & 0xff];
-}
-
-uint32_t cache_crc32c(const void *data, size_t len, uint32_t crc)
-{
-    pthread_once(&crc32c_once, crc32c_init);
-    const unsigned char *p = data;
-    while (len >= 8) {
-        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                             (uint32_t)p[3] << 24);
-        crc = crc32c_table[7][lo & 0xff] ^ crc32c_table[6][(lo >> 8) & 0xff] ^
-              crc32c_table[5][(lo >> 16) & 0xff] ^ crc32c_table[4][lo >> 24] ^
-              crc32c_table[3][p[4]] ^ crc32c_table[2][p[5]] ^ crc32c_table[1][p[6]] ^
-              crc32c_table[0][p[7]];
-        p += 8;
-        len -= 8;
-    }
-    while (len--)
-        crc = (crc >> 8) ^ crc32c_table[0][(crc ^ *p++) & 0xff];
-    return crc;
-}
-#endif
 
 static uint32_t get_u32(const unsigned char *p)
 {

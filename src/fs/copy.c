@@ -31,8 +31,8 @@ static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint6
     for (size_t i = 0; !rc && i < n; i++) {
         uint64_t off = i * part, len = size - off < part ? size - off : part;
         parts[i].number = (int)i + 1;
-        rc = s3_upload_part_copy(fs->s3, dst, upload_id, parts[i].number, src, off, len, src_etag,
-                                 parts[i].etag, NULL);
+        rc = s3_upload_part_copy(fs->s3, dst, upload_id, (int)i + 1, src, off, len, src_etag,
+                                 &parts[i], NULL);
     }
     if (!rc)
         rc = s3_complete_multipart_upload(fs->s3, dst, upload_id, parts, n, etag_out, NULL);

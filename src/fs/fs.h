@@ -57,11 +57,13 @@ struct fs_config {
 
     /* gzip views. */
     enum fs_gunzip { FS_GUNZIP_OFF, FS_GUNZIP_ENCODING, FS_GUNZIP_VIEW, FS_GUNZIP_REPLACE } gunzip;
-    uint64_t gz_span;     /* output bytes between access points (8 MiB) */
-    unsigned gz_workers;  /* inflating workers of a sequential view reader;
-                           * 0: one per core but one, 1 to 4 */
-    bool gz_size_exact;   /* stat of a view of unknown size builds its index */
-    bool gz_index_shared; /* indexes are also kept in the bucket */
+    uint64_t gz_span;       /* output bytes between access points (8 MiB) */
+    unsigned gz_workers;    /* inflating workers of a sequential view reader;
+                             * 0: one per core but one, 1 to 4 */
+    bool gz_size_exact;     /* stat of a view of unknown size builds its index */
+    bool gz_index_shared;   /* indexes are also kept in the bucket */
+    bool gz_index_no_local; /* none kept in cache_dir (SSE-C: they hold
+                             * decompressed bytes) */
 
     /* New objects. */
     const char *mime_types; /* a mime.types file: new files get the

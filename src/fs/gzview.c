@@ -261,6 +261,8 @@ static void index_write(struct fs *fs, struct fs_gzobj *o, bool local_only)
     char *file = index_file(fs, o->id);
     buf_printf(&tmp, "%s.tmp%llx", file ? file : "", (unsigned long long)util_random_u64());
     int rc = dir.data && tmp.data && file ? 0 : ENOMEM;
+    if (fs->cfg.gz_index_no_local)
+        goto shared; /* -o sse_c_key_file: no decrypted bytes in cache_dir */
     if (!rc && mkdir(dir.data, 0700) < 0 && errno != EEXIST)
         rc = errno;
     int fd = rc ? -1 : open(tmp.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -277,6 +279,7 @@ static void index_write(struct fs *fs, struct fs_gzobj *o, bool local_only)
             unlink(tmp.data);
         log_warn("cannot store a gzip index in %s/gzindex: %s", fs->cfg.cache_dir, strerror(rc));
     }
+shared:
     if (fs->cfg.gz_index_shared && !fs->cfg.read_only && !local_only) {
         char *key = shared_key(fs, o);
         int prc = key ? s3_put_object(fs->s3, key, data.data, data.len, NULL, NULL, NULL) : ENOMEM;
@@ -337,7 +340,8 @@ static struct gz_index *index_find(struct fs *fs, const char *raw_path, const st
     char *data = NULL;
     size_t len = 0;
     *from_bucket = false;
-    if (file && util_read_file(file, index_file_max(comp_size), &data, &len) == 0 &&
+    if (file && !fs->cfg.gz_index_no_local &&
+        util_read_file(file, index_file_max(comp_size), &data, &len) == 0 &&
         gz_index_load(data, len, comp_size, &ix) != 0)
         log_warn("%s: gzip index %s is not usable; building it again", raw_path, file);
     free(data);

@@ -124,11 +124,11 @@ int fs_read_all(int fd, char *p, size_t len, uint64_t off)
     return 0;
 }
 
-static int wjob_body(struct fs *fs, struct wjob *j, char *etag)
+static int wjob_body(struct fs *fs, struct wjob *j, struct s3_part *part)
 {
     if (j->kind == FS_WJ_COPY)
         return s3_upload_part_copy(fs->s3, j->key, j->upload_id, j->number, j->key, j->off, j->len,
-                                   j->src_etag, etag, NULL);
+                                   j->src_etag, part, NULL);
     int rc = 0;
     if (j->kind != FS_WJ_MEM) {
         j->data = malloc(j->len ? j->len : 1);
@@ -139,7 +139,7 @@ static int wjob_body(struct fs *fs, struct wjob *j, char *etag)
         j->off = 0;
     }
     if (!rc)
-        rc = s3_upload_part(fs->s3, j->key, j->upload_id, j->number, j->data, j->len, etag, NULL);
+        rc = s3_upload_part(fs->s3, j->key, j->upload_id, j->number, j->data, j->len, part, NULL);
     return rc;
 }
 
@@ -153,16 +153,16 @@ static void wjob_free(struct wjob *j)
 
 static void wjob_run(struct fs *fs, struct wjob *j)
 {
-    char etag[80] = "";
-    int rc = wjob_body(fs, j, etag);
+    struct s3_part part = {0};
+    int rc = wjob_body(fs, j, &part);
     free(j->data);
     j->data = NULL;
     fs_wmem_give(fs->wp, j->reserved);
     struct fs_wfile *wf = j->wf;
     pthread_mutex_lock(&wf->lock);
     struct s3_part *p = &wf->up.parts[j->number - 1];
+    *p = part;
     p->number = j->number;
-    snprintf(p->etag, sizeof(p->etag), "%s", etag);
     if (rc && !wf->up.error) {
         log_error("part %d of %s failed: %s", j->number, j->key, strerror(rc));
         wf->up.error = rc;
@@ -374,9 +374,9 @@ bool fs_part_copy_works(struct fs *fs, struct fs_wfile *wf)
     pthread_mutex_unlock(&wp->lock);
     if (known)
         return known > 0;
-    char etag[80];
+    struct s3_part probe;
     int rc = s3_upload_part_copy(fs->s3, wf->up.key, wf->up.id, 1, wf->up.key, 0, 1, wf->base_etag,
-                                 etag, NULL);
+                                 &probe, NULL);
     bool refused = rc == ENOSYS || rc == ENOTSUP; /* 501 NotImplemented, 405 */
     if (rc && !refused)
         return true; /* some other failure: the real copy will report it */

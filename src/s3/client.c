@@ -14,15 +14,17 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #define RESP_BODY_MAX (64u << 20) /* a listing page or an error document */
 #define MAX_QUERY 8
-#define MAX_HEADERS 48 /* 32 metadata, the type, copy and policy headers */
+#define MAX_HEADERS 56 /* 32 metadata; the type, copy, policy, SSE-C and checksum headers */
 #define CREDS_REFRESH_BEFORE_S 300
 #define CREDS_REFRESH_RETRY_MS 10000
 #define GOT_ALL_BYTES EALREADY /* private: the sink window is full */
@@ -47,6 +49,10 @@ struct s3_client {
     atomic_bool warned_range;
     pthread_mutex_t archived_lock;
     char *archived_told; /* the last key logged as archived; protected by archived_lock */
+    enum s3_checksum checksum;
+    bool sse_c;                 /* send the customer key (SSE-C) */
+    char sse_c_key_b64[48];     /* secret: wiped at free, never logged */
+    char sse_c_key_md5_b64[32]; /* base64 of its MD5 */
 
     pthread_mutex_t mutex;
     pthread_cond_t refreshed;
@@ -73,6 +79,8 @@ struct s3_req {
     const void *body;
     size_t body_len;
     bool body_may_be_error;       /* a 200 may carry an <Error> */
+    char payload_hash[65];        /* hex SHA-256 of the body, once known */
+    char checksum[64];            /* base64 of the body's x-amz-checksum-* */
     struct s3_call_limits limits; /* zero: the client's settings */
 
     /* GET: the window of the object wanted, delivered to sink */
@@ -85,6 +93,7 @@ struct s3_req {
     s3_info_fn on_info; /* told the headers once, before the body */
     void *info_arg;
     bool info_told;
+    struct whole_sum *sum; /* a whole-object GET's checksum, or NULL */
 
     /* results */
     struct buf resp;             /* body of a non-GET or error response */
@@ -110,7 +119,9 @@ struct s3_attempt {
     struct s3_object_info info;
     size_t meta_cap;
     char request_id[96];
-    bool sent;           /* it reached http_perform: count it */
+    bool sent;         /* it reached http_perform: count it */
+    char sum_name[24]; /* a full-object x-amz-checksum-* of the answer */
+    char sum_value[64];
     const char *refused; /* a header whose value we refused */
 };
 
@@ -283,6 +294,225 @@ static int creds_snapshot(struct s3_client *c, struct s3_credentials *out, struc
     return rc;
 }
 
+/* ---- checksums ----------------------------------------------------------- */
+
+static void req_header(struct s3_req *req, const char *name, const char *value);
+
+/* How each algorithm is named in headers and in CompleteMultipartUpload's
+ * document, by enum s3_checksum. */
+static const struct {
+    const char *header;  /* x-amz-checksum-… */
+    const char *algo;    /* x-amz-checksum-algorithm's value */
+    const char *element; /* <Part>'s child */
+} checksum_names[] = {
+    [S3_CHECKSUM_CRC32C] = {"x-amz-checksum-crc32c", "CRC32C", "ChecksumCRC32C"},
+    [S3_CHECKSUM_CRC64NVME] = {"x-amz-checksum-crc64nvme", "CRC64NVME", "ChecksumCRC64NVME"},
+    [S3_CHECKSUM_SHA256] = {"x-amz-checksum-sha256", "SHA256", "ChecksumSHA256"},
+};
+
+/* The big-endian bytes of a CRC, in base64, as S3 writes checksums. */
+static void crc_base64(uint64_t v, int bytes, char *out)
+{
+    unsigned char be[8];
+    for (int i = 0; i < bytes; i++)
+        be[i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
+    util_base64_encode(be, (size_t)bytes, out);
+}
+
+static void hex_of(const unsigned char *bin, size_t n, char *hex)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        hex[2 * i] = digits[bin[i] >> 4];
+        hex[2 * i + 1] = digits[bin[i] & 15];
+    }
+    hex[2 * n] = '\0';
+}
+
+/* An upload body's x-amz-checksum-* value (base64, into b64, 64 bytes).
+ * SHA256 is the hash the signature needs as well: its hex goes into
+ * payload_hex (65 bytes) so that the body is hashed once, not twice. */
+static void body_checksum(enum s3_checksum algo, const void *data, size_t len, char *b64,
+                          char *payload_hex)
+{
+    const char *p = data ? data : "";
+    if (algo == S3_CHECKSUM_CRC32C) {
+        crc_base64(~util_crc32c(p, len, ~0u), 4, b64);
+    } else if (algo == S3_CHECKSUM_CRC64NVME) {
+        crc_base64(util_crc64nvme(p, len, 0), 8, b64);
+    } else if (algo == S3_CHECKSUM_SHA256) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        EVP_Digest(p, len, md, &n, EVP_sha256(), NULL);
+        util_base64_encode(md, 32, b64);
+        hex_of(md, 32, payload_hex);
+    }
+}
+
+/* The checksum of a body we send: x-amz-checksum-<algo> and the
+ * algorithm's name, as the AWS SDKs send them with PutObject and
+ * UploadPart.  Nothing when the mount's checksum is off. */
+static void add_checksum_headers(struct s3_client *c, struct s3_req *req)
+{
+    if (c->checksum == S3_CHECKSUM_OFF)
+        return;
+    body_checksum(c->checksum, req->body, req->body_len, req->checksum, req->payload_hash);
+    req_header(req, checksum_names[c->checksum].header, req->checksum);
+    req_header(req, "x-amz-sdk-checksum-algorithm", checksum_names[c->checksum].algo);
+}
+
+/* CreateMultipartUpload declares the algorithm of the parts' checksums;
+ * CRC64NVME exists only as a full-object checksum (S3 combines the parts'
+ * CRCs into the whole object's), the others are composite, S3's default. */
+static void add_checksum_algorithm(struct s3_client *c, struct s3_req *req)
+{
+    if (c->checksum == S3_CHECKSUM_OFF)
+        return;
+    req_header(req, "x-amz-checksum-algorithm", checksum_names[c->checksum].algo);
+    if (c->checksum == S3_CHECKSUM_CRC64NVME)
+        req_header(req, "x-amz-checksum-type", "FULL_OBJECT");
+}
+
+/* SSE-C: the customer key of the object written or read. */
+static void add_sse_c_headers(struct s3_client *c, struct s3_req *req)
+{
+    if (!c->sse_c)
+        return;
+    req_header(req, "x-amz-server-side-encryption-customer-algorithm", "AES256");
+    req_header(req, "x-amz-server-side-encryption-customer-key", c->sse_c_key_b64);
+    req_header(req, "x-amz-server-side-encryption-customer-key-md5", c->sse_c_key_md5_b64);
+}
+
+/* SSE-C of a copy's source (the mount has one key: the same). */
+static void add_sse_c_copy_source_headers(struct s3_client *c, struct s3_req *req)
+{
+    if (!c->sse_c)
+        return;
+    req_header(req, "x-amz-copy-source-server-side-encryption-customer-algorithm", "AES256");
+    req_header(req, "x-amz-copy-source-server-side-encryption-customer-key", c->sse_c_key_b64);
+    req_header(req, "x-amz-copy-source-server-side-encryption-customer-key-md5",
+               c->sse_c_key_md5_b64);
+}
+
+/* The key file named by cfg->sse_c_key_file, checked like passwd_file,
+ * into the header values; the raw key and the file's text are wiped. */
+static int client_sse_c(struct s3_client *c, const struct s3_config *cfg, struct s3_error *err)
+{
+    if (!cfg->sse_c_key_file)
+        return 0;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = s3_secret_file_read("sse_c_key_file", cfg->sse_c_key_file, 4096, &text, &len,
+                                 err->message, sizeof(err->message));
+    if (rc)
+        return rc;
+    unsigned char key[S3_SSE_C_KEY_LEN], md[EVP_MAX_MD_SIZE];
+    const char *why = "";
+    rc = s3_sse_c_parse_key(text, len, key, &why);
+    util_wipe_free(text);
+    if (rc) {
+        snprintf(err->message, sizeof(err->message), "sse_c_key_file %s: %s", cfg->sse_c_key_file,
+                 why);
+        return EACCES;
+    }
+    unsigned int n = 0;
+    EVP_Digest(key, sizeof(key), md, &n, EVP_md5(), NULL);
+    util_base64_encode(key, sizeof(key), c->sse_c_key_b64);
+    util_base64_encode(md, 16, c->sse_c_key_md5_b64);
+    explicit_bzero(key, sizeof(key));
+    c->sse_c = true;
+    if (strcmp(c->scheme, "https") != 0)
+        log_warn("sse_c_key_file: the endpoint is plain http, so the SSE-C key crosses the "
+                 "network unencrypted (AWS refuses SSE-C over http)");
+    return 0;
+}
+
+/* A whole-object GET's running checksum, of the algorithm the answer
+ * names (x-amz-checksum-mode: ENABLED asked for it). */
+enum sum_algo { SUM_NONE, SUM_CRC32C, SUM_CRC32, SUM_CRC64NVME, SUM_SHA256 };
+
+struct whole_sum {
+    enum sum_algo algo; /* SUM_NONE: the answer gave none we can check */
+    char name[24];      /* as in the header: "crc32c" */
+    char expected[64];
+    uint32_t crc32;
+    uint64_t crc64;
+    EVP_MD_CTX *sha;
+};
+
+/* The algorithm the first answer names, before any byte is counted (a
+ * later attempt resumes with a Range and carries none). */
+static void sum_pick(struct s3_req *req, const struct s3_attempt *a)
+{
+    struct whole_sum *s = req->sum;
+    if (!s || s->algo != SUM_NONE || !a->sum_name[0] || req->delivered)
+        return;
+    enum sum_algo algo = strcasecmp(a->sum_name, "crc32c") == 0      ? SUM_CRC32C
+                         : strcasecmp(a->sum_name, "crc32") == 0     ? SUM_CRC32
+                         : strcasecmp(a->sum_name, "crc64nvme") == 0 ? SUM_CRC64NVME
+                         : strcasecmp(a->sum_name, "sha256") == 0    ? SUM_SHA256
+                                                                     : SUM_NONE;
+    if (algo == SUM_SHA256) {
+        s->sha = EVP_MD_CTX_new();
+        if (!s->sha || !EVP_DigestInit_ex(s->sha, EVP_sha256(), NULL))
+            return; /* not checked: no memory for it */
+    }
+    s->algo = algo;
+    s->crc32 = algo == SUM_CRC32C ? ~0u : (uint32_t)crc32(0, NULL, 0);
+    snprintf(s->name, sizeof(s->name), "%s", a->sum_name);
+    snprintf(s->expected, sizeof(s->expected), "%s", a->sum_value);
+}
+
+static void sum_update(struct whole_sum *s, const void *data, size_t n)
+{
+    switch (s->algo) {
+    case SUM_CRC32C: s->crc32 = util_crc32c(data, n, s->crc32); break;
+    case SUM_CRC32:
+        for (size_t done = 0; done < n;) { /* zlib takes a uInt length */
+            uInt step = n - done > (1u << 30) ? 1u << 30 : (uInt)(n - done);
+            s->crc32 = (uint32_t)crc32(s->crc32, (const Bytef *)data + done, step);
+            done += step;
+        }
+        break;
+    case SUM_CRC64NVME: s->crc64 = util_crc64nvme(data, n, s->crc64); break;
+    case SUM_SHA256: EVP_DigestUpdate(s->sha, data, n); break;
+    case SUM_NONE: break;
+    }
+}
+
+/* After a whole-object GET: EIO (logged) when the bytes delivered do not
+ * match the checksum the server gave for them. */
+static int sum_check(const struct s3_req *req, struct s3_error *err)
+{
+    struct whole_sum *s = req->sum;
+    if (!s || s->algo == SUM_NONE)
+        return 0;
+    char got[64] = "";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    switch (s->algo) {
+    case SUM_CRC32C: crc_base64(~s->crc32, 4, got); break;
+    case SUM_CRC32: crc_base64(s->crc32, 4, got); break;
+    case SUM_CRC64NVME: crc_base64(s->crc64, 8, got); break;
+    case SUM_SHA256:
+        EVP_DigestFinal_ex(s->sha, md, &n);
+        util_base64_encode(md, n, got);
+        break;
+    case SUM_NONE: break;
+    }
+    if (strcmp(got, s->expected) == 0)
+        return 0;
+    char shown[UTIL_ESCAPED_SIZE(64)];
+    log_error("GetObject %s: the bytes received do not match the object's %s checksum "
+              "(server %s, computed %s, request id %s); refusing them",
+              req->key, s->name, util_escape(shown, sizeof(shown), s->expected), got,
+              req->request_id[0] ? req->request_id : "none");
+    if (err)
+        snprintf(err->message, sizeof(err->message),
+                 "the bytes received do not match the object's %s checksum", s->name);
+    return EIO;
+}
+
 /* ---- response handling (HTTP engine thread) ----------------------------- */
 
 static int parse_content_range(const char *v, struct s3_attempt *a)
@@ -395,7 +625,11 @@ static int on_header(struct http_request *hr, const char *name, const char *valu
         snprintf(a->req->bucket_region, sizeof(a->req->bucket_region), "%s", value);
     else if (util_istarts(name, "x-amz-meta-"))
         return add_meta(a, name + 11, value);
-    else
+    else if (util_istarts(name, "x-amz-checksum-") && strcasecmp(name, "x-amz-checksum-type") &&
+             !strchr(value, '-')) { /* "xxx-N": composite, not checkable from the bytes */
+        snprintf(a->sum_name, sizeof(a->sum_name), "%s", name + 15);
+        snprintf(a->sum_value, sizeof(a->sum_value), "%s", value);
+    } else
         return on_policy_header(a, name, value);
     return 0;
 }
@@ -439,6 +673,8 @@ static int sink_window(struct s3_attempt *a, const char *data, size_t len)
         int rc = req->sink(req->sink_arg, data + skip, n);
         if (rc)
             return rc;
+        if (req->sum)
+            sum_update(req->sum, data + skip, n);
         req->delivered += n;
     }
     return want + n >= end ? GOT_ALL_BYTES : 0;
@@ -464,6 +700,7 @@ static int on_body(struct http_request *hr, const void *data, size_t len)
                          (unsigned long long)(req->want_off + req->delivered),
                          a->status == 200 ? "the whole object" : "a range",
                          (unsigned long long)a->pos);
+            sum_pick(req, a);
             tell_info(a);
         }
     }
@@ -574,6 +811,8 @@ static int wire_sign(struct s3_client *c, const struct s3_req *req, struct s3_wi
         return rc;
     if (c->unsigned_payload && strcmp(c->scheme, "https") == 0)
         snprintf(w->hash, sizeof(w->hash), "UNSIGNED-PAYLOAD");
+    else if (req->payload_hash[0]) /* computed with the checksum */
+        memcpy(w->hash, req->payload_hash, sizeof(w->hash));
     else
         util_sha256_hex(req->body ? req->body : "", req->body_len, w->hash);
     w->hdrs[w->nh++] = (struct s3_kv){"x-amz-date", w->date};
@@ -934,8 +1173,10 @@ static int s3_execute(struct s3_client *c, struct s3_req *req, struct s3_error *
         bool body_error = ok && req->body_may_be_error && req->resp.len &&
                           s3_xml_parse_error(req->resp.data, req->resp.len, err) == 0;
         if ((ok && !body_error) || (t == 0 && a.status == 416 && req->sink)) {
-            if (ok && req->sink)
-                tell_info(&a); /* an empty body: told here, on the caller's thread */
+            if (ok && req->sink) {
+                sum_pick(req, &a); /* an empty body: nothing was counted */
+                tell_info(&a);     /* an empty body: told here, on the caller's thread */
+            }
             if (ok)
                 take_answer(req, &a);
             else
@@ -1150,6 +1391,7 @@ int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3
     c->unsigned_payload = cfg->unsigned_payload;
     c->requester_pays = cfg->requester_pays;
     pthread_mutex_init(&c->archived_lock, NULL);
+    c->checksum = cfg->checksum <= S3_CHECKSUM_OFF ? cfg->checksum : S3_CHECKSUM_CRC32C;
     int rc = (c->bucket = strdup(cfg->bucket)) ? 0 : ENOMEM;
     if (!rc)
         rc = client_policy(c, &cfg->policy, err);
@@ -1166,6 +1408,8 @@ int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3
         goto fail;
     }
     if ((rc = client_credentials(c, cfg, err)))
+        goto fail;
+    if ((rc = client_sse_c(c, cfg, err)))
         goto fail;
     *out = c;
     return 0;
@@ -1194,6 +1438,7 @@ void s3_client_free(struct s3_client *c)
     free((char *)c->policy.storage_class);
     free(c->archived_told);
     pthread_mutex_destroy(&c->archived_lock);
+    explicit_bzero(c->sse_c_key_b64, sizeof(c->sse_c_key_b64));
     pthread_mutex_destroy(&c->mutex);
     pthread_cond_destroy(&c->refreshed);
     pthread_mutex_destroy(&c->budget.mutex);
@@ -1246,6 +1491,7 @@ int s3_head_object(struct s3_client *c, const char *key, struct s3_object_info *
 {
     struct s3_req req;
     req_init(&req, "HeadObject", "HEAD", key);
+    add_sse_c_headers(c, &req);
     memset(info, 0, sizeof(*info));
     req.info = info;
     int rc = s3_execute(c, &req, err);
@@ -1273,7 +1519,16 @@ static int get_object(struct s3_client *c, const char *key, uint64_t offset, uin
     req.info_arg = info_arg;
     if (if_match)
         snprintf(req.pinned_etag, sizeof(req.pinned_etag), "%s", if_match);
+    add_sse_c_headers(c, &req);
+    struct whole_sum sum = {0};
+    if (!req.ranged && c->checksum != S3_CHECKSUM_OFF) {
+        req.sum = &sum; /* the whole object: its checksum can be checked */
+        req_header(&req, "x-amz-checksum-mode", "ENABLED");
+    }
     int rc = s3_execute(c, &req, err);
+    if (!rc)
+        rc = sum_check(&req, err);
+    EVP_MD_CTX_free(sum.sha);
     req_free(&req);
     return rc;
 }
@@ -1439,7 +1694,7 @@ static int put_opts_headers(struct s3_req *req, const struct s3_put_opts *o)
     if (o->content_encoding)
         req_header(req, "content-encoding", o->content_encoding);
     for (size_t i = 0; i < o->n_meta; i++) {
-        if (req->n_owned == MAX_HEADERS - 16)
+        if (req->n_owned == MAX_HEADERS - 24)
             return EINVAL; /* more metadata than one request can carry here */
         struct buf name = BUF_INIT;
         if (buf_printf(&name, "x-amz-meta-%s", o->meta[i].name))
@@ -1457,6 +1712,8 @@ int s3_put_object(struct s3_client *c, const char *key, const void *data, size_t
     req_init(&req, "PutObject", "PUT", key);
     req.body = data;
     req.body_len = len;
+    add_sse_c_headers(c, &req);
+    add_checksum_headers(c, &req);
     int rc = put_opts_headers(&req, opts);
     add_object_policy_headers(c, &req, opts);
     if (!rc)
@@ -1561,6 +1818,8 @@ int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key
         req_header(&req, "x-amz-metadata-directive", copied ? "COPY" : "REPLACE");
         if (src_if_match)
             req_header(&req, "x-amz-copy-source-if-match", src_if_match);
+        add_sse_c_headers(c, &req);
+        add_sse_c_copy_source_headers(c, &req);
         rc = copied ? 0 : put_opts_headers(&req, replace);
         add_object_policy_headers(c, &req, replace);
     }
@@ -1657,6 +1916,8 @@ int s3_create_multipart_upload(struct s3_client *c, const char *key, const struc
     struct s3_req req;
     req_init(&req, "CreateMultipartUpload", "POST", key);
     req_query(&req, "uploads", "");
+    add_sse_c_headers(c, &req);
+    add_checksum_algorithm(c, &req);
     int rc = put_opts_headers(&req, opts);
     add_object_policy_headers(c, &req, opts);
     if (!rc)
@@ -1668,7 +1929,7 @@ int s3_create_multipart_upload(struct s3_client *c, const char *key, const struc
 }
 
 int s3_upload_part(struct s3_client *c, const char *key, const char *upload_id, int part_number,
-                   const void *data, size_t len, char *etag_out, struct s3_error *err)
+                   const void *data, size_t len, struct s3_part *out, struct s3_error *err)
 {
     struct s3_req req;
     char num[16];
@@ -1678,12 +1939,17 @@ int s3_upload_part(struct s3_client *c, const char *key, const char *upload_id, 
     req_query(&req, "uploadId", upload_id);
     req.body = data;
     req.body_len = len;
+    add_sse_c_headers(c, &req);
+    add_checksum_headers(c, &req);
+    memset(out, 0, sizeof(*out));
+    out->number = part_number;
     int rc = s3_execute(c, &req, err);
     if (!rc) {
         if (!req.etag[0])
             rc = EPROTO;
         else
-            snprintf(etag_out, 80, "%s", req.etag);
+            snprintf(out->etag, sizeof(out->etag), "%s", req.etag);
+        snprintf(out->checksum, sizeof(out->checksum), "%s", req.checksum);
     }
     req_free(&req);
     return rc;
@@ -1691,8 +1957,10 @@ int s3_upload_part(struct s3_client *c, const char *key, const char *upload_id, 
 
 int s3_upload_part_copy(struct s3_client *c, const char *key, const char *upload_id,
                         int part_number, const char *src_key, uint64_t offset, uint64_t length,
-                        const char *src_if_match, char *etag_out, struct s3_error *err)
+                        const char *src_if_match, struct s3_part *out, struct s3_error *err)
 {
+    memset(out, 0, sizeof(*out));
+    out->number = part_number;
     if (length == 0)
         return EINVAL;
     struct s3_req req;
@@ -1711,10 +1979,19 @@ int s3_upload_part_copy(struct s3_client *c, const char *key, const char *upload
         req_header(&req, "x-amz-copy-source-range", range);
         if (src_if_match)
             req_header(&req, "x-amz-copy-source-if-match", src_if_match);
+        add_sse_c_headers(c, &req);
+        add_sse_c_copy_source_headers(c, &req);
         rc = s3_execute(c, &req, err);
     }
     if (!rc)
-        rc = unreadable(&req, s3_xml_parse_etag(req.resp.data, req.resp.len, etag_out), err);
+        rc = unreadable(&req, s3_xml_parse_etag(req.resp.data, req.resp.len, out->etag), err);
+    /* the server computes a copied part's checksum; Complete must name it */
+    if (!rc && c->checksum != S3_CHECKSUM_OFF)
+        rc = unreadable(&req,
+                        s3_xml_parse_checksum(req.resp.data, req.resp.len,
+                                              checksum_names[c->checksum].element, out->checksum,
+                                              sizeof(out->checksum)),
+                        err);
     req_free(&req);
     buf_free(&src);
     return rc;
@@ -1743,6 +2020,20 @@ static bool complete_landed(struct s3_client *c, const char *key, const struct s
     return landed;
 }
 
+/* A part's <ChecksumX> in the Complete document, when it has one. */
+static int complete_part_checksum(struct s3_client *c, struct buf *body, const struct s3_part *p)
+{
+    if (c->checksum == S3_CHECKSUM_OFF || !p->checksum[0])
+        return 0;
+    const char *el = checksum_names[c->checksum].element;
+    int rc = buf_printf(body, "<%s>", el);
+    if (!rc)
+        rc = s3_xml_escape(body, p->checksum);
+    if (!rc)
+        rc = buf_printf(body, "</%s>", el);
+    return rc;
+}
+
 int s3_complete_multipart_upload(struct s3_client *c, const char *key, const char *upload_id,
                                  const struct s3_part *parts, size_t n_parts, char *etag_out,
                                  struct s3_error *err)
@@ -1756,7 +2047,11 @@ int s3_complete_multipart_upload(struct s3_client *c, const char *key, const cha
         if (!rc)
             rc = s3_xml_escape(&body, parts[i].etag);
         if (!rc)
-            rc = buf_puts(&body, "</ETag></Part>");
+            rc = buf_puts(&body, "</ETag>");
+        if (!rc)
+            rc = complete_part_checksum(c, &body, &parts[i]);
+        if (!rc)
+            rc = buf_puts(&body, "</Part>");
     }
     if (!rc)
         rc = buf_puts(&body, "</CompleteMultipartUpload>");

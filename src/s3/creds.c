@@ -15,6 +15,7 @@
  * never logged; messages name the access key id at most. */
 #include "s3/s3_private.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <ini.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CREDS_FILE_MAX (1u << 20)
 #define IMDS_DEFAULT "http://169.254.169.254"
@@ -528,27 +530,69 @@ static bool env_bool(const char *name)
     return v && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);
 }
 
-static int from_passwd_file(const char *path, const char *bucket, struct s3_credentials *out,
-                            char *why, size_t why_len)
+int s3_secret_file_read(const char *what, const char *path, size_t max, char **text, size_t *len,
+                        char *why, size_t why_len)
 {
     struct stat st;
     if (stat(path, &st) != 0) {
-        snprintf(why, why_len, "passwd_file %s: %s", path, strerror(errno));
+        snprintf(why, why_len, "%s %s: %s", what, path, strerror(errno));
+        return EACCES;
+    }
+    if (st.st_uid != geteuid()) {
+        snprintf(why, why_len,
+                 "%s %s belongs to uid %u, not to the mounting user (uid %u): "
+                 "a secret must be the user's own",
+                 what, path, (unsigned)st.st_uid, (unsigned)geteuid());
         return EACCES;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
         snprintf(why, why_len,
-                 "passwd_file %s is readable by group or others (mode %03o): "
+                 "%s %s is readable by group or others (mode %03o): "
                  "chmod 600 it",
-                 path, (unsigned)(st.st_mode & 0777));
+                 what, path, (unsigned)(st.st_mode & 0777));
         return EACCES;
     }
-    char *text = NULL;
-    int rc = util_read_file(path, CREDS_FILE_MAX, &text, NULL);
+    int rc = util_read_file(path, max, text, len);
     if (rc) {
-        snprintf(why, why_len, "passwd_file %s: %s", path, strerror(rc));
+        snprintf(why, why_len, "%s %s: %s", what, path, strerror(rc));
         return EACCES;
     }
+    return 0;
+}
+
+int s3_sse_c_parse_key(const char *data, size_t len, unsigned char key[S3_SSE_C_KEY_LEN],
+                       const char **why)
+{
+    if (len == S3_SSE_C_KEY_LEN) {
+        memcpy(key, data, S3_SSE_C_KEY_LEN);
+        return 0;
+    }
+    while (len && isspace((unsigned char)data[len - 1]))
+        len--;
+    while (len && isspace((unsigned char)*data)) {
+        data++;
+        len--;
+    }
+    unsigned char tmp[S3_SSE_C_KEY_LEN + 3];
+    size_t got = 0;
+    if (len != 44 || util_base64_decode(data, len, tmp, sizeof(tmp), &got) ||
+        got != S3_SSE_C_KEY_LEN) {
+        *why = "not a 256-bit key: expected exactly 32 bytes, or their base64 (44 characters)";
+        explicit_bzero(tmp, sizeof(tmp));
+        return EINVAL;
+    }
+    memcpy(key, tmp, S3_SSE_C_KEY_LEN);
+    explicit_bzero(tmp, sizeof(tmp));
+    return 0;
+}
+
+static int from_passwd_file(const char *path, const char *bucket, struct s3_credentials *out,
+                            char *why, size_t why_len)
+{
+    char *text = NULL;
+    int rc = s3_secret_file_read("passwd_file", path, CREDS_FILE_MAX, &text, NULL, why, why_len);
+    if (rc)
+        return rc;
     const char *reason = "";
     rc = s3_creds_parse_passwd(text, bucket, out, &reason);
     util_wipe_free(text);

@@ -79,6 +79,12 @@ int s3_status_to_errno(long status, const char *code)
     case 501: return ENOSYS;
     case 405: return ENOTSUP;
     case 400:
+        /* the body arrived corrupt: nothing stored, a failed write (EIO)
+         * rather than a request we built wrong */
+        if (code &&
+            (strcmp(code, "BadDigest") == 0 || strcmp(code, "XAmzContentSHA256Mismatch") == 0))
+            return EIO;
+        return EINVAL;
     case 409:
     case 411:
     case 413:

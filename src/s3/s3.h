@@ -19,7 +19,11 @@
  *   EPROTO  TLS failure (certificate refused), or a response we cannot parse
  *           or that gives a size beyond S3_MAX_OBJECT_SIZE
  *   EIO     retries exhausted (5xx, SlowDown, resets, timeouts, short
- *           bodies, server unreachable), or any other failure
+ *           bodies, server unreachable), an upload the server refused as
+ *           corrupt (400 BadDigest, XAmzContentSHA256Mismatch: not retried,
+ *           nothing was stored), a whole-object GET whose bytes do not
+ *           match the checksum the server gave (logged), or any other
+ *           failure
  *   ENOMEM
  * When `err` is not NULL it receives the details of the last attempt.
  * A request that finally fails is logged once with method, key, status, S3
@@ -66,6 +70,15 @@ bool s3_sse_valid(const char *s);
 bool s3_sse_is_kms(const char *s);
 bool s3_storage_class_valid(const char *s);
 
+/* The checksum sent with every uploaded body (x-amz-checksum-*), and
+ * checked on whole-object GETs whose answer carries one. */
+enum s3_checksum {
+    S3_CHECKSUM_CRC32C = 0, /* the default */
+    S3_CHECKSUM_CRC64NVME,
+    S3_CHECKSUM_SHA256,
+    S3_CHECKSUM_OFF, /* none sent, none checked */
+};
+
 struct s3_config {
     const char *endpoint; /* "http://127.0.0.1:9000"; NULL → AWS by region */
     const char *region;   /* NULL → env, profile, else us-east-1 (then discovered) */
@@ -79,6 +92,11 @@ struct s3_config {
     unsigned max_attempts;   /* tries per request, first included; 0 → 5 */
     unsigned retry_base_ms;  /* 0 → 200 */
     unsigned retry_cap_ms;   /* 0 → 20,000 */
+    enum s3_checksum checksum;
+    const char *sse_c_key_file; /* SSE-C: a file of the 256-bit customer key
+                                 * (32 raw bytes, or their base64), mode 600
+                                 * and owned by us, checked like passwd_file;
+                                 * NULL: no SSE-C */
     struct http_engine_options http;
     /* Every PutObject, CreateMultipartUpload and CopyObject asks for this
      * (see s3_put_opts.keep for what a copy keeps of its source). */
@@ -97,11 +115,32 @@ struct s3_error {
     char region[64]; /* a region hint from the server, if any */
 };
 
+/* SSE-C: with cfg->sse_c_key_file, every GetObject, HeadObject, PutObject,
+ * CreateMultipartUpload and UploadPart carries
+ * x-amz-server-side-encryption-customer-algorithm/-key/-key-MD5, and
+ * CopyObject and UploadPartCopy carry them for the destination and as
+ * x-amz-copy-source-server-side-encryption-customer-* for the source (one
+ * key for the whole mount).  The key lives in the client only, wiped when
+ * it is freed, and is never logged.
+ *
+ * Checksums (cfg->checksum, not OFF): PutObject and UploadPart send the
+ * body's x-amz-checksum-<algorithm> (base64 of the big-endian value), and
+ * x-amz-sdk-checksum-algorithm; CreateMultipartUpload declares
+ * x-amz-checksum-algorithm (CRC64NVME with x-amz-checksum-type
+ * FULL_OBJECT, the only type S3 allows for it); each part's checksum
+ * (ours, or for UploadPartCopy the one the server answers) goes into
+ * CompleteMultipartUpload's <ChecksumX> elements.  A GET of a whole
+ * object (no range) sends x-amz-checksum-mode: ENABLED and checks a
+ * CRC32C, CRC32, CRC64NVME or SHA256 full-object value the answer carries
+ * against the bytes (a composite value "xxx-N" of a multipart object
+ * cannot be checked from the bytes: skipped). */
+
 /* Create a client: resolves credentials (see s3_credentials_describe for the
  * chain) and starts its HTTP engine.  Does not contact the bucket: call
  * s3_head_bucket_limited() for that.  *out is freed with s3_client_free().
  * 0, EINVAL (bad config; `err->message` says why), EACCES (no usable
- * credentials; message says which sources were tried), ENOMEM, EIO. */
+ * credentials, or an SSE-C key file that is unreadable, not ours, open
+ * to others or not a key; message says which), ENOMEM, EIO. */
 int s3_client_new(const struct s3_config *cfg, struct s3_client **out, struct s3_error *err);
 void s3_client_free(struct s3_client *c);
 
@@ -332,19 +371,23 @@ int s3_list_objects_v2(struct s3_client *c, const struct s3_list_params *params,
 struct s3_part {
     int number; /* 1 … 10000 */
     char etag[80];
+    char checksum[64]; /* base64 of the part's checksum, "" when none */
 };
 
 /* CreateMultipartUpload; *upload_id is malloc'ed (caller frees). */
 int s3_create_multipart_upload(struct s3_client *c, const char *key, const struct s3_put_opts *opts,
                                char **upload_id, struct s3_error *err);
-/* UploadPart; etag_out is 80 bytes. */
+/* UploadPart; *out receives the part's number, ETag and checksum (what
+ * CompleteMultipartUpload needs). */
 int s3_upload_part(struct s3_client *c, const char *key, const char *upload_id, int part_number,
-                   const void *data, size_t len, char *etag_out, struct s3_error *err);
-/* UploadPartCopy of bytes [offset, offset+length) of src_key.  (The new
- * object's encryption and class are the upload's, set at its creation.) */
+                   const void *data, size_t len, struct s3_part *out, struct s3_error *err);
+/* UploadPartCopy of bytes [offset, offset+length) of src_key; *out as for
+ * s3_upload_part, the checksum being the one the server computed and
+ * answered ("" when it gave none).  (The new object's encryption and class
+ * are the upload's, set at its creation.) */
 int s3_upload_part_copy(struct s3_client *c, const char *key, const char *upload_id,
                         int part_number, const char *src_key, uint64_t offset, uint64_t length,
-                        const char *src_if_match, char *etag_out, struct s3_error *err);
+                        const char *src_if_match, struct s3_part *out, struct s3_error *err);
 /* CompleteMultipartUpload with parts in ascending order.  A 200 response
  * with an <Error> body is an error (and retried when it is InternalError). */
 int s3_complete_multipart_upload(struct s3_client *c, const char *key, const char *upload_id,

@@ -87,6 +87,11 @@ int s3_xml_parse_upload_id(const char *xml, size_t len, char **upload_id);
  * into etag (80 bytes). EPROTO when there is none, EBADMSG when it holds a
  * control character. */
 int s3_xml_parse_etag(const char *xml, size_t len, char *etag);
+/* The text of the top-level child `element` of an answer (a
+ * CopyPartResult's <ChecksumCRC32C>) into out (n bytes): 0 with "" when
+ * there is none, EBADMSG when it is not short base64 (it would go back
+ * into a request of ours), EPROTO (not XML), ENOMEM. */
+int s3_xml_parse_checksum(const char *xml, size_t len, const char *element, char *out, size_t n);
 /* A DeleteResult: errs[i] gets EACCES/EIO/… for keys[i] named in an <Error>. */
 int s3_xml_parse_delete_result(const char *xml, size_t len, const char *const *keys, size_t n,
                                int *errs);
@@ -132,6 +137,21 @@ struct s3_credentials {
     int64_t expiration;  /* seconds since the epoch; 0 = does not expire */
 };
 void s3_credentials_clear(struct s3_credentials *cr);
+
+/* Read a file that holds a secret (passwd_file, sse_c_key_file), at most
+ * `max` bytes: it must be owned by the effective user and closed to group
+ * and others (no bit of 077), as ssh asks of its keys.  `what` names the
+ * option in messages.  0 with *text (NUL-terminated; free it with
+ * util_wipe_free) and *len, or EACCES with `why` (size why_len) saying
+ * what is wrong and how to fix it. */
+int s3_secret_file_read(const char *what, const char *path, size_t max, char **text, size_t *len,
+                        char *why, size_t why_len);
+/* The SSE-C key from the bytes of a key file: exactly 32 bytes are the
+ * key itself; anything else, trimmed of white space, must be the base64 of
+ * 32 bytes.  0, or EINVAL with *why set to a static reason. */
+#define S3_SSE_C_KEY_LEN 32
+int s3_sse_c_parse_key(const char *data, size_t len, unsigned char key[S3_SSE_C_KEY_LEN],
+                       const char **why);
 
 /* Parse an s3fs password file's text: lines "ACCESS:SECRET" or
  * "BUCKET:ACCESS:SECRET" (a bucket line wins for that bucket); '#' comments.

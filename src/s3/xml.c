@@ -416,6 +416,27 @@ int s3_xml_parse_etag(const char *xml, size_t len, char *etag)
     return rc;
 }
 
+int s3_xml_parse_checksum(const char *xml, size_t len, const char *element, char *out, size_t n)
+{
+    char *v = NULL;
+    out[0] = '\0';
+    int rc = find_value(xml, len, element, 1, &v);
+    if (rc == EPROTO)
+        return 0; /* none in the answer */
+    if (rc)
+        return rc;
+    /* it goes back into the Complete document: base64 only, and short */
+    size_t vl = strlen(v);
+    rc = vl < n && strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") ==
+                       vl
+             ? 0
+             : EBADMSG;
+    if (!rc)
+        memcpy(out, v, vl + 1);
+    free(v);
+    return rc;
+}
+
 /* ---- DeleteResult ------------------------------------------------------- */
 
 struct delete_state {

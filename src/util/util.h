@@ -200,6 +200,26 @@ int util_parse_http_date(const char *s, int64_t *out);
  * into out.  Thread-safe (OpenSSL EVP). */
 void util_sha256_hex(const void *data, size_t len, char out[65]);
 
+/* CRC-32C (Castagnoli) of len bytes continued from `crc`, without the
+ * customary inversions, as ISA-L's crc32_iscsi() computes it (ISA-L's when
+ * built with it, else a table-driven C version giving the same values):
+ * util_crc32c("123456789", 9, 0) is 0x58e3fa20, and the standard CRC32C
+ * (S3's) is ~util_crc32c(data, len, ~0u): 0xe3069283 for "123456789". */
+uint32_t util_crc32c(const void *data, size_t len, uint32_t crc);
+/* CRC-64/NVME (S3's CRC64NVME) of len bytes continued from `crc`, which
+ * is 0 for the first piece and the previous result for the next (the
+ * inversions are inside): util_crc64nvme("123456789", 9, 0) is
+ * 0xae8b14860a799888. */
+uint64_t util_crc64nvme(const void *data, size_t len, uint64_t crc);
+/* Base64 (RFC 4648, with padding) of len bytes into out, which holds
+ * 4 * ((len + 2) / 3) + 1 bytes; returns the length written before the NUL. */
+size_t util_base64_encode(const void *data, size_t len, char *out);
+/* Decode text_len bytes of padded base64 into out (at most cap bytes);
+ * *len_out receives the count.  0, or EINVAL (not base64, or longer than
+ * cap) with out's contents unspecified. */
+int util_base64_decode(const char *text, size_t text_len, unsigned char *out, size_t cap,
+                       size_t *len_out);
+
 /* ---- strings ---------------------------------------------------------- */
 
 /* strdup that aborts on ENOMEM would hide errors; this one returns NULL. */

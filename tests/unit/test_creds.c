@@ -9,7 +9,10 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "s3/s3_private.h"
 
@@ -23,9 +26,8 @@ static void test_passwd_plain_and_bucket_lines(void **state)
     assert_string_equal(cr.secret_key, "SK1");
     s3_credentials_clear(&cr);
     /* a line for this bucket wins over the general line, wherever it is */
-    assert_int_equal(s3_creds_parse_passwd("AK1:SK1\nother:AK2:SK2\nmine:AK3:SK3\n", "mine", &cr,
-                                           &why),
-                     0);
+    assert_int_equal(
+        s3_creds_parse_passwd("AK1:SK1\nother:AK2:SK2\nmine:AK3:SK3\n", "mine", &cr, &why), 0);
     assert_string_equal(cr.access_key, "AK3");
     assert_string_equal(cr.secret_key, "SK3");
     s3_credentials_clear(&cr);
@@ -123,6 +125,76 @@ static void test_json(void **state)
     assert_int_equal(s3_creds_parse_json("null", 4, &cr), EPROTO);
 }
 
+/* ---- SSE-C key files (issue 20) ------------------------------------------ */
+
+static void test_sse_c_key_parse(void **state)
+{
+    (void)state;
+    unsigned char key[S3_SSE_C_KEY_LEN], want[S3_SSE_C_KEY_LEN];
+    for (int i = 0; i < S3_SSE_C_KEY_LEN; i++)
+        want[i] = (unsigned char)(i * 9 + 1);
+    const char *why = NULL;
+    /* 32 raw bytes, whatever they are (a newline among them too) */
+    want[5] = '\n';
+    assert_int_equal(s3_sse_c_parse_key((const char *)want, 32, key, &why), 0);
+    assert_memory_equal(key, want, 32);
+    /* base64 of 32 bytes, with a trailing newline and spaces */
+    char b64[64];
+    util_base64_encode(want, 32, b64);
+    char text[80];
+    snprintf(text, sizeof(text), "  %s\n", b64);
+    memset(key, 0, sizeof(key));
+    assert_int_equal(s3_sse_c_parse_key(text, strlen(text), key, &why), 0);
+    assert_memory_equal(key, want, 32);
+    /* refused: short, long, base64 of 31 or 33 bytes, not base64 */
+    assert_int_equal(s3_sse_c_parse_key("abc", 3, key, &why), EINVAL);
+    assert_non_null(strstr(why, "32 bytes"));
+    char raw33[33] = {0};
+    assert_int_equal(s3_sse_c_parse_key(raw33, 33, key, &why), EINVAL);
+    util_base64_encode(want, 31, b64);
+    assert_int_equal(s3_sse_c_parse_key(b64, strlen(b64), key, &why), EINVAL);
+    util_base64_encode(raw33, 33, b64);
+    assert_int_equal(s3_sse_c_parse_key(b64, strlen(b64), key, &why), EINVAL);
+    assert_int_equal(
+        s3_sse_c_parse_key("%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%", 44, key, &why), EINVAL);
+}
+
+static void test_secret_file_checks(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/pailfs-test-secret-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "secret\n", 7), 7);
+    close(fd);
+    char *text = NULL, why[512];
+    size_t len = 0;
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(
+        s3_secret_file_read("sse_c_key_file", path, 100, &text, &len, why, sizeof(why)), 0);
+    assert_int_equal(len, 7);
+    assert_memory_equal(text, "secret\n", 7);
+    util_wipe_free(text);
+    /* open to the group: refused, saying how to fix it */
+    assert_int_equal(chmod(path, 0640), 0);
+    assert_int_equal(
+        s3_secret_file_read("sse_c_key_file", path, 100, &text, &len, why, sizeof(why)), EACCES);
+    assert_non_null(strstr(why, "sse_c_key_file"));
+    assert_non_null(strstr(why, "mode 640"));
+    assert_non_null(strstr(why, "chmod 600"));
+    /* someone else's file: refused (root can make one) */
+    assert_int_equal(chmod(path, 0600), 0);
+    if (geteuid() == 0 && chown(path, 4321, (gid_t)-1) == 0) {
+        assert_int_equal(
+            s3_secret_file_read("passwd_file", path, 100, &text, &len, why, sizeof(why)), EACCES);
+        assert_non_null(strstr(why, "uid 4321"));
+    }
+    unlink(path);
+    assert_int_equal(
+        s3_secret_file_read("sse_c_key_file", path, 100, &text, &len, why, sizeof(why)), EACCES);
+    assert_non_null(strstr(why, "No such file"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -131,6 +203,8 @@ int main(void)
         cmocka_unit_test(test_profile_default),
         cmocka_unit_test(test_profile_named),
         cmocka_unit_test(test_json),
+        cmocka_unit_test(test_sse_c_key_parse),
+        cmocka_unit_test(test_secret_file_checks),
     };
     return cmocka_run_group_tests_name("creds", tests, NULL, NULL);
 }

@@ -937,6 +937,74 @@ static void test_help_text_lists_every_option(void **state)
     free(text);
 }
 
+/* ---- SSE-C and checksums (issue 20) ------------------------------------- */
+
+static void test_checksum_option(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "b", "/mnt", NULL), 0);
+    assert_int_equal(o.s3.checksum, S3_CHECKSUM_CRC32C); /* the default */
+    options_free(&o);
+    static const struct {
+        const char *opt;
+        enum s3_checksum want;
+    } ok[] = {
+        {"checksum=crc32c", S3_CHECKSUM_CRC32C},
+        {"checksum=crc64nvme", S3_CHECKSUM_CRC64NVME},
+        {"checksum=sha256", S3_CHECKSUM_SHA256},
+        {"checksum=off", S3_CHECKSUM_OFF},
+        {"checksum=off,checksum=sha256", S3_CHECKSUM_SHA256}, /* a later value wins */
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        assert_int_equal(parse_o(&o, ok[i].opt), 0);
+        assert_int_equal(o.s3.checksum, ok[i].want);
+        options_free(&o);
+    }
+    assert_o_error("checksum=md5",
+                   "pailfs: bad value 'md5' for -o checksum: expected crc32c, crc64nvme, sha256 "
+                   "or off");
+    assert_o_error("checksum=CRC32C", "pailfs: bad value 'CRC32C' for -o checksum: expected "
+                                      "crc32c, crc64nvme, sha256 or off");
+    assert_o_error("checksum", "pailfs: option -o checksum needs a value (-o checksum=VALUE)");
+}
+
+static void test_sse_c_options(void **state)
+{
+    (void)state;
+    struct options o;
+    /* no SSE-C: the cache as configured */
+    assert_int_equal(parse_o(&o, "cache_size=1G"), 0);
+    assert_null(o.s3.sse_c_key_file);
+    assert_true(o.fs.cache_size == (1ULL << 30));
+    assert_false(o.fs.gz_index_no_local);
+    options_free(&o);
+    /* a key file: absolute path kept; disk cache and local gz indexes off,
+     * even when a cache size is given */
+    assert_int_equal(parse_o(&o, "sse_c_key_file=/etc/k,cache_size=1G"), 0);
+    assert_string_equal(o.s3.sse_c_key_file, "/etc/k");
+    assert_true(o.fs.cache_size_set);
+    assert_true(o.fs.cache_size == 0);
+    assert_true(o.fs.gz_index_no_local);
+    options_free(&o);
+    /* a relative path is made absolute against the working directory */
+    char cwd[PATH_MAX], want[PATH_MAX + 8];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    snprintf(want, sizeof(want), "%s/k", cwd);
+    assert_int_equal(parse_o(&o, "sse_c_key_file=k"), 0);
+    assert_string_equal(o.s3.sse_c_key_file, want);
+    options_free(&o);
+    /* opted in: the cache stays */
+    assert_int_equal(parse_o(&o, "sse_c_key_file=/etc/k,sse_c_cache,cache_size=1G"), 0);
+    assert_true(o.fs.cache_size == (1ULL << 30));
+    assert_false(o.fs.gz_index_no_local);
+    options_free(&o);
+    assert_o_error("sse_c_cache", "pailfs: option -o sse_c_cache needs -o sse_c_key_file");
+    assert_o_error("sse_c_cache=1", "pailfs: option -o sse_c_cache takes no value");
+    assert_o_error("sse_c_key_file=",
+                   "pailfs: bad value '' for -o sse_c_key_file: expected a file path");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -967,6 +1035,8 @@ int main(void)
         cmocka_unit_test_setup(test_small_errbuf, setup_env),
         cmocka_unit_test_setup(test_error_quotes_no_control_characters, setup_env),
         cmocka_unit_test_setup(test_help_text_lists_every_option, setup_env),
+        cmocka_unit_test_setup(test_checksum_option, setup_env),
+        cmocka_unit_test_setup(test_sse_c_options, setup_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -574,6 +574,65 @@ static void test_mime_types(void **state)
     assert_int_equal(util_mime_load("/nonexistent/mime.types", &m), ENOENT);
 }
 
+/* ---- checksums and base64 (issue 20) ------------------------------------ */
+
+static void test_crc32c_vectors(void **state)
+{
+    (void)state;
+    /* the check value of CRC-32C: ISA-L's convention, then S3's */
+    assert_int_equal(util_crc32c("123456789", 9, 0), 0x58e3fa20u);
+    assert_int_equal(~util_crc32c("123456789", 9, ~0u), 0xe3069283u);
+    /* continued in pieces, the same value */
+    uint32_t c = util_crc32c("1234", 4, ~0u);
+    assert_int_equal(~util_crc32c("56789", 5, c), 0xe3069283u);
+    /* RFC 3720 B.4: 32 bytes of zeros */
+    unsigned char zeros[32] = {0};
+    assert_int_equal(~util_crc32c(zeros, 32, ~0u), 0x8a9136aau);
+    assert_int_equal(~util_crc32c("", 0, ~0u), 0u);
+}
+
+static void test_crc64nvme_vectors(void **state)
+{
+    (void)state;
+    assert_true(util_crc64nvme("123456789", 9, 0) == 0xae8b14860a799888ULL);
+    uint64_t c = util_crc64nvme("12345", 5, 0);
+    assert_true(util_crc64nvme("6789", 4, c) == 0xae8b14860a799888ULL);
+    assert_true(util_crc64nvme("", 0, 0) == 0);
+    /* longer than the 8-byte steps, with a tail: same as byte by byte */
+    char buf[1000];
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (char)(i * 7 + 3);
+    uint64_t whole = util_crc64nvme(buf, sizeof(buf), 0), bytes = 0;
+    for (size_t i = 0; i < sizeof(buf); i++)
+        bytes = util_crc64nvme(buf + i, 1, bytes);
+    assert_true(whole == bytes);
+}
+
+static void test_base64(void **state)
+{
+    (void)state;
+    char out[64];
+    static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const enc[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                      "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (size_t i = 0; i < 7; i++) {
+        assert_int_equal(util_base64_encode(plain[i], strlen(plain[i]), out), strlen(enc[i]));
+        assert_string_equal(out, enc[i]);
+        unsigned char back[16];
+        size_t n = 99;
+        assert_int_equal(util_base64_decode(enc[i], strlen(enc[i]), back, sizeof(back), &n), 0);
+        assert_int_equal(n, strlen(plain[i]));
+        assert_memory_equal(back, plain[i], n);
+    }
+    unsigned char b[8];
+    size_t n;
+    assert_int_equal(util_base64_decode("Zm9", 3, b, sizeof(b), &n), EINVAL);      /* length */
+    assert_int_equal(util_base64_decode("Zm9*", 4, b, sizeof(b), &n), EINVAL);     /* alphabet */
+    assert_int_equal(util_base64_decode("Z===", 4, b, sizeof(b), &n), EINVAL);     /* padding */
+    assert_int_equal(util_base64_decode("Zg==Zg==", 8, b, sizeof(b), &n), EINVAL); /* inner pad */
+    assert_int_equal(util_base64_decode("Zm9vYmFy", 8, b, 5, &n), EINVAL);         /* too long */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +654,9 @@ int main(void)
         cmocka_unit_test(test_has_control),
         cmocka_unit_test(test_pct_decode),
         cmocka_unit_test(test_log_line_escaped),
+        cmocka_unit_test(test_crc32c_vectors),
+        cmocka_unit_test(test_crc64nvme_vectors),
+        cmocka_unit_test(test_base64),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
