@@ -11,6 +11,8 @@ are in mount.py; the runner of tests/s3drive is drive.py.
 
 import hashlib
 import random
+import sys
+from pathlib import Path
 
 
 # --------------------------------------------------------------------------
@@ -165,3 +167,22 @@ def text(n, seed=1):
         size += len(line)
         i += 1
     return b"".join(out)[:n]
+
+
+# --------------------------------------------------------------------------
+# Checksums as S3 computes them (pure Python, tests/proxy/s3checksums.py)
+# --------------------------------------------------------------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "proxy"))
+from s3checksums import crc32c, crc32c_b64, crc64nvme, crc64nvme_b64  # noqa: E402,F401
+
+
+def sent_requests(proxy, *ops_wanted):
+    """The recent requests of these operations the proxy saw, oldest first,
+    each with .get(header) through a lower-cased dict "h"."""
+    out = []
+    for r in proxy.stats()["recent"]:
+        if not ops_wanted or r["op"] in ops_wanted:
+            r["h"] = {k.lower(): v for k, v in r["headers"]}
+            out.append(r)
+    return out

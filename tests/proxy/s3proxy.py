@@ -23,7 +23,7 @@ legal in bucket names, so no clash with S3 paths):
   POST /__proxy__/config  JSON object with any of: p503 p500 preset ptruncate
                           ignore_range latency_ms pspike spike_ms seed
                           only_methods only_ops only_path_regex fail_next
-                          upstream_error stall_body
+                          upstream_error stall_body flip_body
   POST /__proxy__/reset   zero the counters and clear every fault
 
 Usage:
@@ -81,13 +81,32 @@ digests), upstream_errors, connections (client connections that carried S3
 requests), bytes_in/out (request and response bodies), config, and recent:
 the last 200 requests (method, path, query, op, bucket, key, range,
 range_ignored, copy_source, status, fault, sig_error, headers: every
-request header as [name, value] as parsed, ...). Counters are
+request header as [name, value] as parsed, body: a CompleteMultipartUpload's
+XML, ...). Counters are
 settled before the answer's first byte leaves, so a client that has its
 answer finds it counted.
 
-Body digests: Content-MD5 and x-amz-checksum-sha256/sha1/crc32 must match
-the body (400 InvalidDigest / BadDigest), and DeleteObjects must carry
-Content-MD5 or a checksum header (400 InvalidRequest), as on AWS.
+Body digests: Content-MD5 and x-amz-checksum-sha256/sha1/crc32/crc32c/
+crc64nvme must match the body (400 InvalidDigest / BadDigest), an
+x-amz-sdk-checksum-algorithm needs its x-amz-checksum-* header (400
+InvalidRequest), and DeleteObjects must carry Content-MD5 or a checksum
+header (400 InvalidRequest), as on AWS.
+
+SSE-C, as S3 enforces it: the proxy remembers which keys were written
+through it with x-amz-server-side-encryption-customer-* headers (and the
+key's MD5). A GET or HEAD of such an object without them is 400
+InvalidRequest, with another key 403 AccessDenied; with SSE-C headers on an
+object written in clear, 400 InvalidRequest; a CopyObject/UploadPartCopy of
+one without x-amz-copy-source-server-side-encryption-customer-* is 400
+InvalidRequest; UploadPart of an upload created with SSE-C must repeat its
+key. Inconsistent SSE-C headers (algorithm not AES256, a key that is not 32
+bytes, a wrong key MD5) are 400 InvalidArgument.
+
+flip_body (config, or null): {"count": N, "op": OP, "path_regex": RE}
+flips one bit in the middle of the body of the next N matching requests,
+after the payload hash was judged and before the checksums are: the
+answer is then S3's 400 BadDigest when the request carries a checksum
+(counted in faults as "flip_body").
 
 Not judged: the chunk signatures of STREAMING-* payloads (passed on as
 they are), x-amz-security-token values. Path style is what is needed;
@@ -120,11 +139,15 @@ import time
 import uuid
 import xml.sax.saxutils
 import zlib
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from pathlib import Path
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import s3checksums  # noqa: E402
 
 CONTROL_PREFIX = "/__proxy__/"
 SIGV4_ALGORITHM = "AWS4-HMAC-SHA256"
@@ -473,7 +496,10 @@ _CHECKSUMS = {
     "x-amz-checksum-sha1": ("SHA1", lambda b: hashlib.sha1(b).digest()),
     "x-amz-checksum-crc32": ("CRC32",
                              lambda b: zlib.crc32(b).to_bytes(4, "big")),
-    # x-amz-checksum-crc32c is accepted unchecked (no CRC32C in stdlib).
+    "x-amz-checksum-crc32c": (
+        "CRC32C", lambda b: s3checksums.crc32c_fast(b).to_bytes(4, "big")),
+    "x-amz-checksum-crc64nvme": (
+        "CRC64NVME", lambda b: s3checksums.crc64nvme(b).to_bytes(8, "big")),
 }
 
 
@@ -506,11 +532,61 @@ def check_body_digests(op, headers, body):
             raise SigError(400, "BadDigest",
                            f"The {name} you specified did not match the "
                            "calculated checksum.")
+    algo = lower.get("x-amz-sdk-checksum-algorithm")
+    if algo and op in ("PutObject", "UploadPart") and \
+            f"x-amz-checksum-{algo.lower()}" not in lower:
+        raise SigError(400, "InvalidRequest",
+                       f"x-amz-sdk-checksum-algorithm specified {algo} but "
+                       "no x-amz-checksum header was sent for it.")
     if op == "DeleteObjects" and md5 is None and \
             not any(h.startswith("x-amz-checksum-") for h in lower):
         raise SigError(400, "InvalidRequest",
                        "Missing required header for this request: "
                        "Content-MD5")
+
+
+# SSE-C: S3 stores an object encrypted with the customer key it was written
+# with and keeps only the key's MD5; every read, and every copy of it as a
+# source, must carry that key again. The proxy plays this part (s3rver does
+# not encrypt): it remembers, per bucket and key written through it, the key
+# MD5 (None for an object written without SSE-C) and refuses as S3 does.
+_SSE_C = "x-amz-server-side-encryption-customer-"
+_SSE_C_SRC = "x-amz-copy-source-server-side-encryption-customer-"
+SSE_C_MISSING = ("The object was stored using a form of Server Side "
+                 "Encryption. The correct parameters must be provided to "
+                 "retrieve the object.")
+
+
+def sse_c_key_md5(lower, prefix):
+    """The key MD5 of a request's SSE-C headers (with `prefix`), None when it
+    has none; SigError (400 InvalidArgument) when they are incomplete or
+    inconsistent, as S3 answers."""
+    algo = lower.get(prefix + "algorithm")
+    key = lower.get(prefix + "key")
+    md5 = lower.get(prefix + "key-md5")
+    if algo is None and key is None and md5 is None:
+        return None
+    if algo != "AES256":
+        raise SigError(400, "InvalidArgument", "The encryption algorithm "
+                       "specified is not valid.")
+    try:
+        raw = base64.b64decode(key or "", validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise SigError(400, "InvalidArgument", "The secret key was invalid "
+                       "for the specified algorithm.")
+    if md5 != base64.b64encode(hashlib.md5(raw).digest()).decode():
+        raise SigError(400, "InvalidArgument", "The calculated MD5 hash of "
+                       "the key did not match the hash that was provided.")
+    return md5
+
+
+def _copy_source_key(value):
+    """("bucket", "key") of an x-amz-copy-source value."""
+    path = unquote(value.split("?", 1)[0]).lstrip("/")
+    bucket, _, key = path.partition("/")
+    return bucket, key
 
 
 def _constant_time_equal(a, b):
@@ -594,7 +670,7 @@ class ProxyState:
     CONFIG_KEYS = ("p503", "p500", "preset", "ptruncate", "ignore_range",
                    "latency_ms", "pspike", "spike_ms", "seed", "only_methods", "only_ops",
                    "only_path_regex", "fail_next", "upstream_error", "stall_body",
-                   "require_sse", "require_request_payer", "inject_headers")
+                   "require_sse", "require_request_payer", "inject_headers", "flip_body")
 
     def __init__(self, seed, recent_max=200):
         self.lock = threading.Lock()
@@ -602,6 +678,78 @@ class ProxyState:
         self.default_seed = seed
         self._reset_config()
         self._reset_counters()
+        # SSE-C: (bucket, key) -> key MD5 or None (written in clear);
+        # uploads: (bucket, key) -> key MD5 of the CreateMultipartUpload.
+        # Not cleared by reset: it is what the bucket holds.
+        self.sse_c_objects = {}
+        self.sse_c_uploads = {}
+
+    def sse_c_check(self, op, bucket, key, lower):
+        """Refuse, as S3 does, a request that reads or copies an SSE-C
+        object without its key, or with another key (SigError)."""
+        md5 = sse_c_key_md5(lower, _SSE_C)
+        with self.lock:
+            stored = self.sse_c_objects.get((bucket, key), "unknown")
+            upload = self.sse_c_uploads.get((bucket, key), "unknown")
+        if op in ("GetObject", "HeadObject") and stored != "unknown":
+            if stored is not None and md5 is None:
+                raise SigError(400, "InvalidRequest", SSE_C_MISSING)
+            if stored is not None and md5 != stored:
+                raise SigError(403, "AccessDenied", "Access Denied")
+            if stored is None and md5 is not None:
+                raise SigError(400, "InvalidRequest", "The encryption "
+                               "parameters are not applicable to this "
+                               "object.")
+        if op == "UploadPart" and upload != "unknown" and md5 != upload:
+            raise SigError(400, "InvalidRequest", "The multipart upload "
+                           "initiate requested encryption. Subsequent part "
+                           "requests must include the appropriate encryption "
+                           "parameters." if md5 is None else "The provided "
+                           "encryption parameters did not match the ones "
+                           "used originally.")
+        if op in ("CopyObject", "UploadPartCopy"):
+            src = _copy_source_key(lower.get("x-amz-copy-source", ""))
+            src_md5 = sse_c_key_md5(lower, _SSE_C_SRC)
+            with self.lock:
+                src_stored = self.sse_c_objects.get(src, "unknown")
+            if src_stored not in ("unknown", None) and src_md5 is None:
+                raise SigError(400, "InvalidRequest", SSE_C_MISSING)
+            if src_stored not in ("unknown", None) and src_md5 != src_stored:
+                raise SigError(403, "AccessDenied", "Access Denied")
+            if op == "UploadPartCopy" and upload != "unknown" and \
+                    md5 != upload:
+                raise SigError(400, "InvalidRequest", "The provided "
+                               "encryption parameters did not match the "
+                               "ones used originally.")
+        return md5
+
+    def sse_c_written(self, op, bucket, key, md5):
+        """After a successful write: what the key now holds."""
+        with self.lock:
+            if op in ("PutObject", "CopyObject"):
+                self.sse_c_objects[(bucket, key)] = md5
+            elif op == "CreateMultipartUpload":
+                self.sse_c_uploads[(bucket, key)] = md5
+            elif op == "CompleteMultipartUpload":
+                self.sse_c_objects[(bucket, key)] = \
+                    self.sse_c_uploads.pop((bucket, key), None)
+            elif op == "DeleteObject":
+                self.sse_c_objects.pop((bucket, key), None)
+
+    def take_flip(self, method, op, target):
+        """Whether to flip a byte of this request's body (fault flip_body)."""
+        with self.lock:
+            spec = self.config.get("flip_body")
+            if not spec or spec.get("count", 1) <= 0:
+                return False
+            if spec.get("op") and spec["op"] != op:
+                return False
+            if spec.get("path_regex") and \
+                    not re.search(spec["path_regex"], target):
+                return False
+            spec["count"] = spec.get("count", 1) - 1
+            self.counters["faults"]["flip_body"] += 1
+            return True
 
     def _reset_config(self):
         self.config = {
@@ -610,6 +758,7 @@ class ProxyState:
             "spike_ms": 0, "seed": self.default_seed,
             "only_methods": None, "only_ops": None, "only_path_regex": None,
             "fail_next": [],
+            "flip_body": None,
             # what a client sees when the upstream is down: "reset" (the
             # connection is aborted) or "503" (SlowDown-style 503 answer)
             "upstream_error": "reset",
@@ -696,6 +845,17 @@ class ProxyState:
                     if e.get("path_regex"):
                         re.compile(e["path_regex"])
                 cfg["fail_next"] = [dict(e) for e in entries]
+            if "flip_body" in new:
+                spec = new["flip_body"]
+                if spec is not None:
+                    if not isinstance(spec, dict) or \
+                            set(spec) - {"count", "op", "path_regex"}:
+                        raise ValueError("flip_body is null or an object "
+                                         "with count, op, path_regex")
+                    if spec.get("path_regex"):
+                        re.compile(spec["path_regex"])
+                    spec = dict(spec)
+                cfg["flip_body"] = spec
             if "upstream_error" in new:
                 if new["upstream_error"] not in ("reset", "503"):
                     raise ValueError("upstream_error is 'reset' or '503'")
@@ -1156,9 +1316,24 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                                          verdict.payload_hash,
                                          "S3ComputedContentSHA256": actual})
                 return
-        # 2b. Content-MD5 and x-amz-checksum-* must match it too.
+        if op == "CompleteMultipartUpload":  # small XML, for the tests
+            rec["body"] = body[:65536].decode("utf-8", "replace")
+        # 2a. flip_body: a byte of the body goes bad on the way, after the
+        # payload hash was judged (as if the signature had not covered it,
+        # UNSIGNED-PAYLOAD over TLS): only a checksum can catch it now.
+        if body and self.state.take_flip(method, op, target):
+            rec["fault"] = "flip_body"
+            middle = len(body) // 2
+            body = body[:middle] + bytes([body[middle] ^ 0x01]) + \
+                body[middle + 1:]
+        # 2b. Content-MD5 and x-amz-checksum-* must match it too, and
+        # SSE-C objects want their key (a bucket's own rule in S3).
+        lower = {name.lower(): value.strip()
+                 for name, value in self.headers.items()}
         try:
             check_body_digests(op, list(self.headers.items()), body)
+            sse_c_md5 = self.state.sse_c_check(op, rec["bucket"], rec["key"],
+                                               lower)
         except SigError as err:
             rec["sig_error"] = err.code
             self._reply_error(err.status, err.code, err.message, rec,
@@ -1213,6 +1388,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 self.state.choose_ignore_range(method, op, target):
             rec["range_ignored"] = True
         self._forward(method, target, body, rec, fault)
+        if rec["status"] is not None and 200 <= rec["status"] < 300:
+            self.state.sse_c_written(op, rec["bucket"], rec["key"], sse_c_md5)
 
     def _copy_source_changed(self, method):
         """True when this copy names an x-amz-copy-source-if-match that the
