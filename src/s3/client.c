@@ -725,6 +725,7 @@ static int add_header(struct curl_slist **list, const char *name, const char *va
     if (rc)
         return rc;
     struct curl_slist *n = curl_slist_append(*list, b.data);
+    explicit_bzero(b.data, b.len); /* it may be a secret: an SSE-C key */
     buf_free(&b);
     if (!n)
         return ENOMEM;
@@ -754,6 +755,9 @@ static void wire_free(struct s3_wire *w)
         s3_credentials_clear(&w->cr);
     if (w->auth.data)
         memset(w->auth.data, 0, w->auth.len);
+    /* the header lines hold the SSE-C key, when there is one */
+    for (struct curl_slist *l = w->list; l; l = l->next)
+        explicit_bzero(l->data, strlen(l->data));
     curl_slist_free_all(w->list);
     buf_free(&w->auth);
     buf_free(&w->url);
@@ -836,6 +840,16 @@ static int wire_sign(struct s3_client *c, const struct s3_req *req, struct s3_wi
     return s3_sigv4_authorization(&w->auth, &in, NULL);
 }
 
+/* Whether the request names its own Content-Type (curl would add a form
+ * type to a POST that does not; checksum and SSE-C headers do not count). */
+static bool has_content_type(const struct s3_req *req)
+{
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (strcasecmp(req->headers[i].name, "content-type") == 0)
+            return true;
+    return false;
+}
+
 /* curl's header list: every header, each refused if it holds a control
  * character (add_header), then Authorization and two headers curl would
  * otherwise add on its own. */
@@ -851,7 +865,7 @@ static int wire_list(const struct s3_req *req, struct s3_wire *w, struct s3_erro
         rc = add_header(&w->list, "Authorization", w->auth.data);
     if (!rc) /* no 100-continue round trip; S3 answers errors promptly anyway */
         rc = add_header(&w->list, "Expect", "");
-    if (!rc && strcmp(req->method, "POST") == 0 && !req->n_headers)
+    if (!rc && strcmp(req->method, "POST") == 0 && !has_content_type(req))
         rc = add_header(&w->list, "Content-Type", "");
     return rc;
 }
