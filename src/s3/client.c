@@ -454,8 +454,11 @@ static void sum_pick(struct s3_req *req, const struct s3_attempt *a)
                                                                      : SUM_NONE;
     if (algo == SUM_SHA256) {
         s->sha = EVP_MD_CTX_new();
-        if (!s->sha || !EVP_DigestInit_ex(s->sha, EVP_sha256(), NULL))
+        if (!s->sha || !EVP_DigestInit_ex(s->sha, EVP_sha256(), NULL)) {
+            EVP_MD_CTX_free(s->sha);
+            s->sha = NULL;
             return; /* not checked: no memory for it */
+        }
     }
     s->algo = algo;
     s->crc32 = algo == SUM_CRC32C ? ~0u : (uint32_t)crc32(0, NULL, 0);

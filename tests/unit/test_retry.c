@@ -78,6 +78,11 @@ static void test_errno_mapping(void **state)
     assert_int_equal(s3_status_to_errno(200, ""), 0);
     assert_int_equal(s3_status_to_errno(204, ""), 0);
     assert_int_equal(s3_status_to_errno(404, "NoSuchKey"), ENOENT);
+    /* a body S3 received damaged: a failed write, not a bad request */
+    assert_int_equal(s3_status_to_errno(400, "BadDigest"), EIO);
+    assert_int_equal(s3_status_to_errno(400, "XAmzContentSHA256Mismatch"), EIO);
+    assert_int_equal(s3_status_to_errno(400, "InvalidRequest"), EINVAL);
+    assert_false(s3_retryable(400, "BadDigest", 0));
     assert_int_equal(s3_status_to_errno(403, "AccessDenied"), EACCES);
     assert_int_equal(s3_status_to_errno(412, ""), ESTALE);
     assert_int_equal(s3_status_to_errno(501, ""), ENOSYS);

@@ -45,7 +45,8 @@ static void test_list_v2_aws_namespace(void **state)
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
         "<ListBucketResult " NS "><Name>b</Name><Prefix>d/</Prefix><KeyCount>3</KeyCount>"
         "<MaxKeys>2</MaxKeys><Delimiter>/</Delimiter><IsTruncated>true</IsTruncated>"
-        "<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>"
+        "<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</"
+        "NextContinuationToken>"
         "<Contents><Key>d/a.txt</Key><LastModified>2013-09-17T18:07:53.000Z</LastModified>"
         "<ETag>&quot;599bab3ed2c697f1d26842727561fd94&quot;</ETag><Size>857</Size>"
         "<StorageClass>STANDARD</StorageClass></Contents>"
@@ -158,11 +159,11 @@ static void test_list_v2_size_beyond_s3_refused(void **state)
         {"18446744073709551615", EPROTO}, /* 2^64-1 */
         {"18446744073709551616", EPROTO}, /* 2^64: would wrap */
         {"99999999999999999999999", EPROTO},
-        {"53687091200001", EPROTO},       /* 10,000 x 5 GiB + 1 */
+        {"53687091200001", EPROTO}, /* 10,000 x 5 GiB + 1 */
         {"-1", EPROTO},
         {"12abc", EPROTO},
-        {"53687091200000", 0},            /* 10,000 x 5 GiB */
-        {"5497558138881", 0},             /* past 5 TiB: AWS stores 50 TB */
+        {"53687091200000", 0}, /* 10,000 x 5 GiB */
+        {"5497558138881", 0},  /* past 5 TiB: AWS stores 50 TB */
         {"0", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -221,9 +222,10 @@ static void test_list_v2_etag_with_control_character(void **state)
 static void test_upload_id_and_etag(void **state)
 {
     (void)state;
-    const char *x = "<InitiateMultipartUploadResult " NS "><Bucket>b</Bucket><Key>k</Key>"
-                    "<UploadId>VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</UploadId>"
-                    "</InitiateMultipartUploadResult>";
+    const char *x =
+        "<InitiateMultipartUploadResult " NS "><Bucket>b</Bucket><Key>k</Key>"
+        "<UploadId>VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</UploadId>"
+        "</InitiateMultipartUploadResult>";
     char *id;
     assert_int_equal(s3_xml_parse_upload_id(x, strlen(x), &id), 0);
     assert_string_equal(id, "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA");
@@ -242,9 +244,10 @@ static void test_delete_result(void **state)
     (void)state;
     const char *keys[] = {"a", "b&c", "d"};
     int errs[3];
-    const char *x = "<DeleteResult " NS "><Deleted><Key>a</Key></Deleted>"
-                    "<Error><Key>b&amp;c</Key><Code>AccessDenied</Code><Message>no</Message></Error>"
-                    "<Error><Key>d</Key><Code>InternalError</Code></Error></DeleteResult>";
+    const char *x =
+        "<DeleteResult " NS "><Deleted><Key>a</Key></Deleted>"
+        "<Error><Key>b&amp;c</Key><Code>AccessDenied</Code><Message>no</Message></Error>"
+        "<Error><Key>d</Key><Code>InternalError</Code></Error></DeleteResult>";
     assert_int_equal(s3_xml_parse_delete_result(x, strlen(x), keys, 3, errs), 0);
     assert_int_equal(errs[0], 0);
     assert_int_equal(errs[1], EACCES);
@@ -333,6 +336,24 @@ static void test_escape(void **state)
     buf_free(&b);
 }
 
+static void test_part_checksum(void **state)
+{
+    (void)state;
+    char out[64];
+    const char *ok = "<CopyPartResult><ETag>\"e\"</ETag><ChecksumCRC32C>4waSgw==</ChecksumCRC32C>"
+                     "</CopyPartResult>";
+    assert_int_equal(s3_xml_parse_checksum(ok, strlen(ok), "ChecksumCRC32C", out, sizeof(out)), 0);
+    assert_string_equal(out, "4waSgw==");
+    /* none (a server that computes none): "" */
+    assert_int_equal(s3_xml_parse_checksum(ok, strlen(ok), "ChecksumSHA256", out, sizeof(out)), 0);
+    assert_string_equal(out, "");
+    /* it goes back into our Complete document: base64 only, and short */
+    const char *bad = "<CopyPartResult><ChecksumCRC32C>a&lt;b</ChecksumCRC32C></CopyPartResult>";
+    assert_int_equal(s3_xml_parse_checksum(bad, strlen(bad), "ChecksumCRC32C", out, sizeof(out)),
+                     EBADMSG);
+    assert_int_equal(s3_xml_parse_checksum(ok, strlen(ok), "ChecksumCRC32C", out, 8), EBADMSG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_list_uploads_unknown_age),
         cmocka_unit_test(test_sts_response),
         cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_part_checksum),
     };
     return cmocka_run_group_tests_name("xml", tests, NULL, NULL);
 }
