@@ -298,3 +298,33 @@ def test_s3drive_sse_c_multipart_copy(proxy, bucket, tmp_path):
     kf2 = key_file(tmp_path, rand_bytes(16, 32), name="other.key")
     r = drive(proxy.url, bucket, "head", "dst", opts=["--sse-c-key-file", kf2])
     assert r.returncode == 1 and "errno=EACCES" in r.stderr, r.stderr
+
+
+def test_sse_c_gzip_view_shared_index(proxy, mounter, s3, bucket, tmp_path):
+    """gzip views on an SSE-C mount: the shared index is an object written
+    with the key, and no index is kept in cache_dir (it holds decompressed
+    windows)."""
+    import gzip
+    from helpers import text
+    raw = rand_bytes(17, 32)
+    kf = key_file(tmp_path, raw)
+    opts = [f"sse_c_key_file={kf}", "gunzip=view", "gz_index=shared", "gz_span=1M"]
+    data = text(8 * MiB, seed=21)
+    a = mounter(opts=opts)
+    write(a.p("d.json.gz"), gzip.compress(data, 6))   # stored with the key
+    proxy.reset()
+    assert read(a.p("d.json")) == data
+    puts = [r for r in sent_requests(proxy, "PutObject")
+            if r["key"].startswith(".pailfs/gzindex/")]
+    assert len(puts) == 1, [r["key"] for r in sent_requests(proxy)]
+    assert_keyed(puts, raw)
+    cache = a.path.rstrip("/") + ".cache"
+    assert not os.path.exists(os.path.join(cache, "gzindex")) or \
+        os.listdir(os.path.join(cache, "gzindex")) == []
+    proxy.reset()
+    b = mounter(opts=opts)  # its own cache_dir: the index comes from the bucket
+    with open(b.p("d.json"), "rb") as f:
+        f.seek(len(data) - 10_000)
+        assert f.read() == data[-10_000:]
+    assert proxy.stats()["by_op"].get("PutObject", 0) == 0  # not rebuilt
+    assert_keyed(sent_requests(proxy, "GetObject", "HeadObject"), raw)
