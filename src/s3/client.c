@@ -349,16 +349,16 @@ static void body_checksum(enum s3_checksum algo, const void *data, size_t len, c
     }
 }
 
-/* The checksum of a body we send: x-amz-checksum-<algo> and the
- * algorithm's name, as the AWS SDKs send them with PutObject and
- * UploadPart.  Nothing when the mount's checksum is off. */
+/* The checksum of a body we send (PutObject, UploadPart):
+ * x-amz-checksum-<algo>.  Not x-amz-sdk-checksum-algorithm: AWS documents
+ * it as adding nothing outside its SDKs, and some S3-compatible stores
+ * refuse it on UploadPart.  Nothing when the mount's checksum is off. */
 static void add_checksum_headers(struct s3_client *c, struct s3_req *req)
 {
     if (c->checksum == S3_CHECKSUM_OFF)
         return;
     body_checksum(c->checksum, req->body, req->body_len, req->checksum, req->payload_hash);
     req_header(req, checksum_names[c->checksum].header, req->checksum);
-    req_header(req, "x-amz-sdk-checksum-algorithm", checksum_names[c->checksum].algo);
 }
 
 /* CreateMultipartUpload declares the algorithm of the parts' checksums;

@@ -124,8 +124,8 @@ struct s3_error {
  * it is freed, and is never logged.
  *
  * Checksums (cfg->checksum, not OFF): PutObject and UploadPart send the
- * body's x-amz-checksum-<algorithm> (base64 of the big-endian value), and
- * x-amz-sdk-checksum-algorithm; CreateMultipartUpload declares
+ * body's x-amz-checksum-<algorithm> (base64 of the big-endian value);
+ * CreateMultipartUpload declares
  * x-amz-checksum-algorithm (CRC64NVME with x-amz-checksum-type
  * FULL_OBJECT, the only type S3 allows for it); each part's checksum
  * (ours, or for UploadPartCopy the one the server answers) goes into
