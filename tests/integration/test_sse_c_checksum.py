@@ -95,6 +95,10 @@ def test_sse_c_keys_on_every_request_and_never_logged(proxy, mounter, s3, bucket
         f.write(b"tail")
     with open(m.p("big"), "ab") as f:        # append: UploadPartCopy
         f.write(b"more")
+    with open(m.p("big"), "r+b") as f:       # a staged edit: copies + a part
+        f.seek(6 * MiB)
+        f.write(b"EDIT")
+    big = big[:6 * MiB] + b"EDIT" + big[6 * MiB + 4:]
     os.rename(m.p("big"), m.p("big2"))       # a multipart copy or CopyObject
     assert read(m.p("moved")) == small + b"tail"
     # (s3rver stores the bytes in clear: the rename's copy is checked there;
