@@ -229,7 +229,10 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len_out)
             break;
     }
     close(fd);
+    explicit_bzero(chunk, sizeof(chunk)); /* the file may be a secret */
     if (rc) {
+        if (b.data)
+            explicit_bzero(b.data, b.len);
         buf_free(&b);
         return rc;
     }
