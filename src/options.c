@@ -836,10 +836,22 @@ static int apply_o(struct parse *p, const char *arg)
 
 /* ---- positional arguments, defaults, FUSE args ------------------------------ */
 
+/* Where BUCKET ends in BUCKET[:/PREFIX]: at the first ':', or for an
+ * access point ARN (arn:PARTITION:s3:REGION:ACCOUNT:accesspoint/NAME, which
+ * the S3 layer checks) at the first ':' after its five. */
+static const char *bucket_end(const char *arg)
+{
+    const char *colon = strchr(arg, ':');
+    if (strncmp(arg, "arn:", 4) == 0)
+        for (int i = 0; i < 5 && colon; i++)
+            colon = strchr(colon + 1, ':');
+    return colon;
+}
+
 /* BUCKET, BUCKET:, BUCKET:/ → no prefix; BUCKET:/a/b/ → "a/b". */
 static int split_bucket(struct parse *p, const char *arg)
 {
-    const char *colon = strchr(arg, ':');
+    const char *colon = bucket_end(arg);
     size_t blen = colon ? (size_t)(colon - arg) : strlen(arg);
     if (blen == 0) {
         set_err(p, "pailfs: empty bucket name in '%s' (expected BUCKET[:/PREFIX])", arg);

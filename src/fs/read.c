@@ -899,8 +899,10 @@ static int open_block_cache(struct fs *fs, struct fs_readpool *rp)
         for (size_t i = 0; id.data && i < id.len; i++)
             h = (unsigned char)(h * 31 + (unsigned char)id.data[i]);
         buf_printf(&dir, "%s/blocks-", fs->cfg.cache_dir);
-        for (const char *p = fs->cfg.bucket; *p; p++) /* bucket names are DNS-safe */
-            buf_append(&dir, p, 1);
+        /* A bucket name is DNS-safe, but an access point ARN holds ':'
+         * and '/': those become '_' (the hash above tells them apart). */
+        for (const char *p = fs->cfg.bucket; *p; p++)
+            buf_append(&dir, *p == '/' || *p == ':' ? "_" : p, 1);
         buf_printf(&dir, "-%02x", h);
         buf_free(&id);
         if (!fs->cfg.cache_size_set)

@@ -37,6 +37,9 @@ struct s3_client {
     bool endpoint_from_region;
     char *bucket;
     bool path_style;
+    bool access_point; /* bucket is an access point ARN: host is its
+                        * endpoint, paths hold no bucket, the region is
+                        * the ARN's and no server hint changes it */
     bool public_bucket;
     bool unsigned_payload;
     bool requester_pays;
@@ -193,6 +196,102 @@ bool s3_region_valid(const char *r)
     return true;
 }
 
+/* One field of an ARN, up to the next ':' (the last field: to the end),
+ * copied into out (size n).  false when it does not fit. */
+static bool arn_field(const char **p, char *out, size_t n, bool last)
+{
+    size_t len = last ? strlen(*p) : strcspn(*p, ":");
+    if (len >= n || (!last && (*p)[len] != ':'))
+        return false;
+    memcpy(out, *p, len);
+    out[len] = '\0';
+    *p += len + !last;
+    return true;
+}
+
+/* An access point's name: 3 to 50 of [a-z0-9-], a letter or digit at
+ * each end (the rules of CreateAccessPoint). */
+static bool access_point_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n < 3 || n > 50 || name[0] == '-' || name[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) || name[i] == '-'))
+            return false;
+    return true;
+}
+
+/* Whether `region` belongs to `partition`: China's regions are cn-*, the
+ * GovCloud ones us-gov-*, and the commercial partition has neither. */
+static bool region_in_partition(const char *partition, const char *region)
+{
+    bool cn = strncmp(region, "cn-", 3) == 0, gov = strncmp(region, "us-gov-", 7) == 0;
+    if (strcmp(partition, "aws-cn") == 0)
+        return cn;
+    if (strcmp(partition, "aws-us-gov") == 0)
+        return gov;
+    return !cn && !gov;
+}
+
+int s3_access_point_parse(const char *arn, struct s3_access_point *out, const char **why)
+{
+    memset(out, 0, sizeof(*out));
+    char service[16], resource[80];
+    const char *p = arn;
+    if (strncmp(p, "arn:", 4) != 0) {
+        *why = "not an ARN (arn:PARTITION:s3:REGION:ACCOUNT:accesspoint/NAME)";
+        return EINVAL;
+    }
+    p += 4;
+    if (!arn_field(&p, out->partition, sizeof(out->partition), false) ||
+        (strcmp(out->partition, "aws") != 0 && strcmp(out->partition, "aws-cn") != 0 &&
+         strcmp(out->partition, "aws-us-gov") != 0)) {
+        *why = "the partition is not aws, aws-cn or aws-us-gov";
+        return EINVAL;
+    }
+    if (!arn_field(&p, service, sizeof(service), false) || strcmp(service, "s3") != 0) {
+        *why = "the service is not s3 (Outposts and Object Lambda access points are not "
+               "supported)";
+        return EINVAL;
+    }
+    if (!arn_field(&p, out->region, sizeof(out->region), false) || !out->region[0]) {
+        *why = out->region[0] ? "the region is not a region name"
+                              : "no region (multi-Region access points are not supported)";
+        return EINVAL;
+    }
+    if (!s3_region_valid(out->region) || !region_in_partition(out->partition, out->region)) {
+        *why = "the region is not a region name of the ARN's partition";
+        return EINVAL;
+    }
+    bool digits = arn_field(&p, out->account, sizeof(out->account), false);
+    for (size_t i = 0; digits && i < 12; i++)
+        digits = isdigit((unsigned char)out->account[i]) != 0;
+    if (!digits || strlen(out->account) != 12) {
+        *why = "the account is not 12 digits";
+        return EINVAL;
+    }
+    if (!arn_field(&p, resource, sizeof(resource), true) ||
+        strncmp(resource, "accesspoint/", 12) != 0) {
+        *why = "the resource is not accesspoint/NAME";
+        return EINVAL;
+    }
+    size_t nlen = strlen(resource + 12);
+    if (nlen < sizeof(out->name))
+        memcpy(out->name, resource + 12, nlen + 1);
+    if (nlen >= sizeof(out->name) || !access_point_name_valid(out->name)) {
+        *why = "the access point name is not 3 to 50 of a-z, 0-9 and '-' (not at either end)";
+        return EINVAL;
+    }
+    return 0;
+}
+
+int s3_access_point_host(const struct s3_access_point *ap, struct buf *out)
+{
+    return buf_printf(out, "%s-%s.s3-accesspoint.%s.amazonaws.com%s", ap->name, ap->account,
+                      ap->region, strcmp(ap->partition, "aws-cn") == 0 ? ".cn" : "");
+}
+
 /* `region` is the configured one, or a server's hint that passed
  * s3_region_valid. */
 static int set_region_locked(struct s3_client *c, const char *region)
@@ -215,7 +314,8 @@ static int build_target(struct s3_client *c, const struct s3_req *req, struct bu
 {
     pthread_mutex_lock(&c->mutex);
     const char *h = c->endpoint_from_region ? c->region_host : c->host;
-    int rc = c->path_style ? buf_puts(host, h) : buf_printf(host, "%s.%s", c->bucket, h);
+    int rc = c->path_style || c->access_point ? buf_puts(host, h)
+                                              : buf_printf(host, "%s.%s", c->bucket, h);
     pthread_mutex_unlock(&c->mutex);
     if (!rc)
         rc = buf_puts(path, c->base_path);
@@ -1105,7 +1205,8 @@ enum region_step { REGION_AS_IS, REGION_RETRY, REGION_REFUSED };
 static enum region_step follow_region(struct s3_client *c, const struct s3_req *req, long status,
                                       const struct s3_error *err, bool *region_fixed)
 {
-    if (*region_fixed || !err->region[0] || (status != 301 && status != 400 && status != 307))
+    if (*region_fixed || !err->region[0] || (status != 301 && status != 400 && status != 307) ||
+        c->access_point)
         return REGION_AS_IS;
     if (!s3_region_valid(err->region)) {
         log_error("%s %s: refused the server's region hint \"%s\": not a region name "
@@ -1298,12 +1399,67 @@ void s3_object_info_clear(struct s3_object_info *info)
     memset(info, 0, sizeof(*info));
 }
 
+/* Where requests to an access point go: with no endpoint= its own
+ * endpoint (s3_access_point_host); with one, NAME-ACCOUNT.ENDPOINT-HOST,
+ * as the AWS SDKs do; always virtual-hosted style, signed for the ARN's
+ * region.  EINVAL (err says why) for a bad ARN, a region= that is not
+ * the ARN's, path style, or an endpoint given as an IP address. */
+static int access_point_target(struct s3_client *c, const struct s3_config *cfg,
+                               struct s3_error *err)
+{
+    struct s3_access_point ap;
+    const char *why = "";
+    if (s3_access_point_parse(cfg->bucket, &ap, &why)) {
+        snprintf(err->message, sizeof(err->message), "bad access point ARN %s: %s", cfg->bucket,
+                 why);
+        return EINVAL;
+    }
+    if (cfg->region && *cfg->region && strcmp(cfg->region, ap.region) != 0) {
+        snprintf(err->message, sizeof(err->message),
+                 "region=%s, but access point %s is in region %s (leave region= out)", cfg->region,
+                 ap.name, ap.region);
+        return EINVAL;
+    }
+    if (cfg->addressing == S3_ADDR_PATH) {
+        snprintf(err->message, sizeof(err->message),
+                 "an access point cannot be reached with path-style requests: its name is "
+                 "part of the host name");
+        return EINVAL;
+    }
+    c->access_point = true;
+    set_region_locked(c, ap.region);
+    struct buf host = BUF_INIT;
+    int rc;
+    if (cfg->endpoint && *cfg->endpoint) {
+        if ((rc = parse_endpoint(c, cfg->endpoint, err)))
+            return rc;
+        if (host_is_ip_or_localhost(c->host) && strncmp(c->host, "localhost", 9) != 0) {
+            snprintf(err->message, sizeof(err->message),
+                     "endpoint %s is an IP address, but an access point is reached at "
+                     "%s-%s.HOST: give the endpoint by host name",
+                     cfg->endpoint, ap.name, ap.account);
+            return EINVAL;
+        }
+        rc = buf_printf(&host, "%s-%s.%s", ap.name, ap.account, c->host);
+        free(c->host);
+    } else {
+        c->scheme = strdup("https");
+        c->base_path = strdup("");
+        rc = s3_access_point_host(&ap, &host);
+    }
+    c->host = rc ? NULL : buf_steal(&host);
+    buf_free(&host);
+    return c->scheme && c->base_path && c->host ? 0 : ENOMEM;
+}
+
 /* Where requests go: the region (configured, else the profile's or the
  * environment's, else us-east-1), the endpoint (configured, else AWS's for
  * that region) and path or virtual-host addressing.  0, EINVAL (a bad
  * endpoint; err says why) or ENOMEM. */
 static int client_target(struct s3_client *c, const struct s3_config *cfg, struct s3_error *err)
 {
+    if (strncmp(cfg->bucket, "arn:", 4) == 0)
+        return access_point_target(c, cfg, err);
     char *region =
         cfg->region && *cfg->region ? strdup(cfg->region) : s3_creds_default_region(cfg->profile);
     set_region_locked(c, region ? region : "us-east-1");
@@ -1491,7 +1647,7 @@ int s3_head_bucket_limited(struct s3_client *c, const struct s3_call_limits *lim
             log_warn("bucket %s: refused the server's region hint \"%s\": not a region name "
                      "(requests stay signed as before)",
                      c->bucket, req.bucket_region);
-    } else if (req.bucket_region[0]) {
+    } else if (req.bucket_region[0] && !c->access_point) {
         pthread_mutex_lock(&c->mutex);
         if (strcmp(req.bucket_region, c->region) != 0) {
             log_info("bucket %s is in region %s", c->bucket, req.bucket_region);
@@ -1808,8 +1964,16 @@ static void etag_known(const struct s3_req *req, char *etag_out)
         etag_out[0] = '\0';
 }
 
+/* x-amz-copy-source: "/BUCKET/KEY", or through an access point the
+ * object's ARN "ARN/object/KEY", as S3 asks, encoded but for '/'. */
 static int copy_source(struct buf *b, struct s3_client *c, const char *src_key)
 {
+    if (c->access_point) {
+        int rc = util_pct_encode(b, c->bucket, strlen(c->bucket), true);
+        if (!rc)
+            rc = buf_puts(b, "/object/");
+        return rc ? rc : util_pct_encode(b, src_key, strlen(src_key), true);
+    }
     int rc = buf_puts(b, "/");
     if (!rc)
         rc = util_pct_encode(b, c->bucket, strlen(c->bucket), false);

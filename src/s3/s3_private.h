@@ -120,6 +120,22 @@ struct s3_object_policy s3_policy_effective(const struct s3_object_policy *mount
  * so a hint from a server that is anything else ("evil.com/x",
  * "us-east-1.attacker") is refused, never followed. */
 bool s3_region_valid(const char *r);
+/* An S3 access point, from its ARN
+ * "arn:PARTITION:s3:REGION:ACCOUNT:accesspoint/NAME". */
+struct s3_access_point {
+    char partition[16]; /* "aws", "aws-cn" or "aws-us-gov" */
+    char region[33];    /* s3_region_valid, and of the partition */
+    char account[13];   /* 12 digits */
+    char name[51];      /* 3 to 50 of [a-z0-9-], no '-' at either end */
+};
+/* Parse an access point ARN strictly (a user's word that becomes a host
+ * name and a signing scope): 0, or EINVAL with *why a static reason.
+ * Multi-Region (no region), Outposts and Object Lambda ARNs are EINVAL. */
+int s3_access_point_parse(const char *arn, struct s3_access_point *out, const char **why);
+/* Append the host of its endpoint to out:
+ * "NAME-ACCOUNT.s3-accesspoint.REGION.amazonaws.com" (".com.cn" in
+ * aws-cn).  0 or ENOMEM. */
+int s3_access_point_host(const struct s3_access_point *ap, struct buf *out);
 /* The first key or common prefix of `page` that does not begin with
  * `prefix`, or NULL when all do (always NULL for a NULL or "" prefix).  A
  * server that ignores the prefix it was asked for must not make callers

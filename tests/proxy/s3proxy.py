@@ -1074,6 +1074,18 @@ class ProxyState:
 #                x-amz-server-side-encryption, KMS key id, storage class).
 # Refusals count in stats()["sig_rejections"]["AccessDenied"].
 SSE_POLICY_OPS = ("PutObject", "CreateMultipartUpload", "CopyObject")
+ACCESS_POINT_SOURCE = re.compile(
+    r"^/?arn(?::|%3A)[^:%]+(?::|%3A)s3(?::|%3A)[^:%]+(?::|%3A)(\d{12})(?::|%3A)"
+    r"accesspoint(?:/|%2F)([a-z0-9-]+)(?:/|%2F)object(?:/|%2F)(.*)$", re.I)
+
+
+def access_point_copy_source(value):
+    """A copy through an access point names its source by the object's ARN
+    (ARN/object/KEY); the rig plays the access point NAME of ACCOUNT as the
+    bucket NAME-ACCOUNT (virtual host NAME-ACCOUNT.localhost), so s3rver
+    gets /NAME-ACCOUNT/KEY. Any other value passes unchanged."""
+    m = ACCESS_POINT_SOURCE.match(value)
+    return f"/{m.group(2)}-{m.group(1)}/{m.group(3)}" if m else value
 
 
 def error_xml(code, message, request_id, extra=None):
@@ -1531,6 +1543,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 continue
             if lname == "range" and rec["range_ignored"]:
                 continue  # the ignore_range fault
+            if lname == "x-amz-copy-source":
+                value = access_point_copy_source(value)
             headers.append((name, value))
         if body or method in ("PUT", "POST"):
             headers.append(("Content-Length", str(len(body))))

@@ -141,6 +141,12 @@ static void test_bucket_prefix_forms(void **state)
         {"b:a/b", "b", "a/b"},
         {"my.bucket-1:/x y/z", "my.bucket-1", "x y/z"},
         {"b:/a:b", "b", "a:b"},
+        /* an access point ARN keeps its five colons (the S3 layer checks it) */
+        {"arn:aws:s3:us-west-2:123456789012:accesspoint/ap",
+         "arn:aws:s3:us-west-2:123456789012:accesspoint/ap", ""},
+        {"arn:aws:s3:us-west-2:123456789012:accesspoint/ap:/p/q/",
+         "arn:aws:s3:us-west-2:123456789012:accesspoint/ap", "p/q"},
+        {"arn:aws:s3", "arn:aws:s3", ""},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct options o;
