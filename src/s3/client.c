@@ -1452,8 +1452,25 @@ static int access_point_target(struct s3_client *c, const struct s3_config *cfg,
     return c->scheme && c->base_path && c->host ? 0 : ENOMEM;
 }
 
+/* On EC2 with nothing naming a region, the instance's own (it saves a
+ * redirect, and STS is asked in that region); a name that is not a
+ * region is refused, never put into a host name. */
+static char *imds_region(void)
+{
+    char *r = s3_creds_imds_region();
+    if (r && !s3_region_valid(r)) {
+        log_warn("refused the region the instance metadata gave: not a region name");
+        free(r);
+        r = NULL;
+    } else if (r) {
+        log_info("region %s, from the instance metadata", r);
+    }
+    return r;
+}
+
 /* Where requests go: the region (configured, else the profile's or the
- * environment's, else us-east-1), the endpoint (configured, else AWS's for
+ * environment's, else with AWS's endpoint the instance metadata's, else
+ * us-east-1), the endpoint (configured, else AWS's for
  * that region) and path or virtual-host addressing.  0, EINVAL (a bad
  * endpoint; err says why) or ENOMEM. */
 static int client_target(struct s3_client *c, const struct s3_config *cfg, struct s3_error *err)
@@ -1462,6 +1479,8 @@ static int client_target(struct s3_client *c, const struct s3_config *cfg, struc
         return access_point_target(c, cfg, err);
     char *region =
         cfg->region && *cfg->region ? strdup(cfg->region) : s3_creds_default_region(cfg->profile);
+    if (!region && !(cfg->endpoint && *cfg->endpoint))
+        region = imds_region();
     set_region_locked(c, region ? region : "us-east-1");
     free(region);
 

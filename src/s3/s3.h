@@ -81,8 +81,14 @@ enum s3_checksum {
 
 struct s3_config {
     const char *endpoint; /* "http://127.0.0.1:9000"; NULL → AWS by region */
-    const char *region;   /* NULL → env, profile, else us-east-1 (then discovered) */
-    const char *bucket;   /* required */
+    const char *region;   /* NULL → env, profile, (no endpoint) the EC2 instance
+                           * metadata, else us-east-1 (then discovered); an
+                           * access point ARN's bucket: its region, and a
+                           * different one here is EINVAL */
+    const char *bucket;   /* required: a name, an access point alias, or an
+                           * access point ARN (arn:PARTITION:s3:REGION:
+                           * ACCOUNT:accesspoint/NAME), reached at its own
+                           * endpoint, or at NAME-ACCOUNT.HOST of `endpoint` */
     enum s3_addressing addressing;
     const char *profile;     /* NULL → $AWS_PROFILE, else "default" */
     const char *passwd_file; /* s3fs-style ACCESS:SECRET file, or NULL */
@@ -147,7 +153,8 @@ void s3_client_free(struct s3_client *c);
 /* The region requests are signed for (may change after a HeadBucket). */
 const char *s3_client_region(struct s3_client *c);
 /* Where the credentials came from ("passwd_file", "env", "profile:NAME",
- * "web-identity", "container", "imds", "none") and the access key id (never
+ * "profile-assume-role:NAME", "profile-web-identity:NAME",
+ * "profile-process:NAME", "web-identity", "container", "imds", "none") and the access key id (never
  * the secret).  The strings live as long as the client. */
 void s3_client_credentials_info(struct s3_client *c, const char **source,
                                 const char **access_key_id);

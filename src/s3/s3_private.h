@@ -185,6 +185,12 @@ struct s3_profile {
     char *role_arn;
     char *web_identity_token_file;
     char *role_session_name;
+    char *source_profile;     /* role_arn assumed with this profile's keys */
+    char *external_id;        /* AssumeRole's ExternalId */
+    char *duration_seconds;   /* AssumeRole's DurationSeconds, as written */
+    char *mfa_serial;         /* refused: a mount cannot ask for a code */
+    char *credential_source;  /* refused: not supported */
+    char *credential_process; /* a command printing credentials as JSON */
 };
 void s3_profile_clear(struct s3_profile *p);
 int s3_creds_parse_profile(const char *credentials_text, const char *config_text,
@@ -192,6 +198,27 @@ int s3_creds_parse_profile(const char *credentials_text, const char *config_text
 /* Parse the JSON of the container endpoint or IMDS (AccessKeyId,
  * SecretAccessKey, Token, Expiration).  0 or EPROTO. */
 int s3_creds_parse_json(const char *json, size_t len, struct s3_credentials *out);
+/* The largest output read from a credential_process. */
+#define S3_PROCESS_OUTPUT_MAX (64u << 10)
+/* Parse what a credential_process printed, strictly: one JSON object with
+ * "Version": 1, non-empty string AccessKeyId and SecretAccessKey, an
+ * optional string SessionToken and an optional ISO 8601 Expiration that
+ * must be after `now` (seconds since the epoch); nothing but white space
+ * after it; no control character in any value (they go into headers);
+ * at most S3_PROCESS_OUTPUT_MAX bytes.  0, or EPROTO with *why a static
+ * reason (naming a field, never a value), or ENOMEM; *out holds nothing
+ * on error. */
+int s3_creds_parse_process(const char *json, size_t len, int64_t now, struct s3_credentials *out,
+                           const char **why);
+/* Split a credential_process command into words as a POSIX shell would
+ * split it, without running a shell or expanding anything: words are
+ * separated by blanks; '...' is literal; in "..." a backslash escapes
+ * only $ ` " \ and newline; elsewhere a backslash escapes the next
+ * character.  *argv_out is a NULL-terminated array (free it with
+ * s3_creds_free_words).  0, EINVAL (no word, an unterminated quote, a
+ * trailing backslash; *why says which) or ENOMEM. */
+int s3_creds_split_command(const char *cmd, char ***argv_out, const char **why);
+void s3_creds_free_words(char **argv);
 /* Parse STS AssumeRoleWithWebIdentity XML (s3_xml_parse_sts) into
  * credentials: 0, EACCES (an <Error>), EPROTO (unreadable, or without both
  * keys) or ENOMEM; *out holds nothing on error. */
@@ -199,7 +226,12 @@ int s3_creds_parse_sts(const char *xml, size_t len, struct s3_credentials *out,
                        struct s3_error *err);
 
 /* The provider chain: passwd_file → env → profile → web identity →
- * container → IMDSv2.  On success *out holds credentials and *source names
+ * container → IMDSv2.  A profile gives, first configured first: role_arn
+ * assumed (STS AssumeRole, signed with the credentials of its
+ * source_profile, itself resolved the same way, 5 hops at most),
+ * role_arn with web_identity_token_file, keys, credential_process (run
+ * without a shell, its output read by s3_creds_parse_process, killed
+ * after 60 s).  On success *out holds credentials and *source names
  * where from ("profile:NAME" etc., static or in `source_buf`).  On failure
  * EACCES with `why` (size n) saying what was tried and what failed. */
 struct s3_creds_request {
@@ -212,12 +244,20 @@ struct s3_creds_request {
 int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out, char *source,
                      size_t source_len, char *why, size_t why_len);
 /* Fetch fresh credentials from the same refreshable source (web-identity,
- * container, imds).  0, or an errno with `why` set. */
+ * container, imds, and a profile's assumed role, web identity or
+ * credential_process: "profile-assume-role:NAME", "profile-web-identity:NAME",
+ * "profile-process:NAME").  0, or an errno with `why` set. */
 int s3_creds_refresh(const struct s3_creds_request *rq, const char *source,
                      struct s3_credentials *out, char *why, size_t why_len);
 /* Region from AWS_REGION, AWS_DEFAULT_REGION or the profile's config; NULL if
  * none (malloc'ed). */
 char *s3_creds_default_region(const char *profile);
+/* The region the EC2 instance metadata service (IMDSv2) names for this
+ * machine (/latest/meta-data/placement/region), as it sent it, unchecked
+ * (malloc'ed; the caller checks it with s3_region_valid); NULL when the
+ * service is disabled (AWS_EC2_METADATA_DISABLED) or does not answer
+ * within about a second. */
+char *s3_creds_imds_region(void);
 
 /* ---- retries (retry.c) ------------------------------------------------ */
 

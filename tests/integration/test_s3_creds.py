@@ -32,6 +32,8 @@ class StandIn:
         self.hits = []              # (method, path) of every request
         self.expirations = []       # Expiration offsets to hand out, in order
         self.sts_error = None
+        self.placement_region = "eu-north-1"
+        self.authorizations = []    # Authorization headers of AssumeRole calls
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,6 +68,12 @@ class StandIn:
                 self.reply(400, "bad token request", "text/plain")
 
             def do_GET(self):
+                if self.path == "/latest/meta-data/placement/region":
+                    if self.headers.get("X-aws-ec2-metadata-token") != IMDS_TOKEN:
+                        outer.hits.append(("GET", self.path, "refused"))
+                        return self.reply(401, "", "text/plain")
+                    outer.hits.append(("GET", self.path, "region"))
+                    return self.reply(200, outer.placement_region, "text/plain")
                 if self.path.startswith("/latest/meta-data/iam/security-credentials/"):
                     if self.headers.get("X-aws-ec2-metadata-token") != IMDS_TOKEN:
                         outer.hits.append(("GET", self.path, "refused"))
@@ -92,20 +100,24 @@ class StandIn:
                 form = urllib.parse.parse_qs(self.rfile.read(n).decode())
                 outer.hits.append(("POST", self.path, "creds"))
                 outer.last_form = form
-                if outer.sts_error or form.get("WebIdentityToken") != ["the-jwt"]:
+                action = form.get("Action", [""])[0]
+                if action == "AssumeRole":
+                    outer.authorizations.append(self.headers.get("Authorization") or "")
+                if outer.sts_error or (action != "AssumeRole" and
+                                       form.get("WebIdentityToken") != ["the-jwt"]):
                     return self.reply(400, "<ErrorResponse><Error><Type>Sender</Type>"
                                       "<Code>InvalidIdentityToken</Code><Message>token "
                                       "rejected</Message></Error></ErrorResponse>", "text/xml")
                 n_creds = len([h for h in outer.hits if h[2] == "creds"])
                 exp = outer.expirations[min(n_creds - 1, len(outer.expirations) - 1)] \
                     if outer.expirations else 3600
-                xml = ("<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/"
-                       "doc/2011-06-15/\"><AssumeRoleWithWebIdentityResult><Credentials>"
+                xml = (f"<{action}Response xmlns=\"https://sts.amazonaws.com/"
+                       f"doc/2011-06-15/\"><{action}Result><Credentials>"
                        f"<AccessKeyId>{rig.ACCESS_KEY}</AccessKeyId>"
                        f"<SecretAccessKey>{rig.SECRET_KEY}</SecretAccessKey>"
                        "<SessionToken>sts-session</SessionToken>"
                        f"<Expiration>{iso(exp)}</Expiration></Credentials>"
-                       "</AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>")
+                       f"</{action}Result></{action}Response>")
                 self.reply(200, xml, "text/xml")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -344,3 +356,357 @@ def test_fresh_credentials_not_refetched(proxy, bucket, standin):
                   AWS_CONTAINER_AUTHORIZATION_TOKEN=TOKEN)
     works(proxy, bucket, env)
     assert standin.count("creds") == 1
+
+
+# ---- credential_process (issue 20 item 8) ---------------------------------
+
+PROCESS_SCRIPT = r'''
+import datetime, json, pathlib, sys
+d = pathlib.Path(__file__).parent
+runs = d / "runs"
+n = len(runs.read_text().splitlines()) if runs.exists() else 0
+with open(runs, "a") as f:
+    f.write("run\n")
+mode = (d / "mode").read_text().strip()
+exps = [int(x) for x in (d / "expirations").read_text().split(",")]
+exp = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+    seconds=exps[min(n, len(exps) - 1)])
+creds = {"Version": 1, "AccessKeyId": sys.argv[1], "SecretAccessKey": sys.argv[2],
+         "SessionToken": "process-token", "Expiration": exp.strftime("%Y-%m-%dT%H:%M:%SZ")}
+if mode == "fail":
+    sys.stderr.write("get-creds: not logged in\n")
+    sys.exit(3)
+if mode == "garbage":
+    creds = "I am not JSON"
+if mode == "nosecret":
+    del creds["SecretAccessKey"]
+if mode == "version2":
+    creds["Version"] = 2
+if mode == "huge":
+    sys.stdout.write(" " * (1 << 20))
+print(creds if mode == "garbage" else json.dumps(creds))
+'''
+
+
+def process_profile(tmp_path, mode="ok", expirations="3600"):
+    """A profile `p` whose credential_process is a script in a directory
+    whose name holds a space (the command's quoting is tested with it)."""
+    d = tmp_path / "dir with space"
+    d.mkdir(exist_ok=True)
+    (d / "get-creds.py").write_text(PROCESS_SCRIPT)
+    (d / "mode").write_text(mode)
+    (d / "expirations").write_text(expirations)
+    cmd = f"/usr/bin/python3 '{d}/get-creds.py' \"{rig.ACCESS_KEY}\" {rig.SECRET_KEY}"
+    files = shared_files(tmp_path, config=f"[profile p]\ncredential_process = {cmd}\n")
+    return d, no_keys(AWS_PROFILE="p", **files)
+
+
+def runs(d):
+    p = d / "runs"
+    return len(p.read_text().splitlines()) if p.exists() else 0
+
+
+def test_credential_process(proxy, bucket, tmp_path):
+    d, env = process_profile(tmp_path)
+    info = whoami(proxy, bucket, env)
+    assert info["source"] == "profile-process:p" and info["access_key"] == rig.ACCESS_KEY
+    works(proxy, bucket, env)
+    assert runs(d) == 2  # once per s3drive run
+    rec = proxy.stats()["recent"][-1]
+    assert dict((k.lower(), v) for k, v in rec["headers"])["x-amz-security-token"] == \
+        "process-token"
+
+
+def test_credential_process_refreshed_before_expiry(proxy, bucket, tmp_path):
+    """Credentials 60 s from expiry are asked for again before the first
+    request is signed; the fresh ones (an hour) are not."""
+    d, env = process_profile(tmp_path, expirations="60,3600")
+    works(proxy, bucket, env)
+    assert runs(d) == 2
+    works(proxy, bucket, env)
+    assert runs(d) == 3  # the second run's first answer was an hour: kept
+
+
+@pytest.mark.parametrize("mode,says", [
+    ("fail", "failed (exit status 3)"),
+    ("garbage", "not a JSON object"),
+    ("nosecret", "no SecretAccessKey"),
+    ("version2", "Version"),
+    ("huge", "printed more than 64 KiB"),
+])
+def test_credential_process_refused(proxy, bucket, tmp_path, mode, says):
+    d, env = process_profile(tmp_path, mode=mode)
+    r = drive(proxy.url, bucket, "whoami", env=env)
+    assert r.returncode == 1 and says in r.stderr, r.stderr
+    assert "credential_process" in r.stderr
+    assert "process-token" not in r.stderr  # nothing it printed is repeated
+    assert proxy.stats()["requests_total"] == 0
+
+
+def test_credential_process_missing_program(proxy, bucket, tmp_path):
+    files = shared_files(tmp_path, config="[profile p]\n"
+                         "credential_process = /nonexistent/get-creds --flag\n")
+    r = drive(proxy.url, bucket, "whoami", env=no_keys(AWS_PROFILE="p", **files))
+    assert r.returncode == 1
+    assert "cannot run /nonexistent/get-creds" in r.stderr, r.stderr
+
+
+def test_credential_process_is_not_a_shell(proxy, bucket, tmp_path):
+    """Words are split as a shell would, but nothing is expanded or run by
+    a shell: `&&`, `|` and `$HOME` reach the program as they are.  (A ` ;`
+    starts a comment in the shared files, as the INI parser reads them.)"""
+    out = tmp_path / "argv"
+    script = tmp_path / "show.py"
+    script.write_text("import json, sys\n"
+                      f"open({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+                      f"print(json.dumps({{'Version': 1, 'AccessKeyId': {rig.ACCESS_KEY!r}, "
+                      f"'SecretAccessKey': {rig.SECRET_KEY!r}}}))\n")
+    files = shared_files(tmp_path, config="[profile p]\ncredential_process = "
+                         f"/usr/bin/python3 {script} $HOME && touch {tmp_path}/pwned|x\n")
+    info = whoami(proxy, bucket, no_keys(AWS_PROFILE="p", **files))
+    assert info["source"] == "profile-process:p"
+    assert json.loads(out.read_text()) == ["$HOME", "&&", "touch", f"{tmp_path}/pwned|x"]
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned|x").exists()
+
+
+# ---- role_arn + source_profile (issue 20 item 8) ----------------------------
+
+SOURCE_KEY, SOURCE_SECRET = "AKIDSOURCEPROFILE", "source/secret+key"
+
+
+def role_config(extra=""):
+    return ("[profile src]\n"
+            f"aws_access_key_id = {SOURCE_KEY}\naws_secret_access_key = {SOURCE_SECRET}\n"
+            "[profile r]\nrole_arn = arn:aws:iam::123456789012:role/pailfs-reader\n"
+            "source_profile = src\nrole_session_name = my-session\n"
+            "external_id = the-external-id\nduration_seconds = 900\n" + extra)
+
+
+def test_assume_role_with_source_profile(proxy, bucket, tmp_path, standin):
+    files = shared_files(tmp_path, config=role_config())
+    env = no_keys(AWS_PROFILE="r", AWS_ENDPOINT_URL_STS=standin.url + "/", **files)
+    info = whoami(proxy, bucket, env)
+    assert info["source"] == "profile-assume-role:r" and info["access_key"] == rig.ACCESS_KEY
+    form = standin.last_form
+    assert form["Action"] == ["AssumeRole"]
+    assert form["RoleArn"] == ["arn:aws:iam::123456789012:role/pailfs-reader"]
+    assert form["RoleSessionName"] == ["my-session"]
+    assert form["ExternalId"] == ["the-external-id"]
+    assert form["DurationSeconds"] == ["900"]
+    # signed with the source profile's key, for STS in the signing region
+    assert standin.authorizations[-1].startswith(
+        f"AWS4-HMAC-SHA256 Credential={SOURCE_KEY}/")
+    assert "/us-east-1/sts/aws4_request" in standin.authorizations[-1]
+    works(proxy, bucket, env)
+
+
+def test_assumed_role_refreshed_before_expiry(proxy, bucket, tmp_path, standin):
+    standin.expirations = [60, 3600]
+    files = shared_files(tmp_path, config=role_config())
+    env = no_keys(AWS_PROFILE="r", AWS_ENDPOINT_URL_STS=standin.url + "/", **files)
+    works(proxy, bucket, env)
+    assert standin.count("creds") == 2
+    assert all(a.startswith(f"AWS4-HMAC-SHA256 Credential={SOURCE_KEY}/")
+               for a in standin.authorizations)
+
+
+def test_assume_role_chain(proxy, bucket, tmp_path, standin):
+    """r2's source is r, itself a role: r is assumed first, and r2 with
+    the credentials (and session token) r gave."""
+    files = shared_files(tmp_path, config=role_config(
+        "[profile r2]\nrole_arn = arn:aws:iam::123456789012:role/second\nsource_profile = r\n"))
+    env = no_keys(AWS_PROFILE="r2", AWS_ENDPOINT_URL_STS=standin.url + "/", **files)
+    assert whoami(proxy, bucket, env)["source"] == "profile-assume-role:r2"
+    assert len(standin.authorizations) == 2
+    assert standin.authorizations[0].startswith(f"AWS4-HMAC-SHA256 Credential={SOURCE_KEY}/")
+    assert standin.authorizations[1].startswith(
+        f"AWS4-HMAC-SHA256 Credential={rig.ACCESS_KEY}/")
+    assert "x-amz-security-token" in standin.authorizations[1]
+    assert standin.last_form["RoleArn"] == ["arn:aws:iam::123456789012:role/second"]
+
+
+@pytest.mark.parametrize("config,says", [
+    ("[profile r]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = r2\n"
+     "[profile r2]\nrole_arn = arn:aws:iam::1:role/y\nsource_profile = r\n", "(a loop?)"),
+    ("[profile r]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = ghost\n",
+     "its source_profile ghost has no credentials"),
+    ("[profile r]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = r\n",
+     "is its own source_profile but has no keys"),
+    ("[profile r]\nrole_arn = arn:aws:iam::1:role/x\n", "has role_arn but no source_profile"),
+    ("[profile r]\nrole_arn = arn:aws:iam::1:role/x\ncredential_source = Ec2InstanceMetadata\n",
+     "credential_source is not supported"),
+    (role_config("mfa_serial = arn:aws:iam::1:mfa/me\n"), "needs an MFA code"),
+    (role_config().replace("duration_seconds = 900", "duration_seconds = 60"),
+     "duration_seconds must be a number from 900 to 43200"),
+])
+def test_assume_role_refused(proxy, bucket, tmp_path, standin, config, says):
+    files = shared_files(tmp_path, config=config)
+    env = no_keys(AWS_PROFILE="r", AWS_ENDPOINT_URL_STS=standin.url + "/", **files)
+    r = drive(proxy.url, bucket, "whoami", env=env)
+    assert r.returncode == 1 and says in r.stderr, r.stderr
+    assert SOURCE_SECRET not in r.stderr
+    assert proxy.stats()["requests_total"] == 0
+
+
+def test_assume_role_refused_by_sts(proxy, bucket, tmp_path, standin):
+    standin.sts_error = True
+    files = shared_files(tmp_path, config=role_config())
+    env = no_keys(AWS_PROFILE="r", AWS_ENDPOINT_URL_STS=standin.url + "/", **files)
+    r = drive(proxy.url, bucket, "whoami", env=env)
+    assert r.returncode == 1
+    assert "assume role" in r.stderr and "arn:aws:iam::123456789012:role/pailfs-reader" in \
+        r.stderr and "HTTP 400" in r.stderr, r.stderr
+
+
+# ---- AssumeRole against moto's STS ------------------------------------------
+
+MOTO = "/root/.pyenv/shims/moto_server"
+
+
+@pytest.fixture
+def moto_sts(tmp_path):
+    """moto_server (an independent implementation of STS) on a free port,
+    recording the requests it receives (its /moto-api/recorder)."""
+    if not os.path.exists(MOTO):
+        pytest.skip(f"moto_server is not installed ({MOTO})")
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "moto.log", "wb")
+    # the recorder appends to a file, in the working directory unless told
+    env = dict(os.environ, MOTO_RECORDER_FILEPATH=str(tmp_path / "moto-recording"))
+    proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            cwd=str(tmp_path))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("moto_server did not start: " +
+                                (tmp_path / "moto.log").read_text()[-2000:])
+                time.sleep(0.2)
+        urllib.request.urlopen(urllib.request.Request(
+            url + "/moto-api/recorder/start-recording", method="POST")).read()
+
+        def recorded():
+            data = urllib.request.urlopen(
+                url + "/moto-api/recorder/download-recording").read().decode()
+            return [json.loads(line) for line in data.splitlines() if line.strip()]
+        yield url, recorded
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def sigv4_valid(rec, access_key, secret_key, region, service):
+    """Recompute the SigV4 signature of a recorded request with botocore."""
+    import base64
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    headers = rec["headers"]
+    auth = headers["Authorization"]
+    cred = auth.split("Credential=")[1].split(",")[0]
+    signed = auth.split("SignedHeaders=")[1].split(",")[0].split(";")
+    body = base64.b64decode(rec["body"]) if rec.get("body_encoded") else rec["body"].encode()
+    req = AWSRequest(method=rec["method"], url=rec["url"], data=body,
+                     headers={k: v for k, v in headers.items() if k.lower() in signed})
+    req.context["timestamp"] = headers["X-Amz-Date"]
+    signer = SigV4Auth(Credentials(access_key, secret_key), service, region)
+    canonical = signer.canonical_request(req)
+    want = signer.signature(signer.string_to_sign(req, canonical), req)
+    return cred.startswith(access_key + "/") and auth.endswith("Signature=" + want)
+
+
+def test_assume_role_against_moto(proxy, bucket, tmp_path, moto_sts):
+    """pailfs asks moto's STS for the role, signing with the source
+    profile's keys (checked here by recomputing the signature), and signs
+    its S3 requests with the temporary key moto gave it.  The rig's proxy
+    knows only its own keys, so it refuses that key (InvalidAccessKeyId):
+    the key it refused is the one pailfs says it got from the assumed
+    role, and no configuration holds it, so only moto can have made it."""
+    from mount import run_pailfs
+    url, recorded = moto_sts
+    files = shared_files(tmp_path, config=role_config())
+    env = no_keys(AWS_PROFILE="r", AWS_ENDPOINT_URL_STS=url + "/", **files)
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    rc, _, err, _ = run_pailfs(["-o", f"endpoint={proxy.url},path_style,cache_dir={tmp_path}/c",
+                                bucket, str(mp)], env=env, tmp_path=tmp_path)
+    assert rc == 1
+    assert "(from profile-assume-role:r)" in err, err
+    key = err.split("refused for access key ")[1].split(" ")[0]
+    assert key.startswith("ASIA") and key not in (SOURCE_KEY, rig.ACCESS_KEY)
+    # the one request moto received: AssumeRole with the profile's settings,
+    # signed with the source profile's keys
+    [rec] = [r for r in recorded() if "/moto-api/" not in r["url"]]
+    body = urllib.parse.parse_qs(__import__("base64").b64decode(rec["body"]).decode()
+                                 if rec.get("body_encoded") else rec["body"])
+    assert body["Action"] == ["AssumeRole"] and body["ExternalId"] == ["the-external-id"]
+    assert sigv4_valid(rec, SOURCE_KEY, SOURCE_SECRET, "us-east-1", "sts")
+    assert not sigv4_valid(rec, SOURCE_KEY, "wrong", "us-east-1", "sts")
+    # the S3 requests the proxy refused were signed with moto's key
+    refused = [r for r in proxy.stats()["recent"] if r["sig_error"]]
+    assert refused and all(
+        f"Credential={key}/" in dict((k.lower(), v) for k, v in r["headers"])["authorization"]
+        for r in refused)
+    assert {r["sig_error"] for r in refused} == {"InvalidAccessKeyId"}
+
+
+# ---- the region from the instance metadata (issue 20 item 8) -----------------
+
+def whoami_aws(env):
+    """s3drive without --endpoint (AWS's): creating the client contacts no
+    S3 server, so whoami shows the region chosen."""
+    from drive import S3DRIVE
+    import subprocess
+    r = subprocess.run([str(S3DRIVE), "--bucket", "any-bucket", "whoami"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return kv(r.stdout)
+
+
+def test_region_from_imds_placement(standin):
+    env = clean_env(AWS_EC2_METADATA_DISABLED=None, AWS_EC2_METADATA_SERVICE_ENDPOINT=standin.url)
+    assert whoami_aws(env)["region"] == "eu-north-1"
+    # IMDSv2: the token first, and the metadata GET carried it
+    assert standin.hits[0][:2] == ("PUT", "/latest/api/token")
+    assert standin.count("region") == 1 and standin.count("refused") == 0
+
+
+def test_region_from_imds_only_when_nothing_names_one(standin, tmp_path):
+    imds = {"AWS_EC2_METADATA_DISABLED": None, "AWS_EC2_METADATA_SERVICE_ENDPOINT": standin.url}
+    assert whoami_aws(clean_env(AWS_REGION="ap-south-1", **imds))["region"] == "ap-south-1"
+    files = shared_files(tmp_path, config="[default]\nregion = sa-east-1\n")
+    assert whoami_aws(clean_env(**files, **imds))["region"] == "sa-east-1"
+    # disabled: not asked
+    assert whoami_aws(clean_env(AWS_EC2_METADATA_SERVICE_ENDPOINT=standin.url))["region"] == \
+        "us-east-1"
+    assert standin.hits == []
+
+
+def test_region_from_imds_not_asked_with_an_endpoint(proxy, bucket, standin):
+    env = clean_env(AWS_EC2_METADATA_DISABLED=None, AWS_EC2_METADATA_SERVICE_ENDPOINT=standin.url)
+    assert whoami(proxy, bucket, env)["region"] == "us-east-1"
+    assert standin.hits == []
+
+
+def test_region_from_imds_refused_when_not_a_region(standin):
+    standin.placement_region = "evil.example.com/x"
+    env = clean_env(AWS_EC2_METADATA_DISABLED=None, AWS_EC2_METADATA_SERVICE_ENDPOINT=standin.url)
+    assert whoami_aws(env)["region"] == "us-east-1"
+    assert standin.count("region") == 1

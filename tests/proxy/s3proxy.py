@@ -1074,6 +1074,8 @@ class ProxyState:
 #                x-amz-server-side-encryption, KMS key id, storage class).
 # Refusals count in stats()["sig_rejections"]["AccessDenied"].
 SSE_POLICY_OPS = ("PutObject", "CreateMultipartUpload", "CopyObject")
+
+
 ACCESS_POINT_SOURCE = re.compile(
     r"^/?arn(?::|%3A)[^:%]+(?::|%3A)s3(?::|%3A)[^:%]+(?::|%3A)(\d{12})(?::|%3A)"
     r"accesspoint(?:/|%2F)([a-z0-9-]+)(?:/|%2F)object(?:/|%2F)(.*)$", re.I)

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -195,9 +196,212 @@ static void test_secret_file_checks(void **state)
     assert_non_null(strstr(why, "No such file"));
 }
 
+/* ---- credential_process output ---- */
+
+#define NOW 1700000000 /* 2023-11-14T22:13:20Z */
+
+static int process(const char *json, struct s3_credentials *cr, const char **why)
+{
+    return s3_creds_parse_process(json, strlen(json), NOW, cr, why);
+}
+
+static void test_process_good(void **state)
+{
+    (void)state;
+    struct s3_credentials cr;
+    const char *why = NULL;
+    const char *j = "{\"Version\": 1, \"AccessKeyId\": \"ASIAPROC\", \"SecretAccessKey\": "
+                    "\"s/e+c\", \"SessionToken\": \"tok==\", \"Expiration\": "
+                    "\"2023-11-14T23:13:20Z\"}\n";
+    assert_int_equal(process(j, &cr, &why), 0);
+    assert_string_equal(cr.access_key, "ASIAPROC");
+    assert_string_equal(cr.secret_key, "s/e+c");
+    assert_string_equal(cr.session_token, "tok==");
+    assert_int_equal(cr.expiration, NOW + 3600); /* refreshed before then */
+    s3_credentials_clear(&cr);
+    /* long-lived keys: no token, no expiration (never refreshed) */
+    assert_int_equal(
+        process("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SK\"}", &cr, &why), 0);
+    assert_null(cr.session_token);
+    assert_int_equal(cr.expiration, 0);
+    s3_credentials_clear(&cr);
+    /* an offset, fractions, unknown members */
+    assert_int_equal(process("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SK\","
+                             "\"Expiration\":\"2023-11-15T01:13:20.5+02:00\",\"Other\":[1]}",
+                             &cr, &why),
+                     0);
+    assert_int_equal(cr.expiration, NOW + 3600);
+    s3_credentials_clear(&cr);
+}
+
+static void expect_process_refused(const char *json, size_t len, const char *says)
+{
+    struct s3_credentials cr;
+    const char *why = NULL;
+    int rc = s3_creds_parse_process(json, len, NOW, &cr, &why);
+    if (rc != EPROTO)
+        fail_msg("accepted (%d): %.200s", rc, json);
+    assert_null(cr.access_key);
+    assert_null(cr.secret_key);
+    assert_null(cr.session_token);
+    if (!why || !strstr(why, says))
+        fail_msg("%.200s: reason \"%s\" does not say \"%s\"", json, why ? why : "", says);
+    /* the reason never holds a value (the secret is "SECRET" below) */
+    assert_null(strstr(why, "SECRET"));
+}
+
+static void refused(const char *json, const char *says)
+{
+    expect_process_refused(json, strlen(json), says);
+}
+
+static void test_process_bad(void **state)
+{
+    (void)state;
+    refused("", "not a JSON object");
+    refused("not json", "not a JSON object");
+    refused("[1]", "not a JSON object");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\"",
+            "not a JSON object");
+    refused("{'Version':1,'AccessKeyId':'AK','SecretAccessKey':'SECRET'}", "not a JSON object");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\",}",
+            "not a JSON object");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\"} {}",
+            "JSON object");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\"}garbage",
+            "JSON object");
+    /* Version */
+    refused("{\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\"}", "Version");
+    refused("{\"Version\":2,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\"}", "Version");
+    refused("{\"Version\":\"1\",\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\"}", "Version");
+    refused("{\"Version\":1.5,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\"}", "Version");
+    /* missing or unusable fields */
+    refused("{\"Version\":1,\"SecretAccessKey\":\"SECRET\"}", "no AccessKeyId");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\"}", "no SecretAccessKey");
+    refused("{\"Version\":1,\"AccessKeyId\":\"\",\"SecretAccessKey\":\"SECRET\"}", "AccessKeyId");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"\"}", "SecretAccessKey");
+    refused("{\"Version\":1,\"AccessKeyId\":7,\"SecretAccessKey\":\"SECRET\"}", "AccessKeyId");
+    refused("{\"Version\":1,\"AccessKeyId\":null,\"SecretAccessKey\":\"SECRET\"}", "AccessKeyId");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":[\"SECRET\"]}",
+            "SecretAccessKey");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\","
+            "\"SessionToken\":5}",
+            "SessionToken");
+    /* a value that would end a header and start another */
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\\r\\nX-Evil: 1\",\"SecretAccessKey\":\"SECRET\"}",
+            "AccessKeyId");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\","
+            "\"SessionToken\":\"t\\nx\"}",
+            "SessionToken");
+    refused("{\"Version\":1,\"AccessKeyId\":\"A\\u0000K\",\"SecretAccessKey\":\"SECRET\"}",
+            "AccessKeyId");
+    /* Expiration: a time, and not past (a lying process) */
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\","
+            "\"Expiration\":\"tomorrow\"}",
+            "ISO 8601");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\","
+            "\"Expiration\":1700003600}",
+            "Expiration");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\","
+            "\"Expiration\":\"2023-11-14T22:13:20Z\"}",
+            "already expired");
+    refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\","
+            "\"Expiration\":\"2001-01-01T00:00:00Z\"}",
+            "already expired");
+    /* huge output: refused by size before parsing, even when it is JSON */
+    size_t n = S3_PROCESS_OUTPUT_MAX + 100;
+    char *big = malloc(n + 1);
+    assert_non_null(big);
+    int k = snprintf(big, n + 1, "{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"");
+    memset(big + k, 'S', n - (size_t)k - 2);
+    memcpy(big + n - 2, "\"}", 3);
+    expect_process_refused(big, n, "more than 64 KiB");
+    free(big);
+    /* a NUL inside the given length */
+    expect_process_refused("{\"Version\":1,\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET\"}"
+                           "\0junk",
+                           62, "JSON object");
+}
+
+/* ---- credential_process command words ---- */
+
+static void expect_words(const char *cmd, const char *const *want, size_t n)
+{
+    char **argv = NULL;
+    const char *why = NULL;
+    int rc = s3_creds_split_command(cmd, &argv, &why);
+    if (rc)
+        fail_msg("%s refused: %s", cmd, why);
+    for (size_t i = 0; i < n; i++) {
+        assert_non_null(argv[i]);
+        assert_string_equal(argv[i], want[i]);
+    }
+    assert_null(argv[n]);
+    s3_creds_free_words(argv);
+}
+
+static void test_split_command(void **state)
+{
+    (void)state;
+    expect_words("/usr/bin/get-creds", (const char *[]){"/usr/bin/get-creds"}, 1);
+    expect_words("  tool  --profile   x\t", (const char *[]){"tool", "--profile", "x"}, 3);
+    expect_words("tool 'a b' \"c d\" e\\ f", (const char *[]){"tool", "a b", "c d", "e f"}, 4);
+    /* no expansion, no shell: $HOME, ;, | and * are plain characters */
+    expect_words("tool $HOME ; rm -rf * | x",
+                 (const char *[]){"tool", "$HOME", ";", "rm", "-rf", "*", "|", "x"}, 8);
+    expect_words("tool 'it'\\''s' \"q\\\"uote\\\\ \\n\"",
+                 (const char *[]){"tool", "it's", "q\"uote\\ \\n"}, 3);
+    expect_words("tool '' x\"\"y", (const char *[]){"tool", "", "xy"}, 3);
+    expect_words("sh -c 'echo \"{}\"'", (const char *[]){"sh", "-c", "echo \"{}\""}, 3);
+
+    const char *bad[] = {"", "   ", "tool 'open", "tool \"open", "tool end\\"};
+    const char *says[] = {"empty", "empty", "'", "\"", "backslash"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char **argv = (char **)1;
+        const char *why = NULL;
+        assert_int_equal(s3_creds_split_command(bad[i], &argv, &why), EINVAL);
+        assert_null(argv);
+        if (!strstr(why, says[i]))
+            fail_msg("%s: \"%s\" does not say \"%s\"", bad[i], why, says[i]);
+    }
+}
+
+static void test_profile_role_and_process_keys(void **state)
+{
+    (void)state;
+    const char *config = "[profile src]\n"
+                         "aws_access_key_id = AKSRC\n"
+                         "aws_secret_access_key = SKSRC\n"
+                         "[profile role]\n"
+                         "role_arn = arn:aws:iam::123456789012:role/r\n"
+                         "source_profile = src\n"
+                         "role_session_name = sess\n"
+                         "external_id = ext-1\n"
+                         "duration_seconds = 1800\n"
+                         "[profile proc]\n"
+                         "credential_process = /bin/get-creds --x 'a b'\n";
+    struct s3_profile p;
+    assert_int_equal(s3_creds_parse_profile(NULL, config, "role", &p), 0);
+    assert_string_equal(p.role_arn, "arn:aws:iam::123456789012:role/r");
+    assert_string_equal(p.source_profile, "src");
+    assert_string_equal(p.role_session_name, "sess");
+    assert_string_equal(p.external_id, "ext-1");
+    assert_string_equal(p.duration_seconds, "1800");
+    assert_null(p.credential_process);
+    assert_null(p.creds.access_key);
+    s3_profile_clear(&p);
+    assert_int_equal(s3_creds_parse_profile(NULL, config, "proc", &p), 0);
+    assert_string_equal(p.credential_process, "/bin/get-creds --x 'a b'");
+    s3_profile_clear(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_process_good),
+        cmocka_unit_test(test_process_bad),
+        cmocka_unit_test(test_split_command),
+        cmocka_unit_test(test_profile_role_and_process_keys),
         cmocka_unit_test(test_passwd_plain_and_bucket_lines),
         cmocka_unit_test(test_passwd_bad),
         cmocka_unit_test(test_profile_default),
