@@ -437,7 +437,7 @@ int s3_creds_split_command(const char *cmd, char ***argv_out, const char **why)
     bool in_word = false;
     int rc = 0;
     *why = "";
-    for (const char *p = cmd; *p && !rc; p++) {
+    for (const char *p = cmd; !rc && *p; p++) { /* rc first: an open " leaves p at the NUL */
         if (*p == ' ' || *p == '\t' || *p == '\n') {
             if (in_word)
                 rc = push_word(&argv, &n, &cap, &word);
