@@ -110,7 +110,10 @@ answer is then S3's 400 BadDigest when the request carries a checksum
 
 Not judged: the chunk signatures of STREAMING-* payloads (passed on as
 they are), x-amz-security-token values. Path style is what is needed;
-Host "bucket.localhost" is taken as virtual-hosted style.
+Host "bucket.localhost" is taken as virtual-hosted style. An access point
+is played as the bucket NAME-ACCOUNT (Host NAME-ACCOUNT.localhost): a copy
+source in the access point's ARN form (ARN/object/KEY) is forwarded as
+/NAME-ACCOUNT/KEY (recent[].copy_source keeps what the client sent).
 
 Request bodies are buffered (their hash is only known at the end); responses
 are streamed downstream in chunks, so large GETs cost no memory.
