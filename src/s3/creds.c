@@ -23,7 +23,6 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ini.h>
 #include <json-c/json.h>
 #include <poll.h>
 #include <signal.h>
@@ -202,23 +201,92 @@ static int profile_handler(void *user, const char *section, const char *name, co
     return 1;
 }
 
+typedef int (*ini_fn)(void *user, const char *section, const char *name, const char *value);
+
+static char *rstrip(char *s)
+{
+    size_t n = strlen(s);
+    while (n && strchr(" \t\r\v\f", s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Cut s at a ';' that follows white space (an inline comment). */
+static char *cut_comment(char *s)
+{
+    for (char *p = s; *p; p++)
+        if (*p == ';' && p > s && (p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            break;
+        }
+    return rstrip(s);
+}
+
+/* The lines of a shared file, read as inih reads them but with no limit
+ * on a line's length (inih cut lines at 200 bytes: real session tokens
+ * and credential_process commands are longer): "[SECTION]"; "NAME = VALUE"
+ * (or ':'), a ';' after white space starting a comment; a line starting
+ * with '#' or ';' is a comment; an indented line continues the last NAME
+ * (the nested "s3 =" settings), given to fn as another value of it; any
+ * other line is skipped.  0, or ENOMEM (fn failed, or no memory). */
+static int ini_walk(const char *text, ini_fn fn, void *user)
+{
+    char *copy = strdup(text);
+    if (!copy)
+        return ENOMEM;
+    const char *section = "", *prev = NULL;
+    char *line = copy;
+    if (strncmp(line, "\xEF\xBB\xBF", 3) == 0)
+        line += 3;
+    int rc = 0;
+    while (line && !rc) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        char *start = rstrip(line) + strspn(line, " \t\r\v\f");
+        if (!*start || *start == '#' || *start == ';') {
+            /* empty or a comment */
+        } else if (start > line && prev) {
+            if (*cut_comment(start))
+                rc = fn(user, section, prev, start) ? 0 : ENOMEM;
+        } else if (*start == '[') {
+            char *end = strchr(start + 1, ']');
+            if (end) {
+                *end = '\0';
+                section = start + 1;
+                prev = NULL;
+            }
+        } else if (start[strcspn(start, "=:")]) {
+            char *sep = start + strcspn(start, "=:");
+            *sep = '\0';
+            char *value = sep + 1 + strspn(sep + 1, " \t");
+            prev = rstrip(start);
+            rc = fn(user, section, prev, cut_comment(value)) ? 0 : ENOMEM;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    util_wipe_free(copy); /* it held the secrets */
+    return rc;
+}
+
 int s3_creds_parse_profile(const char *credentials_text, const char *config_text,
                            const char *profile, struct s3_profile *out)
 {
     memset(out, 0, sizeof(*out));
     struct profile_parse pp = {.profile = profile, .out = out};
+    int rc = 0;
     /* The config file first, so that keys in the credentials file win. */
     if (config_text) {
         pp.config_file = true;
-        if (ini_parse_string(config_text, profile_handler, &pp) < 0)
-            return ENOMEM;
+        rc = ini_walk(config_text, profile_handler, &pp);
     }
-    if (credentials_text) {
+    if (credentials_text && !rc) {
         pp.config_file = false;
-        if (ini_parse_string(credentials_text, profile_handler, &pp) < 0)
-            return ENOMEM;
+        rc = ini_walk(credentials_text, profile_handler, &pp);
     }
-    return pp.found ? 0 : ENOENT;
+    if (rc)
+        s3_profile_clear(out);
+    return rc ? rc : pp.found ? 0 : ENOENT;
 }
 
 static char *home_path(const char *env_name, const char *rel)

@@ -396,7 +396,9 @@ def process_profile(tmp_path, mode="ok", expirations="3600"):
     (d / "get-creds.py").write_text(PROCESS_SCRIPT)
     (d / "mode").write_text(mode)
     (d / "expirations").write_text(expirations)
-    cmd = f"/usr/bin/python3 '{d}/get-creds.py' \"{rig.ACCESS_KEY}\" {rig.SECRET_KEY}"
+    # longer than 200 bytes, as real commands are: the whole line is read
+    cmd = f"/usr/bin/python3 '{d}/get-creds.py' \"{rig.ACCESS_KEY}\" {rig.SECRET_KEY} " + \
+        "--unused-padding-" + "x" * 200
     files = shared_files(tmp_path, config=f"[profile p]\ncredential_process = {cmd}\n")
     return d, no_keys(AWS_PROFILE="p", **files)
 

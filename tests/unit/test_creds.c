@@ -395,6 +395,47 @@ static void test_profile_role_and_process_keys(void **state)
     s3_profile_clear(&p);
 }
 
+/* The shared files as the AWS tools read them, with no limit on a line
+ * (inih cut lines at 200 bytes: a real session token is 400 to 1000). */
+static void test_profile_long_lines_and_ini_forms(void **state)
+{
+    (void)state;
+    char token[1201], cmd[700], name[120];
+    memset(token, 'T', 1200);
+    token[1200] = '\0';
+    snprintf(cmd, sizeof(cmd), "/opt/tools/bin/get-credentials --role %0*d --format json", 600, 7);
+    memset(name, 'n', 100);
+    snprintf(name + 100, 20, "-profile");
+    size_t n = 4000;
+    char *text = malloc(n);
+    assert_non_null(text);
+    snprintf(text, n,
+             "\xEF\xBB\xBF# a comment\n"
+             "; another\n"
+             "[default]\r\n"
+             "aws_access_key_id = AK ; inline comment\r\n"
+             "aws_secret_access_key: SK;not-a-comment\n"
+             "aws_session_token = %s\n"
+             "s3 =\n"
+             "  max_concurrent_requests = 20\n"
+             "region=eu-west-1\n"
+             "[profile %s]\n"
+             "credential_process = %s\n"
+             "no separator line\n",
+             token, name, cmd);
+    struct s3_profile p;
+    assert_int_equal(s3_creds_parse_profile(NULL, text, "default", &p), 0);
+    assert_string_equal(p.creds.access_key, "AK");
+    assert_string_equal(p.creds.secret_key, "SK;not-a-comment");
+    assert_string_equal(p.creds.session_token, token);
+    assert_string_equal(p.region, "eu-west-1");
+    s3_profile_clear(&p);
+    assert_int_equal(s3_creds_parse_profile(NULL, text, name, &p), 0);
+    assert_string_equal(p.credential_process, cmd);
+    s3_profile_clear(&p);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -402,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_process_bad),
         cmocka_unit_test(test_split_command),
         cmocka_unit_test(test_profile_role_and_process_keys),
+        cmocka_unit_test(test_profile_long_lines_and_ini_forms),
         cmocka_unit_test(test_passwd_plain_and_bucket_lines),
         cmocka_unit_test(test_passwd_bad),
         cmocka_unit_test(test_profile_default),
