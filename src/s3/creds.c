@@ -713,14 +713,16 @@ static int append_form(struct buf *b, const char *name, const char *value)
     return rc ? rc : util_pct_encode(b, value, strlen(value), false);
 }
 
-/* The STS endpoint: AWS_ENDPOINT_URL_STS, else the regional one. */
+/* The STS endpoint: AWS_ENDPOINT_URL_STS, else the regional one (China's
+ * regions are under amazonaws.com.cn). */
 static int sts_url(const struct s3_creds_request *rq, struct buf *url)
 {
     const char *sts = env("AWS_ENDPOINT_URL_STS");
     if (sts)
         return buf_puts(url, sts);
     if (rq->region)
-        return buf_printf(url, "https://sts.%s.amazonaws.com/", rq->region);
+        return buf_printf(url, "https://sts.%s.amazonaws.com%s/", rq->region,
+                          strncmp(rq->region, "cn-", 3) == 0 ? ".cn" : "");
     return buf_puts(url, "https://sts.amazonaws.com/");
 }
 
