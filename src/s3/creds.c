@@ -589,9 +589,27 @@ static int read_child(int fd, struct buf *out, uint64_t deadline_ms)
     }
 }
 
+/* Wait for the child to exit, until the deadline: one that closed its
+ * output but lingers must not hold the mount.  0 (status set),
+ * ETIMEDOUT, or errno. */
+static int wait_child(pid_t pid, int *status, uint64_t deadline_ms)
+{
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid)
+            return 0;
+        if (r < 0 && errno != EINTR)
+            return errno;
+        if (util_now_ms() >= deadline_ms)
+            return ETIMEDOUT;
+        util_sleep_ms(10);
+    }
+}
+
 /* Run a credential_process: its words (s3_creds_split_command) executed
  * without a shell, stdin /dev/null, stderr ours, stdout read into *out
- * (bounded).  0 only when it exited with status 0 in time. */
+ * (bounded).  0 only when it exited with status 0 within
+ * S3_PROCESS_TIMEOUT_MS; otherwise it is killed. */
 static int run_process(const char *cmd, struct buf *out, char *why, size_t why_len)
 {
     char **argv = NULL;
@@ -623,13 +641,17 @@ static int run_process(const char *cmd, struct buf *out, char *why, size_t why_l
         s3_creds_free_words(argv);
         return EACCES;
     }
-    rc = read_child(fds[0], out, util_now_ms() + S3_PROCESS_TIMEOUT_MS);
+    uint64_t deadline = util_now_ms() + S3_PROCESS_TIMEOUT_MS;
+    rc = read_child(fds[0], out, deadline);
     close(fds[0]);
-    if (rc)
-        kill(pid, SIGKILL);
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    if (!rc)
+        rc = wait_child(pid, &status, deadline);
+    if (rc) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    }
     if (rc == EFBIG)
         snprintf(why, why_len, "credential_process %s printed more than %u KiB", argv[0],
                  S3_PROCESS_OUTPUT_MAX >> 10);

@@ -712,3 +712,27 @@ def test_region_from_imds_refused_when_not_a_region(standin):
     env = clean_env(AWS_EC2_METADATA_DISABLED=None, AWS_EC2_METADATA_SERVICE_ENDPOINT=standin.url)
     assert whoami_aws(env)["region"] == "us-east-1"
     assert standin.count("region") == 1
+
+
+def test_credential_process_that_lingers_is_killed(proxy, bucket, tmp_path):
+    """A process that prints its credentials, closes its output and then
+    never exits is killed at the 60 s bound: the mount is not held
+    forever, and no process is left behind.  (Takes a minute.)"""
+    import time
+    pidfile = tmp_path / "pid"
+    script = tmp_path / "linger.py"
+    script.write_text("import json, os, sys, time\n"
+                      f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+                      f"print(json.dumps({{'Version': 1, 'AccessKeyId': {rig.ACCESS_KEY!r}, "
+                      f"'SecretAccessKey': {rig.SECRET_KEY!r}}}), flush=True)\n"
+                      "os.close(1)\n"
+                      "time.sleep(600)\n")
+    files = shared_files(tmp_path, config="[profile p]\ncredential_process = "
+                         f"/usr/bin/python3 {script}\n")
+    t0 = time.monotonic()
+    r = drive(proxy.url, bucket, "whoami", env=no_keys(AWS_PROFILE="p", **files))
+    took = time.monotonic() - t0
+    assert r.returncode == 1 and "did not finish within 60 s (killed)" in r.stderr, r.stderr
+    assert 59 < took < 75, took
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pidfile.read_text()), 0)
