@@ -47,8 +47,9 @@ struct s3_client {
     struct s3_retry_policy retry;
     struct s3_retry_budget budget;
     struct s3_creds_request creds_rq; /* strings owned here */
-    char creds_source[64];
-    char *access_key_id_shown; /* for messages; never the secret */
+    char creds_source[320];           /* "profile-assume-role:NAME": NAME is read back
+                                       * to refresh (s3_creds_refresh) */
+    char *access_key_id_shown;        /* for messages; never the secret */
     atomic_bool warned_range;
     pthread_mutex_t archived_lock;
     char *archived_told; /* the last key logged as archived; protected by archived_lock */

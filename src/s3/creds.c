@@ -1279,8 +1279,13 @@ static int from_profile(const struct s3_creds_request *rq, const char *profile,
     const char *kind = "profile";
     int rc = profile_credentials(rq, profile, 0, out, &kind, why, why_len);
     *found = rc != ENOENT;
-    if (*found)
-        snprintf(source, source_len, "%s:%s", kind, profile);
+    /* the name is read back from `source` to refresh: it must fit whole */
+    if (*found && (size_t)snprintf(source, source_len, "%s:%s", kind, profile) >= source_len) {
+        s3_credentials_clear(out);
+        snprintf(why, why_len, "profile name %.40s... is longer than %zu bytes", profile,
+                 source_len - strlen(kind) - 2);
+        return EACCES;
+    }
     return *found ? rc : 0;
 }
 

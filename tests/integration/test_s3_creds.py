@@ -736,3 +736,21 @@ def test_credential_process_that_lingers_is_killed(proxy, bucket, tmp_path):
     assert 59 < took < 75, took
     with pytest.raises(ProcessLookupError):
         os.kill(int(pidfile.read_text()), 0)
+
+
+def test_long_profile_name_refreshed(proxy, bucket, tmp_path, standin):
+    """The profile's name is what a refresh reads again: a 200-byte name
+    is kept whole (refreshed), a 400-byte one refused with a message."""
+    standin.expirations = [60, 3600]
+    long_name = "p" * 200
+    files = shared_files(tmp_path, config=role_config().replace("[profile r]",
+                                                                f"[profile {long_name}]"))
+    env = no_keys(AWS_PROFILE=long_name, AWS_ENDPOINT_URL_STS=standin.url + "/", **files)
+    works(proxy, bucket, env)
+    assert standin.count("creds") == 2
+    too_long = "q" * 400
+    files = shared_files(tmp_path, config=role_config().replace("[profile r]",
+                                                                f"[profile {too_long}]"))
+    env = no_keys(AWS_PROFILE=too_long, AWS_ENDPOINT_URL_STS=standin.url + "/", **files)
+    r = drive(proxy.url, bucket, "whoami", env=env)
+    assert r.returncode == 1 and "is longer than" in r.stderr, r.stderr
