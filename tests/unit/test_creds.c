@@ -1,6 +1,7 @@
 /* test_creds.c — the credential file parsers: s3fs passwd files, the AWS
- * shared credentials and config files, and the JSON of container/IMDS
- * endpoints.  The chain's network sources are tested against local
+ * shared credentials and config files, the JSON of container/IMDS
+ * endpoints, and a credential_process's output and command words
+ * (src/s3/creds.c).  The chain's network sources are tested against local
  * stand-ins in tests/integration/test_s3_creds.py. */
 #include <setjmp.h>
 #include <stdarg.h>
