@@ -155,3 +155,20 @@ def test_access_point_alias_is_a_bucket_name(proxy, s3, tmp_path):
     finally:
         s3.delete_object(Bucket=alias, Key="k")
         s3.delete_bucket(Bucket=alias)
+
+
+def test_multipart_copy_through_the_access_point(ap, s3, tmp_path):
+    """UploadPartCopy names its source by the object's ARN too, and the
+    multipart requests go to the access point host."""
+    arn, bucket, proxy = ap
+    data = os.urandom(6 << 20)
+    put(s3, bucket, "src", data)
+    r = drive(local_url(proxy), arn, "mpu-copy", "src", "dst", str(5 << 20))
+    assert r.returncode == 0, r.stderr
+    assert body(s3, bucket, "dst") == data
+    recent = proxy.stats()["recent"]
+    copies = [r for r in recent if r["op"] == "UploadPartCopy"]
+    assert len(copies) == 2
+    assert all(r["copy_source"] == arn.replace(":", "%3A") + "/object/src" for r in copies)
+    assert {header(r, "host") for r in recent} == {f"{bucket}.localhost:{proxy.port}"}
+    assert proxy.stats()["sig_rejections"] == {}
