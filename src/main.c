@@ -36,7 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -166,22 +168,69 @@ static void stderr_catch_end(struct stderr_catch *c, char *last_line, size_t n)
 
 /* ---- checks ----------------------------------------------------------------- */
 
-/* "/dev/fd/N": mount.fuse3 -o drop_privileges mounted already and passes
- * the /dev/fuse descriptor; libfuse takes it from there. */
+/* "/dev/fd/N": a privileged helper (mount.fuse3 -o drop_privileges, a
+ * container's mounter) opened /dev/fuse, mounted it with mount(2) and
+ * passed the descriptor; libfuse serves it as it is and leaves the unmount
+ * to that helper (fuse_session_unmount does nothing for it). */
 static bool is_fd_mountpoint(const char *mp)
 {
     return strncmp(mp, "/dev/fd/", 8) == 0 && mp[8] &&
-           strspn(mp + 8, "0123456789") == strlen(mp + 8);
+           strspn(mp + 8, "0123456789") == strlen(mp + 8) && strlen(mp + 8) < 8;
+}
+
+/* Check 1 for /dev/fd/N: N is open, is /dev/fuse (character device 10,229)
+ * and mounted (the kernel answers poll() on a descriptor not mounted yet
+ * with POLLERR).  *resolved is what libfuse is given: the same, or
+ * /dev/fd/M for a copy above 2 when N is 0, 1 or 2, which the background
+ * process points at /dev/null. */
+static int check_fd_mountpoint(const char *mp, bool auto_unmount, char **resolved)
+{
+    if (auto_unmount) {
+        fprintf(stderr,
+                "pailfs: -o auto_unmount does not apply to %s: the helper that "
+                "mounted it unmounts it\n",
+                mp);
+        return EINVAL;
+    }
+    int fd = atoi(mp + 8);
+    struct stat st;
+    if (fcntl(fd, F_GETFD) < 0 || fstat(fd, &st) != 0) {
+        fprintf(stderr,
+                "pailfs: %s: descriptor %d is not open (the mounting helper must pass it "
+                "open, without close-on-exec)\n",
+                mp, fd);
+        return EBADF;
+    }
+    if (!S_ISCHR(st.st_mode) || major(st.st_rdev) != 10 || minor(st.st_rdev) != 229) {
+        fprintf(stderr, "pailfs: %s: descriptor %d is not an open /dev/fuse\n", mp, fd);
+        return ENOTTY;
+    }
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))) {
+        fprintf(stderr,
+                "pailfs: %s: /dev/fuse descriptor %d is not mounted, or its mount is gone "
+                "(mount(2) it first with -o fd=%d,rootmode=40000,user_id=UID,group_id=GID)\n",
+                mp, fd, fd);
+        return ENOTCONN;
+    }
+    if (fd <= STDERR_FILENO && (fd = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1)) < 0) {
+        int e = errno;
+        fprintf(stderr, "pailfs: %s: %s\n", mp, strerror(e));
+        return e;
+    }
+    char buf[32];
+    snprintf(buf, sizeof(buf), "/dev/fd/%d", fd);
+    *resolved = strdup(buf);
+    return *resolved ? 0 : ENOMEM;
 }
 
 /* Check 1.  *resolved (caller frees) is the absolute path to mount on: the
  * daemon runs in "/" and must still find it to unmount. */
-static int check_mountpoint(const char *mp, char **resolved)
+static int check_mountpoint(const struct options *o, char **resolved)
 {
-    if (is_fd_mountpoint(mp)) {
-        *resolved = strdup(mp);
-        return *resolved ? 0 : ENOMEM;
-    }
+    const char *mp = o->mountpoint;
+    if (is_fd_mountpoint(mp))
+        return check_fd_mountpoint(mp, o->auto_unmount, resolved);
     struct stat st;
     if (stat(mp, &st) != 0) {
         int e = errno;
@@ -420,6 +469,20 @@ static void raise_kernel_readahead(const char *mnt)
         log_debug("kernel read-ahead of the mount raised to 1 MiB (%s)", path);
 }
 
+/* A descriptor of its own per worker thread (clone_fd) needs /dev/fuse
+ * opened again, which a container given only /dev/fd/N often cannot: then
+ * the threads share N rather than log a failure each. */
+static int can_clone_fd(const struct options *o)
+{
+    if (!is_fd_mountpoint(o->mountpoint))
+        return 1;
+    int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    close(fd);
+    return 1;
+}
+
 /* 0 when the loop ended by unmount or signal, else a negative errno. */
 static int serve(struct fuse_session *se, const struct options *o)
 {
@@ -430,7 +493,7 @@ static int serve(struct fuse_session *se, const struct options *o)
         struct fuse_loop_config *lc = fuse_loop_cfg_create();
         if (!lc)
             return -ENOMEM;
-        fuse_loop_cfg_set_clone_fd(lc, 1);
+        fuse_loop_cfg_set_clone_fd(lc, can_clone_fd(o));
         fuse_loop_cfg_set_idle_threads(lc, LOOP_MAX_IDLE_THREADS);
         rc = fuse_session_loop_mt(se, lc);
         fuse_loop_cfg_destroy(lc);
@@ -542,7 +605,10 @@ static int serve_mounted(const struct options *o, struct mount *m, int *status_f
         status = 1;
     }
     metrics_writer_stop(); /* after the last uploads: their figures count */
-    log_info("unmounting %s", m->mnt);
+    if (is_fd_mountpoint(m->mnt))
+        log_info("session on %s ended (its mount is the helper's to take down)", m->mnt);
+    else
+        log_info("unmounting %s", m->mnt);
     return status;
 }
 
@@ -565,7 +631,7 @@ static int run(struct options *o, int status_fd)
 {
     struct mount m = {0};
     int status = 1;
-    if (!check_mountpoint(o->mountpoint, &m.mnt) && !check_fuse(o) && !check_bucket(o, &m.s3) &&
+    if (!check_mountpoint(o, &m.mnt) && !check_fuse(o) && !check_bucket(o, &m.s3) &&
         !start_fs(o, &m) && !start_session(o, &m) && !mount_session(o, &m))
         status = serve_mounted(o, &m, &status_fd);
     report_status(&status_fd, 1); /* only if nothing was reported yet */
