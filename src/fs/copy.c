@@ -128,3 +128,31 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
     free(key);
     return rc;
 }
+
+int fs_copy_new_ctime(struct fs *fs, const char *src_key, const char *dst_key, const char *src_etag,
+                      const struct timespec *ctime, char *etag_out)
+{
+    struct s3_object_info info = {0};
+    int rc = s3_head_object(fs->s3, src_key, &info, NULL);
+    if (rc == 0) {
+        /* Everything the object carries, but x-amz-meta-ctime. */
+        struct s3_meta meta[64];
+        size_t n = 0;
+        for (size_t i = 0; i < info.n_meta && n < 63; i++)
+            if (strcmp(info.meta[i].name, "ctime") != 0)
+                meta[n++] = info.meta[i];
+        struct buf store = BUF_INIT;
+        fs_meta_put_time(&store, ctime);
+        meta[n++] = (struct s3_meta){.name = "ctime", .value = store.data};
+        struct s3_put_opts o = {.content_type = info.content_type,
+                                .content_encoding = info.content_encoding,
+                                .meta = meta,
+                                .n_meta = n};
+        rc = !store.data ? ENOMEM
+                         : fs_copy(fs, src_key, dst_key, info.size,
+                                   src_etag && *src_etag ? src_etag : info.etag, &o, etag_out);
+        buf_free(&store);
+    }
+    s3_object_info_clear(&info);
+    return rc;
+}

@@ -16,6 +16,7 @@ struct move_job {
     size_t n;
     size_t src_len;
     const char *dst_prefix;
+    const struct timespec *ctime; /* the marker's new ctime */
     atomic_size_t next;
     atomic_int error;
 };
@@ -30,9 +31,12 @@ static void *move_worker(void *arg)
         struct buf dst = BUF_INIT;
         buf_puts(&dst, j->dst_prefix);
         buf_puts(&dst, j->keys[i].key + j->src_len);
-        int rc = dst.data ? fs_copy(j->fs, j->keys[i].key, dst.data, j->keys[i].size,
-                                    j->keys[i].etag, NULL, NULL)
-                          : ENOMEM;
+        bool marker = j->keys[i].key[j->src_len] == '\0';
+        int rc = !dst.data ? ENOMEM
+                 : marker  ? fs_copy_new_ctime(j->fs, j->keys[i].key, dst.data, j->keys[i].etag,
+                                               j->ctime, NULL)
+                           : fs_copy(j->fs, j->keys[i].key, dst.data, j->keys[i].size,
+                                     j->keys[i].etag, NULL, NULL);
         if (rc) {
             log_error("rename: copy of %s to %s failed: %s", j->keys[i].key, dst.data,
                       strerror(rc));
@@ -84,7 +88,7 @@ static int list_all(struct fs *fs, const char *prefix, struct s3_list_entry **ou
     return 0;
 }
 
-int fs_rename_dir(struct fs *fs, const char *src, const char *dst)
+int fs_rename_dir(struct fs *fs, const char *src, const char *dst, const struct timespec *ctime)
 {
     char *src_prefix = fs_key(fs, src, true), *dst_prefix = fs_key(fs, dst, true);
     struct s3_list_entry *keys = NULL;
@@ -97,8 +101,12 @@ int fs_rename_dir(struct fs *fs, const char *src, const char *dst)
         rc = s3_put_object(fs->s3, dst_prefix, "", 0, &o, NULL, NULL);
         goto out;
     }
-    struct move_job job = {
-        .fs = fs, .keys = keys, .n = n, .src_len = strlen(src_prefix), .dst_prefix = dst_prefix};
+    struct move_job job = {.fs = fs,
+                           .keys = keys,
+                           .n = n,
+                           .src_len = strlen(src_prefix),
+                           .dst_prefix = dst_prefix,
+                           .ctime = ctime};
     atomic_init(&job.next, 0);
     atomic_init(&job.error, 0);
     unsigned nthreads = fs->cfg.rename_parallel ? fs->cfg.rename_parallel : 8;

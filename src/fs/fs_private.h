@@ -231,6 +231,9 @@ void fs_attr_to_stat(const struct fs_attr *a, fuse_ino_t ino, struct stat *st);
  * NULL), into meta[] (at most FS_META_MAX entries, strings in `store`,
  * which the caller frees with buf_free).  Returns the number of entries. */
 #define FS_META_MAX 8
+/* A time as s3fs-fuse's x-amz-meta-*time values hold it (seconds, a
+ * fraction when there is one), appended to *store. */
+void fs_meta_put_time(struct buf *store, const struct timespec *t);
 size_t fs_meta_build(const struct fs_attr *a, const char *xattr, struct s3_meta *meta,
                      struct buf *store);
 /* Find meta `name` (lower case, without x-amz-meta-) in info, or NULL. */
@@ -506,6 +509,14 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
 int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
             const char *src_etag, const struct s3_put_opts *replace, char *etag_out);
 
+/* Copy `src_key` (version `src_etag`, "" or NULL: whatever is there) to
+ * `dst_key` (onto itself too) with its metadata, Content-Type and
+ * Content-Encoding kept, but x-amz-meta-ctime set to *ctime: a rename's
+ * copy (one HEAD, then the copy).  0, ENOENT, ESTALE (the source changed),
+ * or the S3 errno. */
+int fs_copy_new_ctime(struct fs *fs, const char *src_key, const char *dst_key, const char *src_etag,
+                      const struct timespec *ctime, char *etag_out);
+
 /* ---- dir.c: listings; dir_rename.c: renaming a directory ------------- */
 
 struct fs_dirent {
@@ -535,8 +546,9 @@ int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty);
  * also used by dir_rename.c). */
 #define FS_NUL_NAME "its name holds a NUL byte once decoded"
 void fs_dir_warn_skipped(struct fs *fs, const char *key, const char *why);
-/* dir_rename.c */
-int fs_rename_dir(struct fs *fs, const char *src, const char *dst);
+/* dir_rename.c: every key under `src` to `dst`; the marker's copy gets
+ * x-amz-meta-ctime *ctime (a rename changes the directory's ctime). */
+int fs_rename_dir(struct fs *fs, const char *src, const char *dst, const struct timespec *ctime);
 
 /* ---- ahead.c: listings read ahead down trees -------------------------- */
 

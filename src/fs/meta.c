@@ -169,7 +169,7 @@ void fs_attr_to_stat(const struct fs_attr *a, fuse_ino_t ino, struct stat *st)
     st->st_ctim = a->ctime;
 }
 
-static void put_time(struct buf *store, const struct timespec *t)
+void fs_meta_put_time(struct buf *store, const struct timespec *t)
 {
     if (t->tv_nsec)
         buf_printf(store, "%lld.%09ld", (long long)t->tv_sec, t->tv_nsec);
@@ -194,9 +194,9 @@ size_t fs_meta_build(const struct fs_attr *a, const char *xattr, struct s3_meta 
         case 0: buf_printf(store, "%u", (unsigned)a->mode); break;
         case 1: buf_printf(store, "%u", (unsigned)a->uid); break;
         case 2: buf_printf(store, "%u", (unsigned)a->gid); break;
-        case 3: put_time(store, &a->mtime); break;
-        case 4: put_time(store, &a->atime); break;
-        case 5: put_time(store, &a->ctime); break;
+        case 3: fs_meta_put_time(store, &a->mtime); break;
+        case 4: fs_meta_put_time(store, &a->atime); break;
+        case 5: fs_meta_put_time(store, &a->ctime); break;
         case 6: buf_puts(store, xattr); break;
         }
         buf_append(store, "", 1); /* keep the NUL between values */

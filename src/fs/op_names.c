@@ -183,6 +183,11 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     struct stat st;
     fs_attr_to_stat(&a, ino, &st);
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    if (in && !in->linked)
+        st.st_nlink = 0; /* unlinked while open (fstat) */
+    pthread_mutex_unlock(&fs->lock);
     fuse_reply_attr(req, &st, fs->cfg.attr_ttl);
 }
 
@@ -231,13 +236,16 @@ static void setattr_publish(struct fs *fs, struct fs_inode *in, struct fs_attr *
 
 /* chmod, chown, utimens of `in` (held): stored in the object's metadata
  * (a copy onto itself), or only on the inode while the file's own state
- * is the truth (not stored yet).  0, ENOMEM, or the S3 errno. */
+ * is the truth (not stored yet), and for the bucket's root, which has no
+ * object to hold them: kept for the mount's life (`rsync -a`, `cp -a`
+ * into the mount end without errors).  0, ENOMEM, or the S3 errno. */
 static int setattr_meta(struct fs *fs, struct fs_inode *in, const struct stat *attr, int to_set)
 {
     pthread_mutex_lock(&fs->lock);
     struct fs_attr a = in->attr;
     char *path = strdup(in->path), *xattr = in->xattr ? strdup(in->xattr) : NULL;
-    bool local = fs_inode_local_truth(in);
+    bool bucket_root = in->ino == FUSE_ROOT_ID && !*fs->key_prefix;
+    bool local = fs_inode_local_truth(in) || bucket_root;
     pthread_mutex_unlock(&fs->lock);
     char from[sizeof(a.etag)], etag[80] = "";
     snprintf(from, sizeof(from), "%s", a.etag);
@@ -531,8 +539,10 @@ static int node_at(struct fs *fs, const char *path, struct node_info *ni)
 }
 
 /* Move the table's inodes of `src` (and, for a directory, below it) to
- * `dst`; an inode already at `dst` is unlinked. */
-static void rename_in_table(struct fs *fs, const char *src, const char *dst)
+ * `dst`; an inode already at `dst` is unlinked; the one moved to `dst`
+ * gets the rename's ctime. */
+static void rename_in_table(struct fs *fs, const char *src, const char *dst,
+                            const struct timespec *ctime)
 {
     size_t slen = strlen(src);
     pthread_mutex_lock(&fs->lock);
@@ -569,6 +579,8 @@ static void rename_in_table(struct fs *fs, const char *src, const char *dst)
         if (clash)
             fs_inode_unlink_locked(fs, clash);
         HASH_ADD_KEYPTR(hh_path, fs->by_path, in->path, strlen(in->path), in);
+        if (strcmp(in->path, dst) == 0)
+            in->attr.ctime = *ctime;
     }
     pthread_mutex_unlock(&fs->lock);
 }
@@ -579,6 +591,8 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
     struct fs *fs = fs_of(req);
     char *src = NULL, *dst = NULL, *skey = NULL, *dkey = NULL;
     struct node_info s, d;
+    struct timespec now; /* the ctime of what is renamed, stored with it */
+    clock_gettime(CLOCK_REALTIME, &now);
     int rc = 0;
     if (flags & ~(unsigned)RENAME_NOREPLACE)
         rc = EINVAL; /* RENAME_EXCHANGE, RENAME_WHITEOUT: S3 cannot swap two keys atomically */
@@ -606,20 +620,20 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
         else if (d.type && !(rc = fs_dir_is_empty(fs, dst, &empty)) && !empty)
             rc = ENOTEMPTY;
         if (!rc)
-            rc = fs_rename_dir(fs, src, dst);
+            rc = fs_rename_dir(fs, src, dst, &now);
     } else {
         if (S_ISDIR(d.type))
             rc = EISDIR;
         else if (!s.local) {
             skey = fs_key(fs, src, false);
             dkey = fs_key(fs, dst, false);
-            rc = skey && dkey ? fs_copy(fs, skey, dkey, s.size, s.etag, NULL, NULL) : ENOMEM;
+            rc = skey && dkey ? fs_copy_new_ctime(fs, skey, dkey, s.etag, &now, NULL) : ENOMEM;
             if (!rc)
                 rc = s3_delete_object(fs->s3, skey, NULL);
         }
     }
     if (!rc)
-        rename_in_table(fs, src, dst);
+        rename_in_table(fs, src, dst, &now);
     if (rc == ESTALE)
         rc = EIO; /* the source changed during the copy: nothing was deleted */
 out:

@@ -202,8 +202,10 @@ bool fs_inode_stale_locked(struct fs *fs, const struct fs_inode *in, bool need_h
     /* with allow_other, a listing's default mode and owner are never
      * handed to the kernel's permission checks */
     bool defaults = fs->cfg.multi_user && !fs_attr_verified(&in->attr);
-    /* Close-to-open: after the TTL, the bucket's current version. */
-    return !fs_inode_mine(in) &&
+    /* Close-to-open: after the TTL, the bucket's current version; but a
+     * name unlinked while open keeps what it was (its path may be another
+     * file's by now). */
+    return !fs_inode_mine(in) && in->linked &&
            (util_now_ms() >= in->attr_expire_ms || (need_head && unheaded) || defaults);
 }
 

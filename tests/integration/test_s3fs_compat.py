@@ -1,0 +1,133 @@
+"""What s3fs-fuse's own integration suite found different in pailfs (issue
+20, item 10), each checked here against the bucket: old-style directory
+objects (a key "d" without a slash, Content-Type application/x-directory)
+show as directories and move to "d/" when their attributes change; rename
+changes ctime (files and directories), stored with the object; fstat of a
+file unlinked while open says st_nlink 0; the bucket's root accepts touch,
+chmod and chown (kept for the mount's life), so `rsync -a` and `cp -a`
+into the mount end without errors."""
+
+import os
+import shutil
+import stat
+import subprocess
+import time
+
+import pytest
+
+from helpers import body, keys
+from helpers import ops_of_mount as ops
+from mount import errno_of, mounter  # noqa: F401
+
+DIR_TYPE = "application/x-directory"
+
+
+def _meta(s3, bucket, key):
+    return s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+
+
+# --------------------------------------------------------------------------
+# rename changes ctime
+# --------------------------------------------------------------------------
+
+def test_rename_of_a_file_changes_its_ctime_only(s3, bucket, mounter):
+    t0 = 1000000000
+    s3.put_object(Bucket=bucket, Key="f", Body=b"data",
+                  ContentType="text/csv",
+                  Metadata={"atime": str(t0), "ctime": str(t0),
+                            "mtime": str(t0), "other": "kept"})
+    m = mounter()
+    before = os.stat(m.p("f"))
+    assert before.st_ctime == t0 and before.st_mtime == t0
+    os.rename(m.p("f"), m.p("g"))
+    after = os.stat(m.p("g"))
+    assert after.st_ctime > t0 + 1000
+    assert abs(after.st_ctime - time.time()) < 60
+    assert after.st_mtime == t0 and after.st_atime == t0
+    # stored with the object: what another mount (or after the TTL) sees
+    meta = _meta(s3, bucket, "g")
+    assert int(float(meta["ctime"])) == int(after.st_ctime)
+    assert meta["mtime"] == str(t0) and meta["other"] == "kept"
+    assert s3.head_object(Bucket=bucket, Key="g")["ContentType"] == "text/csv"
+    assert body(s3, bucket, "g") == b"data"
+    assert keys(s3, bucket) == ["g"]
+
+
+def test_rename_of_a_directory_changes_its_ctime(s3, bucket, mounter):
+    t0 = 1000000000
+    s3.put_object(Bucket=bucket, Key="d/", Body=b"", ContentType=DIR_TYPE,
+                  Metadata={"mode": str(stat.S_IFDIR | 0o755),
+                            "ctime": str(t0), "mtime": str(t0)})
+    s3.put_object(Bucket=bucket, Key="d/kid", Body=b"k")
+    m = mounter()
+    assert os.stat(m.p("d")).st_ctime == t0
+    os.rename(m.p("d"), m.p("e"))
+    st = os.stat(m.p("e"))
+    assert st.st_ctime > t0 + 1000 and st.st_mtime == t0
+    assert int(float(_meta(s3, bucket, "e/")["ctime"])) == int(st.st_ctime)
+    assert keys(s3, bucket) == ["e/", "e/kid"]
+
+
+# --------------------------------------------------------------------------
+# fstat after unlink
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_fstat_of_an_open_file_after_unlink_says_nlink_0(s3, bucket, mounter,
+                                                         stored):
+    m = mounter(attr_ttl=0)
+    if stored:
+        s3.put_object(Bucket=bucket, Key="f", Body=b"open")
+        fd = os.open(m.p("f"), os.O_RDONLY)
+    else:
+        fd = os.open(m.p("f"), os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(fd, b"open")
+    try:
+        assert os.fstat(fd).st_nlink == 1
+        os.unlink(m.p("f"))
+        st = os.fstat(fd)
+        assert st.st_nlink == 0
+        assert st.st_size == 4
+        assert os.pread(fd, 10, 0) == b"open"
+    finally:
+        os.close(fd)
+    assert errno_of(os.stat, m.p("f")) == 2
+    assert keys(s3, bucket) == []
+
+
+# --------------------------------------------------------------------------
+# the bucket's root
+# --------------------------------------------------------------------------
+
+def test_touch_chmod_chown_of_the_bucket_root(s3, bucket, mounter):
+    m = mounter()
+    os.utime(m.path, (1234567890, 1234567890))
+    os.chmod(m.path, 0o750)
+    os.chown(m.path, 1234, 4321)
+    st = os.stat(m.path)
+    assert (st.st_mtime, stat.S_IMODE(st.st_mode)) == (1234567890, 0o750)
+    assert (st.st_uid, st.st_gid) == (1234, 4321)
+    assert keys(s3, bucket) == []  # the bucket has no object for its root
+    os.chown(m.path, 0, 0)
+    os.chmod(m.path, 0o755)
+
+
+@pytest.mark.parametrize("tool", ["rsync", "cp"])
+def test_rsync_a_and_cp_a_into_the_root_end_without_errors(s3, bucket,
+                                                           mounter, tmp_path,
+                                                           tool):
+    if not shutil.which(tool):
+        pytest.skip(f"{tool} not installed")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"alpha")
+    (src / "sub" / "b.txt").write_bytes(b"beta")
+    os.utime(src, (1500000000, 1500000000))
+    m = mounter()
+    argv = ["rsync", "-a", f"{src}/", m.path + "/"] if tool == "rsync" else \
+        ["cp", "-a", f"{src}/.", m.path + "/"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert body(s3, bucket, "a.txt") == b"alpha"
+    assert body(s3, bucket, "sub/b.txt") == b"beta"
+    assert os.stat(m.path).st_mtime == 1500000000
