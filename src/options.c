@@ -255,6 +255,12 @@ static int o_ro(struct parse *p, const char *name, const char *v)
     return 0;
 }
 
+static int o_compat_dir(struct parse *p, const char *name, const char *v)
+{
+    p->o->fs.compat_dir = true;
+    return 0;
+}
+
 static int o_rw(struct parse *p, const char *name, const char *v)
 {
     p->o->fs.read_only = false;
@@ -689,6 +695,7 @@ static const struct o_option o_table[] = {
     {"umask", O_VALUE, o_mode, "an octal mode of at most 07777"},
     {"file_mode", O_VALUE, o_mode, "an octal mode of at most 07777"},
     {"dir_mode", O_VALUE, o_mode, "an octal mode of at most 07777"},
+    {"compat_dir", O_FLAG, o_compat_dir, NULL},
     /* caching */
     {"attr_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
     {"neg_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
@@ -1254,6 +1261,10 @@ void options_print_help(FILE *to)
           "                           x-amz-meta-mode (default 0755)\n"
           "  -o umask=MODE            bits cleared from every mode shown, metadata or\n"
           "                           not (default 0000)\n"
+          "  -o compat_dir            empty keys of a listing are typed by a HEAD each,\n"
+          "                           so old-style directory objects (key \"d\",\n"
+          "                           application/x-directory) show as directories\n"
+          "                           after listings too (a lookup finds them always)\n"
           "\n"
           "caching:\n"
           "  -o attr_ttl=SECONDS      how long attributes and names (a directory's\n"

@@ -90,6 +90,16 @@ static size_t merge_meta(const struct fs_attr *a, const char *xattr,
     return n;
 }
 
+/* An old-style directory object "path" whose attributes now live in the
+ * marker "path/" goes, as s3fs-fuse moves it. */
+static int delete_old_dir(struct fs *fs, const char *path)
+{
+    char *key = fs_key(fs, path, false);
+    int rc = key ? s3_delete_object(fs->s3, key, NULL) : ENOMEM;
+    free(key);
+    return rc;
+}
+
 int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, const char *xattr,
                   char *etag_out)
 {
@@ -110,6 +120,8 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
             size_t n = fs_meta_build(a, xattr, meta, &store);
             struct s3_put_opts o = {.content_type = FS_DIR_CONTENT_TYPE, .meta = meta, .n_meta = n};
             rc = s3_put_object(fs->s3, key, "", 0, &o, etag_out, NULL);
+            if (rc == 0 && a->old_dir)
+                rc = delete_old_dir(fs, path);
         } else if (rc == 0) {
             size_t n = merge_meta(a, xattr, &info, meta, 64, &store);
             struct s3_object_policy keep = s3_object_info_policy(&info);
@@ -119,6 +131,8 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
                                     .n_meta = n,
                                     .keep = &keep};
             rc = fs_copy(fs, key, key, info.size, info.etag, &o, etag_out);
+            if (rc == 0 && dir && a->old_dir)
+                rc = delete_old_dir(fs, path);
         }
         s3_object_info_clear(&info);
         if (rc != ESTALE || attempt == 2)

@@ -127,6 +127,7 @@ static int add_views(struct listing *l)
             continue; /* the real K wins */
         struct fs_attr a = de->attr;
         a.gz = a.gz_suffix = true;
+        a.untyped = false;
         a.comp_size = a.size;
         a.mode &= (mode_t)~0222;
         char *raw = fs_child_path(l->path, de->name);
@@ -164,6 +165,7 @@ static int list_keys(struct listing *l, const struct s3_list_page *page)
             continue;
         struct fs_attr a;
         fs_attr_from_listing(&fs->cfg, false, le->size, le->mtime, le->etag, &a);
+        a.untyped = le->size == 0; /* a file, or an old-style directory object */
         rc = list_add(l, name, len, &a);
     }
     return rc;
@@ -191,11 +193,13 @@ static int list_prefixes(struct listing *l, const struct s3_list_page *page)
         struct name_seen *s;
         HASH_FIND(hh, l->seen, name, len, s);
         if (s) {
-            if (!fs->warned_conflict)
+            /* an empty key beside it: an old-style directory object */
+            if (!fs->warned_conflict && !l->d->ents[s->idx].attr.untyped)
                 log_warn("key \"%.*s\" and prefix \"%s\" both exist: showing the directory "
                          "(logged once per mount)",
                          (int)(l->plen + len), page->prefixes[i], page->prefixes[i]);
             fs->warned_conflict = true;
+            a.old_dir = l->d->ents[s->idx].attr.untyped;
             l->d->ents[s->idx].attr = a;
             continue;
         }

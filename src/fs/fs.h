@@ -34,6 +34,8 @@ struct fs_config {
     gid_t gid;
     bool force_uid;   /* uid= given: every object shows `uid` */
     bool force_gid;   /* gid= given: every object shows `gid` */
+    bool compat_dir;  /* a listing's empty keys are typed by a HEAD each: old-style
+                       * directory objects show as directories after listings too */
     mode_t file_mode; /* permission bits of files, default 0644 */
     mode_t dir_mode;  /* permission bits of directories, default 0755 */
     mode_t umask;     /* cleared from every mode shown, default 0 */

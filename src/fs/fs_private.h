@@ -62,6 +62,13 @@ struct fs_attr {
     bool size_exact;     /* gz: size is known, not estimated */
     bool size_estimated; /* gz: size is an estimate (ISIZE), not a listing's */
     bool headed;         /* learnt from a HEAD (Content-Encoding is known) */
+    bool untyped;        /* a listing's empty key: a file or an old-style directory
+                          * object (see old_dir); only its HEAD tells which */
+    bool old_dir;        /* directory: an empty object "path" without a slash is
+                          * its old-style object (older s3fs-fuse wrote them, with
+                          * Content-Type application/x-directory); it moves to
+                          * the marker "path/" when the attributes change and
+                          * goes with the directory */
     uint64_t comp_size;  /* gz: the stored object's size */
 };
 
@@ -234,6 +241,11 @@ void fs_attr_to_stat(const struct fs_attr *a, fuse_ino_t ino, struct stat *st);
 /* A time as s3fs-fuse's x-amz-meta-*time values hold it (seconds, a
  * fraction when there is one), appended to *store. */
 void fs_meta_put_time(struct buf *store, const struct timespec *t);
+/* Whether a HEAD's answer is an old-style directory object (a key without
+ * a trailing slash, as older s3fs-fuse and other tools made them): empty,
+ * with Content-Type application/x-directory (or httpd/unix-directory), or
+ * with a directory's x-amz-meta-mode. */
+bool fs_meta_old_dir(const struct s3_object_info *info);
 size_t fs_meta_build(const struct fs_attr *a, const char *xattr, struct s3_meta *meta,
                      struct buf *store);
 /* Find meta `name` (lower case, without x-amz-meta-) in info, or NULL. */
@@ -402,7 +414,8 @@ void fs_open_untrack(struct fs *fs, struct fs_open *o);
 
 struct fs_known;
 struct fs_dir;
-enum fs_known_answer { FS_KNOWN_NOTHING, FS_KNOWN_PRESENT, FS_KNOWN_ABSENT };
+/* UNTYPED: present, but an empty key, whose type only a HEAD tells. */
+enum fs_known_answer { FS_KNOWN_NOTHING, FS_KNOWN_PRESENT, FS_KNOWN_ABSENT, FS_KNOWN_UNTYPED };
 
 /* The count of names removed so far, to give fs_known_store (takes fs->lock). */
 uint64_t fs_known_gen(struct fs *fs);
@@ -474,11 +487,15 @@ struct fs_dir;
  * the S3 errno. */
 int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
                struct fs_dir *kids);
-/* Re-read the attributes of `path` known to be of type `mode` (a view of
- * path + ".gz" when gz_suffix).  Same returns as fs_resolve(); ENOENT also
- * when it is now of another type. */
-int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, struct fs_attr *a,
+/* Re-read the attributes of `path` last seen as *seen (its type; a view of
+ * path + ".gz" when seen->gz_suffix; an old-style directory object).  Same
+ * returns as fs_resolve(); ENOENT also when it is now of another type. */
+int fs_refresh(struct fs *fs, const char *path, const struct fs_attr *seen, struct fs_attr *a,
                char **xattr);
+/* The object `path` alone (one HEAD, no listing): a file, a symlink, a
+ * gzip view, or an old-style directory object (fs_meta_old_dir).  0 and
+ * *a (*xattr, if not NULL: the caller's), ENOENT, or the S3 errno. */
+int fs_resolve_key(struct fs *fs, const char *path, struct fs_attr *a, char **xattr);
 /* The one refresh of an inode: ask S3 again about inode `ino` when what it
  * holds is stale (attr_ttl passed; with `need_head` also a regular file
  * known only from a listing while gunzip is on, whose Content-Encoding is
@@ -501,7 +518,8 @@ int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a);
 
 /* Write the attributes of an object that exists in the bucket: CopyObject
  * onto itself with metadata REPLACE (a marker for directories, created when
- * the directory is implicit).  *a is the new state. */
+ * the directory is implicit; an old-style directory object, a->old_dir,
+ * moves to that marker and is deleted).  *a is the new state. */
 int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, const char *xattr,
                   char *etag_out);
 /* Server-side copy of `src` to `dst`, multipart above 5 GiB.  `replace`

@@ -235,7 +235,7 @@ enum fs_known_answer fs_known_lookup_locked(struct fs *fs, const char *path, str
     if (e && now < e->expire_ms) {
         *a = e->attr;
         *expire_ms = e->expire_ms;
-        return FS_KNOWN_PRESENT;
+        return e->attr.untyped && fs->cfg.compat_dir ? FS_KNOWN_UNTYPED : FS_KNOWN_PRESENT;
     }
     /* an expired entry: the name was there, whether it still is is not
      * known; and gunzip=replace lists K.gz as K only, though K.gz opens */
@@ -349,8 +349,8 @@ size_t fs_known_next_locked(struct fs *fs, const char *dir_path, const char *nam
     size_t n = 0;
     for (size_t i = e->pos + 1; i < k->n_order && n < max; i++) {
         struct known_ent *x = k->order[i];
-        if (!x || !S_ISREG(x->attr.mode))
-            continue;
+        if (!x || !S_ISREG(x->attr.mode) || x->attr.untyped)
+            continue; /* an empty key may be an old-style directory */
         out[n].name = x->name;
         out[n].attr = x->attr;
         n++;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/xattr.h>
 
 bool fs_name_valid(const char *name, size_t len)
@@ -111,6 +112,18 @@ void fs_attr_from_listing(const struct fs_config *cfg, bool is_dir, uint64_t siz
     if (etag)
         snprintf(a->etag, sizeof(a->etag), "%s", etag);
     fs_attr_apply_config(cfg, a);
+}
+
+bool fs_meta_old_dir(const struct s3_object_info *info)
+{
+    if (info->size != 0)
+        return false; /* bytes a directory would hide */
+    const char *ct = info->content_type ? info->content_type : "";
+    if (strncasecmp(ct, FS_DIR_CONTENT_TYPE, strlen(FS_DIR_CONTENT_TYPE)) == 0 ||
+        strncasecmp(ct, "httpd/unix-directory", 20) == 0)
+        return true;
+    unsigned long n;
+    return meta_ulong(info, "mode", &n) && ((mode_t)n & S_IFMT) == S_IFDIR;
 }
 
 bool fs_attr_verified(const struct fs_attr *a)

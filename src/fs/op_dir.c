@@ -60,6 +60,15 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_open(req, fi);
 }
 
+/* Whether a listing's entry `la` cannot say what it is: an empty key may
+ * be an old-style directory object.  With compat_dir its lookup asks; and
+ * an inode (`in`, or NULL) of another type that a HEAD found is not
+ * overwritten with the listing's guess (fs->lock held). */
+static bool type_unknown(const struct fs *fs, const struct fs_attr *la, const struct fs_inode *in)
+{
+    return la->untyped && (fs->cfg.compat_dir || (in && !S_ISREG(in->attr.mode)));
+}
+
 void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                    struct fuse_file_info *fi, bool plus)
 {
@@ -82,23 +91,28 @@ void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            : fuse_add_direntry(req, NULL, 0, name, NULL, 0);
         if (used + need > size)
             break;
-        if (i >= 2 && plus) {
+        char *path = i >= 2 ? fs_child_path(dh->path, name) : NULL;
+        if (i >= 2 && !path)
+            break;
+        struct fs_inode *in = NULL;
+        if (path)
+            HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+        if (i >= 2 && type_unknown(fs, &dh->d.ents[i - 2].attr, in)) {
+            /* A name without an entry (ino 0) of type DT_UNKNOWN, which
+             * the kernel looks up when it is used. */
+            e.attr.st_ino = in ? in->ino : (1ULL << 63) | i;
+            e.attr.st_mode = in ? in->attr.mode & S_IFMT : 0;
+        } else if (i >= 2 && plus) {
             /* readdirplus hands the kernel an entry: that counts as a lookup. */
-            char *path = fs_child_path(dh->path, name);
-            struct fs_inode *in = path ? fs_inode_publish(fs, path, &dh->d.ents[i - 2].attr, NULL,
-                                                          true, true, true, &e)
-                                       : NULL;
-            free(path);
-            if (!in)
+            in = fs_inode_publish(fs, path, &dh->d.ents[i - 2].attr, NULL, true, true, true, &e);
+            if (!in) {
+                free(path);
                 break;
+            }
         } else if (i >= 2) {
-            char *path = fs_child_path(dh->path, name);
-            struct fs_inode *in = NULL;
-            if (path)
-                HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
-            free(path);
             e.attr.st_ino = in ? in->ino : (1ULL << 63) | i; /* no inode is made for it */
         }
+        free(path);
         if (plus)
             used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);
         else

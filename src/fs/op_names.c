@@ -47,9 +47,11 @@ static int child_path(struct fs *fs, fuse_ino_t parent, const char *name, char *
 /* A lookup answered by what this mount knows (fs->lock taken here): the
  * inode table first (a trusted inode), then what a listing of the parent
  * said.  0 and *e, ENOENT (hidden, or known absent), EAGAIN (S3 must be
- * asked), ENOMEM. */
-static int lookup_known(struct fs *fs, const char *path, struct fuse_entry_param *e)
+ * asked; *untyped: only about the type of an empty key the listing
+ * holds), ENOMEM. */
+static int lookup_known(struct fs *fs, const char *path, struct fuse_entry_param *e, bool *untyped)
 {
+    *untyped = false;
     int rc = EAGAIN;
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in;
@@ -65,7 +67,10 @@ static int lookup_known(struct fs *fs, const char *path, struct fuse_entry_param
         fs_entry_fill(fs, in, e);
         rc = 0;
     } else {
-        switch (fs_known_lookup_locked(fs, path, &a, &expire_ms)) {
+        enum fs_known_answer k = fs_known_lookup_locked(fs, path, &a, &expire_ms);
+        if (k == FS_KNOWN_PRESENT && a.untyped && in && !S_ISREG(in->attr.mode))
+            k = FS_KNOWN_UNTYPED; /* a HEAD found more than a file there: ask it again */
+        switch (k) {
         case FS_KNOWN_PRESENT:
             in = fs_inode_publish(fs, path, &a, NULL, true, true, true, e);
             if (in && !fs_inode_mine(in))
@@ -75,6 +80,7 @@ static int lookup_known(struct fs *fs, const char *path, struct fuse_entry_param
         case FS_KNOWN_ABSENT:
             rc = in ? EAGAIN : ENOENT; /* an inode says it was there: ask */
             break;
+        case FS_KNOWN_UNTYPED: *untyped = true; break;
         case FS_KNOWN_NOTHING: break;
         }
     }
@@ -104,7 +110,23 @@ static int lookup_relisted(struct fs *fs, const char *path, struct fuse_entry_pa
     if (!rc)
         fs_dir_free(&d);
     free(dir_path);
-    return rc ? EAGAIN : lookup_known(fs, path, e);
+    bool untyped;
+    return rc ? EAGAIN : lookup_known(fs, path, e, &untyped);
+}
+
+/* An empty key the parent's listing holds: a file, or an old-style
+ * directory object.  Its HEAD tells (the listing showed no "path/" keys,
+ * so no listing of it is needed).  0 and *e, EAGAIN (gone since: ask S3
+ * the usual way), ENOMEM, or the S3 errno. */
+static int lookup_typed(struct fs *fs, const char *path, struct fuse_entry_param *e)
+{
+    struct fs_attr a;
+    char *xattr = NULL;
+    int rc = fs_resolve_key(fs, path, &a, &xattr);
+    if (!rc && !fs_inode_publish(fs, path, &a, xattr, false, true, false, e))
+        rc = ENOMEM;
+    free(xattr);
+    return rc == ENOENT ? EAGAIN : rc;
 }
 
 /* A lookup S3 answers: a directory (with the first page of its listing,
@@ -135,11 +157,14 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct fs *fs = fs_of(req);
     struct fuse_entry_param e;
     char *path = NULL;
+    bool untyped = false;
     int rc = child_path(fs, parent, name, &path);
     if (!rc)
-        rc = lookup_known(fs, path, &e);
+        rc = lookup_known(fs, path, &e, &untyped);
+    if (rc == EAGAIN && untyped)
+        rc = lookup_typed(fs, path, &e);
     if (rc == EAGAIN && fs_prefetch_settle(fs, path))
-        rc = lookup_known(fs, path, &e); /* the fetch ahead of it answered */
+        rc = lookup_known(fs, path, &e, &untyped); /* the fetch ahead of it answered */
     if (rc == EAGAIN)
         rc = lookup_relisted(fs, path, &e);
     if (rc == EAGAIN)
@@ -220,8 +245,10 @@ static void setattr_publish(struct fs *fs, struct fs_inode *in, struct fs_attr *
                             const char *from, const char *etag)
 {
     pthread_mutex_lock(&fs->lock);
-    if (S_ISDIR(a->mode) && !local)
+    if (S_ISDIR(a->mode) && !local) {
         a->marker = true;
+        a->old_dir = false; /* fs_store_meta moved it to "path/" */
+    }
     if (*etag && !S_ISDIR(a->mode))
         snprintf(a->etag, sizeof(a->etag), "%s", etag);
     in->attr = *a;
@@ -478,8 +505,19 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (!rc && !empty)
         rc = ENOTEMPTY;
     if (!rc) {
+        /* the marker "path/", and an old-style directory's object "path" */
+        pthread_mutex_lock(&fs->lock);
+        struct fs_inode *in;
+        HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+        bool old_dir = in && S_ISDIR(in->attr.mode) && in->attr.old_dir;
+        pthread_mutex_unlock(&fs->lock);
         key = fs_key(fs, path, true);
         rc = key ? s3_delete_object(fs->s3, key, NULL) : ENOMEM;
+        if (!rc && old_dir) {
+            free(key);
+            key = fs_key(fs, path, false);
+            rc = key ? s3_delete_object(fs->s3, key, NULL) : ENOMEM;
+        }
     }
     if (!rc) {
         pthread_mutex_lock(&fs->lock);
@@ -500,6 +538,8 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 struct node_info {
     mode_t type;
     bool local;
+    bool old_dir; /* a directory with an old-style object "path" */
+    bool marker;  /* a directory with a marker "path/" */
     uint64_t size;
     char etag[80];
 };
@@ -519,8 +559,8 @@ static int node_at(struct fs *fs, const char *path, struct node_info *ni)
         ni->local = in->local;
     } else {
         k = fs_known_lookup_locked(fs, path, &a, &expire_ms);
-        if (k == FS_KNOWN_ABSENT && in)
-            k = FS_KNOWN_NOTHING; /* an inode says it was there: ask */
+        if ((k == FS_KNOWN_ABSENT && in) || k == FS_KNOWN_UNTYPED)
+            k = FS_KNOWN_NOTHING; /* an inode says it was there, or the type: ask */
     }
     pthread_mutex_unlock(&fs->lock);
     int rc = 0;
@@ -532,6 +572,8 @@ static int node_at(struct fs *fs, const char *path, struct node_info *ni)
         return 0;
     if (rc == 0) {
         ni->type = a.mode & S_IFMT;
+        ni->old_dir = a.old_dir;
+        ni->marker = a.marker;
         ni->size = a.size;
         snprintf(ni->etag, sizeof(ni->etag), "%s", a.etag);
     }
@@ -579,10 +621,30 @@ static void rename_in_table(struct fs *fs, const char *src, const char *dst,
         if (clash)
             fs_inode_unlink_locked(fs, clash);
         HASH_ADD_KEYPTR(hh_path, fs->by_path, in->path, strlen(in->path), in);
-        if (strcmp(in->path, dst) == 0)
+        if (strcmp(in->path, dst) == 0) {
             in->attr.ctime = *ctime;
+            in->attr.marker |= in->attr.old_dir; /* rename_old_dir made it */
+            in->attr.old_dir = false;
+        }
     }
     pthread_mutex_unlock(&fs->lock);
+}
+
+/* After the keys under "src/" moved: an old-style directory object "src"
+ * becomes the marker "dst/" (its metadata kept, its ctime the rename's),
+ * unless a marker moved there already (`marker`); then it only goes. */
+static int rename_old_dir(struct fs *fs, const char *src, const char *dst, bool marker,
+                          const struct timespec *ctime)
+{
+    char *skey = fs_key(fs, src, false), *dkey = fs_key(fs, dst, true);
+    int rc = !skey || !dkey ? ENOMEM
+             : marker       ? 0
+                            : fs_copy_new_ctime(fs, skey, dkey, NULL, ctime, NULL);
+    if (!rc)
+        rc = s3_delete_object(fs->s3, skey, NULL);
+    free(skey);
+    free(dkey);
+    return rc;
 }
 
 void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -621,6 +683,8 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
             rc = ENOTEMPTY;
         if (!rc)
             rc = fs_rename_dir(fs, src, dst, &now);
+        if (!rc && s.old_dir)
+            rc = rename_old_dir(fs, src, dst, s.marker, &now);
     } else {
         if (S_ISDIR(d.type))
             rc = EISDIR;

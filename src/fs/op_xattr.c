@@ -26,7 +26,7 @@ static int read_meta(struct fs *fs, fuse_ino_t ino, const char *path, const stru
 {
     struct fs_attr a;
     char *x = NULL;
-    int rc = fs_refresh(fs, path, seen->mode & S_IFMT, seen->gz_suffix, &a, &x);
+    int rc = fs_refresh(fs, path, seen, &a, &x);
     if (!rc) {
         *xattr = x ? strdup(x) : NULL;
         fs_inode_update(fs, ino, seen->etag, &a, x); /* takes x */
@@ -153,8 +153,10 @@ static int xattr_store(struct fs *fs, struct fs_inode *in, char *updated)
         updated = NULL;
         if (*etag && !S_ISDIR(in->attr.mode))
             snprintf(in->attr.etag, sizeof(in->attr.etag), "%s", etag);
-        if (S_ISDIR(in->attr.mode) && !local)
+        if (S_ISDIR(in->attr.mode) && !local) {
             in->attr.marker = true;
+            in->attr.old_dir = false; /* moved to the marker */
+        }
         pthread_mutex_unlock(&fs->lock);
         if (!local)
             fs_wfile_meta_stored(fs, in, a.etag, etag);

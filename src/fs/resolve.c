@@ -81,7 +81,10 @@ static int resolve_object(struct fs *fs, const char *path, struct fs_attr *a, ch
     struct s3_object_info info = {0};
     int rc = s3_head_object(fs->s3, key, &info, NULL);
     if (rc == 0) {
-        fs_attr_from_head(&fs->cfg, &info, false, a);
+        bool old_dir = fs_meta_old_dir(&info);
+        fs_attr_from_head(&fs->cfg, &info, old_dir, a);
+        a->marker = false;
+        a->old_dir = old_dir;
         if (xattr)
             *xattr = dup_meta(&info, "xattr");
     }
@@ -92,6 +95,13 @@ static int resolve_object(struct fs *fs, const char *path, struct fs_attr *a, ch
     if (gz)
         make_view(fs, path, false, a);
     return rc;
+}
+
+int fs_resolve_key(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
+{
+    if (xattr)
+        *xattr = NULL;
+    return resolve_object(fs, path, a, xattr);
 }
 
 int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a)
@@ -175,15 +185,18 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
     return rc;
 }
 
-int fs_refresh(struct fs *fs, const char *path, mode_t type, bool gz_suffix, struct fs_attr *a,
+int fs_refresh(struct fs *fs, const char *path, const struct fs_attr *seen, struct fs_attr *a,
                char **xattr)
 {
+    mode_t type = seen->mode & S_IFMT;
     if (xattr)
         *xattr = NULL;
-    if (gz_suffix)
+    if (seen->gz_suffix)
         return fs_resolve_view(fs, path, a);
     int rc =
         S_ISDIR(type) ? resolve_dir(fs, path, a, xattr, NULL) : resolve_object(fs, path, a, xattr);
+    if (rc == ENOENT && seen->old_dir) /* still the old-style object? */
+        rc = resolve_object(fs, path, a, xattr);
     if (rc == 0 && (a->mode & S_IFMT) != (type & S_IFMT)) {
         if (xattr) {
             free(*xattr);
@@ -233,7 +246,7 @@ int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked)
         return 0;
     struct fs_attr a;
     char *xattr = NULL;
-    int rc = path ? fs_refresh(fs, path, seen.mode & S_IFMT, seen.gz_suffix, &a, &xattr) : ENOMEM;
+    int rc = path ? fs_refresh(fs, path, &seen, &a, &xattr) : ENOMEM;
     if (!rc)
         fs_inode_update(fs, ino, seen.etag, &a, xattr); /* takes xattr */
     else

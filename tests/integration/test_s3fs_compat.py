@@ -17,7 +17,7 @@ import pytest
 
 from helpers import body, keys
 from helpers import ops_of_mount as ops
-from mount import errno_of, mounter  # noqa: F401
+from mount import errno_of, mounter, wait_until  # noqa: F401
 
 DIR_TYPE = "application/x-directory"
 
@@ -92,7 +92,8 @@ def test_fstat_of_an_open_file_after_unlink_says_nlink_0(s3, bucket, mounter,
     finally:
         os.close(fd)
     assert errno_of(os.stat, m.p("f")) == 2
-    assert keys(s3, bucket) == []
+    # the object goes at the release, which the kernel sends after close
+    assert wait_until(lambda: keys(s3, bucket) == [], 10), keys(s3, bucket)
 
 
 # --------------------------------------------------------------------------
@@ -131,3 +132,136 @@ def test_rsync_a_and_cp_a_into_the_root_end_without_errors(s3, bucket,
     assert body(s3, bucket, "a.txt") == b"alpha"
     assert body(s3, bucket, "sub/b.txt") == b"beta"
     assert os.stat(m.path).st_mtime == 1500000000
+
+
+# --------------------------------------------------------------------------
+# old-style directory objects: a key "d" without a slash
+# --------------------------------------------------------------------------
+
+def _old_dirs(s3, bucket):
+    """"d" as older s3fs-fuse wrote it (type and mode), "e" with the type
+    only, and an ordinary empty file beside them."""
+    s3.put_object(Bucket=bucket, Key="d", Body=b"", ContentType=DIR_TYPE,
+                  Metadata={"mode": str(stat.S_IFDIR | 0o750), "uid": "1001",
+                            "gid": "1002", "mtime": "1000000000",
+                            "other": "kept"})
+    s3.put_object(Bucket=bucket, Key="e", Body=b"", ContentType=DIR_TYPE)
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"")
+
+
+def _check_types(m):
+    st = os.stat(m.p("d"))
+    assert stat.S_ISDIR(st.st_mode), oct(st.st_mode)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == \
+        (0o750, 1001, 1002)
+    assert st.st_mtime == 1000000000
+    assert stat.S_ISDIR(os.stat(m.p("e")).st_mode)
+    assert stat.S_ISREG(os.stat(m.p("plain")).st_mode)
+    assert os.stat(m.p("plain")).st_size == 0
+    assert os.listdir(m.p("d")) == []
+    assert os.listdir(m.p("e")) == []
+
+
+def test_old_style_directory_objects_are_directories_when_looked_up(
+        proxy, s3, bucket, mounter):
+    _old_dirs(s3, bucket)
+    m = mounter()
+    _check_types(m)  # looked up cold: each name's listing, then its HEAD
+    assert sorted(os.listdir(m.path)) == ["d", "e", "plain"]
+
+
+def test_old_style_directory_objects_are_directories_after_a_listing(
+        proxy, s3, bucket, mounter):
+    """With -o compat_dir, as in s3fs-fuse: each empty key of a listing is
+    asked its type (a HEAD) when looked up."""
+    _old_dirs(s3, bucket)
+    m = mounter(attr_ttl=60, neg_ttl=60, opts=["compat_dir"])
+    # ls -l: readdir(plus), then each name
+    r = subprocess.run(["ls", "-l", m.path], capture_output=True, text=True,
+                       timeout=60)
+    lines = {ln.split()[-1]: ln[0] for ln in r.stdout.splitlines()[1:]}
+    assert lines == {"d": "d", "e": "d", "plain": "-"}, r.stdout
+    _check_types(m)
+    kinds = {e.name: e.is_dir() for e in os.scandir(m.path)}
+    assert kinds == {"d": True, "e": True, "plain": False}
+    # find's view, from readdir's types and the lookups they call for
+    r = subprocess.run(["find", m.path, "-mindepth", "1", "-type", "d"],
+                       capture_output=True, text=True, timeout=60)
+    assert sorted(r.stdout.split()) == [m.p("d"), m.p("e")]
+
+
+def test_without_compat_dir_a_listed_empty_key_costs_nothing(proxy, s3,
+                                                              bucket, mounter):
+    """By default a listing's empty keys are files, as the round-trip tests
+    count; an old-style directory looked up first stays a directory."""
+    _old_dirs(s3, bucket)
+    m = mounter(attr_ttl=60, neg_ttl=60)
+    assert stat.S_ISDIR(os.stat(m.p("d")).st_mode)  # cold: its HEAD tells
+    os.listdir(m.path)
+    proxy.reset()
+    assert stat.S_ISREG(os.stat(m.p("plain")).st_mode)
+    assert stat.S_ISREG(os.stat(m.p("e")).st_mode)  # the listing's guess
+    assert stat.S_ISDIR(os.stat(m.p("d")).st_mode)  # not overwritten by it
+    assert ops(proxy) == {}, ops(proxy)
+    kinds = {e.name: e.is_dir() for e in os.scandir(m.path)}
+    assert kinds == {"d": True, "e": False, "plain": False}
+
+
+def test_with_compat_dir_an_empty_key_after_a_listing_costs_its_head_only(
+        proxy, s3, bucket, mounter):
+    """A listing cannot tell an empty file from an old-style directory: its
+    lookup asks the HEAD, and nothing else (no listing of "d/")."""
+    _old_dirs(s3, bucket)
+    m = mounter(attr_ttl=60, neg_ttl=60, opts=["compat_dir"])
+    os.listdir(m.path)
+    proxy.reset()
+    assert stat.S_ISDIR(os.stat(m.p("d")).st_mode)
+    assert ops(proxy) == {"HeadObject": 1}, ops(proxy)
+    proxy.reset()
+    assert stat.S_ISREG(os.stat(m.p("plain")).st_mode)
+    assert ops(proxy) == {"HeadObject": 1}, ops(proxy)
+
+
+def test_chmod_of_an_old_style_directory_moves_it_to_a_marker(s3, bucket,
+                                                              mounter):
+    _old_dirs(s3, bucket)
+    m = mounter()
+    os.chmod(m.p("d"), 0o700)
+    assert keys(s3, bucket) == ["d/", "e", "plain"]
+    head = s3.head_object(Bucket=bucket, Key="d/")
+    assert head["ContentType"] == DIR_TYPE
+    assert int(head["Metadata"]["mode"]) == stat.S_IFDIR | 0o700
+    assert head["Metadata"]["uid"] == "1001"
+    st = os.stat(m.p("d"))
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+    # touch and chown move it the same way
+    os.utime(m.p("e"), (1200000000, 1200000000))
+    assert keys(s3, bucket) == ["d/", "e/", "plain"]
+    assert _meta(s3, bucket, "e/")["mtime"] == "1200000000"
+    # what another mount sees afterwards
+    m2 = mounter()
+    st = os.stat(m2.p("d"))
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+    assert os.stat(m2.p("e")).st_mtime == 1200000000
+
+
+def test_rmdir_rename_and_files_in_an_old_style_directory(s3, bucket,
+                                                          mounter):
+    _old_dirs(s3, bucket)
+    m = mounter(opts=["compat_dir"])  # the listing below must not guess
+    with open(m.p("e", "kid"), "wb") as f:
+        f.write(b"kid")
+    assert body(s3, bucket, "e/kid") == b"kid"
+    assert sorted(os.listdir(m.path)) == ["d", "e", "plain"]
+    assert stat.S_ISDIR(os.stat(m.p("e")).st_mode)
+    os.rename(m.p("d"), m.p("moved"))
+    assert keys(s3, bucket) == ["e", "e/kid", "moved/", "plain"]
+    head = s3.head_object(Bucket=bucket, Key="moved/")
+    assert int(head["Metadata"]["mode"]) == stat.S_IFDIR | 0o750
+    assert head["Metadata"]["other"] == "kept"
+    assert stat.S_IMODE(os.stat(m.p("moved")).st_mode) == 0o750
+    os.rmdir(m.p("moved"))
+    os.unlink(m.p("e", "kid"))
+    os.rmdir(m.p("e"))
+    assert keys(s3, bucket) == ["plain"]
+    assert sorted(os.listdir(m.path)) == ["plain"]
