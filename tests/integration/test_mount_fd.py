@@ -179,3 +179,24 @@ def test_auto_unmount_is_refused_for_a_descriptor(proxy, bucket, tmp_path):
     assert rc == 1
     assert err == f"pailfs: -o auto_unmount does not apply to /dev/fd/{fd}: " \
         "the helper that mounted it unmounts it\n"
+
+
+def test_descriptor_0_in_the_background(proxy, s3, bucket, tmp_path):
+    """N may be 0, 1 or 2, which the background process points at
+    /dev/null: pailfs serves a copy of it instead."""
+    s3.put_object(Bucket=bucket, Key="in.txt", Body=b"from the bucket\n")
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    pailfs = " ".join([str(PAILFS), *_opts(proxy, tmp_path), bucket])
+    r = subprocess.run(
+        [sys.executable, str(FDMOUNT), str(mp), "--", "sh", "-c",
+         f"exec {pailfs} /dev/fd/0 0<&{{fd}}"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60, env=clean_env())
+    pids = _pids_with(f"cache_dir={tmp_path}/cache")
+    try:
+        assert r.returncode == 0, r.stderr
+        _exercise(s3, bucket, mp)
+    finally:
+        assert _umount(mp).returncode == 0
+    assert wait_pids_gone(pids, 30)
