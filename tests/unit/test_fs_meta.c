@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -48,10 +49,7 @@ static void test_name_valid(void **state)
 
 static struct s3_meta meta_of[] = {
     {"mode", "33216"}, /* 0100700 */
-    {"uid", "1000"},
-    {"gid", "1001"},
-    {"mtime", "1600000000.25"},
-    {"color", "blue"},
+    {"uid", "1000"},   {"gid", "1001"}, {"mtime", "1600000000.25"}, {"color", "blue"},
 };
 
 static void test_attr_from_head(void **state)
@@ -100,6 +98,34 @@ static void test_attr_from_head(void **state)
     fs_attr_from_head(&cfg, &info, true, &a);
     assert_true(S_ISDIR(a.mode));
     assert_true(a.marker);
+}
+
+/* Old-style directory objects (issue 20): empty, and typed as a directory
+ * by Content-Type or by x-amz-meta-mode; never an object with bytes. */
+static void test_meta_old_dir(void **state)
+{
+    (void)state;
+    char dir_mode[16];
+    snprintf(dir_mode, sizeof(dir_mode), "%u", (unsigned)(S_IFDIR | 0755));
+    struct s3_meta m_dir[] = {{"mode", dir_mode}};
+    struct s3_meta m_file[] = {{"mode", "33188"}};
+    struct s3_object_info info = {.size = 0, .content_type = "application/x-directory"};
+    assert_true(fs_meta_old_dir(&info));
+    info.content_type = "httpd/unix-directory";
+    assert_true(fs_meta_old_dir(&info));
+    info.content_type = "application/x-directory; charset=UTF-8";
+    assert_true(fs_meta_old_dir(&info));
+    info.size = 1; /* bytes a directory would hide */
+    assert_false(fs_meta_old_dir(&info));
+    info = (struct s3_object_info){.size = 0, .content_type = "binary/octet-stream"};
+    assert_false(fs_meta_old_dir(&info));
+    info.meta = m_dir;
+    info.n_meta = 1;
+    assert_true(fs_meta_old_dir(&info));
+    info.meta = m_file;
+    assert_false(fs_meta_old_dir(&info));
+    info = (struct s3_object_info){.size = 0};
+    assert_false(fs_meta_old_dir(&info)); /* an empty file */
 }
 
 static void test_meta_build_roundtrip(void **state)
@@ -232,7 +258,7 @@ int main(void)
         cmocka_unit_test(test_parse_time),     cmocka_unit_test(test_name_valid),
         cmocka_unit_test(test_attr_from_head), cmocka_unit_test(test_meta_build_roundtrip),
         cmocka_unit_test(test_xattr),          cmocka_unit_test(test_version_id),
-        cmocka_unit_test(test_once),
+        cmocka_unit_test(test_once),           cmocka_unit_test(test_meta_old_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
