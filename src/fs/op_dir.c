@@ -98,8 +98,8 @@ void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         if (path)
             HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
         if (i >= 2 && type_unknown(fs, &dh->d.ents[i - 2].attr, in)) {
-            /* A name without an entry (ino 0) of type DT_UNKNOWN, which
-             * the kernel looks up when it is used. */
+            /* A name without an entry (ino 0), of the type an inode knows
+             * or else DT_UNKNOWN: the kernel looks it up when it is used. */
             e.attr.st_ino = in ? in->ino : (1ULL << 63) | i;
             e.attr.st_mode = in ? in->attr.mode & S_IFMT : 0;
         } else if (i >= 2 && plus) {

@@ -19,8 +19,8 @@ import pytest
 
 from drive import clean_env
 from helpers import body, keys
-from mount import (PAILFS, is_mounted, read, run_pailfs, wait_pids_gone,
-                   wait_until, write)
+from mount import (PAILFS, SANITIZER_MARKERS, is_mounted, read,
+                   wait_pids_gone, wait_until, write)
 
 FDMOUNT = Path(__file__).resolve().parent.parent / "fdmount.py"
 
@@ -99,6 +99,7 @@ def test_foreground_serves_the_descriptor_until_the_helper_unmounts(
     assert rc == 0, text
     assert "session on /dev/fd/" in text, text
     assert "unmounting" not in text and "fusermount" not in text, text
+    assert not any(mark in text for mark in SANITIZER_MARKERS), text
     assert not is_mounted(mp)
 
 
