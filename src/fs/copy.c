@@ -158,10 +158,13 @@ int fs_copy_new_ctime(struct fs *fs, const char *src_key, const char *dst_key, c
         struct buf store = BUF_INIT;
         fs_meta_put_time(&store, ctime);
         meta[n++] = (struct s3_meta){.name = "ctime", .value = store.data};
+        /* and the source's encryption and storage class, which S3 drops */
+        struct s3_object_policy keep = s3_object_info_policy(&info);
         struct s3_put_opts o = {.content_type = info.content_type,
                                 .content_encoding = info.content_encoding,
                                 .meta = meta,
-                                .n_meta = n};
+                                .n_meta = n,
+                                .keep = &keep};
         rc = !store.data ? ENOMEM
                          : fs_copy(fs, src_key, dst_key, info.size,
                                    src_etag && *src_etag ? src_etag : info.etag, &o, etag_out);
