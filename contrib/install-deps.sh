@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 
 PKGS="build-essential autoconf automake libtool pkg-config
       libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libxml2-dev zlib1g-dev
-      libisal-dev libjson-c-dev libinih-dev uthash-dev libcmocka-dev
+      libisal-dev libjson-c-dev uthash-dev libcmocka-dev
       python3 python3-pytest python3-botocore python3-boto3 ca-certificates
-      pigz tabix gztool isal valgrind openssl clang-format"
+      pigz tabix gztool isal valgrind openssl clang-format rsync"
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
