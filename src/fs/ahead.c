@@ -10,6 +10,9 @@
  * queued the same way, so a whole tree is listed about `depth` round trips
  * deep, not one per directory.  An opendir takes the listing read ahead of its
  * directory (waiting for it while it is in flight) instead of asking S3.
+ * The same table holds the listing a lookup of a directory made when its
+ * one page was all of it (fs_ahead_keep): `ls -l dir` looks dir up, then
+ * opens it, and the opendir takes that listing rather than ask again.
  *
  * Order: a walker goes depth first, in listing order, which is the byte
  * order of the directories' keys ("a/" < "a/x/" < "a0/" ...).  The queue
@@ -213,9 +216,9 @@ static void sweep_locked(struct fs *fs)
     HASH_ITER(hh, fs->ahead_ents, ae, tmp)
     {
         if (ae->done && now - ae->begun_ms >= fs->attr_ttl_ms) {
+            stale |= !ae->kept; /* a lookup's own says nothing of a walk */
             ent_remove_locked(fs, ae);
             ent_free(ae);
-            stale = true;
         }
     }
     if (stale)
@@ -372,7 +375,7 @@ void fs_ahead_free(struct fs *fs)
 }
 
 int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *gen,
-                  uint64_t *begun_ms)
+                  uint64_t *begun_ms, bool *kept)
 {
     struct fs_ahead *ah = fs->ahead;
     if (!ah)
@@ -403,10 +406,46 @@ int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *g
         *d = ae->d;
         *gen = ae->gen;
         *begun_ms = ae->begun_ms;
+        *kept = ae->kept;
         memset(&ae->d, 0, sizeof(ae->d));
     }
     ent_free(ae);
     return ok ? 0 : ENOENT;
+}
+
+void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t gen,
+                   uint64_t begun_ms)
+{
+    struct fs_ahead *ah = fs->ahead;
+    if (!ah || !fs->attr_ttl_ms || !d->whole)
+        return;
+    struct fs_ahead_ent *ae = calloc(1, sizeof(*ae)), *old = NULL;
+    char *p = strdup(path);
+    pthread_mutex_lock(&fs->lock);
+    if (ae && p)
+        HASH_FIND(hh, fs->ahead_ents, path, strlen(path), old);
+    /* A name removed since it was begun is not in it: not kept (one
+     * made or stored since marks it spoiled, as for any listing here). */
+    bool keep = ae && p && !old && !ah->stop && gen == fs->names_gen &&
+                ah->n_ents < FS_AHEAD_HELD && ah->held < ah->max_bytes;
+    if (keep) {
+        ae->path = p;
+        ae->begun_ms = begun_ms;
+        ae->gen = gen;
+        ae->d = *d;
+        ae->done = true;
+        ae->kept = true;
+        ae->bytes = listing_bytes(ae);
+        HASH_ADD_KEYPTR(hh, fs->ahead_ents, ae->path, strlen(ae->path), ae);
+        ah->n_ents++;
+        ah->held += ae->bytes;
+        memset(d, 0, sizeof(*d));
+    }
+    pthread_mutex_unlock(&fs->lock);
+    if (!keep) {
+        free(ae);
+        free(p);
+    }
 }
 
 /* Whether `name` is one of w's subdirectories. */

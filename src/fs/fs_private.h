@@ -580,6 +580,7 @@ struct fs_ahead_ent {
     UT_hash_handle hh;
     bool done;         /* the listing arrived (d holds it) */
     bool spoiled;      /* see above */
+    bool kept;         /* a lookup's whole listing (fs_ahead_keep), not a walk's */
     uint64_t begun_ms; /* util_now_ms() when its first request was sent */
     uint64_t gen;      /* fs->names_gen then, for fs_known_store */
     struct fs_dir d;
@@ -598,7 +599,16 @@ void fs_ahead_free(struct fs *fs);
  * were when it was begun; ENOENT when there is none to take (list it as
  * usual).  Takes fs->lock. */
 int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *gen,
-                  uint64_t *begun_ms);
+                  uint64_t *begun_ms, bool *kept);
+/* A lookup of directory `path` listed all of it in its one page (d whole),
+ * begun at begun_ms with fs->names_gen `gen`: held, under the same trust
+ * and bounds as a listing read ahead, for the opendir that usually follows
+ * (`ls dir`, `ls -l dir`: one LIST, not two), which takes it with
+ * fs_ahead_take (*kept true: no walk queued its subdirectories).  Takes
+ * *d when it holds it (then *d is emptied); otherwise *d is left as it
+ * was.  Takes fs->lock. */
+void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t gen,
+                   uint64_t begun_ms);
 /* opendir of `path` got listing `d` (`ahead`: taken from fs_ahead_take):
  * when it is a subdirectory of the directory listed just before, that one
  * is being walked, and the listings of its other subdirectories are begun

@@ -39,14 +39,16 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     pthread_mutex_unlock(&fs->lock);
     uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
     int rc = !in ? ENOENT : !dh || !dh->path ? ENOMEM : 0;
-    /* a walk down a tree may have listed it already (ahead.c) */
-    bool ahead = !rc && fs_ahead_take(fs, dh->path, &dh->d, &gen, &listed_ms) == 0;
+    /* a walk down a tree, or the lookup just before, may have listed it
+     * already (ahead.c) */
+    bool kept = false;
+    bool ahead = !rc && fs_ahead_take(fs, dh->path, &dh->d, &gen, &listed_ms, &kept) == 0;
     if (!rc && !ahead)
         rc = fs_dir_list(fs, dh->path, 0, &dh->d);
     if (!rc) /* the names answer lookups too, for as long as they are trusted */
         fs_known_store(fs, ino, dh->path, gen, listed_ms, &dh->d);
     if (!rc)
-        fs_ahead_opened(fs, dh->path, &dh->d, ahead);
+        fs_ahead_opened(fs, dh->path, &dh->d, ahead && !kept);
     if (rc) {
         if (dh)
             free(dh->path);
