@@ -539,6 +539,9 @@ static void answer_multipart(const char *method, const char *target, struct answ
                   "\"0123456789abcdef0123456789abcdef-2\"</ETag></CopyObjectResult>";
     } else if (strcmp(method, "DELETE") == 0) {
         a->status = 204;
+    } else if (strcmp(method, "HEAD") == 0 && strcmp(target, "/bucket/a") == 0) {
+        a->status = 200; /* the rename reads what its copy keeps (metadata, encryption) */
+        a->extra = etag;
     } else {
         answer_refusing_stores(method, target, a, extra, size);
     }
