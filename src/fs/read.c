@@ -16,9 +16,10 @@
  * Missing blocks are fetched by a pool of worker threads (read_parallel of
  * them): a job is a run of up to part_size consecutive blocks; it takes
  * what it can from the disk cache and fetches the rest with one ranged GET
- * per gap, pinned with If-Match to the ETag seen at open.  A read is
- * answered as soon as its own bytes are in, while the rest of their block
- * is still arriving (a first byte does not wait for a whole 1 MiB); whole
+ * per gap, pinned with If-Match to the ETag seen at open.  A first read
+ * or a seek is answered as soon as its own bytes are in, while the rest of
+ * their block is still arriving (a first byte does not wait for a whole
+ * 1 MiB); whole
  * blocks are written to the disk cache afterwards by one of RD_STORERS
  * storer threads (never by the HTTP thread; a sequential reader's with
  * O_DIRECT, around the page cache), so that the worker goes on fetching
@@ -852,9 +853,12 @@ static bool block_arrived_locked(struct rblock *b, size_t to)
 
 /* Wait for the blocks of the read [off, end) pinned in rep and point
  * rep->iov into them; they stay pinned until the reply is sent, which
- * points into them (no copy).  0, the fetch's errno, or EIO (rp->lock
- * held). */
-static int wait_blocks(struct fs_readpool *rp, uint64_t off, uint64_t end,
+ * points into them (no copy).  An `early` read (not part of a sequential
+ * stream: a first read, a seek) is answered as soon as its own bytes are
+ * in; a sequential one waits for whole blocks, one wakeup a block rather
+ * than one for each of the kernel's reads (that cost a quarter more CPU
+ * per GiB read).  0, the fetch's errno, or EIO (rp->lock held). */
+static int wait_blocks(struct fs_readpool *rp, uint64_t off, uint64_t end, bool early,
                        struct fs_read_reply *rep)
 {
     uint64_t b0 = off / RD_BLOCK, b1 = (end - 1) / RD_BLOCK;
@@ -865,7 +869,7 @@ static int wait_blocks(struct fs_readpool *rp, uint64_t off, uint64_t end,
             continue; /* read from the disk cache into rep->buf */
         uint64_t from = no == b0 ? off - no * RD_BLOCK : 0;
         uint64_t to = no == b1 ? end - no * RD_BLOCK : RD_BLOCK;
-        while (blk->state == RB_FETCHING && !block_arrived_locked(blk, to))
+        while (blk->state == RB_FETCHING && !(early && block_arrived_locked(blk, to)))
             pthread_cond_wait(&rp->cond, &rp->lock);
         if (blk->state == RB_ERROR) {
             int rc = blk->error;
@@ -1105,7 +1109,7 @@ int fs_reader_read(struct fs_reader *r, uint64_t off, size_t size, struct fs_rea
     if (seq)
         read_ahead(rp, r, end, part_blocks);
     if (!rc)
-        rc = wait_blocks(rp, off, end, rep);
+        rc = wait_blocks(rp, off, end, !seq, rep);
     pthread_mutex_unlock(&rp->lock);
     if (rc == ESTALE) {
         /* The object was replaced: this handle cannot go on without mixing
