@@ -586,7 +586,7 @@ static int node_at(struct fs *fs, const char *path, struct node_info *ni)
  * `dst`; an inode already at `dst` is unlinked; the one moved to `dst`
  * gets the rename's ctime. */
 static void rename_in_table(struct fs *fs, const char *src, const char *dst,
-                            const struct timespec *ctime)
+                            const struct timespec *ctime, const char *etag)
 {
     size_t slen = strlen(src);
     pthread_mutex_lock(&fs->lock);
@@ -628,6 +628,16 @@ static void rename_in_table(struct fs *fs, const char *src, const char *dst,
             in->attr.marker |= in->attr.old_dir; /* rename_old_dir made it */
             in->attr.old_dir = false;
         }
+        /* A copy is a new version: S3 gives it an ETag of its own when the
+         * source was a multipart upload or is KMS-encrypted, and an open
+         * pinned to the old one would be refused (412).  The copy's ETag,
+         * when known, else a HEAD at the next use. */
+        if (S_ISDIR(in->attr.mode) || in->local)
+            continue;
+        if (strcmp(in->path, dst) == 0 && *etag)
+            snprintf(in->attr.etag, sizeof(in->attr.etag), "%s", etag);
+        else
+            in->attr_expire_ms = 0;
     }
     pthread_mutex_unlock(&fs->lock);
 }
@@ -657,6 +667,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
     struct node_info s, d;
     struct timespec now; /* the ctime of what is renamed, stored with it */
     clock_gettime(CLOCK_REALTIME, &now);
+    char etag[80] = ""; /* a renamed file's copy */
     int rc = 0;
     if (flags & ~(unsigned)RENAME_NOREPLACE)
         rc = EINVAL; /* RENAME_EXCHANGE, RENAME_WHITEOUT: S3 cannot swap two keys atomically */
@@ -693,13 +704,13 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
         else if (!s.local) {
             skey = fs_key(fs, src, false);
             dkey = fs_key(fs, dst, false);
-            rc = skey && dkey ? fs_copy_new_ctime(fs, skey, dkey, s.etag, &now, NULL) : ENOMEM;
+            rc = skey && dkey ? fs_copy_new_ctime(fs, skey, dkey, s.etag, &now, etag) : ENOMEM;
             if (!rc)
                 rc = s3_delete_object(fs->s3, skey, NULL);
         }
     }
     if (!rc)
-        rename_in_table(fs, src, dst, &now);
+        rename_in_table(fs, src, dst, &now, etag);
     if (rc == ESTALE)
         rc = EIO; /* the source changed during the copy: nothing was deleted */
 out:

@@ -365,6 +365,29 @@ def test_rename_file(s3, bucket, mnt):
 
 
 @pytest.mark.core
+def test_renamed_multipart_file_reads_at_once(s3, bucket, mnt):
+    """A copy of a multipart object gets an ETag of its own: a file read
+    right after its rename (the write-then-rename of every atomic save),
+    after an append and a rename, and below a renamed directory, gives
+    its bytes, not a 412 of the old ETag (EIO)."""
+    data = os.urandom(11 << 20)
+    write(mnt.p("big"), data)
+    old = s3.head_object(Bucket=bucket, Key="big")["ETag"]
+    os.rename(mnt.p("big"), mnt.p("big2"))
+    assert s3.head_object(Bucket=bucket, Key="big2")["ETag"] != old  # the case at hand
+    assert read(mnt.p("big2")) == data
+    with open(mnt.p("big2"), "ab") as f:
+        f.write(b"tail")
+    os.rename(mnt.p("big2"), mnt.p("big3"))
+    assert read(mnt.p("big3")) == data + b"tail"
+    os.mkdir(mnt.p("d"))
+    os.rename(mnt.p("big3"), mnt.p("d", "big"))
+    os.stat(mnt.p("d", "big"))
+    os.rename(mnt.p("d"), mnt.p("e"))
+    assert read(mnt.p("e", "big")) == data + b"tail"
+
+
+@pytest.mark.core
 def test_rename_directory_moves_every_key(s3, bucket, mounter):
     objs = {}
     for i in range(20):
