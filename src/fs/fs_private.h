@@ -639,6 +639,12 @@ void fs_readpool_free(struct fs *fs);
 struct fs_reader *fs_reader_new(struct fs *fs, fuse_ino_t ino, const char *path,
                                 const struct fs_attr *a);
 void fs_reader_free(struct fs_reader *r);
+/* A rename on this mount copied version `etag` of `key` to `new_key`, as
+ * version `new_etag`, and deleted the source: the readers of that version
+ * that are open ask for the copy from now on (the bytes are the same; the
+ * disk cache keeps them under the old identity).  Takes rp->lock. */
+void fs_readpool_moved(struct fs *fs, const char *key, const char *etag, const char *new_key,
+                       const char *new_etag);
 /* What a read hands to fuse_reply_iov: one piece per block, either in the
  * block in memory (pinned[i], kept from being freed until
  * fs_read_reply_done()) or, for bytes read straight from the disk cache,

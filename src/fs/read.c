@@ -126,6 +126,8 @@ struct robj {
     char etag[80];
     uint64_t size;
     /* protected by rp->lock */
+    char *moved_key;       /* where a rename on this mount copied the bytes */
+    char moved_etag[80];   /* (fs_readpool_moved), or NULL: at key */
     struct rblock *blocks; /* by block number */
     unsigned readers;      /* open files reading it */
     unsigned refs;         /* readers and jobs */
@@ -381,6 +383,18 @@ static int fill_sink(void *arg, const void *data, size_t len)
     return 0;
 }
 
+/* Where o's bytes are to be asked for now: its key and ETag, or the copy a
+ * rename on this mount made of them.  The key is the caller's to free
+ * (NULL: ENOMEM). */
+static char *obj_where(struct fs_readpool *rp, const struct robj *o, char etag[80])
+{
+    pthread_mutex_lock(&rp->lock);
+    char *key = strdup(o->moved_key ? o->moved_key : o->key);
+    snprintf(etag, 80, "%s", o->moved_key ? o->moved_etag : o->etag);
+    pthread_mutex_unlock(&rp->lock);
+    return key;
+}
+
 static void run_job(struct fs_readpool *rp, struct rjob *j)
 {
     struct robj *r = j->o;
@@ -412,8 +426,11 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
             k++;
         struct fill f = {.rp = rp, .blocks = j->blocks + i, .n = k - i};
         uint64_t off = j->blocks[i]->no * RD_BLOCK;
-        int rc = s3_get_object(rp->s3, r->key, off, (uint64_t)(k - i) * RD_BLOCK,
-                               *r->etag ? r->etag : NULL, fill_sink, &f, NULL, NULL);
+        char etag[80], *key = obj_where(rp, r, etag);
+        int rc = !key ? ENOMEM
+                      : s3_get_object(rp->s3, key, off, (uint64_t)(k - i) * RD_BLOCK,
+                                      *etag ? etag : NULL, fill_sink, &f, NULL, NULL);
+        free(key);
         pthread_mutex_lock(&rp->lock);
         for (size_t m = 0; m < f.n; m++) {
             struct rblock *b = f.blocks[m];
@@ -1049,9 +1066,30 @@ static void obj_unref_locked(struct fs_readpool *rp, struct robj *o)
     if (--o->refs)
         return;
     HASH_DEL(rp->objs, o);
+    free(o->moved_key);
     free(o->key);
     free(o->id);
     free(o);
+}
+
+void fs_readpool_moved(struct fs *fs, const char *key, const char *etag, const char *new_key,
+                       const char *new_etag)
+{
+    struct fs_readpool *rp = fs->rp;
+    pthread_mutex_lock(&rp->lock);
+    struct robj *o, *tmp;
+    HASH_ITER(hh, rp->objs, o, tmp)
+    {
+        const char *at = o->moved_key ? o->moved_key : o->key;
+        const char *version = o->moved_key ? o->moved_etag : o->etag;
+        char *k;
+        if (strcmp(at, key) != 0 || strcmp(version, etag) != 0 || !(k = strdup(new_key)))
+            continue; /* (on ENOMEM its readers get ENOENT, as before the alias) */
+        free(o->moved_key);
+        o->moved_key = k;
+        snprintf(o->moved_etag, sizeof(o->moved_etag), "%s", new_etag);
+    }
+    pthread_mutex_unlock(&rp->lock);
 }
 
 void fs_reader_free(struct fs_reader *r)
