@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -43,8 +44,8 @@ static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint6
     return rc;
 }
 
-int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
-            const char *src_etag, const struct s3_put_opts *replace, char *etag_out)
+static int copy_object(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
+                       const char *src_etag, const struct s3_put_opts *replace, char *etag_out)
 {
     if (replace)
         return size <= FS_COPY_SINGLE_MAX
@@ -68,6 +69,22 @@ int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t si
                  : copy_multipart(fs, src_key, dst_key, size, src_etag, &opts, etag_out);
     }
     s3_object_info_clear(&info);
+    return rc;
+}
+
+int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
+            const char *src_etag, const struct s3_put_opts *replace, char *etag_out)
+{
+    char etag[80] = "";
+    int rc = copy_object(fs, src_key, dst_key, size, src_etag, replace, etag);
+    /* A copy of a multipart or KMS-encrypted object has an ETag of its own,
+     * and every copy pailfs makes replaces its source (a rename, or new
+     * metadata onto itself): files open on the source version read on from
+     * the copy. */
+    if (!rc && src_etag && *src_etag && *etag)
+        fs_readpool_moved(fs, src_key, src_etag, dst_key, etag);
+    if (!rc && etag_out)
+        snprintf(etag_out, 80, "%s", etag);
     return rc;
 }
 

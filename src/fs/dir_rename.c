@@ -32,14 +32,11 @@ static void *move_worker(void *arg)
         buf_puts(&dst, j->dst_prefix);
         buf_puts(&dst, j->keys[i].key + j->src_len);
         bool marker = j->keys[i].key[j->src_len] == '\0';
-        char etag[80] = "";
         int rc = !dst.data ? ENOMEM
                  : marker  ? fs_copy_new_ctime(j->fs, j->keys[i].key, dst.data, j->keys[i].etag,
                                                j->ctime, NULL)
                            : fs_copy(j->fs, j->keys[i].key, dst.data, j->keys[i].size,
-                                     j->keys[i].etag, NULL, etag);
-        if (!rc && *etag && *j->keys[i].etag) /* open readers follow (deleted after all copies) */
-            fs_readpool_moved(j->fs, j->keys[i].key, j->keys[i].etag, dst.data, etag);
+                                     j->keys[i].etag, NULL, NULL);
         if (rc) {
             log_error("rename: copy of %s to %s failed: %s", j->keys[i].key, dst.data,
                       strerror(rc));

@@ -523,7 +523,9 @@ int fs_resolve_view(struct fs *fs, const char *path, struct fs_attr *a);
 int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, const char *xattr,
                   char *etag_out);
 /* Server-side copy of `src` to `dst`, multipart above 5 GiB.  `replace`
- * NULL keeps the metadata. */
+ * NULL keeps the metadata.  The copy replaces its source (the caller
+ * deletes it, or dst is src): with `src_etag`, the readers open on that
+ * version ask for the copy from then on (fs_readpool_moved). */
 int fs_copy(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
             const char *src_etag, const struct s3_put_opts *replace, char *etag_out);
 

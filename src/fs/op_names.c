@@ -705,8 +705,6 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
             skey = fs_key(fs, src, false);
             dkey = fs_key(fs, dst, false);
             rc = skey && dkey ? fs_copy_new_ctime(fs, skey, dkey, s.etag, &now, etag) : ENOMEM;
-            if (!rc && *etag && *s.etag)
-                fs_readpool_moved(fs, skey, s.etag, dkey, etag); /* before the source goes */
             if (!rc)
                 rc = s3_delete_object(fs->s3, skey, NULL);
         }

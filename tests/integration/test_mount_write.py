@@ -409,6 +409,28 @@ def test_open_file_reads_on_across_renames(s3, bucket, mnt):
 
 
 @pytest.mark.core
+def test_open_file_reads_on_across_chmod_utime_setxattr(s3, bucket, mnt):
+    """chmod, utime and setxattr copy the object onto itself: a multipart
+    object gets a new ETag each time, and a file open for reading reads on
+    (it got EIO, 412 of the version it opened)."""
+    data = os.urandom(11 << 20)
+    write(mnt.p("f"), data)
+    fd = os.open(mnt.p("f"), os.O_RDONLY)
+    try:
+        assert os.read(fd, 4096) == data[:4096]
+        old = s3.head_object(Bucket=bucket, Key="f")["ETag"]
+        os.chmod(mnt.p("f"), 0o600)
+        assert s3.head_object(Bucket=bucket, Key="f")["ETag"] != old  # the case at hand
+        assert os.pread(fd, 4096, 9 << 20) == data[9 << 20:(9 << 20) + 4096]
+        os.utime(mnt.p("f"), (1_600_000_000, 1_600_000_000))
+        os.setxattr(mnt.p("f"), "user.x", b"1")
+        assert os.pread(fd, 4096, 6 << 20) == data[6 << 20:(6 << 20) + 4096]
+    finally:
+        os.close(fd)
+    assert read(mnt.p("f")) == data
+
+
+@pytest.mark.core
 def test_rename_directory_moves_every_key(s3, bucket, mounter):
     objs = {}
     for i in range(20):
