@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,7 +109,22 @@ static int open_log(const char *path)
 {
     /* O_NOFOLLOW: in a directory others can write, such as /tmp, a link
      * planted at `path` would have us append to any file we may write. */
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0640);
+    /* and a file someone else made there (they would read our log, or
+     * feed a FIFO: O_NONBLOCK so opening one never waits) is not ours */
+    struct stat st;
+    int bad = fd < 0                   ? 0
+              : fstat(fd, &st) < 0     ? errno
+              : !S_ISREG(st.st_mode)   ? EINVAL
+              : st.st_uid != geteuid() ? EPERM
+                                       : 0;
+    if (bad) {
+        close(fd);
+        errno = bad;
+        return -1;
+    }
+    if (fd >= 0)
+        fcntl(fd, F_SETFL, O_APPEND); /* writes may wait, as on any file */
     if (fd >= 0 && fd <= STDERR_FILENO) {
         /* started with a standard descriptor closed: a daemon's detach
          * would put /dev/null over this one */

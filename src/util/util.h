@@ -39,7 +39,8 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 
 /* Write lines to the file at `path` (appended to, created 0640) instead of
  * stderr or syslog, each with its time stamp.  A symbolic link at `path` is
- * never followed (ELOOP), here or at log_reopen.  0 or the errno of opening
+ * never followed (ELOOP), here or at log_reopen; a file there that is not
+ * the caller's (EPERM) or not a regular file (EINVAL) is refused.  0 or the errno of opening
  * it; on error the destination is unchanged.  Call before threads log. */
 int log_use_file(const char *path);
 

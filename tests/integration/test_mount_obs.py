@@ -516,6 +516,31 @@ def test_bad_logfile_fails_before_mounting(proxy, bucket, tmp_path):
     assert not is_mounted(str(mp))
 
 
+@pytest.mark.parametrize("planted", ["other_users_file", "fifo"])
+def test_logfile_planted_by_another_is_refused(proxy, bucket, tmp_path, planted):
+    """A file another user made at the log's path (in a directory others
+    can write) would let them read the log, a FIFO would hold the mount:
+    both refused before mounting, and nothing written to them."""
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    log = tmp_path / "x.log"
+    if planted == "fifo":
+        os.mkfifo(log)
+    else:
+        log.write_text("")
+        os.chown(log, 65534, 65534)
+    r = subprocess.run(
+        [str(PAILFS), "-f", "-o", f"endpoint={proxy.url},path_style,logfile={log}",
+         bucket, str(mp)], capture_output=True, text=True, timeout=30, env=clean_env())
+    # (a FIFO nobody reads: ENXIO; one being read: EINVAL)
+    why = "No such device or address" if planted == "fifo" else "Operation not permitted"
+    assert r.returncode == 1
+    assert r.stderr == f"pailfs: cannot open log file {log}: {why}\n"
+    assert not is_mounted(str(mp))
+    if planted != "fifo":
+        assert log.read_text() == ""
+
+
 # --------------------------------------------------------------------------
 # syslog of a daemon, in a private mount namespace
 # --------------------------------------------------------------------------
