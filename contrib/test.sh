@@ -63,7 +63,7 @@ for dir in build build-asan build-zlib; do
 done
 
 echo "== integration and fault tests (build-asan)"
-PAILFS_BUILD_DIR="$top/build-asan" PAILFS_VALGRIND_BUILD="$top/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+PAILFS_BUILD_DIR="$top/build-asan" PAILFS_VALGRIND_BUILD="$top/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider --durations=25 \
     tests/integration tests/fault 2>&1 | tee build-asan/pytest.log || status=1
 # The fault suite's table (docs/RELIABILITY.md quotes it).
 [ -f build-asan/fault-table.md ] && cat build-asan/fault-table.md
