@@ -1289,8 +1289,8 @@ static int from_profile(const struct s3_creds_request *rq, const char *profile,
     return *found ? rc : 0;
 }
 
-int s3_creds_refresh(const struct s3_creds_request *rq, const char *source,
-                     struct s3_credentials *out, char *why, size_t why_len)
+static int creds_fetch(const struct s3_creds_request *rq, const char *source,
+                       struct s3_credentials *out, char *why, size_t why_len)
 {
     if (strcmp(source, "container") == 0)
         return container(rq, out, why, why_len);
@@ -1371,8 +1371,8 @@ static int from_platform(const struct s3_creds_request *rq, const char *profile,
     return EACCES;
 }
 
-int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out, char *source,
-                     size_t source_len, char *why, size_t why_len)
+static int creds_find(const struct s3_creds_request *rq, struct s3_credentials *out, char *source,
+                      size_t source_len, char *why, size_t why_len)
 {
     memset(out, 0, sizeof(*out));
     why[0] = '\0';
@@ -1395,4 +1395,36 @@ int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *o
         return EACCES;
     }
     return from_platform(rq, profile, out, source, source_len, why, why_len);
+}
+
+/* Keys and token go into request headers: whatever their source (a file,
+ * the environment, a process, IMDS, a container endpoint, STS), a control
+ * character in them would split a header, so such credentials are
+ * refused, never sent. */
+static int creds_usable(int rc, struct s3_credentials *out, const char *source, char *why,
+                        size_t why_len)
+{
+    if (rc)
+        return rc;
+    const char *v[] = {out->access_key, out->secret_key, out->session_token};
+    for (size_t i = 0; i < 3; i++)
+        if (v[i] && util_has_control(v[i])) {
+            snprintf(why, why_len, "the credentials from %s hold a control character", source);
+            s3_credentials_clear(out);
+            return EACCES;
+        }
+    return 0;
+}
+
+int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out, char *source,
+                     size_t source_len, char *why, size_t why_len)
+{
+    int rc = creds_find(rq, out, source, source_len, why, why_len);
+    return creds_usable(rc, out, source, why, why_len);
+}
+
+int s3_creds_refresh(const struct s3_creds_request *rq, const char *source,
+                     struct s3_credentials *out, char *why, size_t why_len)
+{
+    return creds_usable(creds_fetch(rq, source, out, why, why_len), out, source, why, why_len);
 }

@@ -32,6 +32,7 @@ class StandIn:
         self.hits = []              # (method, path) of every request
         self.expirations = []       # Expiration offsets to hand out, in order
         self.sts_error = None
+        self.token = None           # the Token to hand out instead of session-N
         self.placement_region = "eu-north-1"
         self.authorizations = []    # Authorization headers of AssumeRole calls
         outer = self
@@ -56,7 +57,8 @@ class StandIn:
                     if outer.expirations else 3600
                 return json.dumps({"Code": "Success", "AccessKeyId": rig.ACCESS_KEY,
                                    "SecretAccessKey": rig.SECRET_KEY,
-                                   "Token": f"session-{n}", "Expiration": iso(exp)})
+                                   "Token": outer.token or f"session-{n}",
+                                   "Expiration": iso(exp)})
 
             def do_PUT(self):
                 n = int(self.headers.get("Content-Length") or 0)
@@ -306,6 +308,26 @@ def test_container_credentials(proxy, bucket, tmp_path, standin):
                   AWS_CONTAINER_AUTHORIZATION_TOKEN="ignored-when-file-set",
                   AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=str(tf))
     works(proxy, bucket, env)
+
+
+@pytest.mark.parametrize("where", ["container", "env"])
+def test_credentials_with_a_control_character_are_never_sent(proxy, bucket, standin, where):
+    """A token or key holding CR LF would split a request header (a
+    header of the answerer's choosing): refused, whatever the source,
+    and no request carries it."""
+    evil = "tok\r\nX-Injected: 1"
+    if where == "container":
+        standin.token = evil
+        env = no_keys(AWS_CONTAINER_CREDENTIALS_FULL_URI=standin.url + "/container-creds",
+                      AWS_CONTAINER_AUTHORIZATION_TOKEN=TOKEN)
+    else:
+        env = clean_env(AWS_SESSION_TOKEN=evil)
+    proxy.reset()
+    r = drive(proxy.url, bucket, "whoami", env=env)
+    assert r.returncode == 1, r.stdout
+    assert f"the credentials from {where} hold a control character" in r.stderr, r.stderr
+    assert "X-Injected" not in r.stderr
+    assert proxy.stats()["requests_total"] == 0
 
 
 def test_container_wrong_token(proxy, bucket, standin):
