@@ -183,6 +183,17 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_entry(req, &e);
 }
 
+/* What getattr and setattr answer: *a as a stat, with no link left for an
+ * inode unlinked while open (fstat after unlink); fs->lock held, `in` may
+ * be NULL. */
+static void stat_of_locked(const struct fs_inode *in, const struct fs_attr *a, fuse_ino_t ino,
+                           struct stat *st)
+{
+    fs_attr_to_stat(a, ino, st);
+    if (in && !in->linked)
+        st->st_nlink = 0;
+}
+
 void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
@@ -209,11 +220,8 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     struct stat st;
-    fs_attr_to_stat(&a, ino, &st);
     pthread_mutex_lock(&fs->lock);
-    struct fs_inode *in = fs_inode_get(fs, ino);
-    if (in && !in->linked)
-        st.st_nlink = 0; /* unlinked while open (fstat) */
+    stat_of_locked(fs_inode_get(fs, ino), &a, ino, &st);
     pthread_mutex_unlock(&fs->lock);
     fuse_reply_attr(req, &st, fs->cfg.attr_ttl);
 }
@@ -293,7 +301,7 @@ static int setattr_done(struct fs *fs, struct fs_inode *in, fuse_ino_t ino, int 
                         struct stat *st)
 {
     pthread_mutex_lock(&fs->lock);
-    fs_attr_to_stat(&in->attr, ino, st);
+    stat_of_locked(in, &in->attr, ino, st);
     pthread_mutex_unlock(&fs->lock);
     int put = fs_inode_put(fs, in);
     return !rc && (to_set & FUSE_SET_ATTR_SIZE) ? put : rc;

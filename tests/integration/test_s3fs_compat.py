@@ -72,10 +72,11 @@ def test_rename_of_a_directory_changes_its_ctime(s3, bucket, mounter):
 # fstat after unlink
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stored", [True, False])
+@pytest.mark.parametrize("stored,ttl", [(True, 0), (False, 0), (True, 60)])
 def test_fstat_of_an_open_file_after_unlink_says_nlink_0(s3, bucket, mounter,
-                                                         stored):
-    m = mounter(attr_ttl=0)
+                                                         stored, ttl):
+    """(With attr_ttl=60 the kernel keeps what setattr answered.)"""
+    m = mounter(attr_ttl=ttl)
     if stored:
         s3.put_object(Bucket=bucket, Key="f", Body=b"open")
         fd = os.open(m.p("f"), os.O_RDONLY)
@@ -89,6 +90,8 @@ def test_fstat_of_an_open_file_after_unlink_says_nlink_0(s3, bucket, mounter,
         assert st.st_nlink == 0
         assert st.st_size == 4
         assert os.pread(fd, 10, 0) == b"open"
+        os.fchmod(fd, 0o600)  # setattr's answer says so too
+        assert os.fstat(fd).st_nlink == 0
     finally:
         os.close(fd)
     assert errno_of(os.stat, m.p("f")) == 2
