@@ -44,6 +44,20 @@ static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint6
     return rc;
 }
 
+/* A copy's options that keep what the source (HEAD's *info) carries but
+ * for its metadata, which is meta[0..n): S3 keeps neither encryption nor
+ * storage class unless the copy names them (*keep, filled here). */
+static struct s3_put_opts keeping(const struct s3_object_info *info, struct s3_object_policy *keep,
+                                  const struct s3_meta *meta, size_t n)
+{
+    *keep = s3_object_info_policy(info);
+    return (struct s3_put_opts){.content_type = info->content_type,
+                                .content_encoding = info->content_encoding,
+                                .meta = meta,
+                                .n_meta = n,
+                                .keep = keep};
+}
+
 static int copy_object(struct fs *fs, const char *src_key, const char *dst_key, uint64_t size,
                        const char *src_etag, const struct s3_put_opts *replace, char *etag_out)
 {
@@ -57,13 +71,9 @@ static int copy_object(struct fs *fs, const char *src_key, const char *dst_key, 
     struct s3_object_info info = {0};
     int rc = s3_head_object(fs->s3, src_key, &info, NULL);
     if (rc == 0) {
-        struct s3_object_policy keep = s3_object_info_policy(&info);
-        struct s3_put_opts opts = {.content_type = info.content_type,
-                                   .content_encoding = info.content_encoding,
-                                   .meta = info.meta,
-                                   .n_meta = info.n_meta,
-                                   .keep = &keep,
-                                   .metadata_copied = size <= FS_COPY_SINGLE_MAX};
+        struct s3_object_policy keep;
+        struct s3_put_opts opts = keeping(&info, &keep, info.meta, info.n_meta);
+        opts.metadata_copied = size <= FS_COPY_SINGLE_MAX;
         rc = size <= FS_COPY_SINGLE_MAX
                  ? s3_copy_object(fs->s3, src_key, dst_key, &opts, src_etag, etag_out, NULL)
                  : copy_multipart(fs, src_key, dst_key, size, src_etag, &opts, etag_out);
@@ -141,12 +151,8 @@ int fs_store_meta(struct fs *fs, const char *path, const struct fs_attr *a, cons
                 rc = delete_old_dir(fs, path);
         } else if (rc == 0) {
             size_t n = merge_meta(a, xattr, &info, meta, 64, &store);
-            struct s3_object_policy keep = s3_object_info_policy(&info);
-            struct s3_put_opts o = {.content_type = info.content_type,
-                                    .content_encoding = info.content_encoding,
-                                    .meta = meta,
-                                    .n_meta = n,
-                                    .keep = &keep};
+            struct s3_object_policy keep;
+            struct s3_put_opts o = keeping(&info, &keep, meta, n);
             rc = fs_copy(fs, key, key, info.size, info.etag, &o, etag_out);
             if (rc == 0 && dir && a->old_dir)
                 rc = delete_old_dir(fs, path);
@@ -175,13 +181,8 @@ int fs_copy_new_ctime(struct fs *fs, const char *src_key, const char *dst_key, c
         struct buf store = BUF_INIT;
         fs_meta_put_time(&store, ctime);
         meta[n++] = (struct s3_meta){.name = "ctime", .value = store.data};
-        /* and the source's encryption and storage class, which S3 drops */
-        struct s3_object_policy keep = s3_object_info_policy(&info);
-        struct s3_put_opts o = {.content_type = info.content_type,
-                                .content_encoding = info.content_encoding,
-                                .meta = meta,
-                                .n_meta = n,
-                                .keep = &keep};
+        struct s3_object_policy keep;
+        struct s3_put_opts o = keeping(&info, &keep, meta, n);
         rc = !store.data ? ENOMEM
                          : fs_copy(fs, src_key, dst_key, info.size,
                                    src_etag && *src_etag ? src_etag : info.etag, &o, etag_out);
