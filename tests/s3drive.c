@@ -406,6 +406,7 @@ int main(int argc, char **argv)
         {"public", no_argument, NULL, 'u'},
         {"retries", required_argument, NULL, 'R'},
         {"retry-base-ms", required_argument, NULL, 'B'},
+        {"process-timeout-ms", required_argument, NULL, 'T'},
         {"connect-timeout-ms", required_argument, NULL, 'c'},
         {"stall-timeout", required_argument, NULL, 's'},
         {"log-level", required_argument, NULL, 'l'},
@@ -427,6 +428,7 @@ int main(int argc, char **argv)
         case 'u': cfg.public_bucket = true; break;
         case 'R': cfg.max_attempts = (unsigned)atoi(optarg) + 1; break;
         case 'B': cfg.retry_base_ms = (unsigned)atoi(optarg); break;
+        case 'T': cfg.credential_process_timeout_ms = (unsigned)atoi(optarg); break;
         case 'c': cfg.http.connect_timeout_ms = atol(optarg); break;
         case 's': cfg.http.stall_timeout_s = atol(optarg); break;
         case 'k':

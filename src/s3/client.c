@@ -1516,6 +1516,7 @@ static int client_credentials(struct s3_client *c, const struct s3_config *cfg,
 {
     c->creds_rq.http = c->http;
     c->creds_rq.bucket = c->bucket;
+    c->creds_rq.process_timeout_ms = cfg->credential_process_timeout_ms;
     if (cfg->passwd_file && !(c->creds_rq.passwd_file = strdup(cfg->passwd_file)))
         return ENOMEM;
     if (cfg->profile && !(c->creds_rq.profile = strdup(cfg->profile)))

@@ -608,9 +608,10 @@ static int wait_child(pid_t pid, int *status, uint64_t deadline_ms)
 
 /* Run a credential_process: its words (s3_creds_split_command) executed
  * without a shell, stdin /dev/null, stderr ours, stdout read into *out
- * (bounded).  0 only when it exited with status 0 within
- * S3_PROCESS_TIMEOUT_MS; otherwise it is killed. */
-static int run_process(const char *cmd, struct buf *out, char *why, size_t why_len)
+ * (bounded).  0 only when it exited with status 0 within timeout_ms;
+ * otherwise it is killed. */
+static int run_process(const char *cmd, unsigned timeout_ms, struct buf *out, char *why,
+                       size_t why_len)
 {
     char **argv = NULL;
     const char *reason = "";
@@ -641,7 +642,7 @@ static int run_process(const char *cmd, struct buf *out, char *why, size_t why_l
         s3_creds_free_words(argv);
         return EACCES;
     }
-    uint64_t deadline = util_now_ms() + S3_PROCESS_TIMEOUT_MS;
+    uint64_t deadline = util_now_ms() + timeout_ms;
     rc = read_child(fds[0], out, deadline);
     close(fds[0]);
     int status = 0;
@@ -656,8 +657,8 @@ static int run_process(const char *cmd, struct buf *out, char *why, size_t why_l
         snprintf(why, why_len, "credential_process %s printed more than %u KiB", argv[0],
                  S3_PROCESS_OUTPUT_MAX >> 10);
     else if (rc == ETIMEDOUT)
-        snprintf(why, why_len, "credential_process %s did not finish within %d s (killed)", argv[0],
-                 S3_PROCESS_TIMEOUT_MS / 1000);
+        snprintf(why, why_len, "credential_process %s did not finish within %u s (killed)", argv[0],
+                 timeout_ms / 1000);
     else if (rc)
         snprintf(why, why_len, "credential_process %s: %s", argv[0], strerror(rc));
     else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -671,11 +672,12 @@ static int run_process(const char *cmd, struct buf *out, char *why, size_t why_l
 }
 
 /* Credentials from a credential_process (profile `profile` names it). */
-static int from_process(const char *profile, const char *cmd, struct s3_credentials *out, char *why,
-                        size_t why_len)
+static int from_process(const struct s3_creds_request *rq, const char *profile, const char *cmd,
+                        struct s3_credentials *out, char *why, size_t why_len)
 {
     struct buf text = BUF_INIT;
-    int rc = run_process(cmd, &text, why, why_len);
+    unsigned timeout_ms = rq->process_timeout_ms ? rq->process_timeout_ms : S3_PROCESS_TIMEOUT_MS;
+    int rc = run_process(cmd, timeout_ms, &text, why, why_len);
     if (!rc) {
         const char *reason = "";
         rc = s3_creds_parse_process(text.data ? text.data : "", text.len, (int64_t)time(NULL), out,
@@ -1262,7 +1264,7 @@ static int profile_credentials(const struct s3_creds_request *rq, const char *na
         memset(&p.creds, 0, sizeof(p.creds));
     } else if (rc == 0 && p.credential_process) {
         *kind = "profile-process";
-        rc = from_process(name, p.credential_process, out, why, why_len);
+        rc = from_process(rq, name, p.credential_process, out, why, why_len);
     } else {
         rc = ENOENT;
     }

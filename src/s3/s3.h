@@ -90,14 +90,15 @@ struct s3_config {
                            * ACCOUNT:accesspoint/NAME), reached at its own
                            * endpoint, or at NAME-ACCOUNT.HOST of `endpoint` */
     enum s3_addressing addressing;
-    const char *profile;     /* NULL → $AWS_PROFILE, else "default" */
-    const char *passwd_file; /* s3fs-style ACCESS:SECRET file, or NULL */
-    bool public_bucket;      /* send unsigned requests */
-    bool unsigned_payload;   /* UNSIGNED-PAYLOAD instead of the body's hash
-                              * (honoured over https only) */
-    unsigned max_attempts;   /* tries per request, first included; 0 → 5 */
-    unsigned retry_base_ms;  /* 0 → 200 */
-    unsigned retry_cap_ms;   /* 0 → 20,000 */
+    const char *profile;                    /* NULL → $AWS_PROFILE, else "default" */
+    const char *passwd_file;                /* s3fs-style ACCESS:SECRET file, or NULL */
+    bool public_bucket;                     /* send unsigned requests */
+    bool unsigned_payload;                  /* UNSIGNED-PAYLOAD instead of the body's hash
+                                             * (honoured over https only) */
+    unsigned max_attempts;                  /* tries per request, first included; 0 → 5 */
+    unsigned retry_base_ms;                 /* 0 → 200 */
+    unsigned retry_cap_ms;                  /* 0 → 20,000 */
+    unsigned credential_process_timeout_ms; /* 0 → 60,000 */
     enum s3_checksum checksum;
     const char *sse_c_key_file; /* SSE-C: a file of the 256-bit customer key
                                  * (32 raw bytes, or their base64), mode 600

@@ -240,6 +240,7 @@ struct s3_creds_request {
     const char *profile;
     const char *region; /* for the STS endpoint, may be NULL */
     struct http_engine *http;
+    unsigned process_timeout_ms; /* a credential_process's bound; 0 → 60,000 */
 };
 int s3_creds_resolve(const struct s3_creds_request *rq, struct s3_credentials *out, char *source,
                      size_t source_len, char *why, size_t why_len);
