@@ -122,7 +122,7 @@ struct fs_wfile {
     uint64_t base_len;  /* bytes come from ("" and 0: none) */
     struct fs_upload_state up;
     uint64_t sent; /* stream: bytes [0, sent) are in parts */
-    char *buf;     /* stream: bytes [sent, size) */
+    char *buf;     /* stream: bytes [sent, size), a part buffer (fs_partbuf_get) */
     size_t buf_len, buf_cap;
     uint64_t buf_reserved; /* of the memory bound, for buf */
     int fd;                /* staged: the staging file, or -1 */
@@ -779,6 +779,16 @@ enum fs_wjob_kind { FS_WJ_MEM, FS_WJ_FD, FS_WJ_COPY, FS_WJ_FETCH };
  * 10 s, then over the bound with one warning).  Returns n. */
 uint64_t fs_wmem_take(struct fs_wpool *wp, uint64_t n);
 void fs_wmem_give(struct fs_wpool *wp, uint64_t n);
+/* A stream part's buffer of cap bytes, not zeroed: a warm idle one of that
+ * size when the pool keeps one, else freshly mapped (huge pages asked for
+ * from 2 MiB).  The caller has counted cap against the bound
+ * (fs_wmem_take).  Give it back with fs_partbuf_put, never free().  NULL
+ * when no memory can be mapped. */
+char *fs_partbuf_get(struct fs_wpool *wp, size_t cap);
+/* Give back a buffer of fs_partbuf_get (NULL: nothing), after its
+ * reservation (fs_wmem_give): kept warm for the next part while it fits
+ * in max_memory beside the reserved and idle bytes, else unmapped. */
+void fs_partbuf_put(struct fs_wpool *wp, char *buf, size_t cap);
 /* Exactly [off, off+len) of version `etag` ("" any) of `key` into dst.
  * 0, EIO (short, or the object changed: logged), or the S3 errno. */
 int fs_get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const char *etag,
@@ -787,11 +797,12 @@ int fs_get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const
  * 0 or the errno. */
 int fs_read_all(int fd, char *p, size_t len, uint64_t off);
 /* Queue part `number` of wf's upload; waits while the file has
- * max_inflight parts in flight.  `data` (FS_WJ_MEM) becomes the job's;
- * `reserved` bytes of the memory bound go back when the job ends.  0, the
- * upload's first error, or ENOMEM. */
+ * max_inflight parts in flight.  `data` (FS_WJ_MEM: a part buffer of
+ * data_cap bytes from fs_partbuf_get, its first len bytes the part)
+ * becomes the job's, even on failure; `reserved` bytes of the memory bound
+ * go back when the job ends.  0, the upload's first error, or ENOMEM. */
 int fs_up_submit(struct fs *fs, struct fs_wfile *wf, enum fs_wjob_kind kind, int number, char *data,
-                 uint64_t off, uint64_t len, uint64_t reserved);
+                 size_t data_cap, uint64_t off, uint64_t len, uint64_t reserved);
 /* Whether UploadPartCopy works on this server: learnt once per mount by
  * copying one byte of the old object as part 1 (call before any part of
  * the upload is submitted). */

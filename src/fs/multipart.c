@@ -80,9 +80,9 @@ int fs_up_copy_range(struct fs *fs, struct fs_wfile *wf, uint64_t off, uint64_t 
         uint64_t a = len * i / n, b = len * (i + 1) / n;
         int number = (int)++wf->up.next;
         if (copy)
-            rc = fs_up_submit(fs, wf, FS_WJ_COPY, number, NULL, off + a, b - a, 0);
+            rc = fs_up_submit(fs, wf, FS_WJ_COPY, number, NULL, 0, off + a, b - a, 0);
         else
-            rc = fs_up_submit(fs, wf, FS_WJ_FETCH, number, NULL, off + a, b - a,
+            rc = fs_up_submit(fs, wf, FS_WJ_FETCH, number, NULL, 0, off + a, b - a,
                               fs_wmem_take(fs->wp, b - a));
     }
     return rc;

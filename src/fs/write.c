@@ -113,36 +113,37 @@ static int stick(struct fs_wfile *wf, int rc)
 
 /* ---- stream mode ------------------------------------------------------- */
 
-/* Free the part being filled and give its memory back to the bound. */
+/* Give back the part being filled (warm, to the pool) and its memory. */
 static void part_drop(struct fs *fs, struct fs_wfile *wf)
 {
-    free(wf->buf);
     fs_wmem_give(fs->wp, wf->buf_reserved);
+    fs_partbuf_put(fs->wp, wf->buf, wf->buf_cap);
     wf->buf = NULL;
     wf->buf_len = wf->buf_cap = 0;
     wf->buf_reserved = 0;
 }
 
-/* Room for `want` bytes in the part being filled. */
+/* Room for `want` bytes in the part being filled.  The buffer is the
+ * whole part from its first byte, a warm one from the pool when it can be
+ * (fs_partbuf_get): growing it piece by piece copied each part once more
+ * and faulted in fresh pages. */
 static int part_grow(struct fs *fs, struct fs_wfile *wf, size_t want)
 {
     if (want <= wf->buf_cap)
         return 0;
-    size_t cap = wf->buf_cap ? wf->buf_cap : 64 << 10;
-    while (cap < want)
-        cap *= 2;
     size_t target = (size_t)fs_part_size(fs->cfg.part_size, wf->up.next + 1);
-    if (cap > target && want <= target)
-        cap = target;
-    /* The whole part is counted at its first byte, though memory grows
-     * with the data: a writer that holds a reservation can always fill its
-     * part and send it, so writers waiting for room always see it come. */
-    uint64_t need = cap > target ? cap : target;
-    if (need > wf->buf_reserved)
-        wf->buf_reserved += fs_wmem_take(fs->wp, need - wf->buf_reserved);
-    char *nb = realloc(wf->buf, cap);
+    size_t cap = want > target ? want : target;
+    /* The whole part is counted at its first byte: a writer that holds a
+     * reservation can always fill its part and send it, so writers waiting
+     * for room always see it come. */
+    if (cap > wf->buf_reserved)
+        wf->buf_reserved += fs_wmem_take(fs->wp, cap - wf->buf_reserved);
+    char *nb = fs_partbuf_get(fs->wp, cap);
     if (!nb)
         return ENOMEM;
+    if (wf->buf_len)
+        memcpy(nb, wf->buf, wf->buf_len);
+    fs_partbuf_put(fs->wp, wf->buf, wf->buf_cap);
     wf->buf = nb;
     wf->buf_cap = cap;
     return 0;
@@ -165,11 +166,12 @@ static int stream_send(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
         return 0; /* nothing to add after the old object's bytes */
     uint64_t reserved = wf->buf_reserved;
     char *data = wf->buf;
+    size_t cap = wf->buf_cap;
     wf->buf = NULL;
     wf->buf_len = wf->buf_cap = 0;
     wf->buf_reserved = 0;
     wf->sent += len;
-    return fs_up_submit(fs, wf, FS_WJ_MEM, (int)++wf->up.next, data, 0, len, reserved);
+    return fs_up_submit(fs, wf, FS_WJ_MEM, (int)++wf->up.next, data, cap, 0, len, reserved);
 }
 
 static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, const char *p,
@@ -486,8 +488,8 @@ static int stage_commit(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf,
         }
         rc = stage_fetch_range(fs, in, wf, plan[i].off, plan[i].len);
         if (!rc)
-            rc = fs_up_submit(fs, wf, FS_WJ_FD, (int)++wf->up.next, NULL, plan[i].off, plan[i].len,
-                              fs_wmem_take(fs->wp, plan[i].len));
+            rc = fs_up_submit(fs, wf, FS_WJ_FD, (int)++wf->up.next, NULL, 0, plan[i].off,
+                              plan[i].len, fs_wmem_take(fs->wp, plan[i].len));
     }
     free(plan);
     if (rc) {

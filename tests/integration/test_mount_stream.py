@@ -404,6 +404,27 @@ def test_many_writers_share_the_memory_bound(s3, bucket, mounter):
     assert "exceed max_memory" not in m.stderr_text()
 
 
+def test_reused_part_buffers_carry_no_old_bytes(s3, bucket, mounter):
+    """Part buffers are kept and reused unzeroed (issue 21): a later file's
+    parts, its short hole (zeros) and a small file sent as one PutObject
+    hold only their own bytes, never the earlier file's."""
+    m = mounter(opts=["part_size=5M"])
+    first = os.urandom(11 * MiB)
+    write_chunks(m.p("first"), first)
+    second = os.urandom(2 * MiB)
+    fd = os.open(m.p("second"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        assert os.write(fd, second) == len(second)
+        assert os.pwrite(fd, b"z", 3 * MiB) == 1  # a 1 MiB hole, still streamed
+    finally:
+        os.close(fd)
+    small = os.urandom(1000)
+    write_chunks(m.p("small"), small)
+    assert sha256(body(s3, bucket, "first")) == sha256(first)
+    assert body(s3, bucket, "second") == second + bytes(MiB) + b"z"
+    assert body(s3, bucket, "small") == small
+
+
 def test_new_directory_knows_its_names(s3, bucket, proxy, mnt):
     """cp -r into a directory made on this mount: a new name there costs
     no lookup request within neg_ttl, only its PutObject; a name added by
