@@ -548,6 +548,19 @@ class Proxy(_LocalService):
         self._control("POST", "reset")
 
 
+def self_signed_cert(directory):
+    """A self-signed certificate for 127.0.0.1, made with openssl in
+    directory: (cert.pem, key.pem), for tls= of S3Server and Proxy."""
+    directory = Path(directory)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True)
+    return cert, key
+
+
 # --------------------------------------------------------------------------
 # Independent S3 client
 # --------------------------------------------------------------------------

@@ -85,6 +85,7 @@ struct s3_req {
     bool body_may_be_error;       /* a 200 may carry an <Error> */
     char payload_hash[65];        /* hex SHA-256 of the body, once known */
     char checksum[64];            /* base64 of the body's x-amz-checksum-* */
+    bool unsigned_body;           /* signed as UNSIGNED-PAYLOAD (body_unsigned) */
     struct s3_call_limits limits; /* zero: the client's settings */
 
     /* GET: the window of the object wanted, delivered to sink */
@@ -430,35 +431,79 @@ static void hex_of(const unsigned char *bin, size_t n, char *hex)
     hex[2 * n] = '\0';
 }
 
-/* An upload body's x-amz-checksum-* value (base64, into b64, 64 bytes).
- * SHA256 is the hash the signature needs as well: its hex goes into
- * payload_hex (65 bytes) so that the body is hashed once, not twice. */
+/* Whether an upload body goes unsigned (x-amz-content-sha256:
+ * UNSIGNED-PAYLOAD), as the AWS SDKs send it: over https, where TLS guards
+ * the bytes on the way and the x-amz-checksum-* that S3 checks guards them
+ * end to end.  It saves a SHA-256 pass over every byte written, the
+ * largest single cost of a write (issue 21).  Over http the signed hash
+ * stays: a CRC stops a flipped bit, not someone on the path who rewrites
+ * the body and its CRC.  With checksum=off the hash is the only check, and
+ * with sha256 it is the checksum's own digest, so both are signed. */
+static bool body_unsigned(const struct s3_client *c)
+{
+    return (c->checksum == S3_CHECKSUM_CRC32C || c->checksum == S3_CHECKSUM_CRC64NVME) &&
+           strcmp(c->scheme, "https") == 0;
+}
+
+/* Bytes of the body checksummed and hashed together: the piece is still
+ * in the CPU's cache for the second walk, so the body is read from memory
+ * once, not once per digest. */
+#define BODY_PIECE (64u << 10)
+
+/* An upload body's x-amz-checksum-* value (base64, into b64, 64 bytes)
+ * and, when payload_hex is not NULL, the hex SHA-256 the signature needs
+ * (65 bytes), in one walk over the body.  With SHA256 the checksum is that
+ * same digest. */
 static void body_checksum(enum s3_checksum algo, const void *data, size_t len, char *b64,
                           char *payload_hex)
 {
     const char *p = data ? data : "";
-    if (algo == S3_CHECKSUM_CRC32C) {
-        crc_base64(~util_crc32c(p, len, ~0u), 4, b64);
-    } else if (algo == S3_CHECKSUM_CRC64NVME) {
-        crc_base64(util_crc64nvme(p, len, 0), 8, b64);
-    } else if (algo == S3_CHECKSUM_SHA256) {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int n = 0;
-        EVP_Digest(p, len, md, &n, EVP_sha256(), NULL);
-        util_base64_encode(md, 32, b64);
-        hex_of(md, 32, payload_hex);
+    bool sha = algo == S3_CHECKSUM_SHA256 || payload_hex;
+    EVP_MD_CTX *ctx = sha ? EVP_MD_CTX_new() : NULL;
+    if (ctx && !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
     }
+    uint32_t crc32c = ~0u;
+    uint64_t crc64 = 0;
+    for (size_t off = 0; off < len;) {
+        size_t n = len - off < BODY_PIECE ? len - off : BODY_PIECE;
+        if (algo == S3_CHECKSUM_CRC32C)
+            crc32c = util_crc32c(p + off, n, crc32c);
+        else if (algo == S3_CHECKSUM_CRC64NVME)
+            crc64 = util_crc64nvme(p + off, n, crc64);
+        if (ctx)
+            EVP_DigestUpdate(ctx, p + off, n);
+        off += n;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    bool have_md = ctx && EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen == 32;
+    EVP_MD_CTX_free(ctx);
+    if (algo == S3_CHECKSUM_CRC32C)
+        crc_base64(~crc32c, 4, b64);
+    else if (algo == S3_CHECKSUM_CRC64NVME)
+        crc_base64(crc64, 8, b64);
+    else if (algo == S3_CHECKSUM_SHA256 && have_md)
+        util_base64_encode(md, 32, b64);
+    if (payload_hex && have_md)
+        hex_of(md, 32, payload_hex); /* else wire_sign hashes the body itself */
 }
 
 /* The checksum of a body we send (PutObject, UploadPart):
  * x-amz-checksum-<algo>.  Not x-amz-sdk-checksum-algorithm: AWS documents
  * it as adding nothing outside its SDKs, and some S3-compatible stores
- * refuse it on UploadPart.  Nothing when the mount's checksum is off. */
+ * refuse it on UploadPart.  Nothing when the mount's checksum is off.  The
+ * body's signed SHA-256 is computed in the same pass, unless the body goes
+ * unsigned (body_unsigned) or unsigned at all (a public bucket). */
 static void add_checksum_headers(struct s3_client *c, struct s3_req *req)
 {
     if (c->checksum == S3_CHECKSUM_OFF)
         return;
-    body_checksum(c->checksum, req->body, req->body_len, req->checksum, req->payload_hash);
+    req->unsigned_body = body_unsigned(c);
+    bool want_hash = !req->unsigned_body && !c->public_bucket;
+    body_checksum(c->checksum, req->body, req->body_len, req->checksum,
+                  want_hash ? req->payload_hash : NULL);
     req_header(req, checksum_names[c->checksum].header, req->checksum);
 }
 
@@ -917,7 +962,7 @@ static int wire_sign(struct s3_client *c, const struct s3_req *req, struct s3_wi
     int rc = creds_snapshot(c, &w->cr, err);
     if (rc)
         return rc;
-    if (c->unsigned_payload && strcmp(c->scheme, "https") == 0)
+    if (req->unsigned_body || (c->unsigned_payload && strcmp(c->scheme, "https") == 0))
         snprintf(w->hash, sizeof(w->hash), "UNSIGNED-PAYLOAD");
     else if (req->payload_hash[0]) /* computed with the checksum */
         memcpy(w->hash, req->payload_hash, sizeof(w->hash));

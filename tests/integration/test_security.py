@@ -7,7 +7,6 @@ a secret key and session token of their own, grepped afterwards."""
 import gzip
 import hashlib
 import os
-import subprocess
 import urllib.parse
 
 import pytest
@@ -21,14 +20,7 @@ from mount import (Mount, assert_nothing_left, base_opts,  # noqa: F401
 @pytest.fixture(scope="module")
 def tls_cert(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1: (cert.pem, key.pem)."""
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True)
-    return cert, key
+    return rig.self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

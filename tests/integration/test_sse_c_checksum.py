@@ -16,6 +16,7 @@ import os
 
 import pytest
 
+import rig
 from drive import drive, kv, put_file
 from helpers import (body, crc32c_b64, crc64nvme_b64, put, rand_bytes,
                      sent_requests, uploads)
@@ -172,6 +173,8 @@ def test_crc32c_on_small_and_multipart_uploads(proxy, mounter, s3, bucket):
     put_req = sent_requests(proxy, "PutObject")[-1]
     assert put_req["h"]["x-amz-checksum-crc32c"] == crc32c_b64(small)
     assert "x-amz-sdk-checksum-algorithm" not in put_req["h"]  # SDKs' own
+    # over http the body's hash is still signed (computed in the CRC's pass)
+    assert put_req["h"]["x-amz-content-sha256"] == hashlib.sha256(small).hexdigest()
     proxy.reset()
     big = rand_bytes(5, 12 * MiB)
     write(m.p("b"), big)
@@ -188,6 +191,8 @@ def test_crc32c_on_small_and_multipart_uploads(proxy, mounter, s3, bucket):
     assert len(parts) == 3
     want = [crc32c_b64(big[i:i + 5 * MiB]) for i in range(0, len(big), 5 * MiB)]
     assert [r["h"]["x-amz-checksum-crc32c"] for r in parts] == want
+    assert [r["h"]["x-amz-content-sha256"] for r in parts] == \
+        [hashlib.sha256(big[i:i + 5 * MiB]).hexdigest() for i in range(0, len(big), 5 * MiB)]
     complete = sent_requests(proxy, "CompleteMultipartUpload")[-1]["body"]
     for n, value in enumerate(want, 1):
         assert (f"<PartNumber>{n}</PartNumber>" in complete and
@@ -258,6 +263,89 @@ def test_flipped_byte_without_checksum_lands(proxy, mounter, s3, bucket):
     assert close_errno(m.p("f"), data) == 0
     stored = body(s3, bucket, "f")
     assert len(stored) == len(data) and stored != data
+
+
+# ---- over https: UNSIGNED-PAYLOAD, the checksum carries integrity (issue 21) --
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory):
+    return rig.self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_proxy(s3server, tls_cert, tmp_path):
+    """The judging proxy, speaking TLS with a self-signed certificate."""
+    with rig.Proxy(s3server.url, tls=tls_cert, fixups=s3server.proxy_fixups,
+                   log_path=tmp_path / "s3proxy-tls.log") as p:
+        yield p
+
+
+def tls_mount(mounter, tls_proxy, tls_cert, *opts):
+    return mounter(endpoint=tls_proxy, opts=[f"cafile={tls_cert[0]}", *opts])
+
+
+def by_part_number(reqs):
+    return sorted(reqs, key=lambda r: int(dict(p.split("=") for p in r["query"].split("&"))
+                                          ["partNumber"]))
+
+
+def test_https_bodies_go_unsigned_with_crc32c(tls_proxy, tls_cert, mounter, s3, bucket):
+    """PutObject and UploadPart over https: x-amz-content-sha256 is
+    UNSIGNED-PAYLOAD (no SHA-256 pass over the bytes), the CRC32C is right,
+    the judge accepts the signatures; small bodies keep a signed hash."""
+    m = tls_mount(mounter, tls_proxy, tls_cert, "part_size=5M")
+    small = rand_bytes(20, 123_457)
+    big = rand_bytes(21, 12 * MiB)
+    write(m.p("s"), small)
+    write(m.p("b"), big)
+    assert body(s3, bucket, "s") == small and body(s3, bucket, "b") == big
+    put_req = sent_requests(tls_proxy, "PutObject")[-1]["h"]
+    assert put_req["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert put_req["x-amz-checksum-crc32c"] == crc32c_b64(small)
+    parts = by_part_number(sent_requests(tls_proxy, "UploadPart"))
+    assert len(parts) == 3
+    assert [r["h"]["x-amz-content-sha256"] for r in parts] == ["UNSIGNED-PAYLOAD"] * 3
+    assert [r["h"]["x-amz-checksum-crc32c"] for r in parts] == \
+        [crc32c_b64(big[i:i + 5 * MiB]) for i in range(0, len(big), 5 * MiB)]
+    # requests without an x-amz-checksum still sign their body's hash
+    complete = sent_requests(tls_proxy, "CompleteMultipartUpload")[-1]
+    assert complete["h"]["x-amz-content-sha256"] == \
+        hashlib.sha256(complete["body"].encode()).hexdigest()
+    assert tls_proxy.stats()["sig_rejections"] == {}
+
+
+def test_https_flipped_byte_caught_by_the_checksum(tls_proxy, tls_cert, mounter, s3, bucket):
+    """With the body unsigned, the CRC32C alone stops a spoiled byte: the
+    close fails with EIO and the old object stays."""
+    old = rand_bytes(22, 50_000)
+    put(s3, bucket, "f", old)
+    put(s3, bucket, "g", old)
+    m = tls_mount(mounter, tls_proxy, tls_cert, "part_size=5M")
+    tls_proxy.config(flip_body={"count": 1, "op": "PutObject"})
+    assert close_errno(m.p("f"), rand_bytes(23, 60_000)) == errno.EIO
+    assert body(s3, bucket, "f") == old
+    tls_proxy.config(flip_body={"count": 1, "op": "UploadPart"})
+    assert close_errno(m.p("g"), rand_bytes(24, 11 * MiB)) == errno.EIO
+    assert body(s3, bucket, "g") == old
+    assert uploads(s3, bucket) == []
+    assert tls_proxy.stats()["sig_rejections"].get("BadDigest") == 2
+    assert all(r["h"]["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+               for r in sent_requests(tls_proxy, "PutObject", "UploadPart"))
+
+
+@pytest.mark.parametrize("algo", ["off", "sha256"])
+def test_https_signs_the_body_without_a_crc(tls_proxy, tls_cert, mounter, s3, bucket, algo):
+    """checksum=off over https: the signed hash is the only check of the
+    body, so it is sent; sha256: the checksum is that hash, signed at no
+    cost."""
+    m = tls_mount(mounter, tls_proxy, tls_cert, f"checksum={algo}", "part_size=5M")
+    data = rand_bytes(25, 6 * MiB + 3)
+    write(m.p("a"), data)
+    assert body(s3, bucket, "a") == data
+    parts = by_part_number(sent_requests(tls_proxy, "UploadPart"))
+    assert [r["h"]["x-amz-content-sha256"] for r in parts] == \
+        [hashlib.sha256(data[:5 * MiB]).hexdigest(), hashlib.sha256(data[5 * MiB:]).hexdigest()]
+    assert tls_proxy.stats()["sig_rejections"] == {}
 
 
 # ---- checksums of whole-object reads (tests/s3drive) ------------------------
