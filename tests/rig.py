@@ -224,12 +224,14 @@ class S3Server(_LocalService):
     replaces with AWS's behaviour. min_part_size (bytes) lowers the smallest
     part CompleteMultipartUpload accepts for all but the last part (AWS and
     the default: 5 MiB), for tests that want small multipart objects.
+    tls=(cert.pem, key.pem) serves https from s3rver itself (no proxy hop:
+    bench/run --https); .url then starts with https.
     """
 
     proxy_fixups = ()  # aws-fixes.js already answers like AWS
 
     def __init__(self, tmpdir, buckets=(), port=0, keys=(), start=True,
-                 refuse_abort=False, min_part_size=None):
+                 refuse_abort=False, min_part_size=None, tls=None):
         self.tmpdir = Path(tmpdir)
         self.directory = self.tmpdir / "data"
         self.log_path = self.tmpdir / "s3rver.log"
@@ -237,10 +239,15 @@ class S3Server(_LocalService):
         self.keys = list(keys)
         self.refuse_abort = refuse_abort
         self.min_part_size = min_part_size
+        self.tls = tls
         self.port = port or None
         self._proc = None
         if start:
             self.start()
+
+    @property
+    def url(self):
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self):
         if self.running:
@@ -258,6 +265,8 @@ class S3Server(_LocalService):
             argv += ["--bucket", bucket]
         for access_key, secret_key in self.keys:
             argv += ["--access-key", f"{access_key}:{secret_key}"]
+        if self.tls:
+            argv += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         # Right after stop() the old socket may linger briefly; retry.
         for attempt in range(20):
             try:

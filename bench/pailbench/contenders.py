@@ -43,6 +43,9 @@ class Contender:
     label = ""
     is_fs = True
     SHORT_TTL = ""  # the options of short_ttl=True, as the report states them
+    # bench/run --https: the server's self-signed certificate (set by the
+    # harness for all contenders); each trusts it its own way in argv()
+    ca_cert = None
 
     def __init__(self):
         self.proc = None
@@ -216,6 +219,8 @@ class Pailfs(Contender):
 
     def argv(self, endpoint, mnt, cache_dir, workdir):
         opts = f"endpoint={endpoint},path_style,cache_dir={cache_dir}"
+        if self.ca_cert:
+            opts += f",cafile={self.ca_cert}"
         if self.has_gzip_view():
             opts += ",gunzip=view"
         if self.short_ttl:
@@ -251,6 +256,8 @@ class S3fs(Contender):
                 f"endpoint={REGION},use_cache={cache_dir},dbglevel=warn")
         if self.short_ttl:
             opts += "," + self.SHORT_TTL
+        if self.ca_cert:  # s3fs names no CA file: the certificate goes unchecked
+            opts += ",no_check_certificate,ssl_verify_hostname=0"
         return ["s3fs", self.bucket, mnt, "-f", "-o", opts]
 
 
@@ -285,6 +292,8 @@ class Rclone(Contender):
         argv = ["rclone", "--config", conf, "mount", f"bench:{self.bucket}", mnt,
                 "--vfs-cache-mode", self.mode, "--cache-dir", cache_dir,
                 "--log-level", "NOTICE"]
+        if self.ca_cert:
+            argv += ["--ca-cert", self.ca_cert]
         return argv + (self.SHORT_TTL.split() if self.short_ttl else [])
 
 

@@ -45,6 +45,11 @@ GROUPS = [["firstbyte"], ["read_cold", "read_warm"], ["rand1"], ["rand8"], ["gzi
           ["requests"]]
 
 
+# Workloads that read nothing of the uploaded fixtures (they write their
+# own): a run of only these skips the upload and the local gzip ceilings.
+NO_BUCKET_FIXTURES = {"write", "small_create"}
+
+
 @dataclass
 class Sizes:
     big: int
@@ -262,6 +267,10 @@ def parse_args(argv):
     ap.add_argument("--wan", action="store_true",
                     help="put a shaping proxy in front of the server (first-byte delay, "
                          "per-connection cap)")
+    ap.add_argument("--https", action="store_true",
+                    help="the server speaks https (a self-signed certificate each "
+                         "contender is told to trust); pailfs then sends upload bodies "
+                         "as UNSIGNED-PAYLOAD")
     ap.add_argument("--delay-ms", type=float, default=20.0, help="--wan first-byte delay")
     ap.add_argument("--rate", type=float, default=100.0, help="--wan cap, MB/s per connection")
     ap.add_argument("--only", help="comma-separated contenders: pailfs,s3fs,rclone-off,"
@@ -305,13 +314,13 @@ def main(argv):
     sizes = QUICK if args.quick else FULL
     started = datetime.datetime.now()
     stamp = started.strftime("%Y-%m-%d-%H%M%S") + ("-quick" if args.quick else "") + \
-        ("-wan" if args.wan else "")
+        ("-wan" if args.wan else "") + ("-https" if args.https else "")
     os.makedirs(args.tmp, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="pailfs-bench-", dir=args.tmp)
     os.makedirs(os.path.join(workdir, "logs"))
     set_log_file(os.path.join(workdir, "logs", "bench.log"))
-    log(f"bench: {'quick' if args.quick else 'full'} run{' --wan' if args.wan else ''}; "
-        f"work directory {workdir}")
+    log(f"bench: {'quick' if args.quick else 'full'} run{' --wan' if args.wan else ''}"
+        f"{' --https' if args.https else ''}; work directory {workdir}")
     free = shutil.disk_usage(workdir).free
     need = 3 * sizes.big + 2 * sizes.gz_plain // 4 + (1 << 30)
     if free < need:
@@ -358,6 +367,19 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
 
 
+def trust_own_certificate(workdir):
+    """--https: a self-signed certificate for the server, trusted by the
+    harness's own boto3 and curl (AWS_CA_BUNDLE, CURL_CA_BUNDLE, inherited
+    by the raw limit's commands) and by each contender through its own
+    option (Contender.ca_cert). Returns (cert, key) for the server."""
+    import rig
+    tls = rig.self_signed_cert(workdir)
+    os.environ["AWS_CA_BUNDLE"] = os.environ["CURL_CA_BUNDLE"] = str(tls[0])
+    C.Contender.ca_cert = str(tls[0])
+    log(f"bench: https, certificate {tls[0]}")
+    return tls
+
+
 def snapshot_pailfs(binary, workdir):
     """Run one pailfs for the whole run: others may rebuild build/src/pailfs
     while it goes, and every group of workloads mounts afresh."""
@@ -395,8 +417,9 @@ def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
     load_start = os.getloadavg()
     try:
         ctx.fx = F.build(workdir, os.path.join(BENCH_DIR, ".cache"), sizes)
+        tls = trust_own_certificate(workdir) if args.https else None
         with reqcount.preloaded():
-            ctx.server = rig.S3Server(server_dir, buckets=[F.BUCKET])
+            ctx.server = rig.S3Server(server_dir, buckets=[F.BUCKET], tls=tls)
         ctx.counting = reqcount.snapshot(ctx.server.url) is not None
         if not ctx.counting:
             log("bench: the server does not count requests (reqcount.js not loaded)")
@@ -405,10 +428,13 @@ def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
                                       max_pool_connections=32,
                                       user_agent_extra=reqcount.HARNESS_AGENT)
         ctx._direct_presigner = rig.boto3_client(ctx.server.url)
-        t = time.monotonic()
-        F.upload_all(ctx.client, ctx.fx)
-        log(f"fixtures uploaded in {time.monotonic() - t:.0f} s")
-        extra_notes += local_ceilings(ctx)
+        if workloads <= NO_BUCKET_FIXTURES:
+            log("fixtures not uploaded: no workload asked for reads them")
+        else:
+            t = time.monotonic()
+            F.upload_all(ctx.client, ctx.fx)
+            log(f"fixtures uploaded in {time.monotonic() - t:.0f} s")
+            extra_notes += local_ceilings(ctx)
 
         if args.wan:
             ctx.set_endpoint(ctx.server.url)
@@ -458,7 +484,7 @@ def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
         command="bench/run " + " ".join(args.argv), started=started, elapsed=elapsed,
         quick=args.quick, wan=args.wan, delay_ms=args.delay_ms, rate=args.rate,
         sizes=sizes, fx=ctx.fx, extra_notes=extra_notes, workloads=workloads,
-        server_dir=server_tmp, load=(load_start, load_end))
+        server_dir=server_tmp, load=(load_start, load_end), https=args.https)
     os.makedirs(args.out, exist_ok=True)
     md_path = os.path.join(args.out, stamp + ".md")
     png_path = os.path.join(args.out, stamp + ".png")

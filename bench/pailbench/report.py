@@ -39,6 +39,7 @@ class Meta:
     workloads: set
     server_dir: str
     load: tuple = None
+    https: bool = False
 
 
 def speed(w, r):
@@ -172,6 +173,8 @@ def write(rows, meta, md_path, png_path, workdir):
     if meta.wan:
         mode += f", WAN-shaped (`--wan`: first byte +{meta.delay_ms:g} ms, " \
                 f"{meta.rate:g} MB/s per connection)"
+    if meta.https:
+        mode += ", over https (`--https`: s3rver's own TLS, a self-signed certificate)"
     versions = [f"{r.c.label}: {r.version}" for r in rows if r.version]
     versions.append(f"s3rver 4.0.4 (tests/s3server, patched by aws-fixes.js), "
                     f"{_tool_version(['node', '--version'])}")
@@ -373,7 +376,8 @@ def make_chart(rows, cols, titles, png_path, workdir, meta):
         best = max([s for s in speeds if s] or [0])
         table.append((w.title, [s / best if s and best else None for s in speeds]))
     title = ("pailfs vs s3fs-fuse vs rclone vs raw limit — "
-             f"{'quick' if meta.quick else 'full'}{', WAN-shaped' if meta.wan else ''} "
+             f"{'quick' if meta.quick else 'full'}{', WAN-shaped' if meta.wan else ''}"
+             f"{', https' if meta.https else ''} "
              f"({meta.started:%Y-%m-%d})")
     return plot([r.c.label for r in live], table, title, png_path, workdir)
 

@@ -20,6 +20,7 @@
 'use strict';
 
 const http = require('http');
+const https = require('https');
 
 const CONTROL_PATH = '/__bench__/counts';
 const HARNESS_AGENT = 'pailbench-check';
@@ -83,23 +84,34 @@ function bump(map, key) {
   map[key] = (map[key] || 0) + 1;
 }
 
-const emit = http.Server.prototype.emit;
-http.Server.prototype.emit = function emitCounted(event, req, res) {
-  if (event === 'request') {
-    if (req.url === CONTROL_PATH) {
-      const body = JSON.stringify(counts);
-      res.writeHead(200, { 'Content-Type': 'application/json',
-        'Content-Length': Buffer.byteLength(body) });
-      res.end(body);
-      return true;
-    }
-    if ((req.headers['user-agent'] || '').includes(HARNESS_AGENT)) {
-      counts.harness++;
-    } else {
-      const [type, op] = classify(req);
-      bump(counts.types, type);
-      bump(counts.ops, op);
-    }
+// https.Server does not inherit from http.Server (bench/run --https): both
+// are wrapped, each around its own emit.
+function countRequests(proto) {
+  const emit = proto.emit;
+  proto.emit = function emitCounted(event, req, res) {
+    if (event === 'request' && answerOrCount(req, res)) return true;
+    return emit.apply(this, arguments);
+  };
+}
+
+// The control request is answered here (true); any other is counted.
+function answerOrCount(req, res) {
+  if (req.url === CONTROL_PATH) {
+    const body = JSON.stringify(counts);
+    res.writeHead(200, { 'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+    return true;
   }
-  return emit.apply(this, arguments);
-};
+  if ((req.headers['user-agent'] || '').includes(HARNESS_AGENT)) {
+    counts.harness++;
+  } else {
+    const [type, op] = classify(req);
+    bump(counts.types, type);
+    bump(counts.ops, op);
+  }
+  return false;
+}
+
+countRequests(http.Server.prototype);
+countRequests(https.Server.prototype);

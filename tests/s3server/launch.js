@@ -22,9 +22,13 @@
 // emulate servers without them. --min-part-size N changes the smallest part
 // size CompleteMultipartUpload accepts for all but the last part (AWS: 5 MiB).
 //
+// --tls-cert PEM --tls-key PEM serve https instead of http (s3rver's own
+// TLS: no proxy hop in front, for bench/run --https).
+//
 // Usage: node launch.js --dir DIR [--port 0] [--bucket NAME]...
 //                       [--access-key AK:SECRET]... [--no-abort]
-//                       [--min-part-size BYTES] [--quiet]
+//                       [--min-part-size BYTES] [--tls-cert PEM --tls-key PEM]
+//                       [--quiet]
 
 'use strict';
 
@@ -36,7 +40,7 @@ function usage(message) {
   process.stderr.write(
     'usage: node launch.js --dir DIR [--port N] [--bucket NAME]... ' +
       '[--access-key AK:SECRET]... [--no-abort] [--min-part-size BYTES] ' +
-      '[--quiet]\n',
+      '[--tls-cert PEM --tls-key PEM] [--quiet]\n',
   );
   process.exit(2);
 }
@@ -51,6 +55,8 @@ function parseArgs(argv) {
     quiet: false,
     noAbort: false,
     minPartSize: undefined,
+    tlsCert: null,
+    tlsKey: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -88,6 +94,12 @@ function parseArgs(argv) {
         if (!Number.isInteger(opts.minPartSize) || opts.minPartSize < 0)
           usage('bad --min-part-size');
         break;
+      case '--tls-cert':
+        opts.tlsCert = value();
+        break;
+      case '--tls-key':
+        opts.tlsKey = value();
+        break;
       case '-h':
       case '--help':
         usage();
@@ -97,6 +109,7 @@ function parseArgs(argv) {
     }
   }
   if (!opts.dir) usage('--dir is required');
+  if (!opts.tlsCert !== !opts.tlsKey) usage('--tls-cert and --tls-key go together');
   return opts;
 }
 
@@ -129,6 +142,11 @@ async function main() {
     // Path-style only: never take the Host header for a bucket name.
     vhostBuckets: false,
     configureBuckets: opts.buckets.map((name) => ({ name, configs: [] })),
+    // s3rver serves https when given both (it passes them to https.createServer)
+    ...(opts.tlsCert && {
+      cert: fs.readFileSync(opts.tlsCert),
+      key: fs.readFileSync(opts.tlsKey),
+    }),
   });
 
   const { port } = await server.run();
