@@ -77,7 +77,8 @@ struct fs_wpool {
  * (any file's).  Idle buffers count against max_memory with the reserved
  * bytes: one given back (after its reservation) is kept only while
  * reserved + idle + it stay within the bound, and a writer that needs
- * memory unmaps idle ones (partbuf_trim_locked) before it would wait.  Buffers of 2 MiB and more ask for transparent huge pages
+ * memory unmaps idle ones (partbuf_trim_locked) before it would wait.
+ * Buffers of 2 MiB and more ask for transparent huge pages
  * (MADV_HUGEPAGE): a fresh one then faults in 512 times fewer pieces. */
 
 #define FS_HUGE_PAGE (2u << 20)
