@@ -1,26 +1,43 @@
 /* cache.c — the on-disk block cache (see cache.h for the contract).
  *
- * One file per block, named "<object hash>-<block number>.blk2", where the
- * object hash is the first 128 bits of SHA-256 of the identity string.  A
- * file is a 4 KiB header and the data.  The header holds the magic, the
- * data length, a CRC32C of each 4 KiB piece of the data ("page") and a
- * CRC32C of the header itself:
+ * The idea: a block has one fixed place, a "slot", in a sparse file that
+ * holds 64 consecutive blocks of one object version (an extent), so a
+ * cold read of 1 GiB makes 16 files, not 1,024 (issue 21: creating and
+ * deleting an inode per 1 MiB block was 5 % of a cold read's CPU).  A
+ * file is named "<object hash>-<extent number>.blk3", where the object
+ * hash is the first 128 bits of SHA-256 of the identity string and the
+ * extent number is the block number / 64.  Slot k (block 64 * extent + k)
+ * starts at k * (4 KiB + 1 MiB): a 4 KiB record, then up to 1 MiB of
+ * data, page-aligned.  A slot never written, or given back, is a hole.
  *
- *     0  "PAILBLK2"      8  header CRC32C (of bytes 12..4095)
- *    12  data length    16  page size (4096)   20  number of pages n
- *    24  n page CRC32Cs, then zeros up to 4096; the data follows.
+ *     0  "PAILBLK3"     8  last use: seconds (u64)   16  nanoseconds (u32)
+ *    24  record CRC32C (of bytes 28..4095: the use time is not covered)
+ *    28  block number (u64)   36  data length   40  page size (4096)
+ *    44  number of pages n    48  n page CRC32Cs, then zeros up to 4096
  *
- * Why pages: a random reader asks for 4 KiB of a 1 MiB block; with one
- * checksum per page it reads and verifies those 4 KiB, not the whole
- * block.  The header is one page so the data stays page-aligned in the
- * file.  (Format 1, "PAILBLK1" in "*.blk" files, had one CRC per block;
- * such files are removed at open.)
+ * A read checks the record (magic, CRC, block number, the length the
+ * index holds) and every 4 KiB page it returns against its CRC; anything
+ * wrong drops the block (its slot is punched) and reports it missing.
+ * One pwritev writes record and data; the block counts as present (a
+ * reader may see it) only once that returned.  Nothing is fsync'd: after
+ * a crash a slot can hold a record whose pages never reached the disk, or
+ * half of them.  That is safe because a slot only ever holds this block
+ * of this object version or nothing: what is not on disk reads back as
+ * zeros (a hole) or as the same bytes written earlier, and a page that is
+ * not what its record says fails its CRC.  A torn block is never served;
+ * its slot is punched when a read finds it.
  *
- * The index in memory maps names to sizes and keeps them in LRU order; it
- * is rebuilt at open from the files and their mtimes.  The index is the
- * truth about what is cached: space is reserved in it before a file is
- * written, so the directory never holds more than the bound plus the
- * blocks being written at that moment. */
+ * The index in memory maps "<hash>-<block>" to the block's length and
+ * keeps blocks in LRU order; it is rebuilt at open from the records, by
+ * their use times (written to the records every 30 seconds and at close).
+ * The index is the truth about what is cached: a block's bytes are
+ * counted before its slot is written, so the disk never holds more than
+ * the bound plus the blocks being written.  Evicting a block punches its
+ * slot (fallocate PUNCH_HOLE); the last block of a file removes the file.
+ *
+ * Files of blocks of older formats ("*.blk": one CRC per block; "*.blk2":
+ * one file per block, with "*.tmp.*" files being written) are removed at
+ * open, never read. */
 #include "cache/cache.h"
 #include "util/util.h"
 
@@ -42,43 +59,53 @@
 #include <uthash.h>
 #include <utlist.h>
 
-#define CACHE_MAGIC "PAILBLK2"
-#define CACHE_HDR 4096
+#define CACHE_MAGIC "PAILBLK3"
+#define CACHE_REC 4096u /* a block's record, in front of its data */
 #define CACHE_PAGE 4096u
-#define CACHE_MAX_PAGES ((CACHE_HDR - 24) / 4)
-#define CACHE_MAX_DATA ((size_t)CACHE_MAX_PAGES * CACHE_PAGE)
-#define CACHE_SUFFIX ".blk2"
-#define CACHE_OLD_SUFFIX ".blk" /* format 1 */
+#define CACHE_MAX_PAGES (CACHE_MAX_BLOCK / CACHE_PAGE)
+#define CACHE_REC_FIXED 48 /* the record up to its first page CRC */
+#define CACHE_REC_USED (CACHE_REC_FIXED + 4 * CACHE_MAX_PAGES)
+#define CACHE_SLOT ((uint64_t)CACHE_REC + CACHE_MAX_BLOCK)
+#define CACHE_EXT_BLOCKS 64u /* blocks of one file */
+#define CACHE_SUFFIX ".blk3"
 #define CACHE_NAME_MAX 64
-#define CACHE_OPEN_MAX 1024  /* block files kept open between reads, at most */
-#define CACHE_STAMP_EVERY 30 /* seconds between writes of use times to mtimes */
+#define CACHE_OPEN_MAX 1024  /* descriptors kept open between reads, at most */
+#define CACHE_RECS_MAX 1024  /* checked records kept in memory, at most */
+#define CACHE_STAMP_EVERY 30 /* seconds between writes of use times to records */
 
-struct ofile;
+_Static_assert(CACHE_REC_USED <= CACHE_REC, "a record holds every page CRC of a block");
+_Static_assert(CACHE_MAX_BLOCK % CACHE_PAGE == 0, "blocks are whole pages at most");
 
-struct entry {
-    char name[CACHE_NAME_MAX]; /* the file's name */
-    uint64_t bytes;            /* file size, header included */
-    uint64_t gen;              /* tells a re-made entry of the same name apart */
-    struct entry *prev, *next; /* LRU: least recently used first */
-    struct timespec used;      /* last use, not yet written to the mtime when `stamp` */
-    bool stamp;
-    struct ofile *of; /* its file, open, or NULL */
-    UT_hash_handle hh;
+/* One extent file.  Reads and writes use its descriptors outside the lock
+ * (counted in `users`); a file whose last block went is unlinked at once
+ * and its descriptors closed by the last user. */
+struct ext {
+    char name[CACHE_NAME_MAX]; /* fixed */
+    /* protected by c->lock */
+    unsigned blocks;         /* index entries in it (stored or being stored) */
+    int fd;                  /* -1: not open */
+    int dfd;                 /* opened with O_DIRECT; -1: not open */
+    bool no_direct;          /* the filesystem refused O_DIRECT */
+    unsigned users;          /* reads and writes using the descriptors now */
+    bool gone;               /* out of the index (unlinked): close at the last user */
+    bool in_open;            /* on c->open */
+    struct ext *prev, *next; /* c->open, least recently used first */
+    UT_hash_handle hh;       /* c->exts */
 };
 
-/* A block file kept open with its checked header: a small read of a
- * cached block then costs one preadv, not open + two reads + close.
- * Only files the index holds are kept; an entry dropped (evicted,
- * replaced, damaged) lets go of its file, closed once no read uses it,
- * so unlinked files do not linger. */
-struct ofile {
-    struct entry *e; /* whose file it is; NULL once gone */
-    int fd;
-    unsigned users; /* reads using fd now */
-    bool gone;      /* its entry let go: close when unused */
-    uint32_t dlen;
-    struct ofile *prev, *next; /* c->open, least recently used first */
-    unsigned char hdr[];       /* the header up to its last page CRC */
+struct entry {
+    char name[CACHE_NAME_MAX]; /* "<hash>-<block number>" */
+    uint64_t blockno;
+    uint64_t bytes;            /* record and data */
+    uint64_t gen;              /* tells a re-made entry of the same name apart */
+    struct ext *x;             /* its file (which counts it in `blocks`) */
+    bool ready;                /* written: reads may use it */
+    struct entry *prev, *next; /* LRU: least recently used first */
+    struct timespec used;      /* last use, not yet written to the record when `stamp` */
+    bool stamp;
+    unsigned char *rec;          /* its record, checked, up to its last page CRC; or NULL */
+    struct entry *rprev, *rnext; /* c->recs, least recently used first */
+    UT_hash_handle hh;
 };
 
 struct cache {
@@ -88,94 +115,64 @@ struct cache {
     pthread_mutex_t lock;
     struct entry *by_name; /* protected by lock */
     struct entry *lru;     /* protected by lock */
+    struct ext *exts;      /* by name; protected by lock */
     uint64_t bytes;        /* protected by lock */
     uint64_t gen;          /* protected by lock */
     struct timespec stamp; /* the last use recorded; protected by lock */
-    struct ofile *open;    /* protected by lock */
-    unsigned n_open;       /* protected by lock */
-    unsigned open_max;     /* files kept open, at most */
+    struct ext *open;      /* files with descriptors open; protected by lock */
+    unsigned n_open;       /* descriptors open; protected by lock */
+    unsigned open_max;     /* descriptors kept open, at most */
+    struct entry *recs;    /* entries whose record is kept; protected by lock */
+    unsigned n_recs;       /* protected by lock */
     time_t stamped;        /* when use times were last written; protected by lock */
     atomic_bool warned_full;
+    atomic_bool warned_punch;
 };
 
-/* With c->lock held: let go of an open file (it is closed now, or by its
- * last user). */
-static void ofile_release_locked(struct cache *c, struct ofile *of)
+static void put_u32(unsigned char *p, uint32_t v)
 {
-    if (!of->gone) {
-        DL_DELETE(c->open, of);
-        c->n_open--;
-        of->gone = true;
-        of->e->of = NULL;
-        of->e = NULL;
-    }
-    if (!of->users) {
-        close(of->fd);
-        free(of);
-    }
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
-/* A use time later than every one recorded before (lock held): file
- * timestamps are coarse, and ties would lose the LRU order at the next
- * open. */
-static struct timespec next_stamp_locked(struct cache *c)
+static void put_u64(unsigned char *p, uint64_t v)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    if (now.tv_sec < c->stamp.tv_sec ||
-        (now.tv_sec == c->stamp.tv_sec && now.tv_nsec <= c->stamp.tv_nsec)) {
-        now = c->stamp;
-        if (++now.tv_nsec >= 1000000000L) {
-            now.tv_sec++;
-            now.tv_nsec = 0;
-        }
-    }
-    c->stamp = now;
-    return now;
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
-/* Write the use times recorded since the last time to the files' mtimes,
- * the LRU order of the next start.  Done every CACHE_STAMP_EVERY seconds
- * (or now, with `force`: at close), not at each use: a 4 KiB read would
- * otherwise cost a metadata write too.  A crash loses the order of the
- * uses since the last write, nothing else. */
-static void stamps_flush(struct cache *c, bool force)
+static uint32_t get_u32(const unsigned char *p)
 {
-    struct use {
-        char name[CACHE_NAME_MAX];
-        struct timespec t;
-    } *list = NULL;
-    size_t n = 0, want = 0;
-    pthread_mutex_lock(&c->lock);
-    time_t now = time(NULL);
-    if (!force && now - c->stamped < CACHE_STAMP_EVERY) {
-        pthread_mutex_unlock(&c->lock);
-        return;
-    }
-    c->stamped = now;
-    struct entry *e;
-    DL_FOREACH(c->lru, e)
-    {
-        want += e->stamp;
-    }
-    list = want ? malloc(want * sizeof(*list)) : NULL;
-    DL_FOREACH(c->lru, e)
-    {
-        if (list && e->stamp) {
-            memcpy(list[n].name, e->name, CACHE_NAME_MAX);
-            list[n++].t = e->used;
-            e->stamp = false;
-        }
-    }
-    pthread_mutex_unlock(&c->lock);
-    for (size_t i = 0; i < n; i++) {
-        char path[PATH_MAX];
-        struct timespec t[2] = {{0, UTIME_OMIT}, list[i].t};
-        if (snprintf(path, sizeof(path), "%s/%s", c->dir, list[i].name) < (int)sizeof(path))
-            utimensat(AT_FDCWD, path, t, AT_SYMLINK_NOFOLLOW); /* gone meanwhile: nothing to keep */
-    }
-    free(list);
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+uint32_t cache_crc32c(const void *data, size_t len, uint32_t crc)
+{
+    return util_crc32c(data, len, crc);
+}
+
+static off_t slot_off(uint64_t blockno)
+{
+    return (off_t)((blockno % CACHE_EXT_BLOCKS) * CACHE_SLOT);
+}
+
+static size_t pages_of(uint64_t len)
+{
+    return (size_t)((len + CACHE_PAGE - 1) / CACHE_PAGE);
+}
+
+static size_t page_len(uint64_t dlen, uint64_t page)
+{
+    uint64_t left = dlen - page * CACHE_PAGE;
+    return left < CACHE_PAGE ? (size_t)left : CACHE_PAGE;
+}
+
+/* ---- names -------------------------------------------------------------- */
 
 /* The first 128 bits of SHA-256 of `id`, in hex (32 characters). */
 static void id_hash(const char *id, size_t len, char *hex_out)
@@ -185,7 +182,8 @@ static void id_hash(const char *id, size_t len, char *hex_out)
     memcpy(hex_out, hex, 32);
 }
 
-static void block_name(const char *id, uint64_t blockno, char *out)
+/* The hash of `id` into hex[32]. */
+static void object_hash(const char *id, char *hex)
 {
     /* A reader asks for blocks of the same object again and again: each
      * thread remembers the hash of the last identity it named (one
@@ -199,23 +197,26 @@ static void block_name(const char *id, uint64_t blockno, char *out)
     static _Thread_local bool last_set;
     size_t len = strlen(id);
     if (len >= sizeof(last_id)) {
-        id_hash(id, len, out);
-    } else {
-        if (!last_set || memcmp(last_id, id, len + 1) != 0) {
-            id_hash(id, len, last_hex);
-            memcpy(last_id, id, len + 1);
-            last_set = true;
-        }
-        memcpy(out, last_hex, 32);
+        id_hash(id, len, hex);
+        return;
     }
-    snprintf(out + 32, CACHE_NAME_MAX - 32, "-%llu" CACHE_SUFFIX, (unsigned long long)blockno);
+    if (!last_set || memcmp(last_id, id, len + 1) != 0) {
+        id_hash(id, len, last_hex);
+        memcpy(last_id, id, len + 1);
+        last_set = true;
+    }
+    memcpy(hex, last_hex, 32);
 }
 
-static char *path_of(struct cache *c, const char *name)
+/* The index name of a block, and the name of its file. */
+static void block_names(const char *id, uint64_t blockno, char name[CACHE_NAME_MAX],
+                        char file[CACHE_NAME_MAX])
 {
-    struct buf b = BUF_INIT;
-    buf_printf(&b, "%s/%s", c->dir, name);
-    return b.data ? buf_steal(&b) : NULL;
+    char hex[32];
+    object_hash(id, hex);
+    snprintf(name, CACHE_NAME_MAX, "%.32s-%llu", hex, (unsigned long long)blockno);
+    snprintf(file, CACHE_NAME_MAX, "%.32s-%llu" CACHE_SUFFIX, hex,
+             (unsigned long long)(blockno / CACHE_EXT_BLOCKS));
 }
 
 uint64_t cache_default_limit(const char *dir)
@@ -226,6 +227,108 @@ uint64_t cache_default_limit(const char *dir)
         return cap;
     uint64_t tenth = (uint64_t)sv.f_bavail * sv.f_frsize / 10;
     return tenth < cap ? tenth : cap;
+}
+
+/* ---- files (c->lock held) ---------------------------------------------- */
+
+static void ext_close_fds(struct cache *c, struct ext *x)
+{
+    if (x->fd >= 0) {
+        close(x->fd);
+        c->n_open--;
+    }
+    if (x->dfd >= 0) {
+        close(x->dfd);
+        c->n_open--;
+    }
+    x->fd = x->dfd = -1;
+    if (x->in_open) {
+        DL_DELETE(c->open, x);
+        x->in_open = false;
+    }
+}
+
+/* Close the descriptors of the least recently used files no read or
+ * write uses until at most open_max are open. */
+static void ext_trim_open_locked(struct cache *c)
+{
+    struct ext *x = c->open, *next;
+    while (x && c->n_open > c->open_max) {
+        next = x->next;
+        if (!x->users)
+            ext_close_fds(c, x);
+        x = next;
+    }
+}
+
+/* A use of x ends: its last user closes a file out of the index. */
+static void ext_release_locked(struct cache *c, struct ext *x)
+{
+    if (--x->users)
+        return;
+    if (x->gone) {
+        ext_close_fds(c, x);
+        free(x);
+    } else {
+        ext_trim_open_locked(c);
+    }
+}
+
+static void ext_release(struct cache *c, struct ext *x)
+{
+    pthread_mutex_lock(&c->lock);
+    ext_release_locked(c, x);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* The file `name`, in the index, made if missing (with no blocks yet), or
+ * NULL (no memory). */
+static struct ext *ext_get_locked(struct cache *c, const char *name)
+{
+    struct ext *x;
+    HASH_FIND_STR(c->exts, name, x);
+    if (x)
+        return x;
+    if (!(x = calloc(1, sizeof(*x))))
+        return NULL;
+    snprintf(x->name, sizeof(x->name), "%s", name);
+    x->fd = x->dfd = -1;
+    HASH_ADD_STR(c->exts, name, x);
+    return x;
+}
+
+/* A descriptor of x for a read or a write (x->users counts it): with
+ * `direct`, one opened with O_DIRECT (-1 when the filesystem refuses it).
+ * The file is made if missing.  Opened under the lock, so that it is
+ * never opened after another thread unlinked the name for a newer file.
+ * 0 and *fd, or the errno of open. */
+static int ext_use_locked(struct cache *c, struct ext *x, bool direct, int *fd)
+{
+    char path[PATH_MAX];
+    int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC;
+    if (x->fd < 0 || (direct && x->dfd < 0 && !x->no_direct)) {
+        if (snprintf(path, sizeof(path), "%s/%s", c->dir, x->name) >= (int)sizeof(path))
+            return ENAMETOOLONG;
+    }
+    if (x->fd < 0) {
+        if ((x->fd = open(path, flags, 0600)) < 0)
+            return errno;
+        c->n_open++;
+    }
+    if (direct && x->dfd < 0 && !x->no_direct) {
+        if ((x->dfd = open(path, flags | O_DIRECT, 0600)) < 0)
+            x->no_direct = true;
+        else
+            c->n_open++;
+    }
+    if (x->in_open)
+        DL_DELETE(c->open, x);
+    DL_APPEND(c->open, x);
+    x->in_open = true;
+    x->users++;
+    ext_trim_open_locked(c);
+    *fd = direct ? x->dfd : x->fd;
+    return 0;
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -245,7 +348,7 @@ static struct metrics_series metrics[] = {
      .kind = METRICS_COUNTER},
 #define M_BYTES 3
     {.name = "pailfs_cache_bytes",
-     .help = "Bytes the block cache holds on disk (headers included).",
+     .help = "Bytes the block cache holds on disk (records included).",
      .kind = METRICS_GAUGE},
 #define M_LIMIT 4
     {.name = "pailfs_cache_limit_bytes",
@@ -259,15 +362,63 @@ static void bytes_changed_locked(struct cache *c)
     metrics_set(&metrics[M_BYTES], (int64_t)c->bytes);
 }
 
-/* Remove an entry from the index and its file from disk (lock held). */
+/* ---- the index (c->lock held) ------------------------------------------- */
+
+static void rec_forget_locked(struct cache *c, struct entry *e)
+{
+    if (!e->rec)
+        return;
+    DL_DELETE2(c->recs, e, rprev, rnext);
+    c->n_recs--;
+    free(e->rec);
+    e->rec = NULL;
+}
+
+/* Give back the slot of block `blockno` in x: punched, so its disk space
+ * is free and it reads as a hole.  Where the filesystem cannot punch, its
+ * record is zeroed (the block is gone; its space stays until the file
+ * goes). */
+static void slot_clear_locked(struct cache *c, struct ext *x, uint64_t blockno, uint64_t bytes)
+{
+    int fd;
+    if (ext_use_locked(c, x, false, &fd))
+        return; /* cannot open it: the record check refuses whatever is there */
+    off_t off = slot_off(blockno), len = (off_t)(pages_of(bytes) * CACHE_PAGE);
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) < 0) {
+        static const unsigned char zero[CACHE_REC_FIXED];
+        if (!atomic_exchange(&c->warned_punch, true))
+            log_warn("block cache %s: cannot punch holes (%s): evicted blocks keep their "
+                     "space until their file goes",
+                     c->dir, strerror(errno));
+        (void)!pwrite(fd, zero, sizeof(zero), off);
+    }
+    ext_release_locked(c, x);
+}
+
+/* Take block `blockno` (of `bytes`) out of file x: its slot is given back,
+ * or the file removed with its last block. */
+static void ext_drop_block_locked(struct cache *c, struct ext *x, uint64_t blockno, uint64_t bytes)
+{
+    if (--x->blocks) {
+        slot_clear_locked(c, x, blockno, bytes);
+        return;
+    }
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/%s", c->dir, x->name) < (int)sizeof(path))
+        unlink(path);
+    HASH_DEL(c->exts, x);
+    x->gone = true;
+    if (!x->users) {
+        ext_close_fds(c, x);
+        free(x);
+    }
+}
+
+/* Remove an entry from the index and its block from disk. */
 static void drop_locked(struct cache *c, struct entry *e)
 {
-    if (e->of)
-        ofile_release_locked(c, e->of);
-    char *p = path_of(c, e->name);
-    if (p)
-        unlink(p);
-    free(p);
+    rec_forget_locked(c, e);
+    ext_drop_block_locked(c, e->x, e->blockno, e->bytes);
     c->bytes -= e->bytes;
     bytes_changed_locked(c);
     HASH_DEL(c->by_name, e);
@@ -275,18 +426,138 @@ static void drop_locked(struct cache *c, struct entry *e)
     free(e);
 }
 
-struct found {
-    struct entry *e;
-    struct timespec mtime;
-};
-
-static int by_mtime(const void *a, const void *b)
+/* Forget a block found wrong (gen 0: whatever entry has that name; else
+ * only that generation of it). */
+static void forget(struct cache *c, const char *name, uint64_t gen)
 {
-    const struct found *x = a, *y = b;
-    if (x->mtime.tv_sec != y->mtime.tv_sec)
-        return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
-    return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : x->mtime.tv_nsec > y->mtime.tv_nsec;
+    pthread_mutex_lock(&c->lock);
+    struct entry *e;
+    HASH_FIND_STR(c->by_name, name, e);
+    if (e && (!gen || e->gen == gen))
+        drop_locked(c, e);
+    pthread_mutex_unlock(&c->lock);
 }
+
+/* A use time later than every one recorded before: clocks are coarse, and
+ * ties would lose the LRU order at the next open. */
+static struct timespec next_stamp_locked(struct cache *c)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (now.tv_sec < c->stamp.tv_sec ||
+        (now.tv_sec == c->stamp.tv_sec && now.tv_nsec <= c->stamp.tv_nsec)) {
+        now = c->stamp;
+        if (++now.tv_nsec >= 1000000000L) {
+            now.tv_sec++;
+            now.tv_nsec = 0;
+        }
+    }
+    c->stamp = now;
+    return now;
+}
+
+static void put_time(unsigned char *p, struct timespec t)
+{
+    put_u64(p, (uint64_t)t.tv_sec);
+    put_u32(p + 8, (uint32_t)t.tv_nsec);
+}
+
+/* Write the use times recorded since the last time into the blocks'
+ * records (outside the record CRC), the LRU order of the next start.
+ * Done every CACHE_STAMP_EVERY seconds (or now, with `force`: at close),
+ * not at each use: a 4 KiB read would otherwise cost a write too.  A
+ * crash loses the order of the uses since the last write, nothing else;
+ * a time written into a slot given back meanwhile makes a record of no
+ * block, which the next open punches. */
+static void stamps_flush(struct cache *c, bool force)
+{
+    struct use {
+        struct ext *x;
+        int fd;
+        off_t off;
+        struct timespec t;
+    } *list = NULL;
+    size_t n = 0, want = 0;
+    pthread_mutex_lock(&c->lock);
+    time_t now = time(NULL);
+    if (!force && now - c->stamped < CACHE_STAMP_EVERY) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    c->stamped = now;
+    struct entry *e;
+    DL_FOREACH(c->lru, e)
+    {
+        want += e->stamp;
+    }
+    list = want ? malloc(want * sizeof(*list)) : NULL;
+    DL_FOREACH(c->lru, e)
+    {
+        if (list && e->stamp && e->ready && ext_use_locked(c, e->x, false, &list[n].fd) == 0) {
+            list[n].x = e->x;
+            list[n].off = slot_off(e->blockno) + 8;
+            list[n++].t = e->used;
+            e->stamp = false;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char t[12];
+        put_time(t, list[i].t);
+        (void)!pwrite(list[i].fd, t, sizeof(t), list[i].off); /* only the order is lost */
+    }
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < n; i++)
+        ext_release_locked(c, list[i].x);
+    pthread_mutex_unlock(&c->lock);
+    free(list);
+}
+
+/* ---- records ------------------------------------------------------------- */
+
+/* The record of block `blockno` of len bytes: magic, use time, block
+ * number, length, page size and count, each page's CRC-32C, then the CRC
+ * of the record (but for its use time). */
+static void record_make(unsigned char rec[CACHE_REC], uint64_t blockno, const void *data,
+                        size_t len, struct timespec used)
+{
+    size_t pages = pages_of(len);
+    memset(rec, 0, CACHE_REC);
+    memcpy(rec, CACHE_MAGIC, 8);
+    put_time(rec + 8, used);
+    put_u64(rec + 28, blockno);
+    put_u32(rec + 36, (uint32_t)len);
+    put_u32(rec + 40, CACHE_PAGE);
+    put_u32(rec + 44, (uint32_t)pages);
+    for (size_t p = 0; p < pages; p++)
+        put_u32(rec + CACHE_REC_FIXED + 4 * p,
+                cache_crc32c((const unsigned char *)data + p * CACHE_PAGE, page_len(len, p), 0));
+    put_u32(rec + 24, cache_crc32c(rec + 28, CACHE_REC - 28, 0));
+}
+
+/* Check a record read from the slot of block `blockno`: 0 and *dlen, or
+ * EBADMSG (no record there, another block's, or damaged). */
+static int record_check(const unsigned char rec[CACHE_REC], uint64_t blockno, uint32_t *dlen)
+{
+    if (memcmp(rec, CACHE_MAGIC, 8) != 0)
+        return EBADMSG;
+    uint32_t len = get_u32(rec + 36);
+    if (get_u64(rec + 28) != blockno || get_u32(rec + 40) != CACHE_PAGE || len > CACHE_MAX_BLOCK ||
+        get_u32(rec + 44) != pages_of(len) ||
+        cache_crc32c(rec + 28, CACHE_REC - 28, 0) != get_u32(rec + 24))
+        return EBADMSG;
+    *dlen = len;
+    return 0;
+}
+
+/* Check pages [p0, p1] of a block against the record's CRCs; page p's
+ * bytes are at page(p). */
+static bool pages_ok(const unsigned char *rec, uint32_t dlen, uint64_t p, const unsigned char *d)
+{
+    return cache_crc32c(d, page_len(dlen, p), 0) == get_u32(rec + CACHE_REC_FIXED + 4 * p);
+}
+
+/* ---- opening: what an earlier process left ------------------------------ */
 
 static bool has_suffix(const char *name, size_t len, const char *suffix)
 {
@@ -294,10 +565,103 @@ static bool has_suffix(const char *name, size_t len, const char *suffix)
     return len > n && strcmp(name + len - n, suffix) == 0;
 }
 
-/* The blocks of directory `d` (the cache's), each with its mtime, into
- * *all[0..*n) (caller frees the array and each entry); leftovers (a write
- * cut short by a crash, blocks of format 1) are removed on the way.  0 or
- * ENOMEM (what was found so far is in *all). */
+/* The object hash and extent number of a file name "<32 hex>-<n>.blk3":
+ * true when it is one. */
+static bool parse_ext_name(const char *name, size_t len, uint64_t *extno)
+{
+    size_t sl = strlen(CACHE_SUFFIX);
+    if (len < 32 + 2 + sl || len >= CACHE_NAME_MAX || name[32] != '-' ||
+        !has_suffix(name, len, CACHE_SUFFIX))
+        return false;
+    for (int i = 0; i < 32; i++)
+        if (!strchr("0123456789abcdef", name[i]) || !name[i])
+            return false;
+    uint64_t n = 0;
+    for (size_t i = 33; i < len - sl; i++) {
+        if (name[i] < '0' || name[i] > '9' || n > UINT64_MAX / 10 / CACHE_EXT_BLOCKS)
+            return false;
+        n = n * 10 + (uint64_t)(name[i] - '0');
+    }
+    *extno = n;
+    return len - sl > 33;
+}
+
+struct found {
+    struct entry *e;
+    struct timespec used;
+};
+
+static int by_use(const void *a, const void *b)
+{
+    const struct found *x = a, *y = b;
+    if (x->used.tv_sec != y->used.tv_sec)
+        return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
+    return x->used.tv_nsec < y->used.tv_nsec ? -1 : x->used.tv_nsec > y->used.tv_nsec;
+}
+
+/* The blocks of extent file `name` (open as fd, size bytes) into *all
+ * (grown; *n of them, *cap its room); slots holding anything else (a
+ * damaged or torn record, a use time written after its block went) are
+ * punched.  0 or ENOMEM. */
+static int scan_ext(const char *name, uint64_t extno, int fd, uint64_t size, struct found **all,
+                    size_t *n, size_t *cap)
+{
+    unsigned char *rec = malloc(CACHE_REC);
+    if (!rec)
+        return ENOMEM;
+    int rc = 0;
+    for (uint64_t k = 0; !rc && k < CACHE_EXT_BLOCKS && k * CACHE_SLOT < size; k++) {
+        uint64_t no = extno * CACHE_EXT_BLOCKS + k;
+        ssize_t got = pread(fd, rec, CACHE_REC, (off_t)(k * CACHE_SLOT));
+        uint32_t dlen = 0;
+        static const unsigned char none[CACHE_REC_FIXED];
+        size_t look = got < 0 ? 0 : (size_t)got < sizeof(none) ? (size_t)got : sizeof(none);
+        bool hole = memcmp(rec, none, look) == 0;
+        if (got == CACHE_REC && record_check(rec, no, &dlen) == 0 &&
+            k * CACHE_SLOT + CACHE_REC + dlen <= size) {
+            struct entry *e = calloc(1, sizeof(*e));
+            if (!e || util_grow((void **)all, cap, *n + 1, sizeof(**all))) {
+                free(e);
+                rc = ENOMEM;
+                break;
+            }
+            snprintf(e->name, sizeof(e->name), "%.32s-%llu", name, (unsigned long long)no);
+            e->blockno = no;
+            e->bytes = CACHE_REC + (uint64_t)dlen;
+            e->ready = true;
+            (*all)[*n].e = e;
+            (*all)[*n].used.tv_sec = (time_t)get_u64(rec + 8);
+            (*all)[(*n)++].used.tv_nsec = (long)(get_u32(rec + 16) % 1000000000u);
+        } else if (!hole && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                      (off_t)(k * CACHE_SLOT), (off_t)CACHE_SLOT) < 0) {
+            (void)!pwrite(fd, none, sizeof(none), (off_t)(k * CACHE_SLOT));
+        }
+    }
+    free(rec);
+    return rc;
+}
+
+/* Remove what is no block of this format: files of formats 1 and 2, and
+ * format 2's files cut short by a crash.  True when it was one. */
+static bool remove_old(DIR *d, const char *name, size_t len, size_t *old)
+{
+    if (strstr(name, ".tmp")) { /* format 2: a write cut short by a crash */
+        unlinkat(dirfd(d), name, 0);
+        return true;
+    }
+    if (has_suffix(name, len, ".blk") || has_suffix(name, len, ".blk2")) {
+        unlinkat(dirfd(d), name, 0); /* never read as blocks of this format */
+        (*old)++;
+        return true;
+    }
+    return false;
+}
+
+/* The blocks of directory `d` (the cache's), each with its use time, into
+ * *all[0..*n) (caller frees the array and each entry; each entry's x is
+ * set, and counted in its file); files of older formats are removed, and
+ * so are files with no block left.  0 or ENOMEM (what was found so far is
+ * in *all and the index of files). */
 static int scan_dir(struct cache *c, DIR *d, struct found **all, size_t *n)
 {
     size_t cap = 0, old = 0;
@@ -305,56 +669,50 @@ static int scan_dir(struct cache *c, DIR *d, struct found **all, size_t *n)
     struct dirent *de;
     while (!rc && (de = readdir(d))) {
         size_t len = strlen(de->d_name);
+        uint64_t extno = 0;
         struct stat st;
-        if (len < 5 || len >= CACHE_NAME_MAX ||
-            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+        if (len < 5 || fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISREG(st.st_mode) || remove_old(d, de->d_name, len, &old) ||
+            !parse_ext_name(de->d_name, len, &extno))
             continue;
-        if (strstr(de->d_name, ".tmp")) { /* a write cut short by a crash */
-            unlinkat(dirfd(d), de->d_name, 0);
+        int fd = openat(dirfd(d), de->d_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
             continue;
-        }
-        if (has_suffix(de->d_name, len, CACHE_OLD_SUFFIX)) { /* format 1: never read */
-            unlinkat(dirfd(d), de->d_name, 0);
-            old++;
-            continue;
-        }
-        if (!has_suffix(de->d_name, len, CACHE_SUFFIX))
-            continue;
-        if (util_grow((void **)all, &cap, *n + 1, sizeof(**all))) {
+        size_t before = *n;
+        rc = scan_ext(de->d_name, extno, fd, (uint64_t)st.st_size, all, n, &cap);
+        close(fd);
+        struct ext *x = *n > before ? ext_get_locked(c, de->d_name) : NULL;
+        if (*n > before && !x)
             rc = ENOMEM;
-            break;
+        for (size_t i = before; x && i < *n; i++) {
+            (*all)[i].e->x = x;
+            x->blocks++;
         }
-        struct entry *e = calloc(1, sizeof(*e));
-        if (!e) {
-            rc = ENOMEM;
-            break;
-        }
-        memcpy(e->name, de->d_name, len + 1);
-        e->bytes = (uint64_t)st.st_size;
-        (*all)[*n].e = e;
-        (*all)[(*n)++].mtime = st.st_mtim;
+        if (*n == before && !rc)
+            unlinkat(dirfd(d), de->d_name, 0); /* no block left in it */
     }
     if (old)
         log_info("block cache %s: removed %zu blocks of an older format", c->dir, old);
     return rc;
 }
 
-/* Take the blocks found into the table, the least recently written first
- * in the LRU (as they were used before the restart, near enough). */
+/* Take the blocks found into the index, the least recently used first. */
 static void adopt_oldest_first(struct cache *c, struct found *all, size_t n)
 {
     if (n)
-        qsort(all, n, sizeof(*all), by_mtime);
+        qsort(all, n, sizeof(*all), by_use);
     for (size_t i = 0; i < n; i++) {
         struct entry *e = all[i].e;
         HASH_ADD_STR(c->by_name, name, e);
         DL_APPEND(c->lru, e);
         c->bytes += e->bytes;
+        if (by_use(&all[i], &(struct found){.used = c->stamp}) > 0)
+            c->stamp = all[i].used;
     }
 }
 
 /* What the cache directory holds when the cache opens: its blocks, trimmed
- * to the bound.  0, ENOMEM (nothing taken), or the errno of opendir. */
+ * to the bound.  0, ENOMEM, or the errno of opendir. */
 static int scan(struct cache *c)
 {
     DIR *d = opendir(c->dir);
@@ -366,7 +724,7 @@ static int scan(struct cache *c)
     closedir(d);
     if (rc) {
         for (size_t i = 0; i < n; i++)
-            free(all[i].e);
+            free(all[i].e); /* the files stay: a later open tries again */
     } else {
         adopt_oldest_first(c, all, n);
     }
@@ -446,10 +804,16 @@ void cache_close(struct cache *c)
     struct entry *e, *tmp;
     HASH_ITER(hh, c->by_name, e, tmp)
     {
-        if (e->of)
-            ofile_release_locked(c, e->of); /* no read is running */
+        free(e->rec);
         HASH_DEL(c->by_name, e);
         free(e);
+    }
+    struct ext *x, *xtmp;
+    HASH_ITER(hh, c->exts, x, xtmp)
+    {
+        ext_close_fds(c, x); /* no read or write is running */
+        HASH_DEL(c->exts, x);
+        free(x);
     }
     if (c->lock_fd >= 0)
         close(c->lock_fd); /* releases the flock */
@@ -471,66 +835,119 @@ uint64_t cache_limit(struct cache *c)
     return c->limit;
 }
 
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
+/* ---- reading ------------------------------------------------------------- */
 
-uint32_t cache_crc32c(const void *data, size_t len, uint32_t crc)
-{
-    return util_crc32c(data, len, crc);
-}
+/* What a read of one block needs, from the index. */
+struct use {
+    char name[CACHE_NAME_MAX];
+    uint64_t blockno;
+    struct ext *x; /* in use for this read: released by the reader */
+    int fd;
+    uint64_t gen;
+    uint32_t dlen;
+    bool have_rec; /* rec holds the block's record, checked before */
+    unsigned char rec[CACHE_REC];
+};
 
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* Forget a block whose file turned out wrong or missing (gen 0: whatever
- * entry has that name; else only that generation of it). */
-static void forget(struct cache *c, const char *name, uint64_t gen)
+/* Count a read of block u->name (most recently used now) and fill u.  0,
+ * ENOENT (not cached, or still being written), or the errno of opening
+ * its file. */
+static int block_use(struct cache *c, struct use *u, bool want_rec)
 {
     pthread_mutex_lock(&c->lock);
     struct entry *e;
-    HASH_FIND_STR(c->by_name, name, e);
-    if (e && (!gen || e->gen == gen))
-        drop_locked(c, e);
+    HASH_FIND_STR(c->by_name, u->name, e);
+    if (!e || !e->ready) {
+        pthread_mutex_unlock(&c->lock);
+        return ENOENT;
+    }
+    DL_DELETE(c->lru, e); /* most recently used now */
+    DL_APPEND(c->lru, e);
+    e->used = next_stamp_locked(c);
+    e->stamp = true;
+    u->gen = e->gen;
+    u->dlen = (uint32_t)(e->bytes - CACHE_REC);
+    u->have_rec = want_rec && e->rec;
+    if (u->have_rec) {
+        memcpy(u->rec, e->rec, CACHE_REC_FIXED + 4 * pages_of(u->dlen));
+        DL_DELETE2(c->recs, e, rprev, rnext);
+        DL_APPEND2(c->recs, e, rprev, rnext);
+    }
+    int rc = ext_use_locked(c, e->x, false, &u->fd);
+    if (!rc)
+        u->x = e->x;
+    bool flush = time(NULL) - c->stamped >= CACHE_STAMP_EVERY;
     pthread_mutex_unlock(&c->lock);
+    if (flush)
+        stamps_flush(c, false);
+    return rc;
 }
 
-/* Check the header of an open block file (read into h): 0 and *dlen, the
- * errno of reading it, or EBADMSG (not a block of this format, or damaged). */
-static int hdr_read(int fd, unsigned char *h, uint32_t *dlen)
+/* Keep the checked record of u's block for the next small read of it, if
+ * the block is still the one read. */
+static void rec_keep(struct cache *c, const struct use *u)
 {
-    ssize_t n = pread(fd, h, CACHE_HDR, 0);
-    if (n < 0)
+    size_t keep = CACHE_REC_FIXED + 4 * pages_of(u->dlen);
+    unsigned char *r = malloc(keep);
+    if (!r)
+        return;
+    memcpy(r, u->rec, keep);
+    pthread_mutex_lock(&c->lock);
+    struct entry *e;
+    HASH_FIND_STR(c->by_name, u->name, e);
+    if (e && e->gen == u->gen && !e->rec) {
+        e->rec = r;
+        r = NULL;
+        DL_APPEND2(c->recs, e, rprev, rnext);
+        if (++c->n_recs > CACHE_RECS_MAX)
+            rec_forget_locked(c, c->recs);
+    }
+    pthread_mutex_unlock(&c->lock);
+    free(r);
+}
+
+/* The whole block of u into buf (u->dlen bytes), record and data in one
+ * preadv, every page checked.  0, EBADMSG, or the errno of reading. */
+static int read_whole(struct use *u, unsigned char *buf)
+{
+    struct iovec iov[2] = {{u->rec, CACHE_REC}, {buf, u->dlen}};
+    ssize_t got = preadv(u->fd, iov, 2, slot_off(u->blockno));
+    if (got < 0)
         return errno;
-    if (n != CACHE_HDR || memcmp(h, CACHE_MAGIC, 8) != 0)
-        return EBADMSG;
-    uint32_t len = get_u32(h + 12), pages = get_u32(h + 20);
-    if (get_u32(h + 16) != CACHE_PAGE || len > CACHE_MAX_DATA ||
-        pages != (len + CACHE_PAGE - 1) / CACHE_PAGE ||
-        cache_crc32c(h + 12, CACHE_HDR - 12, 0) != get_u32(h + 8))
-        return EBADMSG;
-    *dlen = len;
+    uint32_t dlen = 0;
+    if ((size_t)got != CACHE_REC + u->dlen || record_check(u->rec, u->blockno, &dlen) != 0 ||
+        dlen != u->dlen)
+        return EBADMSG; /* a hole, a torn write, or damage */
+    for (uint64_t p = 0; p < pages_of(dlen); p++)
+        if (!pages_ok(u->rec, dlen, p, buf + p * CACHE_PAGE))
+            return EBADMSG;
     return 0;
 }
 
-static size_t page_len(uint32_t dlen, uint64_t page)
+/* u's record, from memory or read and checked (and then kept).  0,
+ * EBADMSG, or the errno of reading. */
+static int rec_load(struct cache *c, struct use *u)
 {
-    uint64_t left = dlen - page * CACHE_PAGE;
-    return left < CACHE_PAGE ? (size_t)left : CACHE_PAGE;
+    if (u->have_rec)
+        return 0;
+    ssize_t got = pread(u->fd, u->rec, CACHE_REC, slot_off(u->blockno));
+    if (got < 0)
+        return errno;
+    uint32_t dlen = 0;
+    if (got != CACHE_REC || record_check(u->rec, u->blockno, &dlen) != 0 || dlen != u->dlen)
+        return EBADMSG;
+    rec_keep(c, u);
+    return 0;
 }
 
-/* Read data bytes [off, off + len) of a block file whose header is h (len
- * > 0, off + len <= dlen) into buf, in one preadv: the whole pages the
- * range covers, each checked against its CRC.  The pages at the two ends
- * go through a bounce page when the range starts or ends inside them, so
- * buf needs only `len` bytes.  0, EBADMSG, or the errno of reading. */
-static int data_read(int fd, const unsigned char *h, uint32_t dlen, uint64_t off, size_t len,
-                     unsigned char *buf)
+/* Read data bytes [off, off + len) of u's block (len > 0, off + len <=
+ * dlen) into buf, in one preadv: the whole pages the range covers, each
+ * checked against its CRC.  The pages at the two ends go through a bounce
+ * page when the range starts or ends inside them, so buf needs only `len`
+ * bytes.  0, EBADMSG, or the errno of reading. */
+static int read_range(const struct use *u, uint64_t off, size_t len, unsigned char *buf)
 {
+    uint32_t dlen = u->dlen;
     uint64_t end = off + len, p0 = off / CACHE_PAGE, p1 = (end - 1) / CACHE_PAGE;
     uint64_t a = p0 * CACHE_PAGE, z = (p1 + 1) * CACHE_PAGE < dlen ? (p1 + 1) * CACHE_PAGE : dlen;
     bool end_whole = end % CACHE_PAGE == 0 || end == dlen;
@@ -547,16 +964,16 @@ static int data_read(int fd, const unsigned char *h, uint32_t dlen, uint64_t off
     }
     if (bounce1)
         iov[n++] = (struct iovec){tail, page_len(dlen, p1)};
-    ssize_t got = preadv(fd, iov, n, (off_t)(CACHE_HDR + a));
+    ssize_t got = preadv(u->fd, iov, n, slot_off(u->blockno) + CACHE_REC + (off_t)a);
     if (got < 0)
         return errno;
     if ((uint64_t)got != z - a)
-        return EBADMSG; /* the file is shorter than its header says */
+        return EBADMSG; /* the file is shorter than its record says */
     for (uint64_t p = p0; p <= p1; p++) {
         const unsigned char *d = p == p0 && bounce0   ? head
                                  : p == p1 && bounce1 ? tail
                                                       : buf + (p * CACHE_PAGE - off);
-        if (cache_crc32c(d, page_len(dlen, p), 0) != get_u32(h + 24 + 4 * p))
+        if (!pages_ok(u->rec, dlen, p, d))
             return EBADMSG;
     }
     if (bounce0) {
@@ -568,139 +985,43 @@ static int data_read(int fd, const unsigned char *h, uint32_t dlen, uint64_t off
     return 0;
 }
 
-/* Open block file `name` and check its header: 0 and *out (one user),
- * ENOENT (no such file: being written, or removed by hand), EBADMSG, or
- * another errno. */
-static int ofile_open(struct cache *c, const char *name, struct ofile **out)
-{
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof(path), "%s/%s", c->dir, name) >= (int)sizeof(path))
-        return ENAMETOOLONG;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
-    unsigned char hdr[CACHE_HDR];
-    uint32_t dlen = 0;
-    int rc = hdr_read(fd, hdr, &dlen);
-    /* Only what reads use: 1 KiB for a 1 MiB block, not the whole page. */
-    size_t keep = 24 + 4 * (size_t)((dlen + CACHE_PAGE - 1) / CACHE_PAGE);
-    struct ofile *of = rc ? NULL : calloc(1, sizeof(*of) + keep);
-    if (!rc && !of)
-        rc = ENOMEM;
-    if (rc) {
-        close(fd);
-        return rc;
-    }
-    memcpy(of->hdr, hdr, keep);
-    of->fd = fd;
-    of->dlen = dlen;
-    of->users = 1;
-    *out = of;
-    return 0;
-}
-
-/* Count a read of block `name` (most recently used now).  *of: its open
- * file, with this read counted among its users, or NULL; *gen: the
- * entry's generation.  0, or ENOENT when the cache has no such block. */
-static int block_use(struct cache *c, const char *name, struct ofile **of, uint64_t *gen)
-{
-    pthread_mutex_lock(&c->lock);
-    struct entry *e;
-    HASH_FIND_STR(c->by_name, name, e);
-    if (!e) {
-        pthread_mutex_unlock(&c->lock);
-        return ENOENT;
-    }
-    DL_DELETE(c->lru, e); /* most recently used now */
-    DL_APPEND(c->lru, e);
-    e->used = next_stamp_locked(c);
-    e->stamp = true;
-    *gen = e->gen;
-    *of = e->of;
-    if (*of) {
-        (*of)->users++;
-        DL_DELETE(c->open, *of);
-        DL_APPEND(c->open, *of);
-    }
-    bool flush = time(NULL) - c->stamped >= CACHE_STAMP_EVERY;
-    pthread_mutex_unlock(&c->lock);
-    if (flush)
-        stamps_flush(c, false);
-    return 0;
-}
-
-/* Open block `name` for a read (*of, one user), and keep it open for the
- * next read if its entry is still the one of generation `gen`.  0 or the
- * errno of ofile_open. */
-static int block_open(struct cache *c, const char *name, uint64_t gen, struct ofile **of)
-{
-    int rc = ofile_open(c, name, of);
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&c->lock);
-    struct entry *e;
-    HASH_FIND_STR(c->by_name, name, e);
-    if (e && e->gen == gen && !e->of) {
-        e->of = *of;
-        (*of)->e = e;
-        DL_APPEND(c->open, *of);
-        if (++c->n_open > c->open_max)
-            ofile_release_locked(c, c->open);
-    } else {
-        (*of)->gone = true;
-    }
-    pthread_mutex_unlock(&c->lock);
-    return 0;
-}
-
-/* The end of a read of `of`: its last user closes a file no longer kept. */
-static void ofile_done(struct cache *c, struct ofile *of)
-{
-    pthread_mutex_lock(&c->lock);
-    if (!--of->users && of->gone) {
-        close(of->fd);
-        free(of);
-    }
-    pthread_mutex_unlock(&c->lock);
-}
-
 /* The common part of cache_get and cache_read: bytes [off, off + len) of
  * the block, clipped at its end; with `whole`, the block must fit in len
  * (else it counts as damaged, as a block bigger than any block is). */
 static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
                       bool whole, void *buf, size_t *got)
 {
-    char name[CACHE_NAME_MAX];
-    block_name(id, blockno, name);
-    struct ofile *of;
-    uint64_t gen;
-    int rc = block_use(c, name, &of, &gen);
-    if (rc)
-        return rc;
-    if (!of)
-        rc = block_open(c, name, gen, &of);
+    struct use *u = malloc(sizeof(*u)); /* a record is 4 KiB: not on a FUSE thread's stack */
+    if (!u)
+        return ENOMEM;
+    char file[CACHE_NAME_MAX];
+    block_names(id, blockno, u->name, file);
+    u->blockno = blockno;
+    u->x = NULL;
+    int rc = block_use(c, u, !whole);
     size_t n = 0;
-    if (!rc && whole && of->dlen > len)
-        rc = EBADMSG;
-    if (!rc && off < of->dlen) {
-        n = of->dlen - off < len ? (size_t)(of->dlen - off) : len;
-        if (n)
-            rc = data_read(of->fd, of->hdr, of->dlen, off, n, buf);
+    if (!rc && whole) {
+        rc = u->dlen > len ? EBADMSG : read_whole(u, buf);
+        n = u->dlen;
+    } else if (!rc && off < u->dlen) {
+        n = u->dlen - off < len ? (size_t)(u->dlen - off) : len;
+        rc = rec_load(c, u);
+        if (!rc && n)
+            rc = read_range(u, off, n, buf);
     }
-    if (of)
-        ofile_done(c, of);
-    if (rc == ENOENT) /* still being written, or removed by hand */
-        return ENOENT;
+    if (u->x)
+        ext_release(c, u->x);
     if (rc == EBADMSG) {
-        log_warn("block cache: %s is damaged (bad checksum or size): dropped, fetching again",
-                 name);
-        forget(c, name, 0);
-        return ENOENT;
+        log_warn("block cache: block %s is damaged (bad checksum or size): dropped, fetching "
+                 "again",
+                 u->name);
+        forget(c, u->name, u->gen);
+        rc = ENOENT;
     }
-    if (rc)
-        return rc;
-    *got = n;
-    return 0;
+    free(u);
+    if (!rc)
+        *got = n;
+    return rc;
 }
 
 static int counted(int rc)
@@ -723,41 +1044,15 @@ int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, 
     return counted(block_read(c, id, blockno, off, len, false, buf, got));
 }
 
-/* Write header and data to a new file fd; with `direct`, through
- * O_DIRECT when data and len allow it (page-aligned, whole pages), so the
- * bytes go from data to the disk with no copy into the page cache; else,
- * or when the filesystem refuses it, by an ordinary write.  0 or errno. */
-static int write_block(int fd, const unsigned char *hdr, const void *data, size_t len, bool direct)
-{
-    struct iovec iov[2] = {{(void *)hdr, CACHE_HDR}, {(void *)data, len}};
-    ssize_t need = (ssize_t)(CACHE_HDR + len);
-    if (direct && len % CACHE_PAGE == 0 && (uintptr_t)data % CACHE_PAGE == 0 &&
-        (uintptr_t)hdr % CACHE_PAGE == 0) {
-        int fl = fcntl(fd, F_GETFL);
-        if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
-            ssize_t n = pwritev(fd, iov, 2, 0);
-            fcntl(fd, F_SETFL, fl);
-            if (n == need)
-                return 0;
-            if (n >= 0 || errno != EINVAL)
-                return n < 0 ? errno : ENOSPC;
-            /* EINVAL: the filesystem wants other alignments; write it plainly */
-        }
-    }
-    ssize_t n = pwritev(fd, iov, 2, 0);
-    if (n != need)
-        return n < 0 ? errno : ENOSPC;
-    return 0;
-}
+/* ---- storing ------------------------------------------------------------- */
 
-/* Index entry e (its name and bytes set), replacing an entry of the same
- * name and evicting the least recently used until it fits: its bytes are
- * counted before its file exists, so the bound holds.  Its name is copied
- * to `name` under the lock (e may be evicted as soon as it is released);
- * returns its generation. */
-static uint64_t reserve(struct cache *c, struct entry *e, char name[CACHE_NAME_MAX])
+/* Index entry e (its name, block and bytes set) in file `file`, replacing
+ * an entry of the same name and evicting the least recently used until it
+ * fits: its bytes are counted before its slot is written, so the bound
+ * holds.  Not ready: reads do not see it until it is written.  Its
+ * generation, or 0 (no memory: e is not taken). */
+static uint64_t reserve_locked(struct cache *c, struct entry *e, const char *file)
 {
-    pthread_mutex_lock(&c->lock);
     struct entry *old;
     HASH_FIND_STR(c->by_name, e->name, old);
     if (old) /* replaced: the new bytes win */
@@ -766,72 +1061,63 @@ static uint64_t reserve(struct cache *c, struct entry *e, char name[CACHE_NAME_M
         drop_locked(c, c->lru);
         metrics_add(&metrics[M_EVICTIONS], 1);
     }
+    /* After the evictions: they may have removed the file. */
+    if (!(e->x = ext_get_locked(c, file)))
+        return 0;
+    e->x->blocks++;
     c->bytes += e->bytes;
     bytes_changed_locked(c);
     e->gen = ++c->gen;
-    uint64_t gen = e->gen;
     HASH_ADD_STR(c->by_name, name, e);
     DL_APPEND(c->lru, e);
-    memcpy(name, e->name, CACHE_NAME_MAX);
-    pthread_mutex_unlock(&c->lock);
-    return gen;
+    return e->gen;
 }
 
-/* The header of a block of len bytes: magic, length, page size and count,
- * each page's CRC-32C, then the CRC of the header itself. */
-static void block_header(unsigned char hdr[CACHE_HDR], const void *data, size_t len)
+/* Write record and data to the slot of block `blockno` of x through fd;
+ * with O_DIRECT (fd is x's dfd) when data and len allow it, else through
+ * x's ordinary descriptor (also when the filesystem refuses the direct
+ * write).  0 or errno. */
+static int slot_write(struct ext *x, int dfd, uint64_t blockno, const unsigned char *rec,
+                      const void *data, size_t len)
 {
-    uint32_t pages = (uint32_t)((len + CACHE_PAGE - 1) / CACHE_PAGE);
-    memcpy(hdr, CACHE_MAGIC, 8);
-    put_u32(hdr + 12, (uint32_t)len);
-    put_u32(hdr + 16, CACHE_PAGE);
-    put_u32(hdr + 20, pages);
-    for (uint32_t p = 0; p < pages; p++)
-        put_u32(hdr + 24 + 4 * p, cache_crc32c((const unsigned char *)data + (size_t)p * CACHE_PAGE,
-                                               page_len((uint32_t)len, p), 0));
-    put_u32(hdr + 8, cache_crc32c(hdr + 12, CACHE_HDR - 12, 0));
+    struct iovec iov[2] = {{(void *)rec, CACHE_REC}, {(void *)data, len}};
+    ssize_t need = (ssize_t)(CACHE_REC + len);
+    off_t off = slot_off(blockno);
+    if (dfd >= 0 && len % CACHE_PAGE == 0 && (uintptr_t)data % CACHE_PAGE == 0 &&
+        (uintptr_t)rec % CACHE_PAGE == 0) {
+        ssize_t n = pwritev(dfd, iov, 2, off);
+        if (n == need)
+            return 0;
+        if (n >= 0 || errno != EINVAL)
+            return n < 0 ? errno : ENOSPC;
+        /* EINVAL: the filesystem wants other alignments; write it plainly */
+    }
+    /* x->fd stays open while this write uses x */
+    ssize_t n = pwritev(x->fd, iov, 2, off);
+    if (n != need)
+        return n < 0 ? errno : ENOSPC;
+    return 0;
 }
 
-/* The block, header first, into a new file at `tmp`.  0 or errno. */
-static int write_tmp(const char *tmp, const void *data, size_t len, unsigned flags)
+/* The write of entry `name` (generation gen, in x) is over: it becomes
+ * readable if it is still that entry.  If it was dropped meanwhile
+ * (evicted, replaced) and no newer one took its name, its slot is given
+ * back again: the eviction may have punched it before this write landed. */
+static void publish_locked(struct cache *c, const char *name, uint64_t gen, struct ext *x,
+                           uint64_t blockno, uint64_t bytes)
 {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return errno;
-    _Alignas(CACHE_PAGE) unsigned char hdr[CACHE_HDR] = {0};
-    block_header(hdr, data, len);
-    int rc = write_block(fd, hdr, data, len, flags & CACHE_STORE_DIRECT);
-    if (close(fd) < 0 && !rc)
-        rc = errno;
-    return rc;
-}
-
-/* Rename tmp to final, stamped as the newest block, under the lock and
- * only if the entry is still generation `gen`, not evicted (or replaced)
- * while its file was written: the directory never holds a block the index
- * does not count.  *current says which; 0 or the errno of the rename. */
-static int publish(struct cache *c, const char *name, uint64_t gen, const char *tmp,
-                   const char *final, bool *current)
-{
-    int rc = 0;
-    pthread_mutex_lock(&c->lock);
     struct entry *now;
     HASH_FIND_STR(c->by_name, name, now);
-    *current = now && now->gen == gen;
-    struct timespec stamp[2] = {{0, UTIME_OMIT}, next_stamp_locked(c)};
-    if (*current &&
-        (utimensat(AT_FDCWD, tmp, stamp, AT_SYMLINK_NOFOLLOW) < 0 || rename(tmp, final) < 0))
-        rc = errno;
-    pthread_mutex_unlock(&c->lock);
-    return rc;
+    if (now && now->gen == gen)
+        now->ready = true;
+    else if (!now && !x->gone)
+        slot_clear_locked(c, x, blockno, bytes);
 }
 
-/* A block that could not be stored: its file and its entry go.  A full
- * disk is ENOSPC, said once; any other errno is said each time. */
-static int store_failed(struct cache *c, const char *name, uint64_t gen, const char *tmp, int rc)
+/* A block that could not be stored: its entry goes.  A full disk is
+ * ENOSPC, said once; any other errno is said each time. */
+static int store_failed(struct cache *c, const char *name, uint64_t gen, int rc)
 {
-    if (tmp)
-        unlink(tmp);
     forget(c, name, gen);
     if (rc == ENOSPC || rc == EDQUOT) {
         if (!atomic_exchange(&c->warned_full, true))
@@ -845,31 +1131,48 @@ static int store_failed(struct cache *c, const char *name, uint64_t gen, const c
 int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
                 unsigned flags)
 {
-    uint64_t need = len + CACHE_HDR;
-    if (need > c->limit || len > CACHE_MAX_DATA)
+    uint64_t need = len + CACHE_REC;
+    if (need > c->limit || len > CACHE_MAX_BLOCK)
         return c->limit ? EFBIG : 0;
     struct entry *e = calloc(1, sizeof(*e));
-    if (!e)
+    unsigned char *rec = aligned_alloc(CACHE_PAGE, CACHE_REC);
+    if (!e || !rec) {
+        free(e);
+        free(rec);
         return ENOMEM;
-    block_name(id, blockno, e->name);
+    }
+    char file[CACHE_NAME_MAX], name[CACHE_NAME_MAX];
+    block_names(id, blockno, e->name, file);
+    memcpy(name, e->name, CACHE_NAME_MAX);
+    e->blockno = blockno;
     e->bytes = need;
-    char name[CACHE_NAME_MAX];
-    uint64_t gen = reserve(c, e, name);
+    record_make(rec, blockno, data, len, (struct timespec){0, 0}); /* CRCs outside the lock */
 
-    struct buf tmp = BUF_INIT;
-    buf_printf(&tmp, "%s/%s.tmp.%llx", c->dir, name, (unsigned long long)util_random_u64());
-    char *final = path_of(c, name);
-    int rc = tmp.data && final ? 0 : ENOMEM;
+    pthread_mutex_lock(&c->lock);
+    uint64_t gen = reserve_locked(c, e, file);
+    struct ext *x = gen ? e->x : NULL;
+    int fd = -1, rc = gen ? 0 : ENOMEM;
+    if (!rc) {
+        e->used = next_stamp_locked(c); /* the newest block */
+        put_time(rec + 8, e->used);
+        rc = ext_use_locked(c, x, flags & CACHE_STORE_DIRECT, &fd);
+        if (rc)
+            x = NULL;
+    }
+    pthread_mutex_unlock(&c->lock); /* e may be evicted from here on */
+    if (!gen)
+        free(e);
     if (!rc)
-        rc = write_tmp(tmp.data, data, len, flags);
-    bool current = true;
-    if (!rc)
-        rc = publish(c, name, gen, tmp.data, final, &current);
-    if (!current)
-        unlink(tmp.data); /* evicted before it was even stored: as if stored and evicted */
-    else if (rc)
-        rc = store_failed(c, name, gen, tmp.data, rc);
-    buf_free(&tmp);
-    free(final);
+        rc = slot_write(x, flags & CACHE_STORE_DIRECT ? fd : -1, blockno, rec, data, len);
+    free(rec);
+    if (x) {
+        pthread_mutex_lock(&c->lock);
+        if (!rc)
+            publish_locked(c, name, gen, x, blockno, need);
+        ext_release_locked(c, x);
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (rc && gen)
+        rc = store_failed(c, name, gen, rc);
     return rc;
 }

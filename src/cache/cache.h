@@ -1,22 +1,26 @@
 /* cache.h — the on-disk block cache.
  *
- * Blocks of objects are kept as files on local disk so that a re-read, even
- * after a remount, costs no GET.  A block is named by its object version —
- * an identity string the caller builds from (endpoint, bucket, key, ETag) —
+ * Blocks of objects are kept on local disk so that a re-read, even after
+ * a remount, costs no GET.  A block is named by its object version — an
+ * identity string the caller builds from (endpoint, bucket, key, ETag) —
  * and its number, so a block of a replaced object can never be served for
- * the new one: the new ETag names other files.  Each file carries a CRC32C
- * of every 4 KiB page of its bytes; a read checks the pages it returns, and
- * a block that fails is deleted and reported as missing.  Files are
- * written under a temporary name and renamed, so a crash leaves whole
- * blocks or none.
+ * the new one: the new ETag names other files.  The blocks of an object
+ * version share sparse files, 64 blocks to a file (no file per block).
+ * Each block carries a CRC32C of every 4 KiB page of its bytes; a read
+ * checks the pages it returns, and a block that fails is removed and
+ * reported as missing.  A block is readable only once its bytes and
+ * checksums are written, and a crash while one is written leaves a block
+ * that fails its check (never served) or none.
  *
  * The total size is bounded: inserting evicts the least recently used
- * blocks first (use is written to the files' mtimes every 30 seconds and
- * at close, so the order survives a restart).  The files of recently read
- * blocks are kept open (at most 1024, and at most a quarter of the
- * process's RLIMIT_NOFILE at open) so a small read costs one preadv;
- * a dropped block's file is closed once no read uses it, so no deleted
- * file stays open.  A cache directory belongs to one process at a time (a lock
+ * blocks first (use times are written beside the blocks every 30 seconds
+ * and at close, so the order survives a restart); an evicted block's disk
+ * space is given back at once (a hole punched in its file, or the file
+ * removed with its last block).  The files of recently read blocks are
+ * kept open (at most 1024 descriptors, and at most a quarter of the
+ * process's RLIMIT_NOFILE at open) so a small read costs one preadv; a
+ * removed file is closed once no read uses it, so no deleted file stays
+ * open.  A cache directory belongs to one process at a time (a lock
  * file); a second process gets EBUSY.
  *
  * All functions are thread-safe.  Layer prefix: cache_. */
@@ -59,15 +63,18 @@ int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size
 int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
                void *buf, size_t *got);
 
+/* The largest block the cache holds: 1 MiB. */
+#define CACHE_MAX_BLOCK (1u << 20)
+
 /* Store a block (replacing a copy already there).  0, ENOSPC (the disk is
  * full: the block is not kept, logged once), EFBIG (larger than the whole
- * cache, or than the 1018 pages of 4 KiB a block can hold), or another
- * errno.  Failures never affect what the cache holds.  flags 0, or
- * CACHE_STORE_DIRECT: the block will not be read again soon (a sequential
- * reader's): write it around the page cache (O_DIRECT) when data is
- * page-aligned and len a multiple of 4 KiB, which saves copying it and
- * keeps the page cache for what is re-read; otherwise, or where the
- * filesystem refuses O_DIRECT, through the page cache as with 0. */
+ * cache, or than CACHE_MAX_BLOCK), or another errno.  Failures never
+ * affect what the cache holds.  flags 0, or CACHE_STORE_DIRECT: the block
+ * will not be read again soon (a sequential reader's): write it around
+ * the page cache (O_DIRECT) when data is page-aligned and len a multiple
+ * of 4 KiB, which saves copying it and keeps the page cache for what is
+ * re-read; otherwise, or where the filesystem refuses O_DIRECT, through
+ * the page cache as with 0. */
 #define CACHE_STORE_DIRECT 1u
 int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
                 unsigned flags);

@@ -19,6 +19,7 @@ The kernel's page cache would hide the filesystem: tests drop it for one
 file with posix_fadvise(POSIX_FADV_DONTNEED), which works on FUSE.
 """
 
+import collections
 import ctypes
 import errno
 import glob
@@ -40,8 +41,10 @@ from mount import (PAILFS, call_with_timeout, fusermount_unmount,  # noqa: F401
 
 KiB = 1 << 10
 MiB = 1 << 20
-BLK_HDR = 4096  # bytes of header in front of the data of a .blk2 file
-PAGE = 4096  # bytes of data covered by one CRC32C in a .blk2 file
+BLK_HDR = 4096  # bytes of record in front of the data of a cached block
+PAGE = 4096  # bytes of data covered by one CRC32C in a cached block
+BLK_SLOT = BLK_HDR + 1024 * 1024  # a block's place in its .blk3 file
+BLK_PER_FILE = 64  # blocks of one .blk3 file
 
 
 # --------------------------------------------------------------------------
@@ -103,15 +106,55 @@ def blocks_dirs(cache_dir):
     return sorted(glob.glob(os.path.join(cache_dir, "blocks-*")))
 
 
-def blk_files(cache_dir):
-    """Every block file (.blk2) under cache_dir."""
-    return sorted(glob.glob(os.path.join(cache_dir, "**", "*.blk2"),
-                            recursive=True))
+class Block(collections.namedtuple("Block", "path no off dlen")):
+    """A cached block on disk: its .blk3 file, number, slot offset and
+    data length."""
+
+    @property
+    def name(self):
+        """The cache's name of it in its log: "<object hash>-<block>"."""
+        return f"{os.path.basename(self.path).split('-')[0]}-{self.no}"
+
+    def data(self):
+        with open(self.path, "rb") as f:
+            f.seek(self.off + BLK_HDR)
+            return f.read(self.dlen)
+
+
+def cached_blocks(cache_dir):
+    """Every block whose record is on disk under cache_dir (the magic of
+    each slot of each .blk3 file, whatever the cache's index says), by
+    file and number."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(cache_dir, "**", "*.blk3"),
+                                 recursive=True)):
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:  # its last block evicted meanwhile
+            continue
+        with f:
+            first = int(path.rsplit("-", 1)[1].split(".")[0]) * BLK_PER_FILE
+            size = os.fstat(f.fileno()).st_size
+            for k in range(BLK_PER_FILE):
+                if k * BLK_SLOT >= size:
+                    break
+                f.seek(k * BLK_SLOT)
+                rec = f.read(48)
+                if len(rec) == 48 and rec[:8] == b"PAILBLK3":
+                    out.append(Block(path, first + k, k * BLK_SLOT,
+                                     int.from_bytes(rec[36:40], "little")))
+    return out
+
+
+def cached_block(cache_dir, no):
+    [b] = [b for b in cached_blocks(cache_dir) if b.no == no]
+    return b
 
 
 def dir_bytes(directory):
-    """Bytes of the regular files in the block directories under directory
-    (temporary files included, the lock file not)."""
+    """Disk space of the regular files in the block directories under
+    directory (st_blocks: the files are sparse; the lock file not
+    counted)."""
     total = 0
     for d in blocks_dirs(directory):
         try:
@@ -122,8 +165,8 @@ def dir_bytes(directory):
             if name == ".lock":
                 continue
             try:
-                total += os.stat(os.path.join(d, name)).st_size
-            except FileNotFoundError:  # evicted or renamed meanwhile
+                total += os.stat(os.path.join(d, name)).st_blocks * 512
+            except FileNotFoundError:  # evicted meanwhile
                 pass
     return total
 
@@ -507,8 +550,8 @@ def test_object_replaced_while_closed(proxy, s3, bucket, mounter):
     try:
         assert read_all(m.p("obj")) == old
         # the old blocks are in the disk cache now
-        assert wait_until(lambda: len(blk_files(cache_root(m))) == 6, 10), \
-            blk_files(cache_root(m))
+        assert wait_until(lambda: len(cached_blocks(cache_root(m))) == 6, 10), \
+            cached_blocks(cache_root(m))
         s3.put_object(Bucket=bucket, Key="obj", Body=new, Metadata=same_mtime)
         time.sleep(ttl + 0.3)
         proxy.reset()
@@ -527,8 +570,8 @@ def test_object_replaced_while_closed(proxy, s3, bucket, mounter):
     finally:
         os.close(fd)
     # both versions' blocks may be on disk; only the new ones are used
-    assert wait_until(lambda: len(blk_files(cache_root(m))) == 12, 10), \
-        blk_files(cache_root(m))
+    assert wait_until(lambda: len(cached_blocks(cache_root(m))) == 12, 10), \
+        cached_blocks(cache_root(m))
 
 
 # --------------------------------------------------------------------------
@@ -588,7 +631,7 @@ def test_cache_bound_with_concurrent_readers(proxy, s3, bucket, mounter):
     # the directory holds only whole blocks (no temporary files left)
     for d in blocks_dirs(root):
         for name in os.listdir(d):
-            assert name == ".lock" or name.endswith(".blk2"), name
+            assert name == ".lock" or name.endswith(".blk3"), name
     # and what it holds is served correctly; the bound holds again
     for i in range(4):
         drop_page_cache(m.p(f"f{i}"))
@@ -754,12 +797,13 @@ def test_damaged_cached_block_is_refetched(proxy, s3, bucket, mounter):
     m = mounter(log_level="info")
     assert read_all(m.p("obj")) == data
     root = cache_root(m)
-    assert wait_until(lambda: len(blk_files(root)) == 5, 10), blk_files(root)
-    [victim] = [p for p in blk_files(root) if p.endswith("-2.blk2")]
-    with open(victim, "r+b") as f:
-        f.seek(BLK_HDR + 1000)
+    assert wait_until(lambda: len(cached_blocks(root)) == 5, 10), \
+        cached_blocks(root)
+    victim = cached_block(root, 2)
+    with open(victim.path, "r+b") as f:
+        f.seek(victim.off + BLK_HDR + 1000)
         b = f.read(1)
-        f.seek(BLK_HDR + 1000)
+        f.seek(victim.off + BLK_HDR + 1000)
         f.write(bytes([b[0] ^ 0xFF]))
     drop_page_cache(m.p("obj"))
     proxy.reset()
@@ -773,16 +817,14 @@ def test_damaged_cached_block_is_refetched(proxy, s3, bucket, mounter):
     assert fetched == {2}, f"blocks fetched: {sorted(fetched)} " \
         f"({[g['range'] for g in gets]})"
     log = m.stderr_text()
-    name = os.path.basename(victim)
-    assert re.search(rf"{re.escape(name)}.*damaged", log), log[-3000:]
+    assert re.search(rf"{re.escape(victim.name)}\b.*damaged", log), log[-3000:]
     # the block is stored again, intact
     want = data[2 * MiB:3 * MiB]
 
     def rewritten():
         try:
-            with open(victim, "rb") as f:
-                return f.read()[BLK_HDR:] == want
-        except FileNotFoundError:
+            return cached_block(root, 2).data() == want
+        except (FileNotFoundError, ValueError):
             return False
 
     assert wait_until(rewritten, 10), "the damaged block was not stored again"
@@ -812,33 +854,32 @@ def test_damaged_page_found_by_small_read(proxy, s3, bucket, mounter):
     m = mounter(log_level="info")
     assert read_all(m.p("obj")) == data
     root = cache_root(m)
-    assert wait_until(lambda: len(blk_files(root)) == 3, 10), blk_files(root)
-    [victim] = [p for p in blk_files(root) if p.endswith("-1.blk2")]
-    with open(victim, "r+b") as f:
-        f.seek(BLK_HDR + 10 * PAGE + 5)
+    assert wait_until(lambda: len(cached_blocks(root)) == 3, 10), \
+        cached_blocks(root)
+    victim = cached_block(root, 1)
+    with open(victim.path, "r+b") as f:
+        f.seek(victim.off + BLK_HDR + 10 * PAGE + 5)
         b = f.read(1)
-        f.seek(BLK_HDR + 10 * PAGE + 5)
+        f.seek(victim.off + BLK_HDR + 10 * PAGE + 5)
         f.write(bytes([b[0] ^ 0xFF]))
     drop_page_cache(m.p("obj"))
     proxy.reset()
     off = MiB + 20 * PAGE
     assert direct_pread(m.p("obj"), off) == data[off:off + PAGE]
     assert get_records(proxy, "obj") == []
-    assert os.path.exists(victim)
+    assert cached_block(root, 1) == victim
     off = MiB + 10 * PAGE
     assert direct_pread(m.p("obj"), off) == data[off:off + PAGE]
     ranges = [parse_range(g["range"]) for g in get_records(proxy, "obj")]
     assert ranges == [(MiB, 2 * MiB - 1)], ranges
     log = m.stderr_text()
-    name = os.path.basename(victim)
-    assert re.search(rf"{re.escape(name)}.*damaged", log), log[-3000:]
+    assert re.search(rf"{re.escape(victim.name)}\b.*damaged", log), log[-3000:]
     want = data[MiB:2 * MiB]
 
     def rewritten():
         try:
-            with open(victim, "rb") as f:
-                return f.read()[BLK_HDR:] == want
-        except FileNotFoundError:
+            return cached_block(root, 1).data() == want
+        except (FileNotFoundError, ValueError):
             return False
 
     assert wait_until(rewritten, 10), "the damaged block was not stored again"
@@ -879,7 +920,7 @@ def test_remount_reads_from_cache(proxy, s3, bucket, mounter):
     m = mounter()
     assert read_all(m.p("obj")) == data
     m.remount()
-    assert len(blk_files(cache_root(m))) == 11, blk_files(cache_root(m))
+    assert len(cached_blocks(cache_root(m))) == 11, cached_blocks(cache_root(m))
     proxy.reset()
     drop_page_cache(m.p("obj"))
     assert read_all(m.p("obj")) == data
@@ -893,16 +934,19 @@ def test_remount_reads_from_cache(proxy, s3, bucket, mounter):
     st = proxy.stats()
     assert st["by_op"].get("GetObject", 0) == 0, \
         [(r["op"], r["range"]) for r in st["recent"]]
-    # a write cut short by a crash leaves a temporary file: gone at the
-    # next start; a smaller cache_size trims the cache at once
+    # files of the older formats (a block file, a write of one cut short
+    # by a crash) are gone at the next start; a smaller cache_size trims
+    # the cache at once
     [blocks] = blocks_dirs(cache_root(m))
-    stray = os.path.join(blocks, "0123456789abcdef0123456789abcdef-3.blk2.tmp.9a8b")
-    with open(stray, "wb") as f:
-        f.write(b"half a block")
+    strays = [os.path.join(blocks, "0123456789abcdef0123456789abcdef-3.blk2" + t)
+              for t in ("", ".tmp.9a8b")]
+    for stray in strays:
+        with open(stray, "wb") as f:
+            f.write(b"PAILBLK2 half a block")
     m.remount(opts={"cache_size": "3M"})
-    assert not os.path.exists(stray)
+    assert not any(os.path.exists(stray) for stray in strays)
     assert dir_bytes(cache_root(m)) <= 3 * MiB
-    sizes = sorted(os.stat(f).st_size for f in blk_files(cache_root(m)))
+    sizes = sorted(BLK_HDR + b.dlen for b in cached_blocks(cache_root(m)))
     assert sum(sizes) <= 3 * MiB and sizes.count(MiB + BLK_HDR) <= 2, sizes
     drop_page_cache(m.p("obj"))
     assert read_all(m.p("obj")) == data
@@ -957,13 +1001,13 @@ def test_cache_size_zero_stores_nothing(proxy, s3, bucket, mounter):
     m = mounter(opts={"cache_size": "0"})
     assert read_all(m.p("obj")) == data
     time.sleep(0.3)
-    assert blk_files(cache_root(m)) == []
+    assert cached_blocks(cache_root(m)) == []
     drop_page_cache(m.p("obj"))
     proxy.reset()
     assert read_all(m.p("obj")) == data
     assert n_gets(proxy) >= 1, "read again with no cache and no GET"
     m.remount()
-    assert blk_files(cache_root(m)) == []
+    assert cached_blocks(cache_root(m)) == []
 
 
 # --------------------------------------------------------------------------
@@ -1242,7 +1286,7 @@ def test_reopen_after_attr_ttl_with_block_0_cached_asks_headers(proxy, s3, bucke
     again = f"/proc/{os.getpid()}/fd/{keeper}"
     try:
         assert os.pread(keeper, size, 0) == old
-        assert wait_until(lambda: len(blk_files(cache_root(m))) == 3, 10)
+        assert wait_until(lambda: len(cached_blocks(cache_root(m))) == 3, 10)
         for want in (old, new):
             if want is new:
                 put(s3, bucket, "big", new)
@@ -1387,8 +1431,7 @@ def test_smallest_read_settings(proxy, s3, bucket, mounter):
         first, last = parse_range(g["range"])
         assert last is not None and last - first + 1 <= MiB, g["range"]
     # 5k holds no whole block (EFBIG), only the 1-byte last one
-    files = wait_until(lambda: blk_files(cache_root(m)), 10)
-    assert [(f.rsplit("-", 1)[1], os.stat(f).st_size) for f in files] == \
-        [("6.blk2", BLK_HDR + 1)], files
+    blocks = wait_until(lambda: cached_blocks(cache_root(m)), 10)
+    assert [(b.no, b.dlen) for b in blocks] == [(6, 1)], blocks
     drop_page_cache(m.p("obj"))
     assert read_all(m.p("obj")) == data
