@@ -471,7 +471,7 @@ static void put_time(unsigned char *p, struct timespec t)
  * block, which the next open punches. */
 static void stamps_flush(struct cache *c, bool force)
 {
-    struct use {
+    struct stamp_write {
         struct ext *x;
         int fd;
         off_t off;
@@ -837,23 +837,26 @@ uint64_t cache_limit(struct cache *c)
 
 /* ---- reading ------------------------------------------------------------- */
 
-/* What a read of one block needs, from the index. */
+/* What a read of one block needs, from the index.  Page-aligned (the
+ * record is read into it with O_DIRECT). */
 struct use {
+    unsigned char rec[CACHE_REC];
     char name[CACHE_NAME_MAX];
     uint64_t blockno;
     struct ext *x; /* in use for this read: released by the reader */
     int fd;
+    int dfd; /* with O_DIRECT, for a whole block: -1 when refused */
     uint64_t gen;
     uint32_t dlen;
     bool have_rec; /* rec holds the block's record, checked before */
-    unsigned char rec[CACHE_REC];
 };
 
 /* Count a read of block u->name (most recently used now) and fill u.  0,
  * ENOENT (not cached, or still being written), or the errno of opening
  * its file. */
-static int block_use(struct cache *c, struct use *u, bool want_rec)
+static int block_use(struct cache *c, struct use *u, bool whole)
 {
+    bool want_rec = !whole;
     pthread_mutex_lock(&c->lock);
     struct entry *e;
     HASH_FIND_STR(c->by_name, u->name, e);
@@ -873,9 +876,13 @@ static int block_use(struct cache *c, struct use *u, bool want_rec)
         DL_DELETE2(c->recs, e, rprev, rnext);
         DL_APPEND2(c->recs, e, rprev, rnext);
     }
-    int rc = ext_use_locked(c, e->x, false, &u->fd);
-    if (!rc)
+    int rc = ext_use_locked(c, e->x, whole, &u->dfd);
+    if (!rc) {
         u->x = e->x;
+        u->fd = e->x->fd;
+        if (!whole)
+            u->dfd = -1;
+    }
     bool flush = time(NULL) - c->stamped >= CACHE_STAMP_EVERY;
     pthread_mutex_unlock(&c->lock);
     if (flush)
@@ -906,16 +913,35 @@ static void rec_keep(struct cache *c, const struct use *u)
     free(r);
 }
 
-/* The whole block of u into buf (u->dlen bytes), record and data in one
- * preadv, every page checked.  0, EBADMSG, or the errno of reading. */
-static int read_whole(struct use *u, unsigned char *buf)
+/* Record and data of u's block into u->rec and buf in one preadv: with
+ * O_DIRECT when buf (of cap bytes) takes whole pages, so the bytes go
+ * from the disk to buf with no copy through the page cache (a sequential
+ * reader's: written around the page cache too, and not read again soon).
+ * The bytes read, or -1 and errno. */
+static ssize_t slot_read(struct use *u, unsigned char *buf, size_t cap)
 {
+    size_t whole = pages_of(u->dlen) * CACHE_PAGE;
+    if (u->dfd >= 0 && whole <= cap && (uintptr_t)buf % CACHE_PAGE == 0) {
+        struct iovec iov[2] = {{u->rec, CACHE_REC}, {buf, whole}};
+        ssize_t got = preadv(u->dfd, iov, 2, slot_off(u->blockno));
+        if (got >= 0 || errno != EINVAL)
+            return got;
+        /* EINVAL: the filesystem wants other alignments; read it plainly */
+    }
     struct iovec iov[2] = {{u->rec, CACHE_REC}, {buf, u->dlen}};
-    ssize_t got = preadv(u->fd, iov, 2, slot_off(u->blockno));
+    return preadv(u->fd, iov, 2, slot_off(u->blockno));
+}
+
+/* The whole block of u into buf (u->dlen bytes; cap its room), record and
+ * data in one read, every page checked.  0, EBADMSG, or the errno of
+ * reading. */
+static int read_whole(struct use *u, unsigned char *buf, size_t cap)
+{
+    ssize_t got = slot_read(u, buf, cap);
     if (got < 0)
         return errno;
     uint32_t dlen = 0;
-    if ((size_t)got != CACHE_REC + u->dlen || record_check(u->rec, u->blockno, &dlen) != 0 ||
+    if ((size_t)got < CACHE_REC + u->dlen || record_check(u->rec, u->blockno, &dlen) != 0 ||
         dlen != u->dlen)
         return EBADMSG; /* a hole, a torn write, or damage */
     for (uint64_t p = 0; p < pages_of(dlen); p++)
@@ -991,17 +1017,18 @@ static int read_range(const struct use *u, uint64_t off, size_t len, unsigned ch
 static int block_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, size_t len,
                       bool whole, void *buf, size_t *got)
 {
-    struct use *u = malloc(sizeof(*u)); /* a record is 4 KiB: not on a FUSE thread's stack */
-    if (!u)
+    /* a record is 4 KiB: not on a FUSE thread's stack */
+    struct use *u = NULL;
+    if (posix_memalign((void **)&u, CACHE_PAGE, sizeof(*u)) != 0)
         return ENOMEM;
     char file[CACHE_NAME_MAX];
     block_names(id, blockno, u->name, file);
     u->blockno = blockno;
     u->x = NULL;
-    int rc = block_use(c, u, !whole);
+    int rc = block_use(c, u, whole);
     size_t n = 0;
     if (!rc && whole) {
-        rc = u->dlen > len ? EBADMSG : read_whole(u, buf);
+        rc = u->dlen > len ? EBADMSG : read_whole(u, buf, len);
         n = u->dlen;
     } else if (!rc && off < u->dlen) {
         n = u->dlen - off < len ? (size_t)(u->dlen - off) : len;

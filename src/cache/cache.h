@@ -48,9 +48,13 @@ void cache_close(struct cache *c);
  * the free space of its filesystem. */
 uint64_t cache_default_limit(const char *dir);
 
-/* Copy block `blockno` of object version `id` into buf (capacity cap).
- * 0 (and *len), ENOENT (not cached, or dropped because its checksum or size
- * was wrong — logged), or another errno of reading it. */
+/* Copy block `blockno` of object version `id` into buf (capacity cap; the
+ * bytes past *len, up to cap, may be overwritten).  When buf is
+ * page-aligned and cap holds the block's whole pages, it is read around
+ * the page cache (O_DIRECT, where the filesystem allows it): blocks read
+ * whole are a sequential reader's, written around it too.  0 (and *len),
+ * ENOENT (not cached, or dropped because its checksum or size was wrong —
+ * logged), or another errno of reading it. */
 int cache_get(struct cache *c, const char *id, uint64_t blockno, void *buf, size_t cap,
               size_t *len);
 
