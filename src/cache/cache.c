@@ -482,13 +482,15 @@ static void put_time(unsigned char *p, struct timespec t)
  * block, which the next open punches. */
 static void stamps_flush(struct cache *c, bool force)
 {
+    /* In batches: each write holds its file open, and a flush may touch
+     * more files than may be open at once. */
+    enum { BATCH = 64 };
     struct stamp_write {
         struct ext *x;
         int fd;
         off_t off;
         struct timespec t;
-    } *list = NULL;
-    size_t n = 0, want = 0;
+    } list[BATCH];
     pthread_mutex_lock(&c->lock);
     time_t now = time(NULL);
     if (!force && now - c->stamped < CACHE_STAMP_EVERY) {
@@ -496,32 +498,33 @@ static void stamps_flush(struct cache *c, bool force)
         return;
     }
     c->stamped = now;
-    struct entry *e;
-    DL_FOREACH(c->lru, e)
-    {
-        want += e->stamp;
-    }
-    list = want ? malloc(want * sizeof(*list)) : NULL;
-    DL_FOREACH(c->lru, e)
-    {
-        if (list && e->stamp && e->ready && ext_use_locked(c, e->x, false, &list[n].fd) == 0) {
-            list[n].x = e->x;
-            list[n].off = slot_off(e->blockno) + 8;
-            list[n++].t = e->used;
-            e->stamp = false;
+    for (;;) {
+        size_t n = 0;
+        struct entry *e;
+        DL_FOREACH(c->lru, e)
+        {
+            if (n == BATCH)
+                break;
+            if (e->stamp && e->ready && ext_use_locked(c, e->x, false, &list[n].fd) == 0) {
+                list[n].x = e->x;
+                list[n].off = slot_off(e->blockno) + 8;
+                list[n++].t = e->used;
+                e->stamp = false;
+            }
         }
+        pthread_mutex_unlock(&c->lock);
+        for (size_t i = 0; i < n; i++) {
+            unsigned char t[12];
+            put_time(t, list[i].t);
+            (void)!pwrite(list[i].fd, t, sizeof(t), list[i].off); /* only the order is lost */
+        }
+        pthread_mutex_lock(&c->lock);
+        for (size_t i = 0; i < n; i++)
+            ext_release_locked(c, list[i].x);
+        if (n < BATCH)
+            break;
     }
     pthread_mutex_unlock(&c->lock);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char t[12];
-        put_time(t, list[i].t);
-        (void)!pwrite(list[i].fd, t, sizeof(t), list[i].off); /* only the order is lost */
-    }
-    pthread_mutex_lock(&c->lock);
-    for (size_t i = 0; i < n; i++)
-        ext_release_locked(c, list[i].x);
-    pthread_mutex_unlock(&c->lock);
-    free(list);
 }
 
 /* ---- records ------------------------------------------------------------- */

@@ -675,6 +675,36 @@ static void test_reopen_keeps_blocks_and_lru_order(void **state)
     cache_close(c);
 }
 
+/* The use times of blocks in many files (more than one batch of the
+ * flush at close, which holds each file open while it writes) all reach
+ * the records: a reopen with room for 10 keeps the 10 used last. */
+static void test_reopen_order_across_many_files(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    char id[32];
+    assert_int_equal(cache_open(f->dir, 200 * ENTRY, &c, NULL), 0);
+    for (int i = 0; i < 150; i++) {
+        snprintf(id, sizeof(id), "obj-%d", i);
+        assert_int_equal(put_block(c, id, 0, DLEN), 0);
+    }
+    for (int i = 149; i >= 0; i--) { /* obj-0 used last */
+        snprintf(id, sizeof(id), "obj-%d", i);
+        assert_int_equal(get_block(c, id, 0, DLEN), 0);
+    }
+    cache_close(c);
+    c = NULL;
+    assert_int_equal(cache_open(f->dir, 10 * ENTRY, &c, NULL), 0);
+    assert_int_equal(cache_size(c), 10 * ENTRY);
+    for (int i = 0; i < 150; i++) {
+        snprintf(id, sizeof(id), "obj-%d", i);
+        struct loc l;
+        blk_loc(f->dir, id, 0, &l);
+        assert_int_equal(present(&l), i < 10);
+    }
+    cache_close(c);
+}
+
 static void test_reopen_with_smaller_limit_trims(void **state)
 {
     struct fixture *f = *state;
@@ -1411,6 +1441,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limit_zero_stores_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_larger_than_limit_is_efbig, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_blocks_and_lru_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_order_across_many_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_with_smaller_limit_trims, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leftovers_cleaned_at_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_block_dropped, setup, teardown),
