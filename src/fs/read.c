@@ -38,10 +38,18 @@
  * block nobody adopted, or one dropped unread, stops its GET.
  *
  * Memory: every block in memory counts against max_memory for the whole
- * mount, and so do the few freed buffers kept for reuse.  Read-ahead takes memory only while some
+ * mount, and so do the freed buffers kept warm for reuse (at most
+ * RD_WARM_MAX; see "warm buffers").  Read-ahead takes memory only while some
  * is free (leaving a reserve for blocks a read is waiting for); a block a read needs may wait for
  * memory, and takes it back from the least recently used finished blocks no read is using.  So
  * readers share the bound by back-pressure and never fail for want of memory.
+ *
+ * What a cold sequential read costs, per block: the HTTP thread copies the
+ * bytes from libcurl into the block and wakes the FUSE thread waiting for
+ * it, which replies from the block (no copy of ours); a storer writes the
+ * block to the disk cache.  So each wakeup is made for the threads it
+ * concerns only (done_cond, room_cond, work_cond, store_cond), buffers are
+ * reused warm, and the kernel asks 1 MiB at a time (ops.c).
  *
  * Locking: one mutex (rp->lock) guards the objects, their block tables,
  * the readers' windows and the job queue; data of a block is written only
@@ -60,15 +68,13 @@
 #include <utlist.h>
 
 #define RD_BLOCK FS_READ_BLOCK
-/* Block buffers kept for reuse: a fresh 1 MiB buffer is a fresh mapping,
- * and faulting in its 256 pages and unmapping them again cost about a
- * third of the CPU of a read from the disk cache. */
-#define RD_POOL_MAX 16
+/* Warm block buffers kept for reuse (see "warm buffers" below), at most,
+ * while blocks are in memory; and once none is. */
+#define RD_WARM_MAX 32
+#define RD_WARM_IDLE 4
 /* Blocks fetched and not yet in the disk cache (queued or being written),
- * at most: beyond that the workers wait (the disk sets the pace).  They and
- * the pool share RD_POOL_MAX blocks' worth of memory beside the readers'
- * windows, so that the peak RSS of a sequential read stays put. */
-#define RD_STORE_MAX RD_POOL_MAX
+ * at most: beyond that the workers wait (the disk sets the pace). */
+#define RD_STORE_MAX 16
 #define RD_STORERS 2
 /* An open's first GET asks for block 0 even when it is here already if the
  * object is at most this long: on a changed object that saves the read's
@@ -82,9 +88,15 @@ enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
  * before another thread can reach it, and never change (so they are read
  * without the lock). */
 
-/* A pooled block buffer (its first bytes); protected by rp->lock. */
+/* A warm block buffer kept for reuse (its first bytes); protected by rp->lock. */
 struct rbuf {
     struct rbuf *next;
+};
+
+/* The warm buffers: a free list, in rp (protected by rp->lock). */
+struct rd_warm {
+    struct rbuf *list;
+    unsigned n;
 };
 
 struct rblock {
@@ -184,7 +196,13 @@ struct fs_first {
 
 struct fs_readpool {
     pthread_mutex_t lock;
-    pthread_cond_t cond;       /* blocks done, memory freed, jobs queued */
+    /* Each waits for one kind of event, so that an event wakes only the
+     * threads it concerns (one condition for all woke every idle worker at
+     * every block, and they fought readers for the lock: a sixth of a cold
+     * read's context switches). */
+    pthread_cond_t done_cond;  /* a block ready, failed or its awaited bytes in; headers told */
+    pthread_cond_t room_cond;  /* memory freed, a block reclaimable, room in rp->stores */
+    pthread_cond_t work_cond;  /* jobs queued, or stop: idle workers */
     pthread_cond_t store_cond; /* stores queued, or stop_store */
     /* fixed: set by fs_readpool_new before the threads start */
     uint64_t mem_limit, reserve;
@@ -192,9 +210,8 @@ struct fs_readpool {
     struct s3_client *s3;
     unsigned n_storers; /* storers started before any worker */
     /* protected by rp->lock */
-    uint64_t mem_used; /* blocks in tables or pinned */
-    struct rbuf *pool; /* buffers to reuse; pool_n + mem_used stays within mem_limit */
-    unsigned pool_n;
+    uint64_t mem_used;   /* blocks in tables or pinned */
+    struct rd_warm warm; /* buffers to reuse; warm.n blocks + mem_used stay within mem_limit */
     struct rblock *lru;
     struct robj *objs; /* by id */
     struct rjob *queue;
@@ -215,37 +232,82 @@ static void lru_update(struct fs_readpool *rp, struct rblock *b)
     bool want = b->o && b->state != RB_FETCHING && b->pins == 0;
     if (want == b->in_lru)
         return;
-    if (want)
+    if (want) {
         DL_APPEND2(rp->lru, b, lru_prev, lru_next);
-    else
+        pthread_cond_broadcast(&rp->room_cond); /* a read waiting for memory may take it */
+    } else {
         DL_DELETE2(rp->lru, b, lru_prev, lru_next);
+    }
     b->in_lru = want;
 }
 
-/* The memory gauge follows mem_used and the pool (rp->lock held). */
+/* The memory gauge follows mem_used and the warm buffers (rp->lock held). */
 static void mem_changed_locked(struct fs_readpool *rp)
 {
     metrics_set(&fs_metrics[FS_M_MEM_READ],
-                (int64_t)(rp->mem_used + (uint64_t)rp->pool_n * RD_BLOCK));
+                (int64_t)(rp->mem_used + (uint64_t)rp->warm.n * RD_BLOCK));
 }
+
+/* ---- warm buffers (rp->lock held) -------------------------------------
+ *
+ * A fresh 1 MiB buffer is a fresh mapping: the kernel faults in and zeroes
+ * its 256 pages at first touch and unmaps them at free, which cost a cold
+ * read an eighth of its CPU.  So the buffer of a freed block is kept and
+ * given to the next block made, as it is: never zeroed, since a block's
+ * bytes are read only below what its job wrote (len, arrived).  Kept
+ * buffers count against max_memory as blocks do (mem_used + warm.n blocks
+ * <= mem_limit), and a block takes a kept buffer before any new one, so
+ * what the process maps never exceeds the most blocks in memory at once:
+ * the peak RSS is the same as without them.  At most RD_WARM_MAX are kept;
+ * when the last block in memory goes, all but RD_WARM_IDLE are given back
+ * to the system. */
+
+/* A kept buffer, or NULL when none is. */
+static char *warm_take(struct fs_readpool *rp)
+{
+    struct rbuf *buf = rp->warm.list;
+    if (!buf)
+        return NULL;
+    rp->warm.list = buf->next;
+    rp->warm.n--;
+    return (char *)buf;
+}
+
+/* Keep the buffer of a freed block (already out of mem_used), or free it
+ * when RD_WARM_MAX are kept or the bound leaves no room. */
+static void warm_give(struct fs_readpool *rp, char *data)
+{
+    if (rp->warm.n >= RD_WARM_MAX ||
+        rp->mem_used + (rp->warm.n + 1ull) * RD_BLOCK > rp->mem_limit) {
+        free(data);
+        return;
+    }
+    struct rbuf *buf = (struct rbuf *)(void *)data;
+    buf->next = rp->warm.list;
+    rp->warm.list = buf;
+    rp->warm.n++;
+}
+
+/* Give back all but `keep` kept buffers. */
+static void warm_trim(struct fs_readpool *rp, unsigned keep)
+{
+    while (rp->warm.n > keep)
+        free(warm_take(rp));
+}
+
+/* ---- blocks (rp->lock held), continued -------------------------------- */
 
 static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
 {
     if (b->o || b->pins)
         return;
     rp->mem_used -= RD_BLOCK;
-    if (rp->pool_n + rp->store_blocks < RD_POOL_MAX &&
-        rp->mem_used + (rp->pool_n + 1ull) * RD_BLOCK <= rp->mem_limit) {
-        struct rbuf *buf = (struct rbuf *)(void *)b->data;
-        buf->next = rp->pool;
-        rp->pool = buf;
-        rp->pool_n++;
-    } else {
-        free(b->data);
-    }
+    warm_give(rp, b->data);
+    if (!rp->mem_used) /* nothing is being read: memory idle is given back */
+        warm_trim(rp, RD_WARM_IDLE);
     mem_changed_locked(rp);
     free(b);
-    pthread_cond_broadcast(&rp->cond);
+    pthread_cond_broadcast(&rp->room_cond);
 }
 
 /* Take a block out of its object's table. */
@@ -299,7 +361,7 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
         } else if (!wait) {
             return NULL;
         } else {
-            pthread_cond_wait(&rp->cond, &rp->lock);
+            pthread_cond_wait(&rp->room_cond, &rp->lock);
             struct rblock *b = NULL; /* another reader may have made it meanwhile */
             if (o)
                 HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
@@ -310,11 +372,7 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
     struct rblock *b = calloc(1, sizeof(*b));
     if (!b)
         return NULL;
-    if (rp->pool) {
-        b->data = (char *)rp->pool;
-        rp->pool = rp->pool->next;
-        rp->pool_n--;
-    } else if (posix_memalign((void **)&b->data, 4096, RD_BLOCK) != 0) {
+    if (!(b->data = warm_take(rp)) && posix_memalign((void **)&b->data, 4096, RD_BLOCK) != 0) {
         /* page-aligned: the disk cache can write it with O_DIRECT */
         free(b);
         return NULL;
@@ -347,7 +405,7 @@ static void block_append(struct fs_readpool *rp, struct rblock *b, const void *d
         if (b->len == RD_BLOCK)
             b->state = RB_READY;
         atomic_store(&b->awaited, 0); /* the reads not served yet ask again */
-        pthread_cond_broadcast(&rp->cond);
+        pthread_cond_broadcast(&rp->done_cond);
         pthread_mutex_unlock(&rp->lock);
     }
 }
@@ -412,7 +470,7 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
             b->len = len;
             b->stored = true;
             b->state = RB_READY;
-            pthread_cond_broadcast(&rp->cond);
+            pthread_cond_broadcast(&rp->done_cond);
             pthread_mutex_unlock(&rp->lock);
         }
     }
@@ -443,7 +501,7 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
                 b->error = rc && rc != ECANCELED ? rc : EIO;
             }
         }
-        pthread_cond_broadcast(&rp->cond);
+        pthread_cond_broadcast(&rp->done_cond);
         pthread_mutex_unlock(&rp->lock);
         if (rc == ESTALE)
             log_error("read of %s: the object changed since it was opened", r->key);
@@ -518,7 +576,7 @@ static void first_told(void *arg, const struct s3_object_info *info)
     g->gzip = gzip;
     g->xattr = xattr;
     g->told = true;
-    pthread_cond_broadcast(&g->rp->cond);
+    pthread_cond_broadcast(&g->rp->done_cond);
     pthread_mutex_unlock(&g->rp->lock);
 }
 
@@ -562,7 +620,7 @@ static void run_first(struct fs_readpool *rp, struct rjob *j)
             b->error = rc && rc != ECANCELED ? rc : EIO;
         }
     }
-    pthread_cond_broadcast(&rp->cond);
+    pthread_cond_broadcast(&rp->done_cond);
     pthread_mutex_unlock(&rp->lock);
     if (rc == ESTALE && g->told)
         log_error("read of %s: the object changed since it was opened", g->key);
@@ -608,7 +666,7 @@ static void *storer(void *arg)
         store_job(rp, j);
         pthread_mutex_lock(&rp->lock);
         rp->store_blocks -= (unsigned)j->n;
-        pthread_cond_broadcast(&rp->cond); /* room for a worker waiting */
+        pthread_cond_broadcast(&rp->room_cond); /* room for a worker waiting */
         job_end_locked(rp, j);
     }
     pthread_mutex_unlock(&rp->lock);
@@ -622,7 +680,7 @@ static void *worker(void *arg)
     for (;;) {
         rp->idle++;
         while (!rp->queue && !rp->stop)
-            pthread_cond_wait(&rp->cond, &rp->lock);
+            pthread_cond_wait(&rp->work_cond, &rp->lock);
         rp->idle--;
         if (rp->stop)
             break;
@@ -644,7 +702,7 @@ static void *worker(void *arg)
             continue;
         }
         while (rp->store_blocks && rp->store_blocks + j->n > RD_STORE_MAX)
-            pthread_cond_wait(&rp->cond, &rp->lock);
+            pthread_cond_wait(&rp->room_cond, &rp->lock);
         j->next = NULL;
         LL_APPEND(rp->stores, j);
         rp->store_blocks += (unsigned)j->n;
@@ -652,6 +710,15 @@ static void *worker(void *arg)
     }
     pthread_mutex_unlock(&rp->lock);
     return NULL;
+}
+
+/* Queue j for a worker and wake one idle worker (only one: the others
+ * would find nothing to do and sleep again). */
+static void job_queue_locked(struct fs_readpool *rp, struct rjob *j)
+{
+    j->next = NULL;
+    LL_APPEND(rp->queue, j);
+    pthread_cond_signal(&rp->work_cond);
 }
 
 /* Queue fetches for blocks [first, last] of o that are not held; `wait`
@@ -677,8 +744,7 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first, 
         }
         if (b->state != RB_FETCHING || b->pins > (pin ? 1u : 0u)) { /* there, or on its way */
             if (j) {
-                j->next = NULL;
-                LL_APPEND(rp->queue, j);
+                job_queue_locked(rp, j);
                 j = NULL;
             }
             continue;
@@ -700,13 +766,12 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first, 
         b->job = true;
         j->blocks[j->n++] = b;
         if (j->n == part_blocks) {
-            LL_APPEND(rp->queue, j);
+            job_queue_locked(rp, j);
             j = NULL;
         }
     }
     if (j)
-        LL_APPEND(rp->queue, j);
-    pthread_cond_broadcast(&rp->cond);
+        job_queue_locked(rp, j);
     return no; /* the first block not asked for */
 }
 
@@ -887,7 +952,7 @@ static int wait_blocks(struct fs_readpool *rp, uint64_t off, uint64_t end, bool 
         uint64_t from = no == b0 ? off - no * RD_BLOCK : 0;
         uint64_t to = no == b1 ? end - no * RD_BLOCK : RD_BLOCK;
         while (blk->state == RB_FETCHING && !(early && block_arrived_locked(blk, to)))
-            pthread_cond_wait(&rp->cond, &rp->lock);
+            pthread_cond_wait(&rp->done_cond, &rp->lock);
         if (blk->state == RB_ERROR) {
             int rc = blk->error;
             block_drop(rp, blk); /* a later read tries again */
@@ -945,13 +1010,17 @@ int fs_readpool_new(struct fs *fs)
     if (!rp)
         return ENOMEM;
     pthread_mutex_init(&rp->lock, NULL);
-    pthread_cond_init(&rp->cond, NULL);
+    pthread_cond_init(&rp->done_cond, NULL);
+    pthread_cond_init(&rp->room_cond, NULL);
+    pthread_cond_init(&rp->work_cond, NULL);
     pthread_cond_init(&rp->store_cond, NULL);
     /* Blocks are 1 MiB: have malloc map and unmap each one, so memory given
      * back is given back to the system (glibc would otherwise raise its
      * threshold after the first free and keep freed blocks in its arenas,
-     * and the process would grow past max_memory). */
-    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+     * and the process would grow past max_memory).  But not libcurl's
+     * 256 KiB receive buffer, made anew for every transfer: from the heap
+     * it is reused warm, mapped afresh it cost a GET 64 page faults. */
+    mallopt(M_MMAP_THRESHOLD, 512 * 1024);
     /* The block cache keeps the files of blocks open between reads, up to
      * a quarter of this limit: a random reader's hit is then one preadv.
      * The soft limit is often 1024 where the hard one is far higher. */
@@ -988,7 +1057,8 @@ void fs_readpool_free(struct fs *fs)
         return;
     pthread_mutex_lock(&rp->lock);
     rp->stop = true;
-    pthread_cond_broadcast(&rp->cond);
+    pthread_cond_broadcast(&rp->work_cond);
+    pthread_cond_broadcast(&rp->done_cond); /* opens waiting for a first GET's headers */
     pthread_mutex_unlock(&rp->lock);
     for (unsigned i = 0; i < rp->n_threads; i++)
         pthread_join(rp->threads[i], NULL);
@@ -1005,14 +1075,12 @@ void fs_readpool_free(struct fs *fs)
         rp->queue = j->next;
         job_end_locked(rp, j); /* no thread is left to contend for the lock */
     }
-    while (rp->pool) {
-        struct rbuf *buf = rp->pool;
-        rp->pool = buf->next;
-        free(buf);
-    }
+    warm_trim(rp, 0);
     cache_close(rp->cache);
     pthread_cond_destroy(&rp->store_cond);
-    pthread_cond_destroy(&rp->cond);
+    pthread_cond_destroy(&rp->work_cond);
+    pthread_cond_destroy(&rp->room_cond);
+    pthread_cond_destroy(&rp->done_cond);
     pthread_mutex_destroy(&rp->lock);
     free(rp);
     fs->rp = NULL;
@@ -1232,7 +1300,7 @@ int fs_first_start(struct fs *fs, const char *path, const char *etag, uint64_t s
     j->blocks = blocks;
     j->first = g;
     LL_PREPEND(rp->queue, j);
-    pthread_cond_broadcast(&rp->cond);
+    pthread_cond_signal(&rp->work_cond);
     pthread_mutex_unlock(&rp->lock);
     *out = g;
     return 0;
@@ -1243,7 +1311,7 @@ int fs_first_wait(struct fs_first *g, struct fs_attr *a, bool *gzip, char **xatt
     struct fs_readpool *rp = g->rp;
     pthread_mutex_lock(&rp->lock);
     while (!g->told && !g->done && !rp->stop)
-        pthread_cond_wait(&rp->cond, &rp->lock);
+        pthread_cond_wait(&rp->done_cond, &rp->lock);
     int rc = g->told ? 0 : g->done && g->rc ? g->rc : g->done ? ENODATA : EIO;
     if (!rc) {
         *a = g->attr;
@@ -1291,7 +1359,7 @@ int fs_reader_fetch_whole(struct fs_reader *r, struct s3_object_info *info)
     }
     if (!rc && b->state != RB_READY)
         rc = EIO;
-    pthread_cond_broadcast(&rp->cond);
+    pthread_cond_broadcast(&rp->done_cond);
     store_later_locked(rp, o, b); /* a second cat reads it from the disk cache */
     if (b->state == RB_ERROR)
         block_drop(rp, b); /* a later read tries again */
