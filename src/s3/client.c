@@ -826,7 +826,13 @@ static int sink_window(struct s3_attempt *a, const char *data, size_t len)
             sum_update(req->sum, data + skip, n);
         req->delivered += n;
     }
-    return want + n >= end ? GOT_ALL_BYTES : 0;
+    /* Once every byte wanted is in, the transfer stops only if this answer
+     * goes on past them (a server that ignored the Range): one that ends
+     * here is read to its end, which keeps its connection for the next
+     * request (stopping early closes it: a connection, and over TLS a
+     * handshake, per ranged GET).  Bytes past the window that arrive later
+     * stop it then, with n == 0. */
+    return want + n >= end && pos + len > end ? GOT_ALL_BYTES : 0;
 }
 
 static int on_body(struct http_request *hr, const void *data, size_t len)
