@@ -567,6 +567,7 @@ static int o_max_read(struct parse *p, const char *name, const char *v)
         return EINVAL;
     char opt[32];
     snprintf(opt, sizeof(opt), "max_read=%llu", n);
+    p->o->fs.max_read = (unsigned)n; /* op_init says it again: libfuse wants both */
     return add_fuse_opt(&p->o->fuse_opts, opt);
 }
 

@@ -54,6 +54,7 @@ struct fs_config {
     uint64_t part_size;           /* bytes per ranged GET of the read-ahead (8 MiB) */
     uint64_t max_readahead;       /* read-ahead window of one open file (64 MiB) */
     unsigned read_parallel;       /* ranged GETs in flight for reads (8) */
+    unsigned max_read;            /* -o max_read: the largest FUSE read; 0: the kernel's */
     unsigned max_inflight;        /* parts of one file uploading at once (8) */
     uint64_t abort_stale_uploads; /* seconds; 0: never (86400) */
 

@@ -28,8 +28,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
     if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
         conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
-    /* Reads of up to 1 MiB: fewer round trips through the kernel. */
+    /* Reads of 1 MiB: one request, wakeup and reply per block read, not
+     * eight.  The kernel cuts a read at max_pages, which libfuse derives
+     * from max_write (its default, 1 MiB, is the kernel's largest:
+     * /proc/sys/fs/fuse/max_pages_limit 256), and sends read-ahead in
+     * pieces of max_readahead.  A max_read mount option must be said here
+     * too, or libfuse refuses the session. */
     conn->max_readahead = 1 << 20;
+    struct fs *fs = userdata;
+    if (fs->cfg.max_read)
+        conn->max_read = fs->cfg.max_read;
     /* Writes are staged and uploaded by us; the kernel must not cache them. */
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }

@@ -689,6 +689,84 @@ def test_small_memory_bound_many_readers(proxy, s3, bucket, mounter):
     assert not errors, errors
 
 
+def test_reused_block_buffers_never_show_another_files_bytes(proxy, s3, bucket,
+                                                              mounter):
+    """Block buffers are reused as they are, never zeroed (read.c, "warm
+    buffers"): what a read gets must still be its own object's bytes only.
+    Two files read in turn, 256 KiB at a time, under the smallest memory
+    bound, so that each file's blocks land in buffers the other's just left;
+    the short last block of `a` (100 bytes) sits in a buffer that held 1 MiB
+    of `b`, so a read of the whole last block must stop at the 100th byte;
+    then random preads of both, which free their blocks once stored."""
+    a = rand_bytes(41, 5 * MiB + 100)
+    b = rand_bytes(42, 9 * MiB)
+    put(s3, bucket, "a", a)
+    put(s3, bucket, "b", b)
+    m = mounter(opts={"max_memory": "16M", "max_readahead": "4M"})
+    fa = os.open(m.p("a"), os.O_RDONLY)
+    fb = os.open(m.p("b"), os.O_RDONLY)
+    try:
+        for fd in (fa, fb):
+            drop_fd_cache(fd)
+        step = 256 * KiB
+        for off in range(0, len(b), step):
+            # b's next piece, then a's: a's blocks are made while b's are freed
+            assert os.pread(fb, step, off) == b[off:off + step], f"b at {off}"
+            if off < len(a):
+                assert os.pread(fa, step, off) == a[off:off + step], \
+                    f"a at {off}"
+        drop_fd_cache(fa)
+        assert os.pread(fa, MiB, 5 * MiB) == a[5 * MiB:], "a's short block"
+        assert os.pread(fa, MiB, 5 * MiB + 100) == b""
+        rng = random.Random(7)
+        for i in range(200):
+            fd, data = (fa, a) if i % 2 else (fb, b)
+            off = rng.randrange(0, len(data))
+            n = rng.choice([1, 4096, 300_000, MiB + 5])
+            if i % 20 == 0:
+                drop_fd_cache(fa)
+                drop_fd_cache(fb)
+            assert os.pread(fd, n, off) == data[off:off + n], \
+                f"{'a' if fd == fa else 'b'} off {off} len {n}"
+    finally:
+        os.close(fa)
+        os.close(fb)
+
+
+def fuse_replies(pid):
+    """The write calls pailfs made so far (/proc/PID/io syscw): with no
+    disk cache, one per FUSE reply and a few log lines, nothing else (its
+    sends to the server are not counted there)."""
+    with open(f"/proc/{pid}/io") as f:
+        return int(next(line for line in f if line.startswith("syscw:"))
+                   .split()[1])
+
+
+@pytest.mark.parametrize("max_read", [None, 128 * KiB])
+def test_sequential_read_crosses_fuse_in_1mib_requests(proxy, s3, bucket,
+                                                       mounter, max_read):
+    """The kernel asks for a sequential read 1 MiB at a time (ops.c:
+    max_pages as high as the kernel allows, read-ahead 1 MiB), not in
+    128 KiB pieces: a request costs a wakeup, a reply and a copy setup.
+    Counted by pailfs's FUSE replies; with -o max_read=128k the same read
+    takes 8 times as many, which shows the count sees the request size."""
+    size = 32 * MiB
+    data = rand_bytes(43, size)
+    put(s3, bucket, "seq", data)
+    opts = {"cache_size": "0"}
+    if max_read:
+        opts["max_read"] = str(max_read)
+    m = mounter(opts=opts)
+    before = fuse_replies(m.pid)
+    assert read_all(m.p("seq"), chunk=4 * MiB) == data
+    replies = fuse_replies(m.pid) - before
+    if max_read:
+        assert replies >= size // max_read, replies
+    else:
+        # 32 reads (and the open, getattr, release, a few log lines)
+        assert size // MiB <= replies <= size // MiB + 16, replies
+
+
 @pytest.mark.parametrize("cache_size", ["0", "64M"])
 def test_many_handles_on_one_object(proxy, s3, bucket, mounter, cache_size):
     """Open files of the same object version share its blocks: readers
