@@ -1171,11 +1171,12 @@ void fs_reader_free(struct fs_reader *r)
         struct rblock *b, *tmp;
         HASH_ITER(hh, o->blocks, b, tmp)
         {
-            /* ...but a random reader's block on its way to the disk cache
-             * stays findable until it is there (block_unpin drops it when
-             * its job ends; the job keeps o), or the next open would fetch
-             * it again. */
-            if (b->transient && b->job)
+            /* ...but a block on its way to the disk cache (a random
+             * reader's, or any whole one, such as an open's block 0) stays
+             * findable until it is there (block_unpin drops it when its job
+             * ends; the job keeps o), or the next open would fetch it again
+             * while the disk is slow. */
+            if (b->job && (b->transient || (b->state == RB_READY && !b->stored)))
                 continue;
             block_drop(rp, b);
         }
