@@ -97,6 +97,7 @@ struct rbuf {
 struct rd_warm {
     struct rbuf *list;
     unsigned n;
+    unsigned bare; /* blocks counted in mem_used that have no buffer yet */
 };
 
 struct rblock {
@@ -211,7 +212,7 @@ struct fs_readpool {
     unsigned n_storers; /* storers started before any worker */
     /* protected by rp->lock */
     uint64_t mem_used;   /* blocks in tables or pinned */
-    struct rd_warm warm; /* buffers to reuse; warm.n blocks + mem_used stay within mem_limit */
+    struct rd_warm warm; /* buffers to reuse: warm_counted() */
     struct rblock *lru;
     struct robj *objs; /* by id */
     struct rjob *queue;
@@ -241,11 +242,17 @@ static void lru_update(struct fs_readpool *rp, struct rblock *b)
     b->in_lru = want;
 }
 
+/* What the kept buffers add to mem_used against max_memory: those beyond
+ * the blocks that have none yet (as many are theirs, already counted). */
+static uint64_t warm_counted(const struct fs_readpool *rp)
+{
+    return rp->warm.n > rp->warm.bare ? (uint64_t)(rp->warm.n - rp->warm.bare) * RD_BLOCK : 0;
+}
+
 /* The memory gauge follows mem_used and the warm buffers (rp->lock held). */
 static void mem_changed_locked(struct fs_readpool *rp)
 {
-    metrics_set(&fs_metrics[FS_M_MEM_READ],
-                (int64_t)(rp->mem_used + (uint64_t)rp->warm.n * RD_BLOCK));
+    metrics_set(&fs_metrics[FS_M_MEM_READ], (int64_t)(rp->mem_used + warm_counted(rp)));
 }
 
 /* ---- warm buffers (rp->lock held) -------------------------------------
@@ -255,12 +262,15 @@ static void mem_changed_locked(struct fs_readpool *rp)
  * read an eighth of its CPU.  So the buffer of a freed block is kept and
  * given to the next block made, as it is: never zeroed, since a block's
  * bytes are read only below what its job wrote (len, arrived).  Kept
- * buffers count against max_memory as blocks do (mem_used + warm.n blocks
+ * buffers count against max_memory as blocks do (mem_used + warm_counted()
  * <= mem_limit), and a block takes a kept buffer before any new one, so
- * what the process maps never exceeds the most blocks in memory at once:
- * the peak RSS is the same as without them.  At most RD_WARM_MAX are kept;
- * when the last block in memory goes, all but RD_WARM_IDLE are given back
- * to the system. */
+ * what the process maps never exceeds the most blocks in memory at once.
+ * A block gets its buffer only when its first bytes come (block_buffer),
+ * not when it is asked for: a kept buffer is resident, and read-ahead asks
+ * for up to max_readahead of blocks at once, which arrive over a while;
+ * so the peak RSS stays that of the blocks being filled or filled.  At
+ * most RD_WARM_MAX are kept; when the last block in memory goes, all but
+ * RD_WARM_IDLE are given back to the system. */
 
 /* A kept buffer, or NULL when none is. */
 static char *warm_take(struct fs_readpool *rp)
@@ -277,8 +287,7 @@ static char *warm_take(struct fs_readpool *rp)
  * when RD_WARM_MAX are kept or the bound leaves no room. */
 static void warm_give(struct fs_readpool *rp, char *data)
 {
-    if (rp->warm.n >= RD_WARM_MAX ||
-        rp->mem_used + (rp->warm.n + 1ull) * RD_BLOCK > rp->mem_limit) {
+    if (rp->warm.n >= RD_WARM_MAX || rp->mem_used + warm_counted(rp) + RD_BLOCK > rp->mem_limit) {
         free(data);
         return;
     }
@@ -288,11 +297,38 @@ static void warm_give(struct fs_readpool *rp, char *data)
     rp->warm.n++;
 }
 
-/* Give back all but `keep` kept buffers. */
+/* Give back all but `keep` kept buffers, and as many as the bound wants. */
 static void warm_trim(struct fs_readpool *rp, unsigned keep)
 {
-    while (rp->warm.n > keep)
+    while (rp->warm.n > keep || (rp->warm.n && rp->mem_used + warm_counted(rp) > rp->mem_limit))
         free(warm_take(rp));
+}
+
+/* Take back the buffer of block b, which holds none of its bytes yet:
+ * kept for it (or another block without one) until its bytes come. */
+static void warm_return(struct fs_readpool *rp, struct rblock *b)
+{
+    struct rbuf *buf = (struct rbuf *)(void *)b->data;
+    buf->next = rp->warm.list;
+    rp->warm.list = buf;
+    rp->warm.n++;
+    rp->warm.bare++;
+    b->data = NULL;
+}
+
+/* Give block b its buffer, a kept one if any, before its first bytes are
+ * written (its memory was counted when it was made).  0 or ENOMEM. */
+static int block_buffer(struct fs_readpool *rp, struct rblock *b)
+{
+    if (b->data)
+        return 0;
+    /* page-aligned: the disk cache can write it with O_DIRECT */
+    if (!(b->data = warm_take(rp)) && posix_memalign((void **)&b->data, 4096, RD_BLOCK) != 0) {
+        b->data = NULL;
+        return ENOMEM;
+    }
+    rp->warm.bare--;
+    return 0;
 }
 
 /* ---- blocks (rp->lock held), continued -------------------------------- */
@@ -302,9 +338,13 @@ static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
     if (b->o || b->pins)
         return;
     rp->mem_used -= RD_BLOCK;
-    warm_give(rp, b->data);
-    if (!rp->mem_used) /* nothing is being read: memory idle is given back */
-        warm_trim(rp, RD_WARM_IDLE);
+    if (b->data)
+        warm_give(rp, b->data);
+    else
+        rp->warm.bare--;
+    /* nothing is being read: memory idle is given back (and a block gone
+     * bare leaves a kept buffer to count) */
+    warm_trim(rp, rp->mem_used ? RD_WARM_MAX : RD_WARM_IDLE);
     mem_changed_locked(rp);
     free(b);
     pthread_cond_broadcast(&rp->room_cond);
@@ -369,15 +409,12 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
                 return b;
         }
     }
-    struct rblock *b = calloc(1, sizeof(*b));
+    struct rblock *b = calloc(1, sizeof(*b)); /* its buffer comes with its bytes */
     if (!b)
         return NULL;
-    if (!(b->data = warm_take(rp)) && posix_memalign((void **)&b->data, 4096, RD_BLOCK) != 0) {
-        /* page-aligned: the disk cache can write it with O_DIRECT */
-        free(b);
-        return NULL;
-    }
     rp->mem_used += RD_BLOCK;
+    rp->warm.bare++;
+    warm_trim(rp, RD_WARM_MAX); /* the kept buffers must fit beside it */
     mem_changed_locked(rp);
     b->o = o;
     b->no = no;
@@ -393,9 +430,17 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
 /* Append bytes a GET brought to the FETCHING block b (its job's thread,
  * without rp->lock): they become readable at once by a read waiting for
  * them, and the block READY once whole (a short last block is made READY
- * by the job when its GET ends).  len must fit in the block. */
-static void block_append(struct fs_readpool *rp, struct rblock *b, const void *data, size_t len)
+ * by the job when its GET ends).  len must fit in the block.  0, or
+ * ENOMEM when the block could get no buffer. */
+static int block_append(struct fs_readpool *rp, struct rblock *b, const void *data, size_t len)
 {
+    if (!b->data) { /* its first bytes: the job alone sets data, reads wait for them */
+        pthread_mutex_lock(&rp->lock);
+        int rc = block_buffer(rp, b);
+        pthread_mutex_unlock(&rp->lock);
+        if (rc)
+            return rc;
+    }
     memcpy(b->data + b->len, data, len);
     b->len += len;
     atomic_store(&b->arrived, b->len);
@@ -408,6 +453,7 @@ static void block_append(struct fs_readpool *rp, struct rblock *b, const void *d
         pthread_cond_broadcast(&rp->done_cond);
         pthread_mutex_unlock(&rp->lock);
     }
+    return 0;
 }
 
 struct fill {
@@ -425,7 +471,9 @@ static int fill_sink(void *arg, const void *data, size_t len)
             return EIO; /* more than asked for */
         struct rblock *b = f->blocks[f->i];
         size_t room = RD_BLOCK - b->len, take = len < room ? len : room;
-        block_append(f->rp, b, p, take);
+        int rc = block_append(f->rp, b, p, take);
+        if (rc)
+            return rc;
         p += take;
         len -= take;
         if (b->len == RD_BLOCK) {
@@ -453,6 +501,24 @@ static char *obj_where(struct fs_readpool *rp, const struct robj *o, char etag[8
     return key;
 }
 
+/* cache_get() into block b, which gets a buffer for it; on a miss the
+ * buffer goes back to the kept ones until the block's bytes come (it was
+ * not touched).  0, or cache_get's errno, or ENOMEM. */
+static int cache_get_block(struct fs_readpool *rp, struct robj *r, struct rblock *b, size_t *len)
+{
+    pthread_mutex_lock(&rp->lock);
+    int rc = block_buffer(rp, b);
+    pthread_mutex_unlock(&rp->lock);
+    if (!rc)
+        rc = cache_get(rp->cache, r->id, b->no, b->data, RD_BLOCK, len);
+    if (rc && b->data) {
+        pthread_mutex_lock(&rp->lock);
+        warm_return(rp, b);
+        pthread_mutex_unlock(&rp->lock);
+    }
+    return rc;
+}
+
 static void run_job(struct fs_readpool *rp, struct rjob *j)
 {
     struct robj *r = j->o;
@@ -460,7 +526,7 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
     for (size_t i = 0; i < j->n; i++) {
         struct rblock *b = j->blocks[i];
         size_t len = 0;
-        cached[i] = rp->cache && cache_get(rp->cache, r->id, b->no, b->data, RD_BLOCK, &len) == 0;
+        cached[i] = rp->cache && cache_get_block(rp, r, b, &len) == 0;
         /* A block is whole unless it is the object's last. */
         uint64_t want = r->size - b->no * RD_BLOCK;
         if (cached[i] && len != (want < RD_BLOCK ? want : RD_BLOCK))
@@ -596,8 +662,7 @@ static int first_sink(void *arg, const void *data, size_t len)
         return ECANCELED;
     if (len > RD_BLOCK - b->len)
         return EIO; /* more than asked for */
-    block_append(g->rp, b, data, len);
-    return 0;
+    return block_append(g->rp, b, data, len);
 }
 
 /* The first GET: block 0, its headers told to the open on the way. */
