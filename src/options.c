@@ -451,6 +451,16 @@ static int o_gz_workers(struct parse *p, const char *name, const char *v)
     return 0;
 }
 
+static int o_list_page(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    (void)name;
+    if (parse_decimal(v, 1000, &n) || n == 0)
+        return EINVAL;
+    p->o->fs.list_page = (unsigned)n;
+    return 0;
+}
+
 static int o_max_inflight(struct parse *p, const char *name, const char *v)
 {
     unsigned long long n;
@@ -700,6 +710,7 @@ static const struct o_option o_table[] = {
     /* caching */
     {"attr_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
     {"neg_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
+    {"list_page", O_VALUE, o_list_page, "a whole number from 1 to 1000"},
     {"cache_size", O_VALUE, o_size, "a size in bytes such as 0, 500M or 10G"},
     /* the read path */
     {"max_memory", O_VALUE, o_size, "a size of at least 16M, such as 256M"},

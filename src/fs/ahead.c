@@ -10,9 +10,11 @@
  * queued the same way, so a whole tree is listed about `depth` round trips
  * deep, not one per directory.  An opendir takes the listing read ahead of its
  * directory (waiting for it while it is in flight) instead of asking S3.
- * The same table holds the listing a lookup of a directory made when its
- * one page was all of it (fs_ahead_keep): `ls -l dir` looks dir up, then
- * opens it, and the opendir takes that listing rather than ask again.
+ * The same table holds the first page of a directory's listing that a
+ * lookup of it made (fs_ahead_keep): `ls -l dir` looks dir up, then opens
+ * it, and the opendir takes that page rather than ask again, and goes on
+ * from its continuation token when the directory has more.  What is held
+ * is one page a directory: a handle streams the rest (dirstream.c).
  *
  * Order: a walker goes depth first, in listing order, which is the byte
  * order of the directories' keys ("a/" < "a/x/" < "a0/" ...).  The queue
@@ -244,8 +246,8 @@ static char *next_locked(struct fs *fs)
     return path;
 }
 
-/* List `path` ahead: its entry is on the table while in flight; once the
- * listing arrives it is held and its subdirectories are queued (the walk
+/* List `path` ahead (its first page): its entry is on the table while in
+ * flight; once the page arrives it is held and its subdirectories are queued (the walk
  * goes on below it); a failed one leaves (fs->lock held, dropped while
  * the requests go). */
 static void list_one_locked(struct fs *fs, char *path)
@@ -262,8 +264,8 @@ static void list_one_locked(struct fs *fs, char *path)
     HASH_ADD_KEYPTR(hh, fs->ahead_ents, ae->path, strlen(ae->path), ae);
     ah->n_ents++;
     pthread_mutex_unlock(&fs->lock);
-    struct fs_dir d;
-    int rc = fs_dir_list(fs, ae->path, 0, &d);
+    struct fs_dir d; /* its first page: a longer listing goes on from there */
+    int rc = fs_dir_list(fs, ae->path, 1, &d);
     char **names = NULL;
     size_t n = rc ? 0 : subdirs_of(&d, &names);
     pthread_mutex_lock(&fs->lock);
@@ -374,6 +376,11 @@ void fs_ahead_free(struct fs *fs)
     fs->ahead = NULL;
 }
 
+size_t fs_ahead_bytes_locked(struct fs *fs)
+{
+    return fs->ahead ? fs->ahead->held : 0;
+}
+
 int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *gen,
                   uint64_t *begun_ms, bool *kept)
 {
@@ -417,7 +424,7 @@ void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t g
                    uint64_t begun_ms)
 {
     struct fs_ahead *ah = fs->ahead;
-    if (!ah || !fs->attr_ttl_ms || !d->whole)
+    if (!ah || !fs->attr_ttl_ms || (!d->whole && !d->next_token))
         return;
     struct fs_ahead_ent *ae = calloc(1, sizeof(*ae)), *old = NULL;
     char *p = strdup(path);

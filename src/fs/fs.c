@@ -26,6 +26,7 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->part_size = 8ULL << 20;
     cfg->max_readahead = 64ULL << 20;
     cfg->read_parallel = 8;
+    cfg->list_page = 1000;
     cfg->max_inflight = 8;
     cfg->abort_stale_uploads = 86400;
     cfg->gunzip = FS_GUNZIP_ENCODING;

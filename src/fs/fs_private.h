@@ -40,6 +40,7 @@ enum fs_metric {
     FS_M_WRITTEN_BYTES,  /* bytes accepted from FUSE writes */
     FS_M_MEM_READ,       /* gauge: read path blocks and their reuse pool */
     FS_M_MEM_WRITE,      /* gauge: write buffers (parts) */
+    FS_M_MEM_LISTINGS,   /* gauge: listings held for readers and read ahead */
     FS_M_MEM_LIMIT,      /* gauge: max_memory */
     FS_M_PARTS_INFLIGHT, /* gauge: upload parts queued or being sent */
     FS_M_GZ_VIEWS,       /* gzip views opened */
@@ -180,6 +181,8 @@ struct fs_readpool;
 struct fs_wpool;
 struct fs_ahead;
 struct fs_ahead_ent;
+struct fs_known_ent;
+struct fs_dirstream;
 struct fs_gzobj;
 struct fs_gzhandle;
 struct fs_reader;
@@ -209,10 +212,16 @@ struct fs {
     bool warned_conflict;    /* protected by lock */
     uint64_t names_gen;      /* names removed here so far; protected by lock */
     size_t n_known;          /* entries of every inode's `known`; protected by lock */
-    struct fs_ahead *ahead;  /* listings read ahead down trees (ahead.c) */
+    /* the same entries, oldest learnt first (known.c); protected by lock */
+    struct fs_known_ent *known_oldest, *known_newest;
+    struct fs_ahead *ahead; /* listings read ahead down trees (ahead.c) */
     /* listings read ahead, in flight or held, by path; protected by lock */
     struct fs_ahead_ent *ahead_ents;
     struct fs_prefetch *pf; /* read-ahead across files (prefetch.c) */
+    /* open directory handles (dirstream.c), most recently read first, and
+     * the bytes of the pages they hold; protected by lock */
+    struct fs_dirstream *dirstreams, *dirstreams_lru;
+    size_t dir_bytes;
 };
 
 /* ---- meta.c: s3fs-compatible metadata (pure functions) ---------------- */
@@ -385,6 +394,11 @@ void fs_inode_update(struct fs *fs, fuse_ino_t ino, const char *seen, const stru
                      char *xattr);
 /* A gzip view's size learnt (same object version only). */
 void fs_inode_view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a);
+/* A page of the listing of directory `ino`, asked at util_now_ms()
+ * `asked_ms`, held keys: the directory exists, and its attributes are
+ * trusted for attr_ttl from then (a long listing does not make the
+ * kernel's revalidation of the directory ask S3 again).  Takes fs->lock. */
+void fs_inode_renew_dir(struct fs *fs, fuse_ino_t ino, uint64_t asked_ms);
 /* The inode's attributes stop being trusted now: the next lookup or open
  * reads them again (the read path saw the object replaced). */
 void fs_inode_expire(struct fs *fs, fuse_ino_t ino);
@@ -409,7 +423,8 @@ void fs_open_untrack(struct fs *fs, struct fs_open *o);
 
 /* ---- known.c: what listings taught about a directory's names -------- */
 
-/* Entries kept in the whole mount at most (about 280 bytes each). */
+/* Entries kept in the whole mount at most (about 300 bytes each); past
+ * it the oldest leave. */
 #define FS_KNOWN_MAX 100000
 
 struct fs_known;
@@ -419,11 +434,27 @@ enum fs_known_answer { FS_KNOWN_NOTHING, FS_KNOWN_PRESENT, FS_KNOWN_ABSENT, FS_K
 
 /* The count of names removed so far, to give fs_known_store (takes fs->lock). */
 uint64_t fs_known_gen(struct fs *fs);
+/* Keep `page`, a page of a listing of directory `dir_path` (inode
+ * `dir_ino`) asked at util_now_ms() `listed_ms` when fs_known_gen() was
+ * `gen`, as names the directory holds, each for attr_ttl from listed_ms
+ * (`first`: the listing's first page, which begins a new listing).  False
+ * when not all of it was kept: a name was removed here since `gen`, the
+ * directory moved, or memory ran out; the listing then cannot complete.
+ * Past FS_KNOWN_MAX entries in the mount the oldest leave.  Takes fs->lock. */
+bool fs_known_add_page(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
+                       uint64_t listed_ms, const struct fs_dir *page, bool first);
+/* Every page of the listing begun at `listed_ms` (gen: as its last page's)
+ * was kept, in order, with fs_known_add_page: the directory knows that
+ * every other name is absent, for neg_ttl from listed_ms, and the names of
+ * older listings it lacks leave (`one_page`: it was one page, which a
+ * lookup may ask again, fs_known_relist_locked).  Nothing when an entry
+ * of it left for the bound meanwhile.  Takes fs->lock. */
+void fs_known_complete(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
+                       uint64_t listed_ms, bool one_page);
 /* Keep `d`, a complete listing of directory `dir_path` (inode `dir_ino`)
  * begun at util_now_ms() `listed_ms` when fs_known_gen() was `gen`, as
  * what the directory holds: each name for attr_ttl, the absence of every
- * other for neg_ttl.  Nothing is kept when a name was removed here since
- * `gen`, the directory moved, or the mount would pass FS_KNOWN_MAX.  Takes
+ * other for neg_ttl (fs_known_add_page, then fs_known_complete).  Takes
  * fs->lock. */
 void fs_known_store(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
                     uint64_t listed_ms, const struct fs_dir *d);
@@ -552,15 +583,42 @@ struct fs_dir {
     bool exists;         /* some key is under the prefix (shown or not) */
     bool marker;         /* the "path/" marker object is one of them */
     int64_t first_mtime; /* LastModified of the first key, or the mount's time */
+    char *next_token;    /* not whole: the continuation token of the page after */
 };
 
 /* The listing of directory `path` (ListObjectsV2, delimiter "/"), at most
- * `max_pages` pages of 1,000 keys (0: all of them; d->whole says whether
- * it got them all), with the views of gunzip=view/replace and the files
- * made here and not stored yet.  0 or the S3 errno; *d is freed on error,
- * else the caller frees it with fs_dir_free. */
+ * `max_pages` pages of cfg.list_page keys (0: all of them; d->whole says
+ * whether it got them all, else d->next_token goes on), with the views of
+ * gunzip=view/replace and the files made here and not stored yet.  0 or
+ * the S3 errno; *d is freed on error, else the caller frees it with
+ * fs_dir_free. */
 int fs_dir_list(struct fs *fs, const char *path, unsigned max_pages, struct fs_dir *d);
 void fs_dir_free(struct fs_dir *d);
+
+/* A listing read one page at a time, in key order: what a directory
+ * handle serves from (dirstream.c).  Not thread-safe: one user. */
+struct fs_dir_pager {
+    struct fs *fs;
+    char *path;   /* the directory */
+    char *prefix; /* its key prefix */
+    char *token;  /* the continuation token of the next page; NULL: the first */
+    bool ended;   /* the last page was read */
+};
+/* 0 or ENOMEM; free with fs_dir_pager_free (also after an error). */
+int fs_dir_pager_init(struct fs *fs, const char *path, struct fs_dir_pager *pg);
+void fs_dir_pager_free(struct fs_dir_pager *pg);
+/* The next page will be the one continuation token `token` asks for
+ * (NULL: the first).  0 or ENOMEM. */
+int fs_dir_pager_seek(struct fs_dir_pager *pg, const char *token);
+/* The next page into *d (the caller frees it with fs_dir_free): its
+ * entries as fs_dir_list makes them, `prev` (may be NULL) the page before
+ * it, whose entries a name on this page may change (a key K there and a
+ * prefix K/ here: K becomes the directory).  After the last page pg->ended
+ * is true (the last page holds the files made here and not stored yet) and
+ * a call gives an empty page.  d->exists: this page holds some key;
+ * d->whole: it was the first and the last.  0 or the S3 errno (*d empty;
+ * the same page is asked again by the next call). */
+int fs_dir_pager_next(struct fs_dir_pager *pg, struct fs_dir *prev, struct fs_dir *d);
 int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty);
 /* Warn once per key about a key that cannot be shown as a name (dir.c;
  * also used by dir_rename.c). */
@@ -570,7 +628,42 @@ void fs_dir_warn_skipped(struct fs *fs, const char *key, const char *why);
  * x-amz-meta-ctime *ctime (a rename changes the directory's ctime). */
 int fs_rename_dir(struct fs *fs, const char *src, const char *dst, const struct timespec *ctime);
 
+/* ---- dirstream.c: a directory handle's listing, page by page ---------- */
+
+/* Open the listing of directory `path` (inode `ino`) for a handle: its
+ * first page is taken from ahead.c (read ahead, or kept by the lookup just
+ * before) or asked now, and each page is kept as what the directory holds
+ * (known.c) as it arrives.  0 and *out (free with fs_dirstream_free), or
+ * the errno of the first page's LIST, ENOMEM. */
+int fs_dirstream_open(struct fs *fs, fuse_ino_t ino, const char *path, struct fs_dirstream **out);
+void fs_dirstream_free(struct fs_dirstream *ds);
+/* A readdir holds the stream between lock and unlock (one at a time). */
+void fs_dirstream_lock(struct fs_dirstream *ds);
+void fs_dirstream_unlock(struct fs_dirstream *ds);
+/* Go to the place after the entry whose offset is `off` (one this stream
+ * gave; 0, 1 and 2: the first entry), listing pages again when they are
+ * no longer held.  0, EINVAL (an offset this stream never gives), or the
+ * errno of a LIST. */
+int fs_dirstream_seek(struct fs_dirstream *ds, off_t off);
+/* The entry at the place, and its offset (the place after it), moving on
+ * (*e NULL: the listing's end, or with `fetch` false the end of the pages
+ * held: the next page is asked for only with `fetch`).  *e stays valid
+ * until the next call.  0, EOVERFLOW (a listing longer than offsets can
+ * tell), or the errno of a LIST. */
+int fs_dirstream_next(struct fs_dirstream *ds, bool fetch, const struct fs_dirent **e, off_t *off);
+/* The offset of entry `idx` of page `no` called `name` (exposed for the
+ * unit test of the encoding). */
+off_t fs_dirstream_off(uint64_t no, size_t idx, const char *name);
+/* The memory listings take now: the pages held by directory handles and
+ * the listings read ahead (ahead.c), in bytes.  This is the share of
+ * listings in the mount's memory (gauge pailfs_memory_bytes{use="listings"});
+ * it stays under about max_memory/16 + max_memory/16.  Takes fs->lock. */
+size_t fs_listing_bytes(struct fs *fs);
+
 /* ---- ahead.c: listings read ahead down trees -------------------------- */
+
+/* The bytes of the listings read ahead or kept (fs->lock held). */
+size_t fs_ahead_bytes_locked(struct fs *fs);
 
 /* A listing read ahead, in flight or held until an opendir takes it; on
  * fs->ahead_ents by path, every field protected by fs->lock.  known.c sets
@@ -595,20 +688,22 @@ struct fs_ahead_ent {
 int fs_ahead_new(struct fs *fs);
 void fs_ahead_stop(struct fs *fs);
 void fs_ahead_free(struct fs *fs);
-/* opendir of `path`: the listing read ahead of it, waiting for one in
- * flight, when it is still trusted (begun less than attr_ttl ago, not
+/* opendir of `path`: the first page of its listing read ahead or kept
+ * (d->whole, or d->next_token to go on), waiting for one in flight, when
+ * it is still trusted (begun less than attr_ttl ago, not
  * spoiled).  0 with *d (the caller frees it), *gen and *begun_ms as they
  * were when it was begun; ENOENT when there is none to take (list it as
  * usual).  Takes fs->lock. */
 int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *gen,
                   uint64_t *begun_ms, bool *kept);
-/* A lookup of directory `path` listed all of it in its one page (d whole),
- * begun at begun_ms with fs->names_gen `gen`: held, under the same trust
- * and bounds as a listing read ahead, for the opendir that usually follows
- * (`ls dir`, `ls -l dir`: one LIST, not two), which takes it with
- * fs_ahead_take (*kept true: no walk queued its subdirectories).  Takes
- * *d when it holds it (then *d is emptied); otherwise *d is left as it
- * was.  Takes fs->lock. */
+/* A lookup of directory `path` listed its first page (d: whole, or with
+ * the continuation token of the next page), begun at begun_ms with
+ * fs->names_gen `gen`: held, under the same trust and bounds as a listing
+ * read ahead, for the opendir that usually follows (`ls dir`, `ls -l dir`:
+ * the first page is asked once, not twice), which takes it with
+ * fs_ahead_take (*kept true: no walk queued its subdirectories) and goes
+ * on from the token.  Takes *d when it holds it (then *d is emptied);
+ * otherwise *d is left as it was.  Takes fs->lock. */
 void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t gen,
                    uint64_t begun_ms);
 /* opendir of `path` got listing `d` (`ahead`: taken from fs_ahead_take):

@@ -129,6 +129,16 @@ void fs_inode_expire(struct fs *fs, fuse_ino_t ino)
     pthread_mutex_unlock(&fs->lock);
 }
 
+void fs_inode_renew_dir(struct fs *fs, fuse_ino_t ino, uint64_t asked_ms)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *in = fs_inode_get(fs, ino);
+    uint64_t until = asked_ms + fs->attr_ttl_ms;
+    if (in && in->ino != FUSE_ROOT_ID && S_ISDIR(in->attr.mode) && in->attr_expire_ms < until)
+        in->attr_expire_ms = until;
+    pthread_mutex_unlock(&fs->lock);
+}
+
 struct fs_inode *fs_inode_publish(struct fs *fs, const char *path, const struct fs_attr *a,
                                   const char *xattr, bool from_listing, bool count_lookup,
                                   bool locked, struct fuse_entry_param *e)

@@ -20,9 +20,21 @@
  * stored.  An inode leaving the table leaves what it knew as its parent's
  * entry (fs_known_keep_locked), which a listing begun before that does not
  * overwrite.  A directory rename forgets all knowledge
- * below the names it moved.  Memory: at most FS_KNOWN_MAX entries in the
- * whole mount; a listing that would pass it is not kept (readdir works as
- * before, lookups ask S3).
+ * below the names it moved.
+ *
+ * A listing is kept page by page as it arrives (fs_known_add_page), each
+ * page's names trusted for attr_ttl from that page's request, so that the
+ * lookups of `ls -l` following a long listing find the names of its early
+ * pages still trusted.  Only once every page of one listing was kept, in
+ * order, does the directory know that the names it lacks are absent
+ * (fs_known_complete); names of an older listing that the new one lacks
+ * leave then.
+ *
+ * Memory: at most FS_KNOWN_MAX entries in the whole mount, on one list
+ * from the oldest learnt to the newest; past the bound the oldest leaves
+ * (it was learnt longest ago: in a long listing, a name `ls -l` has
+ * already asked about), and its directory no longer knows that the names
+ * it lacks are absent.
  *
  * The same changes spoil the listings read ahead (ahead.c) of the
  * directories they touch, so that opendir never shows a listing older than
@@ -33,36 +45,59 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct known_ent {
+struct fs_known_ent {
     char *name;
     struct fs_attr attr;
-    uint64_t expire_ms; /* util_now_ms() after which it says nothing */
-    uint64_t learnt_ms; /* when: a listing's start, or an inode's leaving */
-    size_t pos;         /* in `order`, or SIZE_MAX: not from the last listing */
+    uint64_t expire_ms;                 /* util_now_ms() after which it says nothing */
+    uint64_t learnt_ms;                 /* when: a listing's start, or an inode's leaving */
+    size_t pos;                         /* in `order`, or SIZE_MAX: not from the last listing */
+    uint64_t serial;                    /* the listing of its directory that last held it */
+    struct fs_known *k;                 /* its directory's */
+    struct fs_known_ent *older, *newer; /* fs->known_oldest ... known_newest */
     UT_hash_handle hh;
 };
 
 struct fs_known {
-    struct known_ent *ents; /* by name */
+    struct fs_known_ent *ents; /* by name */
     size_t n;
     /* The last listing's names in its order (S3's), NULL where one has
      * gone since: what a program reading the directory in order opens
      * next (fs_known_next_locked, for prefetch.c). */
-    struct known_ent **order;
-    size_t n_order;
+    struct fs_known_ent **order;
+    size_t n_order, cap_order;
     /* The listing was whole and one page: when it expires, asking it again
      * costs what one name's lookup would, and answers its siblings too. */
     bool relist;
+    struct fs_inode *dir; /* whose knowledge this is */
+    uint64_t serial;      /* of the listing being kept (fs_known_add_page) */
+    bool lost;            /* an entry of it left for the mount's bound */
 };
 
-static void ent_free(struct fs_known *k, struct known_ent *e)
+static void ent_free(struct fs *fs, struct fs_known *k, struct fs_known_ent *e)
 {
     if (e->pos < k->n_order)
         k->order[e->pos] = NULL;
     HASH_DEL(k->ents, e);
     k->n--;
+    *(e->older ? &e->older->newer : &fs->known_oldest) = e->newer;
+    *(e->newer ? &e->newer->older : &fs->known_newest) = e->older;
+    fs->n_known--;
     free(e->name);
     free(e);
+}
+
+/* The oldest entry of the mount leaves, and with it its directory's
+ * knowledge of absent names (fs->lock held). */
+static void evict_oldest(struct fs *fs)
+{
+    struct fs_known_ent *e = fs->known_oldest;
+    if (!e)
+        return;
+    struct fs_known *k = e->k;
+    k->lost = true;
+    k->relist = false;
+    k->dir->known_until_ms = 0;
+    ent_free(fs, k, e);
 }
 
 static void known_clear(struct fs *fs, struct fs_inode *dir)
@@ -70,12 +105,9 @@ static void known_clear(struct fs *fs, struct fs_inode *dir)
     struct fs_known *k = dir->known;
     if (!k)
         return;
-    struct known_ent *e, *tmp;
+    struct fs_known_ent *e, *tmp;
     HASH_ITER(hh, k->ents, e, tmp)
-    {
-        ent_free(k, e);
-        fs->n_known--;
-    }
+    ent_free(fs, k, e);
     free(k->order);
     free(k);
     dir->known = NULL;
@@ -93,42 +125,33 @@ static int ent_set(struct fs *fs, struct fs_inode *dir, const char *name, const 
     if (!dir->known && !(dir->known = calloc(1, sizeof(*dir->known))))
         return ENOMEM;
     struct fs_known *k = dir->known;
-    struct known_ent *e;
+    k->dir = dir;
+    struct fs_known_ent *e;
     HASH_FIND_STR(k->ents, name, e);
     if (!e) {
-        if (fs->n_known >= FS_KNOWN_MAX)
-            return ENOMEM;
+        while (fs->n_known >= FS_KNOWN_MAX && fs->known_oldest)
+            evict_oldest(fs);
         if (!(e = calloc(1, sizeof(*e))) || !(e->name = strdup(name))) {
             free(e);
             return ENOMEM;
         }
         e->pos = SIZE_MAX;
+        e->k = k;
         HASH_ADD_KEYPTR(hh, k->ents, e->name, strlen(e->name), e);
         k->n++;
         fs->n_known++;
+    } else { /* off the list, to go back on as the newest */
+        *(e->older ? &e->older->newer : &fs->known_oldest) = e->newer;
+        *(e->newer ? &e->newer->older : &fs->known_newest) = e->older;
     }
+    e->older = fs->known_newest;
+    e->newer = NULL;
+    *(e->older ? &e->older->newer : &fs->known_oldest) = e;
+    fs->known_newest = e;
+    e->serial = k->serial;
     e->attr = *a;
     e->expire_ms = expire_ms;
     e->learnt_ms = learnt_ms;
-    return 0;
-}
-
-/* Keep the listing's order of the names just set from `d` (all of them
- * in k).  0 or ENOMEM. */
-static int keep_order(struct fs_known *k, const struct fs_dir *d)
-{
-    if (!k || !d->n)
-        return 0;
-    if (!(k->order = calloc(d->n, sizeof(*k->order))))
-        return ENOMEM;
-    for (size_t i = 0; i < d->n; i++) {
-        struct known_ent *e;
-        HASH_FIND_STR(k->ents, d->ents[i].name, e);
-        if (e && e->pos == SIZE_MAX) {
-            e->pos = k->n_order;
-            k->order[k->n_order++] = e;
-        }
-    }
     return 0;
 }
 
@@ -144,58 +167,48 @@ static struct fs_inode *parent_of(struct fs *fs, const char *path, const char **
     return dir && S_ISDIR(dir->attr.mode) ? dir : NULL;
 }
 
-/* Copies of the directory's entries learnt after `since` (fs->lock held):
- * *out (caller frees each name and the array), *n.  0 or ENOMEM. */
-static int newer_than(const struct fs_inode *dir, uint64_t since, struct known_ent **out, size_t *n)
+/* Put entry e next in the order of the listing being kept (at most
+ * FS_KNOWN_MAX of them: past that, the order is only a guess). */
+static void order_append(struct fs_known *k, struct fs_known_ent *e)
 {
-    *out = NULL;
-    *n = 0;
-    if (!dir->known)
-        return 0;
-    struct known_ent *e, *tmp;
-    size_t cap = 0;
-    HASH_ITER(hh, dir->known->ents, e, tmp)
-    {
-        if (e->learnt_ms <= since)
-            continue;
-        if (util_grow((void **)out, &cap, *n + 1, sizeof(**out)))
-            return ENOMEM;
-        (*out)[*n] = *e;
-        if (!((*out)[*n].name = strdup(e->name)))
-            return ENOMEM;
-        (*n)++;
-    }
-    return 0;
+    if (e->pos != SIZE_MAX || k->n_order >= FS_KNOWN_MAX)
+        return;
+    if (util_grow((void **)&k->order, &k->cap_order, k->n_order + 1, sizeof(*k->order)))
+        return;
+    e->pos = k->n_order;
+    k->order[k->n_order++] = e;
 }
 
-/* The directory's names become the listing's (fs->lock held).  What an
- * inode that left the table since the listing began knew is newer than
- * the listing (a file this mount wrote meanwhile), and stays. */
-static void replace_names(struct fs *fs, struct fs_inode *dir, const struct fs_dir *d,
-                          uint64_t listed_ms)
+/* A new listing of the directory begins: its order starts again
+ * (fs->lock held). */
+static void listing_begin(struct fs *fs, struct fs_inode *dir)
 {
-    struct known_ent *newer;
-    size_t n_newer;
-    int rc = newer_than(dir, listed_ms, &newer, &n_newer);
-    known_clear(fs, dir);
-    uint64_t names_until = listed_ms + fs->attr_ttl_ms;
-    for (size_t i = 0; i < d->n && !rc; i++)
-        rc = ent_set(fs, dir, d->ents[i].name, &d->ents[i].attr, names_until, listed_ms);
-    if (!rc)
-        rc = keep_order(dir->known, d);
-    for (size_t i = 0; i < n_newer && !rc; i++)
-        rc =
-            ent_set(fs, dir, newer[i].name, &newer[i].attr, newer[i].expire_ms, newer[i].learnt_ms);
-    for (size_t i = 0; i < n_newer; i++)
-        free(newer[i].name);
-    free(newer);
-    uint64_t absent_until = listed_ms + (uint64_t)(fs->cfg.neg_ttl * 1000);
-    if (rc)
-        known_clear(fs, dir); /* partial knowledge would claim absences */
-    else if (dir->known_until_ms < absent_until)
-        dir->known_until_ms = absent_until;
-    if (!rc && dir->known)
-        dir->known->relist = d->n <= FS_KNOWN_PAGE;
+    if (!dir->known && !(dir->known = calloc(1, sizeof(*dir->known))))
+        return;
+    struct fs_known *k = dir->known;
+    k->dir = dir;
+    for (size_t i = 0; i < k->n_order; i++)
+        if (k->order[i])
+            k->order[i]->pos = SIZE_MAX;
+    free(k->order);
+    k->order = NULL;
+    k->n_order = k->cap_order = 0;
+    k->serial++;
+    k->lost = false;
+    (void)fs;
+}
+
+/* The directory `dir_path` if it is still inode dir_ino and no name was
+ * removed here since `gen` (fs->lock held). */
+static struct fs_inode *listed_dir(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path,
+                                   uint64_t gen)
+{
+    struct fs_inode *dir;
+    HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
+    /* A name removed here while the page was in flight may be in it;
+     * and the path may be another inode's now (a rename). */
+    return dir && dir->ino == dir_ino && S_ISDIR(dir->attr.mode) && gen == fs->names_gen ? dir
+                                                                                         : NULL;
 }
 
 uint64_t fs_known_gen(struct fs *fs)
@@ -206,19 +219,63 @@ uint64_t fs_known_gen(struct fs *fs)
     return gen;
 }
 
+bool fs_known_add_page(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
+                       uint64_t listed_ms, const struct fs_dir *page, bool first)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *dir = listed_dir(fs, dir_ino, dir_path, gen);
+    if (dir && first)
+        listing_begin(fs, dir);
+    bool kept = dir && dir->known;
+    uint64_t until = listed_ms + fs->attr_ttl_ms;
+    for (size_t i = 0; kept && i < page->n; i++) {
+        struct fs_known_ent *e;
+        HASH_FIND_STR(dir->known->ents, page->ents[i].name, e);
+        if (e && e->learnt_ms > listed_ms) {
+            /* learnt since the page was asked (a file this mount wrote,
+             * whose inode left the table): newer than the page */
+            e->serial = dir->known->serial;
+        } else if (ent_set(fs, dir, page->ents[i].name, &page->ents[i].attr, until, listed_ms)) {
+            kept = false;
+            break;
+        }
+        HASH_FIND_STR(dir->known->ents, page->ents[i].name, e);
+        if (e)
+            order_append(dir->known, e);
+    }
+    if (dir && dir->known && !kept)
+        dir->known->lost = true;
+    pthread_mutex_unlock(&fs->lock);
+    return kept;
+}
+
+void fs_known_complete(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
+                       uint64_t listed_ms, bool one_page)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *dir = listed_dir(fs, dir_ino, dir_path, gen);
+    struct fs_known *k = dir ? dir->known : NULL;
+    if (k && !k->lost) {
+        /* names of an older listing this one lacks are gone */
+        struct fs_known_ent *e, *tmp;
+        HASH_ITER(hh, k->ents, e, tmp)
+        {
+            if (e->serial != k->serial && e->learnt_ms <= listed_ms)
+                ent_free(fs, k, e);
+        }
+        uint64_t absent_until = listed_ms + (uint64_t)(fs->cfg.neg_ttl * 1000);
+        if (dir->known_until_ms < absent_until)
+            dir->known_until_ms = absent_until;
+        k->relist = one_page && k->n <= FS_KNOWN_PAGE;
+    }
+    pthread_mutex_unlock(&fs->lock);
+}
+
 void fs_known_store(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
                     uint64_t listed_ms, const struct fs_dir *d)
 {
-    pthread_mutex_lock(&fs->lock);
-    struct fs_inode *dir;
-    HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
-    /* A name removed here while the listing was in flight may be in it;
-     * and the path may be another inode's now (a rename). */
-    bool usable = dir && dir->ino == dir_ino && S_ISDIR(dir->attr.mode) && gen == fs->names_gen &&
-                  fs->n_known - (dir->known ? dir->known->n : 0) + d->n <= FS_KNOWN_MAX;
-    if (usable)
-        replace_names(fs, dir, d, listed_ms);
-    pthread_mutex_unlock(&fs->lock);
+    if (fs_known_add_page(fs, dir_ino, dir_path, gen, listed_ms, d, true))
+        fs_known_complete(fs, dir_ino, dir_path, gen, listed_ms, true);
 }
 
 enum fs_known_answer fs_known_lookup_locked(struct fs *fs, const char *path, struct fs_attr *a,
@@ -229,7 +286,7 @@ enum fs_known_answer fs_known_lookup_locked(struct fs *fs, const char *path, str
     if (!dir)
         return FS_KNOWN_NOTHING;
     uint64_t now = util_now_ms();
-    struct known_ent *e = NULL;
+    struct fs_known_ent *e = NULL;
     if (dir->known)
         HASH_FIND_STR(dir->known->ents, name, e);
     if (e && now < e->expire_ms) {
@@ -285,12 +342,11 @@ void fs_known_forget_locked(struct fs *fs, const char *path)
     ahead_spoil_parent(fs, path);
     const char *name;
     struct fs_inode *dir = parent_of(fs, path, &name);
-    struct known_ent *e = NULL;
+    struct fs_known_ent *e = NULL;
     if (dir && dir->known)
         HASH_FIND_STR(dir->known->ents, name, e);
     if (e) {
-        ent_free(dir->known, e);
-        fs->n_known--;
+        ent_free(fs, dir->known, e);
     }
 }
 
@@ -334,7 +390,7 @@ size_t fs_known_next_locked(struct fs *fs, const char *dir_path, const char *nam
     struct fs_inode *dir;
     HASH_FIND(hh_path, fs->by_path, dir_path, strlen(dir_path), dir);
     struct fs_known *k = dir && S_ISDIR(dir->attr.mode) ? dir->known : NULL;
-    struct known_ent *e = NULL;
+    struct fs_known_ent *e = NULL;
     if (k)
         HASH_FIND_STR(k->ents, name, e);
     *first = false;
@@ -348,7 +404,7 @@ size_t fs_known_next_locked(struct fs *fs, const char *dir_path, const char *nam
     *first = !before;
     size_t n = 0;
     for (size_t i = e->pos + 1; i < k->n_order && n < max; i++) {
-        struct known_ent *x = k->order[i];
+        struct fs_known_ent *x = k->order[i];
         if (!x || !S_ISREG(x->attr.mode) || x->attr.untyped)
             continue; /* an empty key may be an old-style directory */
         out[n].name = x->name;
@@ -362,7 +418,7 @@ void fs_known_trust_locked(struct fs *fs, const char *path, const char *etag, ui
 {
     const char *name;
     struct fs_inode *dir = parent_of(fs, path, &name);
-    struct known_ent *e = NULL;
+    struct fs_known_ent *e = NULL;
     if (dir && dir->known)
         HASH_FIND_STR(dir->known->ents, name, e);
     if (e && strcmp(e->attr.etag, etag) == 0)

@@ -10,15 +10,23 @@ struct metrics_series fs_metrics[FS_M_COUNT] = {
                             .help = "Bytes accepted from write requests to the mount.",
                             .kind = METRICS_COUNTER},
     [FS_M_MEM_READ] = {.name = "pailfs_memory_bytes",
-                       .help = "Memory counted against max_memory, by use (read: blocks of "
-                               "the read path; write: parts of files being written).",
+                       .help = "Memory of the mount, by use (read: blocks of the read path; "
+                               "write: parts of files being written; listings: pages held for "
+                               "directory readers and listings read ahead).",
                        .kind = METRICS_GAUGE,
                        .labels = "use=\"read\""},
     [FS_M_MEM_WRITE] = {.name = "pailfs_memory_bytes",
-                        .help = "Memory counted against max_memory, by use (read: blocks of "
-                                "the read path; write: parts of files being written).",
+                        .help = "Memory of the mount, by use (read: blocks of the read path; "
+                                "write: parts of files being written; listings: pages held for "
+                                "directory readers and listings read ahead).",
                         .kind = METRICS_GAUGE,
                         .labels = "use=\"write\""},
+    [FS_M_MEM_LISTINGS] = {.name = "pailfs_memory_bytes",
+                           .help = "Memory of the mount, by use (read: blocks of the read path; "
+                                   "write: parts of files being written; listings: pages held "
+                                   "for directory readers and listings read ahead).",
+                           .kind = METRICS_GAUGE,
+                           .labels = "use=\"listings\""},
     [FS_M_MEM_LIMIT] = {.name = "pailfs_memory_limit_bytes",
                         .help = "The memory bound of each of the read and write paths "
                                 "(max_memory).",

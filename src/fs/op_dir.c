@@ -1,13 +1,15 @@
 /* op_dir.c — the FUSE operations on directory handles: opendir, readdir
  * (plus) and releasedir.
  *
- * opendir takes one listing of the directory (dir.c) and keeps it on the
- * handle; readdir hands its entries out from there, so a directory read
- * in several calls sees one consistent listing.  The listing is also kept
- * as what the directory holds (known.c), so the lookups that follow it
- * (`ls -l`, `cat` of its files, `rm dir/f`) ask S3 nothing.  When a tree is
- * being walked, the listing may have been read ahead (ahead.c): opendir
- * takes it, and tells ahead.c what it opened, which is how walks are seen. */
+ * A handle reads the directory's listing as a stream of pages
+ * (dirstream.c): opendir asks for the first page (or takes the one read
+ * ahead, or kept by the lookup just before: ahead.c), and readdir hands
+ * out entries as pages arrive, asking for the next page only once the
+ * entries held are given out, so the first entries reach the program
+ * before the last page is fetched.  Each page is also kept as what the
+ * directory holds (known.c), so the lookups that follow it (`ls -l`,
+ * `cat` of its files, `rm dir/f`) ask S3 nothing.  opendir tells ahead.c
+ * what it opened, which is how walks down a tree are seen. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -17,13 +19,13 @@
 struct dir_handle {
     struct fs_open open; /* first: the handle is freed through it */
     char *path;
-    struct fs_dir d;
+    struct fs_dirstream *ds;
 };
 
 static void dir_handle_free(struct fs_open *o)
 {
     struct dir_handle *dh = (struct dir_handle *)o;
-    fs_dir_free(&dh->d);
+    fs_dirstream_free(dh->ds);
     free(dh->path);
     free(dh);
 }
@@ -37,18 +39,9 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (dh && in)
         dh->path = strdup(in->path);
     pthread_mutex_unlock(&fs->lock);
-    uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
     int rc = !in ? ENOENT : !dh || !dh->path ? ENOMEM : 0;
-    /* a walk down a tree, or the lookup just before, may have listed it
-     * already (ahead.c) */
-    bool kept = false;
-    bool ahead = !rc && fs_ahead_take(fs, dh->path, &dh->d, &gen, &listed_ms, &kept) == 0;
-    if (!rc && !ahead)
-        rc = fs_dir_list(fs, dh->path, 0, &dh->d);
-    if (!rc) /* the names answer lookups too, for as long as they are trusted */
-        fs_known_store(fs, ino, dh->path, gen, listed_ms, &dh->d);
     if (!rc)
-        fs_ahead_opened(fs, dh->path, &dh->d, ahead && !kept);
+        rc = fs_dirstream_open(fs, ino, dh->path, &dh->ds);
     if (rc) {
         if (dh)
             free(dh->path);
@@ -71,6 +64,70 @@ static bool type_unknown(const struct fs *fs, const struct fs_attr *la, const st
     return la->untyped && (fs->cfg.compat_dir || (in && !S_ISREG(in->attr.mode)));
 }
 
+/* Add one entry of the listing to the reply at buf+*used (fs->lock
+ * held): false when it does not fit, or on ENOMEM. */
+static bool add_entry(fuse_req_t req, struct fs *fs, const char *dir, const struct fs_dirent *de,
+                      off_t next, bool plus, char *buf, size_t size, size_t *used)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    e.attr.st_mode = de->attr.mode;
+    size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, de->name, NULL, 0)
+                       : fuse_add_direntry(req, NULL, 0, de->name, NULL, 0);
+    if (*used + need > size)
+        return false;
+    char *path = fs_child_path(dir, de->name);
+    if (!path)
+        return false;
+    struct fs_inode *in = NULL;
+    HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
+    /* no inode is made for a plain entry: a number of its own, never an
+     * inode's, from its offset */
+    fuse_ino_t anon = (1ULL << 63) | ((uint64_t)next & ((1ULL << 62) - 1));
+    if (type_unknown(fs, &de->attr, in)) {
+        /* A name without an entry (ino 0), of the type an inode knows
+         * or else DT_UNKNOWN: the kernel looks it up when it is used. */
+        e.attr.st_ino = in ? in->ino : anon;
+        e.attr.st_mode = in ? in->attr.mode & S_IFMT : 0;
+    } else if (plus) {
+        /* readdirplus hands the kernel an entry: that counts as a lookup. */
+        in = fs_inode_publish(fs, path, &de->attr, NULL, true, true, true, &e);
+        if (!in) {
+            free(path);
+            return false;
+        }
+    } else {
+        e.attr.st_ino = in ? in->ino : anon;
+    }
+    free(path);
+    if (plus)
+        *used += fuse_add_direntry_plus(req, buf + *used, size - *used, de->name, &e, next);
+    else
+        *used += fuse_add_direntry(req, buf + *used, size - *used, de->name, &e.attr, next);
+    return true;
+}
+
+/* "." and ".." at offsets 0 and 1 (they lead to 1 and 2). */
+static void add_dots(fuse_req_t req, fuse_ino_t ino, off_t off, bool plus, char *buf, size_t size,
+                     size_t *used)
+{
+    for (off_t i = off; i < 2; i++) {
+        const char *name = i == 0 ? "." : "..";
+        struct fuse_entry_param e;
+        memset(&e, 0, sizeof(e));
+        e.attr.st_ino = ino;
+        e.attr.st_mode = S_IFDIR;
+        size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0)
+                           : fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+        if (*used + need > size)
+            return;
+        if (plus)
+            *used += fuse_add_direntry_plus(req, buf + *used, size - *used, name, &e, i + 1);
+        else
+            *used += fuse_add_direntry(req, buf + *used, size - *used, name, &e.attr, i + 1);
+    }
+}
+
 void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                    struct fuse_file_info *fi, bool plus)
 {
@@ -82,46 +139,28 @@ void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     size_t used = 0;
-    pthread_mutex_lock(&fs->lock);
-    for (size_t i = (size_t)off; i < dh->d.n + 2; i++) {
-        const char *name = i == 0 ? "." : i == 1 ? ".." : dh->d.ents[i - 2].name;
-        struct fuse_entry_param e;
-        memset(&e, 0, sizeof(e));
-        e.attr.st_ino = i < 2 ? ino : 0;
-        e.attr.st_mode = i < 2 ? S_IFDIR : dh->d.ents[i - 2].attr.mode;
-        size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0)
-                           : fuse_add_direntry(req, NULL, 0, name, NULL, 0);
-        if (used + need > size)
+    add_dots(req, ino, off, plus, buf, size, &used);
+    fs_dirstream_lock(dh->ds);
+    int rc = fs_dirstream_seek(dh->ds, off);
+    while (!rc) {
+        /* a page is asked for only when nothing is in the reply yet: what
+         * is held goes to the program first */
+        const struct fs_dirent *de;
+        off_t next;
+        rc = fs_dirstream_next(dh->ds, used == 0, &de, &next);
+        if (rc || !de)
             break;
-        char *path = i >= 2 ? fs_child_path(dh->path, name) : NULL;
-        if (i >= 2 && !path)
+        pthread_mutex_lock(&fs->lock);
+        bool added = add_entry(req, fs, dh->path, de, next, plus, buf, size, &used);
+        pthread_mutex_unlock(&fs->lock);
+        if (!added) /* full: the kernel asks again from the last offset it took */
             break;
-        struct fs_inode *in = NULL;
-        if (path)
-            HASH_FIND(hh_path, fs->by_path, path, strlen(path), in);
-        if (i >= 2 && type_unknown(fs, &dh->d.ents[i - 2].attr, in)) {
-            /* A name without an entry (ino 0), of the type an inode knows
-             * or else DT_UNKNOWN: the kernel looks it up when it is used. */
-            e.attr.st_ino = in ? in->ino : (1ULL << 63) | i;
-            e.attr.st_mode = in ? in->attr.mode & S_IFMT : 0;
-        } else if (i >= 2 && plus) {
-            /* readdirplus hands the kernel an entry: that counts as a lookup. */
-            in = fs_inode_publish(fs, path, &dh->d.ents[i - 2].attr, NULL, true, true, true, &e);
-            if (!in) {
-                free(path);
-                break;
-            }
-        } else if (i >= 2) {
-            e.attr.st_ino = in ? in->ino : (1ULL << 63) | i; /* no inode is made for it */
-        }
-        free(path);
-        if (plus)
-            used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);
-        else
-            used += fuse_add_direntry(req, buf + used, size - used, name, &e.attr, (off_t)i + 1);
     }
-    pthread_mutex_unlock(&fs->lock);
-    fuse_reply_buf(req, buf, used);
+    fs_dirstream_unlock(dh->ds);
+    if (rc && !used)
+        fs_reply_err(req, rc);
+    else
+        fuse_reply_buf(req, buf, used);
     free(buf);
 }
 

@@ -145,10 +145,12 @@ static int lookup_bucket(struct fs *fs, const char *path, struct fuse_entry_para
     struct fs_inode *in = NULL;
     if (!rc && !(in = fs_inode_publish(fs, path, &a, xattr, false, true, false, e)))
         rc = ENOMEM;
-    if (in && kids.whole) {
+    if (in && kids.whole)
         fs_known_store(fs, e->ino, path, gen, listed_ms, &kids);
+    else if (in && S_ISDIR(a.mode)) /* its names, but not yet which are absent */
+        fs_known_add_page(fs, e->ino, path, gen, listed_ms, &kids, true);
+    if (in && S_ISDIR(a.mode))
         fs_ahead_keep(fs, path, &kids, gen, listed_ms); /* for an opendir next */
-    }
     fs_dir_free(&kids);
     free(xattr);
     return rc;
