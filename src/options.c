@@ -461,6 +461,16 @@ static int o_list_page(struct parse *p, const char *name, const char *v)
     return 0;
 }
 
+static int o_max_inodes(struct parse *p, const char *name, const char *v)
+{
+    unsigned long long n;
+    (void)name;
+    if (parse_decimal(v, 100000000, &n) || n < 16)
+        return EINVAL;
+    p->o->fs.max_inodes = (unsigned)n;
+    return 0;
+}
+
 static int o_max_inflight(struct parse *p, const char *name, const char *v)
 {
     unsigned long long n;
@@ -711,6 +721,7 @@ static const struct o_option o_table[] = {
     {"attr_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
     {"neg_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
     {"list_page", O_VALUE, o_list_page, "a whole number from 1 to 1000"},
+    {"max_inodes", O_VALUE, o_max_inodes, "a whole number from 16 to 100000000"},
     {"cache_size", O_VALUE, o_size, "a size in bytes such as 0, 500M or 10G"},
     /* the read path */
     {"max_memory", O_VALUE, o_size, "a size of at least 16M, such as 256M"},
@@ -1288,6 +1299,10 @@ void options_print_help(FILE *to)
           "                           asked again; fractions allowed (default 1)\n"
           "  -o neg_ttl=SECONDS       how long a missing name stays missing, and a\n"
           "                           listing proves absent what it lacks (default 1)\n"
+          "  -o max_inodes=N          inodes kept for the kernel before it is asked to\n"
+          "                           forget the oldest files' (default 20000)\n"
+          "  -o list_page=N           keys asked per LIST page, 1 to 1000 (default\n"
+          "                           1000; smaller pages are for tests)\n"
           "  -o cache_size=SIZE       bound of the disk cache of object blocks under\n"
           "                           cache_dir; 0 turns it off (default: the smaller of\n"
           "                           10G and 10% of the free space there)\n"

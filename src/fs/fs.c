@@ -27,6 +27,7 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->max_readahead = 64ULL << 20;
     cfg->read_parallel = 8;
     cfg->list_page = 1000;
+    cfg->max_inodes = 20000;
     cfg->max_inflight = 8;
     cfg->abort_stale_uploads = 86400;
     cfg->gunzip = FS_GUNZIP_ENCODING;
@@ -128,10 +129,13 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
 void fs_set_session(struct fs *fs, struct fuse_session *se)
 {
     fs->se = se;
+    if (se && fs_evict_start(fs))
+        log_warn("no thread to bound the inode table: it grows with what the kernel holds");
 }
 
 int fs_shutdown(struct fs *fs)
 {
+    fs_evict_stop(fs); /* nothing is said to the kernel once the mount is going */
     fs_ahead_stop(fs); /* no listing ahead once the mount is going */
     return fs_upload_all(fs);
 }
@@ -141,6 +145,7 @@ void fs_free(struct fs *fs)
     if (!fs)
         return;
     /* first: their workers read and publish to the inode table */
+    fs_evict_stop(fs);
     fs_ahead_free(fs);
     fs_prefetch_free(fs);
     while (fs->handles.next != &fs->handles) {

@@ -40,10 +40,12 @@ struct fs_config {
     mode_t dir_mode;  /* permission bits of directories, default 0755 */
     mode_t umask;     /* cleared from every mode shown, default 0 */
 
-    double attr_ttl;    /* seconds attributes and entries stay valid (1) */
-    double neg_ttl;     /* seconds a missing name stays missing (1) */
-    unsigned list_page; /* keys asked per LIST page, 1 to 1000 (1000); a
-                         * smaller one is for tests of long listings */
+    double attr_ttl;     /* seconds attributes and entries stay valid (1) */
+    double neg_ttl;      /* seconds a missing name stays missing (1) */
+    unsigned list_page;  /* keys asked per LIST page, 1 to 1000 (1000); a
+                          * smaller one is for tests of long listings */
+    unsigned max_inodes; /* inodes past which the kernel is asked to forget
+                          * the oldest files (20000) */
 
     const char *cache_dir;    /* staging of files being written, and the block cache */
     unsigned rename_parallel; /* copies in flight during a directory rename (8) */

@@ -42,6 +42,7 @@ enum fs_metric {
     FS_M_MEM_WRITE,      /* gauge: write buffers (parts) */
     FS_M_MEM_LISTINGS,   /* gauge: listings held for readers and read ahead */
     FS_M_MEM_LIMIT,      /* gauge: max_memory */
+    FS_M_INODES,         /* gauge: inodes in the table */
     FS_M_PARTS_INFLIGHT, /* gauge: upload parts queued or being sent */
     FS_M_GZ_VIEWS,       /* gzip views opened */
     FS_M_COUNT
@@ -183,6 +184,7 @@ struct fs_ahead;
 struct fs_ahead_ent;
 struct fs_known_ent;
 struct fs_dirstream;
+struct fs_evict;
 struct fs_gzobj;
 struct fs_gzhandle;
 struct fs_reader;
@@ -222,6 +224,7 @@ struct fs {
      * the bytes of the pages they hold; protected by lock */
     struct fs_dirstream *dirstreams, *dirstreams_lru;
     size_t dir_bytes;
+    struct fs_evict *evict; /* the inode table's bound (evict.c) */
 };
 
 /* ---- meta.c: s3fs-compatible metadata (pure functions) ---------------- */
@@ -659,6 +662,14 @@ off_t fs_dirstream_off(uint64_t no, size_t idx, const char *name);
  * listings in the mount's memory (gauge pailfs_memory_bytes{use="listings"});
  * it stays under about max_memory/16 + max_memory/16.  Takes fs->lock. */
 size_t fs_listing_bytes(struct fs *fs);
+
+/* ---- evict.c: the bound of the inode table ----------------------------- */
+
+/* Start the thread that keeps the table near cfg.max_inodes (fs->se must
+ * be set): 0, ENOMEM or EAGAIN.  stop: joins it (before the session goes;
+ * again: nothing). */
+int fs_evict_start(struct fs *fs);
+void fs_evict_stop(struct fs *fs);
 
 /* ---- ahead.c: listings read ahead down trees -------------------------- */
 

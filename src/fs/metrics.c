@@ -31,6 +31,10 @@ struct metrics_series fs_metrics[FS_M_COUNT] = {
                         .help = "The memory bound of each of the read and write paths "
                                 "(max_memory).",
                         .kind = METRICS_GAUGE},
+    [FS_M_INODES] = {.name = "pailfs_inodes",
+                     .help = "Inodes the mount keeps for the kernel (past max_inodes the "
+                             "kernel is asked to forget the oldest files').",
+                     .kind = METRICS_GAUGE},
     [FS_M_PARTS_INFLIGHT] = {.name = "pailfs_upload_parts_in_flight",
                              .help = "Multipart upload parts queued or being sent.",
                              .kind = METRICS_GAUGE},

@@ -194,3 +194,28 @@ def test_held_pages_are_bounded(proxy, s3, bucket, mounter):
         assert d.read() is None
         d.close()
     assert _listings_gauge(m) == 0
+
+
+def _gauge(m, name):
+    text = os.getxattr(m.path, STATS_XATTR).decode()
+    got = re.search(rf"^{name} (\d+)$", text, re.M)
+    assert got, text
+    return int(got.group(1))
+
+
+def test_inode_table_is_bounded(proxy, s3, bucket, mounter):
+    names = _names(200)
+    _seed(s3, bucket, "d", names)
+    m = mounter(attr_ttl=30, neg_ttl=30, opts={"list_page": 50, "max_inodes": 40})
+    r = subprocess.run(["ls", "-l", m.p("d")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 1 + len(names)
+    # the kernel was handed 200 entries; it is asked to forget the oldest
+    deadline = time.monotonic() + 10
+    while _gauge(m, "pailfs_inodes") > 40 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _gauge(m, "pailfs_inodes") <= 40
+    # what they knew stays with their directory: a stat asks S3 nothing
+    proxy.reset()
+    assert all(os.stat(m.p("d", n)).st_size == 1 for n in names)
+    assert ops(proxy) == {}, ops(proxy)

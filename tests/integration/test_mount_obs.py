@@ -56,6 +56,7 @@ FAMILIES = {
     "pailfs_fuse_written_bytes_total": "counter",
     "pailfs_memory_bytes": "gauge",
     "pailfs_memory_limit_bytes": "gauge",
+    "pailfs_inodes": "gauge",
     "pailfs_upload_parts_in_flight": "gauge",
     "pailfs_gzip_views_opened_total": "counter",
     "pailfs_gzip_inflated_bytes_total": "counter",
