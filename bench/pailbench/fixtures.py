@@ -31,6 +31,8 @@ BIG_KEY = "big.bin"
 GZ_KEY = "data.jsonl.gz"
 LS_PREFIX = "ls"
 TREE_PREFIX = "tree"
+SCALE_ONE = "scale-one"    # the scale group: N keys in one directory
+SCALE_TREE = "scale-tree"  # ... and directories of 100 keys each
 PATTERN = '"level":"ERROR"'
 PIECES = 16
 SMALL_SIZE = 4096
@@ -57,6 +59,9 @@ class Fixtures:
     tree_dirs: int
     tree_files_per_dir: int
     tree_paths: list = field(default_factory=list)  # relative to tree/, dirs end without /
+    scale_one: int = 0        # keys in scale-one/
+    scale_dirs: int = 0       # directories in scale-tree/, each of scale_per_dir keys
+    scale_per_dir: int = 100
 
 
 def sha256_file(path, start=0, length=None):
@@ -220,6 +225,35 @@ def upload_all(client, fx, threads=16):
             pass
 
 
+def scale_one_names(n):
+    return [f"f{i:07d}" for i in range(n)]
+
+
+def scale_tree_paths(dirs, per_dir):
+    paths = []
+    for d in range(dirs):
+        paths.append(f"d{d:04d}")
+        paths += [f"d{d:04d}/f{f:03d}" for f in range(per_dir)]
+    return paths
+
+
+def upload_scale(client, fx, threads=32):
+    """The scale group's keys (1-byte objects, no markers: implicit
+    directories, as most buckets hold them), put by `threads` at once."""
+    puts = [f"{SCALE_ONE}/{n}" for n in scale_one_names(fx.scale_one)]
+    puts += [f"{SCALE_TREE}/{p}" for p in scale_tree_paths(fx.scale_dirs, fx.scale_per_dir)
+             if "/" in p]
+    log(f"upload: {len(puts)} keys for the scale group ({fx.scale_one} in {SCALE_ONE}/, "
+        f"{fx.scale_dirs} x {fx.scale_per_dir} in {SCALE_TREE}/), {threads} at once")
+
+    def put(key):
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        for _ in ex.map(put, puts, chunksize=64):
+            pass
+
+
 def tree_paths(dirs, files_per_dir):
     paths = []
     for d in range(dirs):
@@ -243,4 +277,5 @@ def build(workdir, cache_dir, sizes):
         small_concat_sha=small_sha, small_files=small_files,
         ls_count=sizes.ls_count, ls_size=64,
         tree_dirs=sizes.tree_dirs, tree_files_per_dir=sizes.tree_files,
-        tree_paths=tree_paths(sizes.tree_dirs, sizes.tree_files))
+        tree_paths=tree_paths(sizes.tree_dirs, sizes.tree_files),
+        scale_one=sizes.scale_one, scale_dirs=sizes.scale_dirs)

@@ -16,6 +16,7 @@
 """
 
 import argparse
+import dataclasses
 import datetime
 import os
 import shutil
@@ -42,7 +43,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 # Each group gets a fresh mount with an empty cache directory.
 GROUPS = [["firstbyte"], ["read_cold", "read_warm"], ["rand1"], ["rand8"], ["gzip"],
           ["write"], ["small_create"], ["small_cat"], ["small_rm"], ["ls"], ["find"],
-          ["requests"]]
+          ["requests"], W.SCALE]
 
 
 # Workloads that read nothing of the uploaded fixtures (they write their
@@ -61,12 +62,15 @@ class Sizes:
     tree_files: int
     fio_seconds: int
     firstbyte_n: int
+    scale_one: int = 100000  # the scale group: keys in one directory
+    scale_dirs: int = 1000   # ... and directories of 100 keys
 
 
 FULL = Sizes(big=1 << 30, gz_plain=1 << 30, small_count=1000, small_dirs=10,
              ls_count=10000, tree_dirs=100, tree_files=19, fio_seconds=20, firstbyte_n=20)
 QUICK = Sizes(big=128 << 20, gz_plain=128 << 20, small_count=200, small_dirs=4,
-              ls_count=1000, tree_dirs=25, tree_files=19, fio_seconds=3, firstbyte_n=20)
+              ls_count=1000, tree_dirs=25, tree_files=19, fio_seconds=3, firstbyte_n=20,
+              scale_one=10000, scale_dirs=100)
 
 
 @dataclass
@@ -101,6 +105,7 @@ class Ctx:
         self.pailfs_warm_note = ""
         self.counting = False     # the server counts requests (reqcount.js loaded)
         self.req_fixtures = False  # the request table's bucket is uploaded
+        self.scale_idle = {}       # (contender, pid) -> RSS of the mount before the scale group
 
     def counts(self):
         """The server's request counters once it has been quiet a moment
@@ -277,6 +282,9 @@ def parse_args(argv):
                                    "rclone-writes,raw")
     ap.add_argument("--workloads", help="comma-separated workload ids: " +
                     ",".join(w.id for w in W.WORKLOADS))
+    ap.add_argument("--scale-keys", type=int, default=None,
+                    help="keys in the one directory of the scale group (default 100000; "
+                    "10000 with --quick)")
     ap.add_argument("--pailfs", default=os.path.join(REPO, "build", "src", "pailfs"),
                     help="the pailfs binary (default build/src/pailfs)")
     ap.add_argument("--tmp", default="/var/tmp",
@@ -312,6 +320,8 @@ def main(argv):
               file=sys.stderr)
         return 2
     sizes = QUICK if args.quick else FULL
+    if args.scale_keys:
+        sizes = dataclasses.replace(sizes, scale_one=args.scale_keys)
     started = datetime.datetime.now()
     stamp = started.strftime("%Y-%m-%d-%H%M%S") + ("-quick" if args.quick else "") + \
         ("-wan" if args.wan else "") + ("-https" if args.https else "")
@@ -397,7 +407,11 @@ def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
         deps.ensure_pailfs(args.pailfs)
 
     only = set(args.only.split(",")) if args.only else None
-    workloads = set(args.workloads.split(",")) if args.workloads else {w.id for w in W.WORKLOADS}
+    # the scale group runs only when asked for ("scale" names all of it)
+    workloads = set(args.workloads.split(",")) if args.workloads else \
+        {w.id for w in W.WORKLOADS} - set(W.SCALE)
+    if "scale" in workloads:
+        workloads = (workloads - {"scale"}) | set(W.SCALE)
     pailfs_version = C.Pailfs(args.pailfs).version() if os.access(args.pailfs, os.X_OK) else ""
     contenders = C.all_contenders(snapshot_pailfs(args.pailfs, workdir), only)
     if pailfs_version:
@@ -435,6 +449,10 @@ def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
             F.upload_all(ctx.client, ctx.fx)
             log(f"fixtures uploaded in {time.monotonic() - t:.0f} s")
             extra_notes += local_ceilings(ctx)
+        if workloads & set(W.SCALE):  # only when asked for: minutes of PUTs
+            t = time.monotonic()
+            F.upload_scale(ctx.client, ctx.fx)
+            log(f"scale keys uploaded in {time.monotonic() - t:.0f} s")
 
         if args.wan:
             ctx.set_endpoint(ctx.server.url)

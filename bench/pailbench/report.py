@@ -124,6 +124,9 @@ def write(rows, meta, md_path, png_path, workdir):
         "find": f"find ({sz.tree_dirs * (sz.tree_files + 1)})",
         "firstbyte": f"first byte (median of {sz.firstbyte_n})",
         "requests": "request table (total)",
+        "scale_ls10k": f"scale: ls -l ({sz.ls_count:,}), RSS",
+        "scale_ls": f"scale: ls -l ({sz.scale_one:,} in one dir), RSS",
+        "scale_find": f"scale: find ({sz.scale_dirs:,} dirs of 100), RSS",
     }
     header = ["contender"] + [titles[w.id] for w in cols] + \
         ["peak RSS", "peak RSS, seq read", "cache/staging peak"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from . import fixtures as F
 from . import reqcount
 from . import reqtable
-from .util import detail, drop_caches, run
+from .util import detail, drop_caches, log, reset_hwm, run, vm_hwm
 
 OPS = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops.py")]
 MB = 1e6
@@ -45,6 +45,7 @@ class Result:
     requests: dict = None   # reqcount.diff of what the server saw (the harness fills it)
     table: list = None      # the request table's rows (reqtable.RowResult)
     cpu_s: float = None     # core-seconds the filesystem process spent (the harness fills it)
+    rss_growth: int = None  # scale: bytes the mount's RSS grew over its idle RSS
 
     @property
     def ok(self):
@@ -636,6 +637,119 @@ def find_raw(ctx, c):
 
 
 # --------------------------------------------------------------------------
+# 8. scale (issue 22): listings of 100,000 keys, and the mount's memory
+# --------------------------------------------------------------------------
+
+def vm_rss(pid):
+    """Resident set size (VmRSS) of pid in bytes, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _with_rss(ctx, c, fn):
+    """Run fn() on the mount of c and say in the result's note how its RSS
+    grew: over the mount's idle RSS (taken before its first scale
+    workload), at the end and at the peak (VmHWM, reset before fn)."""
+    idle = ctx.scale_idle.setdefault((c.key, c.pid), vm_rss(c.pid))
+    fresh = reset_hwm(c.pid)
+    res = fn()
+    end, peak = vm_rss(c.pid), vm_hwm(c.pid) if fresh else None
+    if idle and end:
+        res.rss_growth = max(end, peak or 0) - idle
+        res.note = ((res.note + "; ") if res.note else "") + (
+            f"RSS idle {idle / 2**20:.1f} MiB, at the end {end / 2**20:.1f} MiB "
+            f"(+{(end - idle) / 2**20:.1f})"
+            + (f", peak {peak / 2**20:.1f} MiB (+{(peak - idle) / 2**20:.1f})" if peak else ""))
+        log(f"{c.key}: {res.note}")
+    return res
+
+
+def _ls_l_names(ctx, c, mnt, prefix, want, size):
+    drop_caches(ctx.on_stuck(c))
+    outp = os.path.join(ctx.workdir, f"ls-{c.key}-{prefix}.out")
+    ran = run(f"ls -l {q(mnt + '/' + prefix)} > {q(outp)}", timeout=ctx.t.meta * 10,
+              on_stuck=ctx.on_stuck(c), env=dict(os.environ, LC_ALL="C"))
+    bad = from_ran(ran, "ls -l")
+    if bad:
+        return bad
+    names, sizes = set(), set()
+    for line in open(outp, errors="replace"):
+        if line.startswith("total"):
+            continue
+        parts = line.split(None, 8)
+        if len(parts) == 9:
+            names.add(parts[8].rstrip("\n"))
+            sizes.add(parts[4])
+    if names != want:
+        return fail(f"ls -l listed {len(names)} names, {len(want - names)} missing")
+    if sizes != {str(size)}:
+        return fail(f"ls -l showed sizes {sorted(sizes)[:3]}, not {size}")
+    return Result(seconds=ran.seconds, count=len(want))
+
+
+def scale_ls10k_fs(ctx, c, mnt):
+    want = {f"f{i:05d}" for i in range(ctx.fx.ls_count)}
+    return _with_rss(ctx, c, lambda: _ls_l_names(ctx, c, mnt, F.LS_PREFIX, want,
+                                                 ctx.fx.ls_size))
+
+
+def scale_ls_fs(ctx, c, mnt):
+    want = set(F.scale_one_names(ctx.fx.scale_one))
+    return _with_rss(ctx, c, lambda: _ls_l_names(ctx, c, mnt, F.SCALE_ONE, want, 1))
+
+
+def scale_find_fs(ctx, c, mnt):
+    def go():
+        drop_caches(ctx.on_stuck(c))
+        outp = os.path.join(ctx.workdir, f"find-{c.key}-scale.out")
+        top = f"{mnt}/{F.SCALE_TREE}"
+        ran = run(f"find {q(top)} > {q(outp)}", timeout=ctx.t.meta * 10,
+                  on_stuck=ctx.on_stuck(c))
+        bad = from_ran(ran, "find")
+        if bad:
+            return bad
+        got = {line.rstrip("\n")[len(top) + 1:] for line in open(outp, errors="replace")} - {""}
+        want = set(F.scale_tree_paths(ctx.fx.scale_dirs, ctx.fx.scale_per_dir))
+        if got != want:
+            return fail(f"find listed {len(got)} entries; {len(want - got)} missing, "
+                        f"{len(got - want)} unexpected")
+        return Result(seconds=ran.seconds, count=len(want))
+    return _with_rss(ctx, c, go)
+
+
+def _raw_list_count(ctx, c, prefix, delim, want):
+    args = ["raw-list", ctx.endpoint, prefix] + ([delim] if delim else [])
+    bad, data = ops(ctx, c, args, ctx.t.meta * 10)
+    if bad:
+        return bad
+    got = len([k for k, _ in data["keys"] if k != prefix + "/"])
+    if got != want:
+        return fail(f"listed {got} keys, not {want}")
+    return Result(seconds=data["seconds"], count=got,
+                  note="ListObjectsV2 pages, one connection" + ("" if delim else
+                                                               ", no delimiter"))
+
+
+def scale_ls10k_raw(ctx, c):
+    return _raw_list_count(ctx, c, F.LS_PREFIX, "/", ctx.fx.ls_count)
+
+
+def scale_ls_raw(ctx, c):
+    return _raw_list_count(ctx, c, F.SCALE_ONE, "/", ctx.fx.scale_one)
+
+
+def scale_find_raw(ctx, c):
+    return _raw_list_count(ctx, c, F.SCALE_TREE, None,
+                           ctx.fx.scale_dirs * ctx.fx.scale_per_dir)
+
+
+# --------------------------------------------------------------------------
 # 9. the request table (reqtable.py)
 # --------------------------------------------------------------------------
 
@@ -667,10 +781,17 @@ WORKLOADS = [
     Workload("find", "find", "entries", find_fs, find_raw),
     Workload("firstbyte", "first byte", "latency", firstbyte_fs, firstbyte_raw),
     Workload("requests", "request table", "requests", requests_fs),
+    Workload("scale_ls10k", "scale: ls -l 10,000", "entries", scale_ls10k_fs, scale_ls10k_raw),
+    Workload("scale_ls", "scale: ls -l, one dir", "entries", scale_ls_fs, scale_ls_raw),
+    Workload("scale_find", "scale: find, dirs of 100", "entries", scale_find_fs,
+             scale_find_raw),
 ]
+# The scale group (issue 22), on one mount in this order: the mount's RSS
+# after 10,000 entries, then after the big directory, then after the tree.
+SCALE = ["scale_ls10k", "scale_ls", "scale_find"]
 
 # First byte runs first, on a big object nothing has read yet through this
 # mount; then the reads, so a cache filled by one read shows in the next.
 RUN_ORDER = ["firstbyte", "read_cold", "read_warm", "rand1", "rand8", "gzip", "write",
-             "small_create", "small_cat", "small_rm", "ls", "find", "requests"]
+             "small_create", "small_cat", "small_rm", "ls", "find", "requests"] + SCALE
 BY_ID = {w.id: w for w in WORKLOADS}
