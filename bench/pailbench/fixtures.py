@@ -237,14 +237,45 @@ def scale_tree_paths(dirs, per_dir):
     return paths
 
 
-def upload_scale(client, fx, threads=32):
+def _seed_s3rver(data_dir, keys):
+    """Write `keys` (1-byte objects "x") straight into s3rver's data
+    directory, as its filesystem store lays an object out (the object, its
+    MD5, its metadata): a hundred thousand PUTs through its one Node
+    thread take many minutes, these files seconds. The server lists and
+    serves them like any object it stored itself."""
+    md5 = hashlib.md5(b"x").hexdigest()
+    meta = json.dumps({"content-type": "application/octet-stream"})
+    made = set()
+    for key in keys:
+        d, _, name = key.rpartition("/")
+        top = os.path.join(data_dir, BUCKET, d)
+        if top not in made:
+            os.makedirs(top, exist_ok=True)
+            made.add(top)
+        base = os.path.join(top, name)
+        with open(base + "._S3rver_object", "wb") as f:
+            f.write(b"x")
+        with open(base + "._S3rver_object.md5", "w") as f:
+            f.write(md5)
+        with open(base + "._S3rver_metadata.json", "w") as f:
+            f.write(meta)
+
+
+def upload_scale(client, fx, data_dir=None, threads=32):
     """The scale group's keys (1-byte objects, no markers: implicit
-    directories, as most buckets hold them), put by `threads` at once."""
+    directories, as most buckets hold them): written into the server's
+    data directory when it is s3rver's (data_dir/BUCKET exists), else put
+    by `threads` at once."""
     puts = [f"{SCALE_ONE}/{n}" for n in scale_one_names(fx.scale_one)]
     puts += [f"{SCALE_TREE}/{p}" for p in scale_tree_paths(fx.scale_dirs, fx.scale_per_dir)
              if "/" in p]
+    seed = data_dir and os.path.isdir(os.path.join(data_dir, BUCKET))
     log(f"upload: {len(puts)} keys for the scale group ({fx.scale_one} in {SCALE_ONE}/, "
-        f"{fx.scale_dirs} x {fx.scale_per_dir} in {SCALE_TREE}/), {threads} at once")
+        f"{fx.scale_dirs} x {fx.scale_per_dir} in {SCALE_TREE}/), "
+        + ("written into the server's data directory" if seed else f"{threads} PUTs at once"))
+    if seed:
+        _seed_s3rver(data_dir, puts)
+        return
 
     def put(key):
         client.put_object(Bucket=BUCKET, Key=key, Body=b"x")

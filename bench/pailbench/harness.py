@@ -451,7 +451,7 @@ def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
             extra_notes += local_ceilings(ctx)
         if workloads & set(W.SCALE):  # only when asked for: minutes of PUTs
             t = time.monotonic()
-            F.upload_scale(ctx.client, ctx.fx)
+            F.upload_scale(ctx.client, ctx.fx, str(ctx.server.directory))
             log(f"scale keys uploaded in {time.monotonic() - t:.0f} s")
 
         if args.wan:

@@ -30,7 +30,9 @@
  * then `ls a/b`, no walk) costs at most FS_AHEAD_HELD listings.
  *
  * Trust: a listing read ahead is taken only while it is younger than
- * attr_ttl (counted from its first request, as for any listing) and no
+ * attr_ttl (counted from its arrival: what an opendir would list itself
+ * instead is no fresher once shown, when a LIST takes longer than
+ * attr_ttl; the names it teaches are trusted from its request) and no
  * name in its directory was made, removed, renamed or stored by this
  * mount since it was begun (known.c marks it spoiled).  Otherwise opendir
  * lists as it always did.  A failed listing ahead is dropped: opendir then
@@ -217,7 +219,7 @@ static void sweep_locked(struct fs *fs)
     struct fs_ahead_ent *ae, *tmp;
     HASH_ITER(hh, fs->ahead_ents, ae, tmp)
     {
-        if (ae->done && now - ae->begun_ms >= fs->attr_ttl_ms) {
+        if (ae->done && now - ae->arrived_ms >= fs->attr_ttl_ms) {
             stale |= !ae->kept; /* a lookup's own says nothing of a walk */
             ent_remove_locked(fs, ae);
             ent_free(ae);
@@ -275,6 +277,7 @@ static void list_one_locked(struct fs *fs, char *path)
     } else {
         ae->d = d;
         ae->done = true;
+        ae->arrived_ms = util_now_ms();
         ae->bytes = listing_bytes(ae);
         ah->held += ae->bytes;
         queue_children_locked(fs, ae->path, names, n, NULL);
@@ -401,7 +404,7 @@ int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *g
     bool ok = false;
     if (ae && ae->done) {
         ent_remove_locked(fs, ae);
-        ok = !ae->spoiled && util_now_ms() - ae->begun_ms < fs->attr_ttl_ms;
+        ok = !ae->spoiled && util_now_ms() - ae->arrived_ms < fs->attr_ttl_ms;
     } else {
         ae = NULL;
     }
@@ -438,6 +441,7 @@ void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t g
     if (keep) {
         ae->path = p;
         ae->begun_ms = begun_ms;
+        ae->arrived_ms = util_now_ms();
         ae->gen = gen;
         ae->d = *d;
         ae->done = true;

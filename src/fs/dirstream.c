@@ -187,8 +187,9 @@ static void page_arrived(struct fs_dirstream *ds, struct fs_dir *d, uint64_t no,
         ds->in_order = true;
         ds->listed_ms = asked_ms;
     }
-    if (d->exists)
-        fs_inode_renew_dir(fs, ds->ino, asked_ms);
+    if (d->exists) /* it is there now: a page slower than attr_ttl does not
+                    * leave the directory's own entry stale for the reader */
+        fs_inode_renew_dir(fs, ds->ino, util_now_ms());
     bool kept = fs_known_add_page(fs, ds->ino, ds->pg.path, gen, asked_ms, d, first);
     ds->in_order &= kept;
     if (ds->pg.ended && ds->in_order)

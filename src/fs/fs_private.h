@@ -397,11 +397,11 @@ void fs_inode_update(struct fs *fs, fuse_ino_t ino, const char *seen, const stru
                      char *xattr);
 /* A gzip view's size learnt (same object version only). */
 void fs_inode_view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a);
-/* A page of the listing of directory `ino`, asked at util_now_ms()
- * `asked_ms`, held keys: the directory exists, and its attributes are
+/* A page of the listing of directory `ino`, received at util_now_ms()
+ * `seen_ms`, held keys: the directory exists, and its attributes are
  * trusted for attr_ttl from then (a long listing does not make the
  * kernel's revalidation of the directory ask S3 again).  Takes fs->lock. */
-void fs_inode_renew_dir(struct fs *fs, fuse_ino_t ino, uint64_t asked_ms);
+void fs_inode_renew_dir(struct fs *fs, fuse_ino_t ino, uint64_t seen_ms);
 /* The inode's attributes stop being trusted now: the next lookup or open
  * reads them again (the read path saw the object replaced). */
 void fs_inode_expire(struct fs *fs, fuse_ino_t ino);
@@ -684,11 +684,12 @@ size_t fs_ahead_bytes_locked(struct fs *fs);
 struct fs_ahead_ent {
     char *path; /* the directory */
     UT_hash_handle hh;
-    bool done;         /* the listing arrived (d holds it) */
-    bool spoiled;      /* see above */
-    bool kept;         /* a lookup's whole listing (fs_ahead_keep), not a walk's */
-    uint64_t begun_ms; /* util_now_ms() when its first request was sent */
-    uint64_t gen;      /* fs->names_gen then, for fs_known_store */
+    bool done;           /* the listing arrived (d holds it) */
+    bool spoiled;        /* see above */
+    bool kept;           /* a lookup's whole listing (fs_ahead_keep), not a walk's */
+    uint64_t begun_ms;   /* util_now_ms() when its first request was sent */
+    uint64_t arrived_ms; /* ... and when it arrived (done) */
+    uint64_t gen;        /* fs->names_gen then, for fs_known_store */
     struct fs_dir d;
     size_t bytes; /* what d holds, about */
 };
@@ -701,7 +702,7 @@ void fs_ahead_stop(struct fs *fs);
 void fs_ahead_free(struct fs *fs);
 /* opendir of `path`: the first page of its listing read ahead or kept
  * (d->whole, or d->next_token to go on), waiting for one in flight, when
- * it is still trusted (begun less than attr_ttl ago, not
+ * it is still trusted (arrived less than attr_ttl ago, not
  * spoiled).  0 with *d (the caller frees it), *gen and *begun_ms as they
  * were when it was begun; ENOENT when there is none to take (list it as
  * usual).  Takes fs->lock. */

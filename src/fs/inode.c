@@ -129,11 +129,11 @@ void fs_inode_expire(struct fs *fs, fuse_ino_t ino)
     pthread_mutex_unlock(&fs->lock);
 }
 
-void fs_inode_renew_dir(struct fs *fs, fuse_ino_t ino, uint64_t asked_ms)
+void fs_inode_renew_dir(struct fs *fs, fuse_ino_t ino, uint64_t seen_ms)
 {
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
-    uint64_t until = asked_ms + fs->attr_ttl_ms;
+    uint64_t until = seen_ms + fs->attr_ttl_ms;
     if (in && in->ino != FUSE_ROOT_ID && S_ISDIR(in->attr.mode) && in->attr_expire_ms < until)
         in->attr_expire_ms = until;
     pthread_mutex_unlock(&fs->lock);
