@@ -125,7 +125,9 @@ def test_listing_2500_keys_costs_three_lists_and_no_heads(proxy, s3, bucket,
     by_op = proxy.stats()["by_op"]
     assert sorted(listed) == names
     assert all(sizes[names[i]] == i % 7 for i in range(n))
-    assert by_op.get("ListObjectsV2", 0) == 3, by_op
+    # the stat's lookup listed the first page, which the opendir takes
+    # (issue 22): the listing asks for the two pages after it
+    assert by_op.get("ListObjectsV2", 0) == 2, by_op
     assert by_op.get("HeadObject", 0) == 0, by_op
     assert by_op.get("GetObject", 0) == 0, by_op
     # ls -l shows them all too
