@@ -179,7 +179,7 @@ static void mark_page(struct fs_dirstream *ds, uint64_t no, const char *token)
  * before becomes the page before, and it is kept as what the directory
  * holds (known.c). */
 static void page_arrived(struct fs_dirstream *ds, struct fs_dir *d, uint64_t no, uint64_t gen,
-                         uint64_t asked_ms)
+                         uint64_t asked_ms, const char *token)
 {
     struct fs *fs = ds->fs;
     bool first = no == 0;
@@ -190,7 +190,7 @@ static void page_arrived(struct fs_dirstream *ds, struct fs_dir *d, uint64_t no,
     if (d->exists) /* it is there now: a page slower than attr_ttl does not
                     * leave the directory's own entry stale for the reader */
         fs_inode_renew_dir(fs, ds->ino, util_now_ms());
-    bool kept = fs_known_add_page(fs, ds->ino, ds->pg.path, gen, asked_ms, d, first);
+    bool kept = fs_known_add_page(fs, ds->ino, ds->pg.path, gen, asked_ms, d, first, no, token);
     ds->in_order &= kept;
     if (ds->pg.ended && ds->in_order)
         fs_known_complete(fs, ds->ino, ds->pg.path, gen, ds->listed_ms, first);
@@ -227,6 +227,9 @@ static int fetch_next(struct fs_dirstream *ds)
     uint64_t gen = fs_known_gen(fs), asked_ms = util_now_ms();
     struct fs_dir *prev = ds->page_no[1] == ds->next_no - 1 ? &ds->page[1] : NULL;
     struct fs_dir d;
+    char *token = ds->pg.token ? strdup(ds->pg.token) : NULL; /* what asks for it */
+    if (ds->pg.token && !token)
+        return ENOMEM;
     int rc = fs_dir_pager_next(&ds->pg, ds->next_no ? prev : NULL, &d);
     if (!rc && d.n > FS_DIR_PAGE_ENTRIES) {
         log_warn("listing of \"%s\": a page of %zu entries, more than a handle serves", ds->pg.path,
@@ -234,10 +237,10 @@ static int fetch_next(struct fs_dirstream *ds)
         fs_dir_free(&d);
         rc = EOVERFLOW;
     }
-    if (rc)
-        return rc;
-    page_arrived(ds, &d, ds->next_no++, gen, asked_ms);
-    return 0;
+    if (!rc)
+        page_arrived(ds, &d, ds->next_no++, gen, asked_ms, token);
+    free(token);
+    return rc;
 }
 
 /* The place in page slot k after the entry of index idx whose name hashes
@@ -370,7 +373,7 @@ static int first_page(struct fs_dirstream *ds)
     free(d.next_token);
     d.next_token = NULL;
     ds->next_no = 1;
-    page_arrived(ds, &d, 0, gen, asked_ms);
+    page_arrived(ds, &d, 0, gen, asked_ms, NULL);
     fs_ahead_opened(fs, ds->pg.path, &ds->page[1], !kept);
     return 0;
 }

@@ -440,12 +440,16 @@ uint64_t fs_known_gen(struct fs *fs);
 /* Keep `page`, a page of a listing of directory `dir_path` (inode
  * `dir_ino`) asked at util_now_ms() `listed_ms` when fs_known_gen() was
  * `gen`, as names the directory holds, each for attr_ttl from listed_ms
- * (`first`: the listing's first page, which begins a new listing).  False
+ * (`first`: the listing's first page, which begins a new listing);
+ * `page_no` is its number in the listing and `token` the continuation
+ * token that asked for it (NULL for page 0), kept to ask for the page
+ * again when a name of it is looked up after it expired.  False
  * when not all of it was kept: a name was removed here since `gen`, the
  * directory moved, or memory ran out; the listing then cannot complete.
  * Past FS_KNOWN_MAX entries in the mount the oldest leave.  Takes fs->lock. */
 bool fs_known_add_page(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
-                       uint64_t listed_ms, const struct fs_dir *page, bool first);
+                       uint64_t listed_ms, const struct fs_dir *page, bool first, uint64_t page_no,
+                       const char *token);
 /* Every page of the listing begun at `listed_ms` (gen: as its last page's)
  * was kept, in order, with fs_known_add_page: the directory knows that
  * every other name is absent, for neg_ttl from listed_ms, and the names of
@@ -467,12 +471,22 @@ void fs_known_store(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uin
  * inode holds, and never take ABSENT for a name an inode holds. */
 enum fs_known_answer fs_known_lookup_locked(struct fs *fs, const char *path, struct fs_attr *a,
                                             uint64_t *expire_ms);
-/* The directory holding `path`, when its last listing was whole and one
- * page long (FS_KNOWN_PAGE names at most): its path (caller frees) and
- * *dir_ino, to list it again when that listing no longer answers for
- * `path` (fs->lock held); NULL otherwise. */
+/* The directory holding `path` and the page of its last listing to ask
+ * again when that listing no longer answers for `path` (attr_ttl passed):
+ * its path (caller frees) and *dir_ino, and *page: `whole` when that
+ * listing was whole and one page (FS_KNOWN_PAGE names at most: list the
+ * directory again), else the number and continuation token (caller frees;
+ * NULL for page 0) of the page that held `path`.  NULL when there is no
+ * such page (fs->lock held). */
 #define FS_KNOWN_PAGE 1000
-char *fs_known_relist_locked(struct fs *fs, const char *path, fuse_ino_t *dir_ino);
+#define FS_KNOWN_PAGES 4096 /* pages of a listing whose tokens are kept */
+struct fs_known_page {
+    bool whole;
+    uint64_t no;
+    char *token;
+};
+char *fs_known_relist_locked(struct fs *fs, const char *path, fuse_ino_t *dir_ino,
+                             struct fs_known_page *page);
 /* A name this mount removes or moves away (fs->lock held). */
 void fs_known_forget_locked(struct fs *fs, const char *path);
 /* Directories at or below `path` forget their listings (a directory

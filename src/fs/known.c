@@ -52,6 +52,7 @@ struct fs_known_ent {
     uint64_t learnt_ms;                 /* when: a listing's start, or an inode's leaving */
     size_t pos;                         /* in `order`, or SIZE_MAX: not from the last listing */
     uint64_t serial;                    /* the listing of its directory that last held it */
+    uint32_t page;                      /* its page's number in it, or UINT32_MAX */
     struct fs_known *k;                 /* its directory's */
     struct fs_known_ent *older, *newer; /* fs->known_oldest ... known_newest */
     UT_hash_handle hh;
@@ -70,7 +71,12 @@ struct fs_known {
     bool relist;
     struct fs_inode *dir; /* whose knowledge this is */
     uint64_t serial;      /* of the listing being kept (fs_known_add_page) */
-    bool lost;            /* an entry of it left for the mount's bound */
+    /* the continuation token of each page of that listing (tokens[p] for
+     * page p > 0; page 0 needs none), so that a name whose page expired is
+     * asked again with its page, not alone */
+    char **tokens;
+    size_t n_tokens;
+    bool lost; /* an entry of it left for the mount's bound */
 };
 
 static void ent_free(struct fs *fs, struct fs_known *k, struct fs_known_ent *e)
@@ -100,6 +106,33 @@ static void evict_oldest(struct fs *fs)
     ent_free(fs, k, e);
 }
 
+static void tokens_free(struct fs_known *k)
+{
+    for (size_t i = 0; i < k->n_tokens; i++)
+        free(k->tokens[i]);
+    free(k->tokens);
+    k->tokens = NULL;
+    k->n_tokens = 0;
+}
+
+/* Remember the token of page `no` (of the first FS_KNOWN_PAGES pages: a
+ * name of a page past them is asked alone). */
+static void token_set(struct fs_known *k, uint64_t no, const char *token)
+{
+    if (no == 0 || no >= FS_KNOWN_PAGES || !token)
+        return;
+    if (no >= k->n_tokens) {
+        char **t = realloc(k->tokens, (no + 1) * sizeof(*t));
+        if (!t)
+            return;
+        memset(t + k->n_tokens, 0, (no + 1 - k->n_tokens) * sizeof(*t));
+        k->tokens = t;
+        k->n_tokens = no + 1;
+    }
+    free(k->tokens[no]);
+    k->tokens[no] = strdup(token);
+}
+
 static void known_clear(struct fs *fs, struct fs_inode *dir)
 {
     struct fs_known *k = dir->known;
@@ -109,6 +142,7 @@ static void known_clear(struct fs *fs, struct fs_inode *dir)
     HASH_ITER(hh, k->ents, e, tmp)
     ent_free(fs, k, e);
     free(k->order);
+    tokens_free(k);
     free(k);
     dir->known = NULL;
 }
@@ -136,6 +170,7 @@ static int ent_set(struct fs *fs, struct fs_inode *dir, const char *name, const 
             return ENOMEM;
         }
         e->pos = SIZE_MAX;
+        e->page = UINT32_MAX;
         e->k = k;
         HASH_ADD_KEYPTR(hh, k->ents, e->name, strlen(e->name), e);
         k->n++;
@@ -193,6 +228,7 @@ static void listing_begin(struct fs *fs, struct fs_inode *dir)
     free(k->order);
     k->order = NULL;
     k->n_order = k->cap_order = 0;
+    tokens_free(k);
     k->serial++;
     k->lost = false;
     (void)fs;
@@ -220,13 +256,16 @@ uint64_t fs_known_gen(struct fs *fs)
 }
 
 bool fs_known_add_page(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
-                       uint64_t listed_ms, const struct fs_dir *page, bool first)
+                       uint64_t listed_ms, const struct fs_dir *page, bool first, uint64_t page_no,
+                       const char *token)
 {
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *dir = listed_dir(fs, dir_ino, dir_path, gen);
-    if (dir && first)
+    if (dir && (first || !dir->known))
         listing_begin(fs, dir);
     bool kept = dir && dir->known;
+    if (kept)
+        token_set(dir->known, page_no, token);
     uint64_t until = listed_ms + fs->attr_ttl_ms;
     for (size_t i = 0; kept && i < page->n; i++) {
         struct fs_known_ent *e;
@@ -240,6 +279,8 @@ bool fs_known_add_page(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, 
             break;
         }
         HASH_FIND_STR(dir->known->ents, page->ents[i].name, e);
+        if (e)
+            e->page = page_no < FS_KNOWN_PAGES ? (uint32_t)page_no : UINT32_MAX;
         if (e)
             order_append(dir->known, e);
     }
@@ -274,7 +315,7 @@ void fs_known_complete(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, 
 void fs_known_store(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, uint64_t gen,
                     uint64_t listed_ms, const struct fs_dir *d)
 {
-    if (fs_known_add_page(fs, dir_ino, dir_path, gen, listed_ms, d, true))
+    if (fs_known_add_page(fs, dir_ino, dir_path, gen, listed_ms, d, true, 0, NULL))
         fs_known_complete(fs, dir_ino, dir_path, gen, listed_ms, true);
 }
 
@@ -326,14 +367,33 @@ void fs_known_changed_locked(struct fs *fs, const char *path)
     ahead_spoil_parent(fs, path);
 }
 
-char *fs_known_relist_locked(struct fs *fs, const char *path, fuse_ino_t *dir_ino)
+char *fs_known_relist_locked(struct fs *fs, const char *path, fuse_ino_t *dir_ino,
+                             struct fs_known_page *page)
 {
     const char *name;
     struct fs_inode *dir = parent_of(fs, path, &name);
-    if (!dir || !dir->known || !dir->known->relist)
+    struct fs_known *k = dir ? dir->known : NULL;
+    if (!k)
         return NULL;
+    memset(page, 0, sizeof(*page));
+    page->whole = k->relist;
+    if (!k->relist) { /* the page that held the name, when it is known */
+        struct fs_known_ent *e;
+        HASH_FIND_STR(k->ents, name, e);
+        if (!e || e->page == UINT32_MAX ||
+            (e->page && (e->page >= k->n_tokens || !k->tokens[e->page])))
+            return NULL;
+        page->no = e->page;
+        if (e->page && !(page->token = strdup(k->tokens[e->page])))
+            return NULL;
+    }
     *dir_ino = dir->ino;
-    return strdup(dir->path);
+    char *p = strdup(dir->path);
+    if (!p) {
+        free(page->token);
+        page->token = NULL;
+    }
+    return p;
 }
 
 void fs_known_forget_locked(struct fs *fs, const char *path)

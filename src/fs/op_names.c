@@ -88,27 +88,47 @@ static int lookup_known(struct fs *fs, const char *path, struct fuse_entry_param
     return rc;
 }
 
-/* A name of a directory whose last listing, one page long, no longer
- * answers for it (attr_ttl passed): list the directory again, one request
- * that answers the name and its siblings (`rm -r`, a second `cat dir/f`),
- * rather than the name's own listing and HEAD.  0 and *e, ENOENT,
- * EAGAIN (not such a directory, or it did not answer: ask S3 for the
- * name), ENOMEM. */
+/* The page of `pg` that page->token asks for (NULL: the first) into *d. */
+static int list_one_page(struct fs *fs, const char *dir_path, const char *token, struct fs_dir *d)
+{
+    struct fs_dir_pager pg;
+    int rc = fs_dir_pager_init(fs, dir_path, &pg);
+    if (!rc)
+        rc = fs_dir_pager_seek(&pg, token);
+    if (!rc)
+        rc = fs_dir_pager_next(&pg, NULL, d);
+    fs_dir_pager_free(&pg);
+    return rc;
+}
+
+/* A name of a directory whose last listing no longer answers for it
+ * (attr_ttl passed): list the directory again when that listing was one
+ * page, else the page of it that held the name (`ls -l` of a long listing
+ * on a slow machine, whose names expire before it gets to them) — one
+ * request that answers the name and its siblings (`rm -r`, a second `cat
+ * dir/f`), rather than the name's own listing and HEAD.  0 and *e,
+ * ENOENT, EAGAIN (not such a directory, or it did not answer: ask S3 for
+ * the name), ENOMEM. */
 static int lookup_relisted(struct fs *fs, const char *path, struct fuse_entry_param *e)
 {
     fuse_ino_t dir_ino = 0;
+    struct fs_known_page page;
     pthread_mutex_lock(&fs->lock);
-    char *dir_path = fs_known_relist_locked(fs, path, &dir_ino);
+    char *dir_path = fs_known_relist_locked(fs, path, &dir_ino, &page);
     pthread_mutex_unlock(&fs->lock);
     if (!dir_path)
         return EAGAIN;
     uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
     struct fs_dir d;
-    int rc = fs_dir_list(fs, dir_path, 1, &d);
-    if (!rc && d.whole)
+    int rc =
+        page.whole ? fs_dir_list(fs, dir_path, 1, &d) : list_one_page(fs, dir_path, page.token, &d);
+    if (!rc && page.whole && d.whole)
         fs_known_store(fs, dir_ino, dir_path, gen, listed_ms, &d);
+    else if (!rc && !page.whole)
+        fs_known_add_page(fs, dir_ino, dir_path, gen, listed_ms, &d, false, page.no, page.token);
     if (!rc)
         fs_dir_free(&d);
+    free(page.token);
     free(dir_path);
     bool untyped;
     return rc ? EAGAIN : lookup_known(fs, path, e, &untyped);
@@ -147,8 +167,9 @@ static int lookup_bucket(struct fs *fs, const char *path, struct fuse_entry_para
         rc = ENOMEM;
     if (in && kids.whole)
         fs_known_store(fs, e->ino, path, gen, listed_ms, &kids);
-    else if (in && S_ISDIR(a.mode)) /* its names, but not yet which are absent */
-        fs_known_add_page(fs, e->ino, path, gen, listed_ms, &kids, true);
+    else if (in && S_ISDIR(a.mode)) /* its names, but not yet which are absent; not a
+                                     * new listing: an opendir begins that */
+        fs_known_add_page(fs, e->ino, path, gen, listed_ms, &kids, false, 0, NULL);
     if (in && S_ISDIR(a.mode))
         fs_ahead_keep(fs, path, &kids, gen, listed_ms); /* for an opendir next */
     fs_dir_free(&kids);

@@ -221,3 +221,19 @@ def test_inode_table_is_bounded(proxy, s3, bucket, mounter):
     proxy.reset()
     assert all(os.stat(m.p("d", n)).st_size == 1 for n in names)
     assert ops(proxy) == {}, ops(proxy)
+
+
+def test_names_expired_are_asked_again_by_their_page(proxy, s3, bucket, mounter):
+    names = _names(3 * PAGE)
+    _seed(s3, bucket, "d", names)
+    m = mounter(attr_ttl=1, neg_ttl=1, opts={"list_page": PAGE})
+    assert sorted(os.listdir(m.p("d"))) == names
+    time.sleep(1.5)  # every name's trust ran out (a slow `ls -l` would get here)
+    proxy.reset()
+    assert all(os.stat(m.p("d", n)).st_size == 1 for n in names)
+    # each name's page is asked again, which answers its siblings: a LIST a
+    # page, not a LIST and a HEAD a name (and one for "d" itself, whose
+    # lookup is its first page, the root never having been listed)
+    by_op = ops(proxy)
+    assert by_op.get("HeadObject", 0) == 0, by_op
+    assert by_op.get("ListObjectsV2", 0) <= 3 + 1, by_op
