@@ -439,7 +439,8 @@ enum fs_known_answer { FS_KNOWN_NOTHING, FS_KNOWN_PRESENT, FS_KNOWN_ABSENT, FS_K
 uint64_t fs_known_gen(struct fs *fs);
 /* Keep `page`, a page of a listing of directory `dir_path` (inode
  * `dir_ino`) asked at util_now_ms() `listed_ms` when fs_known_gen() was
- * `gen`, as names the directory holds, each for attr_ttl from listed_ms
+ * `gen`, as names the directory holds, each for attr_ttl from now (its
+ * arrival)
  * (`first`: the listing's first page, which begins a new listing);
  * `page_no` is its number in the listing and `token` the continuation
  * token that asked for it (NULL for page 0), kept to ask for the page

@@ -23,7 +23,7 @@
  * below the names it moved.
  *
  * A listing is kept page by page as it arrives (fs_known_add_page), each
- * page's names trusted for attr_ttl from that page's request, so that the
+ * page's names trusted for attr_ttl from that page's arrival, so that the
  * lookups of `ls -l` following a long listing find the names of its early
  * pages still trusted.  Only once every page of one listing was kept, in
  * order, does the directory know that the names it lacks are absent
@@ -266,7 +266,9 @@ bool fs_known_add_page(struct fs *fs, fuse_ino_t dir_ino, const char *dir_path, 
     bool kept = dir && dir->known;
     if (kept)
         token_set(dir->known, page_no, token);
-    uint64_t until = listed_ms + fs->attr_ttl_ms;
+    /* trusted from the page's arrival, as an inode is from its answer's:
+     * from its request, a page slower than attr_ttl would teach nothing */
+    uint64_t until = util_now_ms() + fs->attr_ttl_ms;
     for (size_t i = 0; kept && i < page->n; i++) {
         struct fs_known_ent *e;
         HASH_FIND_STR(dir->known->ents, page->ents[i].name, e);

@@ -126,6 +126,8 @@ static int lookup_relisted(struct fs *fs, const char *path, struct fuse_entry_pa
         fs_known_store(fs, dir_ino, dir_path, gen, listed_ms, &d);
     else if (!rc && !page.whole)
         fs_known_add_page(fs, dir_ino, dir_path, gen, listed_ms, &d, false, page.no, page.token);
+    if (!rc && d.exists) /* the directory itself is there too */
+        fs_inode_renew_dir(fs, dir_ino, util_now_ms());
     if (!rc)
         fs_dir_free(&d);
     free(page.token);

@@ -230,10 +230,15 @@ def test_names_expired_are_asked_again_by_their_page(proxy, s3, bucket, mounter)
     assert sorted(os.listdir(m.p("d"))) == names
     time.sleep(1.5)  # every name's trust ran out (a slow `ls -l` would get here)
     proxy.reset()
+    # and a LIST takes longer than attr_ttl: a page asked again is trusted
+    # from its arrival, or it would teach nothing
+    proxy.config(latency_ms=1200)
     assert all(os.stat(m.p("d", n)).st_size == 1 for n in names)
     # each name's page is asked again, which answers its siblings: a LIST a
     # page, not a LIST and a HEAD a name (and one for "d" itself, whose
     # lookup is its first page, the root never having been listed)
     by_op = ops(proxy)
     assert by_op.get("HeadObject", 0) == 0, by_op
-    assert by_op.get("ListObjectsV2", 0) <= 3 + 1, by_op
+    # (with a LIST slower than attr_ttl, "d" and a page may each be asked
+    # again once more while the stats go on)
+    assert by_op.get("ListObjectsV2", 0) <= 2 * (3 + 1), by_op
