@@ -1,10 +1,11 @@
 /* dirstream.c — a directory handle's listing, served as its pages arrive.
  *
  * A directory of a million keys is a thousand LIST pages.  A handle holds
- * two of them at most (the page being read and the one before it), and
- * asks for the next only when a reader has come to the end of those: the
- * first entries reach the program after one round trip, and the memory a
- * reader costs does not grow with the directory.
+ * three of them at most: the page being read, the one before it, and the
+ * next, asked for by a thread of the handle's own as soon as the one
+ * before arrived, so that the LIST and the reader's work on the page
+ * overlap.  The first entries reach the program after one round trip, and
+ * the memory a reader costs does not grow with the directory.
  *
  * Offsets.  The kernel gives readdir the offset of the last entry it
  * used, so every entry's offset must lead back to the place after it,
@@ -73,6 +74,16 @@ struct fs_dirstream {
      * every page was kept, in order, from the first */
     bool in_order;
     uint64_t listed_ms; /* the first page's */
+    /* The next page, asked by a thread of its own while the reader reads
+     * this one (so the reader's time and the LIST's overlap).  Set and
+     * joined under ds->lock; while it runs, it alone uses pg, and reads
+     * page[1] (the page before it) as fs_dir_pager_next does. */
+    bool ahead_running;
+    pthread_t ahead_thread;
+    struct fs_dir ahead_d;
+    int ahead_rc;
+    uint64_t ahead_gen, ahead_asked_ms;
+    char *ahead_token; /* the token that asked for it */
     /* on fs->dirstreams, most recently used first; protected by fs->lock */
     struct fs_dirstream *prev_ds, *next_ds;
 };
@@ -137,6 +148,11 @@ static void evict_locked(struct fs *fs, struct fs_dirstream *self)
         struct fs_dirstream *before = ds->prev_ds;
         if (ds != self && (ds->page_bytes[0] || ds->page_bytes[1]) &&
             pthread_mutex_trylock(&ds->lock) == 0) {
+            if (ds->ahead_running) { /* its thread reads page[1] */
+                pthread_mutex_unlock(&ds->lock);
+                ds = before;
+                continue;
+            }
             drop_page_locked(ds, 0);
             drop_page_locked(ds, 1);
             ds->cur = 1;
@@ -213,24 +229,83 @@ static void page_arrived(struct fs_dirstream *ds, struct fs_dir *d, uint64_t no,
     memset(d, 0, sizeof(*d));
 }
 
-/* Fetch the next page of the listing.  0, ENOENT (the listing has ended:
+static void *ahead_main(void *arg)
+{
+    struct fs_dirstream *ds = arg;
+    struct fs_dir *prev = ds->page_no[1] == ds->next_no - 1 ? &ds->page[1] : NULL;
+    ds->ahead_rc = fs_dir_pager_next(&ds->pg, prev, &ds->ahead_d);
+    return NULL;
+}
+
+/* Ask for the page after the one just arrived, ahead (ds->lock held). */
+static void ahead_start(struct fs_dirstream *ds)
+{
+    if (ds->pg.ended || ds->next_no > FS_DIR_MAX_PAGES || ds->ahead_running)
+        return;
+    if (ds->pg.token && !(ds->ahead_token = strdup(ds->pg.token)))
+        return;
+    mark_page(ds, ds->next_no, ds->pg.token);
+    ds->ahead_gen = fs_known_gen(ds->fs);
+    ds->ahead_asked_ms = util_now_ms();
+    ds->ahead_running = util_thread_start(&ds->ahead_thread, ahead_main, ds) == 0;
+    if (!ds->ahead_running) {
+        free(ds->ahead_token);
+        ds->ahead_token = NULL;
+    }
+}
+
+/* Wait for the page asked ahead: 0 and *d (its gen, time and token too),
+ * ENOENT when none was asked, or its errno (ds->lock held). */
+static int ahead_wait(struct fs_dirstream *ds, struct fs_dir *d, uint64_t *gen, uint64_t *asked_ms,
+                      char **token)
+{
+    if (!ds->ahead_running)
+        return ENOENT;
+    pthread_join(ds->ahead_thread, NULL);
+    ds->ahead_running = false;
+    *d = ds->ahead_d;
+    memset(&ds->ahead_d, 0, sizeof(ds->ahead_d));
+    *gen = ds->ahead_gen;
+    *asked_ms = ds->ahead_asked_ms;
+    *token = ds->ahead_token;
+    ds->ahead_token = NULL;
+    return ds->ahead_rc;
+}
+
+/* Before the pager goes elsewhere: the page asked ahead is not wanted. */
+static void ahead_drop(struct fs_dirstream *ds)
+{
+    struct fs_dir d;
+    uint64_t gen, asked_ms;
+    char *token = NULL;
+    if (ahead_wait(ds, &d, &gen, &asked_ms, &token) == 0)
+        fs_dir_free(&d);
+    free(token);
+}
+
+/* Fetch the next page of the listing (or take the one asked ahead), and
+ * ask for the one after it ahead.  0, ENOENT (the listing has ended:
  * nothing was fetched), EOVERFLOW (more pages than offsets can tell), or
  * the errno of the LIST. */
 static int fetch_next(struct fs_dirstream *ds)
 {
-    if (ds->pg.ended)
-        return ENOENT;
-    if (ds->next_no > FS_DIR_MAX_PAGES)
-        return EOVERFLOW;
-    mark_page(ds, ds->next_no, ds->pg.token);
-    struct fs *fs = ds->fs;
-    uint64_t gen = fs_known_gen(fs), asked_ms = util_now_ms();
-    struct fs_dir *prev = ds->page_no[1] == ds->next_no - 1 ? &ds->page[1] : NULL;
     struct fs_dir d;
-    char *token = ds->pg.token ? strdup(ds->pg.token) : NULL; /* what asks for it */
-    if (ds->pg.token && !token)
-        return ENOMEM;
-    int rc = fs_dir_pager_next(&ds->pg, ds->next_no ? prev : NULL, &d);
+    uint64_t gen = 0, asked_ms = 0;
+    char *token = NULL;
+    int rc = ahead_wait(ds, &d, &gen, &asked_ms, &token);
+    if (rc == ENOENT) { /* none asked ahead: now */
+        if (ds->pg.ended)
+            return ENOENT;
+        if (ds->next_no > FS_DIR_MAX_PAGES)
+            return EOVERFLOW;
+        mark_page(ds, ds->next_no, ds->pg.token);
+        gen = fs_known_gen(ds->fs);
+        asked_ms = util_now_ms();
+        if (ds->pg.token && !(token = strdup(ds->pg.token))) /* what asks for it */
+            return ENOMEM;
+        struct fs_dir *prev = ds->page_no[1] == ds->next_no - 1 ? &ds->page[1] : NULL;
+        rc = fs_dir_pager_next(&ds->pg, ds->next_no ? prev : NULL, &d);
+    }
     if (!rc && d.n > FS_DIR_PAGE_ENTRIES) {
         log_warn("listing of \"%s\": a page of %zu entries, more than a handle serves", ds->pg.path,
                  d.n);
@@ -240,6 +315,8 @@ static int fetch_next(struct fs_dirstream *ds)
     if (!rc)
         page_arrived(ds, &d, ds->next_no++, gen, asked_ms, token);
     free(token);
+    if (!rc)
+        ahead_start(ds);
     return rc;
 }
 
@@ -268,6 +345,7 @@ static int relist_to(struct fs_dirstream *ds, uint64_t no)
     unsigned m = 0;
     for (unsigned i = 0; i < ds->n_marks && ds->marks[i].no <= no; i++)
         m = i;
+    ahead_drop(ds);
     drop_pages(ds);
     int rc = fs_dir_pager_seek(&ds->pg, ds->marks[m].token);
     if (rc)
@@ -375,6 +453,7 @@ static int first_page(struct fs_dirstream *ds)
     ds->next_no = 1;
     page_arrived(ds, &d, 0, gen, asked_ms, NULL);
     fs_ahead_opened(fs, ds->pg.path, &ds->page[1], !kept);
+    ahead_start(ds);
     return 0;
 }
 
@@ -418,6 +497,7 @@ void fs_dirstream_free(struct fs_dirstream *ds)
         return;
     struct fs *fs = ds->fs;
     pthread_mutex_lock(&ds->lock); /* no eviction runs on it now */
+    ahead_drop(ds);
     pthread_mutex_lock(&fs->lock);
     *(ds->prev_ds ? &ds->prev_ds->next_ds : &fs->dirstreams) = ds->next_ds;
     *(ds->next_ds ? &ds->next_ds->prev_ds : &fs->dirstreams_lru) = ds->prev_ds;
