@@ -4,12 +4,11 @@
  * A handle reads the directory's listing as a stream of pages
  * (dirstream.c): opendir asks for the first page (or takes the one read
  * ahead, or kept by the lookup just before: ahead.c), and readdir hands
- * out entries as pages arrive, asking for the next page only once the
- * entries held are given out, so the first entries reach the program
- * before the last page is fetched.  Each page is also kept as what the
- * directory holds (known.c), so the lookups that follow it (`ls -l`,
- * `cat` of its files, `rm dir/f`) ask S3 nothing.  opendir tells ahead.c
- * what it opened, which is how walks down a tree are seen. */
+ * out entries as pages arrive (the next page asked for one ahead), so the
+ * first entries reach the program before the last page is fetched.  Each page is also kept as what
+ * the directory holds (known.c), so the lookups that follow it (`ls -l`, `cat` of its files, `rm
+ * dir/f`) ask S3 nothing.  opendir tells ahead.c what it opened, which is how walks down a tree are
+ * seen. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -143,8 +142,8 @@ void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fs_dirstream_lock(dh->ds);
     int rc = fs_dirstream_seek(dh->ds, off);
     while (!rc) {
-        /* a page is asked for only when nothing is in the reply yet: what
-         * is held goes to the program first */
+        /* a page is waited for only when nothing is in the reply yet:
+         * what is held goes to the program first */
         const struct fs_dirent *de;
         off_t next;
         rc = fs_dirstream_next(dh->ds, used == 0, &de, &next);
