@@ -23,7 +23,9 @@
  *
  * Bounds: read_parallel workers (at most FS_AHEAD_MAX_WORKERS) send one
  * listing each at a time; at most FS_AHEAD_HELD listings are in flight or
- * held, in at most max_memory/16 bytes (about 200-300 bytes an entry), and
+ * held, in at most max_memory/16 bytes (about 200-300 bytes an entry),
+ * each charged to the mount's memory bound (budget.c, use "list", as
+ * SPARE: a listing the bound has no room for is not held), and
  * at most FS_AHEAD_QUEUE directories wait in the queue.  A listing that
  * nobody took within attr_ttl is dropped, and since the walk it was for
  * has stopped or gone elsewhere, so is the queue: a false start (`ls a`
@@ -206,6 +208,10 @@ static void ent_remove_locked(struct fs *fs, struct fs_ahead_ent *ae)
     HASH_DEL(fs->ahead_ents, ae);
     ah->n_ents--;
     ah->held -= ae->bytes;
+    /* The bytes leave the bound here, with the listing: what an open
+     * directory holds is its reader's to charge (FS_USE_LIST). */
+    fs_budget_give(fs->budget, FS_USE_LIST, ae->bytes);
+    ae->bytes = 0;
     pthread_cond_broadcast(&ah->work);
 }
 
@@ -271,14 +277,20 @@ static void list_one_locked(struct fs *fs, char *path)
     char **names = NULL;
     size_t n = rc ? 0 : subdirs_of(&d, &names);
     pthread_mutex_lock(&fs->lock);
+    if (!rc) {
+        ae->d = d;
+        size_t bytes = listing_bytes(ae);
+        if (!fs_budget_try(fs->budget, FS_USE_LIST, bytes, FS_TAKE_SPARE))
+            rc = ENOMEM; /* no room in the bound: the opendir lists it itself */
+        else
+            ae->bytes = bytes;
+    }
     if (rc) {
         ent_remove_locked(fs, ae);
         ent_free(ae);
     } else {
-        ae->d = d;
         ae->done = true;
         ae->arrived_ms = util_now_ms();
-        ae->bytes = listing_bytes(ae);
         ah->held += ae->bytes;
         queue_children_locked(fs, ae->path, names, n, NULL);
     }
@@ -365,6 +377,7 @@ void fs_ahead_free(struct fs *fs)
     HASH_ITER(hh, fs->ahead_ents, ae, tmp)
     {
         HASH_DEL(fs->ahead_ents, ae);
+        fs_budget_give(fs->budget, FS_USE_LIST, ae->bytes);
         ent_free(ae);
     }
     for (unsigned i = 0; i < FS_AHEAD_RECENT; i++) {
@@ -440,20 +453,23 @@ void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t g
                 ah->n_ents < FS_AHEAD_HELD && ah->held < ah->max_bytes;
     if (keep) {
         ae->path = p;
+        ae->d = *d;
+        ae->bytes = listing_bytes(ae);
+        keep = fs_budget_try(fs->budget, FS_USE_LIST, ae->bytes, FS_TAKE_SPARE);
+    }
+    if (keep) {
         ae->begun_ms = begun_ms;
         ae->arrived_ms = util_now_ms();
         ae->gen = gen;
-        ae->d = *d;
         ae->done = true;
         ae->kept = true;
-        ae->bytes = listing_bytes(ae);
         HASH_ADD_KEYPTR(hh, fs->ahead_ents, ae->path, strlen(ae->path), ae);
         ah->n_ents++;
         ah->held += ae->bytes;
         memset(d, 0, sizeof(*d));
     }
     pthread_mutex_unlock(&fs->lock);
-    if (!keep) {
+    if (!keep) { /* d stays the caller's */
         free(ae);
         free(p);
     }

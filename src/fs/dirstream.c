@@ -122,6 +122,7 @@ size_t fs_listing_bytes(struct fs *fs)
 static void drop_page_locked(struct fs_dirstream *ds, unsigned k)
 {
     ds->fs->dir_bytes -= ds->page_bytes[k];
+    fs_budget_give(ds->fs->budget, FS_USE_LIST, ds->page_bytes[k]);
     ds->page_bytes[k] = 0;
     ds->page_no[k] = NO_PAGE;
     fs_dir_free(&ds->page[k]);
@@ -220,11 +221,12 @@ static void page_arrived(struct fs_dirstream *ds, struct fs_dir *d, uint64_t no,
     ds->page_no[1] = no;
     ds->page_bytes[1] = b;
     fs->dir_bytes += b;
+    /* a page being read is not refused: it counts, and evict_locked keeps
+     * the handles' pages under their share */
+    fs_budget_force(fs->budget, FS_USE_LIST, b);
     ds->cur = 1;
     ds->pos = 0;
     evict_locked(fs, ds);
-    metrics_set(&fs_metrics[FS_M_MEM_LISTINGS],
-                (int64_t)(fs->dir_bytes + fs_ahead_bytes_locked(fs)));
     pthread_mutex_unlock(&fs->lock);
     memset(d, 0, sizeof(*d));
 }
@@ -503,8 +505,6 @@ void fs_dirstream_free(struct fs_dirstream *ds)
     *(ds->next_ds ? &ds->next_ds->prev_ds : &fs->dirstreams_lru) = ds->prev_ds;
     drop_page_locked(ds, 0);
     drop_page_locked(ds, 1);
-    metrics_set(&fs_metrics[FS_M_MEM_LISTINGS],
-                (int64_t)(fs->dir_bytes + fs_ahead_bytes_locked(fs)));
     pthread_mutex_unlock(&fs->lock);
     pthread_mutex_unlock(&ds->lock);
     for (unsigned i = 0; i < ds->n_marks; i++)

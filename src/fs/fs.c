@@ -22,7 +22,8 @@ void fs_config_defaults(struct fs_config *cfg)
     cfg->neg_ttl = 1.0;
     cfg->rename_parallel = 8;
     cfg->endpoint = "";
-    cfg->max_memory = 256ULL << 20;
+    /* an eighth of what the cgroup or the machine allows, 16M to 256M */
+    cfg->max_memory = util_mem_default(util_mem_available(""));
     cfg->part_size = 8ULL << 20;
     cfg->max_readahead = 64ULL << 20;
     cfg->read_parallel = 8;
@@ -71,7 +72,6 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
         return ENOMEM;
     metrics_register(fs_metrics, FS_M_COUNT);
     gz_metrics_init();
-    metrics_set(&fs_metrics[FS_M_MEM_LIMIT], (int64_t)cfg->max_memory);
     fs->cfg = *cfg;
     fs->s3 = s3;
     fs->attr_ttl_ms = (uint64_t)(cfg->attr_ttl * 1000.0);
@@ -111,7 +111,11 @@ int fs_new(const struct fs_config *cfg, struct s3_client *s3, struct fs **out)
     fs->handles.next = fs->handles.prev = &fs->handles;
     pthread_mutex_init(&fs->gz_lock, NULL);
     fs_once_init(&fs->once);
-    rc = fs_readpool_new(fs);
+    rc = fs_budget_new(cfg->max_memory, &fs->budget);
+    if (!rc)
+        rc = fs_gz_pool_new(fs);
+    if (!rc)
+        rc = fs_readpool_new(fs);
     if (!rc)
         rc = fs_prefetch_new(fs);
     if (!rc)
@@ -174,9 +178,11 @@ void fs_free(struct fs *fs)
         free(h->path);
         free(h);
     }
+    fs_gz_pool_free(fs); /* after the handles: their views leave it */
     fs_gz_free_all(fs);
-    fs_readpool_free(fs); /* after the handles: their readers use it */
-    fs_wpool_free(fs);    /* after the write states: their uploads use it */
+    fs_readpool_free(fs);       /* after the handles: their readers use it */
+    fs_wpool_free(fs);          /* after the write states: their uploads use it */
+    fs_budget_free(fs->budget); /* last: every use gives its memory back to it */
     free(fs->key_prefix);
     util_mime_free(fs->mime);
     pthread_mutex_destroy(&fs->gz_lock);

@@ -40,6 +40,7 @@ enum fs_metric {
     FS_M_WRITTEN_BYTES,  /* bytes accepted from FUSE writes */
     FS_M_MEM_READ,       /* gauge: read path blocks and their reuse pool */
     FS_M_MEM_WRITE,      /* gauge: write buffers (parts) */
+    FS_M_MEM_GZ,         /* gauge: gzip views' chunks inflated ahead */
     FS_M_MEM_LISTINGS,   /* gauge: listings held for readers and read ahead */
     FS_M_MEM_LIMIT,      /* gauge: max_memory */
     FS_M_INODES,         /* gauge: inodes in the table */
@@ -48,6 +49,54 @@ enum fs_metric {
     FS_M_COUNT
 };
 extern struct metrics_series fs_metrics[FS_M_COUNT];
+
+/* ---- budget.c: the one memory bound of the mount ---------------------- */
+
+/* What memory is for (each its gauge pailfs_memory_bytes{use=...}). */
+enum fs_use {
+    FS_USE_READ,  /* blocks of the read path, and freed ones kept for reuse */
+    FS_USE_WRITE, /* parts of files being written, queued or being sent */
+    FS_USE_GZ,    /* chunks gzip views inflated ahead of their readers */
+    FS_USE_LIST,  /* listings held for readers: ahead.c charges those it holds
+                   * (SPARE); a directory handle's reader charges the pages it
+                   * holds (NEED: a page, within the list reserve) and gives
+                   * them back as it lets go */
+    FS_USE_COUNT
+};
+/* NEED: a program waits for it; may use the use's reserve.  SPARE: it
+ * only speeds things up; taken only from the shared part, leaving the
+ * use's own reserve whole (see budget.c for the policy). */
+enum fs_take { FS_TAKE_NEED, FS_TAKE_SPARE };
+struct fs_budget;
+/* The reserve of each use under `limit` (pure; budget.c says why): read
+ * and write min(limit/4, 32 MiB) each, gz 0, list min(limit/32, 4 MiB). */
+void fs_budget_reserves(uint64_t limit, uint64_t reserve[FS_USE_COUNT]);
+/* A bound of `limit` bytes (it sets the memory gauges).  0 or ENOMEM. */
+int fs_budget_new(uint64_t limit, struct fs_budget **out);
+void fs_budget_free(struct fs_budget *b);
+/* `use` keeps memory it can give up when asked: fn(arg, want) gives back
+ * (with fs_budget_give) up to about `want` bytes and returns how many.
+ * It is called by another use's fs_budget_wait, with no budget lock held
+ * (so it may take its own locks).  Set before the mount serves. */
+void fs_budget_set_reclaimer(struct fs_budget *b, enum fs_use use,
+                             uint64_t (*fn)(void *arg, uint64_t want), void *arg);
+/* Charge n bytes to `use` if the bound allows it now: true when charged.
+ * Never waits (callable under any lock). */
+bool fs_budget_try(struct fs_budget *b, enum fs_use use, uint64_t n, enum fs_take how);
+/* Charge n bytes (NEED), asking the other uses' reclaimers and waiting
+ * for memory given back, up to timeout_ms.  0 (charged) or ETIMEDOUT
+ * (nothing charged).  Call with no lock a reclaimer takes. */
+int fs_budget_wait(struct fs_budget *b, enum fs_use use, uint64_t n, uint64_t timeout_ms);
+/* Charge n bytes whatever the bound says (only where waiting longer could
+ * wait for ever: the caller warns; or for memory that keeps a share of its
+ * own: a directory handle's pages, under max_memory/16 together). */
+void fs_budget_force(struct fs_budget *b, enum fs_use use, uint64_t n);
+/* Give back n bytes `use` was charged. */
+void fs_budget_give(struct fs_budget *b, enum fs_use use, uint64_t n);
+uint64_t fs_budget_limit(const struct fs_budget *b);
+uint64_t fs_budget_used(struct fs_budget *b, enum fs_use use);
+/* What `use` could still take with SPARE now. */
+uint64_t fs_budget_spare(struct fs_budget *b, enum fs_use use);
 
 /* What is known about one object or directory, as read from S3. */
 struct fs_attr {
@@ -123,12 +172,11 @@ struct fs_wfile {
     char base_etag[80]; /* the object version the file's first base_len */
     uint64_t base_len;  /* bytes come from ("" and 0: none) */
     struct fs_upload_state up;
-    uint64_t sent; /* stream: bytes [0, sent) are in parts */
-    char *buf;     /* stream: bytes [sent, size), a part buffer (fs_partbuf_get) */
-    size_t buf_len, buf_cap;
-    uint64_t buf_reserved; /* of the memory bound, for buf */
-    int fd;                /* staged: the staging file, or -1 */
-    struct fs_blkmap blk;  /* staged: what each block of it holds */
+    uint64_t sent;           /* stream: bytes [0, sent) are in parts */
+    char *buf;               /* stream: bytes [sent, size), a part buffer (fs_partbuf_get) */
+    size_t buf_len, buf_cap; /* buf_cap bytes of the memory bound are buf's */
+    int fd;                  /* staged: the staging file, or -1 */
+    struct fs_blkmap blk;    /* staged: what each block of it holds */
 };
 
 struct fs_inode {
@@ -187,6 +235,7 @@ struct fs_dirstream;
 struct fs_evict;
 struct fs_gzobj;
 struct fs_gzhandle;
+struct fs_gzpool;
 struct fs_reader;
 struct rblock;
 
@@ -205,11 +254,13 @@ struct fs {
     fuse_ino_t next_ino;      /* protected by lock */
     unsigned n_local;         /* local inodes; protected by lock */
     struct fs_open handles;   /* list head; protected by lock */
+    struct fs_budget *budget; /* the memory bound of every use (budget.c) */
     struct fs_readpool *rp;   /* the read path's workers, memory and cache */
     struct fs_wpool *wp;      /* the write path's upload threads and memory */
     struct fuse_session *se;  /* for notifications to the kernel */
     pthread_mutex_t gz_lock;
     struct fs_gzobj *gzobjs; /* indexes of open gzip views; protected by gz_lock */
+    struct fs_gzpool *gzp;   /* the inflating threads of every view (gzview.c) */
     struct fs_once once;     /* what was said or found once (once.c) */
     bool warned_conflict;    /* protected by lock */
     uint64_t names_gen;      /* names removed here so far; protected by lock */
@@ -900,16 +951,24 @@ enum fs_wjob_kind { FS_WJ_MEM, FS_WJ_FD, FS_WJ_COPY, FS_WJ_FETCH };
 /* Count n bytes against max_memory, waiting for memory given back (at most
  * 10 s, then over the bound with one warning).  Returns n. */
 uint64_t fs_wmem_take(struct fs_wpool *wp, uint64_t n);
+/* Count n bytes against max_memory if the bound allows it within wait_ms
+ * (idle part buffers unmapped first, then waiting for memory given
+ * back): true when counted. */
+bool fs_wmem_try(struct fs_wpool *wp, uint64_t n, uint64_t wait_ms);
 void fs_wmem_give(struct fs_wpool *wp, uint64_t n);
-/* A stream part's buffer of cap bytes, not zeroed: a warm idle one of that
- * size when the pool keeps one, else freshly mapped (huge pages asked for
- * from 2 MiB).  The caller has counted cap against the bound
- * (fs_wmem_take).  Give it back with fs_partbuf_put, never free().  NULL
- * when no memory can be mapped. */
-char *fs_partbuf_get(struct fs_wpool *wp, size_t cap);
-/* Give back a buffer of fs_partbuf_get (NULL: nothing), after its
- * reservation (fs_wmem_give): kept warm for the next part while it fits
- * in max_memory beside the reserved and idle bytes, else unmapped. */
+/* A stream part's buffer of cap bytes, not zeroed, with its charge of cap
+ * bytes to the memory bound (use "write"): a warm idle one of that size
+ * when the pool keeps one (charged already), else a fresh one (mapped,
+ * huge pages asked for from 2 MiB; below 1 MiB from malloc) once cap is
+ * charged, waiting for memory given back at most wait_ms.  *out is the
+ * caller's, to give back with fs_partbuf_put, never free().  0, ENOBUFS
+ * (the bound had no room in wait_ms: nothing charged), or ENOMEM. */
+int fs_partbuf_get(struct fs_wpool *wp, size_t cap, uint64_t wait_ms, char **out);
+/* Give back a buffer of fs_partbuf_get (NULL: nothing) with its charge:
+ * kept warm for the next part, still charged, while the idle ones stay
+ * within the write reserve (they are unmapped, their charge given back,
+ * when a writer or another use wants memory); else unmapped and its
+ * charge given back. */
 void fs_partbuf_put(struct fs_wpool *wp, char *buf, size_t cap);
 /* Exactly [off, off+len) of version `etag` ("" any) of `key` into dst.
  * 0, EIO (short, or the object changed: logged), or the S3 errno. */
@@ -920,9 +979,11 @@ int fs_get_range(struct fs *fs, const char *key, uint64_t off, size_t len, const
 int fs_read_all(int fd, char *p, size_t len, uint64_t off);
 /* Queue part `number` of wf's upload; waits while the file has
  * max_inflight parts in flight.  `data` (FS_WJ_MEM: a part buffer of
- * data_cap bytes from fs_partbuf_get, its first len bytes the part)
- * becomes the job's, even on failure; `reserved` bytes of the memory bound
- * go back when the job ends.  0, the upload's first error, or ENOMEM. */
+ * data_cap bytes from fs_partbuf_get with its charge, its first len bytes
+ * the part) becomes the job's, even on failure, and goes back with
+ * fs_partbuf_put when the job ends; `reserved` bytes of the memory bound
+ * (other kinds; 0 for FS_WJ_MEM) go back when the job ends.  0, the upload's first error, or
+ * ENOMEM. */
 int fs_up_submit(struct fs *fs, struct fs_wfile *wf, enum fs_wjob_kind kind, int number, char *data,
                  size_t data_cap, uint64_t off, uint64_t len, uint64_t reserved);
 /* Whether UploadPartCopy works on this server: learnt once per mount by
@@ -993,6 +1054,11 @@ int fs_gz_read(struct fs_gzhandle *g, uint64_t off, size_t size, char **data, si
 int fs_gz_index_store(struct fs *fs, const char *raw_path, const char *etag, struct gz_index *ix);
 /* At unmount: every index still in memory. */
 void fs_gz_free_all(struct fs *fs);
+/* The mount's inflating threads, shared by every view (gz_workers of
+ * them, started when a view first reads ahead).  new: 0 or ENOMEM; free
+ * after every view is closed. */
+int fs_gz_pool_new(struct fs *fs);
+void fs_gz_pool_free(struct fs *fs);
 
 /* ---- reply.c: the errno an operation replies with ------------------ */
 

@@ -18,7 +18,18 @@
  * modulo 4 GiB), raised by 4 GiB steps until it is at least the compressed
  * size; views of unknown size are opened direct_io so programs read to the
  * real end.  Small objects (up to 1 MiB compressed), and every object with
- * gz_size=exact, are read whole at their first lookup instead. */
+ * gz_size=exact, are read whole at their first lookup instead.
+ *
+ * Inflating ahead: a view read sequentially has chunks inflated ahead of
+ * its reader by the mount's inflating threads (gz_workers of them, shared
+ * by every view: a hundred views read at once use the same few threads,
+ * not a few each).  A thread goes round the views reading ahead, filling
+ * one chunk of each in turn, so views share the threads fairly; a view
+ * whose next chunk no thread has begun inflates it on its reader's own
+ * thread, as a view does when it is read at random.  The chunks' memory
+ * is charged to the mount's bound (use "gz", SPARE): a view refused memory
+ * reads directly, and when memory is short a consumed chunk's buffer is
+ * given back at once rather than kept for the view's next chunk. */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -28,6 +39,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <utlist.h>
 
 #define VIEW_SMALL (1ULL << 20)
 #define VIEW_SRC_STEP (4u << 20)
@@ -44,20 +56,36 @@
 
 #define VIEW_AHEAD (4u << 20)
 #define VIEW_PAR_MAX (16u << 20)
-#define VIEW_WORKERS_MAX 4
+#define VIEW_WORKERS_MAX 4 /* cursors of one view */
+#define VIEW_THREADS_MAX 16
 enum { AHEAD_EMPTY, AHEAD_FILLING, AHEAD_READY };
 
 struct fs_gzhandle;
 
-/* One inflating cursor of a handle: worker 0 is the handle's own (its
+/* One inflating cursor of a handle: cursor 0 is the handle's own (its
  * reader and raw reader, used by direct reads while no fill runs); the
- * others have their own, so that they can inflate other spans at once. */
+ * others have their own, so that the mount's threads can inflate other
+ * spans of the view at once. */
 struct view_worker {
     struct fs_gzhandle *g;
-    pthread_t thread;
-    bool thread_started;
+    bool busy; /* a thread fills a slot with it; protected by g->lock */
     struct gz_reader *r;
     struct fs_reader *raw;
+};
+
+/* The mount's inflating threads and the views they serve. */
+struct fs_gzpool {
+    pthread_mutex_t lock;
+    pthread_cond_t work; /* a view may have a chunk to fill, or stop */
+    pthread_cond_t idle; /* a thread let go of a view */
+    /* protected by lock */
+    struct fs_gzhandle *views; /* reading ahead, in the order threads visit them */
+    unsigned n_views;
+    uint64_t kicks; /* bumped whenever a view may have new work */
+    bool stop;
+    unsigned max_threads; /* fixed */
+    unsigned n_threads;   /* started; protected by lock */
+    pthread_t threads[VIEW_THREADS_MAX];
 };
 
 /* A chunk of decompressed output [off, end) filled ahead of the reader. */
@@ -79,11 +107,11 @@ struct view_slot {
  * lies ahead, and only the worker whose cursor stands at the next chunk
  * may take it: one core, as inflating from the start requires. */
 struct view_ahead {
-    bool started, stop;
+    bool started, stop; /* started: cursors made and the view joined the pool */
     bool active;        /* filling ahead of a sequential reader */
     bool at_end;        /* a fill reached the end of the data, or failed */
     uint64_t claim_pos; /* where the next chunk starts */
-    unsigned nw, ns;    /* workers, slots */
+    unsigned nw, ns;    /* cursors, slots */
     struct view_worker w[VIEW_WORKERS_MAX];
     struct view_slot s[VIEW_WORKERS_MAX + 1];
 };
@@ -136,6 +164,10 @@ struct fs_gzhandle {
     uint64_t last_end; /* where the previous read ended */
     unsigned streak;   /* reads that continued the previous one */
     struct view_ahead ah;
+    /* the pool's: protected by fs->gzp->lock */
+    struct fs_gzhandle *pool_prev, *pool_next;
+    bool pooled;        /* on gzp->views */
+    unsigned pool_refs; /* threads looking at it */
 };
 
 /* The id of the version `etag` of the object at raw_path, and (when `key`
@@ -492,7 +524,7 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
 static struct view_slot *ahead_claim(struct fs_gzhandle *g, struct view_worker *w)
 {
     struct view_ahead *ah = &g->ah;
-    if (!ah->active || ah->at_end)
+    if (!ah->active || ah->at_end || ah->stop || w->busy)
         return NULL;
     struct view_slot *sl = NULL;
     for (unsigned i = 0; i < ah->ns && !sl; i++)
@@ -510,9 +542,14 @@ static struct view_slot *ahead_claim(struct fs_gzhandle *g, struct view_worker *
     if (ah->nw > 1 && gz_index_next_point(ix, at, &next) && next - at <= VIEW_PAR_MAX)
         end = next; /* a whole span: the chunk after it starts at a point */
     if (sl->cap < end - at) {
+        struct fs_budget *b = g->fs->budget;
+        if (!fs_budget_try(b, FS_USE_GZ, end - at - sl->cap, FS_TAKE_SPARE))
+            return NULL; /* no memory to spare: the reader inflates itself */
         char *nb = realloc(sl->buf, end - at);
-        if (!nb)
+        if (!nb) {
+            fs_budget_give(b, FS_USE_GZ, end - at - sl->cap);
             return NULL;
+        }
         sl->buf = nb;
         sl->cap = end - at;
     }
@@ -525,31 +562,156 @@ static struct view_slot *ahead_claim(struct fs_gzhandle *g, struct view_worker *
     return sl;
 }
 
-static void *ahead_main(void *arg)
+/* Fill one chunk of view g, if one of its cursors may take one now:
+ * true when a chunk was filled.  Called by a pool thread holding a ref
+ * on g (no lock held). */
+static bool view_fill_one(struct fs_gzhandle *g)
 {
-    struct view_worker *w = arg;
-    struct fs_gzhandle *g = w->g;
     struct view_ahead *ah = &g->ah;
     pthread_mutex_lock(&g->lock);
-    for (;;) {
-        struct view_slot *sl = NULL;
-        while (!ah->stop && !(sl = ahead_claim(g, w)))
-            pthread_cond_wait(&g->cond, &g->lock);
-        if (ah->stop)
-            break;
+    struct view_slot *sl = NULL;
+    struct view_worker *w = NULL;
+    for (unsigned i = 0; i < ah->nw && !sl; i++)
+        if ((sl = ahead_claim(g, &ah->w[i])))
+            w = &ah->w[i];
+    if (!sl) {
         pthread_mutex_unlock(&g->lock);
-        size_t got = 0;
-        int rc = gz_read(w->r, sl->off, sl->buf, (size_t)(sl->end - sl->off), &got);
-        pthread_mutex_lock(&g->lock);
-        sl->len = got;
-        sl->rc = rc;
-        sl->state = AHEAD_READY;
-        if (rc || got < sl->end - sl->off)
-            ah->at_end = true;
-        pthread_cond_broadcast(&g->cond);
+        return false;
     }
+    w->busy = true;
     pthread_mutex_unlock(&g->lock);
+    size_t got = 0;
+    int rc = gz_read(w->r, sl->off, sl->buf, (size_t)(sl->end - sl->off), &got);
+    pthread_mutex_lock(&g->lock);
+    w->busy = false;
+    sl->len = got;
+    sl->rc = rc;
+    sl->state = AHEAD_READY;
+    if (rc || got < sl->end - sl->off)
+        ah->at_end = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+    return true;
+}
+
+/* Tell the pool's threads a view may have work (any lock but gzp->lock
+ * may be held: a view's lock comes before the pool's). */
+static void pool_kick(struct fs_gzpool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->kicks++;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* An inflating thread: rounds over the views reading ahead, one chunk of
+ * each in turn, until a round finds nothing to do and nothing new came;
+ * then it sleeps until a view kicks.  A view stays on the list while a
+ * thread holds a ref on it (pool_leave waits). */
+static void *pool_main(void *arg)
+{
+    struct fs_gzpool *p = arg;
+    pthread_setname_np(pthread_self(), "pailfs-gz");
+    pthread_mutex_lock(&p->lock);
+    while (!p->stop) {
+        uint64_t kicks = p->kicks;
+        bool did = false;
+        struct fs_gzhandle *g = p->views;
+        for (unsigned i = 0, n = p->n_views; i < n && g && !p->stop; i++) {
+            g->pool_refs++;
+            pthread_mutex_unlock(&p->lock);
+            did |= view_fill_one(g);
+            pthread_mutex_lock(&p->lock);
+            struct fs_gzhandle *next = g->pool_next;
+            if (--g->pool_refs == 0)
+                pthread_cond_broadcast(&p->idle);
+            g = next;
+        }
+        /* the next round starts one view further: no view always first */
+        if (p->views && p->views->pool_next) {
+            struct fs_gzhandle *first = p->views;
+            DL_DELETE2(p->views, first, pool_prev, pool_next);
+            DL_APPEND2(p->views, first, pool_prev, pool_next);
+        }
+        if (!did && kicks == p->kicks && !p->stop)
+            pthread_cond_wait(&p->work, &p->lock);
+    }
+    pthread_mutex_unlock(&p->lock);
     return NULL;
+}
+
+/* g reads ahead from now on: on the pool's list, with its threads
+ * started (the first time a view needs them). */
+static void pool_join(struct fs_gzpool *p, struct fs_gzhandle *g)
+{
+    pthread_mutex_lock(&p->lock);
+    if (!g->pooled) {
+        DL_APPEND2(p->views, g, pool_prev, pool_next);
+        g->pooled = true;
+        p->n_views++;
+    }
+    while (p->n_threads < p->max_threads &&
+           util_thread_start(&p->threads[p->n_threads], pool_main, p) == 0)
+        p->n_threads++;
+    p->kicks++;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* g leaves the pool's list once no thread looks at it (no lock held). */
+static void pool_leave(struct fs_gzpool *p, struct fs_gzhandle *g)
+{
+    pthread_mutex_lock(&p->lock);
+    while (g->pool_refs)
+        pthread_cond_wait(&p->idle, &p->lock);
+    if (g->pooled) {
+        DL_DELETE2(p->views, g, pool_prev, pool_next);
+        g->pooled = false;
+        p->n_views--;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* The inflating threads of a mount: gz_workers, or one per core but one
+ * (1 to VIEW_WORKERS_MAX). */
+static unsigned pool_threads(const struct fs_config *cfg)
+{
+    if (cfg->gz_workers)
+        return cfg->gz_workers < VIEW_THREADS_MAX ? cfg->gz_workers : VIEW_THREADS_MAX;
+    /* one core is left to the programs reading (and the kernel's copies) */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN) - 1;
+    return cpus > VIEW_WORKERS_MAX ? VIEW_WORKERS_MAX : cpus > 1 ? (unsigned)cpus : 1;
+}
+
+int fs_gz_pool_new(struct fs *fs)
+{
+    struct fs_gzpool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return ENOMEM;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->idle, NULL);
+    p->max_threads = pool_threads(&fs->cfg);
+    fs->gzp = p;
+    return 0;
+}
+
+void fs_gz_pool_free(struct fs *fs)
+{
+    struct fs_gzpool *p = fs->gzp;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    for (unsigned i = 0; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_cond_destroy(&p->idle);
+    pthread_cond_destroy(&p->work);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+    fs->gzp = NULL;
 }
 
 /* Stop filling and wait for the fills in progress (g->lock held): every
@@ -576,17 +738,16 @@ static void ahead_quiesce(struct fs_gzhandle *g)
         ah->s[i].state = AHEAD_EMPTY;
 }
 
-/* Extra workers, each with its own cursor and raw reader, up to one per
- * core but one, or gz_workers (g->lock held).  Spans larger than VIEW_PAR_MAX, or
- * chunks that would take more than a quarter of max_memory, leave fewer. */
+/* Extra cursors, each with its own raw reader, up to as many as the pool
+ * has threads (at most VIEW_WORKERS_MAX; g->lock held).  Spans larger than
+ * VIEW_PAR_MAX, or chunks that would take more than a quarter of
+ * max_memory, leave fewer. */
 static void ahead_add_workers(struct fs_gzhandle *g)
 {
     struct view_ahead *ah = &g->ah;
-    /* one core is left to the program reading (and the kernel's copies) */
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN) - 1;
-    unsigned want = cpus > VIEW_WORKERS_MAX ? VIEW_WORKERS_MAX : cpus > 1 ? (unsigned)cpus : 1;
-    if (g->fs->cfg.gz_workers)
-        want = g->fs->cfg.gz_workers;
+    unsigned want = g->fs->gzp->max_threads;
+    if (want > VIEW_WORKERS_MAX)
+        want = VIEW_WORKERS_MAX;
     if (g->fs->cfg.gz_span > VIEW_PAR_MAX)
         want = 1;
     /* (workers + 1) span-sized chunks: at most a quarter of max_memory */
@@ -597,38 +758,50 @@ static void ahead_add_workers(struct fs_gzhandle *g)
         struct view_worker *w = &ah->w[ah->nw];
         w->g = g;
         w->raw = fs_reader_new(g->fs, g->ino, g->raw_path, &g->raw_attr);
-        if (!w->raw || gz_reader_new(g->obj->ix, raw_source, w, &w->r) ||
-            util_thread_start(&w->thread, ahead_main, w)) {
+        if (!w->raw || gz_reader_new(g->obj->ix, raw_source, w, &w->r)) {
             gz_reader_free(w->r);
             fs_reader_free(w->raw);
             memset(w, 0, sizeof(*w));
             break;
         }
-        w->thread_started = true;
         ah->nw++;
     }
 }
 
-/* Begin reading ahead from `pos` (g->lock held).  false: no thread, the
- * reads stay direct. */
-static bool ahead_start(struct fs_gzhandle *g, uint64_t pos)
+/* Begin reading ahead from `pos` (g->lock held). */
+static void ahead_start(struct fs_gzhandle *g, uint64_t pos)
 {
     struct view_ahead *ah = &g->ah;
     if (!ah->started) {
-        if (util_thread_start(&ah->w[0].thread, ahead_main, &ah->w[0]))
-            return false;
-        ah->w[0].thread_started = true;
         ah->nw = 1;
         ah->started = true;
         ahead_add_workers(g);
         ah->ns = ah->nw + 1;
-        log_debug("%s: inflating ahead with %u worker(s)", g->raw_path, ah->nw);
+        log_debug("%s: inflating ahead with %u cursor(s)", g->raw_path, ah->nw);
+        pool_join(g->fs->gzp, g);
     }
     ah->active = true;
     ah->at_end = false;
     ah->claim_pos = pos;
     pthread_cond_broadcast(&g->cond);
-    return true;
+    pool_kick(g->fs->gzp);
+}
+
+/* A slot was read to its end (g->lock held): free for the next chunk;
+ * when the bound is short of memory its buffer goes back too, for other
+ * views (a view keeps its buffers only while memory is plentiful). */
+static void slot_consumed(struct fs_gzhandle *g, struct view_slot *sl)
+{
+    sl->state = AHEAD_EMPTY;
+    struct fs_budget *b = g->fs->budget;
+    if (sl->cap && fs_budget_spare(b, FS_USE_GZ) < 2 * (uint64_t)sl->cap * g->ah.ns) {
+        free(sl->buf);
+        fs_budget_give(b, FS_USE_GZ, sl->cap);
+        sl->buf = NULL;
+        sl->cap = 0;
+    }
+    pthread_cond_broadcast(&g->cond);
+    pool_kick(g->fs->gzp);
 }
 
 /* Serve what it can of [off, off+size) from the read-ahead (g->lock
@@ -672,10 +845,8 @@ static void ahead_serve(struct fs_gzhandle *g, uint64_t off, char *dst, size_t s
             k = size - *got;
         memcpy(dst + *got, hit->buf + (pos - hit->off), k);
         *got += k;
-        if (pos + k == hit->end) {
-            hit->state = AHEAD_EMPTY; /* consumed: a worker may claim it */
-            pthread_cond_broadcast(&g->cond);
-        }
+        if (pos + k == hit->end)
+            slot_consumed(g, hit); /* a thread may claim it */
     }
 }
 
@@ -685,20 +856,20 @@ void fs_gz_close(struct fs_gzhandle *g)
         return;
     struct view_ahead *ah = &g->ah;
     pthread_mutex_lock(&g->lock);
-    ah->stop = true;
-    pthread_cond_broadcast(&g->cond);
+    ah->stop = true; /* no thread claims a chunk of it from now on */
+    if (ah->started)
+        ahead_quiesce(g);
     pthread_mutex_unlock(&g->lock);
-    for (unsigned i = 0; i < VIEW_WORKERS_MAX; i++) {
-        struct view_worker *w = &ah->w[i];
-        if (w->thread_started)
-            pthread_join(w->thread, NULL);
-        if (i > 0) {
-            gz_reader_free(w->r);
-            fs_reader_free(w->raw);
-        }
+    if (ah->started)
+        pool_leave(g->fs->gzp, g);
+    for (unsigned i = 1; i < VIEW_WORKERS_MAX; i++) {
+        gz_reader_free(ah->w[i].r);
+        fs_reader_free(ah->w[i].raw);
     }
-    for (unsigned i = 0; i <= VIEW_WORKERS_MAX; i++)
+    for (unsigned i = 0; i <= VIEW_WORKERS_MAX; i++) {
         free(ah->s[i].buf);
+        fs_budget_give(g->fs->budget, FS_USE_GZ, ah->s[i].cap);
+    }
     gz_reader_free(g->r);
     if (g->obj)
         obj_put(g->fs, g->obj);

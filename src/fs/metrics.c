@@ -2,6 +2,11 @@
  * by the read and write paths and gzip views. */
 #include "fs/fs_private.h"
 
+#define MEM_HELP                                                                                   \
+    "Memory counted against max_memory, by use (read: blocks of the read path; write: parts "      \
+    "of files being written; gz: chunks gzip views inflated ahead; listings: pages held for "     \
+    "directory readers and listings read ahead)."
+
 struct metrics_series fs_metrics[FS_M_COUNT] = {
     [FS_M_READ_BYTES] = {.name = "pailfs_fuse_read_bytes_total",
                          .help = "Bytes returned to read requests of the mount.",
@@ -10,26 +15,24 @@ struct metrics_series fs_metrics[FS_M_COUNT] = {
                             .help = "Bytes accepted from write requests to the mount.",
                             .kind = METRICS_COUNTER},
     [FS_M_MEM_READ] = {.name = "pailfs_memory_bytes",
-                       .help = "Memory of the mount, by use (read: blocks of the read path; "
-                               "write: parts of files being written; listings: pages held for "
-                               "directory readers and listings read ahead).",
+                       .help = MEM_HELP,
                        .kind = METRICS_GAUGE,
                        .labels = "use=\"read\""},
     [FS_M_MEM_WRITE] = {.name = "pailfs_memory_bytes",
-                        .help = "Memory of the mount, by use (read: blocks of the read path; "
-                                "write: parts of files being written; listings: pages held for "
-                                "directory readers and listings read ahead).",
+                        .help = MEM_HELP,
                         .kind = METRICS_GAUGE,
                         .labels = "use=\"write\""},
+    [FS_M_MEM_GZ] = {.name = "pailfs_memory_bytes",
+                     .help = MEM_HELP,
+                     .kind = METRICS_GAUGE,
+                     .labels = "use=\"gz\""},
     [FS_M_MEM_LISTINGS] = {.name = "pailfs_memory_bytes",
-                           .help = "Memory of the mount, by use (read: blocks of the read path; "
-                                   "write: parts of files being written; listings: pages held "
-                                   "for directory readers and listings read ahead).",
+                           .help = MEM_HELP,
                            .kind = METRICS_GAUGE,
                            .labels = "use=\"listings\""},
     [FS_M_MEM_LIMIT] = {.name = "pailfs_memory_limit_bytes",
-                        .help = "The memory bound of each of the read and write paths "
-                                "(max_memory).",
+                        .help = "The memory bound of the mount (max_memory): the sum of "
+                                "pailfs_memory_bytes never passes it.",
                         .kind = METRICS_GAUGE},
     [FS_M_INODES] = {.name = "pailfs_inodes",
                      .help = "Inodes the mount keeps for the kernel (past max_inodes the "

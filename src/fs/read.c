@@ -37,12 +37,20 @@
  * no reader of another version can see its bytes; once the open lets go, a
  * block nobody adopted, or one dropped unread, stops its GET.
  *
- * Memory: every block in memory counts against max_memory for the whole
- * mount, and so do the freed buffers kept warm for reuse (at most
- * RD_WARM_MAX; see "warm buffers").  Read-ahead takes memory only while some
- * is free (leaving a reserve for blocks a read is waiting for); a block a read needs may wait for
- * memory, and takes it back from the least recently used finished blocks no read is using.  So
- * readers share the bound by back-pressure and never fail for want of memory.
+ * Memory: every block in memory is charged to the mount's one bound
+ * (budget.c, use "read"), and so are the freed buffers kept warm for reuse
+ * (at most RD_WARM_MAX; see "warm buffers"): what the read path holds
+ * charged is always mem_used + warm_counted() (rp->charged).  Read-ahead
+ * takes memory only while some is spare (FS_TAKE_SPARE: the read reserve
+ * stays free for blocks a read is waiting for), and each sequential
+ * reader's read-ahead at most its fair share of what the read path holds
+ * and could take (read_ahead_share); a block a read needs may use the
+ * reserve, takes memory back from the least recently used finished blocks
+ * no read is using, and else waits.  So readers share the bound by
+ * back-pressure, one greedy reader cannot starve the others, and none
+ * fails for want of memory.  Another use waiting for memory (a writer)
+ * asks the read path to give back its finished blocks and its kept
+ * buffers (read_reclaim).
  *
  * What a cold sequential read costs, per block: the HTTP thread copies the
  * bytes from libcurl into the block and wakes the FUSE thread waiting for
@@ -159,6 +167,7 @@ struct fs_reader {
     uint64_t ra_next;  /* the first block the read-ahead has not asked for */
     uint64_t window;
     unsigned streak; /* reads in a row that went on where one ended */
+    bool seq;        /* counted in rp->n_seq */
 };
 
 /* A run of blocks to fetch.  Made and queued with rp->lock held; once a
@@ -206,13 +215,15 @@ struct fs_readpool {
     pthread_cond_t work_cond;  /* jobs queued, or stop: idle workers */
     pthread_cond_t store_cond; /* stores queued, or stop_store */
     /* fixed: set by fs_readpool_new before the threads start */
-    uint64_t mem_limit, reserve;
+    struct fs_budget *budget; /* the mount's; blocks are charged as FS_USE_READ */
     struct cache *cache;
     struct s3_client *s3;
     unsigned n_storers; /* storers started before any worker */
     /* protected by rp->lock */
     uint64_t mem_used;   /* blocks in tables or pinned */
     struct rd_warm warm; /* buffers to reuse: warm_counted() */
+    uint64_t charged;    /* charged to the budget: mem_used + warm_counted() */
+    unsigned n_seq;      /* readers reading sequentially now (fs_reader.seq) */
     struct rblock *lru;
     struct robj *objs; /* by id */
     struct rjob *queue;
@@ -242,17 +253,23 @@ static void lru_update(struct fs_readpool *rp, struct rblock *b)
     b->in_lru = want;
 }
 
-/* What the kept buffers add to mem_used against max_memory: those beyond
- * the blocks that have none yet (as many are theirs, already counted). */
+/* What the kept buffers add to mem_used: those beyond the blocks that
+ * have none yet (as many are theirs, already counted). */
 static uint64_t warm_counted(const struct fs_readpool *rp)
 {
     return rp->warm.n > rp->warm.bare ? (uint64_t)(rp->warm.n - rp->warm.bare) * RD_BLOCK : 0;
 }
 
-/* The memory gauge follows mem_used and the warm buffers (rp->lock held). */
-static void mem_changed_locked(struct fs_readpool *rp)
+/* Give the budget back what the read path no longer holds (rp->lock
+ * held), after mem_used or the warm buffers shrank.  Growth is charged
+ * before it happens (block_new), so the charge is never short. */
+static void charge_sync_locked(struct fs_readpool *rp)
 {
-    metrics_set(&fs_metrics[FS_M_MEM_READ], (int64_t)(rp->mem_used + warm_counted(rp)));
+    uint64_t held = rp->mem_used + warm_counted(rp);
+    if (rp->charged > held) {
+        fs_budget_give(rp->budget, FS_USE_READ, rp->charged - held);
+        rp->charged = held;
+    }
 }
 
 /* ---- warm buffers (rp->lock held) -------------------------------------
@@ -262,15 +279,18 @@ static void mem_changed_locked(struct fs_readpool *rp)
  * read an eighth of its CPU.  So the buffer of a freed block is kept and
  * given to the next block made, as it is: never zeroed, since a block's
  * bytes are read only below what its job wrote (len, arrived).  Kept
- * buffers count against max_memory as blocks do (mem_used + warm_counted()
- * <= mem_limit), and a block takes a kept buffer before any new one, so
- * what the process maps never exceeds the most blocks in memory at once.
- * A block gets its buffer only when its first bytes come (block_buffer),
- * not when it is asked for: a kept buffer is resident, and read-ahead asks
- * for up to max_readahead of blocks at once, which arrive over a while;
- * so the peak RSS stays that of the blocks being filled or filled.  At
- * most RD_WARM_MAX are kept; when the last block in memory goes, all but
- * RD_WARM_IDLE are given back to the system. */
+ * buffers stay charged to the budget as blocks are (rp->charged =
+ * mem_used + warm_counted()), and a block takes a kept buffer before any
+ * new one (and then no new charge), so what the process maps never
+ * exceeds the most blocks in memory at once.  A block gets its buffer
+ * only when its first bytes come (block_buffer), not when it is asked
+ * for: a kept buffer is resident, and read-ahead asks for up to
+ * max_readahead of blocks at once, which arrive over a while; so the peak
+ * RSS stays that of the blocks being filled or filled.  At most
+ * RD_WARM_MAX are kept; when the last block in memory goes, all but
+ * RD_WARM_IDLE are freed, and another use waiting for memory has all
+ * but those promised to bare blocks freed (read_reclaim); each freed
+ * one's charge goes back to the budget (charge_sync_locked). */
 
 /* A kept buffer, or NULL when none is. */
 static char *warm_take(struct fs_readpool *rp)
@@ -283,11 +303,11 @@ static char *warm_take(struct fs_readpool *rp)
     return (char *)buf;
 }
 
-/* Keep the buffer of a freed block (already out of mem_used), or free it
- * when RD_WARM_MAX are kept or the bound leaves no room. */
+/* Keep the buffer of a freed block (already out of mem_used; its charge
+ * then stays), or free it when RD_WARM_MAX are kept. */
 static void warm_give(struct fs_readpool *rp, char *data)
 {
-    if (rp->warm.n >= RD_WARM_MAX || rp->mem_used + warm_counted(rp) + RD_BLOCK > rp->mem_limit) {
+    if (rp->warm.n >= RD_WARM_MAX) {
         free(data);
         return;
     }
@@ -297,10 +317,11 @@ static void warm_give(struct fs_readpool *rp, char *data)
     rp->warm.n++;
 }
 
-/* Give back all but `keep` kept buffers, and as many as the bound wants. */
+/* Free all but `keep` kept buffers (the caller gives back their charge:
+ * charge_sync_locked). */
 static void warm_trim(struct fs_readpool *rp, unsigned keep)
 {
-    while (rp->warm.n > keep || (rp->warm.n && rp->mem_used + warm_counted(rp) > rp->mem_limit))
+    while (rp->warm.n > keep)
         free(warm_take(rp));
 }
 
@@ -317,7 +338,7 @@ static void warm_return(struct fs_readpool *rp, struct rblock *b)
 }
 
 /* Give block b its buffer, a kept one if any, before its first bytes are
- * written (its memory was counted when it was made).  0 or ENOMEM. */
+ * written (its memory was charged when it was made).  0 or ENOMEM. */
 static int block_buffer(struct fs_readpool *rp, struct rblock *b)
 {
     if (b->data)
@@ -342,10 +363,10 @@ static void block_maybe_free(struct fs_readpool *rp, struct rblock *b)
         warm_give(rp, b->data);
     else
         rp->warm.bare--;
-    /* nothing is being read: memory idle is given back (and a block gone
-     * bare leaves a kept buffer to count) */
+    /* nothing is being read: memory idle is given back (a kept buffer
+     * that was a bare block's now counts on its own, still charged) */
     warm_trim(rp, rp->mem_used ? RD_WARM_MAX : RD_WARM_IDLE);
-    mem_changed_locked(rp);
+    charge_sync_locked(rp);
     free(b);
     pthread_cond_broadcast(&rp->room_cond);
 }
@@ -376,16 +397,35 @@ static void block_unpin(struct fs_readpool *rp, struct rblock *b)
     block_maybe_free(rp, b);
 }
 
+/* Wait a while on rp->room_cond (rp->lock held): for a block freed or
+ * made reclaimable here, or at most a few ms, for memory another use gives
+ * back to the budget (which cannot wake this condition: it is given under
+ * other locks). */
+static void wait_memory_locked(struct fs_readpool *rp)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&rp->room_cond, &rp->lock, &ts);
+}
+
 /* A new FETCHING block in o's table (or the one another thread made while
- * this one waited; with o NULL, in no table), or NULL: without `wait` when memory
- * beyond the reserve is used up; with `wait` after reclaiming or waiting. */
+ * this one waited; with o NULL, in no table), or NULL: without `wait` when the
+ * budget has no memory to spare; with `wait` after reclaiming or waiting. */
 static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t no, bool wait,
                                 bool transient)
 {
     for (;;) {
-        uint64_t limit = wait ? rp->mem_limit : rp->mem_limit - rp->reserve;
-        if (rp->mem_used + RD_BLOCK <= limit)
+        if (rp->warm.n > rp->warm.bare) /* a kept buffer no block has: charged already */
             break;
+        if (fs_budget_try(rp->budget, FS_USE_READ, RD_BLOCK, wait ? FS_TAKE_NEED : FS_TAKE_SPARE)) {
+            rp->charged += RD_BLOCK;
+            break;
+        }
         /* Room is made from finished blocks no read is using, least
          * recently used first; read-ahead takes only blocks already read
          * from, never another reader's read-ahead not yet read. */
@@ -397,11 +437,16 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
                 break;
             }
         if (victim) {
-            block_drop(rp, victim); /* frees it: it was unpinned */
+            block_drop(rp, victim); /* frees it (its buffer kept): it was unpinned */
         } else if (!wait) {
             return NULL;
+        } else if (fs_budget_wait(rp->budget, FS_USE_READ, RD_BLOCK, 0) == 0) {
+            /* the other uses gave back memory they kept (idle part
+             * buffers); their reclaimers never take rp->lock */
+            rp->charged += RD_BLOCK;
+            break;
         } else {
-            pthread_cond_wait(&rp->room_cond, &rp->lock);
+            wait_memory_locked(rp);
             struct rblock *b = NULL; /* another reader may have made it meanwhile */
             if (o)
                 HASH_FIND(hh, o->blocks, &no, sizeof(no), b);
@@ -410,12 +455,12 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
         }
     }
     struct rblock *b = calloc(1, sizeof(*b)); /* its buffer comes with its bytes */
-    if (!b)
+    if (!b) {
+        charge_sync_locked(rp); /* a charge taken for it goes back */
         return NULL;
+    }
     rp->mem_used += RD_BLOCK;
-    rp->warm.bare++;
-    warm_trim(rp, RD_WARM_MAX); /* the kept buffers must fit beside it */
-    mem_changed_locked(rp);
+    rp->warm.bare++; /* a kept buffer, if any, is now promised to it */
     b->o = o;
     b->no = no;
     b->state = RB_FETCHING;
@@ -423,6 +468,27 @@ static struct rblock *block_new(struct fs_readpool *rp, struct robj *o, uint64_t
     if (o)
         HASH_ADD(hh, o->blocks, no, sizeof(b->no), b);
     return b;
+}
+
+/* The budget's reclaimer (another use waits for memory): give back about
+ * `want` bytes of finished blocks no read is using, least recently used
+ * first, and the kept buffers but those promised to blocks whose bytes
+ * are on their way.  Blocks a read waits on or pins stay. */
+static uint64_t read_reclaim(void *arg, uint64_t want)
+{
+    struct fs_readpool *rp = arg;
+    pthread_mutex_lock(&rp->lock);
+    uint64_t before = rp->charged;
+    uint64_t freed = warm_counted(rp);
+    while (freed < want && rp->lru) {
+        block_drop(rp, rp->lru); /* unpinned: its buffer kept or freed */
+        freed += RD_BLOCK;
+    }
+    warm_trim(rp, rp->warm.bare);
+    charge_sync_locked(rp);
+    uint64_t given = before - rp->charged;
+    pthread_mutex_unlock(&rp->lock);
+    return given;
 }
 
 /* ---- jobs ---------------------------------------------------------------- */
@@ -955,16 +1021,37 @@ static bool reader_track(struct fs_readpool *rp, struct fs_reader *r, uint64_t o
     }
     if (!near || end > r->next_off)
         r->next_off = end;
+    if (seq != r->seq) {
+        rp->n_seq += seq ? 1 : -1;
+        r->seq = seq;
+    }
     return seq;
 }
 
+/* The blocks one sequential reader's read-ahead may reach past its read:
+ * an equal share, among the readers reading sequentially now, of what the
+ * read path holds and could still take (rp->lock held).  Without it the
+ * first readers to grow their windows to max_readahead (64 MiB each) hold
+ * the memory, and readers that came later fetch only the blocks their
+ * reads wait on.  At least two blocks: each reader keeps streaming. */
+static uint64_t read_ahead_share(struct fs_readpool *rp)
+{
+    uint64_t room = rp->charged + fs_budget_spare(rp->budget, FS_USE_READ);
+    uint64_t share = room / RD_BLOCK / (rp->n_seq ? rp->n_seq : 1);
+    return share < 2 ? 2 : share;
+}
+
 /* A sequential reader's read-ahead: fetches of the blocks after the read
- * up to its window, while memory spares them (rp->lock held). */
+ * up to its window and its share, while memory spares them (rp->lock
+ * held). */
 static void read_ahead(struct fs_readpool *rp, struct fs_reader *r, uint64_t end,
                        uint64_t part_blocks)
 {
     uint64_t n_blocks = (r->o->size + RD_BLOCK - 1) / RD_BLOCK;
     uint64_t want = (end + r->window + RD_BLOCK - 1) / RD_BLOCK;
+    uint64_t cap = (end + RD_BLOCK - 1) / RD_BLOCK + read_ahead_share(rp);
+    if (want > cap)
+        want = cap;
     if (want > n_blocks)
         want = n_blocks;
     /* GETs as long as the window while it is small, then part_size:
@@ -1096,8 +1183,8 @@ int fs_readpool_new(struct fs *fs)
         setrlimit(RLIMIT_NOFILE, &nofile);
     }
     rp->s3 = fs->s3;
-    rp->mem_limit = fs->cfg.max_memory < 4 * RD_BLOCK ? 4 * RD_BLOCK : fs->cfg.max_memory;
-    rp->reserve = rp->mem_limit / 4 < 32 * RD_BLOCK ? rp->mem_limit / 4 : 32 * RD_BLOCK;
+    rp->budget = fs->budget;
+    fs_budget_set_reclaimer(fs->budget, FS_USE_READ, read_reclaim, rp);
     int rc = open_block_cache(fs, rp);
     unsigned n = fs->cfg.read_parallel ? fs->cfg.read_parallel : 8;
     rp->threads = rc ? NULL : calloc(n, sizeof(*rp->threads));
@@ -1140,7 +1227,9 @@ void fs_readpool_free(struct fs *fs)
         rp->queue = j->next;
         job_end_locked(rp, j); /* no thread is left to contend for the lock */
     }
-    warm_trim(rp, 0);
+    warm_trim(rp, 0); /* no thread is left to contend for the lock */
+    charge_sync_locked(rp);
+    fs_budget_set_reclaimer(fs->budget, FS_USE_READ, NULL, NULL);
     cache_close(rp->cache);
     pthread_cond_destroy(&rp->store_cond);
     pthread_cond_destroy(&rp->work_cond);
@@ -1232,6 +1321,8 @@ void fs_reader_free(struct fs_reader *r)
     struct fs_readpool *rp = r->fs->rp;
     struct robj *o = r->o;
     pthread_mutex_lock(&rp->lock);
+    if (r->seq)
+        rp->n_seq--;
     if (--o->readers == 0) { /* nobody reads it any more: let its blocks go */
         struct rblock *b, *tmp;
         HASH_ITER(hh, o->blocks, b, tmp)

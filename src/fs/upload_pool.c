@@ -6,8 +6,9 @@
  * staging file, a range of the old object copied server-side
  * (UploadPartCopy) or, where the server cannot copy, fetched and sent
  * again.  Each file has at most max_inflight parts in flight; the parts
- * in memory of all files count against max_memory, and a writer waits
- * (up to 10 s, then goes over with one warning) for memory given back.
+ * in memory of all files are charged to the mount's one bound (budget.c,
+ * use "write"), and a writer waits (up to 10 s, then goes over with one
+ * warning) for memory given back.
  * Whether the server implements UploadPartCopy is learnt once per mount.
  * At mount a thread also aborts multipart uploads under the prefix older
  * than abort_stale_uploads.
@@ -53,19 +54,18 @@ struct wjob {
 struct fs_wpool {
     pthread_mutex_t lock;
     pthread_cond_t cond;      /* a job queued, or stop */
-    pthread_cond_t mem_cond;  /* memory given back */
     struct wjob *head, *tail; /* protected by lock */
     bool stop;                /* protected by lock */
-    uint64_t mem_used;        /* protected by lock */
-    uint64_t mem_limit;
-    bool warned_mem; /* protected by lock */
+    struct fs_budget *budget; /* fixed: the mount's */
+    atomic_bool warned_mem;
     pthread_t *threads;
     unsigned n_threads;
     pthread_t stale; /* the stale-upload sweep at mount */
     bool stale_started;
     int part_copy;        /* 1 works, -1 refused, 0 unknown; protected by lock */
-    struct partbuf *idle; /* warm part buffers; protected by lock */
+    struct partbuf *idle; /* warm part buffers, charged; protected by lock */
     uint64_t idle_bytes;  /* their sizes; protected by lock */
+    uint64_t idle_max;    /* fixed: the write reserve */
 };
 
 /* ---- warm part buffers ----------------------------------------------------
@@ -74,14 +74,23 @@ struct fs_wpool {
  * writer fills, and its unmapping as much again: a third of the CPU of a
  * sequential write (issue 21's profile).  So a part buffer is mapped once
  * and, when its upload ends, kept idle for the next part of the same size
- * (any file's).  Idle buffers count against max_memory with the reserved
- * bytes: one given back (after its reservation) is kept only while
- * reserved + idle + it stay within the bound, and a writer that needs
- * memory unmaps idle ones (partbuf_trim_locked) before it would wait.
- * Buffers of 2 MiB and more ask for transparent huge pages
- * (MADV_HUGEPAGE): a fresh one then faults in 512 times fewer pieces. */
+ * (any file's).  A part buffer comes with its charge to the mount's bound
+ * (use "write", its full size: fs_partbuf_get takes it, or takes over an
+ * idle buffer's) and goes back with it: fs_partbuf_put keeps a buffer
+ * idle with its charge, or unmaps it and gives the charge back.  So idle
+ * buffers stay charged at their full size while kept, at most idle_max
+ * bytes of them (the write reserve: they never hold the shared part of
+ * the bound), and are unmapped, their charge given back, as soon as
+ * memory is wanted: by a writer of this mount before it would wait
+ * (wmem_charge), and by another use waiting for memory (write_reclaim,
+ * the budget's reclaimer for "write").  Buffers below FS_PARTBUF_WARM
+ * (the first part of a small file, which grows with its data) come from
+ * malloc and are never kept.  Buffers of 2 MiB and more ask for
+ * transparent huge pages (MADV_HUGEPAGE): a fresh one then faults in 512
+ * times fewer pieces. */
 
 #define FS_HUGE_PAGE (2u << 20)
+#define FS_PARTBUF_WARM (1u << 20)
 
 static void partbuf_unmap(void *p, size_t cap)
 {
@@ -89,52 +98,92 @@ static void partbuf_unmap(void *p, size_t cap)
         munmap(p, cap);
 }
 
-/* Unmap idle buffers until n more bytes fit in the bound beside the
- * reserved and idle ones (or none is left). */
-static void partbuf_trim_locked(struct fs_wpool *wp, uint64_t n)
+/* Unmap idle buffers until `want` bytes were given back to the bound (or
+ * none is left).  Returns the bytes given back. */
+static uint64_t partbuf_trim(struct fs_wpool *wp, uint64_t want)
 {
-    while (wp->idle && wp->mem_used + wp->idle_bytes + n > wp->mem_limit) {
+    uint64_t freed = 0;
+    pthread_mutex_lock(&wp->lock);
+    while (wp->idle && freed < want) {
         struct partbuf *b = wp->idle;
         wp->idle = b->next;
         wp->idle_bytes -= b->cap;
+        freed += b->cap;
         partbuf_unmap(b, b->cap);
     }
+    pthread_mutex_unlock(&wp->lock);
+    fs_budget_give(wp->budget, FS_USE_WRITE, freed);
+    return freed;
 }
 
-char *fs_partbuf_get(struct fs_wpool *wp, size_t cap)
+/* The budget's reclaimer for "write" (another use waits for memory): the
+ * idle part buffers.  Parts being filled or sent stay. */
+static uint64_t write_reclaim(void *arg, uint64_t want)
 {
-    pthread_mutex_lock(&wp->lock);
-    for (struct partbuf **pp = &wp->idle; *pp; pp = &(*pp)->next) {
-        struct partbuf *b = *pp;
-        if (b->cap != cap)
-            continue;
-        *pp = b->next;
-        wp->idle_bytes -= cap;
+    return partbuf_trim(arg, want);
+}
+
+/* Charge n bytes to "write" within wait_ms: at once if the bound has
+ * room, else after unmapping idle buffers (before anyone waits), else
+ * waiting for memory given back.  0 or ETIMEDOUT (nothing charged). */
+static int wmem_charge(struct fs_wpool *wp, uint64_t n, uint64_t wait_ms)
+{
+    if (fs_budget_try(wp->budget, FS_USE_WRITE, n, FS_TAKE_NEED))
+        return 0;
+    partbuf_trim(wp, n);
+    return fs_budget_wait(wp->budget, FS_USE_WRITE, n, wait_ms);
+}
+
+int fs_partbuf_get(struct fs_wpool *wp, size_t cap, uint64_t wait_ms, char **out)
+{
+    if (cap >= FS_PARTBUF_WARM) {
+        pthread_mutex_lock(&wp->lock);
+        for (struct partbuf **pp = &wp->idle; *pp; pp = &(*pp)->next) {
+            struct partbuf *b = *pp;
+            if (b->cap != cap)
+                continue;
+            *pp = b->next;
+            wp->idle_bytes -= cap;
+            pthread_mutex_unlock(&wp->lock);
+            *out = (char *)b; /* its charge comes with it */
+            return 0;
+        }
         pthread_mutex_unlock(&wp->lock);
-        return (char *)b;
     }
-    pthread_mutex_unlock(&wp->lock);
-    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
+    if (wmem_charge(wp, cap, wait_ms))
+        return ENOBUFS;
+    void *p = NULL;
+    if (cap < FS_PARTBUF_WARM) {
+        p = malloc(cap);
+    } else {
+        p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            p = NULL;
 #ifdef MADV_HUGEPAGE
-    if (cap >= FS_HUGE_PAGE)
-        (void)madvise(p, cap, MADV_HUGEPAGE); /* a hint: refused, 4 KiB pages */
+        else if (cap >= FS_HUGE_PAGE)
+            (void)madvise(p, cap, MADV_HUGEPAGE); /* a hint: refused, 4 KiB pages */
 #endif
-    return p;
+    }
+    if (!p) {
+        fs_budget_give(wp->budget, FS_USE_WRITE, cap);
+        return ENOMEM;
+    }
+    *out = p;
+    return 0;
 }
 
 void fs_partbuf_put(struct fs_wpool *wp, char *buf, size_t cap)
 {
     if (!buf)
         return;
-    if (cap < sizeof(struct partbuf)) {
-        partbuf_unmap(buf, cap);
+    if (cap < FS_PARTBUF_WARM) {
+        free(buf);
+        fs_budget_give(wp->budget, FS_USE_WRITE, cap);
         return;
     }
     pthread_mutex_lock(&wp->lock);
-    bool keep = !wp->stop && wp->mem_used + wp->idle_bytes + cap <= wp->mem_limit;
-    if (keep) {
+    bool keep = !wp->stop && wp->idle_bytes + cap <= wp->idle_max;
+    if (keep) { /* it stays charged */
         struct partbuf *b = (struct partbuf *)(void *)buf;
         b->cap = cap;
         b->next = wp->idle;
@@ -142,51 +191,36 @@ void fs_partbuf_put(struct fs_wpool *wp, char *buf, size_t cap)
         wp->idle_bytes += cap;
     }
     pthread_mutex_unlock(&wp->lock);
-    if (!keep)
+    if (!keep) {
         partbuf_unmap(buf, cap);
+        fs_budget_give(wp->budget, FS_USE_WRITE, cap);
+    }
 }
 
 /* ---- the memory bound ------------------------------------------------------ */
 
 uint64_t fs_wmem_take(struct fs_wpool *wp, uint64_t n)
 {
-    pthread_mutex_lock(&wp->lock);
-    partbuf_trim_locked(wp, n); /* idle warm buffers go before anyone waits */
-    uint64_t deadline = util_now_ms() + FS_WMEM_WAIT_MS;
-    while (wp->mem_used && wp->mem_used + n > wp->mem_limit) {
-        uint64_t now = util_now_ms();
-        if (now >= deadline) {
-            /* Buffers of files that are not being written fill the bound;
-             * waiting longer could wait forever on the same program. */
-            if (!wp->warned_mem)
-                log_warn("write buffers exceed max_memory (%llu MiB): many files are open "
-                         "for writing at once and partly written",
-                         (unsigned long long)(wp->mem_limit >> 20));
-            wp->warned_mem = true;
-            break;
-        }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + (deadline - now) * 1000000ULL;
-        ts.tv_sec += (time_t)(ns / 1000000000ULL);
-        ts.tv_nsec = (long)(ns % 1000000000ULL);
-        pthread_cond_timedwait(&wp->mem_cond, &wp->lock, &ts);
-    }
-    wp->mem_used += n;
-    metrics_add(&fs_metrics[FS_M_MEM_WRITE], (int64_t)n);
-    pthread_mutex_unlock(&wp->lock);
+    if (wmem_charge(wp, n, FS_WMEM_WAIT_MS) == 0)
+        return n;
+    /* Buffers of files that are not being written fill the bound; waiting
+     * longer could wait forever on the same program. */
+    if (!atomic_exchange(&wp->warned_mem, true))
+        log_warn("write buffers exceed max_memory (%llu MiB): many files are open "
+                 "for writing at once and partly written",
+                 (unsigned long long)(fs_budget_limit(wp->budget) >> 20));
+    fs_budget_force(wp->budget, FS_USE_WRITE, n);
     return n;
+}
+
+bool fs_wmem_try(struct fs_wpool *wp, uint64_t n, uint64_t wait_ms)
+{
+    return wmem_charge(wp, n, wait_ms) == 0;
 }
 
 void fs_wmem_give(struct fs_wpool *wp, uint64_t n)
 {
-    if (!n)
-        return;
-    pthread_mutex_lock(&wp->lock);
-    wp->mem_used -= n;
-    metrics_add(&fs_metrics[FS_M_MEM_WRITE], -(int64_t)n);
-    pthread_cond_broadcast(&wp->mem_cond);
-    pthread_mutex_unlock(&wp->lock);
+    fs_budget_give(wp->budget, FS_USE_WRITE, n);
 }
 
 /* Exactly [off, off+len) of version `etag` of `key` into dst. */
@@ -263,7 +297,7 @@ static void wjob_run(struct fs *fs, struct wjob *j)
     struct s3_part part = {0};
     int rc = wjob_body(fs, j, &part);
     fs_wmem_give(fs->wp, j->reserved);
-    wjob_drop_data(fs->wp, j); /* kept warm if it fits beside what is reserved now */
+    wjob_drop_data(fs->wp, j); /* a part buffer kept warm (still charged) or its charge given */
     struct fs_wfile *wf = j->wf;
     pthread_mutex_lock(&wf->lock);
     struct s3_part *p = &wf->up.parts[j->number - 1];
@@ -364,8 +398,11 @@ int fs_wpool_new(struct fs *fs)
         return ENOMEM;
     pthread_mutex_init(&wp->lock, NULL);
     pthread_cond_init(&wp->cond, NULL);
-    pthread_cond_init(&wp->mem_cond, NULL);
-    wp->mem_limit = fs->cfg.max_memory;
+    wp->budget = fs->budget;
+    uint64_t reserve[FS_USE_COUNT];
+    fs_budget_reserves(fs_budget_limit(fs->budget), reserve);
+    wp->idle_max = reserve[FS_USE_WRITE];
+    fs_budget_set_reclaimer(fs->budget, FS_USE_WRITE, write_reclaim, wp);
     unsigned inflight = fs->cfg.max_inflight ? fs->cfg.max_inflight : 8;
     wp->n_threads = inflight * 2 > 32 ? 32 : inflight * 2;
     wp->threads = calloc(wp->n_threads, sizeof(*wp->threads));
@@ -403,13 +440,9 @@ void fs_wpool_free(struct fs *fs)
     for (unsigned i = 0; i < wp->n_threads; i++)
         pthread_join(wp->threads[i], NULL);
     free(wp->threads);
-    while (wp->idle) {
-        struct partbuf *b = wp->idle;
-        wp->idle = b->next;
-        partbuf_unmap(b, b->cap);
-    }
+    fs_budget_set_reclaimer(wp->budget, FS_USE_WRITE, NULL, NULL);
+    partbuf_trim(wp, UINT64_MAX); /* every idle buffer, its charge given back */
     pthread_cond_destroy(&wp->cond);
-    pthread_cond_destroy(&wp->mem_cond);
     pthread_mutex_destroy(&wp->lock);
     free(wp);
     fs->wp = NULL;

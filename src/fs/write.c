@@ -116,31 +116,49 @@ static int stick(struct fs_wfile *wf, int rc)
 /* Give back the part being filled (warm, to the pool) and its memory. */
 static void part_drop(struct fs *fs, struct fs_wfile *wf)
 {
-    fs_wmem_give(fs->wp, wf->buf_reserved);
     fs_partbuf_put(fs->wp, wf->buf, wf->buf_cap);
     wf->buf = NULL;
     wf->buf_len = wf->buf_cap = 0;
-    wf->buf_reserved = 0;
 }
 
-/* Room for `want` bytes in the part being filled.  The buffer is the
- * whole part from its first byte, a warm one from the pool when it can be
- * (fs_partbuf_get): growing it piece by piece copied each part once more
- * and faulted in fresh pages. */
+/* How long a stream writer with no part in flight waits for memory
+ * before it stages its file on disk instead (part_grow). */
+#define FS_WMEM_SPILL_MS 500
+#define FS_WMEM_INFLIGHT_MS 10000
+/* The first part of a file grows with its data up to this, then is the
+ * whole part. */
+#define FS_PART_GROW_MAX (512u << 10)
+
+/* Room for `want` bytes in the part being filled: 0, ENOMEM, or ENOBUFS
+ * (the memory bound has no room for it: stage the file on disk).
+ *
+ * Each buffer comes with its charge to the bound (fs_partbuf_get).  A
+ * file's first part grows with its data, doubling from 64 KiB, so a
+ * thousand small files open for writing hold little; past
+ * FS_PART_GROW_MAX, and for every later part, the buffer is the whole
+ * part at once, a warm one from the pool when it can be: growing a part
+ * piece by piece copied it once more and faulted in fresh pages.  A
+ * writer refused room waits while parts of its own are in flight (they
+ * give memory back); with none, it waits a little, then stages the file
+ * on disk, holding no memory: writers never wait on each other's buffers
+ * for ever. */
 static int part_grow(struct fs *fs, struct fs_wfile *wf, size_t want)
 {
     if (want <= wf->buf_cap)
         return 0;
     size_t target = (size_t)fs_part_size(fs->cfg.part_size, wf->up.next + 1);
-    size_t cap = want > target ? want : target;
-    /* The whole part is counted at its first byte: a writer that holds a
-     * reservation can always fill its part and send it, so writers waiting
-     * for room always see it come. */
-    if (cap > wf->buf_reserved)
-        wf->buf_reserved += fs_wmem_take(fs->wp, cap - wf->buf_reserved);
-    char *nb = fs_partbuf_get(fs->wp, cap);
-    if (!nb)
-        return ENOMEM;
+    size_t cap = wf->buf_cap ? wf->buf_cap * 2 : 64 << 10;
+    while (cap < want)
+        cap *= 2;
+    if (wf->up.next || cap > FS_PART_GROW_MAX || cap >= target)
+        cap = want > target ? want : target;
+    pthread_mutex_lock(&wf->lock);
+    bool inflight = wf->up.inflight > 0;
+    pthread_mutex_unlock(&wf->lock);
+    char *nb = NULL;
+    int rc = fs_partbuf_get(fs->wp, cap, inflight ? FS_WMEM_INFLIGHT_MS : FS_WMEM_SPILL_MS, &nb);
+    if (rc)
+        return rc;
     if (wf->buf_len)
         memcpy(nb, wf->buf, wf->buf_len);
     fs_partbuf_put(fs->wp, wf->buf, wf->buf_cap);
@@ -163,15 +181,13 @@ static int stream_send(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
     }
     size_t len = wf->buf_len;
     if (!len && wf->up.next)
-        return 0; /* nothing to add after the old object's bytes */
-    uint64_t reserved = wf->buf_reserved;
-    char *data = wf->buf;
+        return 0;         /* nothing to add after the old object's bytes */
+    char *data = wf->buf; /* with its charge, to the job */
     size_t cap = wf->buf_cap;
     wf->buf = NULL;
     wf->buf_len = wf->buf_cap = 0;
-    wf->buf_reserved = 0;
     wf->sent += len;
-    return fs_up_submit(fs, wf, FS_WJ_MEM, (int)++wf->up.next, data, cap, 0, len, reserved);
+    return fs_up_submit(fs, wf, FS_WJ_MEM, (int)++wf->up.next, data, cap, 0, len, 0);
 }
 
 static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, const char *p,
@@ -547,8 +563,27 @@ static void touch(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf)
     pthread_mutex_unlock(&fs->lock);
 }
 
+/* The memory bound had no room for the rest of the write [off, off+n)
+ * of p in the stream's part: stage the file on disk (the part becomes the
+ * staging file's bytes, its memory given back) and write there what the
+ * part did not take. */
+static int stream_spill(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf, const char *p,
+                        size_t n, uint64_t off)
+{
+    uint64_t taken = wf->size > off ? wf->size - off : 0;
+    if (taken > n)
+        taken = n;
+    log_debug("no memory for a part of a file being written: staged on disk");
+    int rc = to_staged(fs, in, wf);
+    if (!rc && taken < n)
+        rc = stage_write(fs, in, wf, p + taken, n - taken, off + taken);
+    return rc == EDQUOT ? ENOSPC : rc;
+}
+
 int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, uint64_t off)
 {
+    const char *p0 = p; /* the whole write, for stream_spill */
+    size_t n0 = n;
     pthread_mutex_lock(&fs->lock);
     struct fs_wfile *wf = in->wf;
     pthread_mutex_unlock(&fs->lock);
@@ -597,6 +632,8 @@ int fs_wfile_write(struct fs *fs, struct fs_inode *in, const char *p, size_t n, 
         }
         if (!rc)
             rc = stream_append(fs, in, wf, p, n);
+        if (rc == ENOBUFS)
+            rc = stream_spill(fs, in, wf, p0, n0, off);
         rc = stick(wf, rc);
         if (rc && wf->up.id)
             fs_up_reset(fs, wf, true); /* the old object stays; drop the parts now */

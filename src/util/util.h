@@ -262,6 +262,25 @@ int util_pct_decode(const char *s, char **out);
  * 0, ENOENT, EACCES, EFBIG (larger than max), or another errno. */
 int util_read_file(const char *path, size_t max, char **out, size_t *len_out);
 
+/* ---- the memory this process may use (sysmem.c) ------------------------- */
+
+/* The default of max_memory for a process that may use `avail` bytes: an
+ * eighth of it, at least UTIL_MEM_DEFAULT_MIN, at most UTIL_MEM_DEFAULT_MAX
+ * (UINT64_MAX, nothing known: the maximum). */
+#define UTIL_MEM_DEFAULT_MIN (16ULL << 20)
+#define UTIL_MEM_DEFAULT_MAX (256ULL << 20)
+uint64_t util_mem_default(uint64_t avail);
+/* The least memory limit of the cgroup this process runs in and of its
+ * parents (v2 memory.max, v1 memory.limit_in_bytes), found through
+ * /proc/self/cgroup; UINT64_MAX when there is none or nothing could be
+ * read.  Files are read under `root` ("" for the real ones; tests give a
+ * tree of their own) and treated as untrusted (sysmem.c says how). */
+uint64_t util_cgroup_mem_limit(const char *root);
+/* MemTotal of root/proc/meminfo in bytes, or UINT64_MAX. */
+uint64_t util_mem_total(const char *root);
+/* The smaller of the two. */
+uint64_t util_mem_available(const char *root);
+
 /* ---- file types (mime.c) ------------------------------------------------- */
 
 /* A mime.types table: "type ext ext…" lines, '#' comments.  Lines whose

@@ -633,6 +633,120 @@ static void test_base64(void **state)
     assert_int_equal(util_base64_decode("Zm9vYmFy", 8, b, 5, &n), EINVAL);         /* too long */
 }
 
+/* ---- sysmem.c: the default of max_memory --------------------------------- */
+
+/* Write `text` to root/rel, making its directories. */
+static void put_file(const char *root, const char *rel, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", root, rel);
+    for (char *p = path + strlen(root) + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(path, 0700);
+            *p = '/';
+        }
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void rm_tree(const char *root)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_mem_default_rule(void **state)
+{
+    (void)state;
+    const uint64_t M = 1ULL << 20, G = 1ULL << 30;
+    assert_int_equal(util_mem_default(0), 16 * M);           /* the floor */
+    assert_int_equal(util_mem_default(100 * M), 16 * M);     /* 12.5M: the floor */
+    assert_int_equal(util_mem_default(1 * G), 128 * M);      /* an eighth */
+    assert_int_equal(util_mem_default(2 * G), 256 * M);      /* an eighth, at the ceiling */
+    assert_int_equal(util_mem_default(64 * G), 256 * M);     /* the ceiling */
+    assert_int_equal(util_mem_default(UINT64_MAX), 256 * M); /* nothing known */
+}
+
+static void test_cgroup_v2_limit(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/pailfs-cg-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    put_file(root, "proc/self/cgroup", "0::/job.slice/pailfs.scope\n");
+    put_file(root, "proc/meminfo", "MemTotal:       16307336 kB\nMemFree: 1 kB\n");
+    put_file(root, "sys/fs/cgroup/job.slice/pailfs.scope/memory.max", "2147483648\n");
+    put_file(root, "sys/fs/cgroup/job.slice/memory.max", "max\n");
+    assert_int_equal(util_cgroup_mem_limit(root), 2ULL << 30);
+    assert_int_equal(util_mem_total(root), 16307336ULL << 10);
+    assert_int_equal(util_mem_available(root), 2ULL << 30);
+    assert_int_equal(util_mem_default(util_mem_available(root)), 256ULL << 20);
+    /* a parent's smaller limit applies to its children */
+    put_file(root, "sys/fs/cgroup/job.slice/memory.max", "1073741824");
+    assert_int_equal(util_cgroup_mem_limit(root), 1ULL << 30);
+    /* no limit anywhere: the machine's memory */
+    put_file(root, "sys/fs/cgroup/job.slice/memory.max", "max\n");
+    put_file(root, "sys/fs/cgroup/job.slice/pailfs.scope/memory.max", "max\n");
+    assert_int_equal(util_cgroup_mem_limit(root), UINT64_MAX);
+    assert_int_equal(util_mem_available(root), 16307336ULL << 10);
+    rm_tree(root);
+}
+
+static void test_cgroup_v1_limit(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/pailfs-cg-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    put_file(root, "proc/self/cgroup", "12:pids:/x\n4:cpu,memory:/docker/abc\n1:name=systemd:/\n");
+    put_file(root, "proc/meminfo", "MemTotal: 4194304 kB\n");
+    put_file(root, "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes", "536870912\n");
+    put_file(root, "sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+    assert_int_equal(util_cgroup_mem_limit(root), 512ULL << 20);
+    assert_int_equal(util_mem_default(util_mem_available(root)), 64ULL << 20);
+    rm_tree(root);
+}
+
+/* What the files say is data: anything odd adds no limit, and never
+ * leads outside the cgroup tree. */
+static void test_cgroup_untrusted(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/pailfs-cg-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    put_file(root, "sys/fs/cgroup/memory.max", "1048576\n"); /* where ".." would lead */
+    put_file(root, "sys/fs/cgroup/ok/memory.max", "1048576\n");
+    const char *paths[] = {"0::/a/../..\n", "0::/a/./b\n", "0::relative\n", "0::\n",
+                           "0::/a\x01z\n",  "garbage\n",   "0:/ok\n",       ""};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(*paths); i++) {
+        put_file(root, "proc/self/cgroup", paths[i]);
+        if (util_cgroup_mem_limit(root) != UINT64_MAX)
+            fail_msg("%s: a limit was found", paths[i]);
+    }
+    put_file(root, "proc/self/cgroup", "0::/ok\n");
+    assert_int_equal(util_cgroup_mem_limit(root), 1048576);
+    const char *values[] = {"12abc\n",    "-5\n",  " \n",        "99999999999999999999999\n",
+                            "0x100000\n", "1e9\n", "1048576 2\n"};
+    for (size_t i = 0; i < sizeof(values) / sizeof(*values); i++) {
+        put_file(root, "sys/fs/cgroup/ok/memory.max", values[i]);
+        if (util_cgroup_mem_limit(root) != UINT64_MAX)
+            fail_msg("memory.max %s: taken as a limit", values[i]);
+    }
+    const char *meminfo[] = {"MemTotal: lots kB\n", "MemTotal: 100 MB\n", "Free: 1 kB\n",
+                             "XMemTotal: 100 kB\n", "MemTotal: 99999999999999999999 kB\n"};
+    for (size_t i = 0; i < sizeof(meminfo) / sizeof(*meminfo); i++) {
+        put_file(root, "proc/meminfo", meminfo[i]);
+        if (util_mem_total(root) != UINT64_MAX)
+            fail_msg("meminfo %s: taken", meminfo[i]);
+    }
+    rm_tree(root);
+    /* nothing there at all */
+    assert_int_equal(util_mem_available("/nonexistent-pailfs-root"), UINT64_MAX);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -657,6 +771,10 @@ int main(void)
         cmocka_unit_test(test_crc32c_vectors),
         cmocka_unit_test(test_crc64nvme_vectors),
         cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_mem_default_rule),
+        cmocka_unit_test(test_cgroup_v2_limit),
+        cmocka_unit_test(test_cgroup_v1_limit),
+        cmocka_unit_test(test_cgroup_untrusted),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
