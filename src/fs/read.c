@@ -178,6 +178,7 @@ struct rjob {
     struct rblock **blocks;
     size_t n;
     struct fs_first *first; /* fixed: an open's first GET (one block), or NULL */
+    bool need;              /* fixed: a read waits on its blocks (not read-ahead) */
     /* on rp->queue or rp->stores; protected by rp->lock */
     struct rjob *next;
 };
@@ -843,12 +844,27 @@ static void *worker(void *arg)
     return NULL;
 }
 
-/* Queue j for a worker and wake one idle worker (only one: the others
- * would find nothing to do and sleep again). */
-static void job_queue_locked(struct fs_readpool *rp, struct rjob *j)
+/* Queue j for a worker (rp->lock held) and wake one idle worker (only
+ * one: the others would find nothing to do and sleep again).  Jobs a read
+ * waits on go before every read-ahead job, in their order: with many
+ * readers at once, one reader's deep read-ahead must not delay another's
+ * read (the fairness of readers sharing the workers). */
+static void job_queue_locked(struct fs_readpool *rp, struct rjob *j, bool need)
 {
+    j->need = need;
     j->next = NULL;
-    LL_APPEND(rp->queue, j);
+    if (!need || !rp->queue || !rp->queue->need) {
+        if (need)
+            LL_PREPEND(rp->queue, j);
+        else
+            LL_APPEND(rp->queue, j);
+    } else {
+        struct rjob *at = rp->queue;
+        while (at->next && at->next->need)
+            at = at->next;
+        j->next = at->next;
+        at->next = j;
+    }
     pthread_cond_signal(&rp->work_cond);
 }
 
@@ -875,7 +891,7 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first, 
         }
         if (b->state != RB_FETCHING || b->pins > (pin ? 1u : 0u)) { /* there, or on its way */
             if (j) {
-                job_queue_locked(rp, j);
+                job_queue_locked(rp, j, pin != NULL);
                 j = NULL;
             }
             continue;
@@ -897,12 +913,12 @@ static uint64_t request(struct fs_readpool *rp, struct robj *o, uint64_t first, 
         b->job = true;
         j->blocks[j->n++] = b;
         if (j->n == part_blocks) {
-            job_queue_locked(rp, j);
+            job_queue_locked(rp, j, pin != NULL);
             j = NULL;
         }
     }
     if (j)
-        job_queue_locked(rp, j);
+        job_queue_locked(rp, j, pin != NULL);
     return no; /* the first block not asked for */
 }
 
@@ -1456,6 +1472,7 @@ int fs_first_start(struct fs *fs, const char *path, const char *etag, uint64_t s
     g->refs = 2;
     j->blocks = blocks;
     j->first = g;
+    j->need = true; /* the open waits on it: first of all */
     LL_PREPEND(rp->queue, j);
     pthread_cond_signal(&rp->work_cond);
     pthread_mutex_unlock(&rp->lock);
