@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 # Each group gets a fresh mount with an empty cache directory.
 GROUPS = [["firstbyte"], ["read_cold", "read_warm"], ["rand1"], ["rand8"], ["gzip"],
           ["write"], ["small_create"], ["small_cat"], ["small_rm"], ["ls"], ["find"],
-          ["requests"], W.SCALE]
+          ["requests"], W.SCALE, ["scale_read16"], ["scale_gz100"], ["story"]]
 
 
 # Workloads that read nothing of the uploaded fixtures (they write their
@@ -407,9 +407,10 @@ def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
         deps.ensure_pailfs(args.pailfs)
 
     only = set(args.only.split(",")) if args.only else None
-    # the scale group runs only when asked for ("scale" names all of it)
+    # the scale group runs only when asked for ("scale" names all of it),
+    # and so does each workload of W.BY_NAME_ONLY
     workloads = set(args.workloads.split(",")) if args.workloads else \
-        {w.id for w in W.WORKLOADS} - set(W.SCALE)
+        {w.id for w in W.WORKLOADS} - set(W.SCALE) - W.BY_NAME_ONLY
     if "scale" in workloads:
         workloads = (workloads - {"scale"}) | set(W.SCALE)
     pailfs_version = C.Pailfs(args.pailfs).version() if os.access(args.pailfs, os.X_OK) else ""

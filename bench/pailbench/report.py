@@ -128,6 +128,8 @@ def write(rows, meta, md_path, png_path, workdir):
         "scale_ls": f"scale: ls -l ({sz.scale_one:,} in one dir), RSS",
         "scale_find": f"scale: find ({sz.scale_dirs:,} dirs of 100), RSS",
     }
+    for w in W.WORKLOADS:  # the scale group's (and any later) columns: their own titles
+        titles.setdefault(w.id, w.title)
     header = ["contender"] + [titles[w.id] for w in cols] + \
         ["peak RSS", "peak RSS, seq read", "cache/staging peak"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
