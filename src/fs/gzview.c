@@ -98,14 +98,15 @@ struct view_slot {
     int state;
 };
 
-/* A sequential reader's decompressed read-ahead.  Workers claim chunks in
- * order and fill them while the reader is served from those already full,
- * so inflating overlaps the program's own work.  A chunk that starts at an
- * access point and ends at the next one can be claimed by any worker: with
- * an index (a second read, a remount, a shared index) the spans ahead are
- * inflated on several cores at once.  Past the index's frontier no point
- * lies ahead, and only the worker whose cursor stands at the next chunk
- * may take it: one core, as inflating from the start requires. */
+/* A sequential reader's decompressed read-ahead.  The pool's threads
+ * claim chunks in order, each with one of the view's cursors, and fill
+ * them while the reader is served from those already full, so inflating
+ * overlaps the program's own work.  A chunk that starts at an access point
+ * and ends at the next one can be claimed with any cursor: with an index
+ * (a second read, a remount, a shared index) the spans ahead are inflated
+ * on several cores at once.  Past the index's frontier no point lies
+ * ahead, and only the cursor that stands at the next chunk may take it:
+ * one core, as inflating from the start requires. */
 struct view_ahead {
     bool started, stop; /* started: cursors made and the view joined the pool */
     bool active;        /* filling ahead of a sequential reader */
@@ -336,7 +337,7 @@ static void index_save_local(struct fs *fs, struct fs_gzobj *o)
     index_write(fs, o, true);
 }
 
-/* Compressed bytes for one worker's cursor, through its own raw reader. */
+/* Compressed bytes for one cursor, through its own raw reader. */
 static int raw_source(void *arg, uint64_t off, void *buf, size_t len, size_t *got)
 {
     struct view_worker *w = arg;
@@ -519,7 +520,7 @@ int fs_gz_open(struct fs *fs, fuse_ino_t ino, const char *raw_path, const struct
     return 0;
 }
 
-/* The next chunk worker w may fill, claimed into an empty slot (g->lock
+/* The next chunk cursor w may fill, claimed into an empty slot (g->lock
  * held); NULL when there is none for it now. */
 static struct view_slot *ahead_claim(struct fs_gzhandle *g, struct view_worker *w)
 {
