@@ -397,8 +397,8 @@ def story_fs(ctx, c, mnt):
     proc = None
     try:
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                    preexec_fn=cg.join)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, env=c.env(), preexec_fn=cg.join)
         deadline = time.monotonic() + 30
         while not os.path.ismount(smnt):
             if proc.poll() is not None or time.monotonic() > deadline:
