@@ -49,12 +49,19 @@ def _fail(why, **kw):
 
 
 def _sizes(ctx):
+    """Bytes per object, by workload; PAILBENCH_<NAME>_MIB overrides one
+    (e.g. the full story's 600 MiB views in a --quick run)."""
     quick = ctx.args.quick
-    return {
+    sizes = {
         "read16": (16 if quick else 128) * MiB,  # each of 16 objects
         "gz100": (1 if quick else 4) * MiB,      # each view, decompressed
         "story": (64 if quick else 600) * MiB,   # each of 4 views, decompressed
     }
+    for name in sizes:
+        mib = os.environ.get(f"PAILBENCH_{name.upper()}_MIB", "")
+        if mib.isdigit() and int(mib) > 0:
+            sizes[name] = int(mib) * MiB
+    return sizes
 
 
 def _upload(ctx, items, threads=16):
