@@ -1,9 +1,9 @@
 /* budget.c — the one memory bound of a mount (max_memory).
  *
  * Every buffer the mount holds for data is charged here, by its use:
- * blocks of the read path (and the few freed ones kept for reuse), parts
- * of files being written, decompressed chunks of gzip views, listings
- * held for readers.  The sum of the charges never passes the limit.
+ * blocks of the read path (and the freed ones kept warm for reuse), parts
+ * of files being written (and part buffers kept warm), decompressed
+ * chunks of gzip views, listings held for readers.  The sum of the charges never passes the limit.
  *
  * The idea: each use has a reserve, a minimum no other use can take from
  * it; the rest of the limit is shared, first come, first served.  A use
@@ -20,9 +20,10 @@
  * So memory held by one use never stops another: a writer whose memory
  * readers hold still gets its reserve at once.  Past the reserve a NEED
  * may wait (fs_budget_wait), and while it waits the uses that keep memory
- * they could give up (the read path's finished blocks nobody is reading)
- * are asked to give some back (a reclaimer).  What each use does when it
- * is refused is its own, written at the call: read-ahead stops, a view
+ * they could give up are asked to give some back (a reclaimer: the read
+ * path's finished blocks nobody is reading and its kept block buffers,
+ * the write path's kept part buffers).  What each use does when it is
+ * refused is its own, written at the call: read-ahead stops, a view
  * inflates on the reader's thread, a stream writer stages to disk, a
  * listing is not held.
  *

@@ -55,7 +55,8 @@ extern struct metrics_series fs_metrics[FS_M_COUNT];
 /* What memory is for (each its gauge pailfs_memory_bytes{use=...}). */
 enum fs_use {
     FS_USE_READ,  /* blocks of the read path, and freed ones kept for reuse */
-    FS_USE_WRITE, /* parts of files being written, queued or being sent */
+    FS_USE_WRITE, /* parts of files being written, queued or being sent, and
+                   * part buffers kept warm for the next part */
     FS_USE_GZ,    /* chunks gzip views inflated ahead of their readers */
     FS_USE_LIST,  /* listings held for readers: ahead.c charges those it holds
                    * (SPARE); a directory handle's reader charges the pages it
@@ -966,9 +967,10 @@ void fs_wmem_give(struct fs_wpool *wp, uint64_t n);
 int fs_partbuf_get(struct fs_wpool *wp, size_t cap, uint64_t wait_ms, char **out);
 /* Give back a buffer of fs_partbuf_get (NULL: nothing) with its charge:
  * kept warm for the next part, still charged, while the idle ones stay
- * within the write reserve (they are unmapped, their charge given back,
- * when a writer or another use wants memory); else unmapped and its
- * charge given back. */
+ * within the write reserve and some file is being written (idle ones are
+ * unmapped, their charge given back, when nothing else of the write use
+ * is charged, or a writer or another use wants memory); else unmapped
+ * and its charge given back. */
 void fs_partbuf_put(struct fs_wpool *wp, char *buf, size_t cap);
 /* Exactly [off, off+len) of version `etag` ("" any) of `key` into dst.
  * 0, EIO (short, or the object changed: logged), or the S3 errno. */

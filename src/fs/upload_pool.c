@@ -80,10 +80,12 @@ struct fs_wpool {
  * idle with its charge, or unmaps it and gives the charge back.  So idle
  * buffers stay charged at their full size while kept, at most idle_max
  * bytes of them (the write reserve: they never hold the shared part of
- * the bound), and are unmapped, their charge given back, as soon as
- * memory is wanted: by a writer of this mount before it would wait
- * (wmem_charge), and by another use waiting for memory (write_reclaim,
- * the budget's reclaimer for "write").  Buffers below FS_PARTBUF_WARM
+ * the bound), and only while some file is being written (when nothing
+ * else of the write use is charged, they all go).  They are unmapped,
+ * their charge given back, as soon as memory is wanted: by a writer of
+ * this mount before it would wait (wmem_charge), and by another use
+ * waiting for memory (write_reclaim, the budget's reclaimer for
+ * "write").  Buffers below FS_PARTBUF_WARM
  * (the first part of a small file, which grows with its data) come from
  * malloc and are never kept.  Buffers of 2 MiB and more ask for
  * transparent huge pages (MADV_HUGEPAGE): a fresh one then faults in 512
@@ -190,11 +192,17 @@ void fs_partbuf_put(struct fs_wpool *wp, char *buf, size_t cap)
         wp->idle = b;
         wp->idle_bytes += cap;
     }
+    /* Nothing else of the write use is charged: no file is being written
+     * (its last part is sent), so the idle ones go too, as the read path
+     * lets its kept buffers go when its last block does. */
+    bool writing = fs_budget_used(wp->budget, FS_USE_WRITE) > wp->idle_bytes + (keep ? 0 : cap);
     pthread_mutex_unlock(&wp->lock);
     if (!keep) {
         partbuf_unmap(buf, cap);
         fs_budget_give(wp->budget, FS_USE_WRITE, cap);
     }
+    if (!writing)
+        partbuf_trim(wp, UINT64_MAX);
 }
 
 /* ---- the memory bound ------------------------------------------------------ */

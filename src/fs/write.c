@@ -35,8 +35,9 @@
  * count and error) and `busy` itself.  fs->lock is never held across I/O.
  *
  * Beside this file: multipart.c (one file's multipart upload), upload_pool.c
- * (the upload threads and the memory bound), plan.c (the staged block map
- * and the plan of parts), release.c (what the last close stores). */
+ * (the upload threads, the write use of the memory bound and the warm part
+ * buffers), plan.c (the staged block map and the plan of parts), release.c
+ * (what the last close stores). */
 #include "fs/fs_private.h"
 
 #include <errno.h>
