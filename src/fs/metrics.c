@@ -4,7 +4,7 @@
 
 #define MEM_HELP                                                                                   \
     "Memory counted against max_memory, by use (read: blocks of the read path; write: parts "      \
-    "of files being written; gz: chunks gzip views inflated ahead; listings: pages held for "     \
+    "of files being written; gz: chunks gzip views inflated ahead; listings: pages held for "      \
     "directory readers and listings read ahead)."
 
 struct metrics_series fs_metrics[FS_M_COUNT] = {

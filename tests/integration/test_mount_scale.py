@@ -23,7 +23,7 @@ from mount import mounter, read  # noqa: F401
 
 MiB = 1 << 20
 STATS_XATTR = "user.pailfs.stats"
-USES = ("read", "write", "gz", "list")
+USES = ("read", "write", "gz", "listings")
 
 
 def memory_gauges(m):
