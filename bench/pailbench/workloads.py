@@ -576,14 +576,8 @@ def small_rm_raw(ctx, c):
 # 7. metadata
 # --------------------------------------------------------------------------
 
-def ls_fs(ctx, c, mnt):
-    drop_caches(ctx.on_stuck(c))
-    outp = os.path.join(ctx.workdir, f"ls-{c.key}.out")
-    ran = run(f"ls -l {q(mnt + '/' + F.LS_PREFIX)} > {q(outp)}", timeout=ctx.t.meta,
-              on_stuck=ctx.on_stuck(c), env=dict(os.environ, LC_ALL="C"))
-    bad = from_ran(ran, "ls -l")
-    if bad:
-        return bad
+def ls_l_names_sizes(outp):
+    """The names and the set of sizes `ls -l` wrote to the file outp."""
     names, sizes = set(), set()
     for line in open(outp, errors="replace"):
         if line.startswith("total"):
@@ -592,6 +586,18 @@ def ls_fs(ctx, c, mnt):
         if len(parts) == 9:
             names.add(parts[8].rstrip("\n"))
             sizes.add(parts[4])
+    return names, sizes
+
+
+def ls_fs(ctx, c, mnt):
+    drop_caches(ctx.on_stuck(c))
+    outp = os.path.join(ctx.workdir, f"ls-{c.key}.out")
+    ran = run(f"ls -l {q(mnt + '/' + F.LS_PREFIX)} > {q(outp)}", timeout=ctx.t.meta,
+              on_stuck=ctx.on_stuck(c), env=dict(os.environ, LC_ALL="C"))
+    bad = from_ran(ran, "ls -l")
+    if bad:
+        return bad
+    names, sizes = ls_l_names_sizes(outp)
     want = {f"f{i:05d}" for i in range(ctx.fx.ls_count)}
     if names != want:
         return fail(f"ls -l listed {len(names)} names, {len(want - names)} missing")
@@ -679,14 +685,7 @@ def _ls_l_names(ctx, c, mnt, prefix, want, size):
     bad = from_ran(ran, "ls -l")
     if bad:
         return bad
-    names, sizes = set(), set()
-    for line in open(outp, errors="replace"):
-        if line.startswith("total"):
-            continue
-        parts = line.split(None, 8)
-        if len(parts) == 9:
-            names.add(parts[8].rstrip("\n"))
-            sizes.add(parts[4])
+    names, sizes = ls_l_names_sizes(outp)
     if names != want:
         return fail(f"ls -l listed {len(names)} names, {len(want - names)} missing")
     if sizes != {str(size)}:
