@@ -31,7 +31,6 @@ from .util import force_unmount, log, mount_entry, run, which
 ACCESS_KEY = SECRET_KEY = "S3RVER"
 REGION = "us-east-1"
 BUCKET = "bench"
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class MountError(Exception):
@@ -210,12 +209,17 @@ class Pailfs(Contender):
     def version(self):
         if self.version_text:
             return self.version_text
-        rev = _first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-        dirty = subprocess.run(["git", "-C", REPO, "diff", "--quiet", "HEAD", "--", "src"],
-                               capture_output=True).returncode
+        # The tree the binary was built in (a worktree or an unpacked copy
+        # can be benchmarked with --pailfs), not the tree the bench runs from.
+        tree = os.path.dirname(os.path.realpath(self.binary))
+        rev = _first_line(["git", "-C", tree, "rev-parse", "--short", "HEAD"])
         built = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(self.binary)))
-        return f"{_first_line([self.binary, '--version'])}, built {built} from git {rev}" + \
-            (" with uncommitted changes in src/" if dirty else "")
+        text = f"{_first_line([self.binary, '--version'])}, built {built}"
+        if not rev or not re.fullmatch(r"[0-9a-f]{4,40}", rev):
+            return text + " outside a git tree"
+        dirty = subprocess.run(["git", "-C", tree, "diff", "--quiet", "HEAD", "--", "src"],
+                               capture_output=True).returncode
+        return text + f" from git {rev}" + (" with uncommitted changes in src/" if dirty else "")
 
     def argv(self, endpoint, mnt, cache_dir, workdir):
         opts = f"endpoint={endpoint},path_style,cache_dir={cache_dir}"
