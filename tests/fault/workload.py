@@ -303,14 +303,17 @@ class Workload:
 
     # ---- running -------------------------------------------------------
 
-    def start(self, strands=ALL_STRANDS, pace=0):
+    def start(self, strands=ALL_STRANDS, pace=0, pace_until=None):
         """Start the strands (child processes) at once. pace > 0 spreads
         the directory strand's 200 creates out, one every `pace` seconds,
-        so that it spans a scenario's fault from before to after."""
+        so that it spans a scenario's fault from before to after; once the
+        file `pace_until` exists (the scenario makes it when the fault is
+        over) the rest go at once, not a pace's worth of waiting each."""
         for strand in strands:
             spec = self.spec(strand)
             if strand == "dir":
                 spec["pace"] = pace
+                spec["pace_until"] = str(pace_until) if pace_until else None
             self.procs[strand] = subprocess.Popen(
                 [PYTHON, str(WORKER), json.dumps(spec)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
