@@ -315,14 +315,7 @@ static void *worker_main(void *arg)
             continue;
         }
         /* woken by work or room; a while later anyway, to sweep */
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 250 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&ah->work, &fs->lock, &until);
+        util_cond_wait_ms(&ah->work, &fs->lock, 250);
     }
     pthread_mutex_unlock(&fs->lock);
     return NULL;

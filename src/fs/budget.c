@@ -163,14 +163,9 @@ int fs_budget_wait(struct fs_budget *b, enum fs_use use, uint64_t n, uint64_t ti
         /* A short wait at most: the memory may come back through a
          * reclaimer (whose use gives it back only when asked). */
         uint64_t ms = deadline - now < 100 ? deadline - now : 100;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + ms * 1000000ULL;
-        ts.tv_sec += (time_t)(ns / 1000000000ULL);
-        ts.tv_nsec = (long)(ns % 1000000000ULL);
         pthread_mutex_lock(&b->lock);
         if (!fits_locked(b, use, n, FS_TAKE_NEED))
-            pthread_cond_timedwait(&b->given, &b->lock, &ts);
+            util_cond_wait_ms(&b->given, &b->lock, ms);
         pthread_mutex_unlock(&b->lock);
     }
 }

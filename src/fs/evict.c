@@ -94,15 +94,8 @@ static void *evict_main(void *arg)
         }
         pthread_mutex_lock(&ev->lock);
         /* a round a second, or at once again while there was work */
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += (n ? 50 : 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
         if (!ev->stop)
-            pthread_cond_timedwait(&ev->cond, &ev->lock, &until);
+            util_cond_wait_ms(&ev->cond, &ev->lock, n ? 50 : 1000);
     }
     pthread_mutex_unlock(&ev->lock);
     free(batch);

@@ -249,14 +249,7 @@ static void *worker(void *arg)
     pthread_mutex_lock(&pf->lock);
     for (;;) {
         while (!pf->queue && !pf->stop) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += PF_SWEEP_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&pf->cond, &pf->lock, &until);
+            util_cond_wait_ms(&pf->cond, &pf->lock, PF_SWEEP_MS);
             sweep_locked(pf, util_now_ms());
         }
         if (pf->stop)

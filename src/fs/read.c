@@ -404,14 +404,7 @@ static void block_unpin(struct fs_readpool *rp, struct rblock *b)
  * other locks). */
 static void wait_memory_locked(struct fs_readpool *rp)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 20 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&rp->room_cond, &rp->lock, &ts);
+    util_cond_wait_ms(&rp->room_cond, &rp->lock, 20);
 }
 
 /* A new FETCHING block in o's table (or the one another thread made while

@@ -157,9 +157,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&writer.lock);
         write_logged(&failing);
         pthread_mutex_lock(&writer.lock);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)writer.interval_s;
+        struct timespec ts = util_deadline_ms((uint64_t)writer.interval_s * 1000u);
         while (!writer.stop && pthread_cond_timedwait(&writer.wake, &writer.lock, &ts) != ETIMEDOUT)
             ;
     }

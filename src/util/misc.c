@@ -62,6 +62,22 @@ void util_sleep_ms(uint64_t ms)
         req = rem;
 }
 
+struct timespec util_deadline_ms(uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + ms % 1000u * 1000000u;
+    ts.tv_sec += (time_t)(ms / 1000u + ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    return ts;
+}
+
+int util_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, uint64_t ms)
+{
+    struct timespec until = util_deadline_ms(ms);
+    return pthread_cond_timedwait(cond, mutex, &until);
+}
+
 int util_parse_iso8601(const char *s, int64_t *out)
 {
     struct tm tm = {0};

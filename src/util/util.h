@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* ---- logging ---------------------------------------------------------- */
 
@@ -187,6 +188,15 @@ int util_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 uint64_t util_now_ms(void);
 /* Sleep for `ms` milliseconds (restarts on EINTR). */
 void util_sleep_ms(uint64_t ms);
+/* The CLOCK_REALTIME time `ms` milliseconds from now (tv_nsec below one
+ * second): the deadline pthread_cond_timedwait takes on a condition made
+ * with default attributes, as every one in pailfs is (none is set to
+ * CLOCK_MONOTONIC).  For a wait that goes on to the same deadline. */
+struct timespec util_deadline_ms(uint64_t ms);
+/* Wait on `cond` (`mutex` held, as pthread_cond_timedwait) for at most `ms`
+ * milliseconds: 0 when woken (or woken spuriously: check the predicate) or
+ * ETIMEDOUT.  A condition with default attributes. */
+int util_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, uint64_t ms);
 /* Parse an ISO 8601 time such as "2013-05-24T00:00:00Z",
  * "2013-05-24T00:00:00.000Z" or "2013-05-24T02:00:00+02:00" (offsets
  * "+HH:MM", "+HHMM", "+HH"; none means UTC) to seconds since the epoch.

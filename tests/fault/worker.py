@@ -209,7 +209,8 @@ def strand_gz(spec):
 
 def strand_dir(spec):
     """200 small files made in a new directory (one every `pace` seconds,
-    if given), the directory listed, renamed, and listed again."""
+    if given, until the file `pace_until` exists: then the rest at once),
+    the directory listed, renamed, and listed again."""
     root, top, moved = spec["root"], spec["dir"], spec["moved"]
     op = Op("dir", "mkdir", top + "/")
     try:
@@ -218,7 +219,10 @@ def strand_dir(spec):
         pass
     op.done()
     pace = spec.get("pace", 0)  # seconds from one create to the next
+    pace_until = spec.get("pace_until")
     for i in range(spec["count"]):
+        if pace and pace_until and os.path.exists(pace_until):
+            pace = 0
         if pace:
             time.sleep(max(0.0, op.rec["start"] + pace - time.monotonic()))
         name = data.dir_name(i)

@@ -49,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import data
@@ -189,6 +190,46 @@ def v_dir(i):
 
 
 # --------------------------------------------------------------------------
+# The objects every scenario starts from
+# --------------------------------------------------------------------------
+
+# Each scenario's bucket gets them by server-side copy from this bucket,
+# which holds them for the whole session (on s3rver's disk: a scenario that
+# stops the server does not lose it).
+SEED_BUCKET = "fault-seed-objects"
+
+
+def start_objects():
+    """{key: its bytes} of the objects a scenario's bucket starts with."""
+    return {"stream.bin": lambda: blob(SEED_STREAM_OLD, STREAM_OLD_SIZE),
+            "staged-edit.bin": lambda: blob(SEED_EDIT_OLD, STAGED_SIZE),
+            "read.bin": lambda: blob(SEED_READ, READ_SIZE),
+            "logs.json.gz": lambda: gz()[1]}
+
+
+START_OBJECTS = tuple(start_objects())
+
+
+def seed_bucket(s3):
+    """Make SEED_BUCKET hold the start objects, each checked by size and
+    put again if it is missing or another size (a server restarted on an
+    empty store, a put cut short)."""
+    try:
+        s3.head_bucket(Bucket=SEED_BUCKET)
+    except s3.exceptions.ClientError:
+        s3.create_bucket(Bucket=SEED_BUCKET)
+    for key, body in start_objects().items():
+        want = body()
+        try:
+            size = s3.head_object(Bucket=SEED_BUCKET,
+                                  Key=key)["ContentLength"]
+        except s3.exceptions.ClientError:
+            size = None
+        if size != len(want):
+            s3.put_object(Bucket=SEED_BUCKET, Key=key, Body=want)
+
+
+# --------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------
 
@@ -226,14 +267,13 @@ class Workload:
     # ---- setting up ----------------------------------------------------
 
     def prepare(self):
-        """Put the objects the workload starts from, straight to s3rver."""
-        put = self.s3.put_object
-        put(Bucket=self.bucket, Key="stream.bin",
-            Body=blob(SEED_STREAM_OLD, STREAM_OLD_SIZE))
-        put(Bucket=self.bucket, Key="staged-edit.bin",
-            Body=blob(SEED_EDIT_OLD, STAGED_SIZE))
-        put(Bucket=self.bucket, Key="read.bin", Body=blob(SEED_READ, READ_SIZE))
-        put(Bucket=self.bucket, Key="logs.json.gz", Body=gz()[1])
+        """Put the objects the workload starts from, straight to s3rver:
+        copied there from the seed bucket (a server-side copy of ~300 MiB
+        takes about a second; sending them again, ten)."""
+        seed_bucket(self.s3)
+        for key in START_OBJECTS:
+            self.s3.copy_object(Bucket=self.bucket, Key=key,
+                                CopySource={"Bucket": SEED_BUCKET, "Key": key})
         # Warm the expected digests now, not while the workload runs.
         v_stream_new(), v_staged_new(), v_edit_new()
 
@@ -263,14 +303,17 @@ class Workload:
 
     # ---- running -------------------------------------------------------
 
-    def start(self, strands=ALL_STRANDS, pace=0):
+    def start(self, strands=ALL_STRANDS, pace=0, pace_until=None):
         """Start the strands (child processes) at once. pace > 0 spreads
         the directory strand's 200 creates out, one every `pace` seconds,
-        so that it spans a scenario's fault from before to after."""
+        so that it spans a scenario's fault from before to after; once the
+        file `pace_until` exists (the scenario makes it when the fault is
+        over) the rest go at once, not a pace's worth of waiting each."""
         for strand in strands:
             spec = self.spec(strand)
             if strand == "dir":
                 spec["pace"] = pace
+                spec["pace_until"] = str(pace_until) if pace_until else None
             self.procs[strand] = subprocess.Popen(
                 [PYTHON, str(WORKER), json.dumps(spec)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -390,21 +433,23 @@ class Workload:
 
     def stored(self):
         """{key: (sha256, size)} of every object in the bucket, read
-        straight from s3rver."""
-        out = {}
+        straight from s3rver, a few at a time (one by one, reading back
+        the ~600 MiB takes twice as long)."""
         pages = self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket)
-        for page in pages:
-            for o in page.get("Contents", []):
-                body = self.s3.get_object(Bucket=self.bucket,
-                                          Key=o["Key"])["Body"]
-                h = hashlib.sha256()
-                n = 0
-                for piece in body.iter_chunks(MiB):
-                    h.update(piece)
-                    n += len(piece)
-                out[o["Key"]] = (h.hexdigest(), n)
-        return out
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        with ThreadPoolExecutor(4) as pool:
+            return dict(zip(keys, pool.map(self.stored_one, keys)))
+
+    def stored_one(self, key):
+        """(sha256, size) of the object at key, read from s3rver."""
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        h = hashlib.sha256()
+        n = 0
+        for piece in body.iter_chunks(MiB):
+            h.update(piece)
+            n += len(piece)
+        return h.hexdigest(), n
 
     def ops(self, strand=None, op=None, name=None):
         return [r for r in self.records

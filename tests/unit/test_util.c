@@ -8,11 +8,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util/util.h"
@@ -747,6 +749,76 @@ static void test_cgroup_untrusted(void **state)
     assert_int_equal(util_mem_available("/nonexistent-pailfs-root"), UINT64_MAX);
 }
 
+/* util_deadline_ms: now (CLOCK_REALTIME) plus ms, tv_nsec normalised, for
+ * amounts that carry into the seconds and ones that do not. */
+static void test_deadline_ms(void **state)
+{
+    (void)state;
+    static const uint64_t amounts[] = {0, 1, 20, 999, 1000, 1001, 1999, 250000, 3600u * 1000u};
+    for (size_t i = 0; i < sizeof(amounts) / sizeof(amounts[0]); i++) {
+        struct timespec before, after;
+        clock_gettime(CLOCK_REALTIME, &before);
+        struct timespec d = util_deadline_ms(amounts[i]);
+        clock_gettime(CLOCK_REALTIME, &after);
+        assert_true(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+        int64_t d_ns = (int64_t)d.tv_sec * 1000000000LL + d.tv_nsec;
+        int64_t lo = (int64_t)before.tv_sec * 1000000000LL + before.tv_nsec;
+        int64_t hi = (int64_t)after.tv_sec * 1000000000LL + after.tv_nsec;
+        int64_t ms_ns = (int64_t)amounts[i] * 1000000LL;
+        assert_true(d_ns >= lo + ms_ns);
+        assert_true(d_ns <= hi + ms_ns);
+    }
+}
+
+struct waker {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool woken;
+};
+
+static void *wake_soon(void *arg)
+{
+    struct waker *w = arg;
+    util_sleep_ms(20);
+    pthread_mutex_lock(&w->lock);
+    w->woken = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* util_cond_wait_ms: ETIMEDOUT after the time when nobody signals (not
+ * before it, nor seconds after); 0, long before its time, when another
+ * thread signals. */
+static void test_cond_wait_ms(void **state)
+{
+    (void)state;
+    struct waker w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+    pthread_mutex_lock(&w.lock);
+    uint64_t t0 = util_now_ms();
+    int rc;
+    do /* a spurious wake-up returns 0 early: wait again, as callers do */
+        rc = util_cond_wait_ms(&w.cond, &w.lock, 120);
+    while (rc == 0 && util_now_ms() - t0 < 120);
+    uint64_t took = util_now_ms() - t0;
+    assert_int_equal(rc, ETIMEDOUT);
+    assert_true(took >= 119); /* the two clocks' milliseconds may round apart */
+    assert_true(took < 2000);
+
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, wake_soon, &w), 0);
+    t0 = util_now_ms();
+    rc = 0;
+    while (!w.woken && rc == 0)
+        rc = util_cond_wait_ms(&w.cond, &w.lock, 10000);
+    took = util_now_ms() - t0;
+    pthread_mutex_unlock(&w.lock);
+    pthread_join(th, NULL);
+    assert_int_equal(rc, 0);
+    assert_true(w.woken);
+    assert_true(took < 5000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -769,6 +841,8 @@ int main(void)
         cmocka_unit_test(test_pct_decode),
         cmocka_unit_test(test_log_line_escaped),
         cmocka_unit_test(test_crc32c_vectors),
+        cmocka_unit_test(test_deadline_ms),
+        cmocka_unit_test(test_cond_wait_ms),
         cmocka_unit_test(test_crc64nvme_vectors),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_mem_default_rule),
