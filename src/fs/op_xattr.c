@@ -93,8 +93,13 @@ static void reply_stats(fuse_req_t req, size_t size)
 void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     struct fs *fs = fs_of(req);
-    if (!user_xattr(name)) { /* security.*, system.*: none are kept */
-        fs_reply_err(req, ENODATA);
+    if (!user_xattr(name)) {
+        /* security.*, system.*, trusted.*: not supported here (as setting
+         * them is not), which is ENOTSUP rather than ENODATA: `ls -l` asks
+         * for system.posix_acl_access and security.selinux of every entry
+         * until a device answers that, then never again on it (two FUSE
+         * round trips an entry, 20,000 for a directory of 10,000). */
+        fs_reply_err(req, ENOTSUP);
         return;
     }
     if (stats_xattr(ino, name)) {

@@ -130,6 +130,48 @@ def test_ls_l_of_many_pages_lists_each_page_once(proxy, s3, bucket, mounter):
     assert ops(proxy) == {"ListObjectsV2": 4}, ops(proxy)
 
 
+def test_the_next_page_is_asked_before_readdir_asks_and_no_more(proxy, s3, bucket,
+                                                                mounter):
+    """A handle asks for the page after the one it serves as soon as that
+    one arrives, so the server's work on it overlaps the reader's; and for
+    one page only, whatever the reader does not take (the pages a handle
+    holds stay bounded)."""
+    names = _names(5 * PAGE)
+    _seed(s3, bucket, "d", names)
+    m = mounter(attr_ttl=30, neg_ttl=30, opts={"list_page": PAGE})
+    os.stat(m.p("d"))  # the lookup: its first page, kept for the opendir
+    proxy.reset()
+    d = Dir(m.p("d"))
+    assert d.read() == names[0]
+    # the second page, not asked for by any readdir yet (the first page's
+    # ten entries fit in one reply)
+    assert wait_until(lambda: ops(proxy).get("ListObjectsV2", 0) == 1, 10), ops(proxy)
+    time.sleep(1.0)
+    assert ops(proxy) == {"ListObjectsV2": 1}, ops(proxy)  # and no third
+    assert d.rest() == names[1:]
+    d.close()
+    assert ops(proxy) == {"ListObjectsV2": 4}, ops(proxy)  # each page once
+
+
+def test_ls_l_asks_no_acl_of_each_entry(s3, bucket, mounter):
+    """`ls -l` asks each entry's system.posix_acl_access and security.selinux
+    until the device answers that it has none of that namespace (ENOTSUP),
+    then never again on it: a few getxattr in all, not two FUSE round trips
+    an entry (20,000 for 10,000 entries, which cost the CPU the server
+    needs for its listing). Counted in libfuse's trace of each request."""
+    names = _names(3 * PAGE)
+    _seed(s3, bucket, "d", names)
+    m = mounter(attr_ttl=30, neg_ttl=30, opts=["debug", f"list_page={PAGE}"])
+    r = subprocess.run(["ls", "-l", m.p("d")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    listed = [line.split()[-1] for line in r.stdout.splitlines()
+              if not line.startswith("total")]
+    assert listed == names
+    asked = len(re.findall(r"opcode: GETXATTR", m.stderr_text()))
+    # the directory's own (ACL, default ACL, label), then one entry's
+    assert asked <= 5, asked
+
+
 def test_seekdir_back_gives_the_same_names(proxy, s3, bucket, mounter):
     names = _names(7 * PAGE + 3)
     _seed(s3, bucket, "d", names)

@@ -590,6 +590,16 @@ def test_non_user_xattr_namespace_refused(s3, bucket, mnt):
     assert errno_of(os.setxattr, mnt.p("f"), "security.pailfs", b"v") in \
         (errno.ENOTSUP, errno.EPERM)
     assert "xattr" not in meta(s3, bucket, "f")
+    # reading one is refused alike, not ENODATA (test_listing_stream.py's
+    # test_ls_l_asks_no_acl_of_each_entry says why), and the user namespace
+    # beside it still answers (names no security module answers for, and no
+    # privilege hides)
+    os.setxattr(mnt.p("f"), "user.k", b"v")
+    for name in ("system.posix_acl_access", "system.posix_acl_default",
+                 "security.pailfs"):
+        assert errno_of(os.getxattr, mnt.p("f"), name) == errno.ENOTSUP, name
+    assert os.getxattr(mnt.p("f"), "user.k") == b"v"
+    assert errno_of(os.getxattr, mnt.p("f"), "user.none") == errno.ENODATA
 
 
 # --------------------------------------------------------------------------
