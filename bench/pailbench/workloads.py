@@ -25,7 +25,7 @@ from . import fixtures as F
 from . import reqcount
 from . import reqtable
 from . import scale
-from .util import detail, drop_caches, log, reset_hwm, run, vm_hwm
+from .util import detail, drop_caches, log, reset_hwm, run, vm_hwm, warm_programs
 
 OPS = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops.py")]
 MB = 1e6
@@ -591,6 +591,7 @@ def ls_l_names_sizes(outp):
 
 def ls_fs(ctx, c, mnt):
     drop_caches(ctx.on_stuck(c))
+    warm_programs("LC_ALL=C ls -l /")
     outp = os.path.join(ctx.workdir, f"ls-{c.key}.out")
     ran = run(f"ls -l {q(mnt + '/' + F.LS_PREFIX)} > {q(outp)}", timeout=ctx.t.meta,
               on_stuck=ctx.on_stuck(c), env=dict(os.environ, LC_ALL="C"))
@@ -608,6 +609,7 @@ def ls_fs(ctx, c, mnt):
 
 def find_fs(ctx, c, mnt):
     drop_caches(ctx.on_stuck(c))
+    warm_programs("find /dev -maxdepth 0")
     outp = os.path.join(ctx.workdir, f"find-{c.key}.out")
     top = f"{mnt}/{F.TREE_PREFIX}"
     ran = run(f"find {q(top)} > {q(outp)}", timeout=ctx.t.meta, on_stuck=ctx.on_stuck(c))
