@@ -590,34 +590,26 @@ def ls_l_names_sizes(outp):
 
 
 def ls_fs(ctx, c, mnt):
-    drop_caches(ctx.on_stuck(c))
-    warm_programs("LC_ALL=C ls -l /")
-    outp = os.path.join(ctx.workdir, f"ls-{c.key}.out")
-    ran = run(f"ls -l {q(mnt + '/' + F.LS_PREFIX)} > {q(outp)}", timeout=ctx.t.meta,
-              on_stuck=ctx.on_stuck(c), env=dict(os.environ, LC_ALL="C"))
-    bad = from_ran(ran, "ls -l")
-    if bad:
-        return bad
-    names, sizes = ls_l_names_sizes(outp)
     want = {f"f{i:05d}" for i in range(ctx.fx.ls_count)}
-    if names != want:
-        return fail(f"ls -l listed {len(names)} names, {len(want - names)} missing")
-    if sizes != {str(ctx.fx.ls_size)}:
-        return fail(f"ls -l showed sizes {sorted(sizes)[:3]}, not {ctx.fx.ls_size}")
-    return Result(seconds=ran.seconds, count=ctx.fx.ls_count)
+    return _ls_l_names(ctx, c, mnt, F.LS_PREFIX, want, ctx.fx.ls_size, ctx.t.meta)
 
 
 def find_fs(ctx, c, mnt):
+    return _find_names(ctx, c, mnt, F.TREE_PREFIX, set(ctx.fx.tree_paths), ctx.t.meta)
+
+
+def _find_names(ctx, c, mnt, prefix, want, timeout):
+    """`find` of mnt/prefix, timed, its output checked against `want`
+    (paths below prefix)."""
     drop_caches(ctx.on_stuck(c))
     warm_programs("find /dev -maxdepth 0")
-    outp = os.path.join(ctx.workdir, f"find-{c.key}.out")
-    top = f"{mnt}/{F.TREE_PREFIX}"
-    ran = run(f"find {q(top)} > {q(outp)}", timeout=ctx.t.meta, on_stuck=ctx.on_stuck(c))
+    outp = os.path.join(ctx.workdir, f"find-{c.key}-{prefix}.out")
+    top = f"{mnt}/{prefix}"
+    ran = run(f"find {q(top)} > {q(outp)}", timeout=timeout, on_stuck=ctx.on_stuck(c))
     bad = from_ran(ran, "find")
     if bad:
         return bad
     got = {line.rstrip("\n")[len(top) + 1:] for line in open(outp, errors="replace")} - {""}
-    want = set(ctx.fx.tree_paths)
     if got != want:
         return fail(f"find listed {len(got)} entries; {len(want - got)} missing, "
                     f"{len(got - want)} unexpected")
@@ -679,10 +671,13 @@ def _with_rss(ctx, c, fn):
     return res
 
 
-def _ls_l_names(ctx, c, mnt, prefix, want, size):
+def _ls_l_names(ctx, c, mnt, prefix, want, size, timeout):
+    """`ls -l` of mnt/prefix, timed, its names checked against `want` and
+    every size against `size`."""
     drop_caches(ctx.on_stuck(c))
+    warm_programs("LC_ALL=C ls -l /")
     outp = os.path.join(ctx.workdir, f"ls-{c.key}-{prefix}.out")
-    ran = run(f"ls -l {q(mnt + '/' + prefix)} > {q(outp)}", timeout=ctx.t.meta * 10,
+    ran = run(f"ls -l {q(mnt + '/' + prefix)} > {q(outp)}", timeout=timeout,
               on_stuck=ctx.on_stuck(c), env=dict(os.environ, LC_ALL="C"))
     bad = from_ran(ran, "ls -l")
     if bad:
@@ -698,31 +693,19 @@ def _ls_l_names(ctx, c, mnt, prefix, want, size):
 def scale_ls10k_fs(ctx, c, mnt):
     want = {f"f{i:05d}" for i in range(ctx.fx.ls_count)}
     return _with_rss(ctx, c, lambda: _ls_l_names(ctx, c, mnt, F.LS_PREFIX, want,
-                                                 ctx.fx.ls_size))
+                                                 ctx.fx.ls_size, ctx.t.meta * 10))
 
 
 def scale_ls_fs(ctx, c, mnt):
     want = set(F.scale_one_names(ctx.fx.scale_one))
-    return _with_rss(ctx, c, lambda: _ls_l_names(ctx, c, mnt, F.SCALE_ONE, want, 1))
+    return _with_rss(ctx, c, lambda: _ls_l_names(ctx, c, mnt, F.SCALE_ONE, want, 1,
+                                                 ctx.t.meta * 10))
 
 
 def scale_find_fs(ctx, c, mnt):
-    def go():
-        drop_caches(ctx.on_stuck(c))
-        outp = os.path.join(ctx.workdir, f"find-{c.key}-scale.out")
-        top = f"{mnt}/{F.SCALE_TREE}"
-        ran = run(f"find {q(top)} > {q(outp)}", timeout=ctx.t.meta * 10,
-                  on_stuck=ctx.on_stuck(c))
-        bad = from_ran(ran, "find")
-        if bad:
-            return bad
-        got = {line.rstrip("\n")[len(top) + 1:] for line in open(outp, errors="replace")} - {""}
-        want = set(F.scale_tree_paths(ctx.fx.scale_dirs, ctx.fx.scale_per_dir))
-        if got != want:
-            return fail(f"find listed {len(got)} entries; {len(want - got)} missing, "
-                        f"{len(got - want)} unexpected")
-        return Result(seconds=ran.seconds, count=len(want))
-    return _with_rss(ctx, c, go)
+    want = set(F.scale_tree_paths(ctx.fx.scale_dirs, ctx.fx.scale_per_dir))
+    return _with_rss(ctx, c, lambda: _find_names(ctx, c, mnt, F.SCALE_TREE, want,
+                                                 ctx.t.meta * 10))
 
 
 def _raw_list_count(ctx, c, prefix, delim, want):
