@@ -72,7 +72,7 @@
 
 #define CACHE_MAGIC "PAILBLK3"
 #define CACHE_REC 4096u /* a block's record, in front of its data */
-#define CACHE_PAGE 4096u
+#define CACHE_PAGE CACHE_PAGE_SIZE
 #define CACHE_MAX_PAGES (CACHE_MAX_BLOCK / CACHE_PAGE)
 #define CACHE_REC_FIXED 48 /* the record up to its first page CRC */
 #define CACHE_REC_USED (CACHE_REC_FIXED + 4 * CACHE_MAX_PAGES)
@@ -530,10 +530,11 @@ static void stamps_flush(struct cache *c, bool force)
 /* ---- records ------------------------------------------------------------- */
 
 /* The record of block `blockno` of len bytes: magic, use time, block
- * number, length, page size and count, each page's CRC-32C, then the CRC
- * of the record (but for its use time). */
+ * number, length, page size and count, each page's CRC-32C (page_crcs,
+ * or computed here when NULL), then the CRC of the record (but for its
+ * use time). */
 static void record_make(unsigned char rec[CACHE_REC], uint64_t blockno, const void *data,
-                        size_t len, struct timespec used)
+                        size_t len, const uint32_t *page_crcs, struct timespec used)
 {
     size_t pages = pages_of(len);
     memset(rec, 0, CACHE_REC);
@@ -545,7 +546,9 @@ static void record_make(unsigned char rec[CACHE_REC], uint64_t blockno, const vo
     put_u32(rec + 44, (uint32_t)pages);
     for (size_t p = 0; p < pages; p++)
         put_u32(rec + CACHE_REC_FIXED + 4 * p,
-                cache_crc32c((const unsigned char *)data + p * CACHE_PAGE, page_len(len, p), 0));
+                page_crcs ? page_crcs[p]
+                          : cache_crc32c((const unsigned char *)data + p * CACHE_PAGE,
+                                         page_len(len, p), 0));
     put_u32(rec + 24, cache_crc32c(rec + 28, CACHE_REC - 28, 0));
 }
 
@@ -1172,6 +1175,12 @@ static int store_failed(struct cache *c, const char *name, uint64_t gen, int rc)
 int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
                 unsigned flags)
 {
+    return cache_store_summed(c, id, blockno, data, len, NULL, flags);
+}
+
+int cache_store_summed(struct cache *c, const char *id, uint64_t blockno, const void *data,
+                       size_t len, const uint32_t *page_crcs, unsigned flags)
+{
     uint64_t need = len + CACHE_REC;
     if (need > c->limit || len > CACHE_MAX_BLOCK)
         return c->limit ? EFBIG : 0;
@@ -1187,7 +1196,8 @@ int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *d
     memcpy(name, e->name, CACHE_NAME_MAX);
     e->blockno = blockno;
     e->bytes = need;
-    record_make(rec, blockno, data, len, (struct timespec){0, 0}); /* CRCs outside the lock */
+    record_make(rec, blockno, data, len, page_crcs,
+                (struct timespec){0, 0}); /* CRCs outside the lock */
 
     pthread_mutex_lock(&c->lock);
     uint64_t gen = reserve_locked(c, e, file);
