@@ -80,8 +80,10 @@
 _Static_assert(RD_BLOCK <= CACHE_MAX_BLOCK && RD_BLOCK % CACHE_PAGE_SIZE == 0,
                "a block is whole pages of the disk cache");
 /* Warm block buffers kept for reuse (see "warm buffers" below), at most,
- * while blocks are in memory; and once none is. */
-#define RD_WARM_MAX 32
+ * while blocks are in memory; and once none is.  As many as a sequential
+ * reader's read-ahead comes and goes by: with 32, a cold 1 GiB read
+ * unmapped and faulted in again 200 MiB of buffers (issue 21). */
+#define RD_WARM_MAX 128
 #define RD_WARM_IDLE 4
 /* Blocks fetched and not yet in the disk cache (queued or being written),
  * at most: beyond that the workers wait (the disk sets the pace). */
