@@ -1215,6 +1215,48 @@ static void test_store_summed(void **state)
     free(a);
 }
 
+/* A whole block is checked with one CRC of all its bytes against its
+ * page CRCs combined (cache.c, block_ok): still every page, in its place.
+ * Two of its pages swapped on disk (each still matching a CRC of the
+ * record, but not its own), a byte of its short last page, or of its
+ * first page changed: each is found, with O_DIRECT and without. */
+static void test_whole_block_check_finds_each_page(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const size_t big = 1 << 20, len = 5 * PAGE + 77;
+    unsigned char *a = NULL, p1[PAGE], p2[PAGE];
+    assert_int_equal(posix_memalign((void **)&a, 4096, big), 0);
+    assert_int_equal(cache_open(f->dir, 64 << 20, &c, NULL), 0);
+    struct loc l;
+    for (int direct = 0; direct < 2; direct++) {
+        for (int damage = 0; damage < 3; damage++) {
+            uint64_t no = (uint64_t)(direct * 3 + damage);
+            assert_int_equal(put_block(c, "obj", no, len), 0);
+            assert_int_equal(get_block(c, "obj", no, len), 0);
+            blk_loc(f->dir, "obj", no, &l);
+            if (damage == 0) {
+                int fd = open(l.path, O_RDWR);
+                assert_true(fd >= 0);
+                off_t at = l.off + HDR;
+                assert_int_equal(pread(fd, p1, PAGE, at + PAGE), PAGE);
+                assert_int_equal(pread(fd, p2, PAGE, at + 3 * PAGE), PAGE);
+                assert_int_equal(pwrite(fd, p2, PAGE, at + PAGE), PAGE);
+                assert_int_equal(pwrite(fd, p1, PAGE, at + 3 * PAGE), PAGE);
+                close(fd);
+            } else {
+                flip_byte(l.path, l.off + HDR + (damage == 1 ? 5 * PAGE + 76 : 0));
+            }
+            size_t n = 0;
+            unsigned char *buf = direct ? a : a + 1; /* O_DIRECT only when aligned */
+            assert_int_equal(cache_get(c, "obj", no, buf, big - 1, &n), ENOENT);
+            assert_false(present(&l));
+        }
+    }
+    cache_close(c);
+    free(a);
+}
+
 /* ---- ownership of the directory -------------------------------------- */
 
 static void test_second_open_is_ebusy(void **state)
@@ -1506,6 +1548,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_summed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_whole_block_check_finds_each_page, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_open_is_ebusy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_dir_and_reports_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_identity_does_not_alias, setup, teardown),
