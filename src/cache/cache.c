@@ -16,8 +16,9 @@
  *    44  number of pages n    48  n page CRC32Cs, then zeros up to 4096
  *
  * A read checks the record (magic, CRC, block number, the length the
- * index holds) and every 4 KiB page it returns against its CRC; anything
- * wrong drops the block (its slot is punched) and reports it missing.
+ * index holds) and every 4 KiB page it returns against its CRC (a whole
+ * block at once: block_ok); anything wrong drops the block (its slot is
+ * punched) and reports it missing.
  * One pwritev writes record and data; the block counts as present (a
  * reader may see it) only once that returned.  Nothing is fsync'd: after
  * a crash a slot can hold a record whose pages never reached the disk, or
@@ -72,7 +73,7 @@
 
 #define CACHE_MAGIC "PAILBLK3"
 #define CACHE_REC 4096u /* a block's record, in front of its data */
-#define CACHE_PAGE 4096u
+#define CACHE_PAGE CACHE_PAGE_SIZE
 #define CACHE_MAX_PAGES (CACHE_MAX_BLOCK / CACHE_PAGE)
 #define CACHE_REC_FIXED 48 /* the record up to its first page CRC */
 #define CACHE_REC_USED (CACHE_REC_FIXED + 4 * CACHE_MAX_PAGES)
@@ -530,10 +531,11 @@ static void stamps_flush(struct cache *c, bool force)
 /* ---- records ------------------------------------------------------------- */
 
 /* The record of block `blockno` of len bytes: magic, use time, block
- * number, length, page size and count, each page's CRC-32C, then the CRC
- * of the record (but for its use time). */
+ * number, length, page size and count, each page's CRC-32C (page_crcs,
+ * or computed here when NULL), then the CRC of the record (but for its
+ * use time). */
 static void record_make(unsigned char rec[CACHE_REC], uint64_t blockno, const void *data,
-                        size_t len, struct timespec used)
+                        size_t len, const uint32_t *page_crcs, struct timespec used)
 {
     size_t pages = pages_of(len);
     memset(rec, 0, CACHE_REC);
@@ -545,7 +547,9 @@ static void record_make(unsigned char rec[CACHE_REC], uint64_t blockno, const vo
     put_u32(rec + 44, (uint32_t)pages);
     for (size_t p = 0; p < pages; p++)
         put_u32(rec + CACHE_REC_FIXED + 4 * p,
-                cache_crc32c((const unsigned char *)data + p * CACHE_PAGE, page_len(len, p), 0));
+                page_crcs ? page_crcs[p]
+                          : cache_crc32c((const unsigned char *)data + p * CACHE_PAGE,
+                                         page_len(len, p), 0));
     put_u32(rec + 24, cache_crc32c(rec + 28, CACHE_REC - 28, 0));
 }
 
@@ -569,6 +573,55 @@ static int record_check(const unsigned char rec[CACHE_REC], uint64_t blockno, ui
 static bool pages_ok(const unsigned char *rec, uint32_t dlen, uint64_t p, const unsigned char *d)
 {
     return cache_crc32c(d, page_len(dlen, p), 0) == get_u32(rec + CACHE_REC_FIXED + 4 * p);
+}
+
+/* What cache_crc32c() of CACHE_PAGE more zero bytes makes of crc: a
+ * linear map, applied a byte of crc at a time through four tables made
+ * once (shift[i][b]: the map of byte b at byte i of crc). */
+static uint32_t page_shift[4][256];
+static pthread_once_t page_shift_once = PTHREAD_ONCE_INIT;
+
+static void page_shift_init(void)
+{
+    static const unsigned char zero[CACHE_PAGE];
+    uint32_t bit[32];
+    for (int i = 0; i < 32; i++)
+        bit[i] = cache_crc32c(zero, sizeof(zero), (uint32_t)1 << i);
+    for (int i = 0; i < 4; i++)
+        for (unsigned b = 0; b < 256; b++) {
+            uint32_t v = 0;
+            for (int k = 0; k < 8; k++)
+                if (b >> k & 1)
+                    v ^= bit[8 * i + k];
+            page_shift[i][b] = v;
+        }
+}
+
+/* Check a whole block against the record's page CRCs with one CRC of all
+ * its bytes: ISA-L runs about twice as fast over 1 MiB in one call as
+ * over 256 pages of 4 KiB (0.10-0.16 against 0.20-0.30 core-s per GiB
+ * read, issue 21).  The page CRCs are combined into the CRC the whole
+ * block must have: a CRC without inversions is linear, so the CRC of
+ * pages a, b is that of a continued over as many zero bytes as b holds,
+ * xor that of b.  A block with one damaged page fails exactly as that
+ * page's own CRC would (the zero-byte continuation cannot cancel a
+ * difference); several must cancel each other, a chance of 2^-32, as for
+ * one page. */
+static bool block_ok(const unsigned char *rec, uint32_t dlen, const unsigned char *d)
+{
+    static const unsigned char zero[CACHE_PAGE];
+    pthread_once(&page_shift_once, page_shift_init);
+    uint32_t want = 0;
+    for (uint64_t p = 0; p < pages_of(dlen); p++) {
+        size_t len = page_len(dlen, p);
+        if (len == CACHE_PAGE)
+            want = page_shift[0][want & 0xff] ^ page_shift[1][want >> 8 & 0xff] ^
+                   page_shift[2][want >> 16 & 0xff] ^ page_shift[3][want >> 24];
+        else /* the short last page */
+            want = cache_crc32c(zero, len, want);
+        want ^= get_u32(rec + CACHE_REC_FIXED + 4 * p);
+    }
+    return cache_crc32c(d, dlen, 0) == want;
 }
 
 /* ---- opening: what an earlier process left ------------------------------ */
@@ -958,10 +1011,7 @@ static int read_whole(struct use *u, unsigned char *buf, size_t cap)
     if ((size_t)got < CACHE_REC + u->dlen || record_check(u->rec, u->blockno, &dlen) != 0 ||
         dlen != u->dlen)
         return EBADMSG; /* a hole, a torn write, or damage */
-    for (uint64_t p = 0; p < pages_of(dlen); p++)
-        if (!pages_ok(u->rec, dlen, p, buf + p * CACHE_PAGE))
-            return EBADMSG;
-    return 0;
+    return block_ok(u->rec, dlen, buf) ? 0 : EBADMSG;
 }
 
 /* u's record, from memory or read and checked (and then kept).  0,
@@ -1172,6 +1222,12 @@ static int store_failed(struct cache *c, const char *name, uint64_t gen, int rc)
 int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
                 unsigned flags)
 {
+    return cache_store_summed(c, id, blockno, data, len, NULL, flags);
+}
+
+int cache_store_summed(struct cache *c, const char *id, uint64_t blockno, const void *data,
+                       size_t len, const uint32_t *page_crcs, unsigned flags)
+{
     uint64_t need = len + CACHE_REC;
     if (need > c->limit || len > CACHE_MAX_BLOCK)
         return c->limit ? EFBIG : 0;
@@ -1187,7 +1243,8 @@ int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *d
     memcpy(name, e->name, CACHE_NAME_MAX);
     e->blockno = blockno;
     e->bytes = need;
-    record_make(rec, blockno, data, len, (struct timespec){0, 0}); /* CRCs outside the lock */
+    record_make(rec, blockno, data, len, page_crcs,
+                (struct timespec){0, 0}); /* CRCs outside the lock */
 
     pthread_mutex_lock(&c->lock);
     uint64_t gen = reserve_locked(c, e, file);

@@ -83,6 +83,19 @@ int cache_read(struct cache *c, const char *id, uint64_t blockno, uint64_t off, 
 int cache_store(struct cache *c, const char *id, uint64_t blockno, const void *data, size_t len,
                 unsigned flags);
 
+/* The size of the checksummed pages of a block: 4 KiB. */
+#define CACHE_PAGE_SIZE 4096u
+
+/* cache_store(), with the page checksums the caller computed as the bytes
+ * came, while they were in the CPU's cache (a 1 MiB block read back for
+ * its CRCs comes from memory again: a sixth of a cold read's CPU, issue
+ * 21).  page_crcs[i] is cache_crc32c() of the i-th CACHE_PAGE_SIZE bytes
+ * of data (the last page may be short), from crc 0.  A wrong one is kept
+ * as given: the block then fails its check when read (dropped, reported
+ * missing), never served. */
+int cache_store_summed(struct cache *c, const char *id, uint64_t blockno, const void *data,
+                       size_t len, const uint32_t *page_crcs, unsigned flags);
+
 /* CRC-32C (Castagnoli) of len bytes continued from `crc`, without the
  * customary inversions, as ISA-L's crc32_iscsi() computes it (the block
  * checksums): ISA-L's when built with it, else a table-driven C version,

@@ -53,10 +53,11 @@
  * buffers (read_reclaim).
  *
  * What a cold sequential read costs, per block: the HTTP thread copies the
- * bytes from libcurl into the block and wakes the FUSE thread waiting for
- * it, which replies from the block (no copy of ours); a storer writes the
- * block to the disk cache.  So each wakeup is made for the threads it
- * concerns only (done_cond, room_cond, work_cond, store_cond), buffers are
+ * bytes from libcurl into the block, takes the CRCs of its pages while
+ * they are in the CPU's cache (block_sum), and wakes the FUSE thread
+ * waiting for it, which replies from the block (no copy of ours); a storer
+ * writes the block and those CRCs to the disk cache.  So each wakeup is
+ * made for the threads it concerns only (done_cond, room_cond, work_cond, store_cond), buffers are
  * reused warm, and the kernel asks 1 MiB at a time (ops.c).
  *
  * Locking: one mutex (rp->lock) guards the objects, their block tables,
@@ -76,9 +77,13 @@
 #include <utlist.h>
 
 #define RD_BLOCK FS_READ_BLOCK
+_Static_assert(RD_BLOCK <= CACHE_MAX_BLOCK && RD_BLOCK % CACHE_PAGE_SIZE == 0,
+               "a block is whole pages of the disk cache");
 /* Warm block buffers kept for reuse (see "warm buffers" below), at most,
- * while blocks are in memory; and once none is. */
-#define RD_WARM_MAX 32
+ * while blocks are in memory; and once none is.  As many as a sequential
+ * reader's read-ahead comes and goes by: with 32, a cold 1 GiB read
+ * unmapped and faulted in again 200 MiB of buffers (issue 21). */
+#define RD_WARM_MAX 128
 #define RD_WARM_IDLE 4
 /* Blocks fetched and not yet in the disk cache (queued or being written),
  * at most: beyond that the workers wait (the disk sets the pace). */
@@ -125,6 +130,10 @@ struct rblock {
      * wakes the reads (under rp->lock, so no wakeup is lost). */
     _Atomic size_t arrived;
     _Atomic size_t awaited;
+    /* The CRC-32C of each 4 KiB page of data[0, len), computed as the
+     * bytes arrive (block_sum) and written and read as data is: what the
+     * disk cache stores with the block, with no second pass over it. */
+    uint32_t crc[FS_READ_BLOCK / CACHE_PAGE_SIZE];
     /* the rest: protected by rp->lock, but for `transient`, fixed */
     struct robj *o; /* the table holding it; NULL once dropped */
     enum rb_state state;
@@ -487,6 +496,23 @@ static uint64_t read_reclaim(void *arg, uint64_t want)
 
 /* ---- jobs ---------------------------------------------------------------- */
 
+/* Continue the page CRCs of block b over the bytes [from, from + len)
+ * just written into it (its job's thread): they are in the CPU's cache
+ * now, where a storer reading the block later would fetch them from
+ * memory again. */
+static void block_sum(struct rblock *b, size_t from, size_t len)
+{
+    const char *p = b->data + from;
+    while (len) {
+        size_t page = from / CACHE_PAGE_SIZE, in = from % CACHE_PAGE_SIZE;
+        size_t n = CACHE_PAGE_SIZE - in < len ? CACHE_PAGE_SIZE - in : len;
+        b->crc[page] = cache_crc32c(p, n, in ? b->crc[page] : 0);
+        p += n;
+        from += n;
+        len -= n;
+    }
+}
+
 /* Append bytes a GET brought to the FETCHING block b (its job's thread,
  * without rp->lock): they become readable at once by a read waiting for
  * them, and the block READY once whole (a short last block is made READY
@@ -502,6 +528,7 @@ static int block_append(struct fs_readpool *rp, struct rblock *b, const void *da
             return rc;
     }
     memcpy(b->data + b->len, data, len);
+    block_sum(b, b->len, len);
     b->len += len;
     atomic_store(&b->arrived, b->len);
     size_t want = atomic_load(&b->awaited);
@@ -648,7 +675,8 @@ static void store_job(struct fs_readpool *rp, struct rjob *j)
         /* A sequential reader's block is not read again soon (and if it
          * is, the kernel has it): store it around the page cache. */
         unsigned flags = b->transient ? 0 : CACHE_STORE_DIRECT;
-        if (want && cache_store(rp->cache, j->o->id, b->no, b->data, b->len, flags) == 0) {
+        if (want &&
+            cache_store_summed(rp->cache, j->o->id, b->no, b->data, b->len, b->crc, flags) == 0) {
             pthread_mutex_lock(&rp->lock);
             b->stored = true;
             pthread_mutex_unlock(&rp->lock);

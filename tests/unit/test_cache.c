@@ -1163,6 +1163,100 @@ static void test_get_direct(void **state)
     free(want);
 }
 
+/* A block stored with the page CRCs its caller computed reads back as
+ * one stored plainly, for a whole block and a short one whose CRCs were
+ * made piece by piece as bytes would arrive; a wrong CRC is kept as given,
+ * so the block fails its check and is never served. */
+static void test_store_summed(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const size_t big = 1 << 20;
+    uint32_t crcs[(1 << 20) / CACHE_PAGE_SIZE];
+    unsigned char *a = NULL;
+    assert_int_equal(posix_memalign((void **)&a, 4096, big), 0);
+    assert_int_equal(cache_open(f->dir, 8 << 20, &c, NULL), 0);
+    fill(a, big, "obj", 0);
+    for (size_t p = 0; p < big / PAGE; p++)
+        crcs[p] = cache_crc32c(a + p * PAGE, PAGE, 0);
+    assert_int_equal(cache_store_summed(c, "obj", 0, a, big, crcs, CACHE_STORE_DIRECT), 0);
+    assert_int_equal(get_block(c, "obj", 0, big), 0);
+    /* a short block, its CRCs continued over pieces of 1000 bytes (as a
+     * GET brings them), across page ends */
+    const size_t short_len = 3 * PAGE + 123;
+    fill(a, short_len, "obj", 1);
+    for (size_t at = 0; at < short_len;) {
+        size_t piece_end = at + 1000 < short_len ? at + 1000 : short_len;
+        while (at < piece_end) {
+            size_t p = at / PAGE, in = at % PAGE;
+            size_t k = PAGE - in < piece_end - at ? PAGE - in : piece_end - at;
+            crcs[p] = cache_crc32c(a + at, k, in ? crcs[p] : 0);
+            at += k;
+        }
+    }
+    assert_int_equal(cache_store_summed(c, "obj", 1, a, short_len, crcs, 0), 0);
+    assert_int_equal(get_block(c, "obj", 1, short_len), 0);
+    size_t got = 0;
+    unsigned char one[100];
+    assert_int_equal(cache_read(c, "obj", 1, 3 * PAGE + 5, sizeof(one), one, &got), 0);
+    assert_int_equal(got, sizeof(one));
+    fill(a, short_len, "obj", 1);
+    assert_memory_equal(one, a + 3 * PAGE + 5, sizeof(one));
+    /* a wrong CRC of page 3: stored, then found damaged */
+    fill(a, big, "obj", 2);
+    for (size_t p = 0; p < big / PAGE; p++)
+        crcs[p] = cache_crc32c(a + p * PAGE, PAGE, 0);
+    crcs[3] ^= 1;
+    assert_int_equal(cache_store_summed(c, "obj", 2, a, big, crcs, 0), 0);
+    assert_int_equal(cache_read(c, "obj", 2, 0, PAGE, a, &got), 0); /* page 0 is right */
+    assert_int_equal(cache_read(c, "obj", 2, 3 * PAGE, PAGE, a, &got), ENOENT);
+    assert_int_equal(get_block(c, "obj", 2, big), ENOENT); /* dropped */
+    cache_close(c);
+    free(a);
+}
+
+/* A whole block is checked with one CRC of all its bytes against its
+ * page CRCs combined (cache.c, block_ok): still every page, in its place.
+ * Two of its pages swapped on disk (each still matching a CRC of the
+ * record, but not its own), a byte of its short last page, or of its
+ * first page changed: each is found, with O_DIRECT and without. */
+static void test_whole_block_check_finds_each_page(void **state)
+{
+    struct fixture *f = *state;
+    struct cache *c = NULL;
+    const size_t big = 1 << 20, len = 5 * PAGE + 77;
+    unsigned char *a = NULL, p1[PAGE], p2[PAGE];
+    assert_int_equal(posix_memalign((void **)&a, 4096, big), 0);
+    assert_int_equal(cache_open(f->dir, 64 << 20, &c, NULL), 0);
+    struct loc l;
+    for (int direct = 0; direct < 2; direct++) {
+        for (int damage = 0; damage < 3; damage++) {
+            uint64_t no = (uint64_t)(direct * 3 + damage);
+            assert_int_equal(put_block(c, "obj", no, len), 0);
+            assert_int_equal(get_block(c, "obj", no, len), 0);
+            blk_loc(f->dir, "obj", no, &l);
+            if (damage == 0) {
+                int fd = open(l.path, O_RDWR);
+                assert_true(fd >= 0);
+                off_t at = l.off + HDR;
+                assert_int_equal(pread(fd, p1, PAGE, at + PAGE), PAGE);
+                assert_int_equal(pread(fd, p2, PAGE, at + 3 * PAGE), PAGE);
+                assert_int_equal(pwrite(fd, p2, PAGE, at + PAGE), PAGE);
+                assert_int_equal(pwrite(fd, p1, PAGE, at + 3 * PAGE), PAGE);
+                close(fd);
+            } else {
+                flip_byte(l.path, l.off + HDR + (damage == 1 ? 5 * PAGE + 76 : 0));
+            }
+            size_t n = 0;
+            unsigned char *buf = direct ? a : a + 1; /* O_DIRECT only when aligned */
+            assert_int_equal(cache_get(c, "obj", no, buf, big - 1, &n), ENOENT);
+            assert_false(present(&l));
+        }
+    }
+    cache_close(c);
+    free(a);
+}
+
 /* ---- ownership of the directory -------------------------------------- */
 
 static void test_second_open_is_ebusy(void **state)
@@ -1453,6 +1547,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_files_bounded_and_released, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_direct, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_summed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_whole_block_check_finds_each_page, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_open_is_ebusy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_dir_and_reports_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_identity_does_not_alias, setup, teardown),
