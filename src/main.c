@@ -495,6 +495,9 @@ static int serve(struct fuse_session *se, const struct options *o)
             return -ENOMEM;
         fuse_loop_cfg_set_clone_fd(lc, can_clone_fd(o));
         fuse_loop_cfg_set_idle_threads(lc, LOOP_MAX_IDLE_THREADS);
+        /* libfuse's default, 10 threads, made the 11th file read at once
+         * wait for a thread while the others waited for their GETs */
+        fuse_loop_cfg_set_max_threads(lc, FS_MAX_BACKGROUND + FS_LOOP_EXTRA_THREADS);
         rc = fuse_session_loop_mt(se, lc);
         fuse_loop_cfg_destroy(lc);
     }

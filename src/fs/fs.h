@@ -99,6 +99,15 @@ void fs_set_session(struct fs *fs, struct fuse_session *se);
  * removed (EPERM); on any other inode it is an ordinary user xattr. */
 #define FS_STATS_XATTR "user.pailfs.stats"
 
+/* FUSE requests the kernel sends in the background at once (its
+ * read-ahead of every open file together: its default, 12, kept more than
+ * a dozen files read at once waiting on each other), told at init; the
+ * loop's worker threads may be as many, plus FS_LOOP_EXTRA_THREADS for
+ * the requests programs wait on meanwhile.  Each thread waits on a read's
+ * blocks, which max_memory bounds. */
+#define FS_MAX_BACKGROUND 64
+#define FS_LOOP_EXTRA_THREADS 16
+
 /* The operations table to give to fuse_session_new() with `fs` as userdata. */
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
 

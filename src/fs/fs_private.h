@@ -447,6 +447,10 @@ char *fs_inode_snapshot(struct fs *fs, fuse_ino_t ino, struct fs_attr *a, char *
  * mount stored a version since (see inode.c).  fs_inode_refresh uses it. */
 void fs_inode_update(struct fs *fs, fuse_ino_t ino, const char *seen, const struct fs_attr *a,
                      char *xattr);
+/* fs_inode_update of an answer S3 gave at `at_ms` (util_now_ms()), not
+ * now: what it says is trusted until at_ms + attr_ttl. */
+void fs_inode_update_at(struct fs *fs, fuse_ino_t ino, const char *seen, const struct fs_attr *a,
+                        char *xattr, uint64_t at_ms);
 /* A gzip view's size learnt (same object version only). */
 void fs_inode_view_size_update(struct fs *fs, fuse_ino_t ino, const struct fs_attr *a);
 /* A page of the listing of directory `ino`, received at util_now_ms()
@@ -601,9 +605,12 @@ int fs_resolve_key(struct fs *fs, const char *path, struct fs_attr *a, char **xa
  * holds is stale (attr_ttl passed; with `need_head` also a regular file
  * known only from a listing while gunzip is on, whose Content-Encoding is
  * not known), and keep the answer (fs_inode_update).  Nothing is asked
- * while the file is local or has a write state.  0 (*asked, if not NULL:
- * whether S3 was asked), ENOENT (unknown inode, or gone or of another type
- * now), ENOMEM, or the S3 errno. */
+ * while the file is local or has a write state; and not for a regular
+ * file whose version open here was confirmed since attr_ttl began by the
+ * answer of one of the read path's GETs (fs_readpool_told: pinned to the
+ * ETag, its headers are what a HEAD would have said then).  0 (*asked, if
+ * not NULL: whether S3 was asked, or such a GET's answer kept), ENOENT
+ * (unknown inode, or gone or of another type now), ENOMEM, or the S3 errno. */
 int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked);
 /* Whether fs_inode_refresh would ask S3 about `in` now (fs->lock held). */
 bool fs_inode_stale_locked(struct fs *fs, const struct fs_inode *in, bool need_head);
@@ -821,6 +828,17 @@ void fs_reader_free(struct fs_reader *r);
  * disk cache keeps them under the old identity).  Takes rp->lock. */
 void fs_readpool_moved(struct fs *fs, const char *key, const char *etag, const char *new_key,
                        const char *new_etag);
+/* What the newest GET of version `etag` of `key` (the object's key) by the
+ * read path was told by S3, if its answer's headers came at or after
+ * `since_ms` (util_now_ms()): the same a HEAD sent then would have said,
+ * *a as fs_attr_from_head makes it, *gzip: Content-Encoding gzip, *xattr
+ * the xattr metadata (the caller frees), *at_ms when.  The GETs of an
+ * object open for reading are pinned to its ETag (If-Match), so each one
+ * that is answered confirms the version is still the one there.  False
+ * when no GET of the version was answered since then (nobody reads it, or
+ * it moved: fs_readpool_moved).  Takes rp->lock. */
+bool fs_readpool_told(struct fs *fs, const char *key, const char *etag, uint64_t since_ms,
+                      struct fs_attr *a, bool *gzip, char **xattr, uint64_t *at_ms);
 /* What a read hands to fuse_reply_iov: one piece per block, either in the
  * block in memory (pinned[i], kept from being freed until
  * fs_read_reply_done()) or, for bytes read straight from the disk cache,

@@ -72,6 +72,12 @@ static bool answer_may_replace(const struct fs_inode *in, const char *seen)
 void fs_inode_update(struct fs *fs, fuse_ino_t ino, const char *seen, const struct fs_attr *a,
                      char *xattr)
 {
+    fs_inode_update_at(fs, ino, seen, a, xattr, util_now_ms());
+}
+
+void fs_inode_update_at(struct fs *fs, fuse_ino_t ino, const char *seen, const struct fs_attr *a,
+                        char *xattr, uint64_t at_ms)
+{
     pthread_mutex_lock(&fs->lock);
     struct fs_inode *in = fs_inode_get(fs, ino);
     if (in && answer_may_replace(in, seen)) {
@@ -84,7 +90,7 @@ void fs_inode_update(struct fs *fs, fuse_ino_t ino, const char *seen, const stru
         in->xattr = xattr;
         xattr = NULL;
         if (ino != FUSE_ROOT_ID)
-            in->attr_expire_ms = util_now_ms() + fs->attr_ttl_ms;
+            in->attr_expire_ms = at_ms + fs->attr_ttl_ms;
     }
     pthread_mutex_unlock(&fs->lock);
     free(xattr);

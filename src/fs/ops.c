@@ -35,6 +35,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
      * pieces of max_readahead.  A max_read mount option must be said here
      * too, or libfuse refuses the session. */
     conn->max_readahead = 1 << 20;
+    /* The kernel's read-ahead of every file open goes out as background
+     * requests, at most max_background at once for the whole mount (the
+     * kernel's default, 12): sixteen files read at once would have four
+     * waiting while the others' requests wait for their GETs.  Readers
+     * are bounded by max_memory, not by this. */
+    conn->max_background = FS_MAX_BACKGROUND;
+    conn->congestion_threshold = FS_MAX_BACKGROUND * 3 / 4;
     struct fs *fs = userdata;
     if (fs->cfg.max_read)
         conn->max_read = fs->cfg.max_read;

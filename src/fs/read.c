@@ -159,9 +159,15 @@ struct robj {
     char *moved_key;       /* where a rename on this mount copied the bytes */
     char moved_etag[80];   /* (fs_readpool_moved), or NULL: at key */
     struct rblock *blocks; /* by block number */
-    unsigned readers;      /* open files reading it */
-    unsigned refs;         /* readers and jobs */
-    UT_hash_handle hh;     /* rp->objs, by id */
+    /* What the newest GET's answer said (as a HEAD's answer would, see
+     * fs_readpool_told), and when its headers came (0: none yet). */
+    struct fs_attr told;
+    char *told_xattr;
+    bool told_gzip;
+    uint64_t told_ms;
+    unsigned readers;  /* open files reading it */
+    unsigned refs;     /* readers and jobs */
+    UT_hash_handle hh; /* rp->objs, by id */
 };
 
 /* One open file's reader.  Reads of one handle may run at the same time on
@@ -228,6 +234,7 @@ struct fs_readpool {
     struct fs_budget *budget; /* the mount's; blocks are charged as FS_USE_READ */
     struct cache *cache;
     struct s3_client *s3;
+    const struct fs_config *cfg;
     unsigned n_storers; /* storers started before any worker */
     /* protected by rp->lock */
     uint64_t mem_used;   /* blocks in tables or pinned */
@@ -545,6 +552,7 @@ static int block_append(struct fs_readpool *rp, struct rblock *b, const void *da
 
 struct fill {
     struct fs_readpool *rp;
+    struct robj *o;         /* the job's; NULL: its headers are not kept */
     struct rblock **blocks; /* the gap being fetched */
     size_t n, i;            /* blocks; the one being filled */
 };
@@ -574,6 +582,32 @@ static int fill_sink(void *arg, const void *data, size_t len)
         }
     }
     return 0;
+}
+
+/* A GET's answer headers, on the HTTP thread: the object's metadata now,
+ * as a HEAD would have said (the GET is pinned to o's ETag), kept on o
+ * with the time for fs_readpool_told. */
+static void fill_told(void *arg, const struct s3_object_info *info)
+{
+    struct fill *f = arg;
+    if (!f->o)
+        return;
+    struct fs_attr a;
+    fs_attr_from_head(f->rp->cfg, info, false, &a);
+    const char *x = fs_meta_get(info, "xattr");
+    char *xattr = x ? strdup(x) : NULL;
+    if (x && !xattr)
+        return; /* not kept: a getattr asks S3 */
+    bool gzip = info->content_encoding && strcasecmp(info->content_encoding, "gzip") == 0;
+    uint64_t now = util_now_ms();
+    pthread_mutex_lock(&f->rp->lock);
+    struct robj *o = f->o;
+    o->told = a;
+    free(o->told_xattr);
+    o->told_xattr = xattr;
+    o->told_gzip = gzip;
+    o->told_ms = now;
+    pthread_mutex_unlock(&f->rp->lock);
 }
 
 /* Where o's bytes are to be asked for now: its key and ETag, or the copy a
@@ -638,9 +672,11 @@ static void run_job(struct fs_readpool *rp, struct rjob *j)
         struct fill f = {.rp = rp, .blocks = j->blocks + i, .n = k - i};
         uint64_t off = j->blocks[i]->no * RD_BLOCK;
         char etag[80], *key = obj_where(rp, r, etag);
+        /* headers kept only of the object at its own key, pinned */
+        f.o = key && *etag && strcmp(key, r->key) == 0 ? r : NULL;
         int rc = !key ? ENOMEM
-                      : s3_get_object(rp->s3, key, off, (uint64_t)(k - i) * RD_BLOCK,
-                                      *etag ? etag : NULL, fill_sink, &f, NULL, NULL);
+                      : s3_get_object_told(rp->s3, key, off, (uint64_t)(k - i) * RD_BLOCK,
+                                           *etag ? etag : NULL, fill_told, &f, fill_sink, &f, NULL);
         free(key);
         pthread_mutex_lock(&rp->lock);
         for (size_t m = 0; m < f.n; m++) {
@@ -1078,28 +1114,42 @@ static uint64_t read_ahead_share(struct fs_readpool *rp)
     return share < 2 ? 2 : share;
 }
 
+/* The blocks one GET of a sequential reader's read-ahead asks for: as
+ * many as its window while that is small (a short sequential read costs
+ * little), then part_size; but at most half the reader's share, so that
+ * while one GET's blocks are being read the next is on its way, and the
+ * GETs stay that long however many readers share the memory (asking for
+ * whatever single blocks the share had room for cost each reader a GET
+ * per block or two, and the server a request each). */
+static uint64_t read_ahead_chunk(const struct fs_reader *r, uint64_t share, uint64_t part_blocks)
+{
+    uint64_t chunk = r->window / RD_BLOCK < part_blocks ? r->window / RD_BLOCK : part_blocks;
+    if (chunk > share / 2)
+        chunk = share / 2;
+    return chunk ? chunk : 1;
+}
+
 /* A sequential reader's read-ahead: fetches of the blocks after the read
- * up to its window and its share, while memory spares them (rp->lock
- * held). */
+ * up to its window and its share, a whole chunk per GET, while memory
+ * spares them (rp->lock held). */
 static void read_ahead(struct fs_readpool *rp, struct fs_reader *r, uint64_t end,
                        uint64_t part_blocks)
 {
     uint64_t n_blocks = (r->o->size + RD_BLOCK - 1) / RD_BLOCK;
+    uint64_t share = read_ahead_share(rp);
     uint64_t want = (end + r->window + RD_BLOCK - 1) / RD_BLOCK;
-    uint64_t cap = (end + RD_BLOCK - 1) / RD_BLOCK + read_ahead_share(rp);
+    uint64_t cap = (end + RD_BLOCK - 1) / RD_BLOCK + share;
     if (want > cap)
         want = cap;
     if (want > n_blocks)
         want = n_blocks;
-    /* GETs as long as the window while it is small, then part_size:
-     * a short sequential read costs little. */
-    uint64_t chunk = r->window / RD_BLOCK < part_blocks ? r->window / RD_BLOCK : part_blocks;
-    if (chunk == 0)
-        chunk = 1;
-    while (r->ra_next < want) {
+    uint64_t chunk = read_ahead_chunk(r, share, part_blocks);
+    /* A GET goes out once a whole chunk is wanted (or the object's end),
+     * and never past the share. */
+    while (r->ra_next < want && (want - r->ra_next >= chunk || want == n_blocks)) {
         uint64_t last = r->ra_next + chunk - 1;
-        if (last >= n_blocks)
-            last = n_blocks - 1;
+        if (last >= want)
+            last = want - 1;
         uint64_t got = request(rp, r->o, r->ra_next, last, false, false, part_blocks, NULL);
         bool all = got > last;
         r->ra_next = got;
@@ -1220,6 +1270,7 @@ int fs_readpool_new(struct fs *fs)
         setrlimit(RLIMIT_NOFILE, &nofile);
     }
     rp->s3 = fs->s3;
+    rp->cfg = &fs->cfg;
     rp->budget = fs->budget;
     fs_budget_set_reclaimer(fs->budget, FS_USE_READ, read_reclaim, rp);
     int rc = open_block_cache(fs, rp);
@@ -1325,6 +1376,7 @@ static void obj_unref_locked(struct fs_readpool *rp, struct robj *o)
     if (--o->refs)
         return;
     HASH_DEL(rp->objs, o);
+    free(o->told_xattr);
     free(o->moved_key);
     free(o->key);
     free(o->id);
@@ -1349,6 +1401,32 @@ void fs_readpool_moved(struct fs *fs, const char *key, const char *etag, const c
         snprintf(o->moved_etag, sizeof(o->moved_etag), "%s", new_etag);
     }
     pthread_mutex_unlock(&rp->lock);
+}
+
+bool fs_readpool_told(struct fs *fs, const char *key, const char *etag, uint64_t since_ms,
+                      struct fs_attr *a, bool *gzip, char **xattr, uint64_t *at_ms)
+{
+    struct fs_readpool *rp = fs->rp;
+    struct buf id = BUF_INIT;
+    fs_version_id(fs, &id, key, etag, true);
+    if (!id.data)
+        return false;
+    pthread_mutex_lock(&rp->lock);
+    struct robj *o;
+    HASH_FIND_STR(rp->objs, id.data, o);
+    bool told = o && o->told_ms && o->told_ms >= since_ms && !o->moved_key;
+    char *x = told && o->told_xattr ? strdup(o->told_xattr) : NULL;
+    if (told && o->told_xattr && !x)
+        told = false;
+    if (told) {
+        *a = o->told;
+        *gzip = o->told_gzip;
+        *xattr = x;
+        *at_ms = o->told_ms;
+    }
+    pthread_mutex_unlock(&rp->lock);
+    buf_free(&id);
+    return told;
 }
 
 void fs_reader_free(struct fs_reader *r)

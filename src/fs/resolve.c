@@ -228,6 +228,36 @@ void fs_attr_from_encoding(struct fs *fs, const char *path, bool gzip, struct fs
         make_view(fs, path, false, a);
 }
 
+/* The refresh of a regular file from what a GET of its version, open
+ * here, was told within attr_ttl: kept as a HEAD's answer is (the
+ * Content-Encoding is known from it).  So a program reading a file it has
+ * open (the kernel asks for its attributes again every attr_ttl while it
+ * reads) costs no HEAD while its GETs come back.  Whether it was kept. */
+static bool refresh_from_told(struct fs *fs, fuse_ino_t ino, const char *path,
+                              const struct fs_attr *seen)
+{
+    if (!S_ISREG(seen->mode) || seen->gz || !*seen->etag)
+        return false;
+    uint64_t now = util_now_ms();
+    uint64_t since = now > fs->attr_ttl_ms ? now - fs->attr_ttl_ms : 0;
+    char *key = fs_key(fs, path, false);
+    struct fs_attr a;
+    bool gzip = false;
+    char *xattr = NULL;
+    uint64_t at = 0;
+    bool told = key && fs_readpool_told(fs, key, seen->etag, since, &a, &gzip, &xattr, &at);
+    free(key);
+    if (!told)
+        return false;
+    if (!S_ISREG(a.mode)) { /* metadata made it something else: as a HEAD finds */
+        free(xattr);
+        return false;
+    }
+    fs_attr_from_encoding(fs, path, gzip, &a);
+    fs_inode_update_at(fs, ino, seen->etag, &a, xattr, at); /* takes xattr */
+    return true;
+}
+
 int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked)
 {
     pthread_mutex_lock(&fs->lock);
@@ -244,6 +274,10 @@ int fs_inode_refresh(struct fs *fs, fuse_ino_t ino, bool need_head, bool *asked)
         *asked = stale;
     if (!stale)
         return 0;
+    if (path && refresh_from_told(fs, ino, path, &seen)) {
+        free(path);
+        return 0;
+    }
     struct fs_attr a;
     char *xattr = NULL;
     int rc = path ? fs_refresh(fs, path, &seen, &a, &xattr) : ENOMEM;
