@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,13 +309,46 @@ static int o_ttl(struct parse *p, const char *name, const char *v)
     return 0;
 }
 
-static int o_retries(struct parse *p, const char *name, const char *v)
+/* The options that take a whole number: its bounds and where it goes,
+ * written once.  A field of struct parse (in_parse) or of struct options. */
+struct whole_option {
+    const char *name;
+    unsigned long long min, max;
+    bool in_parse;
+    size_t offset;
+};
+
+static const struct whole_option wholes[] = {
+    {"retries", 0, OPTIONS_MAX_RETRIES, true, offsetof(struct parse, retries)},
+    /* whole seconds: libcurl measures a stalled transfer in seconds */
+    {"stall_timeout", 1, OPTIONS_MAX_STALL_TIMEOUT_S, true,
+     offsetof(struct parse, stall_timeout_s)},
+    {"metrics_interval", 1, OPTIONS_MAX_METRICS_INTERVAL_S, false,
+     offsetof(struct options, metrics_interval_s)},
+    {"rename_parallel", 1, OPTIONS_MAX_RENAME_PARALLEL, false,
+     offsetof(struct options, fs.rename_parallel)},
+    {"read_parallel", 1, OPTIONS_MAX_READ_PARALLEL, false,
+     offsetof(struct options, fs.read_parallel)},
+    {"gz_workers", 0, 4, false, offsetof(struct options, fs.gz_workers)},
+    {"list_page", 1, 1000, false, offsetof(struct options, fs.list_page)},
+    {"max_inodes", 16, 100000000, false, offsetof(struct options, fs.max_inodes)},
+    {"max_inflight", 1, 64, false, offsetof(struct options, fs.max_inflight)},
+};
+
+static int o_whole(struct parse *p, const char *name, const char *v)
 {
-    unsigned long long n;
-    if (parse_decimal(v, OPTIONS_MAX_RETRIES, &n))
-        return EINVAL;
-    p->retries = (unsigned)n;
-    return 0;
+    for (size_t i = 0; i < sizeof(wholes) / sizeof(wholes[0]); i++) {
+        const struct whole_option *w = &wholes[i];
+        if (strcmp(w->name, name) != 0)
+            continue;
+        unsigned long long n;
+        if (parse_decimal(v, w->max, &n) || n < w->min)
+            return EINVAL;
+        char *base = w->in_parse ? (char *)p : (char *)p->o;
+        *(unsigned *)(void *)(base + w->offset) = (unsigned)n;
+        return 0;
+    }
+    return EINVAL;
 }
 
 static int o_connect_timeout(struct parse *p, const char *name, const char *v)
@@ -323,16 +357,6 @@ static int o_connect_timeout(struct parse *p, const char *name, const char *v)
     if (parse_seconds(v, &t) || t < 0.001 || t > OPTIONS_MAX_CONNECT_TIMEOUT_S)
         return EINVAL;
     p->connect_timeout_s = t;
-    return 0;
-}
-
-/* Whole seconds: libcurl measures a stalled transfer in seconds. */
-static int o_stall_timeout(struct parse *p, const char *name, const char *v)
-{
-    unsigned long long n;
-    if (parse_decimal(v, OPTIONS_MAX_STALL_TIMEOUT_S, &n) || n < 1)
-        return EINVAL;
-    p->stall_timeout_s = (unsigned)n;
     return 0;
 }
 
@@ -352,24 +376,6 @@ static int o_logfile(struct parse *p, const char *name, const char *v)
 static int o_metrics_file(struct parse *p, const char *name, const char *v)
 {
     return *v ? set_absolute_path(&p->o->metrics_file, v) : EINVAL;
-}
-
-static int o_metrics_interval(struct parse *p, const char *name, const char *v)
-{
-    unsigned long long n;
-    if (parse_decimal(v, OPTIONS_MAX_METRICS_INTERVAL_S, &n) || n == 0)
-        return EINVAL;
-    p->o->metrics_interval_s = (unsigned)n;
-    return 0;
-}
-
-static int o_rename_parallel(struct parse *p, const char *name, const char *v)
-{
-    unsigned long long n;
-    if (parse_decimal(v, OPTIONS_MAX_RENAME_PARALLEL, &n) || n == 0)
-        return EINVAL;
-    p->o->fs.rename_parallel = (unsigned)n;
-    return 0;
 }
 
 /* A size in bytes: digits with an optional binary suffix k, m, g or t
@@ -429,55 +435,6 @@ static int o_size(struct parse *p, const char *name, const char *v)
             return EINVAL;
         p->o->fs.max_readahead = n;
     }
-    return 0;
-}
-
-static int o_read_parallel(struct parse *p, const char *name, const char *v)
-{
-    unsigned long long n;
-    if (parse_decimal(v, OPTIONS_MAX_READ_PARALLEL, &n) || n == 0)
-        return EINVAL;
-    p->o->fs.read_parallel = (unsigned)n;
-    return 0;
-}
-
-static int o_gz_workers(struct parse *p, const char *name, const char *v)
-{
-    unsigned long long n;
-    (void)name;
-    if (parse_decimal(v, 4, &n))
-        return EINVAL;
-    p->o->fs.gz_workers = (unsigned)n;
-    return 0;
-}
-
-static int o_list_page(struct parse *p, const char *name, const char *v)
-{
-    unsigned long long n;
-    (void)name;
-    if (parse_decimal(v, 1000, &n) || n == 0)
-        return EINVAL;
-    p->o->fs.list_page = (unsigned)n;
-    return 0;
-}
-
-static int o_max_inodes(struct parse *p, const char *name, const char *v)
-{
-    unsigned long long n;
-    (void)name;
-    if (parse_decimal(v, 100000000, &n) || n < 16)
-        return EINVAL;
-    p->o->fs.max_inodes = (unsigned)n;
-    return 0;
-}
-
-static int o_max_inflight(struct parse *p, const char *name, const char *v)
-{
-    unsigned long long n;
-    (void)name;
-    if (parse_decimal(v, 64, &n) || n == 0)
-        return EINVAL;
-    p->o->fs.max_inflight = (unsigned)n;
     return 0;
 }
 
@@ -684,7 +641,7 @@ static const struct o_option o_table[] = {
     {"allow_root", O_FLAG, o_allow, NULL},
     {"auto_unmount", O_FLAG, o_auto_unmount, NULL},
     {"cache_dir", O_VALUE, o_cache_dir, "a directory path"},
-    {"rename_parallel", O_VALUE, o_rename_parallel, "a whole number from 1 to 64"},
+    {"rename_parallel", O_VALUE, o_whole, "a whole number from 1 to 64"},
     /* S3 */
     {"endpoint", O_VALUE, o_endpoint, "an http:// or https:// URL such as http://127.0.0.1:9000"},
     {"region", O_VALUE, o_region, "a region name such as eu-west-1"},
@@ -697,9 +654,9 @@ static const struct o_option o_table[] = {
     {"public", O_FLAG, o_public, NULL},
     {"cafile", O_VALUE, o_cafile, "a file path of PEM certificates"},
     {"no_verify_ssl", O_FLAG, o_no_verify_ssl, NULL},
-    {"retries", O_VALUE, o_retries, "a whole number from 0 to 20"},
+    {"retries", O_VALUE, o_whole, "a whole number from 0 to 20"},
     {"connect_timeout", O_VALUE, o_connect_timeout, "a number of seconds above 0 and at most 300"},
-    {"stall_timeout", O_VALUE, o_stall_timeout, "a whole number of seconds from 1 to 300"},
+    {"stall_timeout", O_VALUE, o_whole, "a whole number of seconds from 1 to 300"},
     {"requester_pays", O_FLAG, o_requester_pays, NULL},
     /* new objects */
     {"sse", O_VALUE, o_sse, "AES256, aws:kms or aws:kms:dsse"},
@@ -720,22 +677,22 @@ static const struct o_option o_table[] = {
     /* caching */
     {"attr_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
     {"neg_ttl", O_VALUE, o_ttl, "a number of seconds, 0 or more (fractions allowed)"},
-    {"list_page", O_VALUE, o_list_page, "a whole number from 1 to 1000"},
-    {"max_inodes", O_VALUE, o_max_inodes, "a whole number from 16 to 100000000"},
+    {"list_page", O_VALUE, o_whole, "a whole number from 1 to 1000"},
+    {"max_inodes", O_VALUE, o_whole, "a whole number from 16 to 100000000"},
     {"cache_size", O_VALUE, o_size, "a size in bytes such as 0, 500M or 10G"},
     /* the read path */
     {"max_memory", O_VALUE, o_size, "a size of at least 16M, such as 256M"},
     {"part_size", O_VALUE, o_size, "a size from 4k to 1G, such as 8M"},
     {"max_readahead", O_VALUE, o_size, "a size from 1M to 1G, such as 32M"},
-    {"read_parallel", O_VALUE, o_read_parallel, "a whole number from 1 to 64"},
+    {"read_parallel", O_VALUE, o_whole, "a whole number from 1 to 64"},
     /* the write path */
-    {"max_inflight", O_VALUE, o_max_inflight, "a whole number from 1 to 64"},
+    {"max_inflight", O_VALUE, o_whole, "a whole number from 1 to 64"},
     {"abort_stale_uploads", O_VALUE, o_abort_stale,
      "off, or a duration such as 3600, 90m, 24h or 7d"},
     /* gzip views */
     {"gunzip", O_VALUE, o_gunzip, "off, encoding, view or replace"},
     {"gz_span", O_VALUE, o_size, "a size from 1M to 1G, such as 8M"},
-    {"gz_workers", O_VALUE, o_gz_workers, "0 (one per core but one, 1 to 4) or 1 to 4"},
+    {"gz_workers", O_VALUE, o_whole, "0 (one per core but one, 1 to 4) or 1 to 4"},
     {"gz_size", O_VALUE, o_gz_size, "estimate or exact"},
     {"gz_index", O_VALUE, o_gz_index, "local or shared"},
     /* logging */
@@ -743,7 +700,7 @@ static const struct o_option o_table[] = {
     {"logfile", O_VALUE, o_logfile, "a file path"},
     /* metrics */
     {"metrics_file", O_VALUE, o_metrics_file, "a file path"},
-    {"metrics_interval", O_VALUE, o_metrics_interval, "a whole number of seconds from 1 to 3600"},
+    {"metrics_interval", O_VALUE, o_whole, "a whole number of seconds from 1 to 3600"},
     /* FUSE pass-through */
     {"default_permissions", O_FLAG, o_ignore, NULL}, /* always on */
     {"fsname", O_VALUE, o_fsname, "a name"},

@@ -593,6 +593,48 @@ static void test_gz_workers(void **state)
         assert_int_equal(parse_o(&o, bad[i]), EINVAL);
 }
 
+/* Every whole-number option takes its least and greatest value, stores
+ * it where the mount reads it, and refuses one past either end. */
+static void test_whole_number_bounds(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        unsigned long long min, max;
+        size_t offset; /* where it lands in struct options */
+        unsigned plus; /* what parsing adds (retries: attempts) */
+    } cases[] = {
+        {"retries", 0, 20, offsetof(struct options, s3.max_attempts), 1},
+        {"stall_timeout", 1, 300, offsetof(struct options, s3.http.stall_timeout_s), 0},
+        {"metrics_interval", 1, 3600, offsetof(struct options, metrics_interval_s), 0},
+        {"rename_parallel", 1, 64, offsetof(struct options, fs.rename_parallel), 0},
+        {"read_parallel", 1, 64, offsetof(struct options, fs.read_parallel), 0},
+        {"gz_workers", 0, 4, offsetof(struct options, fs.gz_workers), 0},
+        {"list_page", 1, 1000, offsetof(struct options, fs.list_page), 0},
+        {"max_inodes", 16, 100000000, offsetof(struct options, fs.max_inodes), 0},
+        {"max_inflight", 1, 64, offsetof(struct options, fs.max_inflight), 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        unsigned long long ends[] = {cases[i].min, cases[i].max};
+        for (size_t e = 0; e < 2; e++) {
+            char opt[64];
+            snprintf(opt, sizeof(opt), "%s=%llu", cases[i].name, ends[e]);
+            struct options o;
+            assert_int_equal(parse_o(&o, opt), 0);
+            unsigned got;
+            memcpy(&got, (char *)&o + cases[i].offset, sizeof(got));
+            assert_int_equal(got, ends[e] + cases[i].plus);
+            options_free(&o);
+        }
+        char below[64], above[64];
+        snprintf(below, sizeof(below), "%s=%lld", cases[i].name, (long long)cases[i].min - 1);
+        snprintf(above, sizeof(above), "%s=%llu", cases[i].name, cases[i].max + 1);
+        struct options o;
+        assert_int_equal(parse_o(&o, below), EINVAL);
+        assert_int_equal(parse_o(&o, above), EINVAL);
+    }
+}
+
 static void test_log_level(void **state)
 {
     (void)state;
@@ -1015,6 +1057,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_defaults, setup_env),
+        cmocka_unit_test_setup(test_whole_number_bounds, setup_env),
         cmocka_unit_test_setup(test_bucket_prefix_forms, setup_env),
         cmocka_unit_test_setup(test_bad_positionals, setup_env),
         cmocka_unit_test_setup(test_flags, setup_env),
