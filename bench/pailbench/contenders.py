@@ -13,6 +13,9 @@ defaults except what is needed to reach the server: no tuning.
   rclone-writes  rclone mount --vfs-cache-mode writes (writes are staged
                  on disk and uploaded after close: see the write notes)
   raw            no filesystem: the limit of the server itself
+  floor          no filesystem either: the least core-seconds per GiB any
+                 FUSE filesystem could spend here (floor.py: curl, a FUSE
+                 filesystem that does nothing, SHA-256), in its own table
 
 The request table (workload "requests") mounts with short_ttl=True: names
 and attributes trusted for 1 s, in each tool's own terms (SHORT_TTL of each
@@ -319,8 +322,29 @@ class Raw(Contender):
         return "curl ranged GETs, boto3, igzip"
 
 
+class Floor(Contender):
+    """Not a filesystem: the floor of issue 21 (floor.py), after the raw
+    limit, whose best number of parallel GETs it reuses."""
+    key = "floor"
+    label = "floor"
+    is_fs = False
+
+    def missing(self):
+        for tool in ("curl", "cc", "pkg-config", "fusermount3"):
+            if not which(tool):
+                return f"{tool} not installed"
+        if run(["pkg-config", "--exists", "fuse3"], timeout=10).rc != 0:
+            return "libfuse3-dev not installed (bench/nullfs.c needs it)"
+        return None
+
+    def version(self):
+        fuse = run(["pkg-config", "--modversion", "fuse3"], timeout=10).out.strip()
+        return (_first_line(["curl", "--version"]).split(" (")[0] +
+                f", libfuse {fuse}, " + _first_line(["openssl", "version"]).split(" (")[0])
+
+
 def all_contenders(pailfs_binary, only=None):
-    cs = [Pailfs(pailfs_binary), S3fs(), Rclone("off"), Rclone("writes"), Raw()]
+    cs = [Pailfs(pailfs_binary), S3fs(), Rclone("off"), Rclone("writes"), Raw(), Floor()]
     if only:
         cs = [c for c in cs if c.key in only]
     return cs

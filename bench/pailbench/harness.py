@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from . import contenders as C
 from . import deps
 from . import fixtures as F
+from . import floor
 from . import report
 from . import reqcount
 from . import workloads as W
@@ -113,9 +114,9 @@ class Ctx:
         None when the server does not count."""
         return reqcount.quiet(self.server.url) if self.counting else None
 
-    def presign(self, key, direct=False):
+    def presign(self, key, direct=False, method="get_object"):
         c = self._direct_presigner if direct else self._presigner
-        return c.generate_presigned_url("get_object", Params={"Bucket": F.BUCKET, "Key": key},
+        return c.generate_presigned_url(method, Params={"Bucket": F.BUCKET, "Key": key},
                                         ExpiresIn=6 * 3600)
 
     def set_endpoint(self, url):
@@ -240,7 +241,8 @@ def run_one(ctx, c, wid, mnt):
                                 f"(process gone: {c.log_tail(2)})")
             res = w.fs(ctx, c, mnt)
         else:
-            res = w.raw(ctx, c) if w.raw else W.Result(status="n/a")
+            form = floor.FORMS.get(wid) if c.key == "floor" else w.raw
+            res = form(ctx, c) if form else W.Result(status="n/a")
     except Exception as e:  # a broken harness step must not stop the run
         detail(f"{c.key} {wid}: {type(e).__name__}: {e}")
         res = W.Result(status="ERROR", why=f"{type(e).__name__}: {str(e)[:200]}")
@@ -279,7 +281,8 @@ def parse_args(argv):
     ap.add_argument("--delay-ms", type=float, default=20.0, help="--wan first-byte delay")
     ap.add_argument("--rate", type=float, default=100.0, help="--wan cap, MB/s per connection")
     ap.add_argument("--only", help="comma-separated contenders: pailfs,s3fs,rclone-off,"
-                                   "rclone-writes,raw")
+                                   "rclone-writes,raw,floor (the least core-seconds a FUSE "
+                                   "filesystem can spend: bench/README.md)")
     ap.add_argument("--workloads", help="comma-separated workload ids: " +
                     ",".join(w.id for w in W.WORKLOADS))
     ap.add_argument("--scale-keys", type=int, default=None,

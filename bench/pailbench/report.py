@@ -61,6 +61,8 @@ def cell_text(w, r):
         return "—"
     if not r.ok:
         return r.status
+    if r.parts is not None:  # the floor: no time of its own, a sum of parts
+        return floor_cell(r)
     tail = f"; in bucket at {r.in_bucket:.1f} s" if r.in_bucket else ""
     if w.kind == "bytes":
         return f"{r.seconds:.2f} s, {r.nbytes / r.seconds / 1e6:.0f} MB/s{tail}"
@@ -101,6 +103,10 @@ def _tool_version(cmd):
 
 def write(rows, meta, md_path, png_path, workdir):
     cols = [w for w in W.WORKLOADS if w.id in meta.workloads]
+    # The floor is not a contender to rank: its own table under the core-seconds.
+    floor_row = next((r for r in rows if r.c.key == "floor" and not r.missing), None)
+    versions = [f"{r.c.label}: {r.version}" for r in rows if r.version]
+    rows = [r for r in rows if r.c.key != "floor" or r.missing]
     pailfs = next((r for r in rows if r.c.key == "pailfs"), None)
     notes = []          # numbered footnotes
 
@@ -173,6 +179,8 @@ def write(rows, meta, md_path, png_path, workdir):
     counts = requests_by_type(rows, [w for w in cols if w.kind != "requests"], titles)
     cpu = cpu_by_workload(rows, cols, titles)
     req_table = request_table(rows, footnote) if "requests" in meta.workloads else ""
+    floor = floor_table(rows, floor_row, cols, titles, meta.https)
+    targets = issue21_wall_clock(rows, meta.workloads)
 
     mode = "quick (`--quick`)" if meta.quick else "full"
     if meta.wan:
@@ -180,7 +188,6 @@ def write(rows, meta, md_path, png_path, workdir):
                 f"{meta.rate:g} MB/s per connection)"
     if meta.https:
         mode += ", over https (`--https`: s3rver's own TLS, a self-signed certificate)"
-    versions = [f"{r.c.label}: {r.version}" for r in rows if r.version]
     versions.append(f"s3rver 4.0.4 (tests/s3server, patched by aws-fixes.js), "
                     f"{_tool_version(['node', '--version'])}")
     versions.append(_tool_version(["fio", "--version"]))
@@ -227,6 +234,10 @@ def write(rows, meta, md_path, png_path, workdir):
                 "makes the system call. It carries over to any machine, where wall-clock "
                 "times on this 2-core one (server, filesystem and reader share the cores) "
                 "do not.", "", cpu, ""]
+    if floor:
+        out += [floor, ""]
+    if targets:
+        out += targets + [""]
     if req_table:
         out += [req_table, ""]
     out += [
@@ -327,6 +338,102 @@ def cpu_by_workload(rows, cols, titles):
         lines.append(f"| **{row.c.label}** | " + " | ".join(
             cpu_text(w, row.results.get(w.id)) for w in cols) + " |")
     return "\n".join(lines)
+
+
+# Issue 21's targets, core-seconds of the filesystem process per GiB.
+CPU_TARGETS = {"read_cold": 0.6, "read_warm": 0.4, "write": 1.5}
+CPU_TARGETS_HTTPS = dict(CPU_TARGETS, write=0.8)
+
+
+def per_gib(r):
+    """Core-seconds per GiB of an ok result with a CPU figure, else None."""
+    if not r or not r.ok or r.cpu_s is None or not r.nbytes:
+        return None
+    return r.cpu_s / (r.nbytes / (1 << 30))
+
+
+def floor_cell(r):
+    """'**sum**: part v (how) + part v ...; not in the sum: part v (how)'."""
+    if r is None:
+        return "—"
+    if not r.ok:
+        return f"**{r.status}**: {r.why[:200]}"
+
+    def part(name, value, how):
+        return f"{name} {value:.2f}" + (f" ({how})" if how else "")
+    summed = [part(n, v, how) for n, v, counted, how in r.parts if counted]
+    left = [part(n, v, how) for n, v, counted, how in r.parts if not counted]
+    return (f"**{per_gib(r):.2f}** = " + " + ".join(summed) +
+            (f"; not in the sum: {', '.join(left)}" if left else ""))
+
+
+def floor_table(rows, floor_row, cols, titles, https):
+    """The floor (floor.py) beside each filesystem's core-seconds per GiB
+    and issue 21's targets, for the workloads that have a floor; '' when
+    the floor did not run."""
+    if floor_row is None:
+        return ""
+    cols = [w for w in cols if floor_row.results.get(w.id)
+            and floor_row.results[w.id].status != "n/a"]
+    if not cols:
+        return ""
+    floors = {w.id: per_gib(floor_row.results[w.id]) for w in cols}
+    lines = ["| core-s/GiB | " + " | ".join(titles[w.id] for w in cols) + " |",
+             "|" + "---|" * (len(cols) + 1),
+             "| **floor** | " + " | ".join(floor_cell(floor_row.results[w.id])
+                                         for w in cols) + " |"]
+
+    def against(value, w):
+        if value is None:
+            return "—"
+        f = floors[w.id]
+        return f"{value:.2f}" + (f" ({value / f:.2f} × the floor)" if f else "")
+    for row in rows:
+        if row.c.is_fs and not row.missing:
+            lines.append(f"| **{row.c.label}** | " + " | ".join(
+                against(per_gib(row.results.get(w.id)), w) for w in cols) + " |")
+    target = CPU_TARGETS_HTTPS if https else CPU_TARGETS
+    lines.append("| issue 21's target | " + " | ".join(
+        "≤ " + against(target[w.id], w) if w.id in target else "—" for w in cols) + " |")
+    intro = ("The floor (issue 21; bench/README.md, \"The floor\"): the fewest core-seconds "
+             "per GiB any FUSE filesystem could spend on this machine moving the same bytes, "
+             "measured in this run part by part, each part one process's user + system time "
+             "per GiB: receive (curl GETs to /dev/null; the cheaper of one GET and the raw "
+             "limit's parallel ranged GETs counts), reply (nullfs, a FUSE filesystem that "
+             "answers every read from one buffer, `cat` after drop_caches), take (nullfs "
+             "accepting `dd bs=1M` and discarding it), SHA-256 (OpenSSL, in memory; over "
+             "http only: over https pailfs signs UNSIGNED-PAYLOAD), send (curl PUT, TLS "
+             "with `--https`, less reading its file). Beside it each filesystem's figure "
+             "from the table above, as a multiple of the floor: that multiple is the "
+             "measure that is fair on this machine.")
+    return intro + "\n\n" + "\n".join(lines)
+
+
+def issue21_wall_clock(rows, workloads):
+    """Issue 21's wall-clock targets as ratios from this run: pailfs's cold
+    sequential read against the raw limit (≥ 0.9) and its 8-job random
+    reads against s3fs-fuse's IOPS (≥ 2). [] when neither workload ran."""
+    by = {r.c.key: r for r in rows if not r.missing}
+    out = []
+
+    def ratio(wid, other, want, what):
+        w = W.BY_ID[wid]
+        mine = speed(w, by["pailfs"].results.get(wid)) if "pailfs" in by else None
+        theirs = speed(w, by[other].results.get(wid)) if other in by else None
+        if mine and theirs:
+            r = mine / theirs
+            return (f"- {what}: pailfs {cell_text(w, by['pailfs'].results[wid])}, "
+                    f"{by[other].c.label} {cell_text(w, by[other].results[wid])}: "
+                    f"**{r:.2f} ×** (issue 21 wants ≥ {want:g}: "
+                    f"{'holds' if r >= want else 'does not hold'} in this run)")
+        return f"- {what}: not measured in this run (needs pailfs and {other} ok)"
+    if "read_cold" in workloads:
+        out.append(ratio("read_cold", "raw", 0.9,
+                         "cold sequential read, pailfs's speed over the raw limit's"))
+    if "rand8" in workloads:
+        out.append(ratio("rand8", "s3fs", 2, "8-job 4 KiB random reads, pailfs's IOPS over "
+                         "s3fs-fuse's"))
+    return (["Issue 21's wall-clock targets, from the table above:"] + out) if out else []
 
 
 def _table_cell(r, footnote):

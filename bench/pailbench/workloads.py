@@ -47,6 +47,7 @@ class Result:
     table: list = None      # the request table's rows (reqtable.RowResult)
     cpu_s: float = None     # core-seconds the filesystem process spent (the harness fills it)
     rss_growth: int = None  # scale: bytes the mount's RSS grew over its idle RSS
+    parts: list = None      # the floor (floor.py): (part, core-s/GiB, in the sum, how)
 
     @property
     def ok(self):
