@@ -1,7 +1,7 @@
 """floor.py: the floor of issue 21, measured in the same run as the
 filesystems — the fewest core-seconds per GiB any FUSE filesystem on this
-machine could spend moving the same bytes between the same server and the
-same program, taken part by part (the `floor` contender):
+machine could spend moving the same bytes to or from the same server,
+taken part by part (the `floor` contender):
 
   seq read, cold   receive + reply
       receive    curl GETs of the object to /dev/null (its own process):
@@ -26,7 +26,14 @@ getrusage(RUSAGE_CHILDREN) around it, nullfs's from /proc as for the
 filesystems. Over https pailfs signs UNSIGNED-PAYLOAD (issue 13's CRC32C
 carries integrity), so the https write floor has no SHA-256 in its sum
 (the part is still shown) and no CRC32C either (a few hundredths of a
-core-second per GiB): it stays a floor.
+core-second per GiB): it stays a floor. The TLS send is curl's, libcurl
+and OpenSSL as pailfs uses them: a floor for such a client, not for one
+with kernel TLS.
+
+The reader of the reply floor is `cat | wc -c`, not the filesystems'
+`cat | openssl dgst`: only nullfs's own time is counted, and it is the
+same work whoever reads (the check is the byte count; nullfs's bytes are
+its buffer's pattern, not the fixture's).
 """
 
 import hashlib
