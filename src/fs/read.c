@@ -73,6 +73,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <utlist.h>
 
@@ -85,6 +86,9 @@ _Static_assert(RD_BLOCK <= CACHE_MAX_BLOCK && RD_BLOCK % CACHE_PAGE_SIZE == 0,
  * unmapped and faulted in again 200 MiB of buffers (issue 21). */
 #define RD_WARM_MAX 128
 #define RD_WARM_IDLE 4
+/* Block buffers are carved two to a slab: a 2 MiB-aligned mapping the
+ * kernel may back with one transparent huge page (see "warm buffers"). */
+#define RD_SLAB (2 * (size_t)RD_BLOCK)
 /* Blocks fetched and not yet in the disk cache (queued or being written),
  * at most: beyond that the workers wait (the disk sets the pace). */
 #define RD_STORE_MAX 16
@@ -101,15 +105,29 @@ enum rb_state { RB_FETCHING, RB_READY, RB_ERROR };
  * before another thread can reach it, and never change (so they are read
  * without the lock). */
 
-/* A warm block buffer kept for reuse (its first bytes); protected by rp->lock. */
+/* A warm block buffer kept for reuse that is no slab's half (its first
+ * bytes); protected by rp->lock. */
 struct rbuf {
     struct rbuf *next;
 };
 
-/* The warm buffers: a free list, in rp (protected by rp->lock). */
+/* Two block buffers in one 2 MiB-aligned mapping (see "warm buffers");
+ * protected by rp->lock. */
+struct rslab {
+    char *base;
+    unsigned free;             /* bit h: half h is kept warm, no block's */
+    struct rslab *prev, *next; /* on warm.halves or warm.wholes while free */
+    UT_hash_handle hh;         /* warm.slabs, by base */
+};
+
+/* The warm buffers (protected by rp->lock): the free halves of slabs, and
+ * single buffers made when a slab's second half could not be charged. */
 struct rd_warm {
-    struct rbuf *list;
-    unsigned n;
+    struct rslab *slabs;  /* every slab mapped, by base */
+    struct rslab *halves; /* one half free (the other a block's) */
+    struct rslab *wholes; /* both halves free */
+    struct rbuf *singles;
+    unsigned n;    /* buffers kept: free halves and singles */
     unsigned bare; /* blocks counted in mem_used that have no buffer yet */
 };
 
@@ -307,51 +325,162 @@ static void charge_sync_locked(struct fs_readpool *rp)
  * RD_WARM_MAX are kept; when the last block in memory goes, all but
  * RD_WARM_IDLE are freed, and another use waiting for memory has all
  * but those promised to bare blocks freed (read_reclaim); each freed
- * one's charge goes back to the budget (charge_sync_locked). */
+ * one's charge goes back to the budget (charge_sync_locked).
+ *
+ * Buffers come two to a slab, a 2 MiB-aligned mapping advised
+ * MADV_HUGEPAGE: the kernel then backs it with one transparent huge page,
+ * faulted in at once, and pins it for the FUSE reply and for O_DIRECT a
+ * folio at a time rather than 256 pages (pinning 4 KiB pages was a fifth
+ * of a warm read; issue 21).  A slab is unmapped only when both halves
+ * are free, so a kept half whose other half a block holds stays (still
+ * charged: the bound counts what is mapped); kept halves are given out
+ * before whole slabs, which fills slabs and leaves whole ones to free.
+ * A slab's second half is a kept buffer from the start: it is charged
+ * then, as a promise to another bare block or taken from what the budget
+ * spares; when it spares nothing, the block gets a single 1 MiB buffer. */
 
-/* A kept buffer, or NULL when none is. */
+static struct rslab *slab_of(struct fs_readpool *rp, const char *data)
+{
+    char *base = (char *)((uintptr_t)data & ~(uintptr_t)(RD_SLAB - 1));
+    struct rslab *s;
+    HASH_FIND(hh, rp->warm.slabs, &base, sizeof(base), s);
+    return s;
+}
+
+/* Set slab s's free halves, moving it to the list that says so. */
+static void slab_set_free(struct fs_readpool *rp, struct rslab *s, unsigned free)
+{
+    if (s->free == 3)
+        DL_DELETE(rp->warm.wholes, s);
+    else if (s->free)
+        DL_DELETE(rp->warm.halves, s);
+    s->free = free;
+    if (free == 3)
+        DL_APPEND(rp->warm.wholes, s);
+    else if (free)
+        DL_APPEND(rp->warm.halves, s);
+}
+
+/* A new slab, its half 0 taken and half 1 kept (its charge is the
+ * caller's), or NULL. */
+static char *slab_new(struct fs_readpool *rp)
+{
+    struct rslab *s = calloc(1, sizeof(*s));
+    char *map =
+        s ? mmap(NULL, 2 * RD_SLAB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+          : MAP_FAILED;
+    if (map == MAP_FAILED) {
+        free(s);
+        return NULL;
+    }
+    /* twice the size mapped, the aligned slab kept, the rest unmapped */
+    char *base = (char *)(((uintptr_t)map + RD_SLAB - 1) & ~(uintptr_t)(RD_SLAB - 1));
+    if (base > map)
+        munmap(map, (size_t)(base - map));
+    munmap(base + RD_SLAB, (size_t)(map + 2 * RD_SLAB - (base + RD_SLAB)));
+#ifdef MADV_HUGEPAGE
+    (void)madvise(base, RD_SLAB, MADV_HUGEPAGE); /* a hint: refused, 4 KiB pages */
+#endif
+    s->base = base;
+    HASH_ADD(hh, rp->warm.slabs, base, sizeof(s->base), s);
+    slab_set_free(rp, s, 2);
+    rp->warm.n++;
+    return base;
+}
+
+/* Unmap slab s, both halves free. */
+static void slab_unmap(struct fs_readpool *rp, struct rslab *s)
+{
+    slab_set_free(rp, s, 0);
+    HASH_DEL(rp->warm.slabs, s);
+    munmap(s->base, RD_SLAB);
+    free(s);
+    rp->warm.n -= 2;
+}
+
+/* A kept buffer, or NULL when none is: a half whose other half is in use
+ * first, then a whole slab's, then a single. */
 static char *warm_take(struct fs_readpool *rp)
 {
-    struct rbuf *buf = rp->warm.list;
+    struct rslab *s = rp->warm.halves ? rp->warm.halves : rp->warm.wholes;
+    if (s) {
+        unsigned half = s->free & 1u ? 0 : 1;
+        slab_set_free(rp, s, s->free & ~(1u << half));
+        rp->warm.n--;
+        return s->base + half * RD_BLOCK;
+    }
+    struct rbuf *buf = rp->warm.singles;
     if (!buf)
         return NULL;
-    rp->warm.list = buf->next;
+    rp->warm.singles = buf->next;
     rp->warm.n--;
     return (char *)buf;
 }
 
-/* Keep the buffer of a freed block (already out of mem_used; its charge
- * then stays), or free it when RD_WARM_MAX are kept. */
-static void warm_give(struct fs_readpool *rp, char *data)
+/* Keep a buffer, whatever number are kept already. */
+static void warm_put(struct fs_readpool *rp, char *data)
 {
-    if (rp->warm.n >= RD_WARM_MAX) {
-        free(data);
-        return;
+    struct rslab *s = slab_of(rp, data);
+    if (s) {
+        slab_set_free(rp, s, s->free | 1u << (unsigned)((size_t)(data - s->base) / RD_BLOCK));
+    } else {
+        struct rbuf *buf = (struct rbuf *)(void *)data;
+        buf->next = rp->warm.singles;
+        rp->warm.singles = buf;
     }
-    struct rbuf *buf = (struct rbuf *)(void *)data;
-    buf->next = rp->warm.list;
-    rp->warm.list = buf;
     rp->warm.n++;
 }
 
-/* Free all but `keep` kept buffers (the caller gives back their charge:
- * charge_sync_locked). */
+/* Free all but about `keep` kept buffers (the caller gives back their
+ * charge: charge_sync_locked): singles first, then whole slabs; a half
+ * whose other half is in use stays. */
 static void warm_trim(struct fs_readpool *rp, unsigned keep)
 {
-    while (rp->warm.n > keep)
-        free(warm_take(rp));
+    while (rp->warm.n > keep && rp->warm.singles) {
+        struct rbuf *buf = rp->warm.singles;
+        rp->warm.singles = buf->next;
+        rp->warm.n--;
+        free(buf);
+    }
+    while (rp->warm.n >= keep + 2 && rp->warm.wholes)
+        slab_unmap(rp, rp->warm.wholes);
+}
+
+/* Keep the buffer of a freed block (already out of mem_used; its charge
+ * then stays), but no more than RD_WARM_MAX. */
+static void warm_give(struct fs_readpool *rp, char *data)
+{
+    warm_put(rp, data);
+    if (rp->warm.n > RD_WARM_MAX)
+        warm_trim(rp, RD_WARM_MAX);
 }
 
 /* Take back the buffer of block b, which holds none of its bytes yet:
  * kept for it (or another block without one) until its bytes come. */
 static void warm_return(struct fs_readpool *rp, struct rblock *b)
 {
-    struct rbuf *buf = (struct rbuf *)(void *)b->data;
-    buf->next = rp->warm.list;
-    rp->warm.list = buf;
-    rp->warm.n++;
+    warm_put(rp, b->data);
     rp->warm.bare++;
     b->data = NULL;
+}
+
+/* A buffer for a bare block when none is kept: a new slab's half when its
+ * other half is charged (promised to another bare block, or spared by the
+ * budget now), else a single buffer; NULL when neither can be mapped. */
+static char *buffer_new(struct fs_readpool *rp)
+{
+    bool promised = rp->warm.bare > 1; /* this block is one of them */
+    if (promised || fs_budget_try(rp->budget, FS_USE_READ, RD_BLOCK, FS_TAKE_SPARE)) {
+        if (!promised)
+            rp->charged += RD_BLOCK;
+        char *data = slab_new(rp);
+        if (data)
+            return data;
+        charge_sync_locked(rp); /* a charge taken for the second half goes back */
+    }
+    char *data;
+    /* page-aligned: the disk cache can write it with O_DIRECT */
+    return posix_memalign((void **)&data, 4096, RD_BLOCK) == 0 ? data : NULL;
 }
 
 /* Give block b its buffer, a kept one if any, before its first bytes are
@@ -360,11 +489,8 @@ static int block_buffer(struct fs_readpool *rp, struct rblock *b)
 {
     if (b->data)
         return 0;
-    /* page-aligned: the disk cache can write it with O_DIRECT */
-    if (!(b->data = warm_take(rp)) && posix_memalign((void **)&b->data, 4096, RD_BLOCK) != 0) {
-        b->data = NULL;
+    if (!(b->data = warm_take(rp)) && !(b->data = buffer_new(rp)))
         return ENOMEM;
-    }
     rp->warm.bare--;
     return 0;
 }
@@ -1253,7 +1379,7 @@ int fs_readpool_new(struct fs *fs)
     pthread_cond_init(&rp->room_cond, NULL);
     pthread_cond_init(&rp->work_cond, NULL);
     pthread_cond_init(&rp->store_cond, NULL);
-    /* Blocks are 1 MiB: have malloc map and unmap each one, so memory given
+    /* Single block buffers are 1 MiB: have malloc map and unmap each one, so memory given
      * back is given back to the system (glibc would otherwise raise its
      * threshold after the first free and keep freed blocks in its arenas,
      * and the process would grow past max_memory).  But not libcurl's
@@ -1316,6 +1442,13 @@ void fs_readpool_free(struct fs *fs)
         job_end_locked(rp, j); /* no thread is left to contend for the lock */
     }
     warm_trim(rp, 0); /* no thread is left to contend for the lock */
+    struct rslab *s, *tmp;
+    HASH_ITER(hh, rp->warm.slabs, s, tmp) /* none: no block is left */
+    {
+        rp->warm.n += !(s->free & 1u) + !(s->free & 2u);
+        slab_set_free(rp, s, 3);
+        slab_unmap(rp, s);
+    }
     charge_sync_locked(rp);
     fs_budget_set_reclaimer(fs->budget, FS_USE_READ, NULL, NULL);
     cache_close(rp->cache);

@@ -772,6 +772,40 @@ def test_sequential_read_faults_each_buffer_in_once(proxy, s3, bucket,
     assert faulted <= peak, (faulted // MiB, peak // MiB)
 
 
+def thp_on():
+    """Whether the kernel backs an anonymous mapping advised MADV_HUGEPAGE
+    with transparent huge pages ("always" or "madvise")."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not thp_on(), reason="transparent huge pages are off")
+def test_sequential_read_buffers_fault_in_as_huge_pages(proxy, s3, bucket,
+                                                        mounter):
+    """Block buffers are carved two to a 2 MiB-aligned slab advised
+    MADV_HUGEPAGE (read.c, "warm buffers"), so the kernel faults each slab
+    in as one huge page and pins it a folio at a time for the FUSE reply
+    and O_DIRECT.  Counted by pailfs's minor page faults over a cold read:
+    with 1 MiB buffers (malloc'd, never 2 MiB-aligned, so never huge) it
+    faulted in its peak resident memory 4 KiB at a time, one fault a page;
+    with huge pages it takes a fault per 2 MiB, and the count stays far
+    below a page's worth of its peak (issue 21)."""
+    size = 128 * MiB
+    data = b"".join(rand_bytes(47 + i, 32 * MiB) for i in range(size // (32 * MiB)))
+    put(s3, bucket, "huge", data)
+    m = mounter()
+    faults0, _ = faults_and_peak(m.pid)
+    assert read_all(m.p("huge"), chunk=4 * MiB) == data
+    faults1, peak = faults_and_peak(m.pid)
+    faulted = faults1 - faults0
+    # 4 KiB faults would be about peak // PAGE (tens of thousands); libcurl,
+    # the disk cache and the threads' stacks fault a few hundred pages
+    assert faulted < peak // PAGE // 4, (faulted, peak // MiB)
+
+
 def fuse_replies(pid):
     """The write calls pailfs made so far (/proc/PID/io syscw): with no
     disk cache, one per FUSE reply and a few log lines, nothing else (its
