@@ -108,41 +108,140 @@ def _kill_all():
         _kill(proc, grace=2.0)
 
 
-def _spawn(argv, env, log_path, what):
-    """Start argv, wait for its "PORT <n>" line; return (proc, port)."""
+def _spawn(argv, env, log_path, what, first_word="PORT",
+           stdin=subprocess.DEVNULL, die_with_parent=True):
+    """Start argv, wait for its "PORT <n>" line; return (proc, port).
+    (first_word "READY": wait for a line "READY"; port None.)"""
     log = open(log_path, "ab")
     try:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=log, env=env, preexec_fn=_die_with_parent)
+            argv, stdin=stdin, stdout=subprocess.PIPE, stderr=log, env=env,
+            preexec_fn=_die_with_parent if die_with_parent else None)
     finally:
         log.close()
     with _live_lock:
         _live.add(proc)
-    deadline = time.monotonic() + START_TIMEOUT
-    line = b""
     try:
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError(f"{what} gave no PORT line in "
-                                   f"{START_TIMEOUT}s; see {log_path}")
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            if not ready:
-                continue
-            byte = os.read(proc.stdout.fileno(), 1)
-            if not byte:
-                raise RuntimeError(
-                    f"{what} exited ({proc.wait()}) before listening; "
-                    f"log {log_path}:\n{_tail(log_path)}")
-            line += byte
-        word, _, port = line.decode().strip().partition(" ")
-        if word != "PORT" or not port.isdigit():
-            raise RuntimeError(f"{what} printed {line!r}, not PORT <n>")
-        return proc, int(port)
+        word, _, port = _read_line(proc, what, log_path).partition(" ")
+        if word != first_word or (first_word == "PORT" and not port.isdigit()):
+            raise RuntimeError(f"{what} printed {word} {port}, not {first_word}")
+        return proc, int(port) if port else None
     except BaseException:
         _kill(proc)
         raise
+
+
+def _read_line(proc, what, log_path):
+    """The next line proc prints, within START_TIMEOUT, stripped."""
+    deadline = time.monotonic() + START_TIMEOUT
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"{what} gave no answer in "
+                               f"{START_TIMEOUT}s; see {log_path}")
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if not ready:
+            continue
+        byte = os.read(proc.stdout.fileno(), 1)
+        if not byte:
+            raise RuntimeError(
+                f"{what} exited ({proc.wait()}) before listening; "
+                f"log {log_path}:\n{_tail(log_path)}")
+        line += byte
+    return line.decode().strip()
+
+
+class _Forked:
+    """A process the proxy's fork server made (not our child: its exit
+    status is not ours to collect), watched through a pidfd: the part of
+    Popen that _kill and the services use. returncode is 0 once it ended,
+    whatever its status was."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+        self.stdout = self.stderr = None
+        self._fd = os.pidfd_open(pid)
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            ready, _, _ = select.select([self._fd], [], [], timeout)
+            if not ready:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            self.returncode = 0
+            os.close(self._fd)
+        return self.returncode
+
+    def poll(self):
+        try:
+            return self.wait(0)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send_signal(self, sig):
+        if self.returncode is None:
+            signal.pidfd_send_signal(self._fd, sig)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+
+class _ForkServer:
+    """s3proxy.py --fork-server (see there), started at the first proxy and
+    shared by the session's proxies: a proxy then starts in a fork() of
+    an interpreter that has its imports, not in a new one."""
+
+    _lock = threading.Lock()
+    _proc = None
+
+    @classmethod
+    def start_proxy(cls, args, env, log_path):
+        """(process, port) of a proxy with these arguments, or RuntimeError."""
+        with cls._lock:
+            if cls._proc is None or cls._proc.poll() is not None:
+                fd, cls._log = tempfile.mkstemp(prefix="pailfs-s3proxy-forks-",
+                                                suffix=".log")
+                os.close(fd)
+                atexit.register(Path(cls._log).unlink, missing_ok=True)
+                # No PR_SET_PDEATHSIG: it fires when the thread that
+                # started it ends, and a test may start its proxy from a
+                # thread. It ends instead at EOF on stdin, which only this
+                # process holds open: when the session ends, however it
+                # ends; its proxies then get their SIGTERM.
+                cls._proc, _ = _spawn([PYTHON, str(PROXY_SCRIPT), "--fork-server"],
+                                      dict(os.environ), cls._log,
+                                      "s3proxy --fork-server", first_word="READY",
+                                      stdin=subprocess.PIPE, die_with_parent=False)
+            req = {"argv": args, "env": env, "log": str(log_path)}
+            try:
+                cls._proc.stdin.write((json.dumps(req) + "\n").encode())
+                cls._proc.stdin.flush()
+                line = _read_line(cls._proc, "s3proxy --fork-server", cls._log)
+            except BaseException:
+                # its answer may still come, to the next request: a new one
+                _kill(cls._proc)
+                cls._proc = None
+                raise
+        word, port, pid = (line.split(" ") + ["", ""])[:3]
+        if word == "PORT" and port.isdigit() and pid.isdigit():
+            proc = _Forked(int(pid))
+            with _live_lock:
+                _live.add(proc)
+            return proc, int(port)
+        raise RuntimeError(f"s3proxy exited before listening; log {log_path}:\n"
+                           f"{_tail(log_path)}")
+
+
+def _start_proxy(args, env, log_path):
+    """(process, port) of the proxy s3proxy.py args, forked by the fork
+    server where Linux has pidfds (5.3 on), else a program of its own."""
+    if hasattr(os, "pidfd_open"):
+        return _ForkServer.start_proxy(args, env, log_path)
+    return _spawn([PYTHON, str(PROXY_SCRIPT)] + args, env, log_path, "s3proxy")
 
 
 def _tail(path, limit=4000):
@@ -499,7 +598,7 @@ class Proxy(_LocalService):
     def start(self):
         if self.running:
             return self
-        argv = [PYTHON, str(PROXY_SCRIPT), "--upstream", self.upstream_url,
+        argv = ["--upstream", self.upstream_url,
                 "--port", str(self.port or 0), "--region", self.region,
                 "--seed", str(self.seed)]
         for access_key, secret_key in self.keys:
@@ -508,8 +607,8 @@ class Proxy(_LocalService):
             argv += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         for fixup in self.fixups:
             argv += ["--fixup", fixup]
-        self._proc, self.port = _spawn(argv, dict(os.environ), self.log_path,
-                                       "s3proxy")
+        self._proc, self.port = _start_proxy(argv, dict(os.environ),
+                                             self.log_path)
         return self
 
     def stop(self):

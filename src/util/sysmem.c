@@ -18,6 +18,8 @@
 #include "util/util.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +62,29 @@ static bool parse_limit(const char *s, uint64_t *out)
     return *s == '\0';
 }
 
+/* The text of the file at the path `fmt` makes, read whole (at most
+ * SYSMEM_FILE_MAX bytes), its length in *len; the caller frees it.  NULL
+ * when the path is too long, the file cannot be read, or it holds a NUL
+ * byte (text, not data to guess at): the callers then add no limit. */
+static char *read_text(size_t *len, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *read_text(size_t *len, const char *fmt, ...)
+{
+    char path[PATH_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(path, sizeof(path), fmt, ap);
+    va_end(ap);
+    char *data = NULL;
+    if (n < 0 || (size_t)n >= sizeof(path) ||
+        util_read_file(path, SYSMEM_FILE_MAX, &data, len) != 0)
+        return NULL;
+    if (strlen(data) != *len) {
+        free(data);
+        return NULL;
+    }
+    return data;
+}
+
 /* Whether `p` (len bytes) may name a cgroup: absolute, no ".." or "."
  * component, no control characters, not too long. */
 static bool path_ok(const char *p, size_t len)
@@ -93,16 +118,12 @@ static uint64_t least_limit(const char *base, const char *cg, size_t cg_len, con
         n--; /* "/" itself: the root */
     for (;;) {
         if (n > 0 || with_root) {
-            struct buf path = BUF_INIT;
-            buf_printf(&path, "%s%.*s/%s", base, (int)n, cg, name);
-            char *data = NULL;
-            size_t len = 0;
+            size_t len;
+            char *data = read_text(&len, "%s%.*s/%s", base, (int)n, cg, name);
             uint64_t v;
-            if (path.data && util_read_file(path.data, SYSMEM_FILE_MAX, &data, &len) == 0 &&
-                strlen(data) == len && parse_limit(data, &v) && v < least)
+            if (data && parse_limit(data, &v) && v < least)
                 least = v;
             free(data);
-            buf_free(&path);
         }
         if (n == 0)
             break;
@@ -130,16 +151,11 @@ static bool has_memory(const char *c, size_t len)
 
 uint64_t util_cgroup_mem_limit(const char *root)
 {
-    struct buf f = BUF_INIT;
-    buf_printf(&f, "%s/proc/self/cgroup", root);
-    char *data = NULL;
-    size_t len = 0;
+    size_t len;
+    char *data = read_text(&len, "%s/proc/self/cgroup", root);
     uint64_t least = UINT64_MAX;
-    if (!f.data || util_read_file(f.data, SYSMEM_FILE_MAX, &data, &len) != 0) {
-        buf_free(&f);
+    if (!data)
         return least;
-    }
-    buf_free(&f);
     /* lines "ID:CONTROLLERS:PATH"; v2's is "0::PATH" */
     for (size_t i = 0; i < len;) {
         size_t end = i;
@@ -175,13 +191,10 @@ uint64_t util_cgroup_mem_limit(const char *root)
 
 uint64_t util_mem_total(const char *root)
 {
-    struct buf f = BUF_INIT;
-    buf_printf(&f, "%s/proc/meminfo", root);
-    char *data = NULL;
-    size_t len = 0;
+    size_t len;
+    char *data = read_text(&len, "%s/proc/meminfo", root);
     uint64_t total = UINT64_MAX;
-    if (f.data && util_read_file(f.data, SYSMEM_FILE_MAX, &data, &len) == 0 &&
-        strlen(data) == len) {
+    if (data) {
         const char *p = strstr(data, "MemTotal:");
         unsigned long long kb;
         char unit[4] = "";
@@ -190,7 +203,6 @@ uint64_t util_mem_total(const char *root)
             total = (uint64_t)kb << 10;
     }
     free(data);
-    buf_free(&f);
     return total;
 }
 

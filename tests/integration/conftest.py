@@ -16,6 +16,11 @@ Fixtures:
   s3        function boto3 client straight to s3server (no proxy)
   bucket    function name of a new, empty bucket made for this test with
                      `s3`; emptied and deleted afterwards (best effort)
+  keys_2500 session  (bucket, keys): a bucket holding 2,500 keys
+                     "big/f00000".."big/f02499", key i of i % 7 bytes "x",
+                     put once a session (s3rver stores a few hundred keys a
+                     second) for the tests that list more than two pages;
+                     read-only: no test may change it
 
 Shared helpers: mount.py (a pailfs mount: Mount, the mounter/mnt fixtures,
 files and processes through it), helpers.py (the bucket through `s3`, the
@@ -25,6 +30,7 @@ tests/README.md.
 
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -75,6 +81,25 @@ def bucket(s3):
     name = "t-" + uuid.uuid4().hex[:20]
     s3.create_bucket(Bucket=name)
     yield name
+    try:
+        helpers.delete_bucket(s3, name)
+    except Exception:  # the server may be down after an outage test
+        pass
+
+
+@pytest.fixture(scope="session")
+def keys_2500(s3server):
+    s3 = rig.boto3_client(s3server.url)
+    name = "k2500-" + uuid.uuid4().hex[:20]
+    s3.create_bucket(Bucket=name)
+    keys = [f"big/f{i:05d}" for i in range(2500)]
+
+    def put(i):
+        s3.put_object(Bucket=name, Key=keys[i], Body=b"x" * (i % 7))
+
+    with ThreadPoolExecutor(24) as pool:
+        list(pool.map(put, range(len(keys))))
+    yield name, keys
     try:
         helpers.delete_bucket(s3, name)
     except Exception:  # the server may be down after an outage test

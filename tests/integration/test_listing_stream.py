@@ -117,10 +117,13 @@ def test_ls_l_of_many_pages_lists_each_page_once(proxy, s3, bucket, mounter):
     # each request takes longer than attr_ttl: the lookup's page is still
     # the opendir's, the directory's own entry stays trusted while its
     # pages arrive, and the names of each page when `ls -l` asks for them
-    # (before, ls -l turned into a LIST and a HEAD a name)
-    m = mounter(attr_ttl=1, neg_ttl=1, opts={"list_page": PAGE})
+    # (before, ls -l turned into a LIST and a HEAD a name). Counted from
+    # a page's arrival, its names stay trusted for attr_ttl: the time `ls`
+    # may take between that and its opendir or stat. 2 s, not 1: once,
+    # under ASan on a loaded machine, 1 s was not enough.
+    m = mounter(attr_ttl=2, neg_ttl=2, opts={"list_page": PAGE})
     proxy.reset()
-    proxy.config(latency_ms=1100)
+    proxy.config(latency_ms=2100)
     r = subprocess.run(["ls", "-l", m.p("d")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     listed = [line.split()[-1] for line in r.stdout.splitlines()

@@ -9,7 +9,6 @@ import errno
 import os
 import stat
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -107,17 +106,12 @@ def test_keys_that_are_not_posix_names_are_skipped(s3, bucket, mounter):
         assert os.listdir(m.p("e")) == []
 
 
-def test_listing_2500_keys_costs_three_lists_and_no_heads(proxy, s3, bucket,
+def test_listing_2500_keys_costs_three_lists_and_no_heads(proxy, keys_2500,
                                                           mounter):
-    n = 2500
-    names = [f"f{i:05d}" for i in range(n)]
-
-    def put(i):
-        s3.put_object(Bucket=bucket, Key=f"big/{names[i]}", Body=b"x" * (i % 7))
-
-    with ThreadPoolExecutor(24) as pool:
-        list(pool.map(put, range(n)))
-    m = mounter(attr_ttl=60, neg_ttl=60)
+    bucket, keys = keys_2500  # the session's, read-only: key i has i % 7 bytes
+    n = len(keys)
+    names = [k.split("/")[1] for k in keys]
+    m = mounter(bucket=bucket, attr_ttl=60, neg_ttl=60)
     assert stat.S_ISDIR(os.stat(m.p("big")).st_mode)
     proxy.reset()
     listed = os.listdir(m.p("big"))

@@ -130,6 +130,7 @@ import hmac
 import http.client
 import http.server
 import json
+import os
 import random
 import re
 import signal
@@ -1739,7 +1740,9 @@ def make_server(upstream_url, port, secrets, region=None, seed=0,
     return ProxyServer((host, port), handler), state
 
 
-def main(argv=None):
+def main(argv=None, listening=None):
+    """The proxy of the command line argv; listening(port) is told once it
+    listens (None: print "PORT <port>")."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--upstream", required=True,
                     help="s3rver base URL, http://127.0.0.1:PORT")
@@ -1776,7 +1779,10 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"PORT {server.server_address[1]}", flush=True)
+    if listening:
+        listening(server.server_address[1])
+    else:
+        print(f"PORT {server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -1786,5 +1792,76 @@ def main(argv=None):
     return 0
 
 
+# --------------------------------------------------------------------------
+# The fork server: the tests' proxies started without an interpreter each
+# --------------------------------------------------------------------------
+
+def fork_server():
+    """s3proxy.py --fork-server: starts proxies by fork(), for tests/rig.py.
+
+    A proxy started as a program of its own pays for its interpreter and
+    its imports (botocore's signer above all: about 0.3 s of CPU), and the
+    integration suite starts one for each test. This process pays that
+    once. It has no thread (fork() copies only the calling one), prints
+    READY, then reads one request a line on stdin, JSON {"argv": [the
+    proxy's arguments], "env": {...}, "log": path}, and forks; the child
+    becomes that proxy (main), its stderr appended to the log. Each
+    request is answered with one line: "PORT <port> <pid>" once the child
+    listens, or "EXIT <pid>" when it ended before (its log says why). The
+    kernel reaps the children (SIGCHLD ignored): the rig watches each
+    through a pidfd. A child gets SIGTERM when this process ends, and this
+    process when its own parent does (the rig's prctl). Ends at EOF."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    print("READY", flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            _forked_proxy(req, w)  # never returns
+        os.close(w)
+        with os.fdopen(r, "rb") as said:
+            answer = said.readline().decode().strip()
+        print(answer or f"EXIT {pid}", flush=True)
+    return 0
+
+
+def _forked_proxy(req, ready_fd):
+    """In the forked child: become the proxy `req` describes; tell its port
+    on ready_fd once it listens; never return."""
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        log = os.open(req["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log, 2)
+        os.close(devnull)
+        os.close(log)
+        os.environ.clear()
+        os.environ.update(req["env"])
+
+        def listening(port):
+            os.write(ready_fd, f"PORT {port} {os.getpid()}\n".encode())
+            os.close(ready_fd)
+
+        code = main(req["argv"], listening)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(fork_server() if sys.argv[1:] == ["--fork-server"] else main())

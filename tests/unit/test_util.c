@@ -655,6 +655,17 @@ static void put_file(const char *root, const char *rel, const char *text)
     fclose(f);
 }
 
+/* Write `len` bytes (NULs allowed) to root/rel, which put_file made. */
+static void put_bytes(const char *root, const char *rel, const char *bytes, size_t len)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", root, rel);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, len, f), len);
+    fclose(f);
+}
+
 static void rm_tree(const char *root)
 {
     char cmd[600];
@@ -730,6 +741,16 @@ static void test_cgroup_untrusted(void **state)
     }
     put_file(root, "proc/self/cgroup", "0::/ok\n");
     assert_int_equal(util_cgroup_mem_limit(root), 1048576);
+    /* a NUL byte anywhere: not text, no limit (each of the three files) */
+    put_bytes(root, "proc/self/cgroup", "0::/ok\n\0\n", 9);
+    assert_int_equal(util_cgroup_mem_limit(root), UINT64_MAX);
+    put_file(root, "proc/self/cgroup", "0::/ok\n");
+    put_bytes(root, "sys/fs/cgroup/ok/memory.max", "1048576\0\n", 9);
+    assert_int_equal(util_cgroup_mem_limit(root), UINT64_MAX);
+    put_bytes(root, "proc/meminfo", "MemTotal: 4 kB\n\0\n", 17);
+    assert_int_equal(util_mem_total(root), UINT64_MAX);
+    put_file(root, "proc/meminfo", "MemTotal: 4 kB\n");
+    assert_int_equal(util_mem_total(root), 4096);
     const char *values[] = {"12abc\n",    "-5\n",  " \n",        "99999999999999999999999\n",
                             "0x100000\n", "1e9\n", "1048576 2\n"};
     for (size_t i = 0; i < sizeof(values) / sizeof(*values); i++) {
