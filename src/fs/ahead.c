@@ -13,8 +13,12 @@
  * The same table holds the first page of a directory's listing that a
  * lookup of it made (fs_ahead_keep): `ls -l dir` looks dir up, then opens
  * it, and the opendir takes that page rather than ask again, and goes on
- * from its continuation token when the directory has more.  What is held
- * is one page a directory: a handle streams the rest (dirstream.c).
+ * from its continuation token when the directory has more.  A lookup
+ * that has its marker's HEAD still to send asks for the second page
+ * beside it (fs_ahead_begin), held with the first as a fetch in flight,
+ * which the opendir takes as its page asked ahead: `ls -l dir` then pays
+ * the HEAD beside a page, not before it.  What is held is one page a
+ * directory (and that fetch): a handle streams the rest (dirstream.c).
  *
  * Order: a walker goes depth first, in listing order, which is the byte
  * order of the directories' keys ("a/" < "a/x/" < "a0/" ...).  The queue
@@ -41,7 +45,9 @@
  * lists and sees the error itself.  With attr_ttl=0 nothing is read ahead.
  *
  * Locking: everything here, the queue and the listings (fs->ahead_ents),
- * is protected by fs->lock, never held across a request. */
+ * is protected by fs->lock, never held across a request; a listing with a
+ * fetch leaves the table under it and is freed after it (the fetch's
+ * thread takes it). */
 #include "fs/fs_private.h"
 
 #include <errno.h>
@@ -194,8 +200,10 @@ static size_t listing_bytes(const struct fs_ahead_ent *ae)
     return b;
 }
 
+/* Never with fs->lock held when ae->next may run (it takes the lock). */
 static void ent_free(struct fs_ahead_ent *ae)
 {
+    fs_dir_fetch_free(ae->next); /* first: it reads d */
     fs_dir_free(&ae->d);
     free(ae->path);
     free(ae);
@@ -215,9 +223,20 @@ static void ent_remove_locked(struct fs *fs, struct fs_ahead_ent *ae)
     pthread_cond_broadcast(&ah->work);
 }
 
-/* Drop the listings nobody took within attr_ttl; when there were any, the
- * walk they were for is over, and the queue goes too (fs->lock held). */
-static void sweep_locked(struct fs *fs)
+/* Free the listings on the list `gone` (fs->lock not held). */
+static void ents_free(struct fs_ahead_ent *gone)
+{
+    while (gone) {
+        struct fs_ahead_ent *next = gone->gone;
+        ent_free(gone);
+        gone = next;
+    }
+}
+
+/* Take off the listings nobody took within attr_ttl, onto *gone to be
+ * freed once fs->lock is let go; when there were any, the walk they were
+ * for is over, and the queue goes too (fs->lock held). */
+static void sweep_locked(struct fs *fs, struct fs_ahead_ent **gone)
 {
     struct fs_ahead *ah = fs->ahead;
     uint64_t now = util_now_ms();
@@ -228,7 +247,8 @@ static void sweep_locked(struct fs *fs)
         if (ae->done && now - ae->arrived_ms >= fs->attr_ttl_ms) {
             stale |= !ae->kept; /* a lookup's own says nothing of a walk */
             ent_remove_locked(fs, ae);
-            ent_free(ae);
+            ae->gone = *gone;
+            *gone = ae;
         }
     }
     if (stale)
@@ -304,7 +324,14 @@ static void *worker_main(void *arg)
     struct fs_ahead *ah = fs->ahead;
     pthread_mutex_lock(&fs->lock);
     while (!ah->stop) {
-        sweep_locked(fs);
+        struct fs_ahead_ent *gone = NULL;
+        sweep_locked(fs, &gone);
+        if (gone) { /* a page a lookup asked ahead may be on its way */
+            pthread_mutex_unlock(&fs->lock);
+            ents_free(gone);
+            pthread_mutex_lock(&fs->lock);
+            continue;
+        }
         char *path = next_locked(fs);
         if (path) {
             list_one_locked(fs, path);
@@ -358,6 +385,19 @@ void fs_ahead_stop(struct fs *fs)
     for (unsigned i = 0; i < ah->n_threads; i++)
         pthread_join(ah->threads[i], NULL);
     ah->n_threads = 0;
+    /* the pages lookups asked ahead: answered before this returns */
+    struct fs_ahead_ent *gone = NULL, *ae, *tmp;
+    pthread_mutex_lock(&fs->lock);
+    HASH_ITER(hh, fs->ahead_ents, ae, tmp)
+    {
+        if (ae->next) {
+            ent_remove_locked(fs, ae);
+            ae->gone = gone;
+            gone = ae;
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+    ents_free(gone);
 }
 
 void fs_ahead_free(struct fs *fs)
@@ -391,8 +431,9 @@ size_t fs_ahead_bytes_locked(struct fs *fs)
 }
 
 int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *gen,
-                  uint64_t *begun_ms, bool *kept)
+                  uint64_t *begun_ms, bool *kept, struct fs_dir_fetch **next)
 {
+    *next = NULL;
     struct fs_ahead *ah = fs->ahead;
     if (!ah)
         return ENOENT;
@@ -423,34 +464,47 @@ int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *g
         *gen = ae->gen;
         *begun_ms = ae->begun_ms;
         *kept = ae->kept;
+        *next = ae->next; /* it reads d's entries, which stay where they are */
+        ae->next = NULL;
         memset(&ae->d, 0, sizeof(ae->d));
     }
     ent_free(ae);
     return ok ? 0 : ENOENT;
 }
 
-void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t gen,
-                   uint64_t begun_ms)
+/* Whether a lookup's listing of `path` begun with names_gen `gen` may be
+ * held (fs->lock held). */
+static bool may_keep_locked(struct fs *fs, const char *path, uint64_t gen)
 {
     struct fs_ahead *ah = fs->ahead;
-    if (!ah || !fs->attr_ttl_ms || (!d->whole && !d->next_token))
-        return;
-    struct fs_ahead_ent *ae = calloc(1, sizeof(*ae)), *old = NULL;
-    char *p = strdup(path);
-    pthread_mutex_lock(&fs->lock);
-    if (ae && p)
-        HASH_FIND(hh, fs->ahead_ents, path, strlen(path), old);
+    struct fs_ahead_ent *old = NULL;
+    HASH_FIND(hh, fs->ahead_ents, path, strlen(path), old);
     /* A name removed since it was begun is not in it: not kept (one
      * made or stored since marks it spoiled, as for any listing here). */
-    bool keep = ae && p && !old && !ah->stop && gen == fs->names_gen &&
-                ah->n_ents < FS_AHEAD_HELD && ah->held < ah->max_bytes;
-    if (keep) {
+    return !old && !ah->stop && gen == fs->names_gen && ah->n_ents < FS_AHEAD_HELD &&
+           ah->held < ah->max_bytes;
+}
+
+/* Hold the lookup's listing *d of `path` (with the fetch of its next page,
+ * or NULL) when there is room: true, and *d emptied; false: *d, and the
+ * fetch, are the caller's still. */
+static bool keep(struct fs *fs, const char *path, struct fs_dir *d, struct fs_dir_fetch *next,
+                 uint64_t gen, uint64_t begun_ms)
+{
+    struct fs_ahead *ah = fs->ahead;
+    struct fs_ahead_ent *ae = calloc(1, sizeof(*ae));
+    char *p = strdup(path);
+    pthread_mutex_lock(&fs->lock);
+    bool ok = ae && p && may_keep_locked(fs, path, gen);
+    if (ok) {
         ae->path = p;
         ae->d = *d;
-        ae->bytes = listing_bytes(ae);
-        keep = fs_budget_try(fs->budget, FS_USE_LIST, ae->bytes, FS_TAKE_SPARE);
+        /* a page asked ahead will hold about as much as the first */
+        ae->bytes = listing_bytes(ae) * (next ? 2 : 1);
+        ok = fs_budget_try(fs->budget, FS_USE_LIST, ae->bytes, FS_TAKE_SPARE);
     }
-    if (keep) {
+    if (ok) {
+        ae->next = next;
         ae->begun_ms = begun_ms;
         ae->arrived_ms = util_now_ms();
         ae->gen = gen;
@@ -462,10 +516,40 @@ void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t g
         memset(d, 0, sizeof(*d));
     }
     pthread_mutex_unlock(&fs->lock);
-    if (!keep) { /* d stays the caller's */
+    if (!ok) {
         free(ae);
         free(p);
     }
+    return ok;
+}
+
+void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t gen,
+                   uint64_t begun_ms)
+{
+    if (fs->ahead && fs->attr_ttl_ms && (d->whole || d->next_token))
+        keep(fs, path, d, NULL, gen, begun_ms);
+}
+
+void fs_ahead_begin(struct fs *fs, const char *path, const struct fs_dir *d, uint64_t gen,
+                    uint64_t begun_ms)
+{
+    struct fs_ahead *ah = fs->ahead;
+    if (!ah || !fs->attr_ttl_ms || d->whole || !d->next_token)
+        return;
+    pthread_mutex_lock(&fs->lock);
+    bool room = may_keep_locked(fs, path, gen);
+    pthread_mutex_unlock(&fs->lock);
+    struct fs_dir copy;
+    if (!room || fs_dir_copy(d, &copy))
+        return;
+    struct fs_dir_fetch *next = NULL;
+    /* the fetch reads the entries of the copy, which keep() moves, never
+     * reallocates */
+    if (fs_dir_fetch_next(fs, path, &copy, &next) == 0 &&
+        keep(fs, path, &copy, next, gen, begun_ms))
+        return;
+    fs_dir_fetch_free(next); /* lost a race for the room: it was asked for nothing */
+    fs_dir_free(&copy);
 }
 
 /* Whether `name` is one of w's subdirectories. */
@@ -483,12 +567,13 @@ void fs_ahead_opened(struct fs *fs, const char *path, const struct fs_dir *d, bo
     if (!ah || !ah->n_threads)
         return;
     struct walked w = {.path = strdup(path), .triggered = ahead};
-    w.n = subdirs_of(d, &w.names);
     char *k = key_of(path);
     const char *slash = strrchr(path, '/');
     size_t plen = slash ? (size_t)(slash - path) : 0;
     const char *name = slash ? slash + 1 : path;
     pthread_mutex_lock(&fs->lock);
+    /* under the lock: the fetch of the next page may change d's entries */
+    w.n = subdirs_of(d, &w.names);
     if (k) {
         free(ah->cursor);
         ah->cursor = k;

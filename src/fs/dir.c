@@ -404,6 +404,107 @@ int fs_dir_list(struct fs *fs, const char *path, unsigned max_pages, struct fs_d
     return rc;
 }
 
+int fs_dir_copy(const struct fs_dir *d, struct fs_dir *out)
+{
+    *out = *d;
+    out->ents = NULL;
+    out->n = 0;
+    out->next_token = NULL;
+    if (d->next_token && !(out->next_token = strdup(d->next_token)))
+        return ENOMEM;
+    size_t cap = 0;
+    int rc = 0;
+    for (size_t i = 0; i < d->n && !rc; i++)
+        rc = dir_add(out, &cap, d->ents[i].name, strlen(d->ents[i].name), &d->ents[i].attr);
+    if (rc)
+        fs_dir_free(out);
+    return rc;
+}
+
+static void *fetch_main(void *arg)
+{
+    struct fs_dir_fetch *f = arg;
+    f->rc = fs_dir_pager_next(f->pg, f->prev.n ? &f->prev : NULL, &f->d);
+    return NULL;
+}
+
+/* Start f (its pg and prev set): 0, or ENOMEM/EAGAIN (not started). */
+static int fetch_start(struct fs_dir_fetch *f)
+{
+    f->gen = fs_known_gen(f->pg->fs);
+    f->asked_ms = util_now_ms();
+    if (f->pg->token && !(f->token = strdup(f->pg->token)))
+        return ENOMEM;
+    int rc = util_thread_start(&f->thread, fetch_main, f);
+    f->running = rc == 0;
+    return rc;
+}
+
+int fs_dir_fetch_start(struct fs_dir_pager *pg, const struct fs_dir *prev,
+                       struct fs_dir_fetch **out)
+{
+    struct fs_dir_fetch *f = calloc(1, sizeof(*f));
+    if (!f)
+        return ENOMEM;
+    f->pg = pg;
+    if (prev) /* a view: its entries stay where they are */
+        f->prev = (struct fs_dir){.ents = prev->ents, .n = prev->n};
+    int rc = fetch_start(f);
+    if (rc) {
+        fs_dir_fetch_free(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+int fs_dir_fetch_next(struct fs *fs, const char *path, const struct fs_dir *first,
+                      struct fs_dir_fetch **out)
+{
+    if (first->whole || !first->next_token)
+        return EINVAL;
+    struct fs_dir_fetch *f = calloc(1, sizeof(*f));
+    if (!f)
+        return ENOMEM;
+    f->pg = &f->own;
+    f->prev = (struct fs_dir){.ents = first->ents, .n = first->n};
+    int rc = fs_dir_pager_init(fs, path, &f->own);
+    if (!rc)
+        rc = fs_dir_pager_seek(&f->own, first->next_token);
+    if (!rc)
+        rc = fetch_start(f);
+    if (rc) {
+        fs_dir_fetch_free(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+int fs_dir_fetch_wait(struct fs_dir_fetch *f, struct fs_dir *d)
+{
+    if (f->running)
+        pthread_join(f->thread, NULL);
+    f->running = false;
+    *d = f->d;
+    memset(&f->d, 0, sizeof(f->d));
+    int rc = f->rc;
+    f->rc = ENOENT; /* taken */
+    return rc;
+}
+
+void fs_dir_fetch_free(struct fs_dir_fetch *f)
+{
+    if (!f)
+        return;
+    if (f->running)
+        pthread_join(f->thread, NULL);
+    fs_dir_free(&f->d);
+    fs_dir_pager_free(&f->own);
+    free(f->token);
+    free(f);
+}
+
 void fs_dir_free(struct fs_dir *d)
 {
     for (size_t i = 0; i < d->n; i++)

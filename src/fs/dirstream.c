@@ -75,15 +75,12 @@ struct fs_dirstream {
     bool in_order;
     uint64_t listed_ms; /* the first page's */
     /* The next page, asked by a thread of its own while the reader reads
-     * this one (so the reader's time and the LIST's overlap).  Set and
-     * joined under ds->lock; while it runs, it alone uses pg, and reads
+     * this one (so the reader's time and the LIST's overlap), or by the
+     * lookup that kept the first page (ahead.c) while it sent the marker's
+     * HEAD.  Set and waited for under ds->lock; while it runs, it alone
+     * uses its pager (pg, or its own: pg once waited for), and reads
      * page[1] (the page before it) as fs_dir_pager_next does. */
-    bool ahead_running;
-    pthread_t ahead_thread;
-    struct fs_dir ahead_d;
-    int ahead_rc;
-    uint64_t ahead_gen, ahead_asked_ms;
-    char *ahead_token; /* the token that asked for it */
+    struct fs_dir_fetch *ahead;
     /* on fs->dirstreams, most recently used first; protected by fs->lock */
     struct fs_dirstream *prev_ds, *next_ds;
 };
@@ -149,7 +146,7 @@ static void evict_locked(struct fs *fs, struct fs_dirstream *self)
         struct fs_dirstream *before = ds->prev_ds;
         if (ds != self && (ds->page_bytes[0] || ds->page_bytes[1]) &&
             pthread_mutex_trylock(&ds->lock) == 0) {
-            if (ds->ahead_running) { /* its thread reads page[1] */
+            if (ds->ahead) { /* its thread reads page[1] */
                 pthread_mutex_unlock(&ds->lock);
                 ds = before;
                 continue;
@@ -231,47 +228,40 @@ static void page_arrived(struct fs_dirstream *ds, struct fs_dir *d, uint64_t no,
     memset(d, 0, sizeof(*d));
 }
 
-static void *ahead_main(void *arg)
-{
-    struct fs_dirstream *ds = arg;
-    struct fs_dir *prev = ds->page_no[1] == ds->next_no - 1 ? &ds->page[1] : NULL;
-    ds->ahead_rc = fs_dir_pager_next(&ds->pg, prev, &ds->ahead_d);
-    return NULL;
-}
-
 /* Ask for the page after the one just arrived, ahead (ds->lock held). */
 static void ahead_start(struct fs_dirstream *ds)
 {
-    if (ds->pg.ended || ds->next_no > FS_DIR_MAX_PAGES || ds->ahead_running)
-        return;
-    if (ds->pg.token && !(ds->ahead_token = strdup(ds->pg.token)))
+    if (ds->pg.ended || ds->next_no > FS_DIR_MAX_PAGES || ds->ahead)
         return;
     mark_page(ds, ds->next_no, ds->pg.token);
-    ds->ahead_gen = fs_known_gen(ds->fs);
-    ds->ahead_asked_ms = util_now_ms();
-    ds->ahead_running = util_thread_start(&ds->ahead_thread, ahead_main, ds) == 0;
-    if (!ds->ahead_running) {
-        free(ds->ahead_token);
-        ds->ahead_token = NULL;
-    }
+    const struct fs_dir *prev = ds->page_no[1] == ds->next_no - 1 ? &ds->page[1] : NULL;
+    if (fs_dir_fetch_start(&ds->pg, prev, &ds->ahead))
+        ds->ahead = NULL; /* asked when the reader needs it */
 }
 
 /* Wait for the page asked ahead: 0 and *d (its gen, time and token too),
- * ENOENT when none was asked, or its errno (ds->lock held). */
+ * ENOENT when none was asked, or its errno (ds->lock held).  A fetch
+ * with a pager of its own leaves it to the stream: the listing goes on
+ * from there. */
 static int ahead_wait(struct fs_dirstream *ds, struct fs_dir *d, uint64_t *gen, uint64_t *asked_ms,
                       char **token)
 {
-    if (!ds->ahead_running)
+    struct fs_dir_fetch *f = ds->ahead;
+    if (!f)
         return ENOENT;
-    pthread_join(ds->ahead_thread, NULL);
-    ds->ahead_running = false;
-    *d = ds->ahead_d;
-    memset(&ds->ahead_d, 0, sizeof(ds->ahead_d));
-    *gen = ds->ahead_gen;
-    *asked_ms = ds->ahead_asked_ms;
-    *token = ds->ahead_token;
-    ds->ahead_token = NULL;
-    return ds->ahead_rc;
+    int rc = fs_dir_fetch_wait(f, d);
+    *gen = f->gen;
+    *asked_ms = f->asked_ms;
+    *token = f->token;
+    f->token = NULL;
+    if (f->pg == &f->own) {
+        fs_dir_pager_free(&ds->pg);
+        ds->pg = f->own;
+        memset(&f->own, 0, sizeof(f->own));
+    }
+    fs_dir_fetch_free(f);
+    ds->ahead = NULL;
+    return rc;
 }
 
 /* Before the pager goes elsewhere: the page asked ahead is not wanted. */
@@ -429,14 +419,17 @@ void fs_dirstream_unlock(struct fs_dirstream *ds)
 }
 
 /* The first page: a listing read ahead or kept by the lookup just
- * before (its continuation token goes on from it), else asked now. */
+ * before (its continuation token goes on from it, and the lookup may have
+ * asked for the page after it already: taken as the page asked ahead),
+ * else asked now. */
 static int first_page(struct fs_dirstream *ds)
 {
     struct fs *fs = ds->fs;
     uint64_t gen = 0, asked_ms = 0;
     bool kept = false;
     struct fs_dir d;
-    if (fs_ahead_take(fs, ds->pg.path, &d, &gen, &asked_ms, &kept) != 0) {
+    struct fs_dir_fetch *next = NULL;
+    if (fs_ahead_take(fs, ds->pg.path, &d, &gen, &asked_ms, &kept, &next) != 0) {
         int rc = fetch_next(ds);
         if (!rc)
             fs_ahead_opened(fs, ds->pg.path, &ds->page[1], false);
@@ -446,6 +439,7 @@ static int first_page(struct fs_dirstream *ds)
     /* a page that is not the whole listing comes with its way on */
     int rc = d.whole ? 0 : fs_dir_pager_seek(&ds->pg, d.next_token);
     if (rc) {
+        fs_dir_fetch_free(next); /* before the page it reads */
         fs_dir_free(&d);
         return rc;
     }
@@ -453,8 +447,12 @@ static int first_page(struct fs_dirstream *ds)
     free(d.next_token);
     d.next_token = NULL;
     ds->next_no = 1;
-    page_arrived(ds, &d, 0, gen, asked_ms, NULL);
+    page_arrived(ds, &d, 0, gen, asked_ms, NULL); /* the entries next reads stay put */
     fs_ahead_opened(fs, ds->pg.path, &ds->page[1], !kept);
+    if (next) {
+        mark_page(ds, 1, next->token);
+        ds->ahead = next;
+    }
     ahead_start(ds);
     return 0;
 }

@@ -696,6 +696,44 @@ int fs_dir_pager_seek(struct fs_dir_pager *pg, const char *token);
  * d->whole: it was the first and the last.  0 or the S3 errno (*d empty;
  * the same page is asked again by the next call). */
 int fs_dir_pager_next(struct fs_dir_pager *pg, struct fs_dir *prev, struct fs_dir *d);
+/* A copy of d into *out (every entry and the token its own): 0 or ENOMEM
+ * (*out empty). */
+int fs_dir_copy(const struct fs_dir *d, struct fs_dir *out);
+
+/* A page of a listing asked on a thread of its own, so that its round
+ * trip overlaps its owner's work: a handle's reader reading the page
+ * before it (dirstream.c), a lookup's HEAD of the directory's marker
+ * (ahead.c).  The page before it, `prev`, is read and may be changed (as
+ * fs_dir_pager_next does) while the fetch runs: its entries must stay
+ * where they are, unfreed, until the fetch was waited for or freed.  The
+ * fields are the owner's to read once fs_dir_fetch_wait returned. */
+struct fs_dir_fetch {
+    struct fs_dir_pager *pg; /* the pager it moves on: the owner's, or `own` */
+    struct fs_dir_pager own; /* fs_dir_fetch_next's: the listing goes on from it */
+    struct fs_dir prev;      /* a view of the page before (entries not its own) */
+    struct fs_dir d;         /* the page, until waited for */
+    int rc;                  /* fs_dir_pager_next's */
+    uint64_t gen, asked_ms;  /* fs_known_gen() and util_now_ms() when asked */
+    char *token;             /* the continuation token that asked for it, NULL: the first */
+    bool running;            /* its thread is to be joined */
+    pthread_t thread;
+};
+/* Ask pg's next page now (pg, and prev when not NULL, used by the fetch
+ * alone until it is waited for).  0 and *out, or ENOMEM/EAGAIN (nothing
+ * asked). */
+int fs_dir_fetch_start(struct fs_dir_pager *pg, const struct fs_dir *prev,
+                       struct fs_dir_fetch **out);
+/* Ask the page after `first` (not whole: first->next_token asks for it) of
+ * the listing of `path` now, with a pager of the fetch's own (f->own: the
+ * listing goes on from it).  0 and *out, or ENOMEM/EAGAIN. */
+int fs_dir_fetch_next(struct fs *fs, const char *path, const struct fs_dir *first,
+                      struct fs_dir_fetch **out);
+/* Wait for the page: fs_dir_pager_next's 0 and *d (the caller's to free),
+ * or its errno.  Once: a second wait gives ENOENT. */
+int fs_dir_fetch_wait(struct fs_dir_fetch *f, struct fs_dir *d);
+/* Wait for it if it runs, and free what it holds (NULL: nothing).  It
+ * joins a thread that takes fs->lock: never called with fs->lock held. */
+void fs_dir_fetch_free(struct fs_dir_fetch *f);
 int fs_dir_is_empty(struct fs *fs, const char *path, bool *empty);
 /* Warn once per key about a key that cannot be shown as a name (dir.c;
  * also used by dir_rename.c). */
@@ -766,6 +804,10 @@ struct fs_ahead_ent {
     uint64_t gen;        /* fs->names_gen then, for fs_known_store */
     struct fs_dir d;
     size_t bytes; /* what d holds, about */
+    /* the page after d, asked by the lookup that kept d (fs_ahead_begin),
+     * or NULL: it reads d's entries, so it goes first */
+    struct fs_dir_fetch *next;
+    struct fs_ahead_ent *gone; /* on a list of those to free, off the table */
 };
 
 /* Start / stop the workers of `fs` (read_parallel of them, at most 16).
@@ -778,10 +820,13 @@ void fs_ahead_free(struct fs *fs);
  * (d->whole, or d->next_token to go on), waiting for one in flight, when
  * it is still trusted (arrived less than attr_ttl ago, not
  * spoiled).  0 with *d (the caller frees it), *gen and *begun_ms as they
- * were when it was begun; ENOENT when there is none to take (list it as
- * usual).  Takes fs->lock. */
+ * were when it was begun, and *next: the fetch of the page after it that
+ * its lookup asked for (fs_ahead_begin), or NULL; the caller waits for it
+ * (its pager goes on from there) or frees it, before it frees *d, whose
+ * entries it reads and must not move.  ENOENT when there is none to take
+ * (list it as usual).  Takes fs->lock. */
 int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *gen,
-                  uint64_t *begun_ms, bool *kept);
+                  uint64_t *begun_ms, bool *kept, struct fs_dir_fetch **next);
 /* A lookup of directory `path` listed its first page (d: whole, or with
  * the continuation token of the next page), begun at begun_ms with
  * fs->names_gen `gen`: held, under the same trust and bounds as a listing
@@ -792,6 +837,16 @@ int fs_ahead_take(struct fs *fs, const char *path, struct fs_dir *d, uint64_t *g
  * otherwise *d is left as it was.  Takes fs->lock. */
 void fs_ahead_keep(struct fs *fs, const char *path, struct fs_dir *d, uint64_t gen,
                    uint64_t begun_ms);
+/* A lookup of directory `path` listed its first page `d`, which is not the
+ * whole listing, and has more to ask before it answers (its marker's
+ * HEAD): a copy of d is kept as fs_ahead_keep keeps it, and the page after
+ * it is asked at once, beside that request, for the opendir that usually
+ * follows (fs_ahead_take hands it over).  So `ls -l dir` pays the HEAD's
+ * round trip beside the second page's, not before it.  When the page is
+ * not taken within attr_ttl it was asked for nothing.  Nothing is kept or
+ * asked when there is no room, or with attr_ttl=0.  Takes fs->lock. */
+void fs_ahead_begin(struct fs *fs, const char *path, const struct fs_dir *d, uint64_t gen,
+                    uint64_t begun_ms);
 /* opendir of `path` got listing `d` (`ahead`: taken from fs_ahead_take):
  * when it is a subdirectory of the directory listed just before, that one
  * is being walked, and the listings of its other subdirectories are begun

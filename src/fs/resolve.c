@@ -42,10 +42,14 @@ static void resolve_marker(struct fs *fs, const char *path, struct fs_attr *a, c
 /* Is there a directory called `path`?  0 (and *a), ENOENT, or an errno.
  * The question is the first page of its listing: a page costs what a
  * one-key listing costs, and its names then answer the lookups that
- * follow (kids, may be NULL). */
+ * follow (kids, may be NULL: a lookup's, kept for the opendir that usually
+ * follows).  When the page shows a marker and more pages, a lookup's
+ * second page is asked beside the marker's HEAD (fs_ahead_begin): the
+ * opendir then finds it on its way. */
 static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
                        struct fs_dir *kids)
 {
+    uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
     struct fs_dir d;
     int rc = fs_dir_list(fs, path, 1, &d);
     if (rc == 0 && !d.exists)
@@ -53,6 +57,8 @@ static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char 
     if (rc == 0) {
         fs_attr_from_listing(&fs->cfg, true, 0, d.first_mtime, NULL, a);
         a->headed = true; /* all there is to know, but for a marker's metadata */
+        if (d.marker && kids)
+            fs_ahead_begin(fs, path, &d, gen, listed_ms);
         if (d.marker)
             resolve_marker(fs, path, a, xattr);
     }

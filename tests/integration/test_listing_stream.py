@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -288,3 +289,93 @@ def test_names_expired_are_asked_again_by_their_page(proxy, s3, bucket, mounter)
     # (with a LIST slower than attr_ttl, "d" and a page may each be asked
     # again once more while the stats go on)
     assert by_op.get("ListObjectsV2", 0) <= 2 * (3 + 1), by_op
+
+
+# ---- a directory with a marker: its HEAD beside the second page ----------
+
+def _seed_marked(s3, bucket, prefix, names):
+    put(s3, bucket, f"{prefix}/", b"")  # the marker, as mkdir writes it
+    _seed(s3, bucket, prefix, names)
+
+
+def _ls_l(m, *parts):
+    r = subprocess.run(["ls", "-l", m.p(*parts)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [line.split()[-1] for line in r.stdout.splitlines() if not line.startswith("total")]
+
+
+def test_ls_l_of_a_marked_directory_asks_its_second_page_beside_the_heads(
+        proxy, s3, bucket, mounter):
+    """The lookup of a directory of more than a page whose first page shows
+    its marker asks for the second page at once, beside the marker's HEAD
+    (which it waits for: the stored mode and owner), not after it; the
+    opendir that follows takes that page: each page is asked once."""
+    names = _names(3 * PAGE + 5)  # with the marker: pages of 10, 10, 10, 6
+    _seed_marked(s3, bucket, "d", names)
+    m = mounter(attr_ttl=30, neg_ttl=30, opts={"list_page": PAGE})
+    proxy.reset()
+    # every HEAD is answered 1.5 s late
+    proxy.config(pspike=1, spike_ms=1500, only_methods=["HEAD"])
+    assert _ls_l(m, "d") == names
+    assert ops(proxy) == {"ListObjectsV2": 4, "HeadObject": 1}, ops(proxy)
+    recent = proxy.stats()["recent"]
+    head = [r for r in recent if r["op"] == "HeadObject"]
+    assert [r["key"] for r in head] == ["d/"], head
+    pages = [r for r in recent if r["op"] == "ListObjectsV2"
+             and "continuation-token" in (r["query"] or "")]
+    assert len(pages) == 3, pages
+    # the second page was asked before the HEAD was answered (at 1.5 s)
+    assert pages[0]["time"] < head[0]["time"] + 1.0, (pages[0]["time"] - head[0]["time"])
+
+
+def test_a_directorys_lookup_sends_a_head_only_for_a_marker(proxy, s3, bucket, mounter):
+    """No HEAD for a directory without a marker, and no page asked ahead by
+    its lookup (its opendir asks for the second page at once); a marked
+    directory of one page costs its LIST and its marker's HEAD; a marked
+    directory of more pages costs the second page too, asked beside the
+    HEAD (docs/SEMANTICS.md, "Listings")."""
+    _seed(s3, bucket, "bare", _names(3 * PAGE))
+    _seed_marked(s3, bucket, "small", _names(3))
+    _seed_marked(s3, bucket, "big", _names(3 * PAGE))
+    m = mounter(attr_ttl=30, neg_ttl=30, opts={"list_page": PAGE})
+    proxy.reset()
+    assert stat.S_ISDIR(os.stat(m.p("bare")).st_mode)
+    assert ops(proxy) == {"ListObjectsV2": 1}, ops(proxy)
+    time.sleep(0.5)  # nothing more comes of it
+    assert ops(proxy) == {"ListObjectsV2": 1}, ops(proxy)
+    proxy.reset()
+    assert stat.S_ISDIR(os.stat(m.p("small")).st_mode)
+    time.sleep(0.5)
+    assert ops(proxy) == {"ListObjectsV2": 1, "HeadObject": 1}, ops(proxy)
+    proxy.reset()
+    assert stat.S_ISDIR(os.stat(m.p("big")).st_mode)
+    assert wait_until(lambda: ops(proxy).get("ListObjectsV2", 0) == 2, 10), ops(proxy)
+    assert ops(proxy) == {"ListObjectsV2": 2, "HeadObject": 1}, ops(proxy)
+    # and the listings that follow ask for each page once in all
+    proxy.reset()
+    assert sorted(os.listdir(m.p("bare"))) == _names(3 * PAGE)
+    assert sorted(os.listdir(m.p("small"))) == _names(3)
+    assert sorted(os.listdir(m.p("big"))) == _names(3 * PAGE)
+    # bare: its two pages after the first; small: none; big (31 keys with
+    # its marker: four pages): its last two
+    assert ops(proxy) == {"ListObjectsV2": 2 + 0 + 2}, ops(proxy)
+
+
+def test_a_marked_directorys_second_page_is_not_shown_after_a_change(
+        proxy, s3, bucket, mounter):
+    """The second page a lookup asked ahead is a listing read ahead like any
+    other: a name this mount makes in the directory before the opendir
+    spoils it, and the opendir lists again; one nobody opens within
+    attr_ttl is dropped (the listing asked again when opened)."""
+    names = _names(3 * PAGE)
+    _seed_marked(s3, bucket, "d", names)
+    _seed_marked(s3, bucket, "e", names)
+    m = mounter(attr_ttl=1, neg_ttl=1, opts={"list_page": PAGE})
+    assert stat.S_ISDIR(os.stat(m.p("d")).st_mode)
+    with open(m.p("d", "k015a"), "wb") as f:  # lands in the second page
+        f.write(b"new")
+    assert sorted(os.listdir(m.p("d"))) == sorted(names + ["k015a"])
+    assert stat.S_ISDIR(os.stat(m.p("e")).st_mode)
+    time.sleep(2.5)  # its trust ran out, and it was dropped
+    put(s3, bucket, "e/k025a", b"other")
+    assert sorted(os.listdir(m.p("e"))) == sorted(names + ["k025a"])
