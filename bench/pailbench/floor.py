@@ -39,13 +39,12 @@ its buffer's pattern, not the fixture's).
 import hashlib
 import os
 import resource
-import threading
 import time
 
 from . import contenders as C
 from . import fixtures as F
 from . import workloads as W
-from .util import cpu_seconds, detail, drop_caches, run
+from .util import cpu_seconds, detail, drop_caches, each_at_once, run
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NULLFS_SRC = os.path.join(BENCH_DIR, "nullfs.c")
@@ -170,29 +169,15 @@ def receive_parallel(ctx):
     """The raw limit's form: F.PIECES ranged GETs, as many at once as its
     best (ctx.raw_best_width)."""
     url, fx, n = ctx.presign(F.BIG_KEY), ctx.fx, ctx.raw_best_width
-    pieces, errors, lock = list(range(F.PIECES)), [], threading.Lock()
 
-    def worker():
-        while True:
-            with lock:
-                if not pieces or errors:
-                    return
-                i = pieces.pop(0)
-            a = i * fx.piece_size
-            r = _curl_get(ctx, url, f"{a}-{a + fx.piece_size - 1}", fx.piece_size)
-            if not r.ok:
-                with lock:
-                    errors.append(r)
+    def piece(i):
+        a = i * fx.piece_size
+        r = _curl_get(ctx, url, f"{a}-{a + fx.piece_size - 1}", fx.piece_size)
+        return None if r.ok else r
 
     def all_pieces():
-        t = time.monotonic()
-        threads = [threading.Thread(target=worker) for _ in range(n)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        return errors[0] if errors else W.Result(seconds=time.monotonic() - t,
-                                                 nbytes=fx.big_size)
+        seconds, bad = each_at_once(range(F.PIECES), n, piece)
+        return bad or W.Result(seconds=seconds, nbytes=fx.big_size)
     res = _timed(all_pieces)
     res.note = f"{F.PIECES} ranged GETs, {n} at once"
     return res

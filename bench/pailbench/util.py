@@ -105,6 +105,32 @@ def _killpg(proc):
         pass
 
 
+def each_at_once(items, width, job):
+    """job(item) for every item, `width` threads at once, in order taken;
+    job returns None or what went wrong, and the first wrong stops the
+    taking. (seconds, first wrong or None)."""
+    todo, wrongs, lock = list(items), [], threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not todo or wrongs:
+                    return
+                item = todo.pop(0)
+            wrong = job(item)
+            if wrong is not None:
+                with lock:
+                    wrongs.append(wrong)
+
+    t = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(width)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.monotonic() - t, (wrongs[0] if wrongs else None)
+
+
 def which(name):
     for d in os.environ.get("PATH", "/usr/bin:/bin").split(":") + ["/usr/sbin", "/sbin"]:
         p = os.path.join(d, name)

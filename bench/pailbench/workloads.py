@@ -17,7 +17,6 @@ import os
 import shlex
 import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ from . import fixtures as F
 from . import reqcount
 from . import reqtable
 from . import scale
-from .util import detail, drop_caches, log, reset_hwm, run, vm_hwm, warm_programs
+from .util import detail, drop_caches, each_at_once, log, reset_hwm, run, vm_hwm, warm_programs
 
 OPS = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops.py")]
 MB = 1e6
@@ -236,35 +235,19 @@ def _raw_parallel_read(ctx, url, n):
     """16 pieces, n workers; each piece is `curl -r | openssl dgst` and must
     hash to the fixture's piece. (seconds, None) or (None, Result)."""
     fx = ctx.fx
-    pieces = list(range(F.PIECES))
-    lock = threading.Lock()
-    errors = []
 
-    def worker():
-        while True:
-            with lock:
-                if not pieces or errors:
-                    return
-                i = pieces.pop(0)
-            a = i * fx.piece_size
-            b = a + fx.piece_size - 1
-            ran = run(f"curl -sS --fail -r {a}-{b} {q(url)} | openssl dgst -sha256 -r",
-                      timeout=ctx.t.read)
-            bad = from_ran(ran, "curl")
-            if not bad and sha_of(ran) != fx.piece_shas[i]:
-                bad = fail(f"piece {i}: sha256 differs from the fixture's")
-            if bad:
-                with lock:
-                    errors.append(bad)
+    def piece(i):
+        a = i * fx.piece_size
+        b = a + fx.piece_size - 1
+        ran = run(f"curl -sS --fail -r {a}-{b} {q(url)} | openssl dgst -sha256 -r",
+                  timeout=ctx.t.read)
+        bad = from_ran(ran, "curl")
+        if not bad and sha_of(ran) != fx.piece_shas[i]:
+            bad = fail(f"piece {i}: sha256 differs from the fixture's")
+        return bad
 
-    t = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(n)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    seconds = time.monotonic() - t
-    return (None, errors[0]) if errors else (seconds, None)
+    seconds, bad = each_at_once(range(F.PIECES), n, piece)
+    return (None, bad) if bad else (seconds, None)
 
 
 def raw_read_sweep(ctx, url, widths=(1, 2, 4, 8, 16)):
