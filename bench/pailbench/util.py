@@ -109,14 +109,14 @@ def each_at_once(items, width, job):
     """job(item) for every item, `width` threads at once, in order taken;
     job returns None or what went wrong, and the first wrong stops the
     taking. (seconds, first wrong or None)."""
-    todo, wrongs, lock = list(items), [], threading.Lock()
+    left, wrongs, lock = list(items), [], threading.Lock()
 
     def worker():
         while True:
             with lock:
-                if not todo or wrongs:
+                if not left or wrongs:
                     return
-                item = todo.pop(0)
+                item = left.pop(0)
             wrong = job(item)
             if wrong is not None:
                 with lock:
