@@ -451,11 +451,13 @@ def _run(args, sizes, started, stamp, workdir, server_tmp, server_dir, rows):
         else:
             t = time.monotonic()
             F.upload_all(ctx.client, ctx.fx)
+            F.warm_listings(ctx.client, [F.LS_PREFIX, F.TREE_PREFIX])
             log(f"fixtures uploaded in {time.monotonic() - t:.0f} s")
             extra_notes += local_ceilings(ctx)
         if workloads & set(W.SCALE):  # only when asked for: minutes of PUTs
             t = time.monotonic()
             F.upload_scale(ctx.client, ctx.fx, str(ctx.server.directory))
+            F.warm_listings(ctx.client, [F.SCALE_ONE, F.SCALE_TREE], max_pages=2)
             log(f"scale keys uploaded in {time.monotonic() - t:.0f} s")
 
         if args.wan:
