@@ -52,7 +52,7 @@
 
 #define PF_STREAMS 8        /* directories followed at once */
 #define PF_KEEP_MAX_MS 5000 /* an entry not taken by then goes */
-#define PF_SWEEP_MS 500     /* how often idle threads drop old entries */
+#define PF_SWEEP_MS 500     /* how often idle threads drop old entries, while any */
 #define PF_FIRST_WINDOW 2   /* files fetched ahead at the pattern's first step */
 
 struct pf_ent {
@@ -249,6 +249,12 @@ static void *worker(void *arg)
     pthread_mutex_lock(&pf->lock);
     for (;;) {
         while (!pf->queue && !pf->stop) {
+            /* Entries left untaken are swept on a timer; with none, an idle
+             * mount's threads sleep until work comes (queued wakes them). */
+            if (pf->n_ents == 0) {
+                pthread_cond_wait(&pf->cond, &pf->lock);
+                continue;
+            }
             util_cond_wait_ms(&pf->cond, &pf->lock, PF_SWEEP_MS);
             sweep_locked(pf, util_now_ms());
         }

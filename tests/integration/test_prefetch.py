@@ -15,7 +15,7 @@ import time
 
 from helpers import ops_of_mount as ops
 from helpers import put
-from mount import mounter  # noqa: F401
+from mount import mounter, pailfs_pids  # noqa: F401
 
 STATS_XATTR = "user.pailfs.stats"
 
@@ -170,3 +170,32 @@ def test_memory_of_files_fetched_ahead_is_bounded_and_nothing_more_is_fetched(pr
     time.sleep(2.5)
     assert ops(proxy).get("GetObject", 0) == before
     assert before <= 6 + 4, ops(proxy)
+
+
+def _context_switches(pid):
+    """Context switches of each of pid's threads so far: {tid: count}."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                out[tid] = sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+        except OSError:  # the thread ended
+            pass
+    return out
+
+
+def test_an_idle_mounts_fetch_ahead_threads_sleep(proxy, s3, bucket, mounter):
+    """With nothing fetched ahead to sweep, the read_parallel fetch-ahead
+    threads wait for work, not on a 500 ms timer (8 threads: 48 wake-ups
+    in 3 s before; the mount's other timers, such as the inode bound's
+    round a second, come to a few)."""
+    _seed(s3, bucket, "dir/", 2)
+    m = mounter(opts=["read_parallel=8"])
+    os.listdir(m.p("dir"))
+    time.sleep(1)
+    pid = pailfs_pids(m.path)[0]
+    before = _context_switches(pid)
+    time.sleep(3)
+    after = _context_switches(pid)
+    woke = {t: n - before.get(t, 0) for t, n in after.items() if n > before.get(t, 0)}
+    assert sum(woke.values()) <= 15, woke
