@@ -36,6 +36,7 @@ same work whoever reads (the check is the byte count; nullfs's bytes are
 its buffer's pattern, not the fixture's).
 """
 
+import concurrent.futures
 import hashlib
 import os
 import resource
@@ -43,6 +44,7 @@ import time
 
 from . import contenders as C
 from . import fixtures as F
+from . import scale as S
 from . import workloads as W
 from .util import cpu_seconds, detail, drop_caches, each_at_once, run
 
@@ -80,8 +82,8 @@ class NullFs(C.Contender):
         return [self.binary, str(self.size), mnt]
 
 
-def _mount_nullfs(ctx):
-    c = NullFs(nullfs_binary(ctx), ctx.fx.big_size)
+def _mount_nullfs(ctx, size=None):
+    c = NullFs(nullfs_binary(ctx), size or ctx.fx.big_size)
     base = os.path.join(ctx.workdir, "floor")
     c.mount(None, os.path.join(base, "mnt"), os.path.join(base, "cache"), ctx.workdir,
             os.path.join(ctx.workdir, "logs", "nullfs.log"))
@@ -287,4 +289,48 @@ def write_floor(ctx, c):
     return _sum(ctx, [("take", take, True), ("SHA-256", sha, not https), ("send", send, True)])
 
 
-FORMS = {"read_cold": read_cold_floor, "read_warm": read_warm_floor, "write": write_floor}
+def _nullfs_bytes(size):
+    """What nullfs answers for `size` bytes (a multiple of its 1 MiB
+    buffer) read from a multiple of 1 MiB: byte i of the buffer is
+    (i * 131 >> 3) mod 256 (bench/nullfs.c)."""
+    one = bytes(((i * 131) >> 3) & 0xFF for i in range(1 << 20))
+    return one * (size >> 20)
+
+
+def read16_floor(ctx, c):
+    """scale_read16's floor (issue 22), in wall-clock time: 16 curl GETs of
+    the 16 objects to /dev/null and, at the same moment, 16 readers of
+    16 regions of nullfs as big (`dd | openssl dgst`, as the filesystems'
+    readers `cat | openssl dgst`), after drop_caches. Any FUSE filesystem
+    must at least receive the bytes and hand them to its readers on the
+    same two cores as the server, so its 16 readers cannot finish sooner
+    than this does (it also leaves out every handoff between the two)."""
+    size, objs = S.ensure_read16(ctx)
+    want = hashlib.sha256(_nullfs_bytes(size)).hexdigest()
+    nullfs = _mount_nullfs(ctx, 16 * size)
+    try:
+        data = os.path.join(nullfs.mnt, "data")
+        cmds = [f"curl -sS --fail -o /dev/null '{ctx.presign(k)}'" for k in objs]
+        cmds += [f"dd if={W.q(data)} bs=128K skip={i * size} count={size} "
+                 f"iflag=skip_bytes,count_bytes status=none | openssl dgst -sha256 -r"
+                 for i in range(len(objs))]
+        drop_caches(ctx.on_stuck(nullfs))
+        t = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(len(cmds)) as ex:
+            rans = list(ex.map(lambda cmd: run(cmd, timeout=ctx.t.read), cmds))
+        seconds = time.monotonic() - t
+    finally:
+        nullfs.unmount(timeout=30)
+    for cmd, ran in zip(cmds, rans):
+        bad = W.from_ran(ran, cmd.split()[0])
+        if bad:
+            return bad
+        if "openssl" in cmd and ran.out.split()[0] != want:
+            return W.fail("a reader of nullfs hashed other bytes than its buffer's")
+    return W.Result(seconds=seconds, nbytes=16 * size,
+                    note="16 curl GETs to /dev/null beside 16 `dd | openssl dgst` of nullfs, "
+                         "all at once")
+
+
+FORMS = {"read_cold": read_cold_floor, "read_warm": read_warm_floor, "write": write_floor,
+         "scale_read16": read16_floor}

@@ -103,7 +103,7 @@ def _text(size, seed):
 # scale_read16
 # --------------------------------------------------------------------------
 
-def _ensure_read16(ctx):
+def ensure_read16(ctx):
     if getattr(ctx, "scale_read16", None):
         return ctx.scale_read16
     size = _sizes(ctx)["read16"]
@@ -147,14 +147,14 @@ def _parallel_readers(ctx, cmds, shas, sizes):
 
 
 def scale_read16_fs(ctx, c, mnt):
-    size, objs = _ensure_read16(ctx)
+    size, objs = ensure_read16(ctx)
     drop_caches(ctx.on_stuck(c))
     cmds = {k: f"cat {mnt}/{k} | openssl dgst -sha256 -r" for k in objs}
     return _parallel_readers(ctx, cmds, objs, dict.fromkeys(objs, size))
 
 
 def scale_read16_raw(ctx, c):
-    size, objs = _ensure_read16(ctx)
+    size, objs = ensure_read16(ctx)
     cmds = {k: f"curl -sS --fail '{ctx.presign(k)}' | openssl dgst -sha256 -r" for k in objs}
     res = _parallel_readers(ctx, cmds, objs, dict.fromkeys(objs, size))
     if res.ok:

@@ -47,6 +47,7 @@ class Result:
     cpu_s: float = None     # core-seconds the filesystem process spent (the harness fills it)
     rss_growth: int = None  # scale: bytes the mount's RSS grew over its idle RSS
     parts: list = None      # the floor (floor.py): (part, core-s/GiB, in the sum, how)
+    each_seconds: float = None  # raw small_create/small_rm: the same requests one at a time
 
     @property
     def ok(self):
@@ -512,7 +513,7 @@ def small_create_raw(ctx, c):
     if why:
         return fail(why)
     return Result(seconds=data["seconds"], count=data["count"], requests=requests,
-                  note=f"boto3, 16 threads; {one_at_a_time(each)}")
+                  each_seconds=each["seconds"], note=f"boto3, 16 threads; {one_at_a_time(each)}")
 
 
 # The raw limit's one-at-a-time pass of small_create, removed one at a time
@@ -553,6 +554,7 @@ def small_rm_raw(ctx, c):
     if why:
         return fail(why)
     return Result(seconds=data["seconds"], count=data["count"], requests=requests,
+                  each_seconds=each["seconds"],
                   note=f"one list + DeleteObjects; {one_at_a_time(each)}")
 
 
