@@ -208,8 +208,8 @@ static int stream_append(struct fs *fs, struct fs_inode *in, struct fs_wfile *wf
         int rc = part_grow(fs, wf, wf->buf_len + k);
         if (rc)
             return rc;
-        if (p)
-            memcpy(wf->buf + wf->buf_len, p, k);
+        if (p) /* read again only when the part is full: past the caches */
+            util_copy_stream(wf->buf + wf->buf_len, p, k);
         else
             memset(wf->buf + wf->buf_len, 0, k);
         wf->buf_len += k;

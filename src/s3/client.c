@@ -447,7 +447,10 @@ static bool body_unsigned(const struct s3_client *c)
 
 /* Bytes of the body checksummed and hashed together: the piece is still
  * in the CPU's cache for the second walk, so the body is read from memory
- * once, not once per digest. */
+ * once, not once per digest.  The SHA-256 walks it first: it is slow
+ * enough (1.4 GB/s) that the CPU's prefetch hides the reads from memory,
+ * where the CRC (10 GB/s and more) would stall on them; hashed in this
+ * order a body cost 0.03-0.05 core-s/GiB less (issue 21). */
 #define BODY_PIECE (64u << 10)
 
 /* An upload body's x-amz-checksum-* value (base64, into b64, 64 bytes)
@@ -468,12 +471,12 @@ static void body_checksum(enum s3_checksum algo, const void *data, size_t len, c
     uint64_t crc64 = 0;
     for (size_t off = 0; off < len;) {
         size_t n = len - off < BODY_PIECE ? len - off : BODY_PIECE;
+        if (ctx)
+            EVP_DigestUpdate(ctx, p + off, n);
         if (algo == S3_CHECKSUM_CRC32C)
             crc32c = util_crc32c(p + off, n, crc32c);
         else if (algo == S3_CHECKSUM_CRC64NVME)
             crc64 = util_crc64nvme(p + off, n, crc64);
-        if (ctx)
-            EVP_DigestUpdate(ctx, p + off, n);
         off += n;
     }
     unsigned char md[EVP_MAX_MD_SIZE];

@@ -14,6 +14,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <emmintrin.h> /* SSE2: every x86-64 has it */
+#endif
 
 int util_grow(void **p, size_t *cap, size_t need, size_t elem)
 {
@@ -33,6 +36,39 @@ int util_grow(void **p, size_t *cap, size_t need, size_t elem)
     *p = np;
     *cap = nc;
     return 0;
+}
+
+/* Streaming copies pay off only for blocks well beyond a cache line; a
+ * small copy goes through the cache as ever. */
+#define COPY_STREAM_MIN 4096
+
+void util_copy_stream(void *dst, const void *src, size_t n)
+{
+#if defined(__x86_64__)
+    if (n >= COPY_STREAM_MIN) {
+        char *d = dst;
+        const char *s = src;
+        size_t head = (size_t)(-(uintptr_t)d & 15); /* to dst's first 16-byte boundary */
+        memcpy(d, s, head);
+        d += head;
+        s += head;
+        n -= head;
+        for (; n >= 64; n -= 64, d += 64, s += 64) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(const void *)s);
+            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(s + 16));
+            __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(s + 32));
+            __m128i e = _mm_loadu_si128((const __m128i *)(const void *)(s + 48));
+            _mm_stream_si128((__m128i *)(void *)d, a);
+            _mm_stream_si128((__m128i *)(void *)(d + 16), b);
+            _mm_stream_si128((__m128i *)(void *)(d + 32), c);
+            _mm_stream_si128((__m128i *)(void *)(d + 48), e);
+        }
+        _mm_sfence(); /* streaming stores are weakly ordered: done before we return */
+        memcpy(d, s, n);
+        return;
+    }
+#endif
+    memcpy(dst, src, n);
 }
 
 void util_sha256_hex(const void *data, size_t len, char out[65])

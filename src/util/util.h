@@ -173,6 +173,18 @@ char *buf_steal(struct buf *b);
  * unchanged.  Call it as util_grow((void **)&arr, &cap, n + 1, sizeof(*arr)). */
 int util_grow(void **p, size_t *cap, size_t need, size_t elem);
 
+/* ---- copies ----------------------------------------------------------- */
+
+/* memcpy(dst, src, n) for a destination that is not read again soon (a
+ * part buffer filled a MiB at a time and hashed and sent after it is
+ * full): on x86-64, streaming stores that go to memory without first
+ * reading each line into the cache, so the copy moves half the bytes
+ * memcpy does and leaves the caches to what is read next.  Everywhere
+ * else, and for the unaligned head and tail of dst, memcpy.  The bytes are
+ * visible to other threads once it returns (a store fence ends it), as a
+ * memcpy's are after the usual lock or queue hand-off. */
+void util_copy_stream(void *dst, const void *src, size_t n);
+
 /* ---- threads ---------------------------------------------------------- */
 
 /* pthread_create(t, NULL, fn, arg), the new thread with SIGINT, SIGTERM,

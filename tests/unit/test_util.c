@@ -576,6 +576,41 @@ static void test_mime_types(void **state)
     assert_int_equal(util_mime_load("/nonexistent/mime.types", &m), ENOENT);
 }
 
+/* ---- streaming copies (issue 21) ------------------------------------------ */
+
+/* util_copy_stream copies exactly n bytes, whatever the alignment of either
+ * side and whatever is left after the 64-byte steps, and writes nothing
+ * before or after the destination range. */
+static void test_copy_stream(void **state)
+{
+    (void)state;
+    enum { MAX = 70000, PAD = 64 };
+    unsigned char *src = malloc(MAX + 32), *dst = malloc(MAX + 2 * PAD + 32);
+    assert_non_null(src);
+    assert_non_null(dst);
+    for (size_t i = 0; i < MAX + 32; i++)
+        src[i] = (unsigned char)(i * 131 + 7);
+    static const size_t sizes[] = {0,    1,    15,   16,   63,   64,    65,    4095,
+                                   4096, 4097, 4111, 4160, 4161, 65536, 65557, 69999};
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+        for (size_t doff = 0; doff < 17; doff += 3) {
+            for (size_t soff = 0; soff < 17; soff += 5) {
+                size_t n = sizes[si];
+                memset(dst, 0xa5, MAX + 2 * PAD + 32);
+                util_copy_stream(dst + PAD + doff, src + soff, n);
+                if (n)
+                    assert_memory_equal(dst + PAD + doff, src + soff, n);
+                for (size_t i = 0; i < PAD + doff; i++)
+                    assert_int_equal(dst[i], 0xa5);
+                for (size_t i = PAD + doff + n; i < MAX + 2 * PAD + 32; i++)
+                    assert_int_equal(dst[i], 0xa5);
+            }
+        }
+    }
+    free(src);
+    free(dst);
+}
+
 /* ---- checksums and base64 (issue 20) ------------------------------------ */
 
 static void test_crc32c_vectors(void **state)
@@ -861,6 +896,7 @@ int main(void)
         cmocka_unit_test(test_has_control),
         cmocka_unit_test(test_pct_decode),
         cmocka_unit_test(test_log_line_escaped),
+        cmocka_unit_test(test_copy_stream),
         cmocka_unit_test(test_crc32c_vectors),
         cmocka_unit_test(test_deadline_ms),
         cmocka_unit_test(test_cond_wait_ms),
