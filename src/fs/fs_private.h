@@ -594,7 +594,9 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
                struct fs_dir *kids);
 /* Re-read the attributes of `path` last seen as *seen (its type; a view of
  * path + ".gz" when seen->gz_suffix; an old-style directory object).  Same
- * returns as fs_resolve(); ENOENT also when it is now of another type. */
+ * returns as fs_resolve(); ENOENT also when it is now of another type.  A
+ * directory's first page, which answers it, is held for the opendir that
+ * may follow as a lookup's is (fs_ahead_keep). */
 int fs_refresh(struct fs *fs, const char *path, const struct fs_attr *seen, struct fs_attr *a,
                char **xattr);
 /* The object `path` alone (one HEAD, no listing): a file, a symlink, a

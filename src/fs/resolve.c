@@ -45,9 +45,10 @@ static void resolve_marker(struct fs *fs, const char *path, struct fs_attr *a, c
  * follow (kids, may be NULL: a lookup's, kept for the opendir that usually
  * follows).  When the page shows a marker and more pages, a lookup's
  * second page is asked beside the marker's HEAD (fs_ahead_begin): the
- * opendir then finds it on its way. */
+ * opendir then finds it on its way.  `page` (may be NULL; not with kids)
+ * receives the first page as kids does, with nothing asked beside it. */
 static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
-                       struct fs_dir *kids)
+                       struct fs_dir *kids, struct fs_dir *page)
 {
     uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
     struct fs_dir d;
@@ -62,6 +63,8 @@ static int resolve_dir(struct fs *fs, const char *path, struct fs_attr *a, char 
         if (d.marker)
             resolve_marker(fs, path, a, xattr);
     }
+    if (!kids)
+        kids = page;
     if (rc == 0 && kids)
         *kids = d;
     else if (rc == 0)
@@ -173,7 +176,7 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
         return resolve_object(fs, path, a, xattr);
     struct side_head h = {.fs = fs, .path = path};
     bool side = looks_like_file(path) && util_thread_start(&h.thread, side_head_run, &h) == 0;
-    int rc = resolve_dir(fs, path, a, xattr, kids);
+    int rc = resolve_dir(fs, path, a, xattr, kids, NULL);
     if (side)
         pthread_join(h.thread, NULL);
     if (rc == ENOENT && side) {
@@ -191,6 +194,26 @@ int fs_resolve(struct fs *fs, const char *path, struct fs_attr *a, char **xattr,
     return rc;
 }
 
+/* A directory's refresh: its first page, as resolve_dir asks it, held for
+ * the opendir that may follow as a lookup's page is (fs_ahead_keep: same
+ * trust, same bound), so that it is not asked twice.  A shell sitting in
+ * the directory runs `ls -l .` again after attr_ttl: the kernel asks no
+ * lookup of a name then, but the directory's attributes (getattr), and
+ * opens it next.  The page after it is not asked beside a marker's HEAD
+ * here (fs_ahead_begin), as a lookup's is: a stat of an open directory or
+ * of the current one is seldom followed by a listing. */
+static int refresh_dir(struct fs *fs, const char *path, struct fs_attr *a, char **xattr)
+{
+    uint64_t gen = fs_known_gen(fs), listed_ms = util_now_ms();
+    struct fs_dir d;
+    int rc = resolve_dir(fs, path, a, xattr, NULL, &d);
+    if (rc == 0) {
+        fs_ahead_keep(fs, path, &d, gen, listed_ms); /* takes d when it holds it */
+        fs_dir_free(&d);
+    }
+    return rc;
+}
+
 int fs_refresh(struct fs *fs, const char *path, const struct fs_attr *seen, struct fs_attr *a,
                char **xattr)
 {
@@ -199,8 +222,7 @@ int fs_refresh(struct fs *fs, const char *path, const struct fs_attr *seen, stru
         *xattr = NULL;
     if (seen->gz_suffix)
         return fs_resolve_view(fs, path, a);
-    int rc =
-        S_ISDIR(type) ? resolve_dir(fs, path, a, xattr, NULL) : resolve_object(fs, path, a, xattr);
+    int rc = S_ISDIR(type) ? refresh_dir(fs, path, a, xattr) : resolve_object(fs, path, a, xattr);
     if (rc == ENOENT && seen->old_dir) /* still the old-style object? */
         rc = resolve_object(fs, path, a, xattr);
     if (rc == 0 && (a->mode & S_IFMT) != (type & S_IFMT)) {

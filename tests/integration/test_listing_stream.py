@@ -17,6 +17,8 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from helpers import ops_of_mount as ops
 from helpers import put
 from mount import mounter, wait_until  # noqa: F401
@@ -379,3 +381,35 @@ def test_a_marked_directorys_second_page_is_not_shown_after_a_change(
     time.sleep(2.5)  # its trust ran out, and it was dropped
     put(s3, bucket, "e/k025a", b"other")
     assert sorted(os.listdir(m.p("e"))) == sorted(names + ["k025a"])
+
+
+def _ls_l_here():
+    r = subprocess.run(["ls", "-l", "."], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [line.split()[-1] for line in r.stdout.splitlines() if not line.startswith("total")]
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["implicit", "marked"])
+def test_a_second_ls_l_after_attr_ttl_lists_each_page_once(proxy, s3, bucket, mounter, marked):
+    """`ls -l .` again in a directory once attr_ttl ran out (a shell that
+    sits in it): the kernel looks up no name, it asks for the directory's
+    attributes (getattr), whose refresh lists its first page; that page is
+    the one the opendir that follows reads (held as a lookup's is), not
+    thrown away and asked again: 4 pages, 4 LISTs (and the marker's HEAD,
+    for a marked directory)."""
+    names = _names(3 * PAGE + 5)
+    (_seed_marked if marked else _seed)(s3, bucket, "d", names)
+    m = mounter(attr_ttl=1, neg_ttl=1, opts={"list_page": PAGE})
+    was = os.getcwd()
+    os.chdir(m.p("d"))
+    try:
+        assert _ls_l_here() == names
+        time.sleep(1.5)  # its attributes and its listing are no longer trusted
+        proxy.reset()
+        assert _ls_l_here() == names
+    finally:
+        os.chdir(was)
+    by_op = ops(proxy)
+    lists = [(r["op"], r["query"][:50]) for r in proxy.stats()["recent"]]
+    assert by_op.pop("ListObjectsV2", 0) == 4, lists
+    assert by_op == ({"HeadObject": 1} if marked else {}), by_op
