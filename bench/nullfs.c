@@ -13,7 +13,10 @@
  * asks for in its op_init (src/fs/ops.c): 1 MiB read-ahead requests, 64
  * background requests, no writeback cache; libfuse's default max_write
  * (1 MiB).  The mount's bdi read_ahead_kb (1024 in pailfs) is set by the
- * harness once mounted.
+ * harness once mounted.  An open is answered as pailfs answers one of an
+ * object it has read before: keep_cache, no direct_io, so the kernel takes
+ * O_DIRECT reads (fio's 4 KiB random reads, the rand8 floor) as FUSE reads
+ * of the size asked, one request each.
  *
  * Built by bench/run (pailbench/floor.py) with cc and libfuse3-dev, the
  * packages pailfs itself builds with; not part of `make`. */
@@ -95,6 +98,7 @@ static void null_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, EISDIR);
         return;
     }
+    fi->keep_cache = 1;
     fuse_reply_open(req, fi);
 }
 

@@ -21,6 +21,12 @@ taken part by part (the `floor` contender):
                  costs (dd of it to /dev/null), since a filesystem sends
                  from memory it already took from FUSE
 
+  rand8            fio's 8-job 4 KiB random reads (the same job as the
+                   filesystems', O_DIRECT) of nullfs's file: its IOPS and
+                   nullfs's core-seconds, the most reads and the least CPU
+                   per read any FUSE filesystem mounted so could give fio
+                   here (no parts: a read is all reply)
+
 Each part is one process's user + system time: curl's and dd's from
 getrusage(RUSAGE_CHILDREN) around it, nullfs's from /proc as for the
 filesystems. Over https pailfs signs UNSIGNED-PAYLOAD (issue 13's CRC32C
@@ -39,6 +45,7 @@ its buffer's pattern, not the fixture's).
 import concurrent.futures
 import hashlib
 import os
+import random
 import resource
 import time
 
@@ -120,6 +127,42 @@ def reply_part(ctx):
             return W.fail(f"cat read {ran.out.strip()} bytes of nullfs's {ctx.fx.big_size}")
         return W.Result(seconds=ran.seconds, nbytes=ctx.fx.big_size)
     return _on_nullfs(ctx, cat)
+
+
+def _pattern():
+    """nullfs's buffer (bench/nullfs.c main): byte i of its file is
+    pattern[i % len(pattern)]."""
+    return bytes(((i * 131) >> 3) & 0xFF for i in range(1 << 20))
+
+
+def _pattern_bad(path, size, n=64):
+    """How many of n random 4 KiB blocks of nullfs's file differ from its
+    pattern (read around the page cache's copy: dropped before)."""
+    pat, bad = _pattern(), 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(n):
+            off = random.randrange(size // 4096) * 4096
+            at = off % len(pat)
+            if os.pread(fd, 4096, off) != pat[at:at + 4096]:
+                bad += 1
+    finally:
+        os.close(fd)
+    return bad
+
+
+def rand_reads(ctx, jobs):
+    """fio's random reads (workloads.fio_randread, the filesystems' job) of
+    nullfs's file; 64 random blocks checked against nullfs's pattern."""
+    def fio(c, path):
+        res = W.fio_randread(ctx, c, path, jobs)
+        if not res.ok:
+            return res
+        drop_caches(ctx.on_stuck(c))
+        bad = _pattern_bad(path, ctx.fx.big_size)
+        return W.fail(f"{bad} of 64 random 4 KiB blocks differ from nullfs's pattern") \
+            if bad else res
+    return _on_nullfs(ctx, fio)
 
 
 def take_part(ctx):
@@ -332,5 +375,14 @@ def read16_floor(ctx, c):
                          "all at once")
 
 
+def rand8_floor(ctx, c):
+    res = rand_reads(ctx, 8)
+    if res.ok:
+        res.note += ", nullfs"
+        detail(f"floor: rand8 {res.iops:.0f} IOPS, nullfs {res.cpu_s:.2f} core-s, "
+               f"{res.cpu_s / res.count * 1e6:.1f} us a read")
+    return res
+
+
 FORMS = {"read_cold": read_cold_floor, "read_warm": read_warm_floor, "write": write_floor,
-         "scale_read16": read16_floor}
+         "rand8": rand8_floor, "scale_read16": read16_floor}

@@ -180,7 +180,7 @@ def write(rows, meta, md_path, png_path, workdir):
     cpu = cpu_by_workload(rows, cols, titles)
     req_table = request_table(rows, footnote) if "requests" in meta.workloads else ""
     floor = floor_table(rows, floor_row, cols, titles, meta.https)
-    targets = issue21_wall_clock(rows, meta.workloads)
+    targets = issue21_wall_clock(rows, meta.workloads, floor_row)
     if meta.wan:
         targets += issue19_wan(rows, meta.workloads)
     if "scale_read16" in meta.workloads:
@@ -377,9 +377,11 @@ def floor_table(rows, floor_row, cols, titles, https):
     the floor did not run."""
     if floor_row is None:
         return ""
-    cols = [w for w in cols if floor_row.results.get(w.id)
+    # per GiB: the workloads that move bytes (rand8's floor is in IOPS,
+    # under issue 21's wall-clock ratios; read16's is a time, under issue 22's)
+    cols = [w for w in cols if w.kind == "bytes" and floor_row.results.get(w.id)
             and floor_row.results[w.id].status != "n/a"
-            and floor_row.results[w.id].parts is not None]  # not read16's wall clock
+            and floor_row.results[w.id].parts is not None]
     if not cols:
         return ""
     floors = {w.id: per_gib(floor_row.results[w.id]) for w in cols}
@@ -414,10 +416,11 @@ def floor_table(rows, floor_row, cols, titles, https):
     return intro + "\n\n" + "\n".join(lines)
 
 
-def issue21_wall_clock(rows, workloads):
+def issue21_wall_clock(rows, workloads, floor_row=None):
     """Issue 21's wall-clock targets as ratios from this run: pailfs's cold
     sequential read against the raw limit (≥ 0.9) and its 8-job random
-    reads against s3fs-fuse's IOPS (≥ 2). [] when neither workload ran."""
+    reads against s3fs-fuse's IOPS (≥ 2), with the random reads' floor
+    when it ran. [] when neither workload ran."""
     by = {r.c.key: r for r in rows if not r.missing}
     out = []
 
@@ -438,6 +441,8 @@ def issue21_wall_clock(rows, workloads):
     if "rand8" in workloads:
         out.append(ratio("rand8", "s3fs", 2, "8-job 4 KiB random reads, pailfs's IOPS over "
                          "s3fs-fuse's"))
+        if floor_row is not None:
+            out.append(rand8_floor_line(by, floor_row.results.get("rand8")))
     return (["Issue 21's wall-clock targets, from the table above:"] + out) if out else []
 
 
@@ -538,6 +543,39 @@ def issue22_read16(rows, floor_row):
                    f"no FUSE filesystem's 16 readers finish sooner on this machine; pailfs "
                    f"is at {speed(w, mine) / speed(w, floor):.2f} × the floor")
     return out
+
+
+def per_read_us(r):
+    """Core-seconds per read of an ok random-read result, in µs, or None."""
+    if not r or not r.ok or r.cpu_s is None or not r.count:
+        return None
+    return r.cpu_s / r.count * 1e6
+
+
+def rand8_floor_line(by, floor):
+    """The floor of the 8-job random reads (floor.py: the same fio job on
+    nullfs): its IOPS and CPU per read, each filesystem's IOPS as a
+    fraction of it, and where issue 21's 2 × s3fs-fuse stands."""
+    head = "- the floor of those random reads (the same fio job on nullfs, bench/README.md)"
+    if floor is None or not floor.ok:
+        return f"{head}: " + (f"{floor.status}: {floor.why[:200]}" if floor else "not run")
+    us = per_read_us(floor)
+    text = (f"{head}: **{floor.iops:,.0f} IOPS**, nullfs {floor.cpu_s:.2f} core-s"
+            + (f" ({us:.1f} µs a read)" if us else ""))
+    for key in ("pailfs", "s3fs"):
+        r = by[key].results.get("rand8") if key in by else None
+        if r and r.ok:
+            us = per_read_us(r)
+            text += (f"; {by[key].c.label} {r.iops:,.0f} IOPS = **{r.iops / floor.iops:.2f} × "
+                     f"the floor**" + (f", {us:.1f} µs of its CPU a read" if us else ""))
+    s3fs = by["s3fs"].results.get("rand8") if "s3fs" in by else None
+    if s3fs and s3fs.ok:
+        want = 2 * s3fs.iops
+        text += (f"; issue 21's 2 × s3fs-fuse would be {want:,.0f} IOPS = "
+                 f"{want / floor.iops:.2f} × the floor ("
+                 + ("above it: no FUSE filesystem mounted so reaches it here" if want > floor.iops
+                    else "within it") + ")")
+    return text
 
 
 def _table_cell(r, footnote):

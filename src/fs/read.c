@@ -35,7 +35,9 @@
  * the headers name (fs_first_adopt), so the program's first read finds its
  * bytes there or arriving.  Until then the block belongs to no object, so
  * no reader of another version can see its bytes; once the open lets go, a
- * block nobody adopted, or one dropped unread, stops its GET.
+ * block nobody adopted, or one dropped unread, stops its GET (an adopted
+ * one is dropped only when its last reader goes and there is no disk cache
+ * to keep it in: with one, it is fetched to its end and stored).
  *
  * Memory: every block in memory is charged to the mount's one bound
  * (budget.c, use "read"), and so are the freed buffers kept warm for reuse
@@ -161,6 +163,7 @@ struct rblock {
     bool transient; /* a random reader's: dropped once stored and unpinned */
     bool stored;    /* the disk cache holds it */
     bool job;       /* a job holds it (and so its object) */
+    bool first;     /* an open's first GET brings it (block 0, adopted) */
     bool in_lru;
     struct rblock *lru_prev, *lru_next; /* reclaimable: ready, in a table, unpinned */
     UT_hash_handle hh;                  /* o->blocks */
@@ -1579,8 +1582,13 @@ void fs_reader_free(struct fs_reader *r)
              * reader's, or any whole one, such as an open's block 0) stays
              * findable until it is there (block_unpin drops it when its job
              * ends; the job keeps o), or the next open would fetch it again
-             * while the disk is slow. */
-            if (b->job && (b->transient || (b->state == RB_READY && !b->stored)))
+             * while the disk is slow.  So does an open's block 0 still
+             * arriving, when there is a disk cache to keep it in: its
+             * GET goes on (at most 1 MiB, asked for already), where
+             * stopping it made a random reader that opens for each read
+             * fetch block 0 twice. */
+            if (b->job && (b->transient || (b->state == RB_READY && !b->stored) ||
+                           (b->first && b->state == RB_FETCHING && rp->cache)))
                 continue;
             block_drop(rp, b);
         }
@@ -1789,6 +1797,7 @@ bool fs_first_adopt(struct fs_first *g, struct fs_reader *r)
                  strcmp(o->etag, g->attr.etag) == 0 && o->size == g->attr.size;
     if (adopt) {
         b->o = o;
+        b->first = true;
         HASH_ADD(hh, o->blocks, no, sizeof(b->no), b);
         if (g->job) { /* stored with its job */
             g->job->o = o;
