@@ -285,6 +285,14 @@ static struct pf_stream *stream_of(struct fs_prefetch *pf, const char *dir, uint
     for (unsigned i = 0; i < PF_STREAMS; i++) {
         struct pf_stream *s = &pf->streams[i];
         if (s->dir && strcmp(s->dir, dir) == 0) {
+            /* The names after its last open came from a listing trusted
+             * for keep_ms, as what was fetched ahead is kept: past that,
+             * the pattern starts again (an open long after the last is
+             * seldom the walk going on). */
+            if (now >= s->used_ms + pf->keep_ms) {
+                stream_forget_ahead(s);
+                s->hits = 0;
+            }
             s->used_ms = now;
             return s;
         }

@@ -199,3 +199,19 @@ def test_an_idle_mounts_fetch_ahead_threads_sleep(proxy, s3, bucket, mounter):
     after = _context_switches(pid)
     woke = {t: n - before.get(t, 0) for t, n in after.items() if n > before.get(t, 0)}
     assert sum(woke.values()) <= 15, woke
+
+
+def test_an_open_after_the_listing_ran_out_fetches_only_itself(proxy, s3, bucket, mounter):
+    """The pattern is made of a listing's names, trusted for attr_ttl: an
+    open of the next file long after the last (issue 19's request table,
+    `cat dir/f2` after the TTL ran out) is not the walk going on, and
+    fetches nothing ahead (it fetched the file after it too)."""
+    files = _seed(s3, bucket, "dir/", 4)
+    m = mounter(attr_ttl=1, neg_ttl=1)
+    names = _listed(proxy, m)
+    assert _read_all(m, "dir", names[:1]) == {names[0]: files[names[0]]}
+    time.sleep(2.2)  # past attr_ttl: the listing's names are no longer trusted
+    proxy.reset()
+    assert _read_all(m, "dir", names[1:2]) == {names[1]: files[names[1]]}
+    time.sleep(0.5)  # a fetch ahead would be on its way by now
+    assert ops(proxy).get("GetObject") == 1, ops(proxy)
